@@ -1,0 +1,32 @@
+//! berth's wire contract.
+//!
+//! * [`pb`]: every protobuf message and gRPC service of containerd's v1 API
+//!   that berth speaks, generated at build time from `protos/` by protox and
+//!   tonic-prost-build, plus ttrpc bindings for the shim task API.
+//! * [`ttrpc`]: a small ttrpc implementation (framing, client, server).
+//! * [`errdefs`]: the one place error kinds meet gRPC status codes.
+//! * [`filters`]: containerd's list-filter language.
+//! * [`typeurl`]: packing messages into `Any` with the type URLs containerd's
+//!   clients decode.
+
+pub mod errdefs;
+pub mod filters;
+pub mod identifiers;
+pub mod ttrpc;
+pub mod typeurl;
+
+/// Generated protobuf types, gRPC services and ttrpc bindings.
+#[allow(clippy::all, missing_docs, rustdoc::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/berth_proto.rs"));
+}
+
+pub use pb::containerd::services;
+pub use pb::containerd::types;
+
+/// gRPC metadata key carrying the namespace of a request.
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+/// ttrpc metadata key carrying the namespace of a shim request.
+pub const NAMESPACE_TTRPC_HEADER: &str = "containerd-namespace-ttrpc";
+/// gRPC metadata key naming the lease a request's new objects belong to.
+pub const LEASE_HEADER: &str = "containerd-lease";
