@@ -12,6 +12,7 @@
 pub mod errdefs;
 pub mod filters;
 pub mod identifiers;
+pub mod reference;
 pub mod ttrpc;
 pub mod typeurl;
 

@@ -1,0 +1,297 @@
+//! Garbage collection: mark and sweep.
+//!
+//! Roots, per namespace: images (unless their `containerd.io/gc.expire`
+//! label has passed), the resources of live leases, content labelled
+//! `containerd.io/gc.root` or with a future `gc.expire`, and uploads that
+//! have not expired. References: an image holds its target;
+//! `containerd.io/gc.ref.content*` labels on content or images hold the named
+//! blobs, `containerd.io/gc.ref.image*` hold images, and a blob labelled
+//! `containerd.io/gc.bref.content*=<parent>` is held while its parent is.
+//! Expired leases are removed. Unmarked metadata is swept in one transaction;
+//! then files no namespace records are removed. A failure on one file is
+//! logged and the run goes on.
+//!
+//! Collection runs in the background, a short delay after deletions
+//! ([`Gc::schedule`]), or on demand ([`Gc::collect`], for `sync` deletes).
+
+use crate::content::{Blobs, ContentRecord, IngestRecord};
+use crate::error::{Error, Result};
+use crate::images::ImageRecord;
+use crate::leases::{LABEL_EXPIRE, LABEL_FLAT, LeaseRecord, parse_time};
+use crate::metadata::{Db, Read, key, kind, prefix};
+use crate::types::now;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+const GC_ROOT: &str = "containerd.io/gc.root";
+const REF_CONTENT: &str = "containerd.io/gc.ref.content";
+const REF_IMAGE: &str = "containerd.io/gc.ref.image";
+const BREF_CONTENT: &str = "containerd.io/gc.bref.content";
+
+/// What one collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub content_records: usize,
+    pub ingest_records: usize,
+    pub leases: usize,
+    pub blobs: usize,
+    pub ingest_dirs: usize,
+    pub errors: usize,
+}
+
+enum Request {
+    Schedule,
+    Collect(oneshot::Sender<Result<Stats>>),
+}
+
+/// A handle to the collector; cheap to clone.
+#[derive(Clone)]
+pub struct Gc {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl Gc {
+    /// Starts the collector task; `delay` batches deletions into one run.
+    pub fn start(db: Arc<Db>, blobs: Arc<Blobs>, delay: Duration) -> Gc {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let collector = Arc::new(Collector { db, blobs });
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                let mut waiters = Vec::new();
+                if let Request::Schedule = req {
+                    tokio::time::sleep(delay).await;
+                } else if let Request::Collect(w) = req {
+                    waiters.push(w);
+                }
+                // Everything queued meanwhile is served by this one run.
+                while let Ok(r) = rx.try_recv() {
+                    if let Request::Collect(w) = r {
+                        waiters.push(w);
+                    }
+                }
+                let c = collector.clone();
+                let out = tokio::task::spawn_blocking(move || c.collect())
+                    .await
+                    .unwrap_or_else(|e| Err(Error::internal(format!("gc task: {e}"))));
+                match &out {
+                    Ok(s) if *s != Stats::default() => tracing::info!(?s, "garbage collected"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("garbage collection failed: {e}"),
+                }
+                for w in waiters {
+                    let _ = w.send(out.clone());
+                }
+            }
+        });
+        Gc { tx }
+    }
+
+    /// Asks for a collection soon; returns at once.
+    pub fn schedule(&self) {
+        let _ = self.tx.send(Request::Schedule);
+    }
+
+    /// Runs a collection now and waits for it.
+    pub async fn collect(&self) -> Result<Stats> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Collect(tx))
+            .map_err(|_| Error::unavailable("garbage collector stopped"))?;
+        rx.await
+            .map_err(|_| Error::unavailable("garbage collector stopped"))?
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Node {
+    Content(String),
+    Image(String),
+}
+
+struct Collector {
+    db: Arc<Db>,
+    blobs: Arc<Blobs>,
+}
+
+impl Collector {
+    fn collect(&self) -> Result<Stats> {
+        let mut stats = Stats::default();
+        let t = now();
+        // Phase 1: mark and sweep metadata in one transaction.
+        self.db.write(|w| {
+            for ns in w.namespaces()? {
+                let images: HashMap<String, ImageRecord> =
+                    w.scan(&prefix(&ns, kind::IMAGES))?.into_iter().collect();
+                let content: HashMap<String, ContentRecord> =
+                    w.scan(&prefix(&ns, kind::CONTENT))?.into_iter().collect();
+                let ingests: Vec<(String, IngestRecord)> = w.scan(&prefix(&ns, kind::INGESTS))?;
+                let leases: Vec<(String, LeaseRecord)> = w.scan(&prefix(&ns, kind::LEASES))?;
+
+                let mut marked: HashSet<Node> = HashSet::new();
+                let mut queue: VecDeque<Node> = VecDeque::new();
+                let mut leased_ingests = HashSet::new();
+                let mut flat: HashSet<Node> = HashSet::new();
+
+                for (id, lease) in &leases {
+                    if lease.expired(t) {
+                        w.delete(&key(&ns, kind::LEASES, id))?;
+                        stats.leases += 1;
+                        continue;
+                    }
+                    let is_flat = lease.labels.contains_key(LABEL_FLAT);
+                    for r in &lease.resources {
+                        let node = match r.kind.as_str() {
+                            "content" => Node::Content(r.id.clone()),
+                            "images" => Node::Image(r.id.clone()),
+                            "ingests" => {
+                                leased_ingests.insert(r.id.clone());
+                                continue;
+                            }
+                            _ => continue, // snapshots: kept by their snapshotter
+                        };
+                        if is_flat {
+                            flat.insert(node);
+                        } else {
+                            queue.push_back(node);
+                        }
+                    }
+                }
+                for (name, img) in &images {
+                    if !expired(&img.labels, t) {
+                        queue.push_back(Node::Image(name.clone()));
+                    }
+                }
+                for (d, c) in &content {
+                    if c.labels.contains_key(GC_ROOT) || not_yet_expired(&c.labels, t) {
+                        queue.push_back(Node::Content(d.clone()));
+                    }
+                }
+                // Back references: child blob held while its parent is.
+                let mut brefs: HashMap<&str, Vec<&str>> = HashMap::new();
+                for (d, c) in &content {
+                    for (k, v) in &c.labels {
+                        if k.starts_with(BREF_CONTENT) {
+                            brefs.entry(v.as_str()).or_default().push(d.as_str());
+                        }
+                    }
+                }
+                for n in flat {
+                    marked.insert(n);
+                }
+                while let Some(n) = queue.pop_front() {
+                    if !marked.insert(n.clone()) {
+                        continue;
+                    }
+                    let labels = match &n {
+                        Node::Image(name) => match images.get(name) {
+                            Some(img) => {
+                                queue.push_back(Node::Content(img.target.digest.clone()));
+                                &img.labels
+                            }
+                            None => continue,
+                        },
+                        Node::Content(d) => {
+                            for child in brefs.get(d.as_str()).into_iter().flatten() {
+                                queue.push_back(Node::Content(child.to_string()));
+                            }
+                            match content.get(d) {
+                                Some(c) => &c.labels,
+                                None => continue,
+                            }
+                        }
+                    };
+                    for (k, v) in labels {
+                        if k.starts_with(REF_CONTENT) {
+                            queue.push_back(Node::Content(v.clone()));
+                        } else if k.starts_with(REF_IMAGE) {
+                            queue.push_back(Node::Image(v.clone()));
+                        }
+                    }
+                }
+                for d in content.keys() {
+                    if !marked.contains(&Node::Content(d.clone())) {
+                        w.delete(&key(&ns, kind::CONTENT, d))?;
+                        stats.content_records += 1;
+                    }
+                }
+                for (name, img) in &images {
+                    if !marked.contains(&Node::Image(name.clone())) && expired(&img.labels, t) {
+                        w.delete(&key(&ns, kind::IMAGES, name))?;
+                    }
+                }
+                for (r, rec) in &ingests {
+                    let live = leased_ingests.contains(r) || rec.expires_at == 0 || rec.expires_at > t;
+                    if !live {
+                        w.delete(&key(&ns, kind::INGESTS, r))?;
+                        stats.ingest_records += 1;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+
+        // Phase 2: remove files nothing records, under the sweep lock so no
+        // upload is created or committed meanwhile.
+        let _sweep = self
+            .blobs
+            .sweep_lock
+            .write()
+            .map_err(|_| Error::internal("lock poisoned"))?;
+        // What survived phase 1, plus anything committed since.
+        let (keep_blobs, keep_ingests) = self.db.read(|r| {
+            let mut blobs = HashSet::new();
+            let mut ingests = HashSet::new();
+            for ns in r.namespaces()? {
+                for (d, _) in r.scan::<ContentRecord>(&prefix(&ns, kind::CONTENT))? {
+                    blobs.insert(d);
+                }
+                for (reference, rec) in r.scan::<IngestRecord>(&prefix(&ns, kind::INGESTS))? {
+                    ingests.insert(Blobs::ingest_name(&ns, &reference));
+                    if !rec.expected.is_empty() {
+                        blobs.insert(rec.expected);
+                    }
+                }
+            }
+            Ok((blobs, ingests))
+        })?;
+        for hex in self.blobs.list_blobs()? {
+            if keep_blobs.contains(&format!("sha256:{hex}")) {
+                continue;
+            }
+            match self.blobs.remove_blob(&hex) {
+                Ok(()) => stats.blobs += 1,
+                Err(e) => {
+                    stats.errors += 1;
+                    tracing::warn!("gc: remove blob sha256:{hex}: {e}");
+                }
+            }
+        }
+        for name in self.blobs.list_ingests()? {
+            if keep_ingests.contains(&name) {
+                continue;
+            }
+            match self.blobs.remove_ingest(&name) {
+                Ok(()) => stats.ingest_dirs += 1,
+                Err(e) => {
+                    stats.errors += 1;
+                    tracing::warn!("gc: remove upload {name}: {e}");
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+fn expiry(labels: &HashMap<String, String>) -> Option<i64> {
+    labels.get(LABEL_EXPIRE).and_then(|v| parse_time(v))
+}
+
+fn expired(labels: &HashMap<String, String>, t: i64) -> bool {
+    expiry(labels).is_some_and(|e| e <= t)
+}
+
+fn not_yet_expired(labels: &HashMap<String, String>, t: i64) -> bool {
+    expiry(labels).is_some_and(|e| e > t)
+}

@@ -1,0 +1,210 @@
+//! Leases: client-held references that keep objects (content, ingests,
+//! images, snapshots) from garbage collection while a multi-step operation
+//! such as an import or pull is under way.
+
+use crate::error::{Error, Result};
+use crate::gc::Gc;
+use crate::metadata::{Db, Read, Writer, key, kind, prefix};
+use crate::namespaces;
+use crate::types::{Ctx, Digest, Labels, now, validate_labels};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Label that marks a lease (or image/content) collectable after an RFC 3339 time.
+pub const LABEL_EXPIRE: &str = "containerd.io/gc.expire";
+/// Label that makes a lease hold only its own resources, not their references.
+pub const LABEL_FLAT: &str = "containerd.io/gc.flat";
+
+/// A resource held by a lease.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Resource {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// What is stored for a lease.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub created_at: i64,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+}
+
+impl LeaseRecord {
+    /// True once the lease's expiry label lies in the past.
+    pub fn expired(&self, now_nanos: i64) -> bool {
+        self.labels
+            .get(LABEL_EXPIRE)
+            .and_then(|v| parse_time(v))
+            .is_some_and(|t| t <= now_nanos)
+    }
+}
+
+/// Parses an RFC 3339 time into nanoseconds since the epoch.
+pub fn parse_time(v: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+}
+
+/// Checks a resource type/id pair the way containerd does.
+fn check_resource(r: &Resource) -> Result<Resource> {
+    let parts: Vec<&str> = r.kind.split('/').collect();
+    match parts[0] {
+        "content" | "ingests" | "images" if parts.len() == 1 => {
+            if parts[0] == "content" {
+                Digest::parse(&r.id).map_err(|e| {
+                    Error::invalid(format!("invalid content resource id {}: {e}", r.id))
+                })?;
+            }
+            Ok(r.clone())
+        }
+        "snapshots" if parts.len() == 2 && !parts[1].is_empty() => Ok(r.clone()),
+        "content" | "ingests" | "images" | "snapshots" => Err(Error::invalid(format!(
+            "invalid resource type {:?}: use content, ingests, images or snapshots/<snapshotter>",
+            r.kind
+        ))),
+        _ => Err(Error::unimplemented(format!(
+            "resource type {:?} not supported yet",
+            r.kind
+        ))),
+    }
+}
+
+/// Adds a resource to the request's lease, if it has one, inside `w`.
+pub fn attach(w: &mut Writer<'_, '_>, ctx: &Ctx, kind_: &str, id: &str) -> Result<()> {
+    let Some(lease) = &ctx.lease else {
+        return Ok(());
+    };
+    let k = key(&ctx.ns, kind::LEASES, lease);
+    let mut rec: LeaseRecord = w.get(&k)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "lease {lease:?} does not exist in namespace {:?}",
+            ctx.ns
+        ))
+    })?;
+    let r = Resource {
+        id: id.to_string(),
+        kind: kind_.to_string(),
+    };
+    if !rec.resources.contains(&r) {
+        rec.resources.push(r);
+        w.put(&k, &rec)?;
+    }
+    Ok(())
+}
+
+/// Removes a resource from every lease of a namespace (the object is gone).
+pub fn detach_everywhere(w: &mut Writer<'_, '_>, ns: &str, kind_: &str, id: &str) -> Result<()> {
+    for (lid, mut rec) in w.scan::<LeaseRecord>(&prefix(ns, kind::LEASES))? {
+        let before = rec.resources.len();
+        rec.resources.retain(|r| !(r.kind == kind_ && r.id == id));
+        if rec.resources.len() != before {
+            w.put(&key(ns, kind::LEASES, &lid), &rec)?;
+        }
+    }
+    Ok(())
+}
+
+/// The leases service logic.
+pub struct Leases {
+    db: Arc<Db>,
+    gc: Gc,
+}
+
+impl Leases {
+    pub fn new(db: Arc<Db>, gc: Gc) -> Self {
+        Self { db, gc }
+    }
+
+    /// Creates a lease.
+    pub fn create(&self, ns: &str, id: &str, labels: Labels) -> Result<LeaseRecord> {
+        if id.is_empty() {
+            return Err(Error::invalid("lease id must be provided"));
+        }
+        validate_labels(&labels)?;
+        if let Some(v) = labels.get(LABEL_EXPIRE)
+            && parse_time(v).is_none()
+        {
+            return Err(Error::invalid(format!(
+                "label {LABEL_EXPIRE}={v:?} is not an RFC 3339 time"
+            )));
+        }
+        self.db.write(|w| {
+            namespaces::ensure(w, ns)?;
+            let k = key(ns, kind::LEASES, id);
+            if w.exists(&k)? {
+                return Err(Error::already_exists(format!("lease {id:?}: already exists")));
+            }
+            let rec = LeaseRecord {
+                created_at: now(),
+                labels,
+                resources: vec![],
+            };
+            w.put(&k, &rec)?;
+            Ok(rec)
+        })
+    }
+
+    /// Deletes a lease; its objects become collectable. With `sync`, waits
+    /// for the collection to finish.
+    pub async fn delete(&self, ns: &str, id: &str, sync: bool) -> Result<()> {
+        self.db.write(|w| {
+            if !w.delete(&key(ns, kind::LEASES, id))? {
+                return Err(Error::not_found(format!("lease {id:?}: not found")));
+            }
+            Ok(())
+        })?;
+        if sync {
+            self.gc.collect().await?;
+        } else {
+            self.gc.schedule();
+        }
+        Ok(())
+    }
+
+    /// All leases of a namespace.
+    pub fn list(&self, ns: &str) -> Result<Vec<(String, LeaseRecord)>> {
+        self.db.read(|r| r.scan(&prefix(ns, kind::LEASES)))
+    }
+
+    fn modify(&self, ns: &str, id: &str, f: impl FnOnce(&mut LeaseRecord)) -> Result<()> {
+        self.db.write(|w| {
+            let k = key(ns, kind::LEASES, id);
+            let mut rec: LeaseRecord = w
+                .get(&k)?
+                .ok_or_else(|| Error::not_found(format!("lease {id:?} does not exist")))?;
+            f(&mut rec);
+            w.put(&k, &rec)
+        })
+    }
+
+    /// Adds a resource to a lease.
+    pub fn add_resource(&self, ns: &str, id: &str, r: Resource) -> Result<()> {
+        let r = check_resource(&r)?;
+        self.modify(ns, id, |rec| {
+            if !rec.resources.contains(&r) {
+                rec.resources.push(r);
+            }
+        })
+    }
+
+    /// Removes a resource from a lease; the object may then be collected.
+    pub fn delete_resource(&self, ns: &str, id: &str, r: Resource) -> Result<()> {
+        let r = check_resource(&r)?;
+        self.modify(ns, id, |rec| rec.resources.retain(|x| x != &r))?;
+        self.gc.schedule();
+        Ok(())
+    }
+
+    /// The resources a lease holds.
+    pub fn list_resources(&self, ns: &str, id: &str) -> Result<Vec<Resource>> {
+        self.db
+            .read(|r| r.get::<LeaseRecord>(&key(ns, kind::LEASES, id)))?
+            .map(|l| l.resources)
+            .ok_or_else(|| Error::not_found(format!("lease {id:?} does not exist")))
+    }
+}
