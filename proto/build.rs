@@ -29,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config
         .enable_type_names()
         .include_file("berth_proto.rs")
-        .service_generator(Box::new(Both { tonic, ttrpc: Ttrpc }));
+        .service_generator(Box::new(Both {
+            tonic,
+            ttrpc: Ttrpc,
+        }));
     config.compile_fds(fds)?;
     Ok(())
 }
@@ -107,10 +110,7 @@ impl Ttrpc {
             "    /// Adapts a [`{}`] implementation to the ttrpc server.",
             s.name
         );
-        let _ = writeln!(
-            w,
-            "    pub struct {server}<T>(pub ::std::sync::Arc<T>);"
-        );
+        let _ = writeln!(w, "    pub struct {server}<T>(pub ::std::sync::Arc<T>);");
         let _ = writeln!(
             w,
             "    impl<T: {name}> crate::ttrpc::Service for {server}<T> {{",
@@ -146,18 +146,12 @@ impl Ttrpc {
             "    pub struct {client} {{ inner: crate::ttrpc::Client }}"
         );
         let _ = writeln!(w, "    impl {client} {{");
-        let _ = writeln!(
-            w,
-            "        /// Wraps a connected ttrpc client."
-        );
+        let _ = writeln!(w, "        /// Wraps a connected ttrpc client.");
         let _ = writeln!(
             w,
             "        pub fn new(inner: crate::ttrpc::Client) -> Self {{ Self {{ inner }} }}"
         );
-        let _ = writeln!(
-            w,
-            "        /// The underlying connection."
-        );
+        let _ = writeln!(w, "        /// The underlying connection.");
         let _ = writeln!(
             w,
             "        pub fn inner(&self) -> &crate::ttrpc::Client {{ &self.inner }}"

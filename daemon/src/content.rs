@@ -126,7 +126,9 @@ impl Blobs {
 
     /// Where an upload's files live.
     pub fn ingest_dir(&self, ns: &str, reference: &str) -> PathBuf {
-        self.root.join("ingest").join(Self::ingest_name(ns, reference))
+        self.root
+            .join("ingest")
+            .join(Self::ingest_name(ns, reference))
     }
 
     /// Hex digests of every committed blob on disk.
@@ -200,7 +202,13 @@ impl ContentStore {
     }
 
     /// Updates labels (`labels`, `labels.<key>`; no paths = replace all).
-    pub fn update(&self, ns: &str, digest: &Digest, labels: &Labels, paths: &[String]) -> Result<Info> {
+    pub fn update(
+        &self,
+        ns: &str,
+        digest: &Digest,
+        labels: &Labels,
+        paths: &[String],
+    ) -> Result<Info> {
         self.db.write(|w| {
             let k = key(ns, kind::CONTENT, digest.as_str());
             let mut rec: ContentRecord = w
@@ -243,7 +251,9 @@ impl ContentStore {
     pub fn delete(&self, ns: &str, digest: &Digest) -> Result<()> {
         self.db.write(|w| {
             if !w.delete(&key(ns, kind::CONTENT, digest.as_str()))? {
-                return Err(Error::not_found(format!("content digest {digest}: not found")));
+                return Err(Error::not_found(format!(
+                    "content digest {digest}: not found"
+                )));
             }
             leases::detach_everywhere(w, ns, "content", digest.as_str())
         })?;
@@ -262,7 +272,10 @@ impl ContentStore {
     pub fn open_blob(&self, ns: &str, digest: &Digest) -> Result<(File, i64)> {
         let info = self.info(ns, digest)?;
         let f = File::open(self.blobs.blob_path(digest)).map_err(|e| {
-            io_err(format!("content {digest} is recorded but its blob is unreadable"), e)
+            io_err(
+                format!("content {digest} is recorded but its blob is unreadable"),
+                e,
+            )
         })?;
         Ok((f, info.record.size))
     }
@@ -324,7 +337,9 @@ impl ContentStore {
     pub fn abort(&self, ns: &str, reference: &str) -> Result<()> {
         self.db.write(|w| {
             if !w.delete(&key(ns, kind::INGESTS, reference))? {
-                return Err(Error::not_found(format!("reference {reference:?}: not found")));
+                return Err(Error::not_found(format!(
+                    "reference {reference:?}: not found"
+                )));
             }
             leases::detach_everywhere(w, ns, "ingests", reference)
         })?;
@@ -358,12 +373,17 @@ impl ContentStore {
                 Ok(false)
             })?;
             if exists {
-                return Err(Error::already_exists(format!("content {d}: already exists")));
+                return Err(Error::already_exists(format!(
+                    "content {d}: already exists"
+                )));
             }
         }
         let lock_key = format!("{}/{reference}", ctx.ns);
         {
-            let mut active = self.active.lock().map_err(|_| Error::internal("lock poisoned"))?;
+            let mut active = self
+                .active
+                .lock()
+                .map_err(|_| Error::internal("lock poisoned"))?;
             if !active.insert(lock_key.clone()) {
                 return Err(Error::unavailable(format!(
                     "ref {reference:?} locked: another write to it is in progress; retry when it ends"
@@ -374,7 +394,11 @@ impl ContentStore {
             store: self.clone(),
             key: lock_key,
         };
-        let _sweep = self.blobs.sweep_lock.read().map_err(|_| Error::internal("lock poisoned"))?;
+        let _sweep = self
+            .blobs
+            .sweep_lock
+            .read()
+            .map_err(|_| Error::internal("lock poisoned"))?;
         let rec = self.db.write(|w| {
             namespaces::ensure(w, &ctx.ns)?;
             let k = key(&ctx.ns, kind::INGESTS, reference);
@@ -462,7 +486,9 @@ impl ContentStore {
         w.truncate()?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = data.read(&mut buf).map_err(|e| io_err("read blob data", e))?;
+            let n = data
+                .read(&mut buf)
+                .map_err(|e| io_err("read blob data", e))?;
             if n == 0 {
                 break;
             }
@@ -627,7 +653,9 @@ impl Writer {
         });
         let _ = fs::remove_dir_all(&self.dir);
         if !result? {
-            return Err(Error::already_exists(format!("content {actual}: already exists")));
+            return Err(Error::already_exists(format!(
+                "content {actual}: already exists"
+            )));
         }
         store.events.publish(
             ns,

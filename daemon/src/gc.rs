@@ -222,7 +222,8 @@ impl Collector {
                     }
                 }
                 for (r, rec) in &ingests {
-                    let live = leased_ingests.contains(r) || rec.expires_at == 0 || rec.expires_at > t;
+                    // expires_at 0 marks an upload that only its lease kept alive.
+                    let live = leased_ingests.contains(r) || rec.expires_at > t;
                     if !live {
                         w.delete(&key(&ns, kind::INGESTS, r))?;
                         stats.ingest_records += 1;

@@ -55,7 +55,9 @@ fn validate(img: &Image) -> Result<()> {
     let t = &img.record.target;
     Digest::parse(&t.digest).map_err(|e| e.context("image target.Digest"))?;
     if t.size <= 0 {
-        return Err(Error::invalid("image target.Size must be greater than zero"));
+        return Err(Error::invalid(
+            "image target.Size must be greater than zero",
+        ));
     }
     if t.media_type.is_empty() {
         return Err(Error::invalid("image target.MediaType must be set"));

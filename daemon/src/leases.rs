@@ -120,11 +120,18 @@ impl Leases {
         Self { db, gc }
     }
 
-    /// Creates a lease.
-    pub fn create(&self, ns: &str, id: &str, labels: Labels) -> Result<LeaseRecord> {
-        if id.is_empty() {
-            return Err(Error::invalid("lease id must be provided"));
-        }
+    /// Creates a lease; an empty id gets a random one. Returns the id.
+    pub fn create(&self, ns: &str, id: &str, labels: Labels) -> Result<(String, LeaseRecord)> {
+        let id = if id.is_empty() {
+            format!(
+                "{}-{}",
+                now(),
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            )
+        } else {
+            id.to_string()
+        };
+        let id = id.as_str();
         validate_labels(&labels)?;
         if let Some(v) = labels.get(LABEL_EXPIRE)
             && parse_time(v).is_none()
@@ -137,7 +144,9 @@ impl Leases {
             namespaces::ensure(w, ns)?;
             let k = key(ns, kind::LEASES, id);
             if w.exists(&k)? {
-                return Err(Error::already_exists(format!("lease {id:?}: already exists")));
+                return Err(Error::already_exists(format!(
+                    "lease {id:?}: already exists"
+                )));
             }
             let rec = LeaseRecord {
                 created_at: now(),
@@ -145,7 +154,7 @@ impl Leases {
                 resources: vec![],
             };
             w.put(&k, &rec)?;
-            Ok(rec)
+            Ok((id.to_string(), rec))
         })
     }
 

@@ -1,6 +1,14 @@
 //! berthd: the berth daemon as a library; `main.rs` is a thin wrapper.
+//!
+//! In-process services ([`content`], [`images`], [`namespaces`], [`leases`],
+//! [`events`], [`gc`], [`archive`]) sit on the [`metadata`] database and are
+//! wired together in [`core`]; [`server`] adapts them to gRPC and ttrpc.
 
+pub mod archive;
+pub mod config;
 pub mod content;
+pub mod core;
+pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod gc;
@@ -8,4 +16,6 @@ pub mod images;
 pub mod leases;
 pub mod metadata;
 pub mod namespaces;
+pub mod oci;
+pub mod server;
 pub mod types;

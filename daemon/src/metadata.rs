@@ -314,11 +314,17 @@ mod tests {
             Err(Error::invalid("no"))
         });
         assert!(r.is_err());
-        assert!(!db.read(|r| r.any_under(&prefix("b", kind::IMAGES))).unwrap());
+        assert!(
+            !db.read(|r| r.any_under(&prefix("b", kind::IMAGES)))
+                .unwrap()
+        );
         drop(db);
         // Reopening keeps data and the schema version.
         let db = Db::open(&dir.path().join("m.redb")).unwrap();
-        assert!(db.read(|r| r.exists(&key("a-b", kind::IMAGES, "z"))).unwrap());
+        assert!(
+            db.read(|r| r.exists(&key("a-b", kind::IMAGES, "z")))
+                .unwrap()
+        );
         let id1 = db.meta_get_or_init("uuid", || b"one".to_vec()).unwrap();
         let id2 = db.meta_get_or_init("uuid", || b"two".to_vec()).unwrap();
         assert_eq!(id1, id2);

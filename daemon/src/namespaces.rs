@@ -19,8 +19,7 @@ pub struct NamespaceRecord {
 
 /// Validates a namespace name (the rule shared by all identifiers).
 pub fn validate(name: &str) -> Result<()> {
-    berth_proto::identifiers::validate(name)
-        .map_err(|e| Error::invalid(format!("namespace: {e}")))
+    berth_proto::identifiers::validate(name).map_err(|e| Error::invalid(format!("namespace: {e}")))
 }
 
 /// Records `ns` inside a write transaction if it is not there yet.

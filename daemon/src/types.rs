@@ -96,7 +96,11 @@ impl Digest {
                 "digest {s:?} uses unsupported algorithm {algo:?}: only sha256 is supported"
             )));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(Error::invalid(format!(
                 "digest {s:?} is invalid: expected sha256:<64 lowercase hex characters>"
             )));

@@ -306,7 +306,14 @@ mod tests {
 
     #[test]
     fn errors_point_at_position() {
-        for bad in ["name=", "name==", ".x", "name==a b", "labels.\"x", "name~=("] {
+        for bad in [
+            "name=",
+            "name==",
+            ".x",
+            "name==a b",
+            "labels.\"x",
+            "name~=(",
+        ] {
             let e = Filter::parse(bad).unwrap_err();
             assert!(e.to_string().contains("position"), "{bad}: {e}");
         }

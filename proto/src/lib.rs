@@ -9,6 +9,7 @@
 //! * [`typeurl`]: packing messages into `Any` with the type URLs containerd's
 //!   clients decode.
 
+pub mod client;
 pub mod errdefs;
 pub mod filters;
 pub mod identifiers;

@@ -51,8 +51,11 @@ impl Reference {
         if let Some(t) = &tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && t.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !ok {
                 return Err(format!("image reference {s:?} has an invalid tag {t:?}"));
             }
@@ -73,9 +76,9 @@ impl Reference {
         if path.is_empty()
             || path.split('/').any(|c| {
                 c.is_empty()
-                    || !c
-                        .chars()
-                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+                    || !c.chars().all(|ch| {
+                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch)
+                    })
             })
         {
             return Err(format!(
@@ -102,7 +105,10 @@ impl Reference {
     /// The short form docker prints (`busybox:latest`, `foo/bar:1`).
     pub fn familiar(&self) -> String {
         let repo = if self.domain == DEFAULT_DOMAIN {
-            self.path.strip_prefix("library/").unwrap_or(&self.path).to_string()
+            self.path
+                .strip_prefix("library/")
+                .unwrap_or(&self.path)
+                .to_string()
         } else {
             self.repository()
         };
@@ -148,16 +154,25 @@ mod tests {
             ("busybox", "docker.io/library/busybox:latest".to_string()),
             ("busybox:1.36", "docker.io/library/busybox:1.36".into()),
             ("foo/bar", "docker.io/foo/bar:latest".into()),
-            ("docker.io/library/busybox:latest", "docker.io/library/busybox:latest".into()),
+            (
+                "docker.io/library/busybox:latest",
+                "docker.io/library/busybox:latest".into(),
+            ),
             ("127.0.0.1:5000/bb:1", "127.0.0.1:5000/bb:1".into()),
             ("localhost/x", "localhost/x:latest".into()),
-            (&format!("busybox@{d}"), format!("docker.io/library/busybox@{d}")),
+            (
+                &format!("busybox@{d}"),
+                format!("docker.io/library/busybox@{d}"),
+            ),
         ] {
             assert_eq!(normalize(i).unwrap(), o, "{i}");
         }
         for bad in ["", "Busybox", "a b", "x:", "x@sha256:12", "x:-bad"] {
             assert!(normalize(bad).is_err(), "{bad}");
         }
-        assert_eq!(Reference::parse("busybox").unwrap().familiar(), "busybox:latest");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().familiar(),
+            "busybox:latest"
+        );
     }
 }

@@ -248,7 +248,12 @@ pub trait Service: Send + Sync + 'static {
     /// The fully qualified service name, e.g. `containerd.task.v2.Task`.
     fn name(&self) -> &'static str;
     /// Runs `method` on an encoded request; returns the encoded response.
-    fn call(&self, ctx: Context, method: &str, payload: Bytes) -> BoxFuture<Result<Vec<u8>, Status>>;
+    fn call(
+        &self,
+        ctx: Context,
+        method: &str,
+        payload: Bytes,
+    ) -> BoxFuture<Result<Vec<u8>, Status>>;
 }
 
 /// A ttrpc server: a set of services served on unix sockets.
@@ -295,7 +300,10 @@ impl Server {
         let (tx, mut rx) = mpsc::channel::<(u32, Vec<u8>)>(64);
         let writer = tokio::spawn(async move {
             while let Some((id, payload)) = rx.recv().await {
-                if write_frame(&mut wr, id, TYPE_RESPONSE, &payload).await.is_err() {
+                if write_frame(&mut wr, id, TYPE_RESPONSE, &payload)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -344,7 +352,11 @@ impl Server {
             )
         })?;
         let ctx = Context {
-            metadata: req.metadata.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            metadata: req
+                .metadata
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect(),
             timeout: (req.timeout_nano > 0).then(|| Duration::from_nanos(req.timeout_nano as u64)),
         };
         let timeout = ctx.timeout;
@@ -416,12 +428,18 @@ impl Client {
                 if frame.header.kind != TYPE_RESPONSE {
                     continue;
                 }
-                let waiter = p.lock().ok().and_then(|mut m| m.remove(&frame.header.stream_id));
+                let waiter = p
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&frame.header.stream_id));
                 let Some(waiter) = waiter else { continue };
                 let out = match frame.payload {
                     None => Err(Status::new(
                         Code::ResourceExhausted,
-                        format!("response of {} bytes exceeds the limit", frame.header.length),
+                        format!(
+                            "response of {} bytes exceeds the limit",
+                            frame.header.length
+                        ),
                     )),
                     Some(b) => decode::<Response>(&b),
                 };
@@ -489,7 +507,10 @@ impl Client {
             if let Ok(mut m) = self.inner.pending.lock() {
                 m.remove(&id);
             }
-            return Err(Status::new(Code::Unavailable, format!("ttrpc: send failed: {e}")));
+            return Err(Status::new(
+                Code::Unavailable,
+                format!("ttrpc: send failed: {e}"),
+            ));
         }
         let wait = async { rx.await.unwrap_or_else(|_| Err(closed_status())) };
         let resp = match ctx.timeout {
@@ -536,9 +557,7 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::containerd::services::events::ttrpc::v1::{
-        ForwardRequest, events_ttrpc,
-    };
+    use crate::pb::containerd::services::events::ttrpc::v1::{ForwardRequest, events_ttrpc};
     use crate::pb::containerd::types::Envelope;
 
     #[test]
@@ -613,7 +632,9 @@ mod tests {
             let _ = stop_rx.await;
         }));
         let client = events_ttrpc::EventsClient::new(
-            Client::connect(&format!("unix://{}", path.display())).await.unwrap(),
+            Client::connect(&format!("unix://{}", path.display()))
+                .await
+                .unwrap(),
         );
         let mut ctx = Context::default();
         ctx.metadata.push(("k".into(), "v".into()));

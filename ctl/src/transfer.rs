@@ -1,0 +1,294 @@
+//! Image import/export through the daemon's Transfer service: the archive
+//! travels over a `Streaming.Stream`, paced by the receiver's window
+//! credits; progress comes back on a second stream.
+
+use crate::CtlError;
+use crate::cli::{ExportArgs, ImportArgs};
+use crate::commands::{Ctx, interactive};
+use anyhow::{Context as _, Result};
+use berth_proto::pb::containerd::types::transfer as tt;
+use berth_proto::services::streaming::v1::StreamInit;
+use berth_proto::services::streaming::v1::streaming_client::StreamingClient;
+use berth_proto::services::transfer::v1::transfer_client::TransferClient;
+use berth_proto::services::transfer::v1::{TransferOptions, TransferRequest};
+use berth_proto::typeurl;
+use indicatif::{ProgressBar, ProgressStyle};
+use prost_types::Any;
+use std::io::{Read, Write};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// Largest data message sent.
+const MAX_DATA: usize = 1 << 20;
+/// Credit granted to the daemon at a time when receiving.
+const WINDOW: i32 = 4 << 20;
+
+/// An open stream: what we send and what the daemon sends.
+struct Stream {
+    id: String,
+    tx: mpsc::Sender<Any>,
+    rx: Streaming<Any>,
+}
+
+async fn open(ctx: &Ctx, kind: &str) -> Result<Stream> {
+    let id = format!("{kind}-{}", uuid::Uuid::new_v4().simple());
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(typeurl::pack(&StreamInit { id: id.clone() }))
+        .await?;
+    let mut resp = StreamingClient::new(ctx.ch.clone())
+        .stream(ctx.req(ReceiverStream::new(rx)))
+        .await?
+        .into_inner();
+    // The daemon acknowledges once the stream is registered.
+    resp.next()
+        .await
+        .ok_or_else(|| CtlError("the daemon closed the stream before acknowledging it".into()))??;
+    Ok(Stream { id, tx, rx: resp })
+}
+
+fn platform(s: &str) -> Result<berth_proto::types::Platform> {
+    let parts: Vec<&str> = s.split('/').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+        return Err(CtlError(format!(
+            "platform {s:?} is invalid: expected os/arch[/variant], e.g. linux/amd64"
+        ))
+        .into());
+    }
+    Ok(berth_proto::types::Platform {
+        os: parts[0].into(),
+        architecture: parts[1].into(),
+        variant: parts.get(2).map(|v| v.to_string()).unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+fn bar(total: u64, what: &str) -> Option<ProgressBar> {
+    if !interactive() {
+        return None;
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    Some(pb)
+}
+
+/// Prints progress events from the daemon (plain lines when not on a terminal).
+fn spawn_progress(mut s: Stream, pb: Option<ProgressBar>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = s.rx.next().await {
+            if let Some(p) = typeurl::unpack::<tt::Progress>(&msg) {
+                if p.event == "image" || p.event == "exported" {
+                    match &pb {
+                        Some(pb) => pb.println(format!("{}: {}", p.event, p.name)),
+                        None => println!("{}: {}", p.event, p.name),
+                    }
+                }
+            }
+        }
+        drop(s.tx);
+    })
+}
+
+pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
+    let (mut reader, total): (Box<dyn Read + Send>, u64) = if a.file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), 0)
+    } else {
+        let f =
+            std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file.display()))?;
+        let n = f.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(f), n)
+    };
+    let mut data = open(ctx, "import").await?;
+    let progress = open(ctx, "progress").await?;
+    let pb = bar(total, "importing");
+    let mut labels = std::collections::HashMap::new();
+    for l in &a.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| CtlError(format!("label {l:?} must be key=value")))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let mut store = tt::ImageStore {
+        name: a.index_name.clone().unwrap_or_default(),
+        labels,
+        all_metadata: a.all_platforms,
+        ..Default::default()
+    };
+    if let Some(p) = &a.platform {
+        store.platforms.push(platform(p)?);
+    }
+    if let Some(b) = &a.base_name {
+        store.extra_references.push(tt::ImageReference {
+            name: b.clone(),
+            is_prefix: true,
+            allow_overwrite: true,
+            add_digest: a.digests,
+            ..Default::default()
+        });
+    } else if a.digests {
+        store.extra_references.push(tt::ImageReference {
+            add_digest: true,
+            ..Default::default()
+        });
+    }
+    let req = TransferRequest {
+        source: Some(typeurl::pack(&tt::ImageImportStream {
+            stream: data.id.clone(),
+            media_type: String::new(),
+            force_compress: false,
+        })),
+        destination: Some(typeurl::pack(&store)),
+        options: Some(TransferOptions {
+            progress_stream: progress.id.clone(),
+        }),
+    };
+    let printer = spawn_progress(progress, pb.clone());
+    let mut tc = TransferClient::new(ctx.ch.clone());
+    let call = tc.transfer(ctx.req(req));
+    // Feed the archive as the daemon grants credit.
+    let pb2 = pb.clone();
+    let feeder = tokio::spawn(async move {
+        let mut credit: i64 = 0;
+        let mut buf = vec![0u8; MAX_DATA];
+        loop {
+            while credit <= 0 {
+                match data.rx.next().await {
+                    Some(Ok(m)) => {
+                        if let Some(u) = typeurl::unpack::<tt::WindowUpdate>(&m) {
+                            credit += i64::from(u.update);
+                        }
+                    }
+                    _ => return Ok::<_, anyhow::Error>(()),
+                }
+            }
+            let want = (credit as usize).min(MAX_DATA);
+            let n = tokio::task::block_in_place(|| reader.read(&mut buf[..want]))
+                .context("read archive")?;
+            if n == 0 {
+                // Close our side only: dropping the response stream would
+                // cancel the call before the last messages are delivered.
+                drop(data.tx);
+                while data.rx.next().await.is_some() {}
+                return Ok(());
+            }
+            credit -= n as i64;
+            if let Some(pb) = &pb2 {
+                pb.inc(n as u64);
+            }
+            let msg = typeurl::pack(&tt::Data {
+                data: buf[..n].to_vec(),
+            });
+            if data.tx.send(msg).await.is_err() {
+                return Ok(());
+            }
+        }
+    });
+    let result = call.await;
+    feeder.abort();
+    let _ = printer.await;
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    result?;
+    Ok(())
+}
+
+pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
+    let mut out: Box<dyn Write + Send> = if a.file.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::File::create(&a.file)
+                .with_context(|| format!("create {}", a.file.display()))?,
+        )
+    };
+    let mut data = open(ctx, "export").await?;
+    let progress = open(ctx, "progress").await?;
+    let pb = if a.file.as_os_str() == "-" {
+        None
+    } else {
+        bar(0, "exporting")
+    };
+    let mut names = a.names.iter();
+    let first = names.next().cloned().unwrap_or_default();
+    let store = tt::ImageStore {
+        name: first,
+        extra_references: names
+            .map(|n| tt::ImageReference {
+                name: n.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let dst = tt::ImageExportStream {
+        stream: data.id.clone(),
+        media_type: String::new(),
+        platforms: a
+            .platform
+            .iter()
+            .map(|p| platform(p))
+            .collect::<Result<_>>()?,
+        all_platforms: a.all_platforms,
+        skip_compatibility_manifest: a.skip_manifest_json,
+        skip_non_distributable: false,
+    };
+    let req = TransferRequest {
+        source: Some(typeurl::pack(&store)),
+        destination: Some(typeurl::pack(&dst)),
+        options: Some(TransferOptions {
+            progress_stream: progress.id.clone(),
+        }),
+    };
+    let printer = spawn_progress(progress, pb.clone());
+    let pb2 = pb.clone();
+    let receiver = tokio::spawn(async move {
+        let mut window: i64 = 0;
+        loop {
+            if window < i64::from(WINDOW) / 2 {
+                let upd = typeurl::pack(&tt::WindowUpdate { update: WINDOW });
+                if data.tx.send(upd).await.is_ok() {
+                    window += i64::from(WINDOW);
+                }
+            }
+            match data.rx.next().await {
+                Some(Ok(m)) => {
+                    if let Some(d) = typeurl::unpack::<tt::Data>(&m) {
+                        window -= d.data.len() as i64;
+                        tokio::task::block_in_place(|| out.write_all(&d.data))
+                            .context("write archive")?;
+                        if let Some(pb) = &pb2 {
+                            pb.inc(d.data.len() as u64);
+                        }
+                    }
+                }
+                Some(Err(s)) => return Err(anyhow::Error::from(s)),
+                None => {
+                    out.flush()?;
+                    return Ok::<_, anyhow::Error>(());
+                }
+            }
+        }
+    });
+    let result = TransferClient::new(ctx.ch.clone())
+        .transfer(ctx.req(req))
+        .await;
+    if let Err(s) = result {
+        receiver.abort();
+        return Err(s.into());
+    }
+    receiver.await.context("export receiver")??;
+    let _ = printer.await;
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    Ok(())
+}

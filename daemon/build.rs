@@ -1,0 +1,14 @@
+//! Records the source revision for the Version API.
+fn main() {
+    let rev = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    println!("cargo:rustc-env=BERTH_REVISION={rev}");
+    println!("cargo:rerun-if-changed=../.git/HEAD");
+}

@@ -1,0 +1,777 @@
+//! Image archives: import and export of OCI image-layout tars and
+//! docker-archive (`docker save`) tars.
+//!
+//! Import streams the tar once: every blob goes through the content store's
+//! upload path (digest verified), held by a temporary lease; small metadata
+//! files are kept in memory. Only when the whole archive has been read and
+//! every blob an image needs is present are the images created; on any
+//! failure the lease is dropped and collected, so nothing partial stays
+//! visible. Multi-platform indexes are kept whole; the blobs of the chosen
+//! platform (the host's unless told otherwise) must be present.
+
+use crate::core::Core;
+use crate::error::{Error, Result, io_err};
+use crate::images::{Image, ImageRecord};
+use crate::leases::LABEL_EXPIRE;
+use crate::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Node, Platform, media};
+use crate::types::{Ctx, Descriptor, Digest, Labels};
+use berth_proto::reference::Reference;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+/// Largest metadata file (index.json, manifest.json) read into memory.
+const MAX_METADATA: u64 = 16 << 20;
+
+/// How to import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Name prefix for OCI tags (`<base>:<tag>`); only images under it are imported.
+    pub base_name: Option<String>,
+    /// Also keep the archive's whole index under this name.
+    pub index_name: Option<String>,
+    /// Also create `<name>@<digest>` images.
+    pub digests: bool,
+    /// Platform whose blobs must be present (default: the host's).
+    pub platform: Option<Platform>,
+    /// Require the blobs of every platform.
+    pub all_platforms: bool,
+    /// Labels for the created images.
+    pub labels: Labels,
+}
+
+/// What an import reports as it goes.
+pub type Progress<'a> = &'a mut (dyn FnMut(&str, &str) + Send);
+
+/// A file of the archive that went into the content store.
+#[derive(Debug, Clone)]
+struct Stored {
+    digest: Digest,
+    size: i64,
+    magic: [u8; 4],
+}
+
+/// Records the first bytes read through it (to tell gzip from plain tar).
+struct Sniff<'a, R: Read> {
+    inner: &'a mut R,
+    magic: [u8; 4],
+    seen: usize,
+}
+
+impl<R: Read> Read for Sniff<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let take = (4 - self.seen).min(n);
+        self.magic[self.seen..self.seen + take].copy_from_slice(&buf[..take]);
+        self.seen += take;
+        Ok(n)
+    }
+}
+
+fn malformed(e: impl std::fmt::Display) -> Error {
+    Error::invalid(format!(
+        "malformed or truncated image archive: {e}; expected an OCI image layout or docker-archive tar"
+    ))
+}
+
+fn clean_path(p: &str) -> String {
+    let p = p.trim_start_matches("./");
+    p.trim_end_matches('/').to_string()
+}
+
+/// Imports an archive read from `reader` into `ctx`'s namespace; returns the
+/// images created or updated. Runs blocking I/O: call from a blocking task.
+pub fn import(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    reader: &mut dyn Read,
+    opts: &ImportOptions,
+    progress: Progress<'_>,
+) -> Result<Vec<Image>> {
+    let lease = format!("import-{}", uuid::Uuid::new_v4());
+    let expire = chrono::Utc::now() + chrono::Duration::hours(1);
+    core.leases.create(
+        &ctx.ns,
+        &lease,
+        Labels::from([(LABEL_EXPIRE.to_string(), expire.to_rfc3339())]),
+    )?;
+    let lctx = ctx.clone().with_lease(Some(lease.clone()));
+    let out = import_leased(core, &lctx, reader, opts, progress);
+    // The images (if any) now hold what they need; the rest is collected.
+    let rt = tokio::runtime::Handle::current();
+    let sync = out.is_err();
+    if let Err(e) = rt.block_on(core.leases.delete(&ctx.ns, &lease, sync)) {
+        tracing::warn!("import: dropping lease {lease}: {e}");
+    }
+    out
+}
+
+fn import_leased(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    reader: &mut dyn Read,
+    opts: &ImportOptions,
+    progress: Progress<'_>,
+) -> Result<Vec<Image>> {
+    let mut archive = tar::Archive::new(reader);
+    let mut small: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut files: HashMap<String, Stored> = HashMap::new();
+    let mut links: HashMap<String, String> = HashMap::new();
+    let mut n = 0usize;
+    for entry in archive.entries().map_err(malformed)? {
+        let mut entry = entry.map_err(malformed)?;
+        let raw = entry
+            .path()
+            .map_err(malformed)?
+            .to_string_lossy()
+            .to_string();
+        let path = clean_path(&raw);
+        let et = entry.header().entry_type();
+        if et.is_symlink() || et.is_hard_link() {
+            // docker save links duplicate layers to one copy.
+            if let Some(target) = entry.link_name().map_err(malformed)? {
+                let target = target.to_string_lossy().to_string();
+                let resolved = if et.is_symlink() {
+                    resolve_relative(&path, &target)
+                } else {
+                    clean_path(&target)
+                };
+                links.insert(path, resolved);
+            }
+            continue;
+        }
+        if !et.is_file() {
+            continue;
+        }
+        match path.as_str() {
+            "index.json" | "manifest.json" | "oci-layout" | "repositories" => {
+                let mut buf = Vec::new();
+                (&mut entry)
+                    .take(MAX_METADATA + 1)
+                    .read_to_end(&mut buf)
+                    .map_err(malformed)?;
+                if buf.len() as u64 > MAX_METADATA {
+                    return Err(Error::invalid(format!(
+                        "{path} in the archive is larger than {MAX_METADATA} bytes"
+                    )));
+                }
+                small.insert(path, buf);
+                continue;
+            }
+            _ => {}
+        }
+        let expected = match path.strip_prefix("blobs/sha256/") {
+            Some(hex) => Some(Digest::parse(&format!("sha256:{hex}")).map_err(|_| {
+                Error::invalid(format!(
+                    "archive entry {path:?} is not named by a sha256 digest"
+                ))
+            })?),
+            None => None,
+        };
+        n += 1;
+        let reference = match &expected {
+            Some(d) => format!("import-{}", d.hex()),
+            None => format!("import-{}-{n}", uuid::Uuid::new_v4()),
+        };
+        let mut sniff = Sniff {
+            inner: &mut entry,
+            magic: [0; 4],
+            seen: 0,
+        };
+        let written =
+            core.content
+                .write_blob(ctx, &reference, &mut sniff, expected.clone(), Labels::new());
+        let magic = sniff.magic;
+        let (digest, size) = match written {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = core.content.abort(&ctx.ns, &reference);
+                return Err(match (e.kind(), &expected) {
+                    (berth_proto::errdefs::Kind::FailedPrecondition, Some(d)) => Error::invalid(
+                        format!("archive entry {path:?} does not match its digest {d}: {e}"),
+                    ),
+                    (berth_proto::errdefs::Kind::InvalidArgument, _) => malformed(e),
+                    _ => e.context(format!("import {path}")),
+                });
+            }
+        };
+        progress("saved", &path);
+        files.insert(
+            path,
+            Stored {
+                digest,
+                size,
+                magic,
+            },
+        );
+    }
+    let lookup = |p: &str| -> Option<Stored> {
+        let mut p = clean_path(p);
+        for _ in 0..8 {
+            if let Some(s) = files.get(&p) {
+                return Some(s.clone());
+            }
+            p = links.get(&p)?.clone();
+        }
+        None
+    };
+
+    let mut images: Vec<Image> = Vec::new();
+    if let Some(index) = small.get("index.json") {
+        images.extend(oci_images(core, ctx, index, opts)?);
+    } else if let Some(manifest) = small.get("manifest.json") {
+        images.extend(docker_images(core, ctx, manifest, &lookup, opts)?);
+    } else {
+        return Err(Error::invalid(
+            "not an OCI image layout or docker-archive: the archive has neither index.json nor manifest.json",
+        ));
+    }
+    if images.is_empty() {
+        return Err(Error::invalid(match &opts.base_name {
+            Some(b) => format!("the archive holds no image named under {b:?}"),
+            None => "the archive names no image: give a base name (--base-name) or ask for digest names (--digests)".to_string(),
+        }));
+    }
+    let mut out = Vec::new();
+    for mut img in images {
+        img.record.labels.extend(opts.labels.clone());
+        let saved = match core.images.create(ctx, img.clone()) {
+            Err(e) if e.is_already_exists() => core.images.update(&ctx.ns, img, &[])?,
+            other => other?,
+        };
+        progress("image", &saved.name);
+        out.push(saved);
+    }
+    Ok(out)
+}
+
+fn resolve_relative(path: &str, target: &str) -> String {
+    if let Some(abs) = target.strip_prefix('/') {
+        return clean_path(abs);
+    }
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts.join("/")
+}
+
+#[derive(Deserialize)]
+struct LayoutIndex {
+    #[serde(default)]
+    manifests: Vec<LayoutDescriptor>,
+}
+
+#[derive(Deserialize, Serialize, Clone)]
+struct LayoutDescriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    size: i64,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    annotations: HashMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    platform: Option<serde_json::Value>,
+}
+
+fn is_bare_tag(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && !s.contains(':') && !s.contains('@')
+}
+
+fn oci_images(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    index_json: &[u8],
+    opts: &ImportOptions,
+) -> Result<Vec<Image>> {
+    let index: LayoutIndex = serde_json::from_slice(index_json)
+        .map_err(|e| Error::invalid(format!("index.json in the archive is malformed: {e}")))?;
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let mut out = Vec::new();
+    let mut checked = HashSet::new();
+    for m in &index.manifests {
+        let desc = Descriptor {
+            media_type: m.media_type.clone(),
+            digest: m.digest.clone(),
+            size: m.size,
+            annotations: HashMap::new(),
+        };
+        Digest::parse(&desc.digest).map_err(|e| e.context("index.json"))?;
+        let full = m.annotations.get(ANNOTATION_IMAGE_NAME);
+        let refname = m.annotations.get(ANNOTATION_REF_NAME);
+        let mut names = Vec::new();
+        match &opts.base_name {
+            Some(base) => {
+                if let Some(r) = refname.filter(|r| is_bare_tag(r)) {
+                    names.push(format!("{base}:{r}"));
+                } else if let Some(f) = full.or(refname).filter(|f| f.starts_with(base.as_str())) {
+                    names.push(f.clone());
+                }
+            }
+            None => {
+                if let Some(f) = full {
+                    names.push(f.clone());
+                } else if let Some(r) = refname {
+                    if is_bare_tag(r) {
+                        names.push(format!("import-{date}:{r}"));
+                    } else {
+                        names.push(Reference::parse(r).map_err(Error::invalid)?.to_string());
+                    }
+                }
+            }
+        }
+        if opts.digests {
+            let base = names
+                .first()
+                .and_then(|n| Reference::parse(n).ok())
+                .map(|r| r.repository())
+                .or_else(|| opts.base_name.clone())
+                .unwrap_or_else(|| format!("import-{date}"));
+            names.push(format!("{base}@{}", desc.digest));
+        }
+        if names.is_empty() {
+            continue;
+        }
+        if checked.insert(desc.digest.clone()) {
+            ensure_complete(
+                core,
+                ctx,
+                &desc,
+                &platform,
+                opts.all_platforms,
+                "the archive's index",
+            )?;
+        }
+        for name in names {
+            out.push(Image {
+                name,
+                record: ImageRecord {
+                    target: desc.clone(),
+                    ..Default::default()
+                },
+            });
+        }
+    }
+    if let Some(name) = &opts.index_name {
+        let (digest, size) = core.content.write_blob(
+            ctx,
+            &format!("import-index-{}", uuid::Uuid::new_v4()),
+            &mut &index_json[..],
+            None,
+            Labels::new(),
+        )?;
+        let node = oci::parse(media::OCI_INDEX, index_json)?;
+        label_children(core, ctx, &digest, &node)?;
+        out.push(Image {
+            name: name.clone(),
+            record: ImageRecord {
+                target: Descriptor {
+                    media_type: media::OCI_INDEX.to_string(),
+                    digest: digest.to_string(),
+                    size,
+                    annotations: HashMap::new(),
+                },
+                ..Default::default()
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn label_children(core: &Arc<Core>, ctx: &Ctx, parent: &Digest, node: &Node) -> Result<()> {
+    let labels = oci::child_labels(node);
+    let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+    core.content.update(&ctx.ns, parent, &labels, &paths)?;
+    Ok(())
+}
+
+/// Checks that the blobs `desc` needs for `platform` (or all platforms) are
+/// in the namespace, and labels parents with references to their children.
+fn ensure_complete(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    desc: &Descriptor,
+    platform: &Platform,
+    all: bool,
+    what: &str,
+) -> Result<()> {
+    let digest = Digest::parse(&desc.digest)?;
+    let data = core.content.read_all(&ctx.ns, &digest).map_err(|e| {
+        if e.is_not_found() {
+            Error::invalid(format!(
+                "the archive is missing blob {digest} ({what}): it is referenced but not included"
+            ))
+        } else {
+            e
+        }
+    })?;
+    let node = oci::parse(&desc.media_type, &data)?;
+    label_children(core, ctx, &digest, &node)?;
+    match &node {
+        Node::Index(children) => {
+            let chosen: Vec<_> = children
+                .iter()
+                .filter(|c| all || c.platform.as_ref().is_none_or(|p| platform.matches(p)))
+                .collect();
+            if chosen.is_empty() {
+                let have: Vec<String> = children
+                    .iter()
+                    .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
+                    .collect();
+                return Err(Error::not_found(format!(
+                    "index {digest} has no manifest for platform {platform} (it has: {})",
+                    have.join(", ")
+                )));
+            }
+            for c in chosen {
+                ensure_complete(
+                    core,
+                    ctx,
+                    &c.desc,
+                    platform,
+                    all,
+                    &format!("manifest of index {digest}"),
+                )?;
+            }
+        }
+        Node::Manifest { config, layers } => {
+            let need = std::iter::once((config, "config".to_string())).chain(
+                layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l, format!("layer {i}"))),
+            );
+            for (d, role) in need {
+                let dg = Digest::parse(&d.digest)?;
+                if core.content.info(&ctx.ns, &dg).is_err() {
+                    return Err(Error::invalid(format!(
+                        "the archive is missing blob {dg} ({role} of manifest {digest}): it is referenced but not included"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, Serialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+fn docker_images(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    manifest_json: &[u8],
+    lookup: &dyn Fn(&str) -> Option<Stored>,
+    opts: &ImportOptions,
+) -> Result<Vec<Image>> {
+    let entries: Vec<DockerEntry> = serde_json::from_slice(manifest_json)
+        .map_err(|e| Error::invalid(format!("docker-archive: manifest.json is malformed: {e}")))?;
+    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let mut out = Vec::new();
+    for e in entries {
+        let config = lookup(&e.config).ok_or_else(|| {
+            Error::invalid(format!(
+                "docker-archive: config {:?} named in manifest.json is not in the archive",
+                e.config
+            ))
+        })?;
+        let mut layers = Vec::new();
+        for l in &e.layers {
+            let s = lookup(l).ok_or_else(|| {
+                Error::invalid(format!(
+                    "docker-archive: layer {l:?} named in manifest.json is not in the archive"
+                ))
+            })?;
+            let mt = match s.magic {
+                [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
+                [0x28, 0xb5, 0x2f, 0xfd] => media::OCI_LAYER_ZSTD,
+                _ => media::DOCKER_LAYER,
+            };
+            layers.push(serde_json::json!({
+                "mediaType": mt, "size": s.size, "digest": s.digest.as_str(),
+            }));
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::DOCKER_MANIFEST,
+            "config": {
+                "mediaType": media::DOCKER_CONFIG,
+                "size": config.size,
+                "digest": config.digest.as_str(),
+            },
+            "layers": layers,
+        });
+        let bytes =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
+        let digest = Digest::of(&bytes);
+        let node = oci::parse(media::DOCKER_MANIFEST, &bytes)?;
+        core.content.write_blob(
+            ctx,
+            &format!("import-manifest-{}", digest.hex()),
+            &mut bytes.as_slice(),
+            Some(digest.clone()),
+            oci::child_labels(&node),
+        )?;
+        let target = Descriptor {
+            media_type: media::DOCKER_MANIFEST.to_string(),
+            digest: digest.to_string(),
+            size: bytes.len() as i64,
+            annotations: HashMap::new(),
+        };
+        let mut names = Vec::new();
+        for t in e.repo_tags.unwrap_or_default() {
+            names.push(
+                Reference::parse(&t)
+                    .map_err(|m| Error::invalid(format!("docker-archive: RepoTags: {m}")))?
+                    .to_string(),
+            );
+        }
+        if opts.digests || names.is_empty() {
+            let base = names
+                .first()
+                .and_then(|n| Reference::parse(n).ok())
+                .map(|r| r.repository())
+                .or_else(|| opts.base_name.clone())
+                .unwrap_or_else(|| format!("import-{date}"));
+            names.push(format!("{base}@{digest}"));
+        }
+        for name in names {
+            if let Some(b) = &opts.base_name
+                && !name.starts_with(b.as_str())
+            {
+                continue;
+            }
+            out.push(Image {
+                name,
+                record: ImageRecord {
+                    target: target.clone(),
+                    ..Default::default()
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// How to export.
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// Platforms to include (default: the host's).
+    pub platforms: Vec<Platform>,
+    /// Include every platform whose blobs are present.
+    pub all_platforms: bool,
+    /// Leave out the docker-compatible manifest.json.
+    pub skip_docker_manifest: bool,
+}
+
+/// Writes `images` as an OCI image layout tar (with a docker-compatible
+/// manifest.json, so `docker load` accepts it too). Blocking I/O.
+pub fn export(
+    core: &Arc<Core>,
+    ns: &str,
+    images: &[Image],
+    w: &mut dyn Write,
+    opts: &ExportOptions,
+) -> Result<()> {
+    let platforms = if opts.platforms.is_empty() {
+        vec![Platform::host()]
+    } else {
+        opts.platforms.clone()
+    };
+    let mut blobs: BTreeMap<String, ()> = BTreeMap::new();
+    let mut order: Vec<Digest> = Vec::new();
+    let mut index = Vec::new();
+    let mut docker = Vec::new();
+    for img in images {
+        let t = &img.record.target;
+        let mut manifests = Vec::new();
+        collect(
+            core,
+            ns,
+            t,
+            &platforms,
+            opts.all_platforms,
+            &mut blobs,
+            &mut order,
+            &mut manifests,
+        )
+        .map_err(|e| e.context(format!("export {}", img.name)))?;
+        let mut annotations =
+            HashMap::from([(ANNOTATION_IMAGE_NAME.to_string(), img.name.clone())]);
+        if let Ok(r) = Reference::parse(&img.name)
+            && let Some(tag) = &r.tag
+        {
+            annotations.insert(ANNOTATION_REF_NAME.to_string(), tag.clone());
+        }
+        index.push(LayoutDescriptor {
+            media_type: t.media_type.clone(),
+            digest: t.digest.clone(),
+            size: t.size,
+            annotations,
+            platform: None,
+        });
+        if let [(config, layers)] = manifests.as_slice() {
+            docker.push(DockerEntry {
+                config: format!("blobs/sha256/{}", config.hex()),
+                repo_tags: Reference::parse(&img.name)
+                    .ok()
+                    .filter(|r| r.tag.is_some())
+                    .map(|r| vec![r.familiar()]),
+                layers: layers
+                    .iter()
+                    .map(|l| format!("blobs/sha256/{}", l.hex()))
+                    .collect(),
+            });
+        }
+    }
+    let mut tar = tar::Builder::new(w);
+    let add =
+        |tar: &mut tar::Builder<&mut dyn Write>, path: &str, size: u64, data: &mut dyn Read| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(size);
+            h.set_mode(0o444);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, path, data)
+                .map_err(|e| io_err(format!("export: write {path}"), e))
+        };
+    let mut dir = tar::Header::new_ustar();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_mtime(0);
+    dir.set_size(0);
+    for d in ["blobs/", "blobs/sha256/"] {
+        tar.append_data(&mut dir.clone(), d, std::io::empty())
+            .map_err(|e| io_err("export: write directory", e))?;
+    }
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    add(
+        &mut tar,
+        "oci-layout",
+        layout.len() as u64,
+        &mut &layout[..],
+    )?;
+    for d in &order {
+        let (mut f, size) = core.content.open_blob(ns, d)?;
+        add(
+            &mut tar,
+            &format!("blobs/sha256/{}", d.hex()),
+            size as u64,
+            &mut f,
+        )?;
+    }
+    let index_json = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": index,
+    }))
+    .map_err(|e| Error::internal(e.to_string()))?;
+    add(
+        &mut tar,
+        "index.json",
+        index_json.len() as u64,
+        &mut index_json.as_slice(),
+    )?;
+    if !opts.skip_docker_manifest && !docker.is_empty() {
+        let m = serde_json::to_vec(&docker).map_err(|e| Error::internal(e.to_string()))?;
+        add(&mut tar, "manifest.json", m.len() as u64, &mut m.as_slice())?;
+    }
+    tar.into_inner()
+        .and_then(|w| w.flush())
+        .map_err(|e| io_err("export: finish archive", e))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    core: &Arc<Core>,
+    ns: &str,
+    desc: &Descriptor,
+    platforms: &[Platform],
+    all: bool,
+    seen: &mut BTreeMap<String, ()>,
+    order: &mut Vec<Digest>,
+    manifests: &mut Vec<(Digest, Vec<Digest>)>,
+) -> Result<()> {
+    let digest = Digest::parse(&desc.digest)?;
+    let data = core.content.read_all(ns, &digest)?;
+    if seen.insert(digest.to_string(), ()).is_none() {
+        order.push(digest.clone());
+    }
+    match oci::parse(&desc.media_type, &data)? {
+        Node::Index(children) => {
+            let mut any = false;
+            for c in &children {
+                let wanted = all
+                    || c.platform
+                        .as_ref()
+                        .is_none_or(|p| platforms.iter().any(|want| want.matches(p)));
+                let present = Digest::parse(&c.desc.digest)
+                    .ok()
+                    .is_some_and(|d| core.content.info(ns, &d).is_ok());
+                // With every platform asked for, take those we have.
+                if wanted && (present || !all) {
+                    collect(core, ns, &c.desc, platforms, all, seen, order, manifests)?;
+                    any = true;
+                }
+            }
+            if !any {
+                return Err(Error::not_found(format!(
+                    "index {digest} has no manifest for the requested platforms"
+                )));
+            }
+        }
+        Node::Manifest { config, layers } => {
+            let mut ls = Vec::new();
+            let cfg = Digest::parse(&config.digest)?;
+            for d in std::iter::once(&config).chain(layers.iter()) {
+                let dg = Digest::parse(&d.digest)?;
+                core.content.info(ns, &dg).map_err(|_| {
+                    Error::not_found(format!(
+                        "blob {dg} of manifest {digest} is not in the content store"
+                    ))
+                })?;
+                if seen.insert(dg.to_string(), ()).is_none() {
+                    order.push(dg.clone());
+                }
+                if dg != cfg {
+                    ls.push(dg);
+                }
+            }
+            manifests.push((cfg, ls));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(
+            resolve_relative("b/layer.tar", "../a/layer.tar"),
+            "a/layer.tar"
+        );
+        assert_eq!(resolve_relative("x", "/y/z"), "y/z");
+        assert!(is_bare_tag("latest") && !is_bare_tag("a/b") && !is_bare_tag("a:b"));
+    }
+}

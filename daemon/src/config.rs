@@ -1,0 +1,187 @@
+//! berthd configuration: built-in defaults, overridden by the TOML file,
+//! overridden by command-line flags.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The documented default configuration, as printed by `berthd config default`.
+pub const DEFAULT_TOML: &str = r#"# berthd configuration. Every key is optional; these are the defaults.
+# Command-line flags (--root, --state, --address, --log-level) win over this file.
+version = 1
+
+# Persistent data: content store, metadata database, snapshots.
+root = "/var/lib/berth"
+# Runtime state: sockets, task bundles. Usually on tmpfs.
+state = "/run/berth"
+
+[grpc]
+# The gRPC API socket (containerd v1 API). The ttrpc events socket for
+# shims is this path with ".ttrpc" appended.
+address = "/run/berth/berth.sock"
+# Group that may use the socket (mode 0660); 0 = root only.
+gid = 0
+
+[gc]
+# Delay between a deletion and the garbage collection it triggers, so
+# that bursts of deletions are collected in one run.
+schedule_delay_ms = 100
+
+[log]
+# error, warn, info, debug or trace (or a tracing filter directive).
+level = "info"
+"#;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub version: u32,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub grpc: Grpc,
+    pub gc: GcConfig,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grpc {
+    pub address: PathBuf,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    pub schedule_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: 1,
+            root: "/var/lib/berth".into(),
+            state: "/run/berth".into(),
+            grpc: Grpc::default(),
+            gc: GcConfig::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Grpc {
+            address: "/run/berth/berth.sock".into(),
+            gid: 0,
+        }
+    }
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            schedule_delay_ms: 100,
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("config {path}: version {version} is not supported (this berthd reads version 1)")]
+    Version { path: PathBuf, version: u32 },
+}
+
+impl Config {
+    /// Loads `path`; a missing file means the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        if cfg.version != 1 {
+            return Err(ConfigError::Version {
+                path: path.into(),
+                version: cfg.version,
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Where shims publish events: the gRPC socket path plus `.ttrpc`.
+    pub fn ttrpc_address(&self) -> PathBuf {
+        let mut s = self.grpc.address.clone().into_os_string();
+        s.push(".ttrpc");
+        s.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty, Config::default());
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        assert_eq!(
+            Config::default().ttrpc_address(),
+            PathBuf::from("/run/berth/berth.sock.ttrpc")
+        );
+    }
+
+    #[test]
+    fn load_missing_and_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Config::load(&dir.path().join("none.toml")).unwrap(),
+            Config::default()
+        );
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "version = 2").unwrap();
+        assert!(matches!(
+            Config::load(&bad),
+            Err(ConfigError::Version { .. })
+        ));
+        std::fs::write(&bad, "root = ").unwrap();
+        assert!(matches!(Config::load(&bad), Err(ConfigError::Parse { .. })));
+    }
+}

@@ -1,0 +1,65 @@
+//! The in-process services of one daemon, wired together. gRPC adapters in
+//! `server` are thin layers over these.
+
+use crate::content::{Blobs, ContentStore};
+use crate::error::{Result, io_err};
+use crate::events::Exchange;
+use crate::gc::Gc;
+use crate::images::Images;
+use crate::leases::Leases;
+use crate::metadata::Db;
+use crate::namespaces::Namespaces;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a daemon holds.
+pub struct Core {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub db: Arc<Db>,
+    pub events: Arc<Exchange>,
+    pub gc: Gc,
+    pub content: Arc<ContentStore>,
+    pub images: Images,
+    pub namespaces: Namespaces,
+    pub leases: Leases,
+    /// This installation's identity, persisted in the metadata database.
+    pub uuid: String,
+}
+
+impl Core {
+    /// Opens the stores under `root` (creating them on first use). Must run
+    /// inside a tokio runtime: the garbage collector is a task.
+    pub fn open(root: &Path, state: &Path, gc_delay: Duration) -> Result<Arc<Core>> {
+        for d in [root, state] {
+            std::fs::create_dir_all(d).map_err(|e| io_err(format!("create {}", d.display()), e))?;
+        }
+        let db = Arc::new(Db::open(&root.join("metadata.redb"))?);
+        let uuid = String::from_utf8(
+            db.meta_get_or_init("uuid", || uuid::Uuid::new_v4().to_string().into_bytes())?,
+        )
+        .unwrap_or_default();
+        let blobs = Arc::new(Blobs::open(&root.join("content"))?);
+        let events = Arc::new(Exchange::new());
+        let gc = Gc::start(db.clone(), blobs.clone(), gc_delay);
+        let content = Arc::new(ContentStore::new(
+            blobs,
+            db.clone(),
+            events.clone(),
+            gc.clone(),
+        ));
+        Ok(Arc::new(Core {
+            root: root.to_path_buf(),
+            state: state.to_path_buf(),
+            images: Images::new(db.clone(), events.clone(), gc.clone()),
+            namespaces: Namespaces::new(db.clone(), events.clone()),
+            leases: Leases::new(db.clone(), gc.clone()),
+            db,
+            events,
+            gc,
+            content,
+            uuid,
+        }))
+    }
+}

@@ -1,0 +1,65 @@
+//! Starting and stopping a daemon: open the stores, bind the sockets, serve
+//! until SIGTERM/SIGINT, then remove the sockets.
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::server;
+use anyhow::Context as _;
+use std::time::Duration;
+
+/// Runs berthd with `cfg` until a termination signal arrives.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let core = Core::open(
+        &cfg.root,
+        &cfg.state,
+        Duration::from_millis(cfg.gc.schedule_delay_ms),
+    )
+    .with_context(|| format!("open stores under {}", cfg.root.display()))?;
+    // Clean up whatever a crash left half-done (orphaned uploads, blobs).
+    core.gc.schedule();
+
+    let gid = (cfg.grpc.gid != 0).then_some(cfg.grpc.gid);
+    let grpc_path = cfg.grpc.address.clone();
+    let ttrpc_path = cfg.ttrpc_address();
+    let grpc = server::bind(&grpc_path, 0o660, gid)
+        .with_context(|| format!("listen on {}", grpc_path.display()))?;
+    let ttrpc = server::bind(&ttrpc_path, 0o660, gid)
+        .with_context(|| format!("listen on {}", ttrpc_path.display()))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let grpc_task = tokio::spawn(server::serve_grpc(
+        core.clone(),
+        grpc,
+        wait(stop_rx.clone()),
+    ));
+    let ttrpc_task = tokio::spawn(server::serve_ttrpc(core.clone(), ttrpc, wait(stop_rx)));
+    tracing::info!(
+        address = %grpc_path.display(),
+        root = %cfg.root.display(),
+        state = %cfg.state.display(),
+        "berthd ready"
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        r = async { grpc_task.await } => {
+            let r = r.context("gRPC server task")?;
+            r.context("gRPC server")?;
+            anyhow::bail!("gRPC server stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(true);
+    // Give in-flight requests a moment; long streams (events) are cut.
+    let _ = tokio::time::timeout(Duration::from_secs(5), ttrpc_task).await;
+    for p in [&grpc_path, &ttrpc_path] {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("berthd stopped");
+    Ok(())
+}

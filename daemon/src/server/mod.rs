@@ -1,0 +1,143 @@
+//! gRPC (and ttrpc) adapters over the in-process services of [`Core`].
+//!
+//! This module is the one boundary where daemon errors become gRPC
+//! statuses, and where request metadata (namespace, lease) is read.
+
+mod content;
+mod events;
+mod images;
+mod introspection;
+mod leases;
+mod namespaces;
+mod transfer;
+mod version;
+
+use crate::core::Core;
+use crate::error::Error;
+use crate::types::Ctx;
+use berth_proto::{LEASE_HEADER, NAMESPACE_HEADER, errdefs};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use tonic::{Request, Status};
+
+pub use introspection::plugin_list;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        errdefs::to_status(&e)
+    }
+}
+
+/// The namespace a request names in its `containerd-namespace` header.
+pub(crate) fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
+    let ns = req
+        .metadata()
+        .get(NAMESPACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "namespace is required: set the {NAMESPACE_HEADER} gRPC metadata header (ctr -n NS, berthctl -n NS)"
+            ))
+        })?;
+    crate::namespaces::validate(ns)?;
+    Ok(ns.to_string())
+}
+
+/// Namespace plus the optional `containerd-lease` header.
+pub(crate) fn ctx<T>(req: &Request<T>) -> Result<Ctx, Status> {
+    let ns = namespace(req)?;
+    let lease = req
+        .metadata()
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
+    Ok(Ctx::new(ns).with_lease(lease))
+}
+
+/// Field-mask paths of an update request.
+pub(crate) fn paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
+    mask.map(|m| m.paths).unwrap_or_default()
+}
+
+/// Serves the gRPC API on the unix socket `address` until `shutdown`.
+pub async fn serve_grpc(
+    core: Arc<Core>,
+    listener: tokio::net::UnixListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    use berth_proto::services as api;
+    let streams = transfer::Streams::new();
+    tonic::transport::Server::builder()
+        .add_service(api::version::v1::version_server::VersionServer::new(
+            version::VersionService,
+        ))
+        .add_service(
+            api::introspection::v1::introspection_server::IntrospectionServer::new(
+                introspection::IntrospectionService::new(core.clone()),
+            ),
+        )
+        .add_service(
+            api::namespaces::v1::namespaces_server::NamespacesServer::new(
+                namespaces::NamespacesService(core.clone()),
+            ),
+        )
+        .add_service(
+            api::content::v1::content_server::ContentServer::new(content::ContentService(
+                core.clone(),
+            ))
+            .max_decoding_message_size(16 << 20),
+        )
+        .add_service(api::images::v1::images_server::ImagesServer::new(
+            images::ImagesService(core.clone()),
+        ))
+        .add_service(api::leases::v1::leases_server::LeasesServer::new(
+            leases::LeasesService(core.clone()),
+        ))
+        .add_service(api::events::v1::events_server::EventsServer::new(
+            events::EventsService(core.clone()),
+        ))
+        .add_service(api::streaming::v1::streaming_server::StreamingServer::new(
+            transfer::StreamingService(streams.clone()),
+        ))
+        .add_service(api::transfer::v1::transfer_server::TransferServer::new(
+            transfer::TransferService::new(core.clone(), streams),
+        ))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+/// Serves the ttrpc events endpoint shims publish to.
+pub async fn serve_ttrpc(
+    core: Arc<Core>,
+    listener: tokio::net::UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    use berth_proto::pb::containerd::services::events::ttrpc::v1::events_ttrpc;
+    berth_proto::ttrpc::Server::new()
+        .register(events_ttrpc::EventsServer(Arc::new(events::TtrpcEvents(
+            core,
+        ))))
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Binds a unix socket with the given mode, replacing a stale socket.
+pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let l = berth_proto::ttrpc::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some(g) = gid {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))
+            .map_err(std::io::Error::from)?;
+    }
+    Ok(l)
+}
