@@ -84,12 +84,12 @@ fn bar(total: u64, what: &str) -> Option<ProgressBar> {
 fn spawn_progress(mut s: Stream, pb: Option<ProgressBar>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(Ok(msg)) = s.rx.next().await {
-            if let Some(p) = typeurl::unpack::<tt::Progress>(&msg) {
-                if p.event == "image" || p.event == "exported" {
-                    match &pb {
-                        Some(pb) => pb.println(format!("{}: {}", p.event, p.name)),
-                        None => println!("{}: {}", p.event, p.name),
-                    }
+            if let Some(p) = typeurl::unpack::<tt::Progress>(&msg)
+                && (p.event == "image" || p.event == "exported")
+            {
+                match &pb {
+                    Some(pb) => pb.println(format!("{}: {}", p.event, p.name)),
+                    None => println!("{}: {}", p.event, p.name),
                 }
             }
         }

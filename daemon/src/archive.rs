@@ -52,19 +52,21 @@ struct Stored {
     magic: [u8; 4],
 }
 
-/// Records the first bytes read through it (to tell gzip from plain tar).
+/// Records the first bytes read through it (to tell gzip from plain tar)
+/// and counts them (to catch a member cut short by a truncated archive).
 struct Sniff<'a, R: Read> {
     inner: &'a mut R,
     magic: [u8; 4],
-    seen: usize,
+    count: u64,
 }
 
 impl<R: Read> Read for Sniff<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let take = (4 - self.seen).min(n);
-        self.magic[self.seen..self.seen + take].copy_from_slice(&buf[..take]);
-        self.seen += take;
+        let seen = self.count.min(4) as usize;
+        let take = (4 - seen).min(n);
+        self.magic[seen..seen + take].copy_from_slice(&buf[..take]);
+        self.count += n as u64;
         Ok(n)
     }
 }
@@ -174,15 +176,26 @@ fn import_leased(
             Some(d) => format!("import-{}", d.hex()),
             None => format!("import-{}-{n}", uuid::Uuid::new_v4()),
         };
+        let declared = entry.header().size().map_err(malformed)?;
         let mut sniff = Sniff {
             inner: &mut entry,
             magic: [0; 4],
-            seen: 0,
+            count: 0,
         };
         let written =
             core.content
                 .write_blob(ctx, &reference, &mut sniff, expected.clone(), Labels::new());
-        let magic = sniff.magic;
+        // A blob already stored is not read by write_blob; skip its bytes.
+        if written.is_ok() {
+            std::io::copy(&mut sniff, &mut std::io::sink()).map_err(malformed)?;
+        }
+        let (magic, count) = (sniff.magic, sniff.count);
+        if count != declared {
+            let _ = core.content.abort(&ctx.ns, &reference);
+            return Err(malformed(format!(
+                "member {path:?} is cut short ({count} of {declared} bytes)"
+            )));
+        }
         let (digest, size) = match written {
             Ok(v) => v,
             Err(e) => {

@@ -495,14 +495,8 @@ impl ContentStore {
             w.write(&buf[..n])?;
         }
         let size = w.offset;
-        match w.commit(0, expected.as_ref(), labels) {
-            Ok(d) => Ok((d, size)),
-            Err(e) if e.is_already_exists() => {
-                let d = expected.ok_or(e)?;
-                Ok((d, size))
-            }
-            Err(e) => Err(e),
-        }
+        let (d, _created) = w.commit(0, expected.as_ref(), labels)?;
+        Ok((d, size))
     }
 
     fn unlock(&self, key: &str) {
@@ -588,9 +582,15 @@ impl Writer {
     }
 
     /// Verifies size and digest, then makes the blob visible in the
-    /// namespace. On a mismatch nothing is committed and the upload stays
+    /// namespace; returns its digest and whether the namespace did not hold
+    /// it before. On a mismatch nothing is committed and the upload stays
     /// for the client to resume or abort.
-    pub fn commit(self, size: i64, expected: Option<&Digest>, labels: Labels) -> Result<Digest> {
+    pub fn commit(
+        self,
+        size: i64,
+        expected: Option<&Digest>,
+        labels: Labels,
+    ) -> Result<(Digest, bool)> {
         validate_labels(&labels)?;
         if size > 0 && size != self.offset {
             return Err(Error::precondition(format!(
@@ -653,9 +653,7 @@ impl Writer {
         });
         let _ = fs::remove_dir_all(&self.dir);
         if !result? {
-            return Err(Error::already_exists(format!(
-                "content {actual}: already exists"
-            )));
+            return Ok((actual, false));
         }
         store.events.publish(
             ns,
@@ -666,6 +664,6 @@ impl Writer {
                 media_type: String::new(),
             },
         );
-        Ok(actual)
+        Ok((actual, true))
     }
 }

@@ -48,7 +48,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        r = async { grpc_task.await } => {
+        r = grpc_task => {
             let r = r.context("gRPC server task")?;
             r.context("gRPC server")?;
             anyhow::bail!("gRPC server stopped unexpectedly");

@@ -299,7 +299,7 @@ mod tests {
         assert!(m(&["labels.foo==bar,name~=busy"]));
         assert!(!m(&["labels.foo==bar,name~=^x"]));
         assert!(m(&["labels.\"containerd.io/gc.root\""]));
-        assert!(m(&["labels.containerd.io"]) == false);
+        assert!(!m(&["labels.containerd.io"]));
         assert!(m(&["labels.nope", "labels.foo == \"bar\""]));
         assert!(!m(&["labels.nope"]));
     }

@@ -1,1 +1,341 @@
-//! Test harness.
+//! Test harness: start real daemons on temp directories, build the image
+//! fixtures once per run, and find the real peers (`ctr`, …).
+//!
+//! A peer that is not installed makes its test print `SKIPPED: …` with the
+//! reason; with `BERTH_REQUIRE_PEERS=1` (set by CI) it fails instead.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// The workspace's target directory for this profile (where `berthd` is).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test-binary>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of one of the workspace's binaries; panics with the fix if absent.
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first (tests/run does)",
+        p.display()
+    );
+    p
+}
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// Directory with the image fixtures, built once per run (shared between
+/// test binaries through a lock file).
+pub fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = target_dir().join("berth-fixtures");
+        let script = repo_root().join("tests/fixtures/make-fixtures.sh");
+        let lock = target_dir().join("berth-fixtures.lock");
+        let st = Command::new("flock")
+            .arg(&lock)
+            .arg("bash")
+            .arg(&script)
+            .arg(&out)
+            .status()
+            .expect("run flock make-fixtures.sh");
+        assert!(st.success(), "make-fixtures.sh failed");
+        out
+    })
+}
+
+/// A digest recorded by the fixture script (`manifest`, `config`, `layer`, `index`).
+pub fn fixture_digest(name: &str) -> String {
+    let env = std::fs::read_to_string(fixtures().join("digests.env")).expect("digests.env");
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in digests.env"))
+        .to_string()
+}
+
+/// Finds a peer program, or reports the skip loudly.
+pub fn peer(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("BERTH_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("required peer {name:?} is not installed (BERTH_REQUIRE_PEERS=1)");
+        }
+        eprintln!("SKIPPED: {name} is not installed; install it (see .ci/run) to run this test");
+    }
+    found
+}
+
+/// True when running as root; otherwise reports the skip loudly.
+pub fn require_root(what: &str) -> bool {
+    let root = nix_is_root();
+    if !root {
+        if std::env::var("BERTH_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("{what} needs root (BERTH_REQUIRE_PEERS=1)");
+        }
+        eprintln!("SKIPPED: {what} needs root");
+    }
+    root
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A berthd running on its own temp root, state and socket.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Daemon {
+    /// Starts a daemon and waits until its socket answers.
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .expect("tempdir");
+        let sock = dir.path().join("berth.sock");
+        let mut d = Daemon {
+            dir,
+            sock,
+            child: None,
+            starts: 0,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `unix://` address of the gRPC socket.
+    pub fn address(&self) -> String {
+        self.sock.display().to_string()
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("berthd.{}.log", self.starts)))
+                .expect("log file");
+        let child = Command::new(bin("berthd"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--address")
+            .arg(&self.sock)
+            .arg("--config")
+            .arg(self.dir.path().join("absent.toml"))
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berthd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok() {
+                return;
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("berthd exited during start ({st}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("berthd did not listen within 20s:\n{}", self.log());
+    }
+
+    /// Everything the daemon has logged, across restarts.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        for i in 1..=self.starts {
+            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(format!("berthd.{i}.log")))
+            {
+                let _ = f.read_to_string(&mut s);
+            }
+        }
+        s
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILLs the daemon (a crash) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs the daemon and waits for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("berthd ignored SIGTERM for 10s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the daemon again on the same directories.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the daemon first");
+        self.spawn();
+    }
+
+    /// A gRPC channel to the daemon.
+    pub async fn channel(&self) -> Channel {
+        berth_proto::client::connect(&self.address())
+            .await
+            .expect("connect to berthd")
+    }
+
+    /// Runs the real `ctr` against this daemon.
+    pub fn ctr(&self, ctr: &Path, ns: &str, args: &[&str]) -> Output {
+        Command::new(ctr)
+            .arg("--address")
+            .arg(&self.sock)
+            .arg("--namespace")
+            .arg(ns)
+            .args(args)
+            .output()
+            .expect("run ctr")
+    }
+
+    /// Runs `berthctl` against this daemon.
+    pub fn berthctl(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new(bin("berthctl"))
+            .arg("--address")
+            .arg(&self.sock)
+            .arg("--namespace")
+            .arg(ns)
+            .args(args)
+            .env_remove("BERTH_ADDRESS")
+            .env_remove("BERTH_NAMESPACE")
+            .output()
+            .expect("run berthctl")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Asserts a command succeeded, showing its output otherwise; returns stdout.
+pub fn ok(what: &str, out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// Asserts a command failed; returns its stderr.
+pub fn fails(what: &str, out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "{what} unexpectedly succeeded:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stderr
+}
+
+/// sha256 of bytes, as `sha256:<hex>`.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Every committed blob on disk hashes to its name (none is partial).
+pub fn assert_blobs_intact(root: &Path) {
+    let dir = root.join("content/blobs/sha256");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in rd {
+        let e = e.expect("entry");
+        let data = std::fs::read(e.path()).expect("read blob");
+        let name = e.file_name().to_string_lossy().to_string();
+        assert_eq!(
+            sha256(&data),
+            format!("sha256:{name}"),
+            "blob {name} under blobs/ does not match its digest (partial write visible)"
+        );
+    }
+}
+
+/// Names of the blobs on disk.
+pub fn blobs_on_disk(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("content/blobs/sha256"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads one file out of a tar archive.
+pub fn tar_member(archive: &Path, member: &str) -> Option<Vec<u8>> {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(archive)
+        .arg(member)
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
+}

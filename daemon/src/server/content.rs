@@ -315,7 +315,17 @@ async fn write_session(
                     }
                     let offset = w.status().offset;
                     if commit {
-                        let r = w.commit(total, exp.as_ref(), labels);
+                        let r = w
+                            .commit(total, exp.as_ref(), labels)
+                            .and_then(|(d, created)| {
+                                if created {
+                                    Ok(d)
+                                } else {
+                                    Err(Error::already_exists(format!(
+                                        "content {d}: already exists"
+                                    )))
+                                }
+                            });
                         return Ok::<_, Error>((None, Some(r), offset));
                     }
                     let d = w.digest();

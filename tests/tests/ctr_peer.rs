@@ -1,0 +1,202 @@
+//! The real `ctr` (Debian's containerd 1.6 package) pointed at berthd.
+//!
+//! Image imports use `--no-unpack`: unpacking needs the Snapshots and Diff
+//! services, which berthd does not serve yet (clients get Unimplemented).
+
+use berth_tests::*;
+
+#[test]
+fn ctr_against_berthd() {
+    let Some(ctr) = peer("ctr") else { return };
+    let fx = fixtures();
+    let d = Daemon::start();
+    let ctr = |ns: &str, args: &[&str]| d.ctr(&ctr, ns, args);
+
+    // version: the server half comes from berthd.
+    let v = ok("ctr version", ctr("default", &["version"]));
+    assert!(v.contains("Server:") && v.contains("UUID:"), "{v}");
+    assert!(v.contains(env!("CARGO_PKG_VERSION")), "{v}");
+
+    // namespaces create / ls / label / rm
+    ok(
+        "ns create",
+        ctr("x", &["namespaces", "create", "x", "team=a"]),
+    );
+    let ls = ok("ns ls", ctr("x", &["namespaces", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("x ") && l.contains("team=a")),
+        "{ls}"
+    );
+    ok(
+        "ns label",
+        ctr("x", &["namespaces", "label", "x", "team=b", "tier=1"]),
+    );
+    let ls = ok("ns ls", ctr("x", &["namespaces", "ls"]));
+    assert!(ls.contains("team=b") && ls.contains("tier=1"), "{ls}");
+    let err = fails("ns create dup", ctr("x", &["namespaces", "create", "x"]));
+    assert!(err.contains("already exists"), "{err}");
+    ok("ns rm", ctr("x", &["namespaces", "rm", "x"]));
+    let ls = ok("ns ls", ctr("x", &["namespaces", "ls", "-q"]));
+    assert!(!ls.lines().any(|l| l == "x"), "{ls}");
+
+    // images import (docker-archive, then OCI layout with a base name)
+    let docker = fx.join("busybox-docker.tar");
+    let oci = fx.join("busybox-oci.tar");
+    ok(
+        "import docker-archive",
+        ctr(
+            "default",
+            &["images", "import", "--no-unpack", docker.to_str().unwrap()],
+        ),
+    );
+    ok(
+        "import oci",
+        ctr(
+            "default",
+            &[
+                "images",
+                "import",
+                "--no-unpack",
+                "--base-name",
+                "docker.io/local/bb",
+                oci.to_str().unwrap(),
+            ],
+        ),
+    );
+    let ls = ok("images ls", ctr("default", &["images", "ls"]));
+    let bb = ls
+        .lines()
+        .find(|l| l.starts_with("docker.io/local/bb:latest"))
+        .unwrap_or_else(|| panic!("no bb image:\n{ls}"));
+    assert!(bb.contains(&fixture_digest("manifest")), "{bb}");
+    assert!(bb.contains("KiB") || bb.contains("MiB"), "no size: {bb}");
+    assert!(bb.contains("linux/"), "no platform: {bb}");
+    let bx = ls
+        .lines()
+        .find(|l| l.starts_with("docker.io/library/busybox:latest"))
+        .unwrap_or_else(|| panic!("no busybox image:\n{ls}"));
+    assert!(bx.contains("MiB"), "no size: {bx}");
+
+    // content ls / get: byte-identical to the archive's blob
+    let layer = fixture_digest("layer");
+    let cls = ok("content ls", ctr("default", &["content", "ls"]));
+    assert!(cls.contains(&layer), "{cls}");
+    let got = ctr("default", &["content", "get", &layer]);
+    assert!(
+        got.status.success(),
+        "content get: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let want = tar_member(&oci, &format!("./blobs/sha256/{}", &layer[7..])).expect("layer in tar");
+    assert_eq!(got.stdout.len(), want.len());
+    assert!(got.stdout == want, "content get is not byte-identical");
+    assert_eq!(sha256(&got.stdout), layer);
+
+    // images rm
+    ok(
+        "images rm",
+        ctr("default", &["images", "rm", "docker.io/local/bb:latest"]),
+    );
+    let ls = ok("images ls -q", ctr("default", &["images", "ls", "-q"]));
+    assert!(!ls.contains("docker.io/local/bb:latest"), "{ls}");
+    assert!(ls.contains("docker.io/library/busybox:latest"), "{ls}");
+    // ctr only warns for a missing image, recognising our NotFound code.
+    let out = ctr("default", &["images", "rm", "docker.io/no/such:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("image not found"), "{err}");
+
+    // leases create / ls / rm
+    let id = ok("leases create", ctr("default", &["leases", "create"]));
+    let id = id.trim();
+    assert!(!id.is_empty());
+    let named = ok(
+        "leases create --id",
+        ctr("default", &["leases", "create", "--id", "mine", "k=v"]),
+    );
+    assert_eq!(named.trim(), "mine");
+    let lls = ok("leases ls", ctr("default", &["leases", "ls"]));
+    assert!(lls.contains(id) && lls.contains("mine"), "{lls}");
+    assert!(
+        lls.contains("containerd.io/gc.expire"),
+        "default expiry label: {lls}"
+    );
+    ok("leases rm", ctr("default", &["leases", "rm", id, "mine"]));
+    let lls = ok("leases ls -q", ctr("default", &["leases", "ls", "-q"]));
+    assert!(lls.trim().is_empty(), "{lls}");
+
+    // plugins ls lists the real services
+    let pls = ok("plugins ls", ctr("default", &["plugins", "ls"]));
+    for want in [
+        "io.containerd.content.v1",
+        "io.containerd.grpc.v1",
+        "images",
+        "leases",
+    ] {
+        assert!(pls.contains(want), "{want} missing:\n{pls}");
+    }
+    assert!(
+        !pls.contains("io.containerd.snapshotter.v1"),
+        "no snapshotter is served yet:\n{pls}"
+    );
+
+    // A non-empty namespace cannot be removed; the message says why.
+    let err = fails(
+        "rm non-empty ns",
+        ctr("default", &["namespaces", "rm", "default"]),
+    );
+    assert!(
+        err.contains("must be empty") && err.contains("images"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ctr_events_and_unimplemented_services() {
+    let Some(ctr_bin) = peer("ctr") else { return };
+    let d = Daemon::start();
+    let mut events = std::process::Command::new(&ctr_bin)
+        .arg("--address")
+        .arg(&d.sock)
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctr events");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(
+        "ns create",
+        d.ctr(&ctr_bin, "ev", &["namespaces", "create", "evns"]),
+    );
+    ok(
+        "ns rm",
+        d.ctr(&ctr_bin, "ev", &["namespaces", "rm", "evns"]),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = events.kill();
+    let out = events.wait_with_output().expect("events output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/namespaces/create"), "{text}");
+    assert!(text.contains("/namespaces/delete"), "{text}");
+    assert!(
+        text.contains("evns"),
+        "event payload decoded by ctr: {text}"
+    );
+
+    // Services berthd does not serve yet answer Unimplemented, never fake success.
+    let err = fails(
+        "snapshots ls",
+        d.ctr(&ctr_bin, "default", &["snapshots", "ls"]),
+    );
+    assert!(
+        err.to_lowercase().contains("not implemented") || err.contains("Unimplemented"),
+        "{err}"
+    );
+    let err = fails(
+        "containers ls",
+        d.ctr(&ctr_bin, "default", &["containers", "ls"]),
+    );
+    assert!(
+        err.to_lowercase().contains("not implemented") || err.contains("Unimplemented"),
+        "{err}"
+    );
+}
