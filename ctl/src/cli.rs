@@ -56,6 +56,8 @@ pub enum Command {
     /// Manage leases.
     #[command(subcommand)]
     Leases(Leases),
+    /// Manage snapshots.
+    Snapshots(SnapshotsArgs),
     /// Print events as they happen.
     Events(EventsArgs),
     /// Show the daemon's plugins.
@@ -166,6 +168,26 @@ pub enum Images {
     },
     /// Show an image's record, manifest and configuration.
     Inspect { name: String },
+    /// Mount an unpacked image read-only (or writable with --rw) at a path.
+    Mount {
+        name: String,
+        target: PathBuf,
+        /// Snapshotter the image was unpacked into.
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+        /// Mount a writable snapshot instead of a read-only view.
+        #[arg(long)]
+        rw: bool,
+        /// Platform to mount (default: this host's).
+        #[arg(long)]
+        platform: Option<String>,
+    },
+    /// Unmount a path mounted by `images mount` and drop its snapshot.
+    Unmount {
+        target: PathBuf,
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +212,65 @@ pub struct ImportArgs {
     /// Labels for the imported images, as key=value.
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Do not unpack the images into a snapshotter.
+    #[arg(long)]
+    pub no_unpack: bool,
+    /// Snapshotter to unpack into (default: the daemon's).
+    #[arg(long, default_value = "")]
+    pub snapshotter: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Snapshotter to use (default: the daemon's).
+    #[arg(long, global = true, default_value = "")]
+    pub snapshotter: String,
+    #[command(subcommand)]
+    pub command: Snapshots,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Snapshots {
+    /// List snapshots.
+    #[command(visible_alias = "list")]
+    Ls { filters: Vec<String> },
+    /// Show snapshots as a tree of parents and children.
+    Tree,
+    /// Show one snapshot's metadata.
+    Info { key: String },
+    /// Disk usage (all snapshots, or one).
+    Usage { key: Option<String> },
+    /// Create a writable snapshot; prints its mounts.
+    Prepare {
+        key: String,
+        parent: Option<String>,
+        /// Print the mounts as a mount command for this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Create a read-only snapshot; prints its mounts.
+    View {
+        key: String,
+        parent: String,
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Commit an active snapshot under a name.
+    Commit { name: String, key: String },
+    /// Remove snapshots.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Print the mount command of a snapshot for a target.
+    Mounts { target: String, key: String },
+    /// Set labels (key=value; key= removes).
+    Label {
+        key: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]

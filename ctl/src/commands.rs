@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Content(c) => content_cmd(&ctx, c).await,
         Command::Images(c) => images_cmd(&ctx, c).await,
         Command::Leases(c) => leases_cmd(&ctx, c).await,
+        Command::Snapshots(a) => crate::snapshots::run(&ctx, a).await,
         Command::Events(a) => events_cmd(&ctx, a).await,
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
     }
@@ -382,6 +383,35 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
                 .unwrap_or_default();
             println!("{}", fmt_labels(&img.labels));
         }
+        Images::Mount {
+            name,
+            target,
+            snapshotter,
+            rw,
+            platform,
+        } => mount_image(ctx, &name, &target, &snapshotter, rw, platform.as_deref()).await?,
+        Images::Unmount {
+            target,
+            snapshotter,
+        } => {
+            let target = std::fs::canonicalize(&target)
+                .map_err(|e| CtlError(format!("{}: {e}", target.display())))?;
+            let st = std::process::Command::new("umount").arg(&target).status()?;
+            if !st.success() {
+                bail!(CtlError(format!(
+                    "umount {} failed ({st})",
+                    target.display()
+                )));
+            }
+            use berth_proto::services::snapshots::v1 as sapi;
+            sapi::snapshots_client::SnapshotsClient::new(ctx.ch.clone())
+                .remove(ctx.req(sapi::RemoveSnapshotRequest {
+                    snapshotter,
+                    key: mount_key(&target),
+                }))
+                .await?;
+            println!("{}", target.display());
+        }
         Images::Inspect { name } => {
             let img = cl
                 .get(ctx.req(images::GetImageRequest { name }))
@@ -429,6 +459,133 @@ async fn read_json(ctx: &Ctx, digest: &str) -> Result<Value> {
         }
     }
     Ok(serde_json::from_slice(&buf)?)
+}
+
+fn mount_key(target: &std::path::Path) -> String {
+    format!("berthctl-mount:{}", target.display())
+}
+
+/// The chain ID of an image's top layer for a platform (`os/arch`).
+async fn top_chain_id(ctx: &Ctx, name: &str, platform: Option<&str>) -> Result<String> {
+    use sha2::Digest as _;
+    let img = ImagesClient::new(ctx.ch.clone())
+        .get(ctx.req(images::GetImageRequest {
+            name: name.to_string(),
+        }))
+        .await?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    let (hos, harch) = host_platform();
+    let want = platform.map_or_else(|| format!("{hos}/{harch}"), str::to_string);
+    let mut digest = img.target.unwrap_or_default().digest;
+    let mut v = read_json(ctx, &digest).await?;
+    for _ in 0..4 {
+        let Some(ms) = v.get("manifests").and_then(Value::as_array) else {
+            break;
+        };
+        let m = ms
+            .iter()
+            .find(|m| {
+                let p = &m["platform"];
+                p.is_null()
+                    || format!(
+                        "{}/{}",
+                        p["os"].as_str().unwrap_or(""),
+                        p["architecture"].as_str().unwrap_or("")
+                    ) == want
+            })
+            .ok_or_else(|| CtlError(format!("image {name} has no manifest for {want}")))?;
+        digest = m["digest"].as_str().unwrap_or_default().to_string();
+        v = read_json(ctx, &digest).await?;
+    }
+    let cfg = v["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| CtlError(format!("manifest {digest} has no config")))?
+        .to_string();
+    let cfg = read_json(ctx, &cfg).await?;
+    let mut chain = String::new();
+    for d in cfg["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
+        let d = d.as_str().unwrap_or_default();
+        chain = if chain.is_empty() {
+            d.to_string()
+        } else {
+            format!(
+                "sha256:{}",
+                hex::encode(sha2::Sha256::digest(format!("{chain} {d}").as_bytes()))
+            )
+        };
+    }
+    if chain.is_empty() {
+        bail!(CtlError(format!("image {name} has no layers")));
+    }
+    Ok(chain)
+}
+
+async fn mount_image(
+    ctx: &Ctx,
+    name: &str,
+    target: &std::path::Path,
+    snapshotter: &str,
+    rw: bool,
+    platform: Option<&str>,
+) -> Result<()> {
+    use berth_proto::services::snapshots::v1 as sapi;
+    let target = std::fs::canonicalize(target)
+        .map_err(|e| CtlError(format!("{}: {e}", target.display())))?;
+    let chain = top_chain_id(ctx, name, platform).await?;
+    let mut cl = sapi::snapshots_client::SnapshotsClient::new(ctx.ch.clone());
+    if let Err(s) = cl
+        .stat(ctx.req(sapi::StatSnapshotRequest {
+            snapshotter: snapshotter.to_string(),
+            key: chain.clone(),
+        }))
+        .await
+    {
+        if s.code() == tonic::Code::NotFound {
+            bail!(CtlError(format!(
+                "image {name} is not unpacked (no snapshot {chain}): import it without --no-unpack"
+            )));
+        }
+        return Err(s.into());
+    }
+    let key = mount_key(&target);
+    let labels = HashMap::from([(
+        "containerd.io/gc.root".to_string(),
+        chrono::Utc::now().to_rfc3339(),
+    )]);
+    let mounts = if rw {
+        cl.prepare(ctx.req(sapi::PrepareSnapshotRequest {
+            snapshotter: snapshotter.to_string(),
+            key: key.clone(),
+            parent: chain,
+            labels,
+        }))
+        .await?
+        .into_inner()
+        .mounts
+    } else {
+        cl.view(ctx.req(sapi::ViewSnapshotRequest {
+            snapshotter: snapshotter.to_string(),
+            key: key.clone(),
+            parent: chain,
+            labels,
+        }))
+        .await?
+        .into_inner()
+        .mounts
+    };
+    if let Err(e) = crate::snapshots::mount_with_tool(&mounts, &target) {
+        let _ = cl
+            .remove(ctx.req(sapi::RemoveSnapshotRequest {
+                snapshotter: snapshotter.to_string(),
+                key,
+            }))
+            .await;
+        return Err(e);
+    }
+    println!("{}", target.display());
+    Ok(())
 }
 
 fn host_platform() -> (&'static str, &'static str) {

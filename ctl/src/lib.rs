@@ -5,6 +5,7 @@
 pub mod cli;
 mod commands;
 pub mod output;
+mod snapshots;
 mod transfer;
 
 use clap::Parser;

@@ -85,7 +85,7 @@ fn spawn_progress(mut s: Stream, pb: Option<ProgressBar>) -> tokio::task::JoinHa
     tokio::spawn(async move {
         while let Some(Ok(msg)) = s.rx.next().await {
             if let Some(p) = typeurl::unpack::<tt::Progress>(&msg)
-                && (p.event == "image" || p.event == "exported")
+                && matches!(p.event.as_str(), "image" | "unpacked" | "exported")
             {
                 match &pb {
                     Some(pb) => pb.println(format!("{}: {}", p.event, p.name)),
@@ -124,6 +124,12 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
     };
     if let Some(p) = &a.platform {
         store.platforms.push(platform(p)?);
+    }
+    if !a.no_unpack {
+        store.unpacks.push(tt::UnpackConfiguration {
+            platform: store.platforms.first().cloned(),
+            snapshotter: a.snapshotter.clone(),
+        });
     }
     if let Some(b) = &a.base_name {
         store.extra_references.push(tt::ImageReference {

@@ -39,6 +39,9 @@ pub struct ImportOptions {
     pub all_platforms: bool,
     /// Labels for the created images.
     pub labels: Labels,
+    /// Unpack each image into these snapshotters (platform: the one chosen
+    /// for import when absent).
+    pub unpack: Vec<(Option<Platform>, String)>,
 }
 
 /// What an import reports as it goes.
@@ -255,6 +258,20 @@ fn import_leased(
         };
         progress("image", &saved.name);
         out.push(saved);
+    }
+    // Unpack while the import lease still holds everything.
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let mut done = HashSet::new();
+    for img in &out {
+        for (p, sn) in &opts.unpack {
+            let p = p.clone().unwrap_or_else(|| platform.clone());
+            if !done.insert((img.record.target.digest.clone(), sn.clone(), p.to_string())) {
+                continue;
+            }
+            crate::unpack::unpack(core, ctx, &img.record.target, sn, &p)
+                .map_err(|e| e.context(format!("unpack {}", img.name)))?;
+            progress("unpacked", &img.name);
+        }
     }
     Ok(out)
 }

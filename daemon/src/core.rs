@@ -9,6 +9,8 @@ use crate::images::Images;
 use crate::leases::Leases;
 use crate::metadata::Db;
 use crate::namespaces::Namespaces;
+use crate::snapshots::Snapshots;
+use crate::unpack::InFlight;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,9 @@ pub struct Core {
     pub images: Images,
     pub namespaces: Namespaces,
     pub leases: Leases,
+    pub snapshots: Arc<Snapshots>,
+    /// Layers being unpacked, so concurrent unpacks share the work.
+    pub unpacking: InFlight,
     /// This installation's identity, persisted in the metadata database.
     pub uuid: String,
 }
@@ -42,7 +47,12 @@ impl Core {
         .unwrap_or_default();
         let blobs = Arc::new(Blobs::open(&root.join("content"))?);
         let events = Arc::new(Exchange::new());
-        let gc = Gc::start(db.clone(), blobs.clone(), gc_delay);
+        let snapshots = Arc::new(Snapshots::open(
+            &root.join("snapshots"),
+            db.clone(),
+            events.clone(),
+        )?);
+        let gc = Gc::start(db.clone(), blobs.clone(), snapshots.clone(), gc_delay);
         let content = Arc::new(ContentStore::new(
             blobs,
             db.clone(),
@@ -55,6 +65,8 @@ impl Core {
             images: Images::new(db.clone(), events.clone(), gc.clone()),
             namespaces: Namespaces::new(db.clone(), events.clone()),
             leases: Leases::new(db.clone(), gc.clone()),
+            snapshots,
+            unpacking: InFlight::default(),
             db,
             events,
             gc,

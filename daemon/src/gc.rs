@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::images::ImageRecord;
 use crate::leases::{LABEL_EXPIRE, LABEL_FLAT, LeaseRecord, parse_time};
 use crate::metadata::{Db, Read, key, kind, prefix};
+use crate::snapshots::{Snapshots, bkey};
 use crate::types::now;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ const GC_ROOT: &str = "containerd.io/gc.root";
 const REF_CONTENT: &str = "containerd.io/gc.ref.content";
 const REF_IMAGE: &str = "containerd.io/gc.ref.image";
 const BREF_CONTENT: &str = "containerd.io/gc.bref.content";
+const REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
 
 /// What one collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +40,7 @@ pub struct Stats {
     pub leases: usize,
     pub blobs: usize,
     pub ingest_dirs: usize,
+    pub snapshots: usize,
     pub errors: usize,
 }
 
@@ -54,9 +57,13 @@ pub struct Gc {
 
 impl Gc {
     /// Starts the collector task; `delay` batches deletions into one run.
-    pub fn start(db: Arc<Db>, blobs: Arc<Blobs>, delay: Duration) -> Gc {
+    pub fn start(db: Arc<Db>, blobs: Arc<Blobs>, snapshots: Arc<Snapshots>, delay: Duration) -> Gc {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let collector = Arc::new(Collector { db, blobs });
+        let collector = Arc::new(Collector {
+            db,
+            blobs,
+            snapshots,
+        });
         tokio::spawn(async move {
             while let Some(req) = rx.recv().await {
                 let mut waiters = Vec::new();
@@ -113,12 +120,29 @@ enum Node {
 struct Collector {
     db: Arc<Db>,
     blobs: Arc<Blobs>,
+    snapshots: Arc<Snapshots>,
+}
+
+/// `(snapshotter, backend key)` pairs that something holds.
+type SnapshotRoots = HashSet<(String, String)>;
+
+fn snapshot_refs(ns: &str, labels: &HashMap<String, String>, out: &mut SnapshotRoots) {
+    for (k, v) in labels {
+        if let Some(rest) = k.strip_prefix(REF_SNAPSHOT) {
+            let sn = rest.split('/').next().unwrap_or(rest);
+            out.insert((sn.to_string(), bkey(ns, v)));
+        }
+    }
 }
 
 impl Collector {
     fn collect(&self) -> Result<Stats> {
         let mut stats = Stats::default();
         let t = now();
+        // No snapshot is created or committed while a collection runs, so
+        // none is seen before the reference that holds it.
+        let _sweep = self.snapshots.sweep_guard();
+        let mut snap_roots = SnapshotRoots::new();
         // Phase 1: mark and sweep metadata in one transaction.
         self.db.write(|w| {
             for ns in w.namespaces()? {
@@ -149,7 +173,12 @@ impl Collector {
                                 leased_ingests.insert(r.id.clone());
                                 continue;
                             }
-                            _ => continue, // snapshots: kept by their snapshotter
+                            k => {
+                                if let Some(sn) = k.strip_prefix("snapshots/") {
+                                    snap_roots.insert((sn.to_string(), bkey(&ns, &r.id)));
+                                }
+                                continue;
+                            }
                         };
                         if is_flat {
                             flat.insert(node);
@@ -202,6 +231,7 @@ impl Collector {
                             }
                         }
                     };
+                    snapshot_refs(&ns, labels, &mut snap_roots);
                     for (k, v) in labels {
                         if k.starts_with(REF_CONTENT) {
                             queue.push_back(Node::Content(v.clone()));
@@ -232,6 +262,9 @@ impl Collector {
             }
             Ok(())
         })?;
+
+        // Phase 1b: snapshots nothing holds go, children before parents.
+        self.sweep_snapshots(&snap_roots, t, &mut stats);
 
         // Phase 2: remove files nothing records, under the sweep lock so no
         // upload is created or committed meanwhile.
@@ -282,6 +315,67 @@ impl Collector {
             }
         }
         Ok(stats)
+    }
+}
+
+impl Collector {
+    fn sweep_snapshots(&self, roots: &SnapshotRoots, t: i64, stats: &mut Stats) {
+        for (sn, s, infos) in self.snapshots.all() {
+            let by_name: HashMap<&str, &berth_snapshotter::Info> =
+                infos.iter().map(|i| (i.name.as_str(), i)).collect();
+            let mut marked: HashSet<&str> = HashSet::new();
+            let mut queue: Vec<&str> = infos
+                .iter()
+                .filter(|i| {
+                    roots.contains(&(sn.clone(), i.name.clone()))
+                        || i.labels.contains_key(GC_ROOT)
+                        || not_yet_expired(&i.labels, t)
+                })
+                .map(|i| i.name.as_str())
+                .collect();
+            while let Some(n) = queue.pop() {
+                if marked.insert(n)
+                    && let Some(i) = by_name.get(n)
+                    && !i.parent.is_empty()
+                {
+                    queue.push(i.parent.as_str());
+                }
+            }
+            let mut doomed: Vec<&berth_snapshotter::Info> = infos
+                .iter()
+                .filter(|i| !marked.contains(i.name.as_str()))
+                .collect();
+            // Remove leaves until nothing more can go.
+            loop {
+                let before = doomed.len();
+                let parents: HashSet<&str> = infos
+                    .iter()
+                    .filter(|i| {
+                        doomed.iter().any(|d| d.name == i.name) || marked.contains(i.name.as_str())
+                    })
+                    .map(|i| i.parent.as_str())
+                    .collect();
+                doomed.retain(|d| {
+                    if parents.contains(d.name.as_str()) {
+                        return true; // still a parent of something; later
+                    }
+                    match s.remove(&d.name) {
+                        Ok(()) => {
+                            stats.snapshots += 1;
+                            false
+                        }
+                        Err(e) => {
+                            stats.errors += 1;
+                            tracing::warn!("gc: remove snapshot {sn}/{}: {e}", d.name);
+                            false
+                        }
+                    }
+                });
+                if doomed.len() == before || doomed.is_empty() {
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -39,8 +39,14 @@ fn walk(p: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata) -> Result<()>) -> Resu
 fn set_times(p: &Path, m: &fs::Metadata) -> Result<()> {
     let at = TimeSpec::new(m.atime(), m.atime_nsec());
     let mt = TimeSpec::new(m.mtime(), m.mtime_nsec());
-    utimensat(nix::fcntl::AT_FDCWD, p, &at, &mt, UtimensatFlags::NoFollowSymlink)
-        .map_err(|e| Error::sys(format!("set times on {}", p.display()), e))
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        &at,
+        &mt,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| Error::sys(format!("set times on {}", p.display()), e))
 }
 
 fn copy_xattrs(src: &Path, dst: &Path) {
@@ -59,7 +65,8 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
     copy_dir_contents(src, dst, &mut links)?;
-    let m = fs::symlink_metadata(src).map_err(|e| Error::io(format!("stat {}", src.display()), e))?;
+    let m =
+        fs::symlink_metadata(src).map_err(|e| Error::io(format!("stat {}", src.display()), e))?;
     finish(src, dst, &m)
 }
 
@@ -91,7 +98,8 @@ fn copy_dir_contents(
         let e = e.map_err(|e| Error::io(format!("read {}", src.display()), e))?;
         let from = e.path();
         let to = dst.join(e.file_name());
-        let m = fs::symlink_metadata(&from).map_err(|e| Error::io(format!("stat {}", from.display()), e))?;
+        let m = fs::symlink_metadata(&from)
+            .map_err(|e| Error::io(format!("stat {}", from.display()), e))?;
         let ft = m.file_type();
         if ft.is_dir() {
             fs::create_dir(&to).map_err(|e| Error::io(format!("mkdir {}", to.display()), e))?;
@@ -101,13 +109,15 @@ fn copy_dir_contents(
         }
         if m.nlink() > 1 && !ft.is_dir() {
             if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                fs::hard_link(first, &to).map_err(|e| Error::io(format!("link {}", to.display()), e))?;
+                fs::hard_link(first, &to)
+                    .map_err(|e| Error::io(format!("link {}", to.display()), e))?;
                 continue;
             }
             links.insert((m.dev(), m.ino()), to.clone());
         }
         if ft.is_symlink() {
-            let target = fs::read_link(&from).map_err(|e| Error::io(format!("readlink {}", from.display()), e))?;
+            let target = fs::read_link(&from)
+                .map_err(|e| Error::io(format!("readlink {}", from.display()), e))?;
             symlink(&target, &to).map_err(|e| Error::io(format!("symlink {}", to.display()), e))?;
         } else if ft.is_file() {
             fs::copy(&from, &to).map_err(|e| Error::io(format!("copy {}", from.display()), e))?;
@@ -122,8 +132,13 @@ fn copy_dir_contents(
             } else {
                 continue; // sockets are not copied
             };
-            mknod(&to, kind, Mode::from_bits_truncate(m.mode() & 0o7777), m.rdev())
-                .map_err(|e| Error::sys(format!("mknod {}", to.display()), e))?;
+            mknod(
+                &to,
+                kind,
+                Mode::from_bits_truncate(m.mode() & 0o7777),
+                m.rdev(),
+            )
+            .map_err(|e| Error::sys(format!("mknod {}", to.display()), e))?;
         }
         finish(&from, &to, &m)?;
     }

@@ -2,10 +2,10 @@
 //! Snapshots API on its own socket, for containerd's `proxy_plugins`.
 
 use anyhow::Context as _;
+use berth_snapshotter::Snapshotter;
 use berth_snapshotter::native::Native;
 use berth_snapshotter::overlay::Overlay;
 use berth_snapshotter::proxy::ProxyService;
-use berth_snapshotter::Snapshotter;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +17,11 @@ enum Type {
 }
 
 #[derive(Parser)]
-#[command(name = "berth-snapshotter", version, about = "berth snapshotter as a containerd proxy plugin")]
+#[command(
+    name = "berth-snapshotter",
+    version,
+    about = "berth snapshotter as a containerd proxy plugin"
+)]
 struct Cli {
     /// Socket to serve the Snapshots API on.
     #[arg(long, value_name = "SOCK")]

@@ -99,8 +99,14 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     let bind = m.kind == "bind" || flags.contains(MsFlags::MS_BIND);
     if bind {
         let f = flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        nix::mount::mount(Some(m.source.as_str()), target, None::<&str>, f | MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| Error::sys(what(), e))?;
+        nix::mount::mount(
+            Some(m.source.as_str()),
+            target,
+            None::<&str>,
+            f | MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(what(), e))?;
         // Bind mounts ignore other flags until remounted.
         let rest = flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
         if !rest.is_empty() {
@@ -147,9 +153,21 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
         s.spawn(move || {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
                 .map_err(|e| Error::sys("unshare working directory", e))?;
-            nix::unistd::chdir(&dir).map_err(|e| Error::sys(format!("chdir {}", dir.display()), e))?;
-            nix::mount::mount(Some(source.as_str()), &target, Some(kind.as_str()), flags, Some(data_s.as_str()))
-                .map_err(|e| Error::sys(format!("mount {kind} on {} (relative lowerdir)", target.display()), e))
+            nix::unistd::chdir(&dir)
+                .map_err(|e| Error::sys(format!("chdir {}", dir.display()), e))?;
+            nix::mount::mount(
+                Some(source.as_str()),
+                &target,
+                Some(kind.as_str()),
+                flags,
+                Some(data_s.as_str()),
+            )
+            .map_err(|e| {
+                Error::sys(
+                    format!("mount {kind} on {} (relative lowerdir)", target.display()),
+                    e,
+                )
+            })
         })
         .join()
         .unwrap_or_else(|_| Err(Error::internal("mount thread panicked")))
@@ -166,7 +184,11 @@ fn compact_lowerdir(data: &[String]) -> Option<(PathBuf, Vec<String>)> {
     }
     let rel: Vec<String> = lowers
         .iter()
-        .map(|l| Path::new(l).strip_prefix(&common).map(|p| p.display().to_string()))
+        .map(|l| {
+            Path::new(l)
+                .strip_prefix(&common)
+                .map(|p| p.display().to_string())
+        })
         .collect::<std::result::Result<_, _>>()
         .ok()?;
     let mut out = data.to_vec();
@@ -200,7 +222,8 @@ impl TempMount {
         let mut b = tempfile::Builder::new();
         let dir = match base {
             Some(p) => {
-                std::fs::create_dir_all(p).map_err(|e| Error::io(format!("create {}", p.display()), e))?;
+                std::fs::create_dir_all(p)
+                    .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
                 b.prefix("mnt-").tempdir_in(p)
             }
             None => b.prefix("berth-mnt-").tempdir(),
@@ -239,8 +262,13 @@ mod tests {
         let (f, d) = parse_options(&["ro".into(), "rbind".into(), "lowerdir=/a".into()]);
         assert!(f.contains(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC));
         assert_eq!(d, vec!["lowerdir=/a".to_string()]);
-        let lowers: Vec<String> = (0..3).map(|i| format!("/var/lib/x/snapshots/{i}/fs")).collect();
-        let data = vec!["index=off".to_string(), format!("lowerdir={}", lowers.join(":"))];
+        let lowers: Vec<String> = (0..3)
+            .map(|i| format!("/var/lib/x/snapshots/{i}/fs"))
+            .collect();
+        let data = vec![
+            "index=off".to_string(),
+            format!("lowerdir={}", lowers.join(":")),
+        ];
         let (dir, out) = compact_lowerdir(&data).unwrap();
         assert_eq!(dir, Path::new("/var/lib/x/snapshots"));
         assert_eq!(out[1], "lowerdir=0/fs:1/fs:2/fs");

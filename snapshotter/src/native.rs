@@ -58,7 +58,8 @@ fn diff_usage(dir: &Path, parent: Option<&Path>) -> Result<Usage> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let p = dir.join(&rel);
-        let m = fs::symlink_metadata(&p).map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
+        let m =
+            fs::symlink_metadata(&p).map_err(|e| Error::io(format!("stat {}", p.display()), e))?;
         let same = parent
             .and_then(|base| fs::symlink_metadata(base.join(&rel)).ok())
             .is_some_and(|o| {

@@ -72,7 +72,8 @@ impl<L: Layout> Dirs<L> {
                 .populate(&tmp_path, &parents)
                 .map_err(|e| e.context(format!("prepare {key:?}")))?;
             let dst = self.dir(id);
-            fs::rename(&tmp_path, &dst).map_err(|e| Error::io(format!("rename to {}", dst.display()), e))?;
+            fs::rename(&tmp_path, &dst)
+                .map_err(|e| Error::io(format!("rename to {}", dst.display()), e))?;
             Ok(self.layout.mounts(kind, &dst, &parents))
         })
         // On failure the TempDir guard removes the half-made directory.
@@ -103,7 +104,9 @@ impl<L: Layout> Snapshotter for Dirs<L> {
                 "snapshot {key:?} is committed and cannot be mounted: prepare or view a child of it"
             )));
         }
-        Ok(self.layout.mounts(s.info.kind, &self.dir(s.id), &self.fs_dirs(&ids)))
+        Ok(self
+            .layout
+            .mounts(s.info.kind, &self.dir(s.id), &self.fs_dirs(&ids)))
     }
 
     fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
@@ -223,7 +226,11 @@ impl Layout for OverlayLayout {
         }
         let lower = format!(
             "lowerdir={}",
-            parents.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
+            parents
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
         );
         if kind == Kind::View {
             if parents.len() == 1 {

@@ -91,7 +91,9 @@ impl Snapshots for ProxyService {
         let r = req.into_inner();
         let sn = self.sn.clone();
         let m = blocking(move || sn.prepare(&r.key, &r.parent, r.labels)).await?;
-        Ok(Response::new(api::PrepareSnapshotResponse { mounts: mounts(m) }))
+        Ok(Response::new(api::PrepareSnapshotResponse {
+            mounts: mounts(m),
+        }))
     }
 
     async fn view(
@@ -101,7 +103,9 @@ impl Snapshots for ProxyService {
         let r = req.into_inner();
         let sn = self.sn.clone();
         let m = blocking(move || sn.view(&r.key, &r.parent, r.labels)).await?;
-        Ok(Response::new(api::ViewSnapshotResponse { mounts: mounts(m) }))
+        Ok(Response::new(api::ViewSnapshotResponse {
+            mounts: mounts(m),
+        }))
     }
 
     async fn mounts(
@@ -114,14 +118,20 @@ impl Snapshots for ProxyService {
         Ok(Response::new(api::MountsResponse { mounts: mounts(m) }))
     }
 
-    async fn commit(&self, req: Request<api::CommitSnapshotRequest>) -> Result<Response<()>, Status> {
+    async fn commit(
+        &self,
+        req: Request<api::CommitSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let sn = self.sn.clone();
         blocking(move || sn.commit(&r.name, &r.key, r.labels)).await?;
         Ok(Response::new(()))
     }
 
-    async fn remove(&self, req: Request<api::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
+    async fn remove(
+        &self,
+        req: Request<api::RemoveSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let sn = self.sn.clone();
         blocking(move || sn.remove(&r.key)).await?;
@@ -145,7 +155,9 @@ impl Snapshots for ProxyService {
         req: Request<api::UpdateSnapshotRequest>,
     ) -> Result<Response<api::UpdateSnapshotResponse>, Status> {
         let r = req.into_inner();
-        let info = r.info.ok_or_else(|| Status::invalid_argument("info must be set"))?;
+        let info = r
+            .info
+            .ok_or_else(|| Status::invalid_argument("info must be set"))?;
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let sn = self.sn.clone();
         let i = blocking(move || sn.update(info_from_proto(info), &paths)).await?;
@@ -154,7 +166,8 @@ impl Snapshots for ProxyService {
         }))
     }
 
-    type ListStream = Pin<Box<dyn Stream<Item = Result<api::ListSnapshotsResponse, Status>> + Send>>;
+    type ListStream =
+        Pin<Box<dyn Stream<Item = Result<api::ListSnapshotsResponse, Status>> + Send>>;
 
     async fn list(
         &self,

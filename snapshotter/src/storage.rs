@@ -95,7 +95,9 @@ fn chain<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, parent: &str) -> 
     let mut p = parent.to_string();
     while !p.is_empty() {
         let r = get(t, &p)?.ok_or_else(|| {
-            Error::internal(format!("snapshot metadata is inconsistent: parent {p:?} is missing"))
+            Error::internal(format!(
+                "snapshot metadata is inconsistent: parent {p:?} is missing"
+            ))
         })?;
         ids.push(r.id);
         p = r.parent;

@@ -23,17 +23,29 @@ pub const CASES: &[(&str, bool, Case)] = &[
     ("basic_lifecycle", false, basic_lifecycle),
     ("same_key_twice", false, same_key_twice),
     ("view_cannot_commit", false, view_cannot_commit),
-    ("remove_with_and_without_children", false, remove_with_children),
+    (
+        "remove_with_and_without_children",
+        false,
+        remove_with_children,
+    ),
     ("walk_with_filters", false, walk_with_filters),
     ("update_labels", false, update_labels),
     ("committed_has_no_mounts", false, committed_has_no_mounts),
     ("concurrent_prepare_one_key", false, concurrent_prepare),
-    ("cleanup_after_interrupted_prepare", false, cleanup_after_interrupted),
+    (
+        "cleanup_after_interrupted_prepare",
+        false,
+        cleanup_after_interrupted,
+    ),
     ("parent_chain_contents", true, parent_chain_contents),
     ("view_is_readonly", true, view_is_readonly),
     ("usage_excludes_parents", true, usage_excludes_parents),
     ("deleted_files_and_dirs_in_child", true, deleted_in_child),
-    ("ownership_and_modes_survive_layers", true, ownership_survives),
+    (
+        "ownership_and_modes_survive_layers",
+        true,
+        ownership_survives,
+    ),
     ("mount_128_layers", true, mount_128_layers),
 ];
 
@@ -51,7 +63,10 @@ pub fn run(case: &str, factory: &Factory) {
         eprintln!("SKIPPED: conformance case {case} needs root (mounts)");
         return;
     }
-    let work = tempfile::Builder::new().prefix("berth-sn-").tempdir().expect("tempdir");
+    let work = tempfile::Builder::new()
+        .prefix("berth-sn-")
+        .tempdir()
+        .expect("tempdir");
     let root = work.path().join("root");
     let s = factory(&root);
     body(s.as_ref(), work.path());
@@ -94,17 +109,25 @@ fn basic_lifecycle(s: &dyn Snapshotter, _: &Path) {
     s.prepare("a", "", no_labels()).unwrap();
     let i = s.stat("a").unwrap();
     assert_eq!((i.kind, i.parent.as_str()), (Kind::Active, ""));
-    err_kind(s.prepare("b", "a", no_labels()), ErrKind::FailedPrecondition);
+    err_kind(
+        s.prepare("b", "a", no_labels()),
+        ErrKind::FailedPrecondition,
+    );
     err_kind(s.prepare("b", "missing", no_labels()), ErrKind::NotFound);
     err_kind(s.view("b", "missing", no_labels()), ErrKind::NotFound);
-    s.commit("A", "a", Labels::from([("l".into(), "1".into())])).unwrap();
+    s.commit("A", "a", Labels::from([("l".into(), "1".into())]))
+        .unwrap();
     err_kind(s.stat("a"), ErrKind::NotFound);
     let c = s.stat("A").unwrap();
     assert_eq!(c.kind, Kind::Committed);
     assert_eq!(c.labels["l"], "1");
     s.prepare("b", "A", no_labels()).unwrap();
     s.commit("B", "b", no_labels()).unwrap();
-    assert_eq!(s.stat("B").unwrap().parent, "A", "commit keeps the active snapshot's parent");
+    assert_eq!(
+        s.stat("B").unwrap().parent,
+        "A",
+        "commit keeps the active snapshot's parent"
+    );
     s.view("v", "B", no_labels()).unwrap();
     let v = s.stat("v").unwrap();
     assert_eq!((v.kind, v.parent.as_str()), (Kind::View, "B"));
@@ -119,7 +142,11 @@ fn same_key_twice(s: &dyn Snapshotter, _: &Path) {
     err_kind(s.prepare("N", "", no_labels()), ErrKind::AlreadyExists);
     s.prepare("k2", "", no_labels()).unwrap();
     err_kind(s.commit("N", "k2", no_labels()), ErrKind::AlreadyExists);
-    assert_eq!(s.stat("k2").unwrap().kind, Kind::Active, "failed commit keeps the active snapshot");
+    assert_eq!(
+        s.stat("k2").unwrap().kind,
+        Kind::Active,
+        "failed commit keeps the active snapshot"
+    );
     err_kind(s.prepare("", "", no_labels()), ErrKind::InvalidArgument);
 }
 
@@ -128,7 +155,10 @@ fn view_cannot_commit(s: &dyn Snapshotter, _: &Path) {
     s.commit("A", "a", no_labels()).unwrap();
     s.view("v", "A", no_labels()).unwrap();
     err_kind(s.commit("V", "v", no_labels()), ErrKind::FailedPrecondition);
-    err_kind(s.prepare("c", "v", no_labels()), ErrKind::FailedPrecondition);
+    err_kind(
+        s.prepare("c", "v", no_labels()),
+        ErrKind::FailedPrecondition,
+    );
     assert!(!s.mounts("v").unwrap().is_empty());
 }
 
@@ -148,9 +178,11 @@ fn remove_with_children(s: &dyn Snapshotter, work: &Path) {
 }
 
 fn walk_with_filters(s: &dyn Snapshotter, _: &Path) {
-    s.prepare("a", "", Labels::from([("team".into(), "x".into())])).unwrap();
+    s.prepare("a", "", Labels::from([("team".into(), "x".into())]))
+        .unwrap();
     s.commit("A", "a", no_labels()).unwrap();
-    s.prepare("b", "A", Labels::from([("team".into(), "y".into())])).unwrap();
+    s.prepare("b", "A", Labels::from([("team".into(), "y".into())]))
+        .unwrap();
     s.view("v", "A", no_labels()).unwrap();
     let names = |f: &[&str]| {
         let f: Vec<String> = f.iter().map(|s| s.to_string()).collect();
@@ -167,20 +199,37 @@ fn walk_with_filters(s: &dyn Snapshotter, _: &Path) {
 }
 
 fn update_labels(s: &dyn Snapshotter, _: &Path) {
-    s.prepare("a", "", Labels::from([("x".into(), "1".into()), ("y".into(), "2".into())])).unwrap();
+    s.prepare(
+        "a",
+        "",
+        Labels::from([("x".into(), "1".into()), ("y".into(), "2".into())]),
+    )
+    .unwrap();
     let mut i = s.stat("a").unwrap();
     let created = i.created_at;
     i.labels = Labels::from([("x".into(), "9".into())]);
-    let u = s.update(i.clone(), &["labels.x".into(), "labels.y".into()]).unwrap();
+    let u = s
+        .update(i.clone(), &["labels.x".into(), "labels.y".into()])
+        .unwrap();
     assert_eq!(u.labels, Labels::from([("x".into(), "9".into())]));
     assert_eq!(u.created_at, created);
     assert!(u.updated_at >= created);
     i.labels = Labels::from([("z".into(), "3".into())]);
     let u = s.update(i.clone(), &[]).unwrap();
-    assert_eq!(u.labels, Labels::from([("z".into(), "3".into())]), "no paths replaces all");
-    err_kind(s.update(i.clone(), &["parent".into()]), ErrKind::InvalidArgument);
+    assert_eq!(
+        u.labels,
+        Labels::from([("z".into(), "3".into())]),
+        "no paths replaces all"
+    );
+    err_kind(
+        s.update(i.clone(), &["parent".into()]),
+        ErrKind::InvalidArgument,
+    );
     i.labels = Labels::from([("k".into(), "v".repeat(5000))]);
-    err_kind(s.update(i.clone(), &["labels.k".into()]), ErrKind::InvalidArgument);
+    err_kind(
+        s.update(i.clone(), &["labels.k".into()]),
+        ErrKind::InvalidArgument,
+    );
     i.name = "missing".into();
     err_kind(s.update(i, &[]), ErrKind::NotFound);
 }
@@ -195,7 +244,9 @@ fn committed_has_no_mounts(s: &dyn Snapshotter, _: &Path) {
 
 fn concurrent_prepare(s: &dyn Snapshotter, work: &Path) {
     let results: Vec<crate::Result<Vec<crate::Mount>>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..8).map(|_| sc.spawn(|| s.prepare("same", "", no_labels()))).collect();
+        let hs: Vec<_> = (0..8)
+            .map(|_| sc.spawn(|| s.prepare("same", "", no_labels())))
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let ok = results.iter().filter(|r| r.is_ok()).count();
@@ -222,7 +273,11 @@ fn cleanup_after_interrupted(s: &dyn Snapshotter, work: &Path) {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     left.sort();
-    assert_eq!(left.len(), 1, "only the committed snapshot's directory stays: {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "only the committed snapshot's directory stays: {left:?}"
+    );
     assert_eq!(s.stat("A").unwrap().kind, Kind::Committed);
     s.prepare("b", "A", no_labels()).unwrap();
 }
@@ -264,7 +319,11 @@ fn parent_chain_contents(s: &dyn Snapshotter, _: &Path) {
     drop(mnt);
     let m = s.view("see1", "L1", no_labels()).unwrap();
     let mnt = TempMount::new(&m, None).unwrap();
-    assert_eq!(fs::read(mnt.path().join("etc/hostname")).unwrap(), b"one", "parents are untouched");
+    assert_eq!(
+        fs::read(mnt.path().join("etc/hostname")).unwrap(),
+        b"one",
+        "parents are untouched"
+    );
     assert!(!mnt.path().join("new").exists());
 }
 
@@ -291,7 +350,10 @@ fn usage_excludes_parents(s: &dyn Snapshotter, _: &Path) {
     write(mnt.path(), "small.bin", &vec![1u8; 64 << 10]);
     drop(mnt);
     let u = s.usage("child").unwrap();
-    assert!(u.size >= 64 << 10 && u.size < 512 << 10, "child usage excludes the parent's 1 MiB: {u:?}");
+    assert!(
+        u.size >= 64 << 10 && u.size < 512 << 10,
+        "child usage excludes the parent's 1 MiB: {u:?}"
+    );
     s.commit("childc", "child", no_labels()).unwrap();
     assert_eq!(s.usage("childc").unwrap(), u, "usage is recorded at commit");
 }
@@ -338,21 +400,32 @@ fn ownership_survives(s: &dyn Snapshotter, _: &Path) {
     let m = s.view("v", "L2", no_labels()).unwrap();
     let mnt = TempMount::new(&m, None).unwrap();
     let md = fs::metadata(mnt.path().join("owned")).unwrap();
-    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (1234, 5678, 0o4750));
-    assert_eq!(fs::metadata(mnt.path().join("d")).unwrap().mode() & 0o7777, 0o1777);
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (1234, 5678, 0o4750)
+    );
+    assert_eq!(
+        fs::metadata(mnt.path().join("d")).unwrap().mode() & 0o7777,
+        0o1777
+    );
 }
 
 fn mount_128_layers(s: &dyn Snapshotter, _: &Path) {
     let mut parent = String::new();
     for i in 0..128 {
         let name = format!("layer-{i:03}");
-        layer(s, &name, &parent, |p| write(p, &format!("f{i}"), format!("{i}").as_bytes()));
+        layer(s, &name, &parent, |p| {
+            write(p, &format!("f{i}"), format!("{i}").as_bytes())
+        });
         parent = name;
     }
     let m = s.prepare("top", &parent, no_labels()).unwrap();
     let mnt = TempMount::new(&m, None).unwrap();
     for i in [0, 1, 63, 127] {
-        assert_eq!(fs::read(mnt.path().join(format!("f{i}"))).unwrap(), format!("{i}").as_bytes());
+        assert_eq!(
+            fs::read(mnt.path().join(format!("f{i}"))).unwrap(),
+            format!("{i}").as_bytes()
+        );
     }
     let n = fs::read_dir(mnt.path()).unwrap().count();
     assert_eq!(n, 128);

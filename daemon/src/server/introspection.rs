@@ -72,8 +72,32 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
             &[],
         ),
     ];
+    let host = crate::oci::Platform::host();
+    for name in core.snapshots.names() {
+        let mut p = plugin(
+            "io.containerd.snapshotter.v1",
+            &name,
+            &["io.containerd.metadata.v1"],
+            &[("root", format!("{root}/snapshots/{name}"))],
+        );
+        p.platforms.push(berth_proto::types::Platform {
+            os: host.os.clone(),
+            architecture: host.architecture.clone(),
+            variant: host.variant.clone(),
+            ..Default::default()
+        });
+        v.push(p);
+    }
+    v.push(plugin(
+        "io.containerd.differ.v1",
+        "walking",
+        &["io.containerd.metadata.v1"],
+        &[],
+    ));
     for id in [
         "version",
+        "snapshots",
+        "diff",
         "introspection",
         "namespaces",
         "content",

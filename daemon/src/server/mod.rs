@@ -4,11 +4,13 @@
 //! statuses, and where request metadata (namespace, lease) is read.
 
 mod content;
+mod diff;
 mod events;
 mod images;
 mod introspection;
 mod leases;
 mod namespaces;
+mod snapshots;
 mod transfer;
 mod version;
 
@@ -90,6 +92,12 @@ pub async fn serve_grpc(
             ))
             .max_decoding_message_size(16 << 20),
         )
+        .add_service(api::snapshots::v1::snapshots_server::SnapshotsServer::new(
+            snapshots::SnapshotsService(core.clone()),
+        ))
+        .add_service(api::diff::v1::diff_server::DiffServer::new(
+            diff::DiffService(core.clone()),
+        ))
         .add_service(api::images::v1::images_server::ImagesServer::new(
             images::ImagesService(core.clone()),
         ))

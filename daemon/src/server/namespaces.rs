@@ -77,7 +77,22 @@ impl Namespaces for NamespacesService {
     }
 
     async fn delete(&self, req: Request<DeleteNamespaceRequest>) -> Result<Response<()>, Status> {
-        self.0.namespaces.delete(&req.into_inner().name)?;
+        let name = req.into_inner().name;
+        let core = self.0.clone();
+        let n = name.clone();
+        let held = tokio::task::spawn_blocking(move || core.snapshots.ns_has_snapshots(&n))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if !held.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "namespace {name:?} must be empty, but it still has snapshots on {}: remove them first",
+                held.iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        self.0.namespaces.delete(&name)?;
         Ok(Response::new(()))
     }
 }

@@ -199,12 +199,23 @@ impl Transfer for TransferService {
             typeurl::unpack::<tt::ImageImportStream>(src),
             typeurl::unpack::<tt::ImageStore>(dst),
         ) {
-            if !dst.unpacks.is_empty() {
-                return Err(Status::unimplemented(
-                    "unpacking on import is not available yet: import without unpack",
-                ));
-            }
+            let unpack = dst
+                .unpacks
+                .iter()
+                .map(|u| {
+                    let p = u.platform.as_ref().map(|p| Platform {
+                        os: p.os.clone(),
+                        architecture: p.architecture.clone(),
+                        variant: p.variant.clone(),
+                    });
+                    self.core
+                        .snapshots
+                        .get(&u.snapshotter)
+                        .map(|(name, _)| (p, name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let mut opts = ImportOptions {
+                unpack,
                 index_name: (!dst.name.is_empty()).then(|| dst.name.clone()),
                 labels: dst.labels.clone(),
                 all_platforms: dst.all_metadata,

@@ -1,0 +1,269 @@
+//! `berthctl snapshots …` and `berthctl images mount/unmount`.
+
+use crate::CtlError;
+use crate::cli::{Format, Snapshots, SnapshotsArgs};
+use crate::commands::Ctx;
+use crate::output::{Table, human_size, labels as fmt_labels, rfc3339};
+use anyhow::{Result, bail};
+use berth_proto::services::snapshots::v1 as api;
+use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use berth_proto::types::Mount;
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+use tokio_stream::StreamExt;
+
+fn kind(k: i32) -> &'static str {
+    match api::Kind::try_from(k).unwrap_or(api::Kind::Unknown) {
+        api::Kind::View => "View",
+        api::Kind::Active => "Active",
+        api::Kind::Committed => "Committed",
+        api::Kind::Unknown => "Unknown",
+    }
+}
+
+async fn list(ctx: &Ctx, sn: &str, filters: Vec<String>) -> Result<Vec<api::Info>> {
+    let mut s = SnapshotsClient::new(ctx.ch.clone())
+        .list(ctx.req(api::ListSnapshotsRequest {
+            snapshotter: sn.to_string(),
+            filters,
+        }))
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(b) = s.next().await {
+        out.extend(b?.info);
+    }
+    Ok(out)
+}
+
+/// A mount as a shell command, the way `ctr snapshots mounts` prints it.
+pub fn mount_command(m: &Mount, target: &str) -> String {
+    let opts = if m.options.is_empty() {
+        String::new()
+    } else {
+        format!(" -o {}", m.options.join(","))
+    };
+    format!("mount -t {} {} {target}{opts}", m.r#type, m.source)
+}
+
+/// Mounts with the system's mount(8).
+pub fn mount_with_tool(mounts: &[Mount], target: &Path) -> Result<()> {
+    for m in mounts {
+        let st = std::process::Command::new("mount")
+            .arg("-t")
+            .arg(&m.r#type)
+            .arg("-o")
+            .arg(m.options.join(","))
+            .arg(&m.source)
+            .arg(target)
+            .status()
+            .map_err(|e| CtlError(format!("run mount: {e}")))?;
+        if !st.success() {
+            bail!(CtlError(format!(
+                "mount {} on {} failed ({st})",
+                m.r#type,
+                target.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
+    let sn = a.snapshotter;
+    let mut cl = SnapshotsClient::new(ctx.ch.clone());
+    match a.command {
+        Snapshots::Ls { filters } => {
+            let mut t = Table::new(&["KEY", "PARENT", "KIND"]);
+            for i in list(ctx, &sn, filters).await? {
+                t.row(
+                    vec![i.name.clone(), i.parent.clone(), kind(i.kind).into()],
+                    json!({"key": i.name, "parent": i.parent, "kind": kind(i.kind), "labels": i.labels,
+                           "created_at": rfc3339(i.created_at.as_ref())}),
+                );
+            }
+            t.print(ctx.format)?;
+        }
+        Snapshots::Tree => {
+            let all = list(ctx, &sn, vec![]).await?;
+            let mut children: HashMap<String, Vec<String>> = HashMap::new();
+            for i in &all {
+                children
+                    .entry(i.parent.clone())
+                    .or_default()
+                    .push(i.name.clone());
+            }
+            for v in children.values_mut() {
+                v.sort();
+            }
+            fn print(n: &str, depth: usize, children: &HashMap<String, Vec<String>>) {
+                if depth == 0 {
+                    println!("{n}");
+                } else {
+                    println!("{}\\_ {n}", "  ".repeat(depth - 1));
+                }
+                for c in children.get(n).into_iter().flatten() {
+                    print(c, depth + 1, children);
+                }
+            }
+            for root in children.get("").cloned().unwrap_or_default() {
+                print(&root, 0, &children);
+            }
+        }
+        Snapshots::Info { key } => {
+            let i = cl
+                .stat(ctx.req(api::StatSnapshotRequest {
+                    snapshotter: sn,
+                    key,
+                }))
+                .await?
+                .into_inner()
+                .info
+                .unwrap_or_default();
+            let v = json!({"name": i.name, "parent": i.parent, "kind": kind(i.kind), "labels": i.labels,
+                           "created": rfc3339(i.created_at.as_ref()), "updated": rfc3339(i.updated_at.as_ref())});
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Snapshots::Usage { key } => {
+            let keys = match key {
+                Some(k) => vec![k],
+                None => list(ctx, &sn, vec![])
+                    .await?
+                    .into_iter()
+                    .map(|i| i.name)
+                    .collect(),
+            };
+            let mut t = Table::new(&["KEY", "SIZE", "INODES"]);
+            for k in keys {
+                let u = cl
+                    .usage(ctx.req(api::UsageRequest {
+                        snapshotter: sn.clone(),
+                        key: k.clone(),
+                    }))
+                    .await?
+                    .into_inner();
+                t.row(
+                    vec![k.clone(), human_size(u.size), u.inodes.to_string()],
+                    json!({"key": k, "size": u.size, "inodes": u.inodes}),
+                );
+            }
+            t.print(ctx.format)?;
+        }
+        Snapshots::Prepare {
+            key,
+            parent,
+            target,
+        } => {
+            // Held by a gc.root label: nothing else references a snapshot
+            // made by hand.
+            let labels = root_label();
+            let m = cl
+                .prepare(ctx.req(api::PrepareSnapshotRequest {
+                    snapshotter: sn,
+                    key,
+                    parent: parent.unwrap_or_default(),
+                    labels,
+                }))
+                .await?
+                .into_inner()
+                .mounts;
+            print_mounts(ctx, &m, target.as_deref());
+        }
+        Snapshots::View {
+            key,
+            parent,
+            target,
+        } => {
+            let m = cl
+                .view(ctx.req(api::ViewSnapshotRequest {
+                    snapshotter: sn,
+                    key,
+                    parent,
+                    labels: root_label(),
+                }))
+                .await?
+                .into_inner()
+                .mounts;
+            print_mounts(ctx, &m, target.as_deref());
+        }
+        Snapshots::Commit { name, key } => {
+            cl.commit(ctx.req(api::CommitSnapshotRequest {
+                snapshotter: sn,
+                name,
+                key,
+                labels: root_label(),
+                parent: String::new(),
+            }))
+            .await?;
+        }
+        Snapshots::Rm { keys } => {
+            for key in keys {
+                cl.remove(ctx.req(api::RemoveSnapshotRequest {
+                    snapshotter: sn.clone(),
+                    key: key.clone(),
+                }))
+                .await?;
+                println!("{key}");
+            }
+        }
+        Snapshots::Mounts { target, key } => {
+            let m = cl
+                .mounts(ctx.req(api::MountsRequest {
+                    snapshotter: sn,
+                    key,
+                }))
+                .await?
+                .into_inner()
+                .mounts;
+            print_mounts(ctx, &m, Some(&target));
+        }
+        Snapshots::Label { key, labels } => {
+            let l: HashMap<String, String> = labels
+                .iter()
+                .map(|a| match a.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (a.clone(), String::new()),
+                })
+                .collect();
+            let paths = l.keys().map(|k| format!("labels.{k}")).collect();
+            let i = cl
+                .update(ctx.req(api::UpdateSnapshotRequest {
+                    snapshotter: sn,
+                    info: Some(api::Info {
+                        name: key,
+                        labels: l,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                }))
+                .await?
+                .into_inner()
+                .info
+                .unwrap_or_default();
+            println!("{}", fmt_labels(&i.labels));
+        }
+    }
+    Ok(())
+}
+
+fn root_label() -> HashMap<String, String> {
+    HashMap::from([(
+        "containerd.io/gc.root".to_string(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )])
+}
+
+fn print_mounts(ctx: &Ctx, m: &[Mount], target: Option<&str>) {
+    if ctx.format == Format::Json {
+        let v: Vec<_> = m
+            .iter()
+            .map(|m| json!({"type": m.r#type, "source": m.source, "options": m.options}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return;
+    }
+    for mm in m {
+        println!("{}", mount_command(mm, target.unwrap_or("<target>")));
+    }
+}

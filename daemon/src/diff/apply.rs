@@ -1,0 +1,557 @@
+//! Applying a layer tar to a directory, confined to it.
+//!
+//! Every path is resolved inside the target root with `openat2`
+//! (`RESOLVE_IN_ROOT`): a symlink met on the way — absolute or full of `..`
+//! — resolves as if the root were `/`, so nothing outside can be reached.
+//! The final component is always handled with `*at` calls that do not follow
+//! it. Entries naming absolute paths or `..`, and GNU sparse files (whose
+//! header may claim any size), are refused with an error naming the entry.
+//!
+//! Whiteouts (`.wh.<name>`, `.wh..wh..opq`) become overlay whiteouts (a 0:0
+//! character device, `trusted.overlay.opaque=y`) when applying to an
+//! overlay upper directory, or deletions when applying to a full tree.
+
+use crate::error::{Error, Result};
+use crate::types::Digest;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{
+    FileStat, Mode, SFlag, UtimensatFlags, fstatat, futimens, mknodat, utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid};
+use sha2::Digest as _;
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// How whiteouts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Into an overlay upper directory: as overlay's own whiteout markers.
+    Overlay,
+    /// Into a complete tree: as deletions.
+    Delete,
+}
+
+/// What an apply produced.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Digest of the uncompressed tar stream (the layer's diff ID).
+    pub diff_id: Digest,
+    /// Bytes of the uncompressed stream.
+    pub size: u64,
+}
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+fn bad(entry: &OsStr, what: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("layer entry {:?}: {what}", entry.to_string_lossy()))
+}
+
+fn sys(entry: &OsStr, op: &str, e: nix::Error) -> Error {
+    let mut err = crate::error::io_err(
+        format!("layer entry {:?}: {op}", entry.to_string_lossy()),
+        std::io::Error::from(e),
+    );
+    // A missing path or a wrong file type is a fault of the layer, not ours.
+    if matches!(
+        e,
+        nix::Error::ENOENT
+            | nix::Error::ENOTDIR
+            | nix::Error::EEXIST
+            | nix::Error::EISDIR
+            | nix::Error::ELOOP
+    ) {
+        err = Error::invalid(err.message().to_string());
+    }
+    err
+}
+
+/// The components of an entry path, refusing absolute paths and `..`.
+fn components(raw: &OsStr) -> Result<Vec<OsString>> {
+    let mut out = Vec::new();
+    for c in Path::new(raw).components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(bad(raw, "absolute paths are not allowed in a layer"));
+            }
+            Component::ParentDir => {
+                return Err(bad(raw, "'..' would escape the layer root"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn join(comps: &[OsString]) -> PathBuf {
+    let mut p = PathBuf::new();
+    for c in comps {
+        p.push(c);
+    }
+    p
+}
+
+fn in_root(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// Opens the directory `comps` inside the root (creating missing parts).
+fn open_dir(root: &OwnedFd, comps: &[OsString], entry: &OsStr) -> Result<OwnedFd> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY;
+    if comps.is_empty() {
+        return nix::unistd::dup(root).map_err(|e| sys(entry, "open root", e));
+    }
+    match openat2(root, &join(comps), in_root(flags)) {
+        Ok(fd) => return Ok(fd),
+        Err(nix::Error::ENOENT) => {}
+        Err(e) => return Err(sys(entry, "open parent directory", e)),
+    }
+    let mut cur = nix::unistd::dup(root).map_err(|e| sys(entry, "open root", e))?;
+    for i in 1..=comps.len() {
+        let prefix = join(&comps[..i]);
+        match openat2(root, &prefix, in_root(flags)) {
+            Ok(fd) => cur = fd,
+            Err(nix::Error::ENOENT) => {
+                nix::sys::stat::mkdirat(
+                    &cur,
+                    comps[i - 1].as_os_str(),
+                    Mode::from_bits_truncate(0o755),
+                )
+                .map_err(|e| sys(entry, "create parent directory", e))?;
+                cur = openat2(root, &prefix, in_root(flags))
+                    .map_err(|e| sys(entry, "open created parent directory", e))?;
+            }
+            Err(e) => return Err(sys(entry, "open parent directory", e)),
+        }
+    }
+    Ok(cur)
+}
+
+fn lstat_at(dir: &OwnedFd, name: &OsStr) -> Option<FileStat> {
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// `/proc/self/fd/<dir>/<name>`: a path naming `name` inside an open
+/// directory, for the few calls that have no `*at` form.
+fn fd_path(dir: &OwnedFd, name: &OsStr) -> PathBuf {
+    Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+}
+
+/// Removes `name` in `dir` (recursively for directories, never following
+/// symlinks).
+fn remove_at(dir: &OwnedFd, name: &OsStr, entry: &OsStr) -> Result<()> {
+    let Some(st) = lstat_at(dir, name) else {
+        return Ok(());
+    };
+    let p = fd_path(dir, name);
+    let r = if is_dir(&st) {
+        std::fs::remove_dir_all(&p)
+    } else {
+        std::fs::remove_file(&p)
+    };
+    r.map_err(|e| {
+        crate::error::io_err(
+            format!("layer entry {:?}: remove existing", entry.to_string_lossy()),
+            e,
+        )
+    })
+}
+
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+fn times(mtime: u64) -> (TimeSpec, TimeSpec) {
+    let t = TimeSpec::new(mtime as i64, 0);
+    (t, t)
+}
+
+fn set_xattrs_fd(f: &File, m: &Meta, entry: &OsStr) -> Result<()> {
+    use xattr::FileExt;
+    for (k, v) in &m.xattrs {
+        f.set_xattr(k, v).map_err(|e| {
+            crate::error::io_err(
+                format!("layer entry {:?}: set xattr {k}", entry.to_string_lossy()),
+                e,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Ownership, then mode (a chown clears set-id bits), then xattrs (a chown
+/// clears capabilities), through an open descriptor.
+fn finish_fd(fd: OwnedFd, m: &Meta, entry: &OsStr, set_times: bool) -> Result<()> {
+    nix::unistd::fchown(&fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))
+        .map_err(|e| sys(entry, "chown", e))?;
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(m.mode & 0o7777))
+        .map_err(|e| sys(entry, "chmod", e))?;
+    let f = File::from(fd);
+    set_xattrs_fd(&f, m, entry)?;
+    if set_times {
+        let (a, t) = times(m.mtime);
+        futimens(&f, &a, &t).map_err(|e| sys(entry, "set times", e))?;
+    }
+    Ok(())
+}
+
+/// Metadata for entries that cannot be opened (symlinks, device nodes).
+fn finish_at(dir: &OwnedFd, name: &OsStr, m: &Meta, entry: &OsStr, symlink: bool) -> Result<()> {
+    nix::unistd::fchownat(
+        dir,
+        name,
+        Some(Uid::from_raw(m.uid)),
+        Some(Gid::from_raw(m.gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| sys(entry, "chown", e))?;
+    if !symlink {
+        // Not a symlink (we just made it), so following is harmless.
+        nix::sys::stat::fchmodat(
+            dir,
+            name,
+            Mode::from_bits_truncate(m.mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| sys(entry, "chmod", e))?;
+        for (k, v) in &m.xattrs {
+            xattr::set(fd_path(dir, name), k, v).map_err(|e| {
+                crate::error::io_err(
+                    format!("layer entry {:?}: set xattr {k}", entry.to_string_lossy()),
+                    e,
+                )
+            })?;
+        }
+    }
+    let (a, t) = times(m.mtime);
+    utimensat(dir, name, &a, &t, UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| sys(entry, "set times", e))
+}
+
+/// Counts and hashes what the tar reader consumes (the uncompressed layer).
+struct Hashing<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    n: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+/// Wraps a (possibly compressed) layer stream in the right decompressor,
+/// chosen by its magic bytes.
+pub fn decompress<'a>(r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let mut br = BufReader::with_capacity(1 << 20, r);
+    let head = br
+        .fill_buf()
+        .map_err(|e| crate::error::io_err("read layer", e))?
+        .to_vec();
+    Ok(match head.as_slice() {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(br)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+            zstd::stream::read::Decoder::with_buffer(br)
+                .map_err(|e| crate::error::io_err("start zstd decoder", e))?,
+        ),
+        _ => Box::new(br),
+    })
+}
+
+/// Applies the layer read from `layer` (compressed or not) to `root`.
+pub fn apply(root: &Path, layer: impl Read, mode: Whiteouts) -> Result<Applied> {
+    let root_fd = openat(
+        nix::fcntl::AT_FDCWD,
+        root,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::internal(format!("open {}: {e}", root.display())))?;
+    let mut hashing = Hashing {
+        inner: decompress(layer)?,
+        hash: sha2::Sha256::new(),
+        n: 0,
+    };
+    let mut created: HashSet<Vec<OsString>> = HashSet::new();
+    let mut dir_times: Vec<(Vec<OsString>, u64)> = Vec::new();
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::invalid(format!("layer is not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| Error::invalid(format!("layer tar is malformed or truncated: {e}")))?;
+            apply_entry(&root_fd, &mut entry, mode, &mut created, &mut dir_times)?;
+        }
+    }
+    // The digest covers the whole stream, padding after the end marker too.
+    std::io::copy(&mut hashing, &mut std::io::sink())
+        .map_err(|e| Error::invalid(format!("layer stream is corrupt: {e}")))?;
+    // Directory times last: creating children changed them.
+    for (comps, mtime) in dir_times.iter().rev() {
+        let fd = if comps.is_empty() {
+            nix::unistd::dup(&root_fd).ok()
+        } else {
+            openat2(
+                &root_fd,
+                &join(comps),
+                in_root(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW),
+            )
+            .ok()
+        };
+        if let Some(fd) = fd {
+            let (a, t) = times(*mtime);
+            let _ = futimens(&fd, &a, &t);
+        }
+    }
+    Ok(Applied {
+        diff_id: Digest::from_hash(&hashing.hash.finalize()),
+        size: hashing.n,
+    })
+}
+
+fn apply_entry<R: Read>(
+    root: &OwnedFd,
+    entry: &mut tar::Entry<'_, R>,
+    mode: Whiteouts,
+    created: &mut HashSet<Vec<OsString>>,
+    dir_times: &mut Vec<(Vec<OsString>, u64)>,
+) -> Result<()> {
+    let raw = OsStr::from_bytes(&entry.path_bytes()).to_os_string();
+    let kind = entry.header().entry_type();
+    let comps = components(&raw)?;
+    let header = entry.header();
+    let mut meta = Meta {
+        uid: header.uid().map_err(|e| bad(&raw, e))? as u32,
+        gid: header.gid().map_err(|e| bad(&raw, e))? as u32,
+        mode: header.mode().map_err(|e| bad(&raw, e))?,
+        mtime: header.mtime().map_err(|e| bad(&raw, e))?,
+        xattrs: Vec::new(),
+    };
+    if let Some(exts) = entry.pax_extensions().map_err(|e| bad(&raw, e))? {
+        for ext in exts {
+            let ext = ext.map_err(|e| bad(&raw, e))?;
+            if let Ok(k) = ext.key()
+                && let Some(name) = k.strip_prefix("SCHILY.xattr.")
+            {
+                meta.xattrs
+                    .push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+
+    let Some((name, parent)) = comps.split_last() else {
+        // The layer's root directory itself.
+        if kind.is_dir() {
+            let fd = nix::unistd::dup(root).map_err(|e| sys(&raw, "open root", e))?;
+            finish_fd(fd, &meta, &raw, false)?;
+            dir_times.push((Vec::new(), meta.mtime));
+        }
+        return Ok(());
+    };
+    let name_s = name.to_string_lossy();
+
+    // Whiteouts.
+    if name_s == OPAQUE {
+        let dir = open_dir(root, parent, &raw)?;
+        match mode {
+            Whiteouts::Overlay => {
+                xattr::set(
+                    fd_path(&dir, OsStr::new(".")),
+                    "trusted.overlay.opaque",
+                    b"y",
+                )
+                .map_err(|e| {
+                    crate::error::io_err(
+                        format!(
+                            "layer entry {:?}: mark directory opaque",
+                            raw.to_string_lossy()
+                        ),
+                        e,
+                    )
+                })?;
+            }
+            Whiteouts::Delete => {
+                // Hide what lower layers put here, keep what this layer made.
+                let rd = std::fs::read_dir(fd_path(&dir, OsStr::new("."))).map_err(|e| {
+                    crate::error::io_err(
+                        format!("layer entry {:?}: read directory", raw.to_string_lossy()),
+                        e,
+                    )
+                })?;
+                for child in rd.flatten() {
+                    let mut full = parent.to_vec();
+                    full.push(child.file_name());
+                    if !created.contains(&full) {
+                        remove_at(&dir, &child.file_name(), &raw)?;
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
+    if let Some(hidden) = name_s.strip_prefix(WHITEOUT) {
+        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+            return Err(bad(&raw, "whiteout names no file in its directory"));
+        }
+        let dir = open_dir(root, parent, &raw)?;
+        let hidden = OsStr::new(hidden);
+        remove_at(&dir, hidden, &raw)?;
+        if mode == Whiteouts::Overlay {
+            mknodat(&dir, hidden, SFlag::S_IFCHR, Mode::empty(), 0)
+                .map_err(|e| sys(&raw, "create whiteout", e))?;
+        }
+        return Ok(());
+    }
+
+    let dir = open_dir(root, parent, &raw)?;
+    let existing = lstat_at(&dir, name);
+    if kind.is_dir() {
+        if existing.as_ref().is_some_and(|st| !is_dir(st)) {
+            remove_at(&dir, name, &raw)?;
+        }
+        if existing.as_ref().is_none_or(|st| !is_dir(st)) {
+            nix::sys::stat::mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o700))
+                .map_err(|e| sys(&raw, "create directory", e))?;
+        }
+        let fd = openat(
+            &dir,
+            name.as_os_str(),
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| sys(&raw, "open directory", e))?;
+        finish_fd(fd, &meta, &raw, false)?;
+        dir_times.push((comps.clone(), meta.mtime));
+        created.insert(comps);
+        return Ok(());
+    }
+    if existing.is_some() {
+        remove_at(&dir, name, &raw)?;
+    }
+    match kind {
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            let fd = openat(
+                &dir,
+                name.as_os_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| sys(&raw, "create file", e))?;
+            let mut f = File::from(fd);
+            let want = entry.header().size().map_err(|e| bad(&raw, e))?;
+            let got = std::io::copy(entry, &mut f).map_err(|e| {
+                Error::invalid(format!(
+                    "layer entry {:?}: read data: {e}",
+                    raw.to_string_lossy()
+                ))
+            })?;
+            if got != want {
+                return Err(bad(
+                    &raw,
+                    format!("data is cut short ({got} of {want} bytes): the layer is truncated"),
+                ));
+            }
+            finish_fd(OwnedFd::from(f), &meta, &raw, true)?;
+        }
+        tar::EntryType::Symlink => {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| bad(&raw, "symlink without a target"))?;
+            nix::unistd::symlinkat(OsStr::from_bytes(&target), &dir, name.as_os_str())
+                .map_err(|e| sys(&raw, "create symlink", e))?;
+            finish_at(&dir, name, &meta, &raw, true)?;
+        }
+        tar::EntryType::Link => {
+            let target = entry
+                .link_name_bytes()
+                .ok_or_else(|| bad(&raw, "hard link without a target"))?;
+            let tcomps = components(OsStr::from_bytes(&target))
+                .map_err(|e| e.context(format!("hard link {:?}", raw.to_string_lossy())))?;
+            let tfd = openat2(
+                root,
+                &join(&tcomps),
+                in_root(OFlag::O_PATH | OFlag::O_NOFOLLOW),
+            )
+            .map_err(|e| {
+                bad(
+                    &raw,
+                    format!(
+                        "hard link target {:?} is not in the layer: {e}",
+                        String::from_utf8_lossy(&target)
+                    ),
+                )
+            })?;
+            nix::unistd::linkat(&tfd, "", &dir, name.as_os_str(), AtFlags::AT_EMPTY_PATH)
+                .map_err(|e| sys(&raw, "create hard link", e))?;
+        }
+        tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+            let (kind_flag, dev) = match kind {
+                tar::EntryType::Char | tar::EntryType::Block => {
+                    let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+                    let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                    let f = if kind == tar::EntryType::Char {
+                        SFlag::S_IFCHR
+                    } else {
+                        SFlag::S_IFBLK
+                    };
+                    (
+                        f,
+                        nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
+                    )
+                }
+                _ => (SFlag::S_IFIFO, 0),
+            };
+            mknodat(
+                &dir,
+                name.as_os_str(),
+                kind_flag,
+                Mode::from_bits_truncate(meta.mode & 0o7777),
+                dev,
+            )
+            .map_err(|e| sys(&raw, "create device node", e))?;
+            finish_at(&dir, name, &meta, &raw, false)?;
+        }
+        tar::EntryType::GNUSparse => {
+            return Err(bad(
+                &raw,
+                "GNU sparse files are not extracted (their header can claim any size)",
+            ));
+        }
+        other => {
+            tracing::debug!(
+                "layer entry {:?}: skipping entry type {other:?}",
+                raw.to_string_lossy()
+            );
+            return Ok(());
+        }
+    }
+    created.insert(comps);
+    Ok(())
+}
