@@ -175,10 +175,9 @@ fn import_leased(
             None => None,
         };
         n += 1;
-        let reference = match &expected {
-            Some(d) => format!("import-{}", d.hex()),
-            None => format!("import-{}-{n}", uuid::Uuid::new_v4()),
-        };
+        // Unique per import: concurrent imports of one image must not
+        // contend for an upload ref (the store dedups the blob itself).
+        let reference = format!("import-{}-{n}", uuid::Uuid::new_v4().simple());
         let declared = entry.header().size().map_err(malformed)?;
         let mut sniff = Sniff {
             inner: &mut entry,
@@ -193,7 +192,7 @@ fn import_leased(
             std::io::copy(&mut sniff, &mut std::io::sink()).map_err(malformed)?;
         }
         let (magic, count) = (sniff.magic, sniff.count);
-        if count != declared {
+        if written.is_ok() && count != declared {
             let _ = core.content.abort(&ctx.ns, &reference);
             return Err(malformed(format!(
                 "member {path:?} is cut short ({count} of {declared} bytes)"
@@ -249,20 +248,11 @@ fn import_leased(
             None => "the archive names no image: give a base name (--base-name) or ask for digest names (--digests)".to_string(),
         }));
     }
-    let mut out = Vec::new();
-    for mut img in images {
-        img.record.labels.extend(opts.labels.clone());
-        let saved = match core.images.create(ctx, img.clone()) {
-            Err(e) if e.is_already_exists() => core.images.update(&ctx.ns, img, &[])?,
-            other => other?,
-        };
-        progress("image", &saved.name);
-        out.push(saved);
-    }
-    // Unpack while the import lease still holds everything.
+    // Unpack first, while the import lease holds everything: a failure
+    // then leaves no image behind.
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let mut done = HashSet::new();
-    for img in &out {
+    for img in &images {
         for (p, sn) in &opts.unpack {
             let p = p.clone().unwrap_or_else(|| platform.clone());
             if !done.insert((img.record.target.digest.clone(), sn.clone(), p.to_string())) {
@@ -272,6 +262,16 @@ fn import_leased(
                 .map_err(|e| e.context(format!("unpack {}", img.name)))?;
             progress("unpacked", &img.name);
         }
+    }
+    let mut out = Vec::new();
+    for mut img in images {
+        img.record.labels.extend(opts.labels.clone());
+        let saved = match core.images.create(ctx, img.clone()) {
+            Err(e) if e.is_already_exists() => core.images.update(&ctx.ns, img, &[])?,
+            other => other?,
+        };
+        progress("image", &saved.name);
+        out.push(saved);
     }
     Ok(out)
 }

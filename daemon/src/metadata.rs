@@ -22,7 +22,6 @@ pub mod kind {
     pub const INGESTS: &str = "ingests";
     pub const LEASES: &str = "leases";
     pub const CONTAINERS: &str = "containers";
-    pub const SNAPSHOTS: &str = "snapshots";
 }
 
 /// Key of a namespace's own record.

@@ -126,7 +126,9 @@ impl Namespaces {
     }
 
     /// Deletes an empty namespace (its leases and ingests go with it).
-    pub fn delete(&self, name: &str) -> Result<()> {
+    /// `also_held` names what else still holds objects in it (snapshots live
+    /// outside this database).
+    pub fn delete(&self, name: &str, also_held: &[String]) -> Result<()> {
         self.db.write(|w| {
             let k = ns_key(name);
             if !w.exists(&k)? {
@@ -137,12 +139,13 @@ impl Namespaces {
                 (kind::IMAGES, "images"),
                 (kind::CONTENT, "blobs"),
                 (kind::CONTAINERS, "containers"),
-                (kind::SNAPSHOTS, "snapshots"),
             ] {
                 if w.any_under(&prefix(name, object))? {
                     left.push(what);
                 }
             }
+            let mut left: Vec<String> = left.into_iter().map(String::from).collect();
+            left.extend(also_held.iter().cloned());
             if !left.is_empty() {
                 return Err(Error::precondition(format!(
                     "namespace {name:?} must be empty, but it still has {}: remove them first",

@@ -339,3 +339,84 @@ pub fn tar_member(archive: &Path, member: &str) -> Option<Vec<u8>> {
         .ok()?;
     out.status.success().then_some(out.stdout)
 }
+
+/// A layer tar built from `(path, contents)` files (directories implied).
+pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append_data(&mut h, p, *data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// An OCI image layout tar with the given uncompressed layers (gzipped
+/// inside), tagged `tag`. `diff_ids` overrides the config's diff IDs.
+pub fn oci_image(layers: &[Vec<u8>], tag: &str, diff_ids: Option<Vec<String>>) -> Vec<u8> {
+    use std::io::Write;
+    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut descs = Vec::new();
+    let mut ids = Vec::new();
+    for l in layers {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(l).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        ids.push(sha256(l));
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": sha256(&gz), "size": gz.len()}),
+        );
+        blobs.push((sha256(&gz), gz));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": host_arch(), "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids.unwrap_or(ids)},
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": descs,
+    }))
+    .expect("json");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest),
+            "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    }))
+    .expect("json");
+    blobs.push((sha256(&config), config));
+    blobs.push((sha256(&manifest), manifest));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).expect("append");
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    for (d, data) in &blobs {
+        add(&format!("blobs/sha256/{}", &d[7..]), data);
+    }
+    add("index.json", &index);
+    b.into_inner().expect("tar")
+}
+
+/// The host's architecture in OCI terms.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}

@@ -1,7 +1,6 @@
 //! The real `ctr` (Debian's containerd 1.6 package) pointed at berthd.
-//!
-//! Image imports use `--no-unpack`: unpacking needs the Snapshots and Diff
-//! services, which berthd does not serve yet (clients get Unimplemented).
+//! `ctr images import` unpacks client-side through berthd's Snapshots and
+//! Diff services.
 
 use berth_tests::*;
 
@@ -45,10 +44,7 @@ fn ctr_against_berthd() {
     let oci = fx.join("busybox-oci.tar");
     ok(
         "import docker-archive",
-        ctr(
-            "default",
-            &["images", "import", "--no-unpack", docker.to_str().unwrap()],
-        ),
+        ctr("default", &["images", "import", docker.to_str().unwrap()]),
     );
     ok(
         "import oci",
@@ -57,7 +53,6 @@ fn ctr_against_berthd() {
             &[
                 "images",
                 "import",
-                "--no-unpack",
                 "--base-name",
                 "docker.io/local/bb",
                 oci.to_str().unwrap(),
@@ -136,9 +131,12 @@ fn ctr_against_berthd() {
         assert!(pls.contains(want), "{want} missing:\n{pls}");
     }
     assert!(
-        !pls.contains("io.containerd.snapshotter.v1"),
-        "no snapshotter is served yet:\n{pls}"
+        pls.contains("io.containerd.snapshotter.v1") && pls.contains("overlayfs"),
+        "{pls}"
     );
+    // The import unpacked: one committed snapshot per layer.
+    let sls = ok("snapshots ls", ctr("default", &["snapshots", "ls"]));
+    assert!(sls.contains("Committed"), "{sls}");
 
     // A non-empty namespace cannot be removed; the message says why.
     let err = fails(
@@ -184,14 +182,6 @@ fn ctr_events_and_unimplemented_services() {
 
     // Services berthd does not serve yet answer Unimplemented, never fake success.
     let err = fails(
-        "snapshots ls",
-        d.ctr(&ctr_bin, "default", &["snapshots", "ls"]),
-    );
-    assert!(
-        err.to_lowercase().contains("not implemented") || err.contains("Unimplemented"),
-        "{err}"
-    );
-    let err = fails(
         "containers ls",
         d.ctr(&ctr_bin, "default", &["containers", "ls"]),
     );
@@ -199,4 +189,105 @@ fn ctr_events_and_unimplemented_services() {
         err.to_lowercase().contains("not implemented") || err.contains("Unimplemented"),
         "{err}"
     );
+}
+
+#[test]
+fn ctr_snapshots_against_berthd() {
+    let Some(ctr) = peer("ctr") else { return };
+    if !require_root("ctr snapshots (mounts)") {
+        return;
+    }
+    let fx = fixtures();
+    let d = Daemon::start();
+    let ctr = |args: &[&str]| d.ctr(&ctr, "default", args);
+    let oci = fx.join("busybox-oci.tar");
+    ok(
+        "import",
+        ctr(&[
+            "images",
+            "import",
+            "--base-name",
+            "docker.io/local/bb",
+            oci.to_str().unwrap(),
+        ]),
+    );
+    // One layer: the chain ID is the layer's diff ID.
+    let ls = ok("snapshots ls", ctr(&["snapshots", "ls"]));
+    let chain = ls
+        .lines()
+        .skip(1)
+        .find_map(|l| l.split_whitespace().next())
+        .expect("a snapshot")
+        .to_string();
+    assert!(ls.contains("Committed"), "{ls}");
+    let tree = ok("snapshots tree", ctr(&["snapshots", "tree"]));
+    assert!(tree.contains(&chain), "{tree}");
+    let usage = ok("snapshots usage", ctr(&["snapshots", "usage"]));
+    assert!(
+        usage.contains(&chain) && (usage.contains("MiB") || usage.contains("KiB")),
+        "{usage}"
+    );
+    let info = ok("snapshots info", ctr(&["snapshots", "info", &chain]));
+    assert!(info.contains("\"Kind\": \"Committed\""), "{info}");
+
+    ok(
+        "snapshots prepare",
+        ctr(&["snapshots", "prepare", "work", &chain]),
+    );
+    let mnt = d.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let cmd = ok(
+        "snapshots mounts",
+        ctr(&["snapshots", "mounts", mnt.to_str().unwrap(), "work"]),
+    );
+    assert!(cmd.starts_with("mount -t overlay"), "{cmd}");
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd.trim())
+        .status()
+        .unwrap();
+    assert!(st.success(), "running ctr's mount command");
+    let guard = Unmount(mnt.clone());
+    assert!(
+        mnt.join("bin/busybox").is_file(),
+        "busybox visible in the mounted snapshot"
+    );
+    assert!(
+        std::fs::symlink_metadata(mnt.join("bin/sh"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    std::fs::write(mnt.join("hello"), b"from the container").unwrap();
+    drop(guard);
+    ok(
+        "snapshots commit",
+        ctr(&["snapshots", "commit", "mine", "work"]),
+    );
+    let tree = ok("snapshots tree", ctr(&["snapshots", "tree"]));
+    assert!(tree.contains("mine"), "{tree}");
+    let err = fails("rm parent", ctr(&["snapshots", "rm", &chain]));
+    assert!(err.contains("child"), "{err}");
+    ok("snapshots rm", ctr(&["snapshots", "rm", "mine"]));
+    let ls = ok("snapshots ls", ctr(&["snapshots", "ls"]));
+    assert!(!ls.contains("mine"), "{ls}");
+
+    // Removing the image collects its snapshots.
+    ok(
+        "images rm",
+        ctr(&["images", "rm", "--sync", "docker.io/local/bb:latest"]),
+    );
+    let ls = ok("snapshots ls", ctr(&["snapshots", "ls"]));
+    assert!(
+        !ls.contains(&chain),
+        "snapshot of a removed image collected: {ls}"
+    );
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }

@@ -343,11 +343,12 @@ fn apply_entry<R: Read>(
     let kind = entry.header().entry_type();
     let comps = components(&raw)?;
     let header = entry.header();
+    // Empty numeric fields read as zero, as other tar readers (Go's) do.
     let mut meta = Meta {
-        uid: header.uid().map_err(|e| bad(&raw, e))? as u32,
-        gid: header.gid().map_err(|e| bad(&raw, e))? as u32,
-        mode: header.mode().map_err(|e| bad(&raw, e))?,
-        mtime: header.mtime().map_err(|e| bad(&raw, e))?,
+        uid: header.uid().unwrap_or(0) as u32,
+        gid: header.gid().unwrap_or(0) as u32,
+        mode: header.mode().unwrap_or(0o644),
+        mtime: header.mtime().unwrap_or(0),
         xattrs: Vec::new(),
     };
     if let Some(exts) = entry.pax_extensions().map_err(|e| bad(&raw, e))? {

@@ -83,16 +83,11 @@ impl Namespaces for NamespacesService {
         let held = tokio::task::spawn_blocking(move || core.snapshots.ns_has_snapshots(&n))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        if !held.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "namespace {name:?} must be empty, but it still has snapshots on {}: remove them first",
-                held.iter()
-                    .map(|s| format!("{s:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        self.0.namespaces.delete(&name)?;
+        let held: Vec<String> = held
+            .iter()
+            .map(|s| format!("snapshots on {s:?} snapshotter"))
+            .collect();
+        self.0.namespaces.delete(&name, &held)?;
         Ok(Response::new(()))
     }
 }
