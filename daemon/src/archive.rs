@@ -192,7 +192,9 @@ fn import_leased(
             std::io::copy(&mut sniff, &mut std::io::sink()).map_err(malformed)?;
         }
         let (magic, count) = (sniff.magic, sniff.count);
-        if written.is_ok() && count != declared {
+        // A short member is truncation, whatever else failed because of it
+        // (a write refused before reading anything is reported as is).
+        if count != declared && (written.is_ok() || count > 0) {
             let _ = core.content.abort(&ctx.ns, &reference);
             return Err(malformed(format!(
                 "member {path:?} is cut short ({count} of {declared} bytes)"

@@ -14,11 +14,13 @@ use tonic::transport::Channel;
 /// The workspace's target directory for this profile (where `berthd` is).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test-binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf()
+    // Tests run from target/<profile>/deps, binaries from target/<profile>.
+    let dir = exe.parent().expect("exe has a directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("deps has a parent").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of one of the workspace's binaries; panics with the fix if absent.

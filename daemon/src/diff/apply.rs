@@ -279,8 +279,37 @@ pub fn decompress<'a>(r: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// Reads the chunks a producer thread sends.
+struct ChanReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Applies the layer read from `layer` (compressed or not) to `root`.
-pub fn apply(root: &Path, layer: impl Read, mode: Whiteouts) -> Result<Applied> {
+///
+/// Decompression and hashing run on a second thread, so they overlap with
+/// the filesystem work of extraction.
+pub fn apply(root: &Path, layer: impl Read + Send, mode: Whiteouts) -> Result<Applied> {
     let root_fd = openat(
         nix::fcntl::AT_FDCWD,
         root,
@@ -288,27 +317,71 @@ pub fn apply(root: &Path, layer: impl Read, mode: Whiteouts) -> Result<Applied> 
         Mode::empty(),
     )
     .map_err(|e| Error::internal(format!("open {}: {e}", root.display())))?;
-    let mut hashing = Hashing {
-        inner: decompress(layer)?,
-        hash: sha2::Sha256::new(),
-        n: 0,
-    };
     let mut created: HashSet<Vec<OsString>> = HashSet::new();
     let mut dir_times: Vec<(Vec<OsString>, u64)> = Vec::new();
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::invalid(format!("layer is not a tar archive: {e}")))?;
-        for entry in entries {
-            let mut entry = entry
-                .map_err(|e| Error::invalid(format!("layer tar is malformed or truncated: {e}")))?;
-            apply_entry(&root_fd, &mut entry, mode, &mut created, &mut dir_times)?;
-        }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
+    let (extracted, produced) = std::thread::scope(|s| {
+        let producer = s.spawn(move || -> Result<Applied> {
+            let mut hashing = Hashing {
+                inner: decompress(layer)?,
+                hash: sha2::Sha256::new(),
+                n: 0,
+            };
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                match hashing.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            break; // the extractor gave up
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("layer stream is corrupt: {e}");
+                        let _ = tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                        return Err(Error::invalid(msg));
+                    }
+                }
+            }
+            Ok(Applied {
+                diff_id: Digest::from_hash(&hashing.hash.finalize()),
+                size: hashing.n,
+            })
+        });
+        let mut reader = ChanReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        };
+        let extracted = (|| {
+            let mut archive = tar::Archive::new(&mut reader);
+            let entries = archive
+                .entries()
+                .map_err(|e| Error::invalid(format!("layer is not a tar archive: {e}")))?;
+            for entry in entries {
+                let mut entry = entry.map_err(|e| {
+                    Error::invalid(format!("layer tar is malformed or truncated: {e}"))
+                })?;
+                apply_entry(&root_fd, &mut entry, mode, &mut created, &mut dir_times)?;
+            }
+            // The digest covers the whole stream, padding after the end too.
+            std::io::copy(&mut reader, &mut std::io::sink())
+                .map_err(|e| Error::invalid(format!("layer stream is corrupt: {e}")))?;
+            Ok::<(), Error>(())
+        })();
+        drop(reader); // unblocks the producer if extraction stopped early
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("layer reader thread panicked")));
+        (extracted, produced)
+    });
+    // A broken stream explains a failed extraction better than the tar error.
+    if let (Err(_), Err(p)) = (&extracted, &produced) {
+        return Err(p.clone());
     }
-    // The digest covers the whole stream, padding after the end marker too.
-    std::io::copy(&mut hashing, &mut std::io::sink())
-        .map_err(|e| Error::invalid(format!("layer stream is corrupt: {e}")))?;
+    extracted?;
+    let applied = produced?;
     // Directory times last: creating children changed them.
     for (comps, mtime) in dir_times.iter().rev() {
         let fd = if comps.is_empty() {
@@ -326,10 +399,7 @@ pub fn apply(root: &Path, layer: impl Read, mode: Whiteouts) -> Result<Applied> 
             let _ = futimens(&fd, &a, &t);
         }
     }
-    Ok(Applied {
-        diff_id: Digest::from_hash(&hashing.hash.finalize()),
-        size: hashing.n,
-    })
+    Ok(applied)
 }
 
 fn apply_entry<R: Read>(

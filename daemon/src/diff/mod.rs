@@ -39,7 +39,7 @@ pub fn is_layer(mt: &str) -> bool {
 /// Applies a layer stream to what `mounts` describe. A single bind mount
 /// is written in place, an overlay's upper directory directly (with overlay
 /// whiteouts); anything else is mounted under `tmp` first.
-pub fn apply_to_mounts(layer: impl Read, mounts: &[Mount], tmp: &Path) -> Result<Applied> {
+pub fn apply_to_mounts(layer: impl Read + Send, mounts: &[Mount], tmp: &Path) -> Result<Applied> {
     if let [m] = mounts {
         if m.kind == "bind" {
             return apply::apply(Path::new(&m.source), layer, Whiteouts::Delete);
