@@ -1,6 +1,7 @@
 //! The in-process services of one daemon, wired together. gRPC adapters in
 //! `server` are thin layers over these.
 
+use crate::containers::Containers;
 use crate::content::{Blobs, ContentStore};
 use crate::error::{Result, io_err};
 use crate::events::Exchange;
@@ -24,6 +25,7 @@ pub struct Core {
     pub gc: Gc,
     pub content: Arc<ContentStore>,
     pub images: Images,
+    pub containers: Containers,
     pub namespaces: Namespaces,
     pub leases: Leases,
     pub snapshots: Arc<Snapshots>,
@@ -63,6 +65,7 @@ impl Core {
             root: root.to_path_buf(),
             state: state.to_path_buf(),
             images: Images::new(db.clone(), events.clone(), gc.clone()),
+            containers: Containers::new(db.clone(), events.clone(), gc.clone()),
             namespaces: Namespaces::new(db.clone(), events.clone()),
             leases: Leases::new(db.clone(), gc.clone()),
             snapshots,

@@ -192,6 +192,23 @@ impl Collector {
                         queue.push_back(Node::Image(name.clone()));
                     }
                 }
+                // Containers are roots: they hold their snapshot and whatever
+                // their labels reference.
+                for (_, c) in
+                    w.scan::<crate::containers::ContainerRecord>(&prefix(&ns, kind::CONTAINERS))?
+                {
+                    if !c.snapshot_key.is_empty() {
+                        snap_roots.insert((c.snapshotter.clone(), bkey(&ns, &c.snapshot_key)));
+                    }
+                    snapshot_refs(&ns, &c.labels, &mut snap_roots);
+                    for (k, v) in &c.labels {
+                        if k.starts_with(REF_CONTENT) {
+                            queue.push_back(Node::Content(v.clone()));
+                        } else if k.starts_with(REF_IMAGE) {
+                            queue.push_back(Node::Image(v.clone()));
+                        }
+                    }
+                }
                 for (d, c) in &content {
                     if c.labels.contains_key(GC_ROOT) || not_yet_expired(&c.labels, t) {
                         queue.push_back(Node::Content(d.clone()));

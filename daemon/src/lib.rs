@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod config;
+pub mod containers;
 pub mod content;
 pub mod core;
 pub mod daemon;

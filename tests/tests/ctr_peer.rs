@@ -181,10 +181,7 @@ fn ctr_events_and_unimplemented_services() {
     );
 
     // Services berthd does not serve yet answer Unimplemented, never fake success.
-    let err = fails(
-        "containers ls",
-        d.ctr(&ctr_bin, "default", &["containers", "ls"]),
-    );
+    let err = fails("tasks ls", d.ctr(&ctr_bin, "default", &["tasks", "ls"]));
     assert!(
         err.to_lowercase().contains("not implemented") || err.contains("Unimplemented"),
         "{err}"
@@ -290,4 +287,65 @@ impl Drop for Unmount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
+}
+
+#[test]
+fn ctr_containers_against_berthd() {
+    let Some(ctr) = peer("ctr") else { return };
+    if !require_root("ctr containers (snapshots)") {
+        return;
+    }
+    let fx = fixtures();
+    let d = Daemon::start();
+    let ctr = |args: &[&str]| d.ctr(&ctr, "default", args);
+    let docker = fx.join("busybox-docker.tar");
+    ok(
+        "import",
+        ctr(&["images", "import", docker.to_str().unwrap()]),
+    );
+    ok(
+        "c create",
+        ctr(&[
+            "containers",
+            "create",
+            "--label",
+            "team=a",
+            "docker.io/library/busybox:latest",
+            "c1",
+        ]),
+    );
+    let err = fails(
+        "c create dup",
+        ctr(&[
+            "containers",
+            "create",
+            "docker.io/library/busybox:latest",
+            "c1",
+        ]),
+    );
+    assert!(err.contains("already exists"), "{err}");
+    let ls = ok("c ls", ctr(&["containers", "ls"]));
+    assert!(
+        ls.contains("c1") && ls.contains("docker.io/library/busybox:latest"),
+        "{ls}"
+    );
+    let info = ok("c info", ctr(&["containers", "info", "c1"]));
+    assert!(
+        info.contains("\"SnapshotKey\": \"c1\"") && info.contains("\"args\""),
+        "{info}"
+    );
+    ok("c label", ctr(&["containers", "label", "c1", "tier=2"]));
+    let info = ok("c info", ctr(&["containers", "info", "c1"]));
+    assert!(info.contains("tier") && info.contains("team"), "{info}");
+    let sls = ok("snapshots ls", ctr(&["snapshots", "ls"]));
+    assert!(
+        sls.lines()
+            .any(|l| l.starts_with("c1 ") && l.contains("Active")),
+        "{sls}"
+    );
+    ok("c rm", ctr(&["containers", "rm", "c1"]));
+    let ls = ok("c ls", ctr(&["containers", "ls", "-q"]));
+    assert!(ls.trim().is_empty(), "{ls}");
+    let err = fails("c info missing", ctr(&["containers", "info", "c1"]));
+    assert!(err.contains("not found"), "{err}");
 }

@@ -98,6 +98,7 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
         "version",
         "snapshots",
         "diff",
+        "containers",
         "introspection",
         "namespaces",
         "content",

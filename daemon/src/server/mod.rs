@@ -3,6 +3,7 @@
 //! This module is the one boundary where daemon errors become gRPC
 //! statuses, and where request metadata (namespace, lease) is read.
 
+mod containers;
 mod content;
 mod diff;
 mod events;
@@ -98,6 +99,11 @@ pub async fn serve_grpc(
         .add_service(api::diff::v1::diff_server::DiffServer::new(
             diff::DiffService(core.clone()),
         ))
+        .add_service(
+            api::containers::v1::containers_server::ContainersServer::new(
+                containers::ContainersService(core.clone()),
+            ),
+        )
         .add_service(api::images::v1::images_server::ImagesServer::new(
             images::ImagesService(core.clone()),
         ))
