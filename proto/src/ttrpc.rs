@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
-use tonic::Code;
 
 /// Length of a frame header.
 pub const HEADER_LEN: usize = 10;
@@ -35,6 +34,9 @@ pub const TYPE_REQUEST: u8 = 1;
 pub const TYPE_RESPONSE: u8 = 2;
 /// Frame type of a stream data message (unused by unary services).
 pub const TYPE_DATA: u8 = 3;
+
+/// Status codes, re-exported for users without a direct tonic dependency.
+pub use tonic::Code;
 
 /// A boxed, sendable future, as returned by [`Service::call`].
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -1,0 +1,256 @@
+//! Driving a runc-compatible runtime binary (runc, crun) through its CLI,
+//! selected by the `BinaryName` runtime option. It is also the oracle the
+//! built-in runtime is tested against.
+
+use super::{CreateOpts, ExecOpts, OciRuntime};
+use crate::{Error, Result};
+use berth_proto::pb::io::containerd::cgroups::v1 as m;
+use oci_spec::runtime::LinuxResources;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// A runc-compatible runtime.
+pub struct External {
+    binary: String,
+    root: String,
+    systemd: bool,
+    bundle: Mutex<Option<PathBuf>>,
+}
+
+impl External {
+    pub fn new(binary: &str, root: &str, systemd: bool) -> Self {
+        let root = if root.is_empty() {
+            format!("/run/berth/runtime/{}", std::path::Path::new(binary).file_name().map_or("runc".into(), |n| n.to_string_lossy().to_string()))
+        } else {
+            root.to_string()
+        };
+        Self {
+            binary: binary.to_string(),
+            root,
+            systemd,
+            bundle: Mutex::new(None),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--root").arg(&self.root);
+        if self.systemd {
+            c.arg("--systemd-cgroup");
+        }
+        c
+    }
+
+    fn run(&self, mut c: Command, what: &str) -> Result<Vec<u8>> {
+        let out = c
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| Error::io(format!("run {} {what}", self.binary), e))?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let kind = if msg.contains("does not exist") || msg.contains("not running") {
+                berth_proto::errdefs::Kind::NotFound
+            } else {
+                berth_proto::errdefs::Kind::FailedPrecondition
+            };
+            return Err(Error::new(kind, format!("{} {what}: {msg}", self.binary)));
+        }
+        Ok(out.stdout)
+    }
+
+    fn bundle(&self) -> Result<PathBuf> {
+        self.bundle
+            .lock()
+            .map_err(|_| Error::internal("runtime state poisoned"))?
+            .clone()
+            .ok_or_else(|| Error::not_found("the container has not been created"))
+    }
+}
+
+fn stdio(fd: Option<std::os::fd::OwnedFd>) -> Stdio {
+    fd.map_or_else(Stdio::null, Stdio::from)
+}
+
+impl OciRuntime for External {
+    fn create(&self, opts: CreateOpts) -> Result<u32> {
+        if opts.io.console.is_some() {
+            return Err(Error::unimplemented(format!(
+                "terminals are not supported with {} yet: run without -t or use the built-in runtime",
+                self.binary
+            )));
+        }
+        let pidfile = opts.bundle.join("runtime.pid");
+        let log = opts.bundle.join("runtime.log");
+        let mut c = self.cmd();
+        // The container inherits runc's stdio; runc's own errors go to its log.
+        c.arg("--log")
+            .arg(&log)
+            .arg("create")
+            .arg("--bundle")
+            .arg(&opts.bundle)
+            .arg("--pid-file")
+            .arg(&pidfile)
+            .arg(&opts.id)
+            .stdin(stdio(opts.io.stdin))
+            .stdout(stdio(opts.io.stdout))
+            .stderr(stdio(opts.io.stderr));
+        let st = c
+            .status()
+            .map_err(|e| Error::io(format!("run {} create", self.binary), e))?;
+        if !st.success() {
+            let msg = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = msg.lines().last().unwrap_or("").to_string();
+            return Err(Error::precondition(format!("{} create failed ({st}): {last}", self.binary)));
+        }
+        *self.bundle.lock().map_err(|_| Error::internal("runtime state poisoned"))? = Some(opts.bundle.clone());
+        std::fs::read_to_string(&pidfile)
+            .map_err(|e| Error::io("read the runtime's pid file", e))?
+            .trim()
+            .parse()
+            .map_err(|_| Error::internal("the runtime's pid file holds no pid"))
+    }
+
+    fn start(&self, id: &str) -> Result<()> {
+        let mut c = self.cmd();
+        c.arg("start").arg(id);
+        self.run(c, "start").map(|_| ())
+    }
+
+    fn exec(&self, id: &str, opts: ExecOpts) -> Result<u32> {
+        if opts.io.console.is_some() {
+            return Err(Error::unimplemented(format!("terminals are not supported with {} yet", self.binary)));
+        }
+        let bundle = self.bundle()?;
+        let pfile = bundle.join(format!("exec-{}.json", opts.exec_id));
+        let pidfile = bundle.join(format!("exec-{}.pid", opts.exec_id));
+        std::fs::write(&pfile, serde_json::to_vec(&opts.process).map_err(|e| Error::internal(e.to_string()))?)
+            .map_err(|e| Error::io("write process spec", e))?;
+        let mut c = self.cmd();
+        c.arg("exec")
+            .arg("--process")
+            .arg(&pfile)
+            .arg("--pid-file")
+            .arg(&pidfile)
+            .arg("--detach")
+            .arg(id)
+            .stdin(stdio(opts.io.stdin))
+            .stdout(stdio(opts.io.stdout));
+        let r = self.run(c, "exec");
+        let _ = std::fs::remove_file(&pfile);
+        r?;
+        std::fs::read_to_string(&pidfile)
+            .map_err(|e| Error::io("read exec pid file", e))?
+            .trim()
+            .parse()
+            .map_err(|_| Error::internal("exec pid file holds no pid"))
+    }
+
+    fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {
+        if !all && pid > 0 {
+            // A single process (an exec): signal it directly.
+            return nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::try_from(signal as i32).map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
+            )
+            .map_err(|e| match e {
+                nix::Error::ESRCH => Error::not_found("process already finished"),
+                e => Error::sys(format!("kill {pid}"), e),
+            });
+        }
+        let mut c = self.cmd();
+        c.arg("kill");
+        if all {
+            c.arg("--all");
+        }
+        c.arg(id).arg(signal.to_string());
+        self.run(c, "kill").map(|_| ())
+    }
+
+    fn delete(&self, id: &str) -> Result<()> {
+        let mut c = self.cmd();
+        c.arg("delete").arg("--force").arg(id);
+        match self.run(c, "delete") {
+            Err(e) if e.kind() == berth_proto::errdefs::Kind::NotFound => Ok(()),
+            r => r.map(|_| ()),
+        }
+    }
+
+    fn pause(&self, id: &str) -> Result<()> {
+        let mut c = self.cmd();
+        c.arg("pause").arg(id);
+        self.run(c, "pause").map(|_| ())
+    }
+
+    fn resume(&self, id: &str) -> Result<()> {
+        let mut c = self.cmd();
+        c.arg("resume").arg(id);
+        self.run(c, "resume").map(|_| ())
+    }
+
+    fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let mut c = self.cmd();
+        c.arg("ps").arg("--format").arg("json").arg(id);
+        let out = self.run(c, "ps")?;
+        serde_json::from_slice(&out).map_err(|e| Error::internal(format!("{} ps output: {e}", self.binary)))
+    }
+
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+        let f = self.bundle()?.join("update.json");
+        std::fs::write(&f, serde_json::to_vec(resources).map_err(|e| Error::internal(e.to_string()))?)
+            .map_err(|e| Error::io("write resources", e))?;
+        let mut c = self.cmd();
+        c.arg("update").arg("--resources").arg(&f).arg(id);
+        self.run(c, "update").map(|_| ())
+    }
+
+    fn stats(&self, id: &str) -> Result<m::Metrics> {
+        let mut c = self.cmd();
+        c.arg("events").arg("--stats").arg(id);
+        let out = self.run(c, "events --stats")?;
+        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| Error::internal(format!("stats output: {e}")))?;
+        let d = &v["data"];
+        let u = |p: &str| d.pointer(p).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let entry = |p: &str| m::MemoryEntry {
+            limit: u(&format!("{p}/limit")),
+            usage: u(&format!("{p}/usage")),
+            max: u(&format!("{p}/max")),
+            failcnt: u(&format!("{p}/failcnt")),
+        };
+        Ok(m::Metrics {
+            pids: Some(m::PidsStat {
+                current: u("/pids/current"),
+                limit: u("/pids/limit"),
+            }),
+            cpu: Some(m::CpuStat {
+                usage: Some(m::CpuUsage {
+                    total: u("/cpu/usage/total"),
+                    kernel: u("/cpu/usage/kernel"),
+                    user: u("/cpu/usage/user"),
+                    per_cpu: d
+                        .pointer("/cpu/usage/percpu")
+                        .and_then(serde_json::Value::as_array)
+                        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+                        .unwrap_or_default(),
+                }),
+                throttling: Some(m::Throttle {
+                    periods: u("/cpu/throttling/periods"),
+                    throttled_periods: u("/cpu/throttling/throttledPeriods"),
+                    throttled_time: u("/cpu/throttling/throttledTime"),
+                }),
+            }),
+            memory: Some(m::MemoryStat {
+                cache: u("/memory/cache"),
+                rss: u("/memory/raw/rss"),
+                usage: Some(entry("/memory/usage")),
+                swap: Some(entry("/memory/swap")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn oom_eventfd(&self, _id: &str) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
+}

@@ -1,0 +1,698 @@
+//! What runs in the forked children of the built-in runtime: entering or
+//! creating namespaces, building the root filesystem, dropping privileges
+//! and finally executing the user's program.
+//!
+//! The shim is single-threaded, so these children may allocate and use the
+//! standard library freely. They report to the shim over a SEQPACKET socket:
+//! `p<pid>` (the grandchild's pid), `r` (ready), `e<message>` (failure);
+//! the shim answers `c` (in its cgroup) and `s` (start). A successful exec
+//! closes the socket (close-on-exec), which the shim reads as success.
+
+use crate::stdio::ChildIo;
+use crate::{Error, Result};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{Mode, SFlag};
+use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+/// Sends one message on the sync socket.
+pub fn send(sock: &OwnedFd, msg: &str) {
+    let _ = nix::sys::socket::send(sock.as_raw_fd(), msg.as_bytes(), nix::sys::socket::MsgFlags::empty());
+}
+
+/// Receives one message; empty on EOF.
+pub fn recv(sock: &OwnedFd) -> Result<String> {
+    let mut buf = vec![0u8; 8192];
+    let n = loop {
+        match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+            Err(nix::Error::EINTR) => continue,
+            r => break r.map_err(|e| Error::sys("read from the container process", e))?,
+        }
+    };
+    Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+fn expect(sock: &OwnedFd, want: &str) -> Result<()> {
+    let m = recv(sock)?;
+    if m != want {
+        return Err(Error::internal(format!("sync: expected {want:?}, got {m:?}")));
+    }
+    Ok(())
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
+    Ok(match t {
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::User => {
+            return Err(Error::unimplemented(
+                "user namespaces are not supported by the built-in runtime yet: use runc (BinaryName)",
+            ));
+        }
+        LinuxNamespaceType::Time => {
+            return Err(Error::unimplemented("time namespaces are not supported by the built-in runtime"));
+        }
+    })
+}
+
+fn setns_path(path: &Path, flag: CloneFlags) -> Result<()> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(format!("open namespace {}", path.display()), e))?;
+    nix::sched::setns(f, flag).map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
+}
+
+/// The first child: enters/creates namespaces, forks the container's init
+/// (so it is pid 1 of a new pid namespace), reports its pid and exits.
+pub fn intermediate(spec: &Spec, rootfs: &Path, io: ChildIo, sock: OwnedFd) -> i32 {
+    match intermediate_inner(spec, rootfs, io, &sock) {
+        Ok(()) => 0,
+        Err(e) => {
+            send(&sock, &format!("e{e}"));
+            1
+        }
+    }
+}
+
+fn intermediate_inner(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<()> {
+    let mut new = CloneFlags::empty();
+    let empty = Vec::new();
+    let nss = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).unwrap_or(&empty);
+    for ns in nss {
+        let flag = ns_flag(ns.typ())?;
+        if flag == CloneFlags::CLONE_NEWCGROUP {
+            continue; // entered by init once it is in its cgroup
+        }
+        match ns.path() {
+            Some(p) => setns_path(p, flag)?,
+            None => new |= flag,
+        }
+    }
+    nix::sched::unshare(new).map_err(|e| Error::sys("create namespaces", e))?;
+    // SAFETY: this process is single-threaded (a fork of the shim).
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork the container init", e))? {
+        nix::unistd::ForkResult::Child => {
+            let code = match init_main(spec, rootfs, io, sock) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    send(sock, &format!("e{e}"));
+                    1
+                }
+            };
+            // SAFETY: leaving the forked child without running destructors twice.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            send(sock, &format!("p{child}"));
+            Ok(())
+        }
+    }
+}
+
+fn setup_stdio(io: &ChildIo) -> Result<()> {
+    nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+    let dup = |fd: &OwnedFd, to: i32| {
+        // SAFETY: dup2 onto a standard descriptor.
+        if unsafe { libc::dup2(fd.as_raw_fd(), to) } < 0 {
+            return Err(Error::io("set up stdio", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    if let Some(c) = &io.console {
+        // SAFETY: make the terminal our controlling terminal.
+        if unsafe { libc::ioctl(c.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+            return Err(Error::io("set controlling terminal", std::io::Error::last_os_error()));
+        }
+        for to in 0..3 {
+            dup(c, to)?;
+        }
+        return Ok(());
+    }
+    if let Some(f) = &io.stdin {
+        dup(f, 0)?;
+    }
+    if let Some(f) = &io.stdout {
+        dup(f, 1)?;
+    }
+    if let Some(f) = &io.stderr {
+        dup(f, 2)?;
+    }
+    Ok(())
+}
+
+/// The container's init: builds its world, waits for start, executes.
+fn init_main(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<std::convert::Infallible> {
+    expect(sock, "c")?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let nss = linux.namespaces().clone().unwrap_or_default();
+    let has = |t: LinuxNamespaceType| nss.iter().find(|n| n.typ() == t);
+    if let Some(cg) = has(LinuxNamespaceType::Cgroup) {
+        match cg.path() {
+            Some(p) => setns_path(p, CloneFlags::CLONE_NEWCGROUP)?,
+            None => nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::sys("create cgroup namespace", e))?,
+        }
+    }
+    setup_stdio(&io)?;
+    drop(io);
+    if has(LinuxNamespaceType::Mount).is_none() {
+        return Err(Error::unimplemented(
+            "the built-in runtime needs a mount namespace: add one to the spec",
+        ));
+    }
+    let cgroups_path = linux.cgroups_path().clone().map(|p| p.display().to_string()).unwrap_or_default();
+    setup_rootfs(spec, rootfs, &cgroups_path)?;
+    if let Some(h) = spec.hostname()
+        && has(LinuxNamespaceType::Uts).is_some_and(|n| n.path().is_none())
+    {
+        nix::unistd::sethostname(h).map_err(|e| Error::sys("set hostname", e))?;
+    }
+    for (k, v) in linux.sysctl().clone().unwrap_or_default() {
+        let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        std::fs::write(&p, v).map_err(|e| Error::io(format!("sysctl {k}"), e))?;
+    }
+    let process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| Error::invalid("the spec has no process"))?;
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| Error::io("set oom_score_adj", e))?;
+    }
+    let prepared = prepare_process(&process)?;
+    send(sock, "r");
+    expect(sock, "s")?;
+    Err(exec(&prepared))
+}
+
+/// Everything needed to exec, resolved before privileges are dropped.
+struct Prepared {
+    path: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::invalid(format!("{s:?} contains a NUL byte")))
+}
+
+/// Applies the process's limits, identity and capabilities, and finds its
+/// program. Used by both init and exec processes.
+fn prepare_process(p: &Process) -> Result<Prepared> {
+    if p.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty())
+        || p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())
+    {
+        return Err(Error::unimplemented(
+            "AppArmor/SELinux labels are not supported by the built-in runtime: use runc (BinaryName)",
+        ));
+    }
+    for r in p.rlimits().clone().unwrap_or_default() {
+        let res = rlimit_resource(&format!("{:?}", r.typ()))?;
+        // SAFETY: setrlimit with a valid struct.
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
+        if unsafe { libc::setrlimit(res, &lim) } < 0 {
+            return Err(Error::io(format!("set rlimit {:?}", r.typ()), std::io::Error::last_os_error()));
+        }
+    }
+    let env: Vec<String> = p.env().clone().unwrap_or_default();
+    let args = p.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(Error::invalid("the process has no args: nothing to run"));
+    }
+    let cwd = p.cwd();
+    nix::unistd::chdir(cwd).map_err(|e| Error::sys(format!("chdir to {}", cwd.display()), e))?;
+    let path = find_program(&args[0], &env)?;
+    // Identity and capabilities last: they may take away what came before.
+    let caps_spec = p.capabilities().clone();
+    if let Some(c) = &caps_spec
+        && let Some(bounding) = c.bounding()
+    {
+        for cap in caps::all() {
+            if !bounding.iter().any(|b| to_caps(b) == Some(cap)) {
+                let _ = caps::drop(None, caps::CapSet::Bounding, cap);
+            }
+        }
+    }
+    let user = p.user();
+    let gids: Vec<nix::unistd::Gid> = user
+        .additional_gids()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(nix::unistd::Gid::from_raw)
+        .collect();
+    // SAFETY: plain prctl.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+    }
+    nix::unistd::setgroups(&gids).map_err(|e| Error::sys("set supplementary groups", e))?;
+    let gid = nix::unistd::Gid::from_raw(user.gid());
+    let uid = nix::unistd::Uid::from_raw(user.uid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys(format!("set gid {gid}"), e))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys(format!("set uid {uid}"), e))?;
+    // SAFETY: plain prctl.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    }
+    if let Some(c) = &caps_spec {
+        let set = |s: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
+            s.as_ref().map(|v| v.iter().filter_map(to_caps).collect()).unwrap_or_default()
+        };
+        let (eff, perm, inh, amb) = (set(c.effective()), set(c.permitted()), set(c.inheritable()), set(c.ambient()));
+        caps::set(None, caps::CapSet::Permitted, &perm).map_err(|e| Error::internal(format!("set permitted capabilities: {e}")))?;
+        caps::set(None, caps::CapSet::Inheritable, &inh).map_err(|e| Error::internal(format!("set inheritable capabilities: {e}")))?;
+        caps::set(None, caps::CapSet::Effective, &eff).map_err(|e| Error::internal(format!("set effective capabilities: {e}")))?;
+        for a in amb {
+            let _ = caps::raise(None, caps::CapSet::Ambient, a);
+        }
+    }
+    if p.no_new_privileges().unwrap_or(false) {
+        // SAFETY: plain prctl.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+            return Err(Error::io("set no_new_privs", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(Prepared {
+        path: cstr(&path.display().to_string())?,
+        args: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        env: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
+    })
+}
+
+fn exec(p: &Prepared) -> Error {
+    match nix::unistd::execve(&p.path, &p.args, &p.env) {
+        Err(e) => Error::sys(format!("exec {:?}", p.path), e),
+        Ok(never) => match never {},
+    }
+}
+
+fn to_caps(c: &oci_spec::runtime::Capability) -> Option<caps::Capability> {
+    // oci-spec displays AUDIT_CONTROL, caps CAP_AUDIT_CONTROL.
+    let name = format!("CAP_{c}");
+    caps::all().into_iter().find(|k| k.to_string() == name)
+}
+
+fn rlimit_resource(name: &str) -> Result<libc::__rlimit_resource_t> {
+    let n = name.to_uppercase();
+    let n = n.trim_start_matches("RLIMIT");
+    Ok(match n.trim_start_matches('_') {
+        "CPU" => libc::RLIMIT_CPU,
+        "FSIZE" => libc::RLIMIT_FSIZE,
+        "DATA" => libc::RLIMIT_DATA,
+        "STACK" => libc::RLIMIT_STACK,
+        "CORE" => libc::RLIMIT_CORE,
+        "RSS" => libc::RLIMIT_RSS,
+        "NPROC" => libc::RLIMIT_NPROC,
+        "NOFILE" => libc::RLIMIT_NOFILE,
+        "MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "AS" => libc::RLIMIT_AS,
+        "LOCKS" => libc::RLIMIT_LOCKS,
+        "SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "NICE" => libc::RLIMIT_NICE,
+        "RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RTTIME" => libc::RLIMIT_RTTIME,
+        other => return Err(Error::invalid(format!("unknown rlimit {other}"))),
+    })
+}
+
+/// Looks a program up on the process's `PATH` (inside the container).
+fn find_program(prog: &str, env: &[String]) -> Result<PathBuf> {
+    if prog.contains('/') {
+        return Ok(PathBuf::from(prog));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':') {
+        let p = Path::new(dir).join(prog);
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.is_file()
+        {
+            return Ok(p);
+        }
+    }
+    Err(Error::not_found(format!(
+        "exec: {prog:?}: executable file not found in $PATH"
+    )))
+}
+
+/// Joins `path` to `root`, resolving symlinks as if `root` were `/`, so the
+/// result never leaves `root`.
+pub fn secure_join(root: &Path, path: &Path) -> PathBuf {
+    let mut parts: Vec<std::ffi::OsString> = Vec::new();
+    let mut pending: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut links = 0;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            parts.pop();
+            continue;
+        }
+        let mut cand = root.to_path_buf();
+        cand.extend(parts.iter());
+        cand.push(&c);
+        match std::fs::read_link(&cand) {
+            Ok(target) if links < 255 => {
+                links += 1;
+                if target.is_absolute() {
+                    parts.clear();
+                }
+                for tc in target.components().rev() {
+                    match tc {
+                        Component::Normal(n) => pending.push(n.to_os_string()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => parts.push(c),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(parts);
+    out
+}
+
+fn mount_flags(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
+    let mut flags = MsFlags::empty();
+    let mut prop = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear, p) = match o.as_str() {
+            "defaults" => (MsFlags::empty(), MsFlags::empty(), MsFlags::empty()),
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty(), MsFlags::empty()),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty(), MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID, MsFlags::empty()),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty(), MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV, MsFlags::empty()),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty(), MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty(), MsFlags::empty()),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty(), MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty(), MsFlags::empty()),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty(), MsFlags::empty()),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty(), MsFlags::empty()),
+            "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
+            "rprivate" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
+            "rslave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
+            "rshared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED | MsFlags::MS_REC),
+            "unbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE),
+            "runbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
+            _ => {
+                data.push(o.clone());
+                continue;
+            }
+        };
+        flags |= set;
+        flags &= !clear;
+        prop |= p;
+    }
+    (flags, prop, data)
+}
+
+fn mkdir_p(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io(format!("create mount point {}", p.display()), e))
+}
+
+fn mount_one(rootfs: &Path, m: &Mount, cgroups_path: &str) -> Result<()> {
+    let dest = secure_join(rootfs, m.destination());
+    let opts = m.options().clone().unwrap_or_default();
+    let (flags, prop, data) = mount_flags(&opts);
+    let typ = m.typ().clone().unwrap_or_else(|| "none".into());
+    let src = m.source().clone().map(|s| s.display().to_string()).unwrap_or_else(|| typ.clone());
+    let what = |e| Error::sys(format!("mount {typ} {src} on {}", m.destination().display()), e);
+    if typ == "bind" || flags.contains(MsFlags::MS_BIND) {
+        let is_dir = std::fs::metadata(&src).map(|md| md.is_dir()).unwrap_or(true);
+        if is_dir {
+            mkdir_p(&dest)?;
+        } else {
+            if let Some(parent) = dest.parent() {
+                mkdir_p(parent)?;
+            }
+            if !dest.exists() {
+                std::fs::File::create(&dest).map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
+            }
+        }
+        mount(Some(src.as_str()), &dest, None::<&str>, MsFlags::MS_BIND | (flags & MsFlags::MS_REC), None::<&str>).map_err(what)?;
+        let rest = flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !rest.is_empty() {
+            mount(None::<&str>, &dest, None::<&str>, rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None::<&str>).map_err(what)?;
+        }
+    } else if typ == "cgroup" {
+        mount_cgroup(&dest, flags, cgroups_path)?;
+    } else {
+        mkdir_p(&dest)?;
+        let d = data.join(",");
+        mount(Some(src.as_str()), &dest, Some(typ.as_str()), flags, (!d.is_empty()).then_some(d.as_str())).map_err(what)?;
+    }
+    if !prop.is_empty() {
+        mount(None::<&str>, &dest, None::<&str>, prop, None::<&str>).map_err(what)?;
+    }
+    Ok(())
+}
+
+/// A cgroup v1 mount: a tmpfs with the container's own cgroup of each
+/// controller bound in (v2: the container's unified cgroup).
+fn mount_cgroup(dest: &Path, flags: MsFlags, cgroups_path: &str) -> Result<()> {
+    mkdir_p(dest)?;
+    let rel = cgroups_path.trim_start_matches('/');
+    if cgroups_rs::hierarchies::is_cgroup2_unified_mode() {
+        let src = Path::new("/sys/fs/cgroup").join(rel);
+        mount(Some(&src), dest, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| Error::sys("bind cgroup", e))?;
+    } else {
+        mount(Some("tmpfs"), dest, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
+            .map_err(|e| Error::sys("mount cgroup tmpfs", e))?;
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let host = e.path().join(rel);
+                if e.path().is_symlink() || !host.is_dir() {
+                    continue;
+                }
+                let d = dest.join(&name);
+                mkdir_p(&d)?;
+                mount(Some(&host), &d, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(|err| Error::sys(format!("bind cgroup {}", name.to_string_lossy()), err))?;
+                let _ = mount(None::<&str>, &d, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+            }
+        }
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        let _ = mount(None::<&str>, dest, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+    }
+    Ok(())
+}
+
+const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<()> {
+    let dev = rootfs.join("dev");
+    mkdir_p(&dev)?;
+    let make = |p: &Path, kind: SFlag, mode: u32, maj: u64, min: u64| -> Result<()> {
+        let _ = std::fs::remove_file(p);
+        nix::sys::stat::mknod(p, kind, Mode::from_bits_truncate(mode), nix::sys::stat::makedev(maj, min))
+            .map_err(|e| Error::sys(format!("create device {}", p.display()), e))
+    };
+    for (name, maj, min) in DEFAULT_DEVICES {
+        make(&dev.join(name), SFlag::S_IFCHR, 0o666, *maj, *min)?;
+        // mknod honours the umask; set the mode it should have.
+        let _ = std::fs::set_permissions(dev.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    }
+    if let Some(devs) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
+        for d in devs {
+            let p = secure_join(rootfs, d.path());
+            if let Some(parent) = p.parent() {
+                mkdir_p(parent)?;
+            }
+            let kind = match d.typ().as_str() {
+                "b" => SFlag::S_IFBLK,
+                "p" => SFlag::S_IFIFO,
+                _ => SFlag::S_IFCHR,
+            };
+            make(&p, kind, d.file_mode().unwrap_or(0o666), d.major() as u64, d.minor() as u64)?;
+            let _ = std::os::unix::fs::chown(&p, d.uid(), d.gid());
+        }
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let p = dev.join(link);
+        if p.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(target, &p).map_err(|e| Error::io(format!("symlink {}", p.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn setup_rootfs(spec: &Spec, rootfs: &Path, cgroups_path: &str) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let prop = match linux.rootfs_propagation().as_deref() {
+        Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
+        Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
+        _ => MsFlags::MS_SLAVE,
+    };
+    mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>).map_err(|e| Error::sys("set mount propagation", e))?;
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| Error::sys(format!("bind rootfs {}", rootfs.display()), e))?;
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &mounts {
+        mount_one(rootfs, m, cgroups_path)?;
+    }
+    // Device nodes unless the host's /dev is bound in.
+    let dev_bound = mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("bind"));
+    if !dev_bound {
+        setup_dev(rootfs, spec)?;
+    }
+    nix::unistd::chdir(rootfs).map_err(|e| Error::sys("chdir rootfs", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("pivot_root", e))?;
+    // The old root is now stacked on the new one: detach it.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>).map_err(|e| Error::sys("make old root a slave", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::sys("detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))?;
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).map_err(|e| Error::sys(format!("mask {p}"), e))?;
+            }
+            Ok(_) => {
+                mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| Error::sys(format!("mask {p}"), e))?;
+            }
+            Err(_) => {}
+        }
+    }
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        let path = Path::new(&p);
+        if !path.exists() {
+            continue;
+        }
+        mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| Error::sys(format!("make {p} read-only"), e))?;
+        mount(None::<&str>, path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None::<&str>)
+            .map_err(|e| Error::sys(format!("make {p} read-only"), e))?;
+    }
+    if spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)) {
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>).map_err(|e| Error::sys("make rootfs read-only", e))?;
+    }
+    Ok(())
+}
+
+/// The first child of an exec: joins the container's namespaces and cgroup,
+/// forks the process (so it is in the pid namespace), reports its pid.
+pub fn exec_intermediate(init_pid: u32, cgroups_path: &str, process: &Process, io: ChildIo, sock: OwnedFd) -> i32 {
+    let r = (|| -> Result<()> {
+        // Open every namespace first: after joining the mount namespace,
+        // /proc is the container's.
+        let mut fds = Vec::new();
+        for (name, flag) in [
+            ("ipc", CloneFlags::CLONE_NEWIPC),
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("net", CloneFlags::CLONE_NEWNET),
+            ("pid", CloneFlags::CLONE_NEWPID),
+            ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+        ] {
+            let theirs = format!("/proc/{init_pid}/ns/{name}");
+            let same = std::fs::read_link(&theirs).ok() == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+            if same {
+                continue;
+            }
+            let f = std::fs::File::open(&theirs).map_err(|e| Error::io(format!("open {theirs}"), e))?;
+            fds.push((f, flag, name));
+        }
+        if !cgroups_path.is_empty() {
+            crate::cgroup::Cgroup::load(cgroups_path).add(std::process::id())?;
+        }
+        for (f, flag, name) in fds {
+            nix::sched::setns(f, flag).map_err(|e| Error::sys(format!("join the container's {name} namespace"), e))?;
+        }
+        // SAFETY: single-threaded child.
+        match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork exec process", e))? {
+            nix::unistd::ForkResult::Child => {
+                let e = (|| -> Result<std::convert::Infallible> {
+                    setup_stdio(&io)?;
+                    let p = prepare_process(process)?;
+                    Err(exec(&p))
+                })();
+                let Err(e) = e;
+                send(&sock, &format!("e{e}"));
+                // SAFETY: leave the forked child.
+                unsafe { libc::_exit(1) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                send(&sock, &format!("p{child}"));
+                Ok(())
+            }
+        }
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            send(&sock, &format!("e{e}"));
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_join_stays_inside() {
+        let d = tempfile_dir();
+        std::os::unix::fs::symlink("/etc", d.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", d.join("up")).unwrap();
+        assert_eq!(secure_join(&d, Path::new("/abs/passwd")), d.join("etc/passwd"));
+        assert_eq!(secure_join(&d, Path::new("up/x")), d.join("x"));
+        assert_eq!(secure_join(&d, Path::new("../../a/./b")), d.join("a/b"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-sj-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn programs_and_limits() {
+        assert_eq!(find_program("/bin/x", &[]).unwrap(), PathBuf::from("/bin/x"));
+        assert!(find_program("definitely-not-here", &["PATH=/nonexistent".into()]).is_err());
+        assert_eq!(rlimit_resource("RlimitNofile").unwrap(), libc::RLIMIT_NOFILE);
+        let (f, p, d) = mount_flags(&["ro".into(), "rprivate".into(), "mode=755".into()]);
+        assert!(f.contains(MsFlags::MS_RDONLY) && p.contains(MsFlags::MS_PRIVATE) && d == vec!["mode=755".to_string()]);
+    }
+}

@@ -1,0 +1,107 @@
+//! Low-level OCI runtimes behind one trait: the built-in one and a driver
+//! for runc-compatible binaries.
+
+pub mod builtin;
+pub mod external;
+mod init;
+
+use crate::stdio::ChildIo;
+use crate::{Error, Result};
+use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+use std::path::{Path, PathBuf};
+
+/// What creating a container needs.
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The root filesystem, already mounted.
+    pub rootfs: PathBuf,
+    pub spec: Spec,
+    pub io: ChildIo,
+}
+
+/// What starting an extra process in the container needs.
+pub struct ExecOpts {
+    pub exec_id: String,
+    pub process: Process,
+    pub io: ChildIo,
+}
+
+/// A low-level OCI runtime.
+///
+/// Contract: [`create`](Self::create) sets the container up and leaves its
+/// init process waiting before the user's program, and returns the init's
+/// pid (a child of the shim, which reaps it); [`start`](Self::start) lets it
+/// run the program and fails if that cannot be executed.
+/// [`exec`](Self::exec) runs another process in the container's namespaces
+/// and cgroup at once and returns its pid. Methods block: the shim calls them
+/// from its single thread, which is what makes forking safe.
+pub trait OciRuntime: Send + Sync {
+    fn create(&self, opts: CreateOpts) -> Result<u32>;
+    fn start(&self, id: &str) -> Result<()>;
+    fn exec(&self, id: &str, opts: ExecOpts) -> Result<u32>;
+    /// Signals one process, or with `all` every process of the container.
+    fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()>;
+    /// Removes the container (its processes are killed first).
+    fn delete(&self, id: &str) -> Result<()>;
+    fn pause(&self, id: &str) -> Result<()>;
+    fn resume(&self, id: &str) -> Result<()>;
+    /// Pids of every process of the container.
+    fn pids(&self, id: &str) -> Result<Vec<u32>>;
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<()>;
+    fn stats(&self, id: &str) -> Result<Metrics>;
+    /// An fd readable on each OOM kill, if the runtime can tell.
+    fn oom_eventfd(&self, id: &str) -> Option<std::os::fd::OwnedFd>;
+}
+
+/// Which runtime runs a container, as recorded in the bundle.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Choice {
+    /// `runc`, `crun`… or empty for the built-in runtime.
+    pub binary: String,
+    pub root: String,
+    pub systemd_cgroup: bool,
+}
+
+impl Choice {
+    /// Builds the runtime.
+    pub fn build(&self) -> Box<dyn OciRuntime> {
+        if self.binary.is_empty() {
+            Box::new(builtin::Builtin::default())
+        } else {
+            Box::new(external::External::new(&self.binary, &self.root, self.systemd_cgroup))
+        }
+    }
+}
+
+/// Loads `config.json` from a bundle.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    Spec::load(bundle.join("config.json"))
+        .map_err(|e| Error::invalid(format!("bundle {}: config.json: {e}", bundle.display())))
+}
+
+/// Stops whatever a dead shim left running and releases its resources.
+pub fn cleanup_after_crash(bundle: &Path, id: &str, pid: u32) -> Result<()> {
+    let choice: Choice = std::fs::read(bundle.join(crate::bootstrap::files::RUNTIME))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if !choice.binary.is_empty() {
+        return choice.build().delete(id);
+    }
+    if pid > 0 {
+        // SAFETY: plain kill(2) of the container's init.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    if let Ok(spec) = load_spec(bundle)
+        && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
+    {
+        let cg = crate::cgroup::Cgroup::load(&path.display().to_string());
+        cg.kill_all(libc::SIGKILL);
+        cg.delete();
+    }
+    Ok(())
+}

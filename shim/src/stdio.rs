@@ -1,0 +1,170 @@
+//! A process's standard I/O: the client's FIFOs (paths from the create or
+//! exec request) connected to pipes or a pseudo-terminal the container
+//! process uses. Output is copied until the process side closes; the copy
+//! tasks are awaited before an exit is reported, so no output is lost.
+
+use crate::{Error, Result};
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use tokio::io::unix::AsyncFd;
+use tokio::task::JoinHandle;
+
+/// The container side of a process's I/O, handed to the runtime.
+#[derive(Default)]
+pub struct ChildIo {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// Terminal slave, used for all three when set.
+    pub console: Option<OwnedFd>,
+}
+
+/// The shim side of a process's I/O.
+#[derive(Default)]
+pub struct ShimIo {
+    /// Copies of output to the client; awaited at exit.
+    pub outputs: Vec<JoinHandle<()>>,
+    /// Copy of the client's input; aborted by CloseIO.
+    pub input: Option<JoinHandle<()>>,
+    /// Terminal master (for resizes).
+    pub console: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
+}
+
+fn nonblocking(fd: &impl AsFd) -> Result<()> {
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::sys("get fd flags", e))?;
+    fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| Error::sys("set O_NONBLOCK", e))?;
+    Ok(())
+}
+
+/// Registers a descriptor with the reactor (made non-blocking first).
+pub fn async_fd(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
+    nonblocking(&fd)?;
+    // SAFETY: an OwnedFd keeps the same open descriptor for its lifetime.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| Error::io("register fd", e.into()))
+}
+
+async fn read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut g = fd.readable().await?;
+        match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(std::io::Error::from)) {
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0), // pty closed
+            Ok(r) => return r,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn write_all(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let mut g = fd.writable().await?;
+        match g.try_io(|f| nix::unistd::write(f.get_ref(), buf).map_err(std::io::Error::from)) {
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_would_block) => continue,
+        }
+    }
+    Ok(())
+}
+
+fn copy(from: std::sync::Arc<AsyncFd<OwnedFd>>, to: std::sync::Arc<AsyncFd<OwnedFd>>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match read(&from, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if write_all(&to, &buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn open_fifo(path: &str, flags: OFlag) -> Result<OwnedFd> {
+    nix::fcntl::open(path, flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys(format!("open {path}"), e))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("create pipe", e))
+}
+
+fn devnull(write: bool) -> Result<OwnedFd> {
+    let f = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY };
+    nix::fcntl::open("/dev/null", f | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| Error::sys("open /dev/null", e))
+}
+
+/// Connects the client's FIFOs to a new process's I/O.
+pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(ChildIo, ShimIo)> {
+    let mut child = ChildIo::default();
+    let mut shim = ShimIo::default();
+    if terminal {
+        let pty = nix::pty::openpty(None, None).map_err(|e| Error::sys("open a pseudo-terminal", e))?;
+        fcntl(&pty.master, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
+        fcntl(&pty.slave, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
+        let master = std::sync::Arc::new(async_fd(pty.master)?);
+        if !stdout.is_empty() {
+            // O_RDWR: never blocks, and the client's reader sees EOF once we close.
+            let out = std::sync::Arc::new(async_fd(open_fifo(stdout, OFlag::O_RDWR)?)?);
+            shim.outputs.push(copy(master.clone(), out));
+        }
+        if !stdin.is_empty() {
+            let inp = std::sync::Arc::new(async_fd(open_fifo(stdin, OFlag::O_RDONLY)?)?);
+            shim.input = Some(copy(inp, master.clone()));
+        }
+        shim.console = Some(master);
+        child.console = Some(pty.slave);
+        return Ok((child, shim));
+    }
+    for (path, is_err) in [(stdout, false), (stderr, true)] {
+        let fd = if path.is_empty() {
+            devnull(true)?
+        } else {
+            let (r, w) = pipe()?;
+            let out = std::sync::Arc::new(async_fd(open_fifo(path, OFlag::O_RDWR)?)?);
+            shim.outputs.push(copy(std::sync::Arc::new(async_fd(r)?), out));
+            w
+        };
+        if is_err {
+            child.stderr = Some(fd);
+        } else {
+            child.stdout = Some(fd);
+        }
+    }
+    child.stdin = Some(if stdin.is_empty() {
+        devnull(false)?
+    } else {
+        let (r, w) = pipe()?;
+        let inp = std::sync::Arc::new(async_fd(open_fifo(stdin, OFlag::O_RDONLY)?)?);
+        // When the client closes its end, the container sees EOF: the copy
+        // ends and drops the pipe's write end.
+        shim.input = Some(copy(inp, std::sync::Arc::new(async_fd(w)?)));
+        r
+    });
+    Ok((child, shim))
+}
+
+/// Sets a terminal's window size.
+pub fn resize(console: &AsyncFd<OwnedFd>, width: u32, height: u32) -> Result<()> {
+    let ws = libc::winsize {
+        ws_row: height as u16,
+        ws_col: width as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
+    let r = unsafe { libc::ioctl(console.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if r < 0 {
+        return Err(Error::io("resize terminal", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
