@@ -95,8 +95,13 @@ pub fn start(flags: &Flags) -> Result<()> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The listening socket becomes fd 3 of the serving shim.
-            if libc::dup2(lfd, 3) < 0 {
+            // The listening socket becomes fd 3 of the serving shim (dup2
+            // onto itself would keep close-on-exec, so clear it then).
+            if lfd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(lfd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

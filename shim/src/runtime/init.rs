@@ -265,9 +265,10 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
             s.as_ref().map(|v| v.iter().filter_map(to_caps).collect()).unwrap_or_default()
         };
         let (eff, perm, inh, amb) = (set(c.effective()), set(c.permitted()), set(c.inheritable()), set(c.ambient()));
+        // Effective must stay within permitted at every step: shrink it first.
+        caps::set(None, caps::CapSet::Effective, &eff).map_err(|e| Error::internal(format!("set effective capabilities: {e}")))?;
         caps::set(None, caps::CapSet::Permitted, &perm).map_err(|e| Error::internal(format!("set permitted capabilities: {e}")))?;
         caps::set(None, caps::CapSet::Inheritable, &inh).map_err(|e| Error::internal(format!("set inheritable capabilities: {e}")))?;
-        caps::set(None, caps::CapSet::Effective, &eff).map_err(|e| Error::internal(format!("set effective capabilities: {e}")))?;
         for a in amb {
             let _ = caps::raise(None, caps::CapSet::Ambient, a);
         }
