@@ -29,6 +29,13 @@ schedule_delay_ms = 100
 [log]
 # error, warn, info, debug or trace (or a tracing filter directive).
 level = "info"
+
+# Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
+# runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
+# io.containerd.runc.v2 (ctr's default) runs berth's own shim. To use
+# containerd's runc shim instead:
+# [runtimes."io.containerd.runc.v2"]
+# shim = "/usr/bin/containerd-shim-runc-v2"
 "#;
 
 /// The whole configuration.
@@ -41,6 +48,15 @@ pub struct Config {
     pub grpc: Grpc,
     pub gc: GcConfig,
     pub log: Log,
+    pub runtimes: std::collections::BTreeMap<String, RuntimeEntry>,
+}
+
+/// Configuration of one runtime name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEntry {
+    /// The shim binary to run.
+    pub shim: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +87,7 @@ impl Default for Config {
             grpc: Grpc::default(),
             gc: GcConfig::default(),
             log: Log::default(),
+            runtimes: Default::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::leases::Leases;
 use crate::metadata::Db;
 use crate::namespaces::Namespaces;
 use crate::snapshots::Snapshots;
+use crate::tasks::{RuntimeConfig, Tasks};
 use crate::unpack::InFlight;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct Core {
     pub namespaces: Namespaces,
     pub leases: Leases,
     pub snapshots: Arc<Snapshots>,
+    pub tasks: Arc<Tasks>,
     /// Layers being unpacked, so concurrent unpacks share the work.
     pub unpacking: InFlight,
     /// This installation's identity, persisted in the metadata database.
@@ -39,6 +41,19 @@ impl Core {
     /// Opens the stores under `root` (creating them on first use). Must run
     /// inside a tokio runtime: the garbage collector is a task.
     pub fn open(root: &Path, state: &Path, gc_delay: Duration) -> Result<Arc<Core>> {
+        Self::open_with(root, state, gc_delay, "", "", RuntimeConfig::default())
+    }
+
+    /// Opens the stores, with the addresses shims are told to use and the
+    /// runtime configuration.
+    pub fn open_with(
+        root: &Path,
+        state: &Path,
+        gc_delay: Duration,
+        grpc_address: &str,
+        ttrpc_address: &str,
+        runtimes: RuntimeConfig,
+    ) -> Result<Arc<Core>> {
         for d in [root, state] {
             std::fs::create_dir_all(d).map_err(|e| io_err(format!("create {}", d.display()), e))?;
         }
@@ -68,6 +83,13 @@ impl Core {
             containers: Containers::new(db.clone(), events.clone(), gc.clone()),
             namespaces: Namespaces::new(db.clone(), events.clone()),
             leases: Leases::new(db.clone(), gc.clone()),
+            tasks: Arc::new(Tasks::new(
+                state,
+                grpc_address,
+                ttrpc_address,
+                runtimes,
+                events.clone(),
+            )),
             snapshots,
             unpacking: InFlight::default(),
             db,

@@ -9,10 +9,20 @@ use std::time::Duration;
 
 /// Runs berthd with `cfg` until a termination signal arrives.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let core = Core::open(
+    let runtimes = crate::tasks::RuntimeConfig {
+        shims: cfg
+            .runtimes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shim.clone()))
+            .collect(),
+    };
+    let core = Core::open_with(
         &cfg.root,
         &cfg.state,
         Duration::from_millis(cfg.gc.schedule_delay_ms),
+        &cfg.grpc.address.display().to_string(),
+        &cfg.ttrpc_address().display().to_string(),
+        runtimes,
     )
     .with_context(|| format!("open stores under {}", cfg.root.display()))?;
     // Clean up whatever a crash left half-done (orphaned uploads, blobs).
@@ -36,6 +46,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         wait(stop_rx.clone()),
     ));
     let ttrpc_task = tokio::spawn(server::serve_ttrpc(core.clone(), ttrpc, wait(stop_rx)));
+    // Shims of a previous run: reconnect, or clean up after the dead ones.
+    core.tasks.restore().await;
+    core.tasks.watch();
     tracing::info!(
         address = %grpc_path.display(),
         root = %cfg.root.display(),

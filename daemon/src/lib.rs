@@ -21,5 +21,6 @@ pub mod namespaces;
 pub mod oci;
 pub mod server;
 pub mod snapshots;
+pub mod tasks;
 pub mod types;
 pub mod unpack;

@@ -26,8 +26,18 @@ pub mod files {
 /// Where the shim for `ns`/`id` of the daemon at `address` listens.
 pub fn socket_path(address: &str, ns: &str, id: &str) -> PathBuf {
     let addr = berth_proto::ttrpc::socket_path(address);
-    let dir = Path::new(addr).parent().unwrap_or(Path::new("/run/berth")).join("s");
-    let h = sha2::Sha256::digest(Path::new(addr).join(ns).join(id).display().to_string().as_bytes());
+    let dir = Path::new(addr)
+        .parent()
+        .unwrap_or(Path::new("/run/berth"))
+        .join("s");
+    let h = sha2::Sha256::digest(
+        Path::new(addr)
+            .join(ns)
+            .join(id)
+            .display()
+            .to_string()
+            .as_bytes(),
+    );
     dir.join(hex::encode(h))
 }
 
@@ -75,11 +85,18 @@ pub fn start(flags: &Flags) -> Result<()> {
         .map_err(|e| Error::io("open shim log", e))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("find own binary", e))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address])
-        .args(["-publish-binary", &flags.publish_binary, "-socket"])
-        .arg(&sock)
-        .arg("-bundle")
-        .arg(&bundle);
+    cmd.args([
+        "-namespace",
+        &flags.namespace,
+        "-id",
+        &flags.id,
+        "-address",
+        &flags.address,
+    ])
+    .args(["-publish-binary", &flags.publish_binary, "-socket"])
+    .arg(&sock)
+    .arg("-bundle")
+    .arg(&bundle);
     if flags.debug {
         cmd.arg("-debug");
     }
@@ -107,21 +124,26 @@ pub fn start(flags: &Flags) -> Result<()> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| Error::io("start the serving shim", e))?;
+    cmd.spawn()
+        .map_err(|e| Error::io("start the serving shim", e))?;
     drop(listener);
     write_file(&bundle.join(files::ADDRESS), address.as_bytes())?;
     println!("{address}");
-    std::io::stdout().flush().map_err(|e| Error::io("print address", e))
+    std::io::stdout()
+        .flush()
+        .map_err(|e| Error::io("print address", e))
 }
 
 /// Writes a file durably: temp file, fsync, rename.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     f.write_all(data)
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
     if let Some(d) = path.parent()
         && let Ok(df) = std::fs::File::open(d)
     {

@@ -119,8 +119,10 @@ impl Cgroup {
     /// refused with both numbers.
     pub fn update(&self, r: &LinuxResources) -> Result<()> {
         let res = resources(r);
-        if let (Some(limit), Some(mc)) = (res.memory.memory_hard_limit, self.cg.controller_of::<MemController>())
-            && limit > 0
+        if let (Some(limit), Some(mc)) = (
+            res.memory.memory_hard_limit,
+            self.cg.controller_of::<MemController>(),
+        ) && limit > 0
         {
             let used = mc.memory_stat().usage_in_bytes;
             if (limit as u64) < used {
@@ -205,7 +207,11 @@ impl Cgroup {
                 total: a.usage,
                 kernel: a.usage_sys,
                 user: a.usage_user,
-                per_cpu: a.usage_percpu.split_whitespace().filter_map(|v| v.parse().ok()).collect(),
+                per_cpu: a
+                    .usage_percpu
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect(),
             });
         }
         if let Some(c) = self.cg.controller_of::<CpuController>() {
@@ -285,7 +291,9 @@ impl Cgroup {
 
     /// The directory of a v1 controller for this cgroup.
     pub fn v1_dir(&self, controller: &str) -> PathBuf {
-        PathBuf::from("/sys/fs/cgroup").join(controller).join(&self.path)
+        PathBuf::from("/sys/fs/cgroup")
+            .join(controller)
+            .join(&self.path)
     }
 
     /// An eventfd that becomes readable on each OOM in the cgroup (v1).

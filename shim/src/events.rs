@@ -28,13 +28,19 @@ impl Publisher {
                 let mut delay = Duration::from_millis(50);
                 loop {
                     if client.as_ref().is_none_or(|c| c.inner().is_closed()) {
-                        client = Client::connect(&address).await.ok().map(events_ttrpc::EventsClient::new);
+                        client = Client::connect(&address)
+                            .await
+                            .ok()
+                            .map(events_ttrpc::EventsClient::new);
                     }
                     if let Some(c) = &client {
                         let req = ForwardRequest {
                             envelope: Some(env.clone()),
                         };
-                        match c.forward(Context::default().timeout(Duration::from_secs(5)), &req).await {
+                        match c
+                            .forward(Context::default().timeout(Duration::from_secs(5)), &req)
+                            .await
+                        {
                             Ok(()) => break,
                             // The daemon refused it: retrying will not help.
                             Err(s) if s.code == berth_proto::ttrpc::Code::InvalidArgument => break,

@@ -65,7 +65,9 @@ pub fn parse_flags(args: &[String]) -> std::result::Result<Flags, String> {
                     Some(v) => v,
                     None => {
                         i += 1;
-                        args.get(i).cloned().ok_or_else(|| format!("flag -{name} needs a value"))?
+                        args.get(i)
+                            .cloned()
+                            .ok_or_else(|| format!("flag -{name} needs a value"))?
                     }
                 };
                 match name {
@@ -95,7 +97,10 @@ pub fn main() -> i32 {
         }
     };
     if flags.version {
-        println!("containerd-shim-berth-v2:\n  Version: {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "containerd-shim-berth-v2:\n  Version: {}",
+            env!("CARGO_PKG_VERSION")
+        );
         return 0;
     }
     let r = match flags.action.as_str() {
@@ -103,7 +108,9 @@ pub fn main() -> i32 {
         "delete" => bootstrap::delete(&flags),
         "serve" => service::serve(&flags),
         "" => Err(Error::invalid("no action: expected start or delete")),
-        other => Err(Error::invalid(format!("unknown action {other:?}: expected start or delete"))),
+        other => Err(Error::invalid(format!(
+            "unknown action {other:?}: expected start or delete"
+        ))),
     };
     match r {
         Ok(()) => 0,
@@ -120,12 +127,31 @@ mod tests {
 
     #[test]
     fn go_style_flags() {
-        let a: Vec<String> = ["-namespace", "default", "-address", "/run/x.sock", "-publish-binary", "/bin/c", "-id", "c1", "-debug", "start"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let a: Vec<String> = [
+            "-namespace",
+            "default",
+            "-address",
+            "/run/x.sock",
+            "-publish-binary",
+            "/bin/c",
+            "-id",
+            "c1",
+            "-debug",
+            "start",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let f = parse_flags(&a).unwrap();
-        assert_eq!((f.namespace.as_str(), f.id.as_str(), f.action.as_str(), f.debug), ("default", "c1", "start", true));
+        assert_eq!(
+            (
+                f.namespace.as_str(),
+                f.id.as_str(),
+                f.action.as_str(),
+                f.debug
+            ),
+            ("default", "c1", "start", true)
+        );
         let f = parse_flags(&["--bundle=/b".to_string(), "delete".to_string()]).unwrap();
         assert_eq!((f.bundle.as_str(), f.action.as_str()), ("/b", "delete"));
         assert!(parse_flags(&["-id".to_string()]).is_err());

@@ -101,7 +101,10 @@ impl Shim {
 
     fn check_id(&self, id: &str) -> Result<()> {
         if !id.is_empty() && id != self.id {
-            return Err(Error::not_found(format!("this shim serves container {}, not {id}", self.id)));
+            return Err(Error::not_found(format!(
+                "this shim serves container {}, not {id}",
+                self.id
+            )));
         }
         Ok(())
     }
@@ -127,7 +130,11 @@ impl Shim {
             status: code as u32,
             exited_at: now(),
         };
-        let exec_id = if g.init.as_ref().is_some_and(|p| p.pid == pid && p.exit.is_none()) {
+        let exec_id = if g
+            .init
+            .as_ref()
+            .is_some_and(|p| p.pid == pid && p.exit.is_none())
+        {
             Some(String::new())
         } else {
             g.execs
@@ -140,7 +147,11 @@ impl Shim {
             return;
         };
         let is_init = exec_id.is_empty();
-        let p = if is_init { g.init.as_mut() } else { g.execs.get_mut(&exec_id) };
+        let p = if is_init {
+            g.init.as_mut()
+        } else {
+            g.execs.get_mut(&exec_id)
+        };
         let Some(p) = p else { return };
         p.exit = Some(exit);
         let outputs = std::mem::take(&mut p.io.outputs);
@@ -151,7 +162,10 @@ impl Shim {
         drop(g);
         if is_init {
             // Durable before anyone hears of it: a crash must not lose it.
-            if let Err(e) = write_file(&self.bundle.join(files::INIT_EXIT), &serde_json::to_vec(&exit).unwrap_or_default()) {
+            if let Err(e) = write_file(
+                &self.bundle.join(files::INIT_EXIT),
+                &serde_json::to_vec(&exit).unwrap_or_default(),
+            ) {
                 eprintln!("record exit of {pid}: {e}");
             }
             // What outlives init is killed, as with a pid namespace.
@@ -165,7 +179,11 @@ impl Shim {
                 let _ = tokio::time::timeout(IO_DRAIN, o).await;
             }
             let mut g = this.lock();
-            let p = if is_init { g.init.as_mut() } else { g.execs.get_mut(&exec_id) };
+            let p = if is_init {
+                g.init.as_mut()
+            } else {
+                g.execs.get_mut(&exec_id)
+            };
             if let Some(p) = p {
                 p.status = Status::Stopped;
                 let _ = p.exited.send(true);
@@ -188,7 +206,11 @@ impl Shim {
     fn started(self: &Arc<Self>, exec_id: &str, pid: u32) {
         let early = {
             let mut g = self.lock();
-            let p = if exec_id.is_empty() { g.init.as_mut() } else { g.execs.get_mut(exec_id) };
+            let p = if exec_id.is_empty() {
+                g.init.as_mut()
+            } else {
+                g.execs.get_mut(exec_id)
+            };
             if let Some(p) = p {
                 p.pid = pid;
                 if p.status == Status::Created {
@@ -203,21 +225,34 @@ impl Shim {
     }
 
     fn watch_oom(self: &Arc<Self>, rt: &Arc<dyn OciRuntime>) {
-        let Some(fd) = rt.oom_eventfd(&self.id) else { return };
-        let Ok(afd) = crate::stdio::async_fd(fd) else { return };
+        let Some(fd) = rt.oom_eventfd(&self.id) else {
+            return;
+        };
+        let Ok(afd) = crate::stdio::async_fd(fd) else {
+            return;
+        };
         let this = self.clone();
         tokio::spawn(async move {
             loop {
-                let Ok(mut g) = afd.readable().await else { return };
+                let Ok(mut g) = afd.readable().await else {
+                    return;
+                };
                 let mut buf = [0u8; 8];
-                match g.try_io(|f| nix::unistd::read(f.get_ref(), &mut buf).map_err(std::io::Error::from)) {
+                match g.try_io(|f| {
+                    nix::unistd::read(f.get_ref(), &mut buf).map_err(std::io::Error::from)
+                }) {
                     Ok(Ok(8)) => {
                         // The cgroup going away also signals the eventfd.
                         let gone = this.lock().deleted;
                         if gone {
                             return;
                         }
-                        this.publisher.publish("/tasks/oom", &ev::TaskOom { container_id: this.id.clone() });
+                        this.publisher.publish(
+                            "/tasks/oom",
+                            &ev::TaskOom {
+                                container_id: this.id.clone(),
+                            },
+                        );
                     }
                     Ok(_) => return,
                     Err(_would_block) => continue,
@@ -229,25 +264,45 @@ impl Shim {
     fn do_create(self: &Arc<Self>, req: api::CreateTaskRequest) -> Result<u32> {
         self.check_id(&req.id)?;
         if self.lock().init.is_some() {
-            return Err(Error::already_exists(format!("container {} already created", self.id)));
+            return Err(Error::already_exists(format!(
+                "container {} already created",
+                self.id
+            )));
         }
-        let bundle = if req.bundle.is_empty() { self.bundle.clone() } else { PathBuf::from(&req.bundle) };
-        let opts: RuncOptions = req.options.as_ref().and_then(typeurl::unpack).unwrap_or_default();
+        let bundle = if req.bundle.is_empty() {
+            self.bundle.clone()
+        } else {
+            PathBuf::from(&req.bundle)
+        };
+        let opts: RuncOptions = req
+            .options
+            .as_ref()
+            .and_then(typeurl::unpack)
+            .unwrap_or_default();
         let choice = Choice {
             binary: opts.binary_name.clone(),
             root: opts.root.clone(),
             systemd_cgroup: opts.systemd_cgroup,
         };
-        write_file(&bundle.join(files::RUNTIME), &serde_json::to_vec(&choice).unwrap_or_default())?;
+        write_file(
+            &bundle.join(files::RUNTIME),
+            &serde_json::to_vec(&choice).unwrap_or_default(),
+        )?;
         let spec = crate::runtime::load_spec(&bundle)?;
         let rootfs = if req.rootfs.is_empty() {
-            let p = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
+            let p = spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .unwrap_or_else(|| "rootfs".into());
             if p.is_absolute() { p } else { bundle.join(p) }
         } else {
             let dir = bundle.join("rootfs");
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create rootfs directory", e))?;
-            let mounts: Vec<berth_snapshotter::Mount> = req.rootfs.iter().cloned().map(Into::into).collect();
-            berth_snapshotter::mount::mount_all(&mounts, &dir).map_err(|e| Error::from(e).context("mount rootfs"))?;
+            let mounts: Vec<berth_snapshotter::Mount> =
+                req.rootfs.iter().cloned().map(Into::into).collect();
+            berth_snapshotter::mount::mount_all(&mounts, &dir)
+                .map_err(|e| Error::from(e).context("mount rootfs"))?;
             self.lock().rootfs = Some(dir.clone());
             dir
         };
@@ -256,13 +311,14 @@ impl Shim {
                 let _ = berth_snapshotter::mount::unmount(&r);
             }
         };
-        let (child_io, shim_io) = match crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal) {
-            Ok(v) => v,
-            Err(e) => {
-                undo(self);
-                return Err(e);
-            }
-        };
+        let (child_io, shim_io) =
+            match crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal) {
+                Ok(v) => v,
+                Err(e) => {
+                    undo(self);
+                    return Err(e);
+                }
+            };
         let rt: Arc<dyn OciRuntime> = Arc::from(choice.build());
         let pid = match rt.create(CreateOpts {
             id: self.id.clone(),
@@ -311,15 +367,27 @@ impl Shim {
         if req.exec_id.is_empty() {
             let pid = {
                 let g = self.lock();
-                let p = g.init.as_ref().ok_or_else(|| Error::not_found("no init process"))?;
+                let p = g
+                    .init
+                    .as_ref()
+                    .ok_or_else(|| Error::not_found("no init process"))?;
                 if p.status != Status::Created {
-                    return Err(Error::precondition(format!("container {} is {:?}, not created", self.id, p.status)));
+                    return Err(Error::precondition(format!(
+                        "container {} is {:?}, not created",
+                        self.id, p.status
+                    )));
                 }
                 p.pid
             };
             rt.start(&self.id)?;
             self.started("", pid);
-            self.publisher.publish("/tasks/start", &ev::TaskStart { container_id: self.id.clone(), pid });
+            self.publisher.publish(
+                "/tasks/start",
+                &ev::TaskStart {
+                    container_id: self.id.clone(),
+                    pid,
+                },
+            );
             return Ok(pid);
         }
         let (process, io) = {
@@ -328,9 +396,9 @@ impl Shim {
                 .execs
                 .get_mut(&req.exec_id)
                 .ok_or_else(|| Error::not_found(format!("exec {} not found", req.exec_id)))?;
-            p.pending
-                .take()
-                .ok_or_else(|| Error::precondition(format!("exec {} was already started", req.exec_id)))?
+            p.pending.take().ok_or_else(|| {
+                Error::precondition(format!("exec {} was already started", req.exec_id))
+            })?
         };
         let pid = rt.exec(
             &self.id,
@@ -354,8 +422,14 @@ impl Shim {
 
     fn proc_state(&self, exec_id: &str) -> Result<api::StateResponse> {
         let g = self.lock();
-        let p = if exec_id.is_empty() { g.init.as_ref() } else { g.execs.get(exec_id) };
-        let p = p.ok_or_else(|| Error::not_found(format!("process {exec_id:?} of {} not found", self.id)))?;
+        let p = if exec_id.is_empty() {
+            g.init.as_ref()
+        } else {
+            g.execs.get(exec_id)
+        };
+        let p = p.ok_or_else(|| {
+            Error::not_found(format!("process {exec_id:?} of {} not found", self.id))
+        })?;
         Ok(api::StateResponse {
             id: self.id.clone(),
             bundle: self.bundle.display().to_string(),
@@ -380,9 +454,15 @@ impl Shim {
                 .get(&req.exec_id)
                 .ok_or_else(|| Error::not_found(format!("exec {} not found", req.exec_id)))?;
             if p.status == Status::Running || p.status == Status::Paused {
-                return Err(Error::precondition(format!("exec {} is running: kill it first", req.exec_id)));
+                return Err(Error::precondition(format!(
+                    "exec {} is running: kill it first",
+                    req.exec_id
+                )));
             }
-            let p = g.execs.remove(&req.exec_id).unwrap_or_else(|| unreachable_proc());
+            let p = g
+                .execs
+                .remove(&req.exec_id)
+                .unwrap_or_else(|| unreachable_proc());
             drop(g);
             let exit = p.exit.unwrap_or_default();
             self.publisher.publish(
@@ -403,11 +483,17 @@ impl Shim {
         }
         let (pid, status, rt) = {
             let g = self.lock();
-            let p = g.init.as_ref().ok_or_else(|| Error::not_found(format!("container {} has no task", self.id)))?;
+            let p = g
+                .init
+                .as_ref()
+                .ok_or_else(|| Error::not_found(format!("container {} has no task", self.id)))?;
             (p.pid, p.status, g.runtime.clone())
         };
         if status == Status::Running || status == Status::Paused {
-            return Err(Error::precondition(format!("task {} is running: kill it before deleting", self.id)));
+            return Err(Error::precondition(format!(
+                "task {} is running: kill it before deleting",
+                self.id
+            )));
         }
         if let Some(rt) = &rt {
             rt.delete(&self.id)?;
@@ -418,7 +504,8 @@ impl Shim {
             g.rootfs.take()
         };
         if let Some(r) = rootfs {
-            berth_snapshotter::mount::unmount(&r).map_err(|e| Error::from(e).context("unmount rootfs"))?;
+            berth_snapshotter::mount::unmount(&r)
+                .map_err(|e| Error::from(e).context("unmount rootfs"))?;
         }
         let exit = self
             .lock()
@@ -452,18 +539,30 @@ impl Shim {
         {
             let g = self.lock();
             if g.execs.contains_key(&req.exec_id) {
-                return Err(Error::already_exists(format!("exec {} already exists", req.exec_id)));
+                return Err(Error::already_exists(format!(
+                    "exec {} already exists",
+                    req.exec_id
+                )));
             }
             let running = g.init.as_ref().is_some_and(|p| p.status == Status::Running);
             if !running {
-                return Err(Error::precondition(format!("container {} is not running", self.id)));
+                return Err(Error::precondition(format!(
+                    "container {} is not running",
+                    self.id
+                )));
             }
         }
-        berth_proto::identifiers::validate(&req.exec_id).map_err(|e| Error::invalid(format!("exec id: {e}")))?;
-        let spec = req.spec.ok_or_else(|| Error::invalid("exec needs a process spec"))?;
-        let process: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
-            .map_err(|e| Error::invalid(format!("exec process spec is not a valid OCI process: {e}")))?;
-        let (child_io, shim_io) = crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
+        berth_proto::identifiers::validate(&req.exec_id)
+            .map_err(|e| Error::invalid(format!("exec id: {e}")))?;
+        let spec = req
+            .spec
+            .ok_or_else(|| Error::invalid("exec needs a process spec"))?;
+        let process: oci_spec::runtime::Process =
+            serde_json::from_slice(&spec.value).map_err(|e| {
+                Error::invalid(format!("exec process spec is not a valid OCI process: {e}"))
+            })?;
+        let (child_io, shim_io) =
+            crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
         let mut p = Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal, shim_io);
         p.pending = Some((process, child_io));
         self.lock().execs.insert(req.exec_id.clone(), p);
@@ -482,8 +581,13 @@ impl Shim {
         let rt = self.runtime()?;
         let pid = {
             let g = self.lock();
-            let p = if req.exec_id.is_empty() { g.init.as_ref() } else { g.execs.get(&req.exec_id) };
-            let p = p.ok_or_else(|| Error::not_found(format!("process {:?} not found", req.exec_id)))?;
+            let p = if req.exec_id.is_empty() {
+                g.init.as_ref()
+            } else {
+                g.execs.get(&req.exec_id)
+            };
+            let p =
+                p.ok_or_else(|| Error::not_found(format!("process {:?} not found", req.exec_id)))?;
             if p.exit.is_some() && !req.all {
                 return Err(Error::not_found("process already finished"));
             }
@@ -533,11 +637,17 @@ pub struct Service(pub Arc<Shim>);
 
 impl task_ttrpc::Task for Service {
     async fn state(&self, _c: Context, req: api::StateRequest) -> R<api::StateResponse> {
-        map(self.0.check_id(&req.id).and_then(|()| self.0.proc_state(&req.exec_id)))
+        map(self
+            .0
+            .check_id(&req.id)
+            .and_then(|()| self.0.proc_state(&req.exec_id)))
     }
 
     async fn create(&self, _c: Context, req: api::CreateTaskRequest) -> R<api::CreateTaskResponse> {
-        map(self.0.do_create(req).map(|pid| api::CreateTaskResponse { pid }))
+        map(self
+            .0
+            .do_create(req)
+            .map(|pid| api::CreateTaskResponse { pid }))
     }
 
     async fn start(&self, _c: Context, req: api::StartRequest) -> R<api::StartResponse> {
@@ -550,7 +660,11 @@ impl task_ttrpc::Task for Service {
         for _ in 0..100 {
             let running = {
                 let g = self.0.lock();
-                let p = if req.exec_id.is_empty() { g.init.as_ref() } else { g.execs.get(&req.exec_id) };
+                let p = if req.exec_id.is_empty() {
+                    g.init.as_ref()
+                } else {
+                    g.execs.get(&req.exec_id)
+                };
                 p.is_some_and(|p| p.exit.is_some() && p.status != Status::Stopped)
             };
             if !running {
@@ -570,7 +684,12 @@ impl task_ttrpc::Task for Service {
             self.0.check_id(&req.id)?;
             self.0.runtime()?.pause(&self.0.id)?;
             self.0.set_status(Status::Paused);
-            self.0.publisher.publish("/tasks/paused", &ev::TaskPaused { container_id: self.0.id.clone() });
+            self.0.publisher.publish(
+                "/tasks/paused",
+                &ev::TaskPaused {
+                    container_id: self.0.id.clone(),
+                },
+            );
             Ok(())
         })())
     }
@@ -580,13 +699,20 @@ impl task_ttrpc::Task for Service {
             self.0.check_id(&req.id)?;
             self.0.runtime()?.resume(&self.0.id)?;
             self.0.set_status(Status::Running);
-            self.0.publisher.publish("/tasks/resumed", &ev::TaskResumed { container_id: self.0.id.clone() });
+            self.0.publisher.publish(
+                "/tasks/resumed",
+                &ev::TaskResumed {
+                    container_id: self.0.id.clone(),
+                },
+            );
             Ok(())
         })())
     }
 
     async fn checkpoint(&self, _c: Context, _req: api::CheckpointTaskRequest) -> R<()> {
-        Err(TStatus::unimplemented("checkpoint (needs CRIU support, not built yet)"))
+        Err(TStatus::unimplemented(
+            "checkpoint (needs CRIU support, not built yet)",
+        ))
     }
 
     async fn kill(&self, _c: Context, req: api::KillRequest) -> R<()> {
@@ -600,9 +726,17 @@ impl task_ttrpc::Task for Service {
     async fn resize_pty(&self, _c: Context, req: api::ResizePtyRequest) -> R<()> {
         map((|| {
             let g = self.0.lock();
-            let p = if req.exec_id.is_empty() { g.init.as_ref() } else { g.execs.get(&req.exec_id) };
-            let p = p.ok_or_else(|| Error::not_found(format!("process {:?} not found", req.exec_id)))?;
-            let c = p.io.console.as_ref().ok_or_else(|| Error::precondition("the process has no terminal"))?;
+            let p = if req.exec_id.is_empty() {
+                g.init.as_ref()
+            } else {
+                g.execs.get(&req.exec_id)
+            };
+            let p =
+                p.ok_or_else(|| Error::not_found(format!("process {:?} not found", req.exec_id)))?;
+            let c =
+                p.io.console
+                    .as_ref()
+                    .ok_or_else(|| Error::precondition("the process has no terminal"))?;
             crate::stdio::resize(c, req.width, req.height)
         })())
     }
@@ -610,8 +744,13 @@ impl task_ttrpc::Task for Service {
     async fn close_io(&self, _c: Context, req: api::CloseIoRequest) -> R<()> {
         map((|| {
             let mut g = self.0.lock();
-            let p = if req.exec_id.is_empty() { g.init.as_mut() } else { g.execs.get_mut(&req.exec_id) };
-            let p = p.ok_or_else(|| Error::not_found(format!("process {:?} not found", req.exec_id)))?;
+            let p = if req.exec_id.is_empty() {
+                g.init.as_mut()
+            } else {
+                g.execs.get_mut(&req.exec_id)
+            };
+            let p =
+                p.ok_or_else(|| Error::not_found(format!("process {:?} not found", req.exec_id)))?;
             if req.stdin
                 && let Some(i) = p.io.input.take()
             {
@@ -624,9 +763,13 @@ impl task_ttrpc::Task for Service {
     async fn update(&self, _c: Context, req: api::UpdateTaskRequest) -> R<()> {
         map((|| {
             self.0.check_id(&req.id)?;
-            let any = req.resources.ok_or_else(|| Error::invalid("update needs resources"))?;
+            let any = req
+                .resources
+                .ok_or_else(|| Error::invalid("update needs resources"))?;
             let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
-                .map_err(|e| Error::invalid(format!("resources are not valid OCI Linux resources: {e}")))?;
+                .map_err(|e| {
+                    Error::invalid(format!("resources are not valid OCI Linux resources: {e}"))
+                })?;
             self.0.runtime()?.update(&self.0.id, &res)
         })())
     }
@@ -634,15 +777,28 @@ impl task_ttrpc::Task for Service {
     async fn wait(&self, _c: Context, req: api::WaitRequest) -> R<api::WaitResponse> {
         let mut rx = {
             let g = self.0.lock();
-            let p = if req.exec_id.is_empty() { g.init.as_ref() } else { g.execs.get(&req.exec_id) };
+            let p = if req.exec_id.is_empty() {
+                g.init.as_ref()
+            } else {
+                g.execs.get(&req.exec_id)
+            };
             match p {
                 Some(p) => p.exited.subscribe(),
-                None => return Err(TStatus::from(Error::not_found(format!("process {:?} not found", req.exec_id)))),
+                None => {
+                    return Err(TStatus::from(Error::not_found(format!(
+                        "process {:?} not found",
+                        req.exec_id
+                    ))));
+                }
             }
         };
         let _ = rx.wait_for(|done| *done).await;
         let g = self.0.lock();
-        let p = if req.exec_id.is_empty() { g.init.as_ref() } else { g.execs.get(&req.exec_id) };
+        let p = if req.exec_id.is_empty() {
+            g.init.as_ref()
+        } else {
+            g.execs.get(&req.exec_id)
+        };
         let exit = p.and_then(|p| p.exit).unwrap_or_default();
         Ok(api::WaitResponse {
             exit_status: exit.status,
@@ -685,7 +841,10 @@ impl task_ttrpc::Task for Service {
 pub fn serve(flags: &Flags) -> Result<()> {
     // SAFETY: plain prctl; we reap whatever the container leaves behind.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
-        return Err(Error::io("become a subreaper", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "become a subreaper",
+            std::io::Error::last_os_error(),
+        ));
     }
     let bundle = if flags.bundle.is_empty() {
         std::env::current_dir().map_err(|e| Error::io("bundle", e))?
@@ -699,9 +858,15 @@ pub fn serve(flags: &Flags) -> Result<()> {
     rt.block_on(async {
         // SAFETY: `start` made our listening socket fd 3.
         let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
-        std_l.set_nonblocking(true).map_err(|e| Error::io("listener", e))?;
-        let listener = tokio::net::UnixListener::from_std(std_l).map_err(|e| Error::io("listener", e))?;
-        let publisher = Publisher::start(std::env::var("TTRPC_ADDRESS").unwrap_or_default(), flags.namespace.clone());
+        std_l
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("listener", e))?;
+        let listener =
+            tokio::net::UnixListener::from_std(std_l).map_err(|e| Error::io("listener", e))?;
+        let publisher = Publisher::start(
+            std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
+            flags.namespace.clone(),
+        );
         let shim = Arc::new(Shim {
             ns: flags.namespace.clone(),
             id: flags.id.clone(),
@@ -718,7 +883,8 @@ pub fn serve(flags: &Flags) -> Result<()> {
                 reaper.reap();
             }
         });
-        let server = berth_proto::ttrpc::Server::new().register(task_ttrpc::TaskServer(Arc::new(Service(shim.clone()))));
+        let server = berth_proto::ttrpc::Server::new()
+            .register(task_ttrpc::TaskServer(Arc::new(Service(shim.clone()))));
         let s2 = shim.clone();
         server
             .serve(listener, async move {

@@ -70,7 +70,10 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> std::io::Result<()>
     Ok(())
 }
 
-fn copy(from: std::sync::Arc<AsyncFd<OwnedFd>>, to: std::sync::Arc<AsyncFd<OwnedFd>>) -> JoinHandle<()> {
+fn copy(
+    from: std::sync::Arc<AsyncFd<OwnedFd>>,
+    to: std::sync::Arc<AsyncFd<OwnedFd>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 32 << 10];
         loop {
@@ -87,8 +90,12 @@ fn copy(from: std::sync::Arc<AsyncFd<OwnedFd>>, to: std::sync::Arc<AsyncFd<Owned
 }
 
 fn open_fifo(path: &str, flags: OFlag) -> Result<OwnedFd> {
-    nix::fcntl::open(path, flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| Error::sys(format!("open {path}"), e))
+    nix::fcntl::open(
+        path,
+        flags | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys(format!("open {path}"), e))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -96,9 +103,17 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 fn devnull(write: bool) -> Result<OwnedFd> {
-    let f = if write { OFlag::O_WRONLY } else { OFlag::O_RDONLY };
-    nix::fcntl::open("/dev/null", f | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| Error::sys("open /dev/null", e))
+    let f = if write {
+        OFlag::O_WRONLY
+    } else {
+        OFlag::O_RDONLY
+    };
+    nix::fcntl::open(
+        "/dev/null",
+        f | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open /dev/null", e))
 }
 
 /// Connects the client's FIFOs to a new process's I/O.
@@ -106,11 +121,18 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
     let mut child = ChildIo::default();
     let mut shim = ShimIo::default();
     if terminal {
-        let pty = nix::pty::openpty(None, None).map_err(|e| Error::sys("open a pseudo-terminal", e))?;
-        fcntl(&pty.master, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
-        fcntl(&pty.slave, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
+        let pty =
+            nix::pty::openpty(None, None).map_err(|e| Error::sys("open a pseudo-terminal", e))?;
+        fcntl(
+            &pty.master,
+            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
+        fcntl(
+            &pty.slave,
+            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
         let master = std::sync::Arc::new(async_fd(pty.master)?);
         if !stdout.is_empty() {
             // O_RDWR: never blocks, and the client's reader sees EOF once we close.
@@ -131,7 +153,8 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
         } else {
             let (r, w) = pipe()?;
             let out = std::sync::Arc::new(async_fd(open_fifo(path, OFlag::O_RDWR)?)?);
-            shim.outputs.push(copy(std::sync::Arc::new(async_fd(r)?), out));
+            shim.outputs
+                .push(copy(std::sync::Arc::new(async_fd(r)?), out));
             w
         };
         if is_err {
@@ -164,7 +187,10 @@ pub fn resize(console: &AsyncFd<OwnedFd>, width: u32, height: u32) -> Result<()>
     // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
     let r = unsafe { libc::ioctl(console.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     if r < 0 {
-        return Err(Error::io("resize terminal", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "resize terminal",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -99,6 +99,7 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
         "snapshots",
         "diff",
         "containers",
+        "tasks",
         "introspection",
         "namespaces",
         "content",

@@ -12,6 +12,7 @@ mod introspection;
 mod leases;
 mod namespaces;
 mod snapshots;
+mod tasks;
 mod transfer;
 mod version;
 
@@ -104,6 +105,9 @@ pub async fn serve_grpc(
                 containers::ContainersService(core.clone()),
             ),
         )
+        .add_service(api::tasks::v1::tasks_server::TasksServer::new(
+            tasks::TasksService(core.clone()),
+        ))
         .add_service(api::images::v1::images_server::ImagesServer::new(
             images::ImagesService(core.clone()),
         ))

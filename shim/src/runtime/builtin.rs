@@ -48,14 +48,21 @@ fn unsupported(spec: &Spec) -> Result<()> {
 }
 
 fn sync_pair() -> Result<(OwnedFd, OwnedFd)> {
-    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| Error::sys("create sync socket", e))
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("create sync socket", e))
 }
 
 /// Parses `p<pid>` or `e<message>` from a child.
 fn pid_or_error(msg: &str) -> Result<u32> {
     if let Some(p) = msg.strip_prefix('p') {
-        return p.parse().map_err(|_| Error::internal(format!("bad pid message {msg:?}")));
+        return p
+            .parse()
+            .map_err(|_| Error::internal(format!("bad pid message {msg:?}")));
     }
     Err(child_error(msg))
 }
@@ -64,7 +71,9 @@ fn child_error(msg: &str) -> Error {
     match msg.strip_prefix('e') {
         Some(m) => Error::precondition(m.to_string()),
         None if msg.is_empty() => Error::internal("the container process exited during setup"),
-        None => Error::internal(format!("unexpected message {msg:?} from the container process")),
+        None => Error::internal(format!(
+            "unexpected message {msg:?} from the container process"
+        )),
     }
 }
 
@@ -74,8 +83,13 @@ fn reap(pid: nix::unistd::Pid) {
 
 impl Builtin {
     fn with<R>(&self, f: impl FnOnce(&mut State) -> Result<R>) -> Result<R> {
-        let mut g = self.state.lock().map_err(|_| Error::internal("runtime state poisoned"))?;
-        let s = g.as_mut().ok_or_else(|| Error::not_found("the container has not been created"))?;
+        let mut g = self
+            .state
+            .lock()
+            .map_err(|_| Error::internal("runtime state poisoned"))?;
+        let s = g
+            .as_mut()
+            .ok_or_else(|| Error::not_found("the container has not been created"))?;
         f(s)
     }
 
@@ -119,7 +133,11 @@ impl OciRuntime for Builtin {
             cgroup.add(pid)?;
             init::send(&parent, "c");
             let m = init::recv(&parent)?;
-            if m == "r" { Ok(()) } else { Err(child_error(&m)) }
+            if m == "r" {
+                Ok(())
+            } else {
+                Err(child_error(&m))
+            }
         })();
         if let Err(e) = setup {
             // SAFETY: kill our own half-made container.
@@ -130,7 +148,10 @@ impl OciRuntime for Builtin {
             cgroup.delete();
             return Err(e.context("create container"));
         }
-        *self.state.lock().map_err(|_| Error::internal("runtime state poisoned"))? = Some(State {
+        *self
+            .state
+            .lock()
+            .map_err(|_| Error::internal("runtime state poisoned"))? = Some(State {
             pid,
             cgroup: Some(cgroup),
             cgroups_path,
@@ -140,7 +161,11 @@ impl OciRuntime for Builtin {
     }
 
     fn start(&self, _id: &str) -> Result<()> {
-        let sync = self.with(|s| s.sync.take().ok_or_else(|| Error::precondition("the container was already started")))?;
+        let sync = self.with(|s| {
+            s.sync
+                .take()
+                .ok_or_else(|| Error::precondition("the container was already started"))
+        })?;
         init::send(&sync, "s");
         // Exec closes the socket; a message means it failed.
         match init::recv(&sync) {
@@ -165,7 +190,9 @@ impl OciRuntime for Builtin {
         drop(opts.io);
         let first = init::recv(&parent);
         reap(mid);
-        let pid = first.and_then(|m| pid_or_error(&m)).map_err(|e| e.context(format!("exec {}", opts.exec_id)))?;
+        let pid = first
+            .and_then(|m| pid_or_error(&m))
+            .map_err(|e| e.context(format!("exec {}", opts.exec_id)))?;
         // Wait for the exec itself (the socket closes) or its failure.
         match init::recv(&parent)? {
             m if m.is_empty() => Ok(pid),
@@ -180,7 +207,8 @@ impl OciRuntime for Builtin {
         }
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::try_from(signal as i32).map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
+            nix::sys::signal::Signal::try_from(signal as i32)
+                .map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
         )
         .map_err(|e| match e {
             nix::Error::ESRCH => Error::not_found("process already finished"),
@@ -189,7 +217,10 @@ impl OciRuntime for Builtin {
     }
 
     fn delete(&self, _id: &str) -> Result<()> {
-        let mut g = self.state.lock().map_err(|_| Error::internal("runtime state poisoned"))?;
+        let mut g = self
+            .state
+            .lock()
+            .map_err(|_| Error::internal("runtime state poisoned"))?;
         if let Some(s) = g.take() {
             let cg = s.cgroup.unwrap_or_else(|| Cgroup::load(&s.cgroups_path));
             cg.kill_all(libc::SIGKILL);

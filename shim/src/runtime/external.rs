@@ -21,7 +21,12 @@ pub struct External {
 impl External {
     pub fn new(binary: &str, root: &str, systemd: bool) -> Self {
         let root = if root.is_empty() {
-            format!("/run/berth/runtime/{}", std::path::Path::new(binary).file_name().map_or("runc".into(), |n| n.to_string_lossy().to_string()))
+            format!(
+                "/run/berth/runtime/{}",
+                std::path::Path::new(binary)
+                    .file_name()
+                    .map_or("runc".into(), |n| n.to_string_lossy().to_string())
+            )
         } else {
             root.to_string()
         };
@@ -101,9 +106,15 @@ impl OciRuntime for External {
         if !st.success() {
             let msg = std::fs::read_to_string(&log).unwrap_or_default();
             let last = msg.lines().last().unwrap_or("").to_string();
-            return Err(Error::precondition(format!("{} create failed ({st}): {last}", self.binary)));
+            return Err(Error::precondition(format!(
+                "{} create failed ({st}): {last}",
+                self.binary
+            )));
         }
-        *self.bundle.lock().map_err(|_| Error::internal("runtime state poisoned"))? = Some(opts.bundle.clone());
+        *self
+            .bundle
+            .lock()
+            .map_err(|_| Error::internal("runtime state poisoned"))? = Some(opts.bundle.clone());
         std::fs::read_to_string(&pidfile)
             .map_err(|e| Error::io("read the runtime's pid file", e))?
             .trim()
@@ -119,13 +130,19 @@ impl OciRuntime for External {
 
     fn exec(&self, id: &str, opts: ExecOpts) -> Result<u32> {
         if opts.io.console.is_some() {
-            return Err(Error::unimplemented(format!("terminals are not supported with {} yet", self.binary)));
+            return Err(Error::unimplemented(format!(
+                "terminals are not supported with {} yet",
+                self.binary
+            )));
         }
         let bundle = self.bundle()?;
         let pfile = bundle.join(format!("exec-{}.json", opts.exec_id));
         let pidfile = bundle.join(format!("exec-{}.pid", opts.exec_id));
-        std::fs::write(&pfile, serde_json::to_vec(&opts.process).map_err(|e| Error::internal(e.to_string()))?)
-            .map_err(|e| Error::io("write process spec", e))?;
+        std::fs::write(
+            &pfile,
+            serde_json::to_vec(&opts.process).map_err(|e| Error::internal(e.to_string()))?,
+        )
+        .map_err(|e| Error::io("write process spec", e))?;
         let mut c = self.cmd();
         c.arg("exec")
             .arg("--process")
@@ -151,7 +168,8 @@ impl OciRuntime for External {
             // A single process (an exec): signal it directly.
             return nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::try_from(signal as i32).map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
+                nix::sys::signal::Signal::try_from(signal as i32)
+                    .map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
             )
             .map_err(|e| match e {
                 nix::Error::ESRCH => Error::not_found("process already finished"),
@@ -192,13 +210,17 @@ impl OciRuntime for External {
         let mut c = self.cmd();
         c.arg("ps").arg("--format").arg("json").arg(id);
         let out = self.run(c, "ps")?;
-        serde_json::from_slice(&out).map_err(|e| Error::internal(format!("{} ps output: {e}", self.binary)))
+        serde_json::from_slice(&out)
+            .map_err(|e| Error::internal(format!("{} ps output: {e}", self.binary)))
     }
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
         let f = self.bundle()?.join("update.json");
-        std::fs::write(&f, serde_json::to_vec(resources).map_err(|e| Error::internal(e.to_string()))?)
-            .map_err(|e| Error::io("write resources", e))?;
+        std::fs::write(
+            &f,
+            serde_json::to_vec(resources).map_err(|e| Error::internal(e.to_string()))?,
+        )
+        .map_err(|e| Error::io("write resources", e))?;
         let mut c = self.cmd();
         c.arg("update").arg("--resources").arg(&f).arg(id);
         self.run(c, "update").map(|_| ())
@@ -208,9 +230,14 @@ impl OciRuntime for External {
         let mut c = self.cmd();
         c.arg("events").arg("--stats").arg(id);
         let out = self.run(c, "events --stats")?;
-        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| Error::internal(format!("stats output: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| Error::internal(format!("stats output: {e}")))?;
         let d = &v["data"];
-        let u = |p: &str| d.pointer(p).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let u = |p: &str| {
+            d.pointer(p)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
         let entry = |p: &str| m::MemoryEntry {
             limit: u(&format!("{p}/limit")),
             usage: u(&format!("{p}/usage")),

@@ -20,14 +20,22 @@ use std::path::{Component, Path, PathBuf};
 
 /// Sends one message on the sync socket.
 pub fn send(sock: &OwnedFd, msg: &str) {
-    let _ = nix::sys::socket::send(sock.as_raw_fd(), msg.as_bytes(), nix::sys::socket::MsgFlags::empty());
+    let _ = nix::sys::socket::send(
+        sock.as_raw_fd(),
+        msg.as_bytes(),
+        nix::sys::socket::MsgFlags::empty(),
+    );
 }
 
 /// Receives one message; empty on EOF.
 pub fn recv(sock: &OwnedFd) -> Result<String> {
     let mut buf = vec![0u8; 8192];
     let n = loop {
-        match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+        match nix::sys::socket::recv(
+            sock.as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty(),
+        ) {
             Err(nix::Error::EINTR) => continue,
             r => break r.map_err(|e| Error::sys("read from the container process", e))?,
         }
@@ -38,7 +46,9 @@ pub fn recv(sock: &OwnedFd) -> Result<String> {
 fn expect(sock: &OwnedFd, want: &str) -> Result<()> {
     let m = recv(sock)?;
     if m != want {
-        return Err(Error::internal(format!("sync: expected {want:?}, got {m:?}")));
+        return Err(Error::internal(format!(
+            "sync: expected {want:?}, got {m:?}"
+        )));
     }
     Ok(())
 }
@@ -57,14 +67,18 @@ fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
             ));
         }
         LinuxNamespaceType::Time => {
-            return Err(Error::unimplemented("time namespaces are not supported by the built-in runtime"));
+            return Err(Error::unimplemented(
+                "time namespaces are not supported by the built-in runtime",
+            ));
         }
     })
 }
 
 fn setns_path(path: &Path, flag: CloneFlags) -> Result<()> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(format!("open namespace {}", path.display()), e))?;
-    nix::sched::setns(f, flag).map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("open namespace {}", path.display()), e))?;
+    nix::sched::setns(f, flag)
+        .map_err(|e| Error::sys(format!("join namespace {}", path.display()), e))
 }
 
 /// The first child: enters/creates namespaces, forks the container's init
@@ -82,7 +96,11 @@ pub fn intermediate(spec: &Spec, rootfs: &Path, io: ChildIo, sock: OwnedFd) -> i
 fn intermediate_inner(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<()> {
     let mut new = CloneFlags::empty();
     let empty = Vec::new();
-    let nss = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).unwrap_or(&empty);
+    let nss = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .unwrap_or(&empty);
     for ns in nss {
         let flag = ns_flag(ns.typ())?;
         if flag == CloneFlags::CLONE_NEWCGROUP {
@@ -126,7 +144,10 @@ fn setup_stdio(io: &ChildIo) -> Result<()> {
     if let Some(c) = &io.console {
         // SAFETY: make the terminal our controlling terminal.
         if unsafe { libc::ioctl(c.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-            return Err(Error::io("set controlling terminal", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "set controlling terminal",
+                std::io::Error::last_os_error(),
+            ));
         }
         for to in 0..3 {
             dup(c, to)?;
@@ -146,7 +167,12 @@ fn setup_stdio(io: &ChildIo) -> Result<()> {
 }
 
 /// The container's init: builds its world, waits for start, executes.
-fn init_main(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<std::convert::Infallible> {
+fn init_main(
+    spec: &Spec,
+    rootfs: &Path,
+    io: ChildIo,
+    sock: &OwnedFd,
+) -> Result<std::convert::Infallible> {
     expect(sock, "c")?;
     let linux = spec.linux().clone().unwrap_or_default();
     let nss = linux.namespaces().clone().unwrap_or_default();
@@ -154,7 +180,8 @@ fn init_main(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<
     if let Some(cg) = has(LinuxNamespaceType::Cgroup) {
         match cg.path() {
             Some(p) => setns_path(p, CloneFlags::CLONE_NEWCGROUP)?,
-            None => nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| Error::sys("create cgroup namespace", e))?,
+            None => nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| Error::sys("create cgroup namespace", e))?,
         }
     }
     setup_stdio(&io)?;
@@ -164,7 +191,11 @@ fn init_main(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<
             "the built-in runtime needs a mount namespace: add one to the spec",
         ));
     }
-    let cgroups_path = linux.cgroups_path().clone().map(|p| p.display().to_string()).unwrap_or_default();
+    let cgroups_path = linux
+        .cgroups_path()
+        .clone()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     setup_rootfs(spec, rootfs, &cgroups_path)?;
     if let Some(h) = spec.hostname()
         && has(LinuxNamespaceType::Uts).is_some_and(|n| n.path().is_none())
@@ -180,7 +211,8 @@ fn init_main(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<
         .clone()
         .ok_or_else(|| Error::invalid("the spec has no process"))?;
     if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|e| Error::io("set oom_score_adj", e))?;
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| Error::io("set oom_score_adj", e))?;
     }
     let prepared = prepare_process(&process)?;
     send(sock, "r");
@@ -202,7 +234,9 @@ fn cstr(s: &str) -> Result<CString> {
 /// Applies the process's limits, identity and capabilities, and finds its
 /// program. Used by both init and exec processes.
 fn prepare_process(p: &Process) -> Result<Prepared> {
-    if p.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty())
+    if p.apparmor_profile()
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
         || p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())
     {
         return Err(Error::unimplemented(
@@ -217,7 +251,10 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
             rlim_max: r.hard(),
         };
         if unsafe { libc::setrlimit(res, &lim) } < 0 {
-            return Err(Error::io(format!("set rlimit {:?}", r.typ()), std::io::Error::last_os_error()));
+            return Err(Error::io(
+                format!("set rlimit {:?}", r.typ()),
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     let env: Vec<String> = p.env().clone().unwrap_or_default();
@@ -262,13 +299,23 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
     }
     if let Some(c) = &caps_spec {
         let set = |s: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
-            s.as_ref().map(|v| v.iter().filter_map(to_caps).collect()).unwrap_or_default()
+            s.as_ref()
+                .map(|v| v.iter().filter_map(to_caps).collect())
+                .unwrap_or_default()
         };
-        let (eff, perm, inh, amb) = (set(c.effective()), set(c.permitted()), set(c.inheritable()), set(c.ambient()));
+        let (eff, perm, inh, amb) = (
+            set(c.effective()),
+            set(c.permitted()),
+            set(c.inheritable()),
+            set(c.ambient()),
+        );
         // Effective must stay within permitted at every step: shrink it first.
-        caps::set(None, caps::CapSet::Effective, &eff).map_err(|e| Error::internal(format!("set effective capabilities: {e}")))?;
-        caps::set(None, caps::CapSet::Permitted, &perm).map_err(|e| Error::internal(format!("set permitted capabilities: {e}")))?;
-        caps::set(None, caps::CapSet::Inheritable, &inh).map_err(|e| Error::internal(format!("set inheritable capabilities: {e}")))?;
+        caps::set(None, caps::CapSet::Effective, &eff)
+            .map_err(|e| Error::internal(format!("set effective capabilities: {e}")))?;
+        caps::set(None, caps::CapSet::Permitted, &perm)
+            .map_err(|e| Error::internal(format!("set permitted capabilities: {e}")))?;
+        caps::set(None, caps::CapSet::Inheritable, &inh)
+            .map_err(|e| Error::internal(format!("set inheritable capabilities: {e}")))?;
         for a in amb {
             let _ = caps::raise(None, caps::CapSet::Ambient, a);
         }
@@ -276,7 +323,10 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
     if p.no_new_privileges().unwrap_or(false) {
         // SAFETY: plain prctl.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-            return Err(Error::io("set no_new_privs", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "set no_new_privs",
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(Prepared {
@@ -399,7 +449,11 @@ fn mount_flags(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty(), MsFlags::empty()),
+            "rbind" => (
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                MsFlags::empty(),
+                MsFlags::empty(),
+            ),
             "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty(), MsFlags::empty()),
             "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID, MsFlags::empty()),
             "nodev" => (MsFlags::MS_NODEV, MsFlags::empty(), MsFlags::empty()),
@@ -412,13 +466,29 @@ fn mount_flags(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty(), MsFlags::empty()),
             "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty(), MsFlags::empty()),
             "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
-            "rprivate" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "rprivate" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            ),
             "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
-            "rslave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "rslave" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            ),
             "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
-            "rshared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED | MsFlags::MS_REC),
+            "rshared" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SHARED | MsFlags::MS_REC,
+            ),
             "unbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE),
-            "runbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
+            "runbindable" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+            ),
             _ => {
                 data.push(o.clone());
                 continue;
@@ -432,7 +502,8 @@ fn mount_flags(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
 }
 
 fn mkdir_p(p: &Path) -> Result<()> {
-    std::fs::create_dir_all(p).map_err(|e| Error::io(format!("create mount point {}", p.display()), e))
+    std::fs::create_dir_all(p)
+        .map_err(|e| Error::io(format!("create mount point {}", p.display()), e))
 }
 
 fn mount_one(rootfs: &Path, m: &Mount, cgroups_path: &str) -> Result<()> {
@@ -440,10 +511,21 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroups_path: &str) -> Result<()> {
     let opts = m.options().clone().unwrap_or_default();
     let (flags, prop, data) = mount_flags(&opts);
     let typ = m.typ().clone().unwrap_or_else(|| "none".into());
-    let src = m.source().clone().map(|s| s.display().to_string()).unwrap_or_else(|| typ.clone());
-    let what = |e| Error::sys(format!("mount {typ} {src} on {}", m.destination().display()), e);
+    let src = m
+        .source()
+        .clone()
+        .map(|s| s.display().to_string())
+        .unwrap_or_else(|| typ.clone());
+    let what = |e| {
+        Error::sys(
+            format!("mount {typ} {src} on {}", m.destination().display()),
+            e,
+        )
+    };
     if typ == "bind" || flags.contains(MsFlags::MS_BIND) {
-        let is_dir = std::fs::metadata(&src).map(|md| md.is_dir()).unwrap_or(true);
+        let is_dir = std::fs::metadata(&src)
+            .map(|md| md.is_dir())
+            .unwrap_or(true);
         if is_dir {
             mkdir_p(&dest)?;
         } else {
@@ -451,20 +533,42 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroups_path: &str) -> Result<()> {
                 mkdir_p(parent)?;
             }
             if !dest.exists() {
-                std::fs::File::create(&dest).map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
+                std::fs::File::create(&dest)
+                    .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
             }
         }
-        mount(Some(src.as_str()), &dest, None::<&str>, MsFlags::MS_BIND | (flags & MsFlags::MS_REC), None::<&str>).map_err(what)?;
+        mount(
+            Some(src.as_str()),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND | (flags & MsFlags::MS_REC),
+            None::<&str>,
+        )
+        .map_err(what)?;
         let rest = flags - (MsFlags::MS_BIND | MsFlags::MS_REC);
         if !rest.is_empty() {
-            mount(None::<&str>, &dest, None::<&str>, rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None::<&str>).map_err(what)?;
+            mount(
+                None::<&str>,
+                &dest,
+                None::<&str>,
+                rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None::<&str>,
+            )
+            .map_err(what)?;
         }
     } else if typ == "cgroup" {
         mount_cgroup(&dest, flags, cgroups_path)?;
     } else {
         mkdir_p(&dest)?;
         let d = data.join(",");
-        mount(Some(src.as_str()), &dest, Some(typ.as_str()), flags, (!d.is_empty()).then_some(d.as_str())).map_err(what)?;
+        mount(
+            Some(src.as_str()),
+            &dest,
+            Some(typ.as_str()),
+            flags,
+            (!d.is_empty()).then_some(d.as_str()),
+        )
+        .map_err(what)?;
     }
     if !prop.is_empty() {
         mount(None::<&str>, &dest, None::<&str>, prop, None::<&str>).map_err(what)?;
@@ -479,10 +583,23 @@ fn mount_cgroup(dest: &Path, flags: MsFlags, cgroups_path: &str) -> Result<()> {
     let rel = cgroups_path.trim_start_matches('/');
     if cgroups_rs::hierarchies::is_cgroup2_unified_mode() {
         let src = Path::new("/sys/fs/cgroup").join(rel);
-        mount(Some(&src), dest, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| Error::sys("bind cgroup", e))?;
+        mount(
+            Some(&src),
+            dest,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys("bind cgroup", e))?;
     } else {
-        mount(Some("tmpfs"), dest, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
-            .map_err(|e| Error::sys("mount cgroup tmpfs", e))?;
+        mount(
+            Some("tmpfs"),
+            dest,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .map_err(|e| Error::sys("mount cgroup tmpfs", e))?;
         if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
             for e in rd.flatten() {
                 let name = e.file_name();
@@ -492,14 +609,43 @@ fn mount_cgroup(dest: &Path, flags: MsFlags, cgroups_path: &str) -> Result<()> {
                 }
                 let d = dest.join(&name);
                 mkdir_p(&d)?;
-                mount(Some(&host), &d, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                    .map_err(|err| Error::sys(format!("bind cgroup {}", name.to_string_lossy()), err))?;
-                let _ = mount(None::<&str>, &d, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+                mount(
+                    Some(&host),
+                    &d,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|err| {
+                    Error::sys(format!("bind cgroup {}", name.to_string_lossy()), err)
+                })?;
+                let _ = mount(
+                    None::<&str>,
+                    &d,
+                    None::<&str>,
+                    MsFlags::MS_BIND
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    None::<&str>,
+                );
             }
         }
     }
     if flags.contains(MsFlags::MS_RDONLY) {
-        let _ = mount(None::<&str>, dest, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+        let _ = mount(
+            None::<&str>,
+            dest,
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
     }
     Ok(())
 }
@@ -518,13 +664,21 @@ fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<()> {
     mkdir_p(&dev)?;
     let make = |p: &Path, kind: SFlag, mode: u32, maj: u64, min: u64| -> Result<()> {
         let _ = std::fs::remove_file(p);
-        nix::sys::stat::mknod(p, kind, Mode::from_bits_truncate(mode), nix::sys::stat::makedev(maj, min))
-            .map_err(|e| Error::sys(format!("create device {}", p.display()), e))
+        nix::sys::stat::mknod(
+            p,
+            kind,
+            Mode::from_bits_truncate(mode),
+            nix::sys::stat::makedev(maj, min),
+        )
+        .map_err(|e| Error::sys(format!("create device {}", p.display()), e))
     };
     for (name, maj, min) in DEFAULT_DEVICES {
         make(&dev.join(name), SFlag::S_IFCHR, 0o666, *maj, *min)?;
         // mknod honours the umask; set the mode it should have.
-        let _ = std::fs::set_permissions(dev.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let _ = std::fs::set_permissions(
+            dev.join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        );
     }
     if let Some(devs) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
         for d in devs {
@@ -537,7 +691,13 @@ fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<()> {
                 "p" => SFlag::S_IFIFO,
                 _ => SFlag::S_IFCHR,
             };
-            make(&p, kind, d.file_mode().unwrap_or(0o666), d.major() as u64, d.minor() as u64)?;
+            make(
+                &p,
+                kind,
+                d.file_mode().unwrap_or(0o666),
+                d.major() as u64,
+                d.minor() as u64,
+            )?;
             let _ = std::os::unix::fs::chown(&p, d.uid(), d.gid());
         }
     }
@@ -550,7 +710,8 @@ fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<()> {
     ] {
         let p = dev.join(link);
         if p.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink(target, &p).map_err(|e| Error::io(format!("symlink {}", p.display()), e))?;
+            std::os::unix::fs::symlink(target, &p)
+                .map_err(|e| Error::io(format!("symlink {}", p.display()), e))?;
         }
     }
     Ok(())
@@ -563,9 +724,22 @@ fn setup_rootfs(spec: &Spec, rootfs: &Path, cgroups_path: &str) -> Result<()> {
         Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
         _ => MsFlags::MS_SLAVE,
     };
-    mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>).map_err(|e| Error::sys("set mount propagation", e))?;
-    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| Error::sys(format!("bind rootfs {}", rootfs.display()), e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        prop | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("set mount propagation", e))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("bind rootfs {}", rootfs.display()), e))?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     for m in &mounts {
         mount_one(rootfs, m, cgroups_path)?;
@@ -580,17 +754,38 @@ fn setup_rootfs(spec: &Spec, rootfs: &Path, cgroups_path: &str) -> Result<()> {
     nix::unistd::chdir(rootfs).map_err(|e| Error::sys("chdir rootfs", e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| Error::sys("pivot_root", e))?;
     // The old root is now stacked on the new one: detach it.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>).map_err(|e| Error::sys("make old root a slave", e))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("make old root a slave", e))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| Error::sys("detach old root", e))?;
     nix::unistd::chdir("/").map_err(|e| Error::sys("chdir /", e))?;
     for p in linux.masked_paths().clone().unwrap_or_default() {
         let path = Path::new(&p);
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {
-                mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).map_err(|e| Error::sys(format!("mask {p}"), e))?;
+                mount(
+                    Some("tmpfs"),
+                    path,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY,
+                    None::<&str>,
+                )
+                .map_err(|e| Error::sys(format!("mask {p}"), e))?;
             }
             Ok(_) => {
-                mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| Error::sys(format!("mask {p}"), e))?;
+                mount(
+                    Some("/dev/null"),
+                    path,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| Error::sys(format!("mask {p}"), e))?;
             }
             Err(_) => {}
         }
@@ -600,19 +795,49 @@ fn setup_rootfs(spec: &Spec, rootfs: &Path, cgroups_path: &str) -> Result<()> {
         if !path.exists() {
             continue;
         }
-        mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| Error::sys(format!("make {p} read-only"), e))?;
-        mount(None::<&str>, path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| Error::sys(format!("make {p} read-only"), e))?;
+        mount(
+            Some(path),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("make {p} read-only"), e))?;
+        mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("make {p} read-only"), e))?;
     }
-    if spec.root().as_ref().is_some_and(|r| r.readonly().unwrap_or(false)) {
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>).map_err(|e| Error::sys("make rootfs read-only", e))?;
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly().unwrap_or(false))
+    {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys("make rootfs read-only", e))?;
     }
     Ok(())
 }
 
 /// The first child of an exec: joins the container's namespaces and cgroup,
 /// forks the process (so it is in the pid namespace), reports its pid.
-pub fn exec_intermediate(init_pid: u32, cgroups_path: &str, process: &Process, io: ChildIo, sock: OwnedFd) -> i32 {
+pub fn exec_intermediate(
+    init_pid: u32,
+    cgroups_path: &str,
+    process: &Process,
+    io: ChildIo,
+    sock: OwnedFd,
+) -> i32 {
     let r = (|| -> Result<()> {
         // Open every namespace first: after joining the mount namespace,
         // /proc is the container's.
@@ -626,18 +851,21 @@ pub fn exec_intermediate(init_pid: u32, cgroups_path: &str, process: &Process, i
             ("mnt", CloneFlags::CLONE_NEWNS),
         ] {
             let theirs = format!("/proc/{init_pid}/ns/{name}");
-            let same = std::fs::read_link(&theirs).ok() == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+            let same = std::fs::read_link(&theirs).ok()
+                == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
             if same {
                 continue;
             }
-            let f = std::fs::File::open(&theirs).map_err(|e| Error::io(format!("open {theirs}"), e))?;
+            let f =
+                std::fs::File::open(&theirs).map_err(|e| Error::io(format!("open {theirs}"), e))?;
             fds.push((f, flag, name));
         }
         if !cgroups_path.is_empty() {
             crate::cgroup::Cgroup::load(cgroups_path).add(std::process::id())?;
         }
         for (f, flag, name) in fds {
-            nix::sched::setns(f, flag).map_err(|e| Error::sys(format!("join the container's {name} namespace"), e))?;
+            nix::sched::setns(f, flag)
+                .map_err(|e| Error::sys(format!("join the container's {name} namespace"), e))?;
         }
         // SAFETY: single-threaded child.
         match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork exec process", e))? {
@@ -676,7 +904,10 @@ mod tests {
         let d = tempfile_dir();
         std::os::unix::fs::symlink("/etc", d.join("abs")).unwrap();
         std::os::unix::fs::symlink("../../..", d.join("up")).unwrap();
-        assert_eq!(secure_join(&d, Path::new("/abs/passwd")), d.join("etc/passwd"));
+        assert_eq!(
+            secure_join(&d, Path::new("/abs/passwd")),
+            d.join("etc/passwd")
+        );
         assert_eq!(secure_join(&d, Path::new("up/x")), d.join("x"));
         assert_eq!(secure_join(&d, Path::new("../../a/./b")), d.join("a/b"));
         std::fs::remove_dir_all(&d).unwrap();
@@ -690,10 +921,20 @@ mod tests {
 
     #[test]
     fn programs_and_limits() {
-        assert_eq!(find_program("/bin/x", &[]).unwrap(), PathBuf::from("/bin/x"));
+        assert_eq!(
+            find_program("/bin/x", &[]).unwrap(),
+            PathBuf::from("/bin/x")
+        );
         assert!(find_program("definitely-not-here", &["PATH=/nonexistent".into()]).is_err());
-        assert_eq!(rlimit_resource("RlimitNofile").unwrap(), libc::RLIMIT_NOFILE);
+        assert_eq!(
+            rlimit_resource("RlimitNofile").unwrap(),
+            libc::RLIMIT_NOFILE
+        );
         let (f, p, d) = mount_flags(&["ro".into(), "rprivate".into(), "mode=755".into()]);
-        assert!(f.contains(MsFlags::MS_RDONLY) && p.contains(MsFlags::MS_PRIVATE) && d == vec!["mode=755".to_string()]);
+        assert!(
+            f.contains(MsFlags::MS_RDONLY)
+                && p.contains(MsFlags::MS_PRIVATE)
+                && d == vec!["mode=755".to_string()]
+        );
     }
 }

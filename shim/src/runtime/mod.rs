@@ -70,7 +70,11 @@ impl Choice {
         if self.binary.is_empty() {
             Box::new(builtin::Builtin::default())
         } else {
-            Box::new(external::External::new(&self.binary, &self.root, self.systemd_cgroup))
+            Box::new(external::External::new(
+                &self.binary,
+                &self.root,
+                self.systemd_cgroup,
+            ))
         }
     }
 }

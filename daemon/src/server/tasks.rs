@@ -1,0 +1,294 @@
+//! `containerd.services.tasks.v1.Tasks` over the task manager.
+
+use super::namespace;
+use crate::core::Core;
+use crate::types::{now, timestamp};
+use berth_proto::filters::{Adaptor, Filter};
+use berth_proto::pb::containerd::task::v2 as shimapi;
+use berth_proto::services::tasks::v1::tasks_server::Tasks;
+use berth_proto::services::tasks::v1::*;
+use berth_proto::types::Metric;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct TasksService(pub Arc<Core>);
+
+struct Id<'a>(&'a str);
+
+impl Adaptor for Id<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match (path.first()?.as_str(), path.len()) {
+            ("id" | "container_id", 1) => Some(self.0.to_string()),
+            _ => None,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create(
+        &self,
+        req: Request<CreateTaskRequest>,
+    ) -> Result<Response<CreateTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        if r.checkpoint.is_some() {
+            return Err(Status::unimplemented(
+                "restoring from a checkpoint is not supported yet",
+            ));
+        }
+        let c = self.0.containers.get(&ns, &r.container_id)?;
+        let spec = c.record.spec.clone().ok_or_else(|| {
+            Status::failed_precondition(format!("container {} has no spec", c.id))
+        })?;
+        let spec_any: prost_types::Any = spec.into();
+        let mut rootfs = r.rootfs.clone();
+        if rootfs.is_empty() && !c.record.snapshot_key.is_empty() {
+            let core = self.0.clone();
+            let (n, sn, key) = (
+                ns.clone(),
+                c.record.snapshotter.clone(),
+                c.record.snapshot_key.clone(),
+            );
+            rootfs = tokio::task::spawn_blocking(move || core.snapshots.mounts(&n, &sn, &key))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??
+                .into_iter()
+                .map(Into::into)
+                .collect();
+        }
+        let runtime = if r.runtime_path.is_empty() {
+            c.record.runtime.clone()
+        } else {
+            r.runtime_path.clone()
+        };
+        let shim_req = shimapi::CreateTaskRequest {
+            id: c.id.clone(),
+            bundle: String::new(),
+            rootfs,
+            terminal: r.terminal,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            checkpoint: String::new(),
+            parent_checkpoint: String::new(),
+            options: r.options,
+        };
+        let pid = self
+            .0
+            .tasks
+            .create(
+                &ns,
+                &c.id,
+                &runtime,
+                &spec_any.value,
+                c.record.runtime_options.clone().map(Into::into),
+                shim_req,
+            )
+            .await?;
+        Ok(Response::new(CreateTaskResponse {
+            container_id: c.id,
+            pid,
+        }))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let pid = self.0.tasks.start(&ns, &r.container_id, &r.exec_id).await?;
+        Ok(Response::new(StartResponse { pid }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteTaskRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let ns = namespace(&req)?;
+        let id = req.into_inner().container_id;
+        let d = self.0.tasks.delete(&ns, &id).await?;
+        Ok(Response::new(DeleteResponse {
+            id,
+            pid: d.pid,
+            exit_status: d.exit_status,
+            exited_at: d.exited_at,
+        }))
+    }
+
+    async fn delete_process(
+        &self,
+        req: Request<DeleteProcessRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let d = self
+            .0
+            .tasks
+            .delete_process(&ns, &r.container_id, &r.exec_id)
+            .await?;
+        Ok(Response::new(DeleteResponse {
+            id: r.exec_id,
+            pid: d.pid,
+            exit_status: d.exit_status,
+            exited_at: d.exited_at,
+        }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let p = self.0.tasks.get(&ns, &r.container_id, &r.exec_id).await?;
+        Ok(Response::new(GetResponse { process: Some(p) }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let ns = namespace(&req)?;
+        let f = Filter::parse(&req.into_inner().filter)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let tasks = self
+            .0
+            .tasks
+            .list(&ns)
+            .await?
+            .into_iter()
+            .filter(|p| f.matches(&Id(&p.container_id)))
+            .collect();
+        Ok(Response::new(ListTasksResponse { tasks }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.0
+            .tasks
+            .kill(&ns, &r.container_id, &r.exec_id, r.signal, r.all)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        if r.exec_id.is_empty() {
+            return Err(Status::invalid_argument("exec id must be set"));
+        }
+        let shim_req = shimapi::ExecProcessRequest {
+            id: r.container_id.clone(),
+            exec_id: r.exec_id,
+            terminal: r.terminal,
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            spec: r.spec,
+        };
+        self.0.tasks.exec(&ns, &r.container_id, shim_req).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn resize_pty(&self, req: Request<ResizePtyRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.0
+            .tasks
+            .resize_pty(&ns, &r.container_id, &r.exec_id, r.width, r.height)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.0
+            .tasks
+            .close_io(&ns, &r.container_id, &r.exec_id, r.stdin)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn pause(&self, req: Request<PauseTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.0
+            .tasks
+            .pause(&ns, &req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn resume(&self, req: Request<ResumeTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        self.0
+            .tasks
+            .resume(&ns, &req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn list_pids(
+        &self,
+        req: Request<ListPidsRequest>,
+    ) -> Result<Response<ListPidsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let processes = self
+            .0
+            .tasks
+            .pids(&ns, &req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(ListPidsResponse { processes }))
+    }
+
+    async fn checkpoint(
+        &self,
+        _req: Request<CheckpointTaskRequest>,
+    ) -> Result<Response<CheckpointTaskResponse>, Status> {
+        Err(Status::unimplemented(
+            "checkpoint needs CRIU support, which is not built yet",
+        ))
+    }
+
+    async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.0
+            .tasks
+            .update(&ns, &r.container_id, r.resources, r.annotations)
+            .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<MetricsRequest>,
+    ) -> Result<Response<MetricsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let f = Filter::parse_all(&req.into_inner().filters)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut metrics = Vec::new();
+        for id in self.0.tasks.ids(&ns) {
+            if !f.matches(&Id(&id)) {
+                continue;
+            }
+            match self.0.tasks.stats(&ns, &id).await {
+                Ok(data) => metrics.push(Metric {
+                    timestamp: Some(timestamp(now())),
+                    id,
+                    data,
+                }),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Response::new(MetricsResponse { metrics }))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let w = self.0.tasks.wait(&ns, &r.container_id, &r.exec_id).await?;
+        Ok(Response::new(WaitResponse {
+            exit_status: w.exit_status,
+            exited_at: w.exited_at,
+        }))
+    }
+}
