@@ -58,6 +58,14 @@ pub enum Command {
     Leases(Leases),
     /// Manage snapshots.
     Snapshots(SnapshotsArgs),
+    /// Run a container from an image.
+    Run(RunArgs),
+    /// Manage containers (metadata).
+    #[command(subcommand, visible_alias = "c")]
+    Containers(Containers),
+    /// Manage tasks (running containers).
+    #[command(subcommand, visible_alias = "t")]
+    Tasks(Tasks),
     /// Print events as they happen.
     Events(EventsArgs),
     /// Show the daemon's plugins.
@@ -333,4 +341,157 @@ pub enum Plugins {
     /// List plugins.
     #[command(visible_alias = "list")]
     Ls { filters: Vec<String> },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Start the container and return.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Keep stdin open and forward it.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Environment variables (KEY=VALUE).
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// Extra mounts: type=bind,src=/a,dst=/b,options=rbind:ro
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Memory limit in bytes.
+    #[arg(long)]
+    pub memory_limit: Option<i64>,
+    /// CPU quota, in CPUs (e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// User as uid[:gid].
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Working directory.
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Hostname (default: the container id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Share the host's network namespace.
+    #[arg(long)]
+    pub net_host: bool,
+    /// Container labels (key=value).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Runtime name.
+    #[arg(long, default_value = "io.containerd.runc.v2")]
+    pub runtime: String,
+    /// Snapshotter (default: the daemon's).
+    #[arg(long, default_value = "")]
+    pub snapshotter: String,
+    /// Platform of the image to run (default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Image to run.
+    pub image: String,
+    /// Container id.
+    pub id: String,
+    /// Command and arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Containers {
+    /// List containers.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        filters: Vec<String>,
+    },
+    /// Show a container's record (with its spec).
+    Info { id: String },
+    /// Remove containers (their tasks must be gone) and their snapshots.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Set labels (key=value; key= removes).
+    Label {
+        id: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Tasks {
+    /// List tasks.
+    #[command(visible_alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Start a created task.
+    Start { id: String },
+    /// Signal a task (SIGTERM by default).
+    Kill {
+        id: String,
+        /// Signal name or number.
+        #[arg(short, long, default_value = "SIGTERM")]
+        signal: String,
+        /// Signal every process of the task.
+        #[arg(short, long)]
+        all: bool,
+        /// Signal this exec process instead.
+        #[arg(long)]
+        exec_id: Option<String>,
+    },
+    /// Run another process in a task.
+    Exec {
+        /// Exec id (default: generated).
+        #[arg(long)]
+        exec_id: Option<String>,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(long)]
+        env: Vec<String>,
+        #[arg(long, short = 'u')]
+        user: Option<String>,
+        /// Start it and return.
+        #[arg(short, long)]
+        detach: bool,
+        id: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Processes of a task.
+    Ps { id: String },
+    /// Resource usage of a task.
+    Metrics { id: String },
+    /// Freeze a task.
+    Pause { id: String },
+    /// Thaw a task.
+    Resume { id: String },
+    /// Delete stopped tasks.
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Kill the task first if it runs.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Attach to a running task's output (and input).
+    Attach { id: String },
 }

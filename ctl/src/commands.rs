@@ -45,6 +45,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Images(c) => images_cmd(&ctx, c).await,
         Command::Leases(c) => leases_cmd(&ctx, c).await,
         Command::Snapshots(a) => crate::snapshots::run(&ctx, a).await,
+        Command::Run(a) => crate::run::run(&ctx, a).await,
+        Command::Containers(c) => crate::tasks::containers(&ctx, c).await,
+        Command::Tasks(t) => crate::tasks::tasks(&ctx, t).await,
         Command::Events(a) => events_cmd(&ctx, a).await,
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
     }

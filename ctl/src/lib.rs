@@ -4,8 +4,11 @@
 
 pub mod cli;
 mod commands;
+mod image;
 pub mod output;
+mod run;
 mod snapshots;
+mod tasks;
 mod transfer;
 
 use clap::Parser;
@@ -58,6 +61,9 @@ pub fn main() -> i32 {
     match rt.block_on(commands::run(cli)) {
         Ok(()) => 0,
         Err(e) => {
+            if let Some(code) = e.downcast_ref::<run::ExitCode>() {
+                return code.0;
+            }
             let mut msg = e.to_string();
             if let Some(s) = e.downcast_ref::<tonic::Status>() {
                 msg = status_error(s).0;

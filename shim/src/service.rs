@@ -186,7 +186,8 @@ impl Shim {
             };
             if let Some(p) = p {
                 p.status = Status::Stopped;
-                let _ = p.exited.send(true);
+                // send_replace: a waiter may subscribe only after the exit.
+                p.exited.send_replace(true);
             }
             drop(g);
             this.publisher.publish(
@@ -462,7 +463,7 @@ impl Shim {
             let p = g
                 .execs
                 .remove(&req.exec_id)
-                .unwrap_or_else(|| unreachable_proc());
+                .ok_or_else(|| Error::not_found(format!("exec {} not found", req.exec_id)))?;
             drop(g);
             let exit = p.exit.unwrap_or_default();
             self.publisher.publish(
@@ -622,10 +623,6 @@ impl Shim {
             p.status = s;
         }
     }
-}
-
-fn unreachable_proc() -> Proc {
-    Proc::new("", "", "", false, ShimIo::default())
 }
 
 fn map<T>(r: Result<T>) -> R<T> {
@@ -886,9 +883,14 @@ pub fn serve(flags: &Flags) -> Result<()> {
         let server = berth_proto::ttrpc::Server::new()
             .register(task_ttrpc::TaskServer(Arc::new(Service(shim.clone()))));
         let s2 = shim.clone();
+        let sock = flags.socket.clone();
         server
             .serve(listener, async move {
                 s2.shutdown.notified().await;
+                // A new shim for the same id must not find this one.
+                if !sock.is_empty() {
+                    let _ = std::fs::remove_file(&sock);
+                }
                 // Let the Shutdown reply and the last events go out.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             })

@@ -1,6 +1,6 @@
 //! A process's standard I/O: the client's FIFOs (paths from the create or
-//! exec request) connected to pipes or a pseudo-terminal the container
-//! process uses. Output is copied until the process side closes; the copy
+//! exec request), or log files (`file:///path`), connected to pipes or a
+//! pseudo-terminal the container process uses. Output is copied until the process side closes; the copy
 //! tasks are awaited before an exit is reported, so no output is lost.
 
 use crate::{Error, Result};
@@ -89,6 +89,37 @@ fn copy(
     })
 }
 
+/// Copies into a log file (`file://` stdio): regular files are always
+/// ready, so plain writes are fine.
+fn copy_to_file(from: std::sync::Arc<AsyncFd<OwnedFd>>, mut to: std::fs::File) -> JoinHandle<()> {
+    use std::io::Write;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match read(&from, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn open_log(url: &str) -> Result<std::fs::File> {
+    let path = url.trim_start_matches("file://");
+    if let Some(d) = std::path::Path::new(path).parent() {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("open log {path}"), e))
+}
+
 fn open_fifo(path: &str, flags: OFlag) -> Result<OwnedFd> {
     nix::fcntl::open(
         path,
@@ -134,7 +165,10 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
         )
         .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
         let master = std::sync::Arc::new(async_fd(pty.master)?);
-        if !stdout.is_empty() {
+        if stdout.starts_with("file://") {
+            shim.outputs
+                .push(copy_to_file(master.clone(), open_log(stdout)?));
+        } else if !stdout.is_empty() {
             // O_RDWR: never blocks, and the client's reader sees EOF once we close.
             let out = std::sync::Arc::new(async_fd(open_fifo(stdout, OFlag::O_RDWR)?)?);
             shim.outputs.push(copy(master.clone(), out));
@@ -150,6 +184,13 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
     for (path, is_err) in [(stdout, false), (stderr, true)] {
         let fd = if path.is_empty() {
             devnull(true)?
+        } else if path.starts_with("file://") {
+            let (r, w) = pipe()?;
+            shim.outputs.push(copy_to_file(
+                std::sync::Arc::new(async_fd(r)?),
+                open_log(path)?,
+            ));
+            w
         } else {
             let (r, w) = pipe()?;
             let out = std::sync::Arc::new(async_fd(open_fifo(path, OFlag::O_RDWR)?)?);
