@@ -262,6 +262,8 @@ impl Daemon {
             .args(args)
             .env_remove("BERTH_ADDRESS")
             .env_remove("BERTH_NAMESPACE")
+            .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
+            .env("BERTH_LOG_DIR", self.dir.path().join("logs"))
             .output()
             .expect("run berthctl")
     }

@@ -1,0 +1,546 @@
+//! Running containers: the real ctr against berthd, berthctl run,
+//! isolation, OOM, runc as the oracle for the built-in runtime, real
+//! containerd running berth's shim, and daemon restarts. Root only.
+
+use berth_proto::services::events::v1 as events;
+use berth_proto::services::events::v1::events_client::EventsClient;
+use berth_tests::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+fn import_busybox(d: &Daemon) {
+    let fx = fixtures();
+    ok(
+        "import",
+        d.berthctl(
+            "default",
+            &[
+                "images",
+                "import",
+                fx.join("busybox-docker.tar").to_str().unwrap(),
+            ],
+        ),
+    );
+}
+
+/// The memory limit the container's cgroup holds (v1 or v2).
+fn cgroup_memory_limit(path: &str) -> Option<String> {
+    for p in [
+        format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup{path}/memory.max"),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            return Some(s.trim().to_string());
+        }
+    }
+    None
+}
+
+fn no_mounts_under(dir: &std::path::Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.display().to_string();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&d)).collect();
+    assert!(left.is_empty(), "mounts left behind: {left:#?}");
+}
+
+fn shim_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("containerd-shim-berth-v2"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn ctr_runs_containers_on_berthd() {
+    let Some(ctr_bin) = peer("ctr") else { return };
+    if !require_root("running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ctr = |args: &[&str]| d.ctr(&ctr_bin, "default", args);
+    let mut ev = Command::new(&ctr_bin)
+        .arg("--address")
+        .arg(&d.sock)
+        .arg("events")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let out = ok(
+        "ctr run --rm",
+        ctr(&[
+            "run",
+            "--rm",
+            "docker.io/library/busybox:latest",
+            "t1",
+            "echo",
+            "hi",
+        ]),
+    );
+    assert_eq!(out, "hi\n");
+
+    ok(
+        "ctr run -d",
+        ctr(&[
+            "run",
+            "-d",
+            "--memory-limit",
+            "33554432",
+            "docker.io/library/busybox:latest",
+            "d1",
+            "sleep",
+            "300",
+        ]),
+    );
+    assert_eq!(
+        cgroup_memory_limit("/default/d1").as_deref(),
+        Some("33554432"),
+        "the cgroup holds the limit"
+    );
+    let ls = ok("tasks ls", ctr(&["tasks", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("d1 ") && l.contains("RUNNING")),
+        "{ls}"
+    );
+    let ex = ok(
+        "exec",
+        ctr(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            "e1",
+            "d1",
+            "sh",
+            "-c",
+            "echo from-exec; exit 0",
+        ]),
+    );
+    assert_eq!(ex, "from-exec\n");
+    let ps = ok("ps", ctr(&["tasks", "ps", "d1"]));
+    assert!(ps.lines().count() >= 2, "{ps}");
+    let m = ok("metrics", ctr(&["tasks", "metrics", "d1"]));
+    assert!(
+        m.contains("memory.usage_in_bytes") && m.contains("33554432"),
+        "{m}"
+    );
+    ok("pause", ctr(&["tasks", "pause", "d1"]));
+    assert!(ok("ls", ctr(&["tasks", "ls"])).contains("PAUSED"));
+    ok("resume", ctr(&["tasks", "resume", "d1"]));
+    assert!(ok("ls", ctr(&["tasks", "ls"])).contains("RUNNING"));
+    let err = fails("rm running", ctr(&["tasks", "rm", "d1"]));
+    assert!(
+        err.contains("kill it before deleting") || err.contains("running"),
+        "{err}"
+    );
+    ok("kill", ctr(&["tasks", "kill", "-s", "SIGKILL", "d1"]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ok("ls", ctr(&["tasks", "ls"])).contains("STOPPED") {
+        assert!(Instant::now() < deadline, "task did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok("tasks rm", ctr(&["tasks", "rm", "d1"]));
+    ok("c rm", ctr(&["containers", "rm", "d1"]));
+    assert!(ok("ls", ctr(&["tasks", "ls", "-q"])).trim().is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = ev.kill();
+    let events = String::from_utf8_lossy(&ev.wait_with_output().unwrap().stdout).to_string();
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        assert!(
+            events.contains(topic),
+            "{topic} missing from ctr events:\n{events}"
+        );
+    }
+    assert!(
+        cgroup_memory_limit("/default/d1").is_none(),
+        "cgroup removed"
+    );
+    no_mounts_under(d.dir.path());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shim_processes() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a container sees of itself, printed one fact per line.
+const PROBE: &str = "echo pid=$$; hostname; id -u; \
+    if [ -e /proc/kcore ]; then echo kcore=$(wc -c < /proc/kcore); else echo kcore=absent; fi; \
+    echo keys=$(wc -c < /proc/keys); \
+    if echo x > /proc/sys/kernel/domainname 2>/dev/null; then echo ro=writable; else echo ro=refused; fi; \
+    ls /dev | tr '\\n' ' '; echo";
+
+#[test]
+fn isolation_and_runc_as_oracle() {
+    if !require_root("running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let run = |id: &str, extra: &[&str], cmd: &str| {
+        let mut args = vec!["run", "--rm", "--hostname", "box"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", id, "sh", "-c", cmd]);
+        d.berthctl("default", &args)
+    };
+    let builtin = ok("builtin", run("iso1", &[], PROBE));
+    let lines: Vec<&str> = builtin.lines().collect();
+    assert_eq!(lines[0], "pid=1", "the command is PID 1: {builtin}");
+    assert_eq!(lines[1], "box", "the container's hostname: {builtin}");
+    assert_eq!(lines[2], "0");
+    assert!(
+        lines[3] == "kcore=absent" || lines[3] == "kcore=0",
+        "/proc/kcore masked: {builtin}"
+    );
+    assert_eq!(lines[4], "keys=0", "/proc/keys masked: {builtin}");
+    assert_eq!(
+        lines[5], "ro=refused",
+        "a readonly path refuses writes: {builtin}"
+    );
+    for dev in ["null", "zero", "urandom", "tty", "pts", "shm"] {
+        assert!(lines[6].contains(dev), "/dev/{dev}: {builtin}");
+    }
+    // Exit codes pass through.
+    let out = run("iso2", &[], "exit 42");
+    assert_eq!(out.status.code(), Some(42));
+
+    // runc, driven by the same shim, must see the same world.
+    let Some(runc) = peer("runc") else { return };
+    let ctr = peer("ctr");
+    if let Some(ctr) = ctr {
+        let out = ok(
+            "runc via ctr",
+            d.ctr(
+                &ctr,
+                "default",
+                &[
+                    "run",
+                    "--rm",
+                    "--runc-binary",
+                    runc.to_str().unwrap(),
+                    "docker.io/library/busybox:latest",
+                    "o1",
+                    "sh",
+                    "-c",
+                    PROBE,
+                ],
+            ),
+        );
+        let theirs: Vec<&str> = out.lines().collect();
+        // ctr sets no hostname; everything else must match the built-in runtime.
+        assert_eq!(theirs[0], lines[0]);
+        assert_eq!(
+            theirs[2..6],
+            lines[2..6],
+            "runc:\n{out}\nbuilt-in:\n{builtin}"
+        );
+        let ours = ok(
+            "builtin via ctr",
+            d.ctr(
+                &ctr,
+                "default",
+                &[
+                    "run",
+                    "--rm",
+                    "docker.io/library/busybox:latest",
+                    "o2",
+                    "sh",
+                    "-c",
+                    PROBE,
+                ],
+            ),
+        );
+        assert_eq!(
+            out.replace("o1", "X"),
+            ours.replace("o2", "X"),
+            "ctr-built spec: runc and built-in agree"
+        );
+    }
+    no_mounts_under(d.dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_kills_and_reports_oom() {
+    if !require_root("running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ch = d.channel().await;
+    let mut sub = EventsClient::new(ch)
+        .subscribe(events::SubscribeRequest {
+            filters: vec!["topic==/tasks/oom".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sock = d.address();
+    let dir = d.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin("berthctl"))
+            .args([
+                "--address",
+                &sock,
+                "run",
+                "--rm",
+                "--memory-limit",
+                "16777216",
+                "busybox",
+                "oom1",
+                "sh",
+                "-c",
+            ])
+            .arg("x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived")
+            .env("BERTH_FIFO_DIR", dir.join("fifo"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "killed by the OOM killer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("an OOM event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.topic, "/tasks/oom");
+    let oom: berth_proto::pb::containerd::events::TaskOom =
+        berth_proto::typeurl::unpack(ev.event.as_ref().unwrap()).unwrap();
+    assert_eq!(oom.container_id, "oom1");
+}
+
+#[test]
+fn containerd_runs_berths_shim() {
+    let Some(containerd) = peer("containerd") else {
+        return;
+    };
+    let Some(ctr) = peer("ctr") else { return };
+    if !require_root("containerd") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("berth-ctrd-")
+        .tempdir()
+        .unwrap();
+    let sock = dir.path().join("c.sock");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n",
+            dir.path().join("root").display(),
+            dir.path().join("state").display(),
+            sock.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        target_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = Command::new(&containerd)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .env("PATH", &path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("containerd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "containerd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ctr = |args: &[&str]| {
+        Command::new(&ctr)
+            .arg("--address")
+            .arg(&sock)
+            .args(args)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let fx = fixtures();
+    ok(
+        "import",
+        ctr(&[
+            "images",
+            "import",
+            fx.join("busybox-docker.tar").to_str().unwrap(),
+        ]),
+    );
+    let out = ok(
+        "ctr run via berth shim",
+        ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            "io.containerd.berth.v2",
+            "docker.io/library/busybox:latest",
+            "viaberth",
+            "echo",
+            "hi",
+        ]),
+    );
+    assert_eq!(out, "hi\n");
+    let out = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.berth.v2",
+        "docker.io/library/busybox:latest",
+        "code",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(c.id() as i32, libc::SIGTERM);
+    }
+    let _ = c.wait();
+    no_mounts_under(dir.path());
+}
+
+#[test]
+fn restart_keeps_containers_running() {
+    if !require_root("running containers") {
+        return;
+    }
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    for i in 0..10 {
+        ok(
+            "run -d",
+            d.berthctl(
+                "default",
+                &["run", "-d", "busybox", &format!("k{i}"), "sleep", "600"],
+            ),
+        );
+    }
+    ok(
+        "run -d dier",
+        d.berthctl(
+            "default",
+            &[
+                "run",
+                "-d",
+                "busybox",
+                "dier",
+                "sh",
+                "-c",
+                "sleep 1; exit 7",
+            ],
+        ),
+    );
+    let tasks = |d: &Daemon| -> serde_json::Value {
+        serde_json::from_str(&ok(
+            "tasks ls",
+            d.berthctl("default", &["--format", "json", "tasks", "ls"]),
+        ))
+        .unwrap()
+    };
+    let before = tasks(&d);
+    let pids: Vec<u64> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["id"].as_str().unwrap().starts_with('k'))
+        .map(|t| t["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 10);
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(1500)); // the dier exits meanwhile
+    for p in &pids {
+        assert!(
+            std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "container {p} died with the daemon"
+        );
+    }
+    d.restart();
+    let after = tasks(&d);
+    let list = after.as_array().unwrap();
+    let running = list.iter().filter(|t| t["status"] == "RUNNING").count();
+    assert_eq!(running, 10, "{after:#}");
+    let dier = list
+        .iter()
+        .find(|t| t["id"] == "dier")
+        .expect("dier listed");
+    assert_eq!(dier["status"], "STOPPED");
+    assert_eq!(dier["exit_status"], 7, "the real exit status: {dier}");
+    let ex = ok(
+        "exec after restart",
+        d.berthctl("default", &["tasks", "exec", "k3", "echo", "still-here"]),
+    );
+    assert_eq!(ex, "still-here\n");
+
+    // A shim killed outright: its task is reported stopped and cleaned up.
+    let shim = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let s = String::from_utf8_lossy(&c).replace('\0', " ");
+                    s.contains("containerd-shim-berth-v2") && s.contains(" -id k5 ")
+                })
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().parse::<i32>().unwrap())
+        .expect("shim of k5");
+    // SAFETY: killing the shim we started (through berthd) for this test.
+    unsafe {
+        libc::kill(shim, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = tasks(&d);
+        if t.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == "k5" && x["status"] == "STOPPED")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "k5 not reported stopped: {t:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("/k5/rootfs"), "k5's rootfs unmounted");
+
+    for t in tasks(&d).as_array().unwrap() {
+        let id = t["id"].as_str().unwrap();
+        ok("rm", d.berthctl("default", &["tasks", "rm", "-f", id]));
+        ok("c rm", d.berthctl("default", &["containers", "rm", id]));
+    }
+    no_mounts_under(d.dir.path());
+}
