@@ -1,0 +1,173 @@
+//! Benchmark (not a test): `run --rm true` latency (median of 25, driven by
+//! the real ctr), shim memory (RSS and PSS per shim with 50 containers) and
+//! daemon RSS — for berthd with its built-in runtime, and for
+//! containerd + runc when installed, side by side.
+//!
+//! Run: `cargo build --release --workspace --bins && target/release/bench-run`
+
+use berth_tests::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 25;
+const CONTAINERS: usize = 50;
+
+fn kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
+}
+
+fn pids_of(pattern: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let first = cmd.split(|b| *b == 0).next()?;
+            String::from_utf8_lossy(first).ends_with(pattern).then_some(pid)
+        })
+        .collect()
+}
+
+struct Figures {
+    median_ms: f64,
+    shim_rss_kib: f64,
+    shim_pss_kib: f64,
+    daemon_rss_kib: u64,
+}
+
+fn measure(ctr: &Path, sock: &Path, runtime_args: &[&str], shim: &str, daemon_pid: u32) -> Figures {
+    let c = |args: &[&str]| {
+        Command::new(ctr)
+            .arg("--address")
+            .arg(sock)
+            .args(["-n", "bench"])
+            .args(args)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let fx = fixtures();
+    ok("import", c(&["images", "import", fx.join("busybox-docker.tar").to_str().unwrap()]));
+    let mut times = Vec::new();
+    for i in 0..RUNS + 2 {
+        let id = format!("lat{i}");
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(runtime_args);
+        args.extend_from_slice(&["docker.io/library/busybox:latest", &id, "true"]);
+        let t = Instant::now();
+        ok("run --rm true", c(&args));
+        if i >= 2 {
+            times.push(t.elapsed()); // two warm-up runs
+        }
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    for i in 0..CONTAINERS {
+        let id = format!("mem{i}");
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(runtime_args);
+        args.extend_from_slice(&["docker.io/library/busybox:latest", &id, "sleep", "600"]);
+        ok("run -d", c(&args));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let shims = pids_of(shim);
+    let n = shims.len().max(1) as f64;
+    let rss: u64 = shims.iter().map(|p| kib(*p, "Rss:")).sum();
+    let pss: u64 = shims.iter().map(|p| kib(*p, "Pss:")).sum();
+    let daemon_rss = kib(daemon_pid, "Rss:");
+    eprintln!("  {} shims found", shims.len());
+    for i in 0..CONTAINERS {
+        let id = format!("mem{i}");
+        let _ = c(&["tasks", "kill", "-s", "SIGKILL", &id]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..CONTAINERS {
+        let id = format!("mem{i}");
+        let _ = c(&["tasks", "rm", &id]);
+        let _ = c(&["containers", "rm", &id]);
+    }
+    Figures {
+        median_ms: median.as_secs_f64() * 1000.0,
+        shim_rss_kib: rss as f64 / n,
+        shim_pss_kib: pss as f64 / n,
+        daemon_rss_kib: daemon_rss,
+    }
+}
+
+fn wait_sock(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(Instant::now() < deadline, "{} did not come up", sock.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn containerd_figures(ctr: &Path) -> Option<Figures> {
+    let containerd = peer("containerd")?;
+    peer("containerd-shim-runc-v2")?;
+    let dir = tempfile::Builder::new().prefix("bench-ctrd-").tempdir().unwrap();
+    let sock = dir.path().join("c.sock");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n",
+            dir.path().join("root").display(),
+            dir.path().join("state").display(),
+            sock.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(containerd)
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _stop = Stop(child);
+    wait_sock(&sock);
+    Some(measure(ctr, &sock, &[], "containerd-shim-runc-v2", pid))
+}
+
+fn main() {
+    if !require_root("the run benchmark") {
+        return;
+    }
+    let Some(ctr) = peer("ctr") else { return };
+    let d = Daemon::start();
+    let b = measure(&ctr, &d.sock, &[], "containerd-shim-berth-v2", d.pid());
+    let c = containerd_figures(&ctr);
+    println!("run --rm true (median of {RUNS}, ctr client) and memory with {CONTAINERS} containers");
+    println!("{:<26} {:>10} {:>14} {:>14} {:>14}", "runtime", "run ms", "shim RSS KiB", "shim PSS KiB", "daemon RSS KiB");
+    let row = |name: &str, f: &Figures| {
+        println!(
+            "{:<26} {:>10.1} {:>14.0} {:>14.0} {:>14}",
+            name, f.median_ms, f.shim_rss_kib, f.shim_pss_kib, f.daemon_rss_kib
+        )
+    };
+    row("berthd + built-in runtime", &b);
+    match &c {
+        Some(c) => row("containerd 1.6 + runc", c),
+        None => println!("{:<26} {:>10}", "containerd + runc", "n/a"),
+    }
+}
