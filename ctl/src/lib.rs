@@ -58,7 +58,10 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    match rt.block_on(commands::run(cli)) {
+    let out = rt.block_on(commands::run(cli));
+    // Do not wait for a blocked stdin reader thread.
+    rt.shutdown_background();
+    match out {
         Ok(()) => 0,
         Err(e) => {
             if let Some(code) = e.downcast_ref::<run::ExitCode>() {

@@ -222,6 +222,11 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
     if a.net_host {
         spec["hostname"] = Value::Null;
     }
+    if a.tty
+        && let Some((w, h)) = terminal_size()
+    {
+        spec["process"]["consoleSize"] = json!({"height": h, "width": w});
+    }
     Ok(spec)
 }
 
@@ -449,13 +454,28 @@ pub fn forward_signals(
     })
 }
 
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>()
+        .is_some_and(|s| s.code() == tonic::Code::NotFound)
+}
+
 /// `berthctl run`.
 pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     if a.rm && a.detach {
         bail!(CtlError("--rm and --detach cannot be used together".into()));
     }
-    let name = berth_proto::reference::normalize(&a.image).map_err(CtlError)?;
-    let img = resolve(ctx, &name, a.platform.as_deref()).await?;
+    // Like nerdctl: an image stored under the exact name wins (imports
+    // without a registry name), otherwise the docker-normalized name.
+    let img = match resolve(ctx, &a.image, a.platform.as_deref()).await {
+        Err(e) if is_not_found(&e) => {
+            let name = berth_proto::reference::normalize(&a.image).map_err(CtlError)?;
+            if name == a.image {
+                return Err(e);
+            }
+            resolve(ctx, &name, a.platform.as_deref()).await?
+        }
+        r => r?,
+    };
     let snapshotter = a.snapshotter.clone();
     let lease = Lease::create(ctx).await?;
     let setup = async {
@@ -482,7 +502,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 .filter_map(|l| l.split_once('='))
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
-            image: name.clone(),
+            image: img.name.clone(),
             runtime: Some(capi::container::Runtime {
                 name: a.runtime.clone(),
                 options: None,

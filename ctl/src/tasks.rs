@@ -396,6 +396,10 @@ async fn exec(
     let mut process = spec["process"].clone();
     process["args"] = json!(command);
     process["terminal"] = json!(tty);
+    process["consoleSize"] = match crate::run::terminal_size() {
+        Some((w, h)) if tty => json!({"height": h, "width": w}),
+        _ => serde_json::Value::Null,
+    };
     if let Some(d) = cwd {
         process["cwd"] = json!(d);
     }

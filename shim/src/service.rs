@@ -321,19 +321,24 @@ impl Shim {
                 }
             };
         let rt: Arc<dyn OciRuntime> = Arc::from(choice.build());
-        let pid = match rt.create(CreateOpts {
+        let mut shim_io = shim_io;
+        let created = match rt.create(CreateOpts {
             id: self.id.clone(),
             bundle: bundle.clone(),
             rootfs: rootfs.clone(),
             spec,
             io: child_io,
         }) {
-            Ok(p) => p,
+            Ok(c) => c,
             Err(e) => {
                 undo(self);
                 return Err(e);
             }
         };
+        let pid = created.pid;
+        if let Some(master) = created.console {
+            crate::stdio::attach_console(&mut shim_io, master)?;
+        }
         write_file(&bundle.join(files::INIT_PID), pid.to_string().as_bytes())?;
         {
             let mut g = self.lock();
@@ -401,7 +406,7 @@ impl Shim {
                 Error::precondition(format!("exec {} was already started", req.exec_id))
             })?
         };
-        let pid = rt.exec(
+        let created = rt.exec(
             &self.id,
             ExecOpts {
                 exec_id: req.exec_id.clone(),
@@ -409,6 +414,13 @@ impl Shim {
                 io,
             },
         )?;
+        let pid = created.pid;
+        if let Some(master) = created.console {
+            let mut g = self.lock();
+            if let Some(p) = g.execs.get_mut(&req.exec_id) {
+                crate::stdio::attach_console(&mut p.io, master)?;
+            }
+        }
         self.started(&req.exec_id, pid);
         self.publisher.publish(
             "/tasks/exec-started",

@@ -15,8 +15,10 @@ pub struct ChildIo {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
-    /// Terminal slave, used for all three when set.
-    pub console: Option<OwnedFd>,
+    /// The process wants a terminal: the runtime creates it inside the
+    /// container (so it belongs to the container's devpts) and hands the
+    /// master back for [`attach_console`].
+    pub terminal: bool,
 }
 
 /// The shim side of a process's I/O.
@@ -28,6 +30,19 @@ pub struct ShimIo {
     pub input: Option<JoinHandle<()>>,
     /// Terminal master (for resizes).
     pub console: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
+    /// The client's ends, opened at setup, waiting for the terminal master.
+    pending_console: Option<PendingConsole>,
+}
+
+#[derive(Default)]
+struct PendingConsole {
+    input: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
+    output: Option<Output>,
+}
+
+enum Output {
+    Fifo(std::sync::Arc<AsyncFd<OwnedFd>>),
+    File(std::fs::File),
 }
 
 fn nonblocking(fd: &impl AsFd) -> Result<()> {
@@ -152,33 +167,26 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
     let mut child = ChildIo::default();
     let mut shim = ShimIo::default();
     if terminal {
-        let pty =
-            nix::pty::openpty(None, None).map_err(|e| Error::sys("open a pseudo-terminal", e))?;
-        fcntl(
-            &pty.master,
-            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
-        fcntl(
-            &pty.slave,
-            FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(|e| Error::sys("set FD_CLOEXEC", e))?;
-        let master = std::sync::Arc::new(async_fd(pty.master)?);
+        // Open the client's ends now (the client may open its side as soon
+        // as the request returns); the master arrives from the runtime.
+        child.terminal = true;
+        let mut p = PendingConsole::default();
         if stdout.starts_with("file://") {
-            shim.outputs
-                .push(copy_to_file(master.clone(), open_log(stdout)?));
+            p.output = Some(Output::File(open_log(stdout)?));
         } else if !stdout.is_empty() {
             // O_RDWR: never blocks, and the client's reader sees EOF once we close.
-            let out = std::sync::Arc::new(async_fd(open_fifo(stdout, OFlag::O_RDWR)?)?);
-            shim.outputs.push(copy(master.clone(), out));
+            p.output = Some(Output::Fifo(std::sync::Arc::new(async_fd(open_fifo(
+                stdout,
+                OFlag::O_RDWR,
+            )?)?)));
         }
         if !stdin.is_empty() {
-            let inp = std::sync::Arc::new(async_fd(open_fifo(stdin, OFlag::O_RDONLY)?)?);
-            shim.input = Some(copy(inp, master.clone()));
+            p.input = Some(std::sync::Arc::new(async_fd(open_fifo(
+                stdin,
+                OFlag::O_RDONLY,
+            )?)?));
         }
-        shim.console = Some(master);
-        child.console = Some(pty.slave);
+        shim.pending_console = Some(p);
         return Ok((child, shim));
     }
     for (path, is_err) in [(stdout, false), (stderr, true)] {
@@ -215,6 +223,22 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
         r
     });
     Ok((child, shim))
+}
+
+/// Connects a terminal master (from the runtime) to the client's ends.
+pub fn attach_console(shim: &mut ShimIo, master: OwnedFd) -> Result<()> {
+    let p = shim.pending_console.take().unwrap_or_default();
+    let master = std::sync::Arc::new(async_fd(master)?);
+    match p.output {
+        Some(Output::File(f)) => shim.outputs.push(copy_to_file(master.clone(), f)),
+        Some(Output::Fifo(out)) => shim.outputs.push(copy(master.clone(), out)),
+        None => {}
+    }
+    if let Some(inp) = p.input {
+        shim.input = Some(copy(inp, master.clone()));
+    }
+    shim.console = Some(master);
+    Ok(())
 }
 
 /// Sets a terminal's window size.

@@ -267,6 +267,35 @@ impl Daemon {
             .output()
             .expect("run berthctl")
     }
+
+    /// Runs `berthctl` on a fresh pseudo-terminal of `cols`x`rows` made by
+    /// `script(1)` (the `script` peer), as an operator at a terminal would.
+    pub fn berthctl_in_terminal(
+        &self,
+        script: &Path,
+        (cols, rows): (u16, u16),
+        args: &[&str],
+    ) -> Output {
+        let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+        let mut cmd = format!(
+            "stty cols {cols} rows {rows}; exec {} --address {} --namespace default",
+            quote(bin("berthctl").to_str().unwrap()),
+            quote(self.sock.to_str().unwrap()),
+        );
+        for a in args {
+            cmd.push(' ');
+            cmd.push_str(&quote(a));
+        }
+        Command::new(script)
+            .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .env_remove("BERTH_ADDRESS")
+            .env_remove("BERTH_NAMESPACE")
+            .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
+            .env("BERTH_LOG_DIR", self.dir.path().join("logs"))
+            .output()
+            .expect("run script")
+    }
 }
 
 impl Drop for Daemon {

@@ -544,3 +544,59 @@ fn restart_keeps_containers_running() {
     }
     no_mounts_under(d.dir.path());
 }
+
+#[test]
+fn terminals_for_run_and_exec() {
+    let Some(script) = peer("script") else { return };
+    if !require_root("running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let image = "docker.io/library/busybox:latest";
+    let out = d.berthctl_in_terminal(
+        &script,
+        (91, 27),
+        &[
+            "run",
+            "--rm",
+            "-t",
+            image,
+            "tty1",
+            "sh",
+            "-c",
+            "tty; stty size; exit 3",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status passes through:\n{text}"
+    );
+    assert!(
+        text.contains("/dev/pts/0"),
+        "a terminal of the container's own devpts:\n{text}"
+    );
+    assert!(
+        text.contains("27 91"),
+        "sized from the client's terminal before it runs:\n{text}"
+    );
+
+    ok(
+        "run -d",
+        d.berthctl("default", &["run", "-d", image, "tty2", "sleep", "300"]),
+    );
+    let out = d.berthctl_in_terminal(
+        &script,
+        (80, 24),
+        &["tasks", "exec", "-t", "tty2", "sh", "-c", "tty; stty size"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "exec -t:\n{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("24 80"), "{text}");
+    ok("rm", d.berthctl("default", &["tasks", "rm", "-f", "tty2"]));
+    ok("c rm", d.berthctl("default", &["containers", "rm", "tty2"]));
+    no_mounts_under(d.dir.path());
+}

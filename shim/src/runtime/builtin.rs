@@ -2,7 +2,7 @@
 //! children of the shim (see `init.rs`); the shim owns their cgroup.
 
 use super::init;
-use super::{CreateOpts, ExecOpts, OciRuntime};
+use super::{CreateOpts, Created, ExecOpts, OciRuntime};
 use crate::cgroup::Cgroup;
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
@@ -99,7 +99,7 @@ impl Builtin {
 }
 
 impl OciRuntime for Builtin {
-    fn create(&self, opts: CreateOpts) -> Result<u32> {
+    fn create(&self, opts: CreateOpts) -> Result<Created> {
         unsupported(&opts.spec)?;
         let linux = opts.spec.linux().clone().unwrap_or_default();
         let cgroups_path = linux
@@ -132,22 +132,29 @@ impl OciRuntime for Builtin {
         let setup = (|| {
             cgroup.add(pid)?;
             init::send(&parent, "c");
-            let m = init::recv(&parent)?;
+            // A terminal's master comes first when the process wants one.
+            let (mut m, console) = init::recv_fd(&parent)?;
+            if m == "m" {
+                m = init::recv(&parent)?;
+            }
             if m == "r" {
-                Ok(())
+                Ok(console)
             } else {
                 Err(child_error(&m))
             }
         })();
-        if let Err(e) = setup {
-            // SAFETY: kill our own half-made container.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
+        let console = match setup {
+            Ok(c) => c,
+            Err(e) => {
+                // SAFETY: kill our own half-made container.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+                reap(nix::unistd::Pid::from_raw(pid as i32));
+                cgroup.delete();
+                return Err(e.context("create container"));
             }
-            reap(nix::unistd::Pid::from_raw(pid as i32));
-            cgroup.delete();
-            return Err(e.context("create container"));
-        }
+        };
         *self
             .state
             .lock()
@@ -157,7 +164,7 @@ impl OciRuntime for Builtin {
             cgroups_path,
             sync: Some(parent),
         });
-        Ok(pid)
+        Ok(Created { pid, console })
     }
 
     fn start(&self, _id: &str) -> Result<()> {
@@ -175,7 +182,7 @@ impl OciRuntime for Builtin {
         }
     }
 
-    fn exec(&self, _id: &str, opts: ExecOpts) -> Result<u32> {
+    fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
         let (init_pid, path) = self.with(|s| Ok((s.pid, s.cgroups_path.clone())))?;
         let (parent, child) = sync_pair()?;
         // SAFETY: as in create.
@@ -193,9 +200,14 @@ impl OciRuntime for Builtin {
         let pid = first
             .and_then(|m| pid_or_error(&m))
             .map_err(|e| e.context(format!("exec {}", opts.exec_id)))?;
-        // Wait for the exec itself (the socket closes) or its failure.
-        match init::recv(&parent)? {
-            m if m.is_empty() => Ok(pid),
+        // A terminal's master may come first; then the exec itself (the
+        // socket closes) or its failure.
+        let (mut m, console) = init::recv_fd(&parent)?;
+        if m == "m" {
+            m = init::recv(&parent)?;
+        }
+        match m {
+            m if m.is_empty() => Ok(Created { pid, console }),
             m => Err(child_error(&m).context(format!("exec {}", opts.exec_id))),
         }
     }

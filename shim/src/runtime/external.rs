@@ -2,7 +2,7 @@
 //! selected by the `BinaryName` runtime option. It is also the oracle the
 //! built-in runtime is tested against.
 
-use super::{CreateOpts, ExecOpts, OciRuntime};
+use super::{CreateOpts, Created, ExecOpts, OciRuntime};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
@@ -78,8 +78,8 @@ fn stdio(fd: Option<std::os::fd::OwnedFd>) -> Stdio {
 }
 
 impl OciRuntime for External {
-    fn create(&self, opts: CreateOpts) -> Result<u32> {
-        if opts.io.console.is_some() {
+    fn create(&self, opts: CreateOpts) -> Result<Created> {
+        if opts.io.terminal {
             return Err(Error::unimplemented(format!(
                 "terminals are not supported with {} yet: run without -t or use the built-in runtime",
                 self.binary
@@ -115,11 +115,12 @@ impl OciRuntime for External {
             .bundle
             .lock()
             .map_err(|_| Error::internal("runtime state poisoned"))? = Some(opts.bundle.clone());
-        std::fs::read_to_string(&pidfile)
+        let pid = std::fs::read_to_string(&pidfile)
             .map_err(|e| Error::io("read the runtime's pid file", e))?
             .trim()
             .parse()
-            .map_err(|_| Error::internal("the runtime's pid file holds no pid"))
+            .map_err(|_| Error::internal("the runtime's pid file holds no pid"))?;
+        Ok(Created { pid, console: None })
     }
 
     fn start(&self, id: &str) -> Result<()> {
@@ -128,8 +129,8 @@ impl OciRuntime for External {
         self.run(c, "start").map(|_| ())
     }
 
-    fn exec(&self, id: &str, opts: ExecOpts) -> Result<u32> {
-        if opts.io.console.is_some() {
+    fn exec(&self, id: &str, opts: ExecOpts) -> Result<Created> {
+        if opts.io.terminal {
             return Err(Error::unimplemented(format!(
                 "terminals are not supported with {} yet",
                 self.binary
@@ -156,11 +157,12 @@ impl OciRuntime for External {
         let r = self.run(c, "exec");
         let _ = std::fs::remove_file(&pfile);
         r?;
-        std::fs::read_to_string(&pidfile)
+        let pid = std::fs::read_to_string(&pidfile)
             .map_err(|e| Error::io("read exec pid file", e))?
             .trim()
             .parse()
-            .map_err(|_| Error::internal("exec pid file holds no pid"))
+            .map_err(|_| Error::internal("exec pid file holds no pid"))?;
+        Ok(Created { pid, console: None })
     }
 
     fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {

@@ -27,6 +27,82 @@ pub fn send(sock: &OwnedFd, msg: &str) {
     );
 }
 
+/// Sends a message with a descriptor attached (the terminal master).
+pub fn send_fd(sock: &OwnedFd, msg: &str, fd: &OwnedFd) -> Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [std::io::IoSlice::new(msg.as_bytes())];
+    let fds = [fd.as_raw_fd()];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| Error::sys("send terminal to the shim", e))?;
+    Ok(())
+}
+
+/// Receives one message and a descriptor, if one came with it.
+pub fn recv_fd(sock: &OwnedFd) -> Result<(String, Option<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = vec![0u8; 8192];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let (n, fd) = loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(Error::sys("read from the container process", e)),
+            Ok(m) => {
+                let mut fd = None;
+                if let Ok(cms) = m.cmsgs() {
+                    for c in cms {
+                        if let ControlMessageOwned::ScmRights(fds) = c
+                            && let Some(f) = fds.first()
+                        {
+                            // SAFETY: the kernel just gave us this descriptor.
+                            fd = Some(unsafe { OwnedFd::from_raw_fd(*f) });
+                        }
+                    }
+                }
+                break (m.bytes, fd);
+            }
+        }
+    };
+    Ok((String::from_utf8_lossy(&buf[..n]).to_string(), fd))
+}
+
+/// Opens a terminal in the container's devpts, sends its master to the
+/// shim, and returns the slave.
+fn open_console(sock: &OwnedFd) -> Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("open /dev/ptmx in the container", e))?;
+    nix::pty::grantpt(&master).map_err(|e| Error::sys("grantpt", e))?;
+    nix::pty::unlockpt(&master).map_err(|e| Error::sys("unlockpt", e))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| Error::sys("ptsname", e))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::sys(format!("open {name}"), e))?;
+    // SAFETY: PtyMaster owns a valid descriptor; we take it over.
+    let master = unsafe {
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+            master,
+        ))
+    };
+    send_fd(sock, "m", &master)?;
+    Ok(slave)
+}
+
 /// Receives one message; empty on EOF.
 pub fn recv(sock: &OwnedFd) -> Result<String> {
     let mut buf = vec![0u8; 8192];
@@ -132,7 +208,9 @@ fn intermediate_inner(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -
     }
 }
 
-fn setup_stdio(io: &ChildIo) -> Result<()> {
+/// Connects the process's stdio: the client's pipes, or a terminal made in
+/// the container (whose master goes to the shim over `sock`).
+fn setup_stdio(io: &ChildIo, sock: &OwnedFd, process: Option<&Process>) -> Result<()> {
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
     let dup = |fd: &OwnedFd, to: i32| {
         // SAFETY: dup2 onto a standard descriptor.
@@ -141,16 +219,29 @@ fn setup_stdio(io: &ChildIo) -> Result<()> {
         }
         Ok(())
     };
-    if let Some(c) = &io.console {
+    if io.terminal {
+        let slave = open_console(sock)?;
+        // Sized before the program runs (like runc), so it never sees 0x0
+        // while the client's first resize is on its way.
+        if let Some(sz) = process.and_then(|p| p.console_size()) {
+            let ws = libc::winsize {
+                ws_row: u16::try_from(sz.height()).unwrap_or(u16::MAX),
+                ws_col: u16::try_from(sz.width()).unwrap_or(u16::MAX),
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
+            unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
         // SAFETY: make the terminal our controlling terminal.
-        if unsafe { libc::ioctl(c.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
             return Err(Error::io(
                 "set controlling terminal",
                 std::io::Error::last_os_error(),
             ));
         }
         for to in 0..3 {
-            dup(c, to)?;
+            dup(&slave, to)?;
         }
         return Ok(());
     }
@@ -184,8 +275,6 @@ fn init_main(
                 .map_err(|e| Error::sys("create cgroup namespace", e))?,
         }
     }
-    setup_stdio(&io)?;
-    drop(io);
     if has(LinuxNamespaceType::Mount).is_none() {
         return Err(Error::unimplemented(
             "the built-in runtime needs a mount namespace: add one to the spec",
@@ -197,6 +286,9 @@ fn init_main(
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     setup_rootfs(spec, rootfs, &cgroups_path)?;
+    // After pivot_root, so a terminal is made in the container's devpts.
+    setup_stdio(&io, sock, spec.process().as_ref())?;
+    drop(io);
     if let Some(h) = spec.hostname()
         && has(LinuxNamespaceType::Uts).is_some_and(|n| n.path().is_none())
     {
@@ -871,7 +963,7 @@ pub fn exec_intermediate(
         match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork exec process", e))? {
             nix::unistd::ForkResult::Child => {
                 let e = (|| -> Result<std::convert::Infallible> {
-                    setup_stdio(&io)?;
+                    setup_stdio(&io, &sock, Some(process))?;
                     let p = prepare_process(process)?;
                     Err(exec(&p))
                 })();

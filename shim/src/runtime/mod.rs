@@ -28,19 +28,27 @@ pub struct ExecOpts {
     pub io: ChildIo,
 }
 
+/// A process the runtime made.
+pub struct Created {
+    pub pid: u32,
+    /// The master of its terminal, when it asked for one.
+    pub console: Option<std::os::fd::OwnedFd>,
+}
+
 /// A low-level OCI runtime.
 ///
 /// Contract: [`create`](Self::create) sets the container up and leaves its
 /// init process waiting before the user's program, and returns the init's
-/// pid (a child of the shim, which reaps it); [`start`](Self::start) lets it
+/// pid (a child of the shim, which reaps it) and, for a terminal, its
+/// master, created inside the container; [`start`](Self::start) lets it
 /// run the program and fails if that cannot be executed.
 /// [`exec`](Self::exec) runs another process in the container's namespaces
 /// and cgroup at once and returns its pid. Methods block: the shim calls them
 /// from its single thread, which is what makes forking safe.
 pub trait OciRuntime: Send + Sync {
-    fn create(&self, opts: CreateOpts) -> Result<u32>;
+    fn create(&self, opts: CreateOpts) -> Result<Created>;
     fn start(&self, id: &str) -> Result<()>;
-    fn exec(&self, id: &str, opts: ExecOpts) -> Result<u32>;
+    fn exec(&self, id: &str, opts: ExecOpts) -> Result<Created>;
     /// Signals one process, or with `all` every process of the container.
     fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()>;
     /// Removes the container (its processes are killed first).

@@ -17,7 +17,10 @@ fn kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -29,7 +32,9 @@ fn pids_of(pattern: &str) -> Vec<u32> {
             let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
             let first = cmd.split(|b| *b == 0).next()?;
-            String::from_utf8_lossy(first).ends_with(pattern).then_some(pid)
+            String::from_utf8_lossy(first)
+                .ends_with(pattern)
+                .then_some(pid)
         })
         .collect()
 }
@@ -53,7 +58,14 @@ fn measure(ctr: &Path, sock: &Path, runtime_args: &[&str], shim: &str, daemon_pi
             .unwrap()
     };
     let fx = fixtures();
-    ok("import", c(&["images", "import", fx.join("busybox-docker.tar").to_str().unwrap()]));
+    ok(
+        "import",
+        c(&[
+            "images",
+            "import",
+            fx.join("busybox-docker.tar").to_str().unwrap(),
+        ]),
+    );
     let mut times = Vec::new();
     for i in 0..RUNS + 2 {
         let id = format!("lat{i}");
@@ -103,7 +115,11 @@ fn measure(ctr: &Path, sock: &Path, runtime_args: &[&str], shim: &str, daemon_pi
 fn wait_sock(sock: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        assert!(Instant::now() < deadline, "{} did not come up", sock.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not come up",
+            sock.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -123,7 +139,10 @@ impl Drop for Stop {
 fn containerd_figures(ctr: &Path) -> Option<Figures> {
     let containerd = peer("containerd")?;
     peer("containerd-shim-runc-v2")?;
-    let dir = tempfile::Builder::new().prefix("bench-ctrd-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bench-ctrd-")
+        .tempdir()
+        .unwrap();
     let sock = dir.path().join("c.sock");
     std::fs::write(
         dir.path().join("config.toml"),
@@ -157,8 +176,13 @@ fn main() {
     let d = Daemon::start();
     let b = measure(&ctr, &d.sock, &[], "containerd-shim-berth-v2", d.pid());
     let c = containerd_figures(&ctr);
-    println!("run --rm true (median of {RUNS}, ctr client) and memory with {CONTAINERS} containers");
-    println!("{:<26} {:>10} {:>14} {:>14} {:>14}", "runtime", "run ms", "shim RSS KiB", "shim PSS KiB", "daemon RSS KiB");
+    println!(
+        "run --rm true (median of {RUNS}, ctr client) and memory with {CONTAINERS} containers"
+    );
+    println!(
+        "{:<26} {:>10} {:>14} {:>14} {:>14}",
+        "runtime", "run ms", "shim RSS KiB", "shim PSS KiB", "daemon RSS KiB"
+    );
     let row = |name: &str, f: &Figures| {
         println!(
             "{:<26} {:>10.1} {:>14.0} {:>14.0} {:>14}",
