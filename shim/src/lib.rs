@@ -20,6 +20,7 @@ pub mod bootstrap;
 pub mod cgroup;
 pub mod error;
 pub mod events;
+pub mod memory;
 pub mod runtime;
 pub mod service;
 pub mod stdio;

@@ -660,7 +660,17 @@ impl task_ttrpc::Task for Service {
     }
 
     async fn start(&self, _c: Context, req: api::StartRequest) -> R<api::StartResponse> {
-        map(self.0.do_start(&req).map(|pid| api::StartResponse { pid }))
+        let r = self.0.do_start(&req);
+        if r.is_ok() && req.exec_id.is_empty() {
+            // The container runs: from here on the shim mostly sleeps. Once
+            // the client has had its answer, let go of the code only setup
+            // needed (see crate::memory).
+            tokio::spawn(async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                crate::memory::trim_code_pages();
+            });
+        }
+        map(r.map(|pid| api::StartResponse { pid }))
     }
 
     async fn delete(&self, _c: Context, req: api::DeleteRequest) -> R<api::DeleteResponse> {

@@ -11,6 +11,7 @@ mod images;
 mod introspection;
 mod leases;
 mod namespaces;
+mod rpclog;
 mod snapshots;
 mod tasks;
 mod transfer;
@@ -75,6 +76,7 @@ pub async fn serve_grpc(
     use berth_proto::services as api;
     let streams = transfer::Streams::new();
     tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(rpclog::RpcLog))
         .add_service(api::version::v1::version_server::VersionServer::new(
             version::VersionService,
         ))

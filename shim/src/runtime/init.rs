@@ -264,11 +264,17 @@ fn init_main(
     io: ChildIo,
     sock: &OwnedFd,
 ) -> Result<std::convert::Infallible> {
-    expect(sock, "c")?;
     let linux = spec.linux().clone().unwrap_or_default();
     let nss = linux.namespaces().clone().unwrap_or_default();
     let has = |t: LinuxNamespaceType| nss.iter().find(|n| n.typ() == t);
-    if let Some(cg) = has(LinuxNamespaceType::Cgroup) {
+    // Joining the cgroup costs the shim an RCU grace period (~10 ms on
+    // cgroup v1); build the root filesystem meanwhile unless a cgroup
+    // namespace must be made from inside the cgroup first.
+    let cgroupns = has(LinuxNamespaceType::Cgroup);
+    if cgroupns.is_some() {
+        expect(sock, "c")?;
+    }
+    if let Some(cg) = cgroupns {
         match cg.path() {
             Some(p) => setns_path(p, CloneFlags::CLONE_NEWCGROUP)?,
             None => nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
@@ -307,6 +313,10 @@ fn init_main(
             .map_err(|e| Error::io("set oom_score_adj", e))?;
     }
     let prepared = prepare_process(&process)?;
+    if cgroupns.is_none() {
+        // In the cgroup before anything of the container's own runs.
+        expect(sock, "c")?;
+    }
     send(sock, "r");
     expect(sock, "s")?;
     Err(exec(&prepared))
