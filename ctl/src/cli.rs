@@ -155,6 +155,18 @@ pub enum Images {
         /// Filters (containerd syntax, e.g. name~=busybox).
         filters: Vec<String>,
     },
+    /// Pull an image from a registry (the daemon fetches and unpacks it).
+    Pull(PullArgs),
+    /// Push an image to a registry (the daemon uploads it).
+    Push(PushArgs),
+    /// Give an image another name (docker-normalized, e.g. bb -> docker.io/library/bb:latest).
+    Tag {
+        source: String,
+        target: String,
+        /// Replace an image already named TARGET.
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Import an OCI image-layout or docker-archive tar.
     Import(ImportArgs),
     /// Export images as an OCI image-layout tar (docker-loadable).
@@ -196,6 +208,55 @@ pub enum Images {
         #[arg(long, default_value = "")]
         snapshotter: String,
     },
+}
+
+/// How to reach and log in to a registry.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to the registry (automatic for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Credentials as USER:PASSWORD (USER alone asks for the password);
+    /// otherwise docker's config.json ($DOCKER_CONFIG or ~/.docker) is used.
+    #[arg(short, long, env = "BERTH_REGISTRY_USER", hide_env_values = true)]
+    pub user: Option<String>,
+    /// Also trust this CA certificate (PEM) for the registry's TLS.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// A certs.d-style directory (<dir>/<host:port>/*.crt) for the daemon to use.
+    #[arg(long)]
+    pub hosts_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Image reference (docker-normalized: busybox means docker.io/library/busybox:latest).
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Platform to fetch from a multi-platform image (repeatable; default: this host's).
+    #[arg(long)]
+    pub platform: Vec<String>,
+    /// Fetch every platform of a multi-platform image.
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
+    /// Snapshotter to unpack into.
+    #[arg(long, default_value = "overlayfs")]
+    pub snapshotter: String,
+    /// Only fetch; do not unpack.
+    #[arg(long)]
+    pub no_unpack: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Image to push, named by where it goes (e.g. 127.0.0.1:5000/bb:1; see `images tag`).
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Push only this platform's manifest of a multi-platform image.
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -353,6 +353,13 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
             }
             t.print(ctx.format)?;
         }
+        Images::Pull(a) => crate::registry::pull(ctx, a).await?,
+        Images::Push(a) => crate::registry::push(ctx, a).await?,
+        Images::Tag {
+            source,
+            target,
+            force,
+        } => crate::registry::tag(ctx, &source, &target, force).await?,
         Images::Import(a) => crate::transfer::import(ctx, a).await?,
         Images::Export(a) => crate::transfer::export(ctx, a).await?,
         Images::Rm { names, sync } => {

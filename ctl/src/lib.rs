@@ -6,6 +6,7 @@ pub mod cli;
 mod commands;
 mod image;
 pub mod output;
+mod registry;
 mod run;
 mod snapshots;
 mod tasks;

@@ -26,13 +26,13 @@ const MAX_DATA: usize = 1 << 20;
 const WINDOW: i32 = 4 << 20;
 
 /// An open stream: what we send and what the daemon sends.
-struct Stream {
-    id: String,
-    tx: mpsc::Sender<Any>,
-    rx: Streaming<Any>,
+pub(crate) struct Stream {
+    pub id: String,
+    pub tx: mpsc::Sender<Any>,
+    pub rx: Streaming<Any>,
 }
 
-async fn open(ctx: &Ctx, kind: &str) -> Result<Stream> {
+pub(crate) async fn open(ctx: &Ctx, kind: &str) -> Result<Stream> {
     let id = format!("{kind}-{}", uuid::Uuid::new_v4().simple());
     let (tx, rx) = mpsc::channel(16);
     tx.send(typeurl::pack(&StreamInit { id: id.clone() }))
@@ -48,7 +48,7 @@ async fn open(ctx: &Ctx, kind: &str) -> Result<Stream> {
     Ok(Stream { id, tx, rx: resp })
 }
 
-fn platform(s: &str) -> Result<berth_proto::types::Platform> {
+pub(crate) fn platform(s: &str) -> Result<berth_proto::types::Platform> {
     let parts: Vec<&str> = s.split('/').collect();
     if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
         return Err(CtlError(format!(

@@ -30,6 +30,19 @@ schedule_delay_ms = 100
 # error, warn, info, debug or trace (or a tracing filter directive).
 level = "info"
 
+[registry]
+# Per-registry settings, laid out like containerd's certs.d:
+# <config_path>/<host[:port]>/*.crt are CA certificates trusted for that
+# registry (which then also makes a localhost registry use HTTPS).
+config_path = "/etc/berth/certs.d"
+# Layers downloaded (or uploaded) at the same time by one pull (push).
+max_concurrent_downloads = 3
+# Give up on a registry connection attempt, or on a registry that stops
+# sending, after this many seconds; transient failures are retried.
+connect_timeout_secs = 10
+read_timeout_secs = 30
+retries = 3
+
 # Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
 # runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
 # io.containerd.runc.v2 (ctr's default) runs berth's own shim. To use
@@ -48,7 +61,31 @@ pub struct Config {
     pub grpc: Grpc,
     pub gc: GcConfig,
     pub log: Log,
+    pub registry: RegistryConfig,
     pub runtimes: std::collections::BTreeMap<String, RuntimeEntry>,
+}
+
+/// How berthd talks to image registries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub config_path: PathBuf,
+    pub max_concurrent_downloads: usize,
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    pub retries: u32,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            config_path: "/etc/berth/certs.d".into(),
+            max_concurrent_downloads: 3,
+            connect_timeout_secs: 10,
+            read_timeout_secs: 30,
+            retries: 3,
+        }
+    }
 }
 
 /// Configuration of one runtime name.
@@ -87,6 +124,7 @@ impl Default for Config {
             grpc: Grpc::default(),
             gc: GcConfig::default(),
             log: Log::default(),
+            registry: RegistryConfig::default(),
             runtimes: Default::default(),
         }
     }

@@ -1,6 +1,7 @@
 //! The in-process services of one daemon, wired together. gRPC adapters in
 //! `server` are thin layers over these.
 
+use crate::config::RegistryConfig;
 use crate::containers::Containers;
 use crate::content::{Blobs, ContentStore};
 use crate::error::{Result, io_err};
@@ -35,13 +36,23 @@ pub struct Core {
     pub unpacking: InFlight,
     /// This installation's identity, persisted in the metadata database.
     pub uuid: String,
+    /// How to reach image registries.
+    pub registry: RegistryConfig,
 }
 
 impl Core {
     /// Opens the stores under `root` (creating them on first use). Must run
     /// inside a tokio runtime: the garbage collector is a task.
     pub fn open(root: &Path, state: &Path, gc_delay: Duration) -> Result<Arc<Core>> {
-        Self::open_with(root, state, gc_delay, "", "", RuntimeConfig::default())
+        Self::open_with(
+            root,
+            state,
+            gc_delay,
+            "",
+            "",
+            RuntimeConfig::default(),
+            RegistryConfig::default(),
+        )
     }
 
     /// Opens the stores, with the addresses shims are told to use and the
@@ -53,6 +64,7 @@ impl Core {
         grpc_address: &str,
         ttrpc_address: &str,
         runtimes: RuntimeConfig,
+        registry: RegistryConfig,
     ) -> Result<Arc<Core>> {
         for d in [root, state] {
             std::fs::create_dir_all(d).map_err(|e| io_err(format!("create {}", d.display()), e))?;
@@ -97,6 +109,7 @@ impl Core {
             gc,
             content,
             uuid,
+            registry,
         }))
     }
 }

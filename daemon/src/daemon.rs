@@ -23,6 +23,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.grpc.address.display().to_string(),
         &cfg.ttrpc_address().display().to_string(),
         runtimes,
+        cfg.registry.clone(),
     )
     .with_context(|| format!("open stores under {}", cfg.root.display()))?;
     // Clean up whatever a crash left half-done (orphaned uploads, blobs).

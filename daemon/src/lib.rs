@@ -19,6 +19,7 @@ pub mod leases;
 pub mod metadata;
 pub mod namespaces;
 pub mod oci;
+pub mod registry;
 pub mod server;
 pub mod snapshots;
 pub mod tasks;

@@ -87,6 +87,20 @@ pub fn unpack(
     sn: &str,
     platform: &Platform,
 ) -> Result<String> {
+    unpack_with(core, ctx, target, sn, platform, &|_| Ok(()))
+}
+
+/// [`unpack`] for layers still arriving: `ready(layer)` returns once that
+/// layer's blob is in the content store (or fails the unpack). Layers whose
+/// snapshot exists are never waited for.
+pub fn unpack_with(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    target: &Descriptor,
+    sn: &str,
+    platform: &Platform,
+    ready: &dyn Fn(&Descriptor) -> Result<()>,
+) -> Result<String> {
     let (sn, _) = core.snapshots.get(sn)?;
     let (manifest, config, layers) = resolve_manifest(core, &ctx.ns, target, platform)?;
     let cfg_digest = Digest::parse(&config.digest)?;
@@ -123,6 +137,8 @@ pub fn unpack(
             let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
             if core.snapshots.stat(&ctx.ns, &sn, chain).is_ok() {
                 Ok(())
+            } else if let Err(e) = ready(layer) {
+                Err(e)
             } else {
                 let parent = if i == 0 { "" } else { chains[i - 1].as_str() };
                 unpack_layer(core, ctx, &sn, layer, &diff_ids[i], chain, parent, &tmp).map_err(

@@ -23,6 +23,7 @@ pub enum Kind {
     DeadlineExceeded,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
 }
 
 impl Kind {
@@ -44,6 +45,7 @@ impl Kind {
             Kind::DeadlineExceeded => Code::DeadlineExceeded,
             Kind::PermissionDenied => Code::PermissionDenied,
             Kind::ResourceExhausted => Code::ResourceExhausted,
+            Kind::Unauthenticated => Code::Unauthenticated,
         }
     }
 
@@ -64,6 +66,7 @@ impl Kind {
             Code::DeadlineExceeded => Kind::DeadlineExceeded,
             Code::PermissionDenied => Kind::PermissionDenied,
             Code::ResourceExhausted => Kind::ResourceExhausted,
+            Code::Unauthenticated => Kind::Unauthenticated,
             _ => Kind::Unknown,
         }
     }
@@ -107,6 +110,7 @@ mod tests {
             Kind::DeadlineExceeded,
             Kind::PermissionDenied,
             Kind::ResourceExhausted,
+            Kind::Unauthenticated,
         ];
         for k in all {
             assert_eq!(Kind::from_code(k.code()), k);

@@ -14,6 +14,7 @@ use crate::archive::{self, ExportOptions, ImportOptions};
 use crate::core::Core;
 use crate::error::Error;
 use crate::oci::Platform;
+use crate::registry;
 use berth_proto::pb::containerd::types::transfer as tt;
 use berth_proto::services::streaming::v1::StreamInit;
 use berth_proto::services::streaming::v1::streaming_server::Streaming;
@@ -161,6 +162,134 @@ fn platforms(ps: &[berth_proto::types::Platform]) -> Vec<Platform> {
         .collect()
 }
 
+impl TransferService {
+    /// The registry options and credentials source a client's resolver names.
+    fn resolver(
+        &self,
+        r: Option<&tt::RegistryResolver>,
+    ) -> Result<
+        (
+            registry::ResolverOptions,
+            Option<Arc<dyn registry::Credentials>>,
+        ),
+        Status,
+    > {
+        let Some(r) = r else {
+            return Ok((registry::ResolverOptions::default(), None));
+        };
+        let plain_http = match r.default_scheme.as_str() {
+            "" | "https" => false,
+            "http" => true,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "default_scheme {other:?} is not supported: use http or https"
+                )));
+            }
+        };
+        let creds: Option<Arc<dyn registry::Credentials>> = if r.auth_stream.is_empty() {
+            None
+        } else {
+            Some(Arc::new(StreamCredentials(tokio::sync::Mutex::new(
+                self.streams.take(&r.auth_stream)?,
+            ))))
+        };
+        Ok((
+            registry::ResolverOptions {
+                plain_http,
+                host_dir: (!r.host_dir.is_empty()).then(|| r.host_dir.clone().into()),
+            },
+            creds,
+        ))
+    }
+}
+
+/// Asks the client for credentials over its auth stream (containerd's
+/// `AuthRequest` / `AuthResponse`).
+struct StreamCredentials(tokio::sync::Mutex<StreamHandle>);
+
+impl registry::Credentials for StreamCredentials {
+    fn get<'a>(
+        &'a self,
+        host: &'a str,
+        reference: &'a str,
+    ) -> futures::future::BoxFuture<'a, crate::error::Result<Option<(String, String)>>> {
+        Box::pin(async move {
+            let mut h = self.0.lock().await;
+            let ask = tt::AuthRequest {
+                host: host.to_string(),
+                reference: reference.to_string(),
+                wwwauthenticate: Vec::new(),
+            };
+            let gone = || Error::unavailable("the client closed its credentials stream");
+            h.outgoing
+                .send(Ok(typeurl::pack(&ask)))
+                .await
+                .map_err(|_| gone())?;
+            let msg = tokio::time::timeout(std::time::Duration::from_secs(60), h.incoming.recv())
+                .await
+                .map_err(|_| {
+                    Error::new(
+                        berth_proto::errdefs::Kind::DeadlineExceeded,
+                        format!("the client did not answer the credentials request for {host} within 60s"),
+                    )
+                })?
+                .ok_or_else(gone)?;
+            let resp: tt::AuthResponse = typeurl::unpack(&msg).ok_or_else(|| {
+                Error::invalid(format!(
+                    "expected containerd.types.transfer.AuthResponse on the credentials stream, got {}",
+                    msg.type_url
+                ))
+            })?;
+            Ok(match tt::AuthType::try_from(resp.auth_type) {
+                Ok(tt::AuthType::Credentials) => Some((resp.username, resp.secret)),
+                // A refresh token or a ready header: sent as a bearer token.
+                Ok(tt::AuthType::Refresh | tt::AuthType::Header) => {
+                    Some((String::new(), resp.secret))
+                }
+                _ => None,
+            })
+        })
+    }
+}
+
+/// Turns registry progress into `Progress` messages on the client's stream.
+/// Await the returned handle after the last clone of the function is
+/// dropped, so every report reaches the client before the transfer answers.
+fn progress_fn(
+    out: Option<mpsc::Sender<Result<Any, Status>>>,
+) -> (registry::ProgressFn, Option<tokio::task::JoinHandle<()>>) {
+    let Some(out) = out else {
+        return (Arc::new(|_| {}), None);
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<registry::ProgressEvent>();
+    let forward = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let msg = tt::Progress {
+                event: p.event,
+                name: p.name,
+                parents: p.parents,
+                progress: p.progress,
+                total: p.total,
+                desc: p.desc.map(Into::into),
+            };
+            if out.send(Ok(typeurl::pack(&msg))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let f: registry::ProgressFn = Arc::new(move |p| {
+        let _ = tx.send(p);
+    });
+    (f, Some(forward))
+}
+
+/// Waits (briefly) until the last progress report went out.
+async fn flush(forward: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(h) = forward {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), h).await;
+    }
+}
+
 /// Sends progress to the client's progress stream, if it opened one.
 struct ProgressSink(Option<mpsc::Sender<Result<Any, Status>>>);
 
@@ -284,10 +413,59 @@ impl Transfer for TransferService {
             .map_err(|e| Status::internal(format!("export task: {e}")))??;
             return Ok(Response::new(()));
         }
-        if typeurl::is::<tt::OciRegistry>(src) || typeurl::is::<tt::OciRegistry>(dst) {
-            return Err(Status::unimplemented(
-                "registry pull and push are not implemented yet",
-            ));
+        if let (Some(src), Some(dst)) = (
+            typeurl::unpack::<tt::OciRegistry>(src),
+            typeurl::unpack::<tt::ImageStore>(dst),
+        ) {
+            let (resolver, creds) = self.resolver(src.resolver.as_ref())?;
+            let unpack = dst
+                .unpacks
+                .iter()
+                .map(|u| {
+                    let p = u.platform.as_ref().map(|p| Platform {
+                        os: p.os.clone(),
+                        architecture: p.architecture.clone(),
+                        variant: p.variant.clone(),
+                    });
+                    self.core
+                        .snapshots
+                        .get(&u.snapshotter)
+                        .map(|(name, _)| (p, name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let req = registry::PullRequest {
+                reference: src.reference.clone(),
+                name: dst.name.clone(),
+                platforms: platforms(&dst.platforms),
+                all_platforms: dst.all_metadata,
+                unpack,
+                labels: dst.labels.clone(),
+                resolver,
+            };
+            let (pf, forward) = progress_fn(progress);
+            let r = registry::pull(&self.core, &ns, req, creds, pf).await;
+            flush(forward).await;
+            let img = r?;
+            tracing::info!(namespace = %ns, image = %img.name, digest = %img.record.target.digest, "pulled");
+            return Ok(Response::new(()));
+        }
+        if let (Some(src), Some(dst)) = (
+            typeurl::unpack::<tt::ImageStore>(src),
+            typeurl::unpack::<tt::OciRegistry>(dst),
+        ) {
+            let (resolver, creds) = self.resolver(dst.resolver.as_ref())?;
+            let req = registry::PushRequest {
+                name: src.name.clone(),
+                reference: dst.reference.clone(),
+                platforms: platforms(&src.platforms),
+                resolver,
+            };
+            let (pf, forward) = progress_fn(progress);
+            let r = registry::push(&self.core, &ns, req, creds, pf).await;
+            flush(forward).await;
+            let d = r?;
+            tracing::info!(namespace = %ns, reference = %dst.reference, digest = %d.digest, "pushed");
+            return Ok(Response::new(()));
         }
         Err(Status::invalid_argument(format!(
             "unsupported transfer from {} to {}",

@@ -1,0 +1,409 @@
+//! `images pull`, `images push` and `images tag`. Pull and push run in the
+//! daemon (Transfer service, as containerd 2's clients do); berthctl
+//! answers the daemon's credential requests on an auth stream and shows
+//! the progress it streams back.
+
+use crate::CtlError;
+use crate::cli::{PullArgs, PushArgs, RegistryArgs};
+use crate::commands::{Ctx, interactive};
+use crate::transfer::{Stream, open, platform};
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use berth_proto::pb::containerd::types::transfer as tt;
+use berth_proto::services::images::v1 as images;
+use berth_proto::services::images::v1::images_client::ImagesClient;
+use berth_proto::services::transfer::v1::transfer_client::TransferClient;
+use berth_proto::services::transfer::v1::{TransferOptions, TransferRequest};
+use berth_proto::typeurl;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use tokio_stream::StreamExt;
+
+/// Credentials for `host`: `--user`, else docker's config.json.
+fn credentials(args: &RegistryArgs, host: &str) -> Result<Option<(String, String)>> {
+    if let Some(u) = &args.user {
+        return Ok(Some(match u.split_once(':') {
+            Some((user, pass)) => (user.to_string(), pass.to_string()),
+            None => (u.clone(), read_password(u, host)?),
+        }));
+    }
+    Ok(docker_config_credentials(host))
+}
+
+fn read_password(user: &str, host: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CtlError(format!(
+            "--user {user} has no password and there is no terminal to ask on: pass --user {user}:PASSWORD"
+        ))
+        .into());
+    }
+    eprint!("Password for {user}@{host}: ");
+    let orig = nix::sys::termios::tcgetattr(&stdin).context("read terminal settings")?;
+    let mut quiet = orig.clone();
+    quiet
+        .local_flags
+        .remove(nix::sys::termios::LocalFlags::ECHO);
+    nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &quiet)?;
+    let mut line = String::new();
+    let r = stdin.read_line(&mut line);
+    let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &orig);
+    eprintln!();
+    r.context("read password")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Looks `host` up in docker's config.json (`auths`); credential helpers
+/// are not run.
+fn docker_config_credentials(host: &str) -> Option<(String, String)> {
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(d) => PathBuf::from(d).join("config.json"),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let auths = v.get("auths")?.as_object()?;
+    let mut keys = vec![
+        host.to_string(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+    ];
+    if host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io" {
+        keys.push("https://index.docker.io/v1/".into());
+    }
+    let entry = keys.iter().find_map(|k| {
+        auths
+            .get(k)
+            .or_else(|| auths.get(&format!("{k}/")))
+            .and_then(|e| e.as_object())
+    })?;
+    if let Some(a) = entry.get("auth").and_then(|a| a.as_str())
+        && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(a)
+        && let Ok(text) = String::from_utf8(raw)
+        && let Some((u, p)) = text.split_once(':')
+    {
+        return Some((u.to_string(), p.to_string()));
+    }
+    let u = entry.get("username")?.as_str()?;
+    let p = entry.get("password")?.as_str()?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Answers the daemon's credential requests until it closes the stream.
+fn serve_auth(mut s: Stream, args: RegistryArgs) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = s.rx.next().await {
+            let Some(req) = typeurl::unpack::<tt::AuthRequest>(&msg) else {
+                continue;
+            };
+            let resp = match tokio::task::block_in_place(|| credentials(&args, &req.host)) {
+                Ok(Some((username, secret))) => tt::AuthResponse {
+                    auth_type: tt::AuthType::Credentials as i32,
+                    username,
+                    secret,
+                    ..Default::default()
+                },
+                Ok(None) => tt::AuthResponse::default(),
+                Err(e) => {
+                    eprintln!("berthctl: {e}");
+                    tt::AuthResponse::default()
+                }
+            };
+            if s.tx.send(typeurl::pack(&resp)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A `--ca-file` handed to the daemon as a certs.d directory holding it
+/// for the registry's host (the daemon runs on this machine).
+struct HostDir {
+    // Removed when the transfer is done.
+    _dir: Option<tempfile::TempDir>,
+    path: String,
+}
+
+fn host_dir(args: &RegistryArgs, host: &str) -> Result<HostDir> {
+    match (&args.ca_file, &args.hosts_dir) {
+        (Some(_), Some(_)) => {
+            Err(CtlError("--ca-file and --hosts-dir cannot be used together".into()).into())
+        }
+        (None, Some(d)) => Ok(HostDir {
+            _dir: None,
+            path: std::fs::canonicalize(d)
+                .with_context(|| format!("--hosts-dir {}", d.display()))?
+                .display()
+                .to_string(),
+        }),
+        (Some(ca), None) => {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("read --ca-file {}", ca.display()))?;
+            let dir = tempfile::Builder::new()
+                .prefix("berthctl-certs-")
+                .tempdir()?;
+            let h = dir.path().join(host);
+            std::fs::create_dir_all(&h)?;
+            std::fs::write(h.join("ca.crt"), pem)?;
+            Ok(HostDir {
+                path: dir.path().display().to_string(),
+                _dir: Some(dir),
+            })
+        }
+        (None, None) => Ok(HostDir {
+            _dir: None,
+            path: String::new(),
+        }),
+    }
+}
+
+/// Registry host of a normalized reference.
+fn host_of(reference: &str) -> String {
+    berth_proto::reference::Reference::parse(reference)
+        .map(|r| r.domain)
+        .unwrap_or_default()
+}
+
+struct Prepared {
+    resolver: tt::RegistryResolver,
+    auth: tokio::task::JoinHandle<()>,
+    progress: Stream,
+    _host_dir: HostDir,
+}
+
+async fn prepare(ctx: &Ctx, args: &RegistryArgs, reference: &str) -> Result<Prepared> {
+    let hd = host_dir(args, &host_of(reference))?;
+    let auth = open(ctx, "auth").await?;
+    let progress = open(ctx, "progress").await?;
+    let resolver = tt::RegistryResolver {
+        auth_stream: auth.id.clone(),
+        default_scheme: if args.plain_http {
+            "http".into()
+        } else {
+            String::new()
+        },
+        host_dir: hd.path.clone(),
+        ..Default::default()
+    };
+    Ok(Prepared {
+        resolver,
+        auth: serve_auth(auth, args.clone()),
+        progress,
+        _host_dir: hd,
+    })
+}
+
+pub async fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
+    let name = berth_proto::reference::normalize(&a.reference).map_err(CtlError)?;
+    let p = prepare(ctx, &a.registry, &name).await?;
+    let platforms = a
+        .platform
+        .iter()
+        .map(|s| platform(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut store = tt::ImageStore {
+        name: name.clone(),
+        platforms: platforms.clone(),
+        all_metadata: a.all_platforms,
+        ..Default::default()
+    };
+    if !a.no_unpack {
+        if platforms.is_empty() {
+            store.unpacks.push(tt::UnpackConfiguration {
+                platform: None,
+                snapshotter: a.snapshotter.clone(),
+            });
+        }
+        for pl in &platforms {
+            store.unpacks.push(tt::UnpackConfiguration {
+                platform: Some(pl.clone()),
+                snapshotter: a.snapshotter.clone(),
+            });
+        }
+    }
+    let req = TransferRequest {
+        source: Some(typeurl::pack(&tt::OciRegistry {
+            reference: name.clone(),
+            resolver: Some(p.resolver.clone()),
+        })),
+        destination: Some(typeurl::pack(&store)),
+        options: Some(TransferOptions {
+            progress_stream: p.progress.id.clone(),
+        }),
+    };
+    run(ctx, req, p).await?;
+    println!("{name}");
+    Ok(())
+}
+
+pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
+    let local = resolve_name(ctx, &a.reference).await?;
+    let target = berth_proto::reference::normalize(&a.reference).map_err(CtlError)?;
+    let p = prepare(ctx, &a.registry, &target).await?;
+    let store = tt::ImageStore {
+        name: local,
+        platforms: a
+            .platform
+            .iter()
+            .map(|s| platform(s))
+            .collect::<Result<_>>()?,
+        ..Default::default()
+    };
+    let req = TransferRequest {
+        source: Some(typeurl::pack(&store)),
+        destination: Some(typeurl::pack(&tt::OciRegistry {
+            reference: target.clone(),
+            resolver: Some(p.resolver.clone()),
+        })),
+        options: Some(TransferOptions {
+            progress_stream: p.progress.id.clone(),
+        }),
+    };
+    run(ctx, req, p).await?;
+    println!("{target}");
+    Ok(())
+}
+
+/// Runs the transfer while showing its progress.
+async fn run(ctx: &Ctx, req: TransferRequest, p: Prepared) -> Result<()> {
+    let shown = show_progress(p.progress);
+    let result = TransferClient::new(ctx.ch.clone())
+        .transfer(ctx.req(req))
+        .await;
+    let _ = shown.await;
+    p.auth.abort();
+    result?;
+    Ok(())
+}
+
+/// The image named exactly `name`, else its docker-normalized form.
+async fn resolve_name(ctx: &Ctx, name: &str) -> Result<String> {
+    let mut ic = ImagesClient::new(ctx.ch.clone());
+    match ic
+        .get(ctx.req(images::GetImageRequest {
+            name: name.to_string(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(name.to_string()),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            let n = berth_proto::reference::normalize(name).map_err(CtlError)?;
+            ic.get(ctx.req(images::GetImageRequest { name: n.clone() }))
+                .await?;
+            Ok(n)
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
+pub async fn tag(ctx: &Ctx, source: &str, target: &str, force: bool) -> Result<()> {
+    let src = resolve_name(ctx, source).await?;
+    let dst = berth_proto::reference::normalize(target).map_err(CtlError)?;
+    let mut ic = ImagesClient::new(ctx.ch.clone());
+    let mut img = ic
+        .get(ctx.req(images::GetImageRequest { name: src }))
+        .await?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    img.name = dst.clone();
+    img.created_at = None;
+    img.updated_at = None;
+    match ic
+        .create(ctx.req(images::CreateImageRequest {
+            image: Some(img.clone()),
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::AlreadyExists && force => {
+            ic.update(ctx.req(images::UpdateImageRequest {
+                image: Some(img),
+                ..Default::default()
+            }))
+            .await?;
+        }
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            return Err(CtlError(format!(
+                "image {dst} already exists: use --force to replace it"
+            ))
+            .into());
+        }
+        Err(s) => return Err(s.into()),
+    }
+    println!("{dst}");
+    Ok(())
+}
+
+/// Shows the daemon's progress reports: a bar per blob on a terminal,
+/// one line per finished step otherwise.
+fn show_progress(mut s: Stream) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tty = interactive();
+        let multi = MultiProgress::new();
+        let style = ProgressStyle::with_template(
+            "{prefix:30} {msg:11} [{bar:25}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+        while let Some(Ok(msg)) = s.rx.next().await {
+            let Some(p) = typeurl::unpack::<tt::Progress>(&msg) else {
+                continue;
+            };
+            let short = short_name(&p.name);
+            let is_blob = p.total > 0 || p.desc.is_some() && p.name.contains("sha256:");
+            if tty && is_blob && p.name.contains("sha256:") {
+                let pb = bars.entry(p.name.clone()).or_insert_with(|| {
+                    let pb = multi.add(ProgressBar::new(p.total.max(0) as u64));
+                    pb.set_style(style.clone());
+                    pb.set_prefix(short.clone());
+                    pb
+                });
+                if p.total > 0 {
+                    pb.set_length(p.total as u64);
+                }
+                pb.set_position(p.progress.max(0) as u64);
+                pb.set_message(p.event.clone());
+                if matches!(p.event.as_str(), "complete" | "exists" | "mounted") {
+                    pb.finish();
+                }
+                continue;
+            }
+            if matches!(p.event.as_str(), "downloading" | "uploading" | "waiting") {
+                continue;
+            }
+            let detail = match (&p.desc, p.total) {
+                _ if p.event == "resuming" => format!(" at byte {} of {}", p.progress, p.total),
+                (Some(d), _) if matches!(p.event.as_str(), "resolved" | "saved" | "pushed") => {
+                    format!(" {}", d.digest)
+                }
+                (_, t) if t > 0 => format!(" ({})", crate::output::human_size(t)),
+                _ => String::new(),
+            };
+            let line = format!("{}: {}{detail}", p.event, short);
+            if tty {
+                let _ = multi.println(line);
+            } else {
+                println!("{line}");
+            }
+        }
+        for pb in bars.values() {
+            if !pb.is_finished() {
+                pb.abandon();
+            }
+        }
+        drop(s.tx);
+    })
+}
+
+/// `layer-sha256:<64 hex>` shown as `layer-sha256:<12 hex>`.
+fn short_name(name: &str) -> String {
+    match name.split_once("sha256:") {
+        Some((kind, hex)) if hex.len() > 12 => format!("{kind}sha256:{}", &hex[..12]),
+        _ => name.to_string(),
+    }
+}

@@ -1,0 +1,558 @@
+//! Image pull and push over the OCI distribution protocol, daemon-side, on
+//! the `oci-client` crate (HTTP, auth challenges, token flow, range
+//! requests, uploads).
+//!
+//! What this module adds around it: every blob goes through the content
+//! store's upload path (digest verified, resumable by ref after an
+//! interruption), transient failures are retried with backoff, the
+//! credentials come from the client that asked (never logged), and every
+//! registry failure becomes an error that says which registry, what it
+//! answered, and what to do.
+
+mod pull;
+mod push;
+
+pub use pull::{PullRequest, pull};
+pub use push::{PushRequest, push};
+
+use crate::config::RegistryConfig;
+use crate::error::{Error, Result};
+use crate::types::Descriptor;
+use berth_proto::errdefs::Kind;
+use futures::future::BoxFuture;
+use oci_client::RegistryOperation;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Label containerd puts on content fetched from a registry:
+/// `containerd.io/distribution.source.<host>=<repository>`. Push uses it to
+/// mount blobs across repositories instead of uploading them again.
+pub const LABEL_SOURCE_PREFIX: &str = "containerd.io/distribution.source.";
+
+/// The source label's key for a registry host: containerd keys it by host
+/// name without the port.
+pub fn source_label_key(host: &str) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    format!(
+        "{LABEL_SOURCE_PREFIX}{}",
+        name.trim_start_matches('[').trim_end_matches(']')
+    )
+}
+
+/// Where credentials come from: the client that asked for the transfer.
+///
+/// Contract: `get` returns the username and secret to use for `host`, or
+/// `None` to go anonymous; it is called at most once per transfer and
+/// host, before the first request. Implementations must not log secrets.
+pub trait Credentials: Send + Sync {
+    fn get<'a>(
+        &'a self,
+        host: &'a str,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(String, String)>>>;
+}
+
+/// How to reach the registry, as the client asked (containerd's
+/// `RegistryResolver`).
+#[derive(Debug, Clone, Default)]
+pub struct ResolverOptions {
+    /// Talk plain HTTP (`default_scheme = "http"`, ctr's `--plain-http`).
+    pub plain_http: bool,
+    /// A certs.d-style directory overriding the configured one.
+    pub host_dir: Option<PathBuf>,
+}
+
+/// One progress report of a transfer.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressEvent {
+    pub event: String,
+    pub name: String,
+    pub parents: Vec<String>,
+    pub progress: i64,
+    pub total: i64,
+    pub desc: Option<Descriptor>,
+}
+
+impl ProgressEvent {
+    pub fn new(event: &str, name: &str) -> Self {
+        Self {
+            event: event.to_string(),
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Receives progress; must not block.
+pub type ProgressFn = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
+
+/// True for hosts containerd talks plain HTTP to by default.
+pub fn is_localhost(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:5000` or `host:port`; a bare `::1` has more colons.
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name == "::1"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// CA certificates for `host` under a certs.d directory: `<dir>/<host>/*.crt`
+/// (the directory named `host:port` as containerd names it).
+fn host_certificates(dir: &Path, host: &str) -> Result<Vec<Certificate>> {
+    let hostdir = dir.join(host);
+    let entries = match std::fs::read_dir(&hostdir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(crate::error::io_err(
+                format!("read {}", hostdir.display()),
+                e,
+            ));
+        }
+    };
+    let mut certs = Vec::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "crt") {
+            let data = std::fs::read(&p)
+                .map_err(|e| crate::error::io_err(format!("read {}", p.display()), e))?;
+            certs.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
+    }
+    Ok(certs)
+}
+
+/// A connection to one repository of one registry, authenticated.
+pub(crate) struct Remote {
+    pub client: oci_client::Client,
+    /// The repository and tag or digest asked for.
+    pub reference: oci_client::Reference,
+    /// The registry as the reference names it (`127.0.0.1:5000`, `docker.io`).
+    pub host: String,
+    auth: RegistryAuth,
+    anonymous: bool,
+    plain_http: bool,
+    retries: u32,
+    read_timeout: Duration,
+    pub max_concurrent: usize,
+}
+
+impl Remote {
+    /// Connects to the registry of `name` (a normalized reference) for `op`,
+    /// asking `creds` for credentials.
+    pub async fn new(
+        cfg: &RegistryConfig,
+        name: &str,
+        opts: &ResolverOptions,
+        creds: Option<&dyn Credentials>,
+        op: RegistryOperation,
+    ) -> Result<Remote> {
+        static PROVIDER: std::sync::Once = std::sync::Once::new();
+        // reqwest is built without a default TLS crypto provider; pick ring.
+        PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let reference: oci_client::Reference = name
+            .parse()
+            .map_err(|e| Error::invalid(format!("image reference {name:?} is not valid: {e}")))?;
+        let host = reference.registry().to_string();
+        let dir = opts.host_dir.as_deref().unwrap_or(&cfg.config_path);
+        let certs = host_certificates(dir, &host)?;
+        let plain_http = opts.plain_http || (is_localhost(&host) && certs.is_empty());
+        let read_timeout = Duration::from_secs(cfg.read_timeout_secs.max(1));
+        let config = ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            extra_root_certificates: certs,
+            connect_timeout: Some(Duration::from_secs(cfg.connect_timeout_secs.max(1))),
+            read_timeout: Some(read_timeout),
+            use_monolithic_push: true,
+            max_concurrent_download: cfg.max_concurrent_downloads.max(1),
+            max_concurrent_upload: cfg.max_concurrent_downloads.max(1),
+            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        };
+        let client = oci_client::Client::try_from(config).map_err(|e| {
+            Error::invalid(format!(
+                "cannot set up a client for registry {host}: {e}: check the certificates under {}",
+                dir.display()
+            ))
+        })?;
+        let found = match creds {
+            Some(c) => c.get(&host, name).await?,
+            None => None,
+        };
+        let anonymous = found.is_none();
+        let auth = match found {
+            Some((user, secret)) if user.is_empty() => RegistryAuth::Bearer(secret),
+            Some((user, secret)) => RegistryAuth::Basic(user, secret),
+            None => RegistryAuth::Anonymous,
+        };
+        let remote = Remote {
+            client,
+            reference,
+            host,
+            auth,
+            anonymous,
+            plain_http,
+            retries: cfg.retries,
+            read_timeout,
+            max_concurrent: cfg.max_concurrent_downloads.max(1),
+        };
+        remote
+            .client
+            .store_auth_if_needed(remote.reference.resolve_registry(), &remote.auth)
+            .await;
+        // Authenticate now, so a refusal is reported as such.
+        remote
+            .retry("authenticate for", || {
+                remote.client.auth(&remote.reference, &remote.auth, op)
+            })
+            .await?;
+        Ok(remote)
+    }
+
+    /// The auth this remote uses (for calls that take it explicitly).
+    pub fn auth(&self) -> &RegistryAuth {
+        &self.auth
+    }
+
+    /// The same repository at `digest`.
+    pub fn at_digest(&self, digest: &str) -> oci_client::Reference {
+        oci_client::Reference::with_digest(
+            self.reference.registry().to_string(),
+            self.reference.repository().to_string(),
+            digest.to_string(),
+        )
+    }
+
+    /// `repository:tag` or `repository@digest` as the user would write it.
+    pub fn describe(&self) -> String {
+        self.reference.whole()
+    }
+
+    /// Runs `f`, retrying transient failures with exponential backoff.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < self.retries && transient(&e) => {
+                    attempt += 1;
+                    let wait = backoff(attempt);
+                    tracing::debug!(
+                        registry = %self.host,
+                        "{what}: {e}; retry {attempt}/{} in {wait:?}",
+                        self.retries
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(self.error(what, &e)),
+            }
+        }
+    }
+
+    /// Whether another attempt is due after `attempt` failures with `e`.
+    pub fn should_retry(&self, attempt: u32, e: &OciDistributionError) -> bool {
+        attempt < self.retries && transient(e)
+    }
+
+    /// The error a registry failure becomes: which registry, what it
+    /// answered, and what to do about it.
+    pub fn error(&self, what: &str, e: &OciDistributionError) -> Error {
+        let host = &self.host;
+        let subject = self.describe();
+        let creds_hint = if self.anonymous {
+            "the registry wants credentials: pass --user USER:PASSWORD or log in (docker config.json)"
+        } else {
+            "check the user name and password (--user or docker config.json)"
+        };
+        use OciDistributionError as E;
+        let (kind, msg) = match e {
+            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => (
+                Kind::Unauthenticated,
+                format!("registry {host} refused access (401 Unauthorized): {creds_hint}"),
+            ),
+            E::ImageManifestNotFoundError(m) => (
+                Kind::NotFound,
+                format!("{subject}: not found on registry {host}: {m}"),
+            ),
+            E::RegistryError { envelope, url } => {
+                let code = envelope.errors.first().map(|e| &e.code);
+                let detail = envelope
+                    .errors
+                    .iter()
+                    .map(|e| format!("{:?}: {}", e.code, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let kind = match code {
+                    Some(OciErrorCode::Unauthorized) => Kind::Unauthenticated,
+                    Some(OciErrorCode::Denied) => Kind::PermissionDenied,
+                    Some(
+                        OciErrorCode::BlobUnknown
+                        | OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound,
+                    ) => Kind::NotFound,
+                    Some(OciErrorCode::Toomanyrequests) => Kind::ResourceExhausted,
+                    Some(OciErrorCode::Unsupported) => Kind::Unimplemented,
+                    _ => Kind::InvalidArgument,
+                };
+                let hint = match kind {
+                    Kind::Unauthenticated => format!(": {creds_hint}"),
+                    Kind::PermissionDenied => {
+                        ": the credentials lack access to this repository".to_string()
+                    }
+                    Kind::ResourceExhausted => {
+                        ": the registry rate-limits this client; wait and retry".to_string()
+                    }
+                    _ => String::new(),
+                };
+                (
+                    kind,
+                    format!("registry {host} answered {detail} for {url}{hint}"),
+                )
+            }
+            E::ServerError { code, url, message } => {
+                let kind = match code {
+                    401 => Kind::Unauthenticated,
+                    403 => Kind::PermissionDenied,
+                    404 => Kind::NotFound,
+                    429 => Kind::ResourceExhausted,
+                    c if *c >= 500 => Kind::Unavailable,
+                    _ => Kind::Unknown,
+                };
+                let hint = match kind {
+                    Kind::Unauthenticated => format!(": {creds_hint}"),
+                    Kind::PermissionDenied => {
+                        ": the credentials lack access to this repository".into()
+                    }
+                    Kind::ResourceExhausted => {
+                        ": the registry rate-limits this client; wait and retry".into()
+                    }
+                    Kind::Unavailable => format!(
+                        ": the registry failed after {} retries; try again later",
+                        self.retries
+                    ),
+                    _ => String::new(),
+                };
+                let body = message.trim();
+                let body = if body.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", body.chars().take(200).collect::<String>())
+                };
+                (
+                    kind,
+                    format!("registry {host} answered HTTP {code}{body} for {url}{hint}"),
+                )
+            }
+            E::RequestError(r) => {
+                let chain = error_chain(r);
+                if r.is_timeout() {
+                    (
+                        Kind::DeadlineExceeded,
+                        format!(
+                            "registry {host} stopped answering (no data for {}s, {} retries): {chain}",
+                            self.read_timeout.as_secs(),
+                            self.retries
+                        ),
+                    )
+                } else if r.is_connect() {
+                    let hint = if self.plain_http {
+                        "is the registry running and reachable?"
+                    } else {
+                        "is the registry running and reachable? For a registry without TLS use --plain-http; for a private CA use --ca-file"
+                    };
+                    (
+                        Kind::Unavailable,
+                        format!("cannot connect to registry {host}: {chain}: {hint}"),
+                    )
+                } else {
+                    (
+                        Kind::Unavailable,
+                        format!("talking to registry {host} failed: {chain}"),
+                    )
+                }
+            }
+            E::UnsupportedSchemaVersionError(1) => (Kind::FailedPrecondition, schema1(&subject)),
+            E::IoError(io) => (
+                Kind::Unavailable,
+                format!("reading from registry {host} failed: {io}"),
+            ),
+            other => (Kind::Unknown, format!("registry {host}: {other}")),
+        };
+        Error::new(kind, format!("{what} {subject}: {msg}"))
+    }
+}
+
+/// Docker schema 1 images are refused with a way forward.
+pub(crate) fn schema1(subject: &str) -> String {
+    format!(
+        "{subject} is a Docker schema 1 image, which is not supported: push it again with a current Docker or convert it to an OCI image"
+    )
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// Failures worth another attempt: the network, rate limits, server errors.
+fn transient(e: &OciDistributionError) -> bool {
+    use OciDistributionError as E;
+    match e {
+        E::RequestError(r) => r.is_timeout() || r.is_connect() || r.is_request() || r.is_body(),
+        E::ServerError { code, .. } => *code >= 500 || *code == 429,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == OciErrorCode::Toomanyrequests),
+        E::IoError(_) => true,
+        _ => false,
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64 << attempt.min(6))
+}
+
+/// The media type of a manifest or index fetched without one: its
+/// `mediaType` field, else what its shape says. Schema 1 is refused.
+pub(crate) fn manifest_media_type(data: &[u8], subject: &str) -> Result<String> {
+    let v: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
+        Error::invalid(format!(
+            "{subject}: the registry sent a manifest that is not JSON: {e}"
+        ))
+    })?;
+    if v.get("schemaVersion").and_then(serde_json::Value::as_i64) == Some(1) {
+        return Err(Error::precondition(schema1(subject)));
+    }
+    if let Some(mt) = v.get("mediaType").and_then(serde_json::Value::as_str) {
+        return Ok(mt.to_string());
+    }
+    Ok(if v.get("manifests").is_some() {
+        crate::oci::media::OCI_INDEX
+    } else {
+        crate::oci::media::OCI_MANIFEST
+    }
+    .to_string())
+}
+
+/// Media types asked for when resolving a reference.
+pub(crate) const ACCEPT: &[&str] = &[
+    crate::oci::media::OCI_INDEX,
+    crate::oci::media::OCI_MANIFEST,
+    crate::oci::media::DOCKER_LIST,
+    crate::oci::media::DOCKER_MANIFEST,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_label_keys_drop_the_port() {
+        assert_eq!(
+            source_label_key("127.0.0.1:5000"),
+            "containerd.io/distribution.source.127.0.0.1"
+        );
+        assert_eq!(
+            source_label_key("docker.io"),
+            "containerd.io/distribution.source.docker.io"
+        );
+        assert_eq!(
+            source_label_key("[::1]:5000"),
+            "containerd.io/distribution.source.::1"
+        );
+    }
+
+    #[test]
+    fn localhost_detection() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(is_localhost(h), "{h}");
+        }
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "registry.local:5000",
+            "localhost.example",
+        ] {
+            assert!(!is_localhost(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn media_types_and_schema1() {
+        let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(
+            manifest_media_type(idx, "x").unwrap(),
+            crate::oci::media::OCI_INDEX
+        );
+        let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert_eq!(
+            manifest_media_type(m, "x").unwrap(),
+            crate::oci::media::OCI_MANIFEST
+        );
+        let d = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}"}}"#,
+            crate::oci::media::DOCKER_MANIFEST
+        );
+        assert_eq!(
+            manifest_media_type(d.as_bytes(), "x").unwrap(),
+            crate::oci::media::DOCKER_MANIFEST
+        );
+        let e = manifest_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#, "bb:1").unwrap_err();
+        assert_eq!(e.kind(), Kind::FailedPrecondition);
+        assert!(e.message().contains("schema 1"), "{e}");
+    }
+
+    #[test]
+    fn certificates_from_host_dir() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(host_certificates(d.path(), "reg:5000").unwrap().is_empty());
+        std::fs::create_dir(d.path().join("reg:5000")).unwrap();
+        std::fs::write(d.path().join("reg:5000/ca.crt"), b"pem").unwrap();
+        std::fs::write(d.path().join("reg:5000/notes.txt"), b"x").unwrap();
+        assert_eq!(host_certificates(d.path(), "reg:5000").unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,666 @@
+//! Pull: resolve the reference, fetch manifests, then configs and layers
+//! (a bounded number at a time) straight into the content store, unpacking
+//! each layer as soon as it and the ones below it are in. The image record
+//! is written last, so a failed pull leaves no image behind.
+//!
+//! Blobs are uploaded under containerd's refs (`layer-<digest>`, ...), held
+//! by a lease that expires after a day: if berthd dies mid-download, the
+//! next pull of the same content resumes from the stored offset with a
+//! range request.
+
+use super::{
+    ACCEPT, Credentials, ProgressEvent, ProgressFn, Remote, ResolverOptions, manifest_media_type,
+};
+use crate::content::Writer;
+use crate::core::Core;
+use crate::error::{Error, Result};
+use crate::images::{Image, ImageRecord};
+use crate::leases::LABEL_EXPIRE;
+use crate::oci::{self, Node, Platform};
+use crate::types::{Ctx, Descriptor, Digest, Labels};
+use berth_proto::errdefs::Kind;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use oci_client::RegistryOperation;
+use oci_client::client::BlobResponse;
+use oci_client::errors::OciDistributionError;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What to pull and how.
+#[derive(Debug, Clone, Default)]
+pub struct PullRequest {
+    /// The reference to pull (normalized like docker: `busybox` means
+    /// `docker.io/library/busybox:latest`).
+    pub reference: String,
+    /// Name of the image to store; the normalized reference when empty.
+    pub name: String,
+    /// Platforms to fetch from an index; the host's when empty.
+    pub platforms: Vec<Platform>,
+    /// Fetch every platform of an index.
+    pub all_platforms: bool,
+    /// Unpack into these snapshotters, for these platforms (host if None).
+    pub unpack: Vec<(Option<Platform>, String)>,
+    /// Labels of the image record.
+    pub labels: Labels,
+    pub resolver: ResolverOptions,
+}
+
+/// Pulls an image into namespace `ns`; returns the image record.
+pub async fn pull(
+    core: &Arc<Core>,
+    ns: &str,
+    req: PullRequest,
+    creds: Option<Arc<dyn Credentials>>,
+    progress: ProgressFn,
+) -> Result<Image> {
+    let name = berth_proto::reference::normalize(&req.reference).map_err(Error::invalid)?;
+    let lease = format!("pull-{}", uuid::Uuid::new_v4().simple());
+    let expire = chrono::Utc::now() + chrono::Duration::hours(24);
+    core.leases.create(
+        ns,
+        &lease,
+        Labels::from([
+            (LABEL_EXPIRE.to_string(), expire.to_rfc3339()),
+            ("berth.io/pull".to_string(), name.clone()),
+        ]),
+    )?;
+    let ctx = Ctx::new(ns).with_lease(Some(lease.clone()));
+    let out = pull_leased(core, &ctx, &name, &req, creds.as_deref(), &progress)
+        .await
+        .map_err(|e| e.context(format!("pull {name}")));
+    match &out {
+        // The image holds what it needs now.
+        Ok(_) => {
+            if let Err(e) = core.leases.delete(ns, &lease, false).await {
+                tracing::warn!("pull {name}: dropping lease {lease}: {e}");
+            }
+        }
+        // What was fetched stays, held by the lease until it expires, so
+        // that pulling again resumes instead of starting over.
+        Err(e) => {
+            tracing::info!("pull {name} failed, fetched content kept under lease {lease}: {e}")
+        }
+    }
+    out
+}
+
+/// A manifest chosen for pulling.
+struct Chosen {
+    desc: Descriptor,
+    platform: Option<Platform>,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+async fn pull_leased(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    name: &str,
+    req: &PullRequest,
+    creds: Option<&dyn Credentials>,
+    progress: &ProgressFn,
+) -> Result<Image> {
+    progress(ProgressEvent::new("resolving", name));
+    let remote = Arc::new(
+        Remote::new(
+            &core.registry,
+            name,
+            &req.resolver,
+            creds,
+            RegistryOperation::Pull,
+        )
+        .await?,
+    );
+    let source = Labels::from([(
+        super::source_label_key(&remote.host),
+        remote.reference.repository().to_string(),
+    )]);
+    let (root, root_data) = fetch_manifest(&remote, &remote.reference, None).await?;
+    progress(ProgressEvent {
+        desc: Some(root.clone()),
+        ..ProgressEvent::new("resolved", name)
+    });
+
+    // Manifests first (small, needed to know what else to fetch).
+    let mut chosen: Vec<Chosen> = Vec::new();
+    let mut pending = vec![(root.clone(), root_data, None::<Platform>, 0usize)];
+    while let Some((desc, data, platform, depth)) = pending.pop() {
+        let node = oci::parse(&desc.media_type, &data)?;
+        let mut labels = oci::child_labels(&node);
+        labels.extend(source.clone());
+        store_small(core, ctx, &desc, &data, labels).await?;
+        match node {
+            Node::Index(children) => {
+                if depth >= 2 {
+                    return Err(Error::invalid("image indexes nest too deeply"));
+                }
+                for c in select(&children, req, name)? {
+                    let r = remote.at_digest(&c.desc.digest);
+                    let (d, data) = fetch_manifest(&remote, &r, Some(&c.desc)).await?;
+                    pending.push((d, data, c.platform.clone(), depth + 1));
+                }
+            }
+            Node::Manifest { config, layers } => chosen.push(Chosen {
+                desc,
+                platform,
+                config,
+                layers,
+            }),
+        }
+    }
+
+    // Configs next: the unpackers need them before any layer.
+    for c in &chosen {
+        let blob = Blob::new("config", &c.config);
+        fetch_blob(core, ctx, &remote, &blob, &source, progress).await?;
+    }
+
+    // Layers, in manifest order, a bounded number at a time; unpackers
+    // apply each as soon as it and those below it are stored.
+    let arrivals = Arc::new(Arrivals::default());
+    let mut unpackers = tokio::task::JoinSet::new();
+    for (platform, sn) in &req.unpack {
+        let want = platform.clone().unwrap_or_else(Platform::host);
+        let Some(c) = chosen
+            .iter()
+            .find(|c| c.platform.as_ref().is_none_or(|p| want.matches(p)))
+        else {
+            return Err(Error::not_found(format!(
+                "cannot unpack {name} for {want}: the image has no manifest for it"
+            )));
+        };
+        let (core, ctx, target, sn) = (core.clone(), ctx.clone(), c.desc.clone(), sn.clone());
+        let (arrivals, progress, name) = (arrivals.clone(), progress.clone(), name.to_string());
+        unpackers.spawn_blocking(move || {
+            progress(ProgressEvent::new("unpacking", &name));
+            let wait = |l: &Descriptor| arrivals.wait(&l.digest);
+            let top = crate::unpack::unpack_with(&core, &ctx, &target, &sn, &want, &wait)
+                .map_err(|e| e.context(format!("unpack into {sn}")))?;
+            progress(ProgressEvent::new("unpacked", &name));
+            Ok::<_, Error>(top)
+        });
+    }
+    let mut seen = HashSet::new();
+    let layers: Vec<Descriptor> = chosen
+        .iter()
+        .flat_map(|c| c.layers.iter().cloned())
+        .filter(|l| seen.insert(l.digest.clone()))
+        .collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(remote.max_concurrent));
+    let mut downloads = tokio::task::JoinSet::new();
+    for l in layers {
+        let (core, ctx, remote, source) =
+            (core.clone(), ctx.clone(), remote.clone(), source.clone());
+        let (sem, arrivals, progress) = (sem.clone(), arrivals.clone(), progress.clone());
+        let blob = Blob::new("layer", &l);
+        progress(ProgressEvent {
+            desc: Some(l.clone()),
+            total: l.size,
+            ..ProgressEvent::new("waiting", &blob.reference)
+        });
+        downloads.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let r = fetch_blob(&core, &ctx, &remote, &blob, &source, &progress).await;
+            arrivals.done(&l.digest, r.as_ref().map(|_| ()).map_err(Clone::clone));
+            r
+        });
+    }
+    let mut failure: Option<Error> = None;
+    while let Some(r) = downloads.join_next().await {
+        let r = r
+            .map_err(|e| Error::internal(format!("download task: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r
+            && failure.is_none()
+        {
+            // Stop the rest; unpackers waiting for a layer give up.
+            downloads.abort_all();
+            arrivals.fail_all(&e);
+            failure = Some(e);
+        }
+    }
+    while let Some(r) = unpackers.join_next().await {
+        let r = r
+            .map_err(|e| Error::internal(format!("unpack task: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r
+            && failure.is_none()
+        {
+            failure = Some(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    let img = Image {
+        name: if req.name.is_empty() {
+            name.to_string()
+        } else {
+            req.name.clone()
+        },
+        record: ImageRecord {
+            target: root,
+            labels: req.labels.clone(),
+            ..Default::default()
+        },
+    };
+    let core2 = core.clone();
+    let ctx2 = ctx.clone();
+    let saved =
+        tokio::task::spawn_blocking(move || match core2.images.create(&ctx2, img.clone()) {
+            Err(e) if e.is_already_exists() => core2.images.update(&ctx2.ns, img, &[]),
+            other => other,
+        })
+        .await
+        .map_err(|e| Error::internal(format!("save image: {e}")))??;
+    progress(ProgressEvent {
+        desc: Some(saved.record.target.clone()),
+        ..ProgressEvent::new("saved", &saved.name)
+    });
+    Ok(saved)
+}
+
+/// The children of an index to pull.
+fn select<'a>(
+    children: &'a [oci::Child],
+    req: &PullRequest,
+    name: &str,
+) -> Result<Vec<&'a oci::Child>> {
+    if req.all_platforms {
+        return Ok(children.iter().collect());
+    }
+    let wanted = if req.platforms.is_empty() {
+        vec![Platform::host()]
+    } else {
+        req.platforms.clone()
+    };
+    let mut out: Vec<&oci::Child> = Vec::new();
+    for w in &wanted {
+        // Index entries without a platform match anything, as in containerd.
+        let found = children
+            .iter()
+            .find(|c| c.platform.as_ref().is_some_and(|p| w.matches(p)))
+            .or_else(|| children.iter().find(|c| c.platform.is_none()));
+        match found {
+            Some(c) if !out.iter().any(|o| o.desc.digest == c.desc.digest) => out.push(c),
+            Some(_) => {}
+            None => {
+                let have: Vec<String> = children
+                    .iter()
+                    .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
+                    .collect();
+                return Err(Error::not_found(format!(
+                    "{name} has no image for platform {w} (it has: {}); pick one with --platform",
+                    have.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Fetches a manifest or index; its digest is checked against the
+/// reference (or `expect`) by the client.
+async fn fetch_manifest(
+    remote: &Remote,
+    r: &oci_client::Reference,
+    expect: Option<&Descriptor>,
+) -> Result<(Descriptor, Bytes)> {
+    let (data, digest) = remote
+        .retry("fetch manifest of", || {
+            remote.client.pull_manifest_raw(r, remote.auth(), ACCEPT)
+        })
+        .await?;
+    let subject = r.whole();
+    let actual = Digest::of(&data).to_string();
+    if actual != digest || expect.is_some_and(|e| e.digest != actual) {
+        return Err(Error::new(
+            Kind::DataLoss,
+            format!(
+                "manifest {subject} from registry {} has digest {actual}, expected {}: the registry's copy is corrupt",
+                remote.host,
+                expect.map_or(digest.as_str(), |e| e.digest.as_str())
+            ),
+        ));
+    }
+    let media_type = match expect {
+        Some(e) if !e.media_type.is_empty() => e.media_type.clone(),
+        _ => manifest_media_type(&data, &subject)?,
+    };
+    if media_type == oci::media::DOCKER_SCHEMA1 || media_type == oci::media::DOCKER_SCHEMA1_SIGNED {
+        return Err(Error::precondition(super::schema1(&subject)));
+    }
+    Ok((
+        Descriptor {
+            media_type,
+            digest: actual,
+            size: data.len() as i64,
+            annotations: Default::default(),
+        },
+        data,
+    ))
+}
+
+/// Stores a manifest or index fetched whole.
+async fn store_small(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    desc: &Descriptor,
+    data: &Bytes,
+    labels: Labels,
+) -> Result<()> {
+    let kind = if oci::is_index(&desc.media_type) {
+        "index"
+    } else {
+        "manifest"
+    };
+    let reference = format!("{kind}-{}", desc.digest);
+    let expected = Digest::parse(&desc.digest)?;
+    let (core, ctx, data) = (core.clone(), ctx.clone(), data.clone());
+    tokio::task::spawn_blocking(move || {
+        core.content
+            .write_blob(&ctx, &reference, &mut &data[..], Some(expected), labels)
+            .map(|_| ())
+    })
+    .await
+    .map_err(|e| Error::internal(format!("store manifest: {e}")))?
+}
+
+/// A blob to fetch and the ref its upload goes under.
+struct Blob {
+    desc: Descriptor,
+    reference: String,
+}
+
+impl Blob {
+    fn new(kind: &str, desc: &Descriptor) -> Blob {
+        Blob {
+            desc: desc.clone(),
+            reference: format!("{kind}-{}", desc.digest),
+        }
+    }
+}
+
+/// Largest piece handed to the writer thread at once.
+const CHUNK: usize = 1 << 20;
+/// Least time between two progress reports of one blob.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+
+/// Fetches one blob into the content store, resuming a stored partial
+/// upload with a range request, retrying transient failures from where
+/// they stopped. A blob whose bytes do not match its digest is dropped.
+async fn fetch_blob(
+    core: &Arc<Core>,
+    ctx: &Ctx,
+    remote: &Remote,
+    blob: &Blob,
+    labels: &Labels,
+    progress: &ProgressFn,
+) -> Result<()> {
+    let desc = &blob.desc;
+    let expected = Digest::parse(&desc.digest)?;
+    let name = blob.reference.clone();
+    let writer = {
+        let (core, ctx, name, exp) = (core.clone(), ctx.clone(), name.clone(), expected.clone());
+        let size = desc.size;
+        tokio::task::spawn_blocking(move || core.content.writer(&ctx, &name, size, Some(exp)))
+            .await
+            .map_err(|e| Error::internal(format!("open upload: {e}")))?
+    };
+    let writer = match writer {
+        Err(e) if e.is_already_exists() => {
+            // Already here: just make sure it carries the source label.
+            let (core, ns, labels) = (core.clone(), ctx.ns.clone(), labels.clone());
+            let d = expected.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
+                core.content.update(&ns, &d, &labels, &paths)
+            })
+            .await;
+            progress(ProgressEvent {
+                desc: Some(desc.clone()),
+                progress: desc.size,
+                total: desc.size,
+                ..ProgressEvent::new("exists", &name)
+            });
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+        Ok(w) => w,
+    };
+    let mut offset = writer.status().offset;
+    if offset > 0 {
+        tracing::info!(registry = %remote.host, "resuming {name} at byte {offset} of {}", desc.size);
+        progress(ProgressEvent {
+            desc: Some(desc.clone()),
+            progress: offset,
+            total: desc.size,
+            ..ProgressEvent::new("resuming", &name)
+        });
+    }
+    let (tx, rx) = mpsc::channel::<Cmd>(4);
+    let sink = tokio::task::spawn_blocking(move || write_loop(writer, rx));
+    let r = download(remote, desc, &name, &mut offset, &tx, progress).await;
+    drop(tx);
+    let writer = sink
+        .await
+        .map_err(|e| Error::internal(format!("write {name}: {e}")))??;
+    r?;
+    let (core2, labels2, exp2) = (core.clone(), labels.clone(), expected.clone());
+    let size = desc.size;
+    let committed = tokio::task::spawn_blocking(move || writer.commit(size, Some(&exp2), labels2))
+        .await
+        .map_err(|e| Error::internal(format!("commit {name}: {e}")))?;
+    match committed {
+        Ok(_) => {}
+        Err(e) if e.kind() == Kind::FailedPrecondition => {
+            // Wrong bytes: never keep them for a resume.
+            let (ns, n) = (ctx.ns.clone(), name.clone());
+            let _ = tokio::task::spawn_blocking(move || core2.content.abort(&ns, &n)).await;
+            return Err(Error::new(
+                Kind::DataLoss,
+                format!(
+                    "blob {} from registry {} ({}) does not match its digest or size: the registry's copy is corrupt; nothing was stored ({})",
+                    desc.digest,
+                    remote.host,
+                    remote.reference.repository(),
+                    e.message()
+                ),
+            ));
+        }
+        Err(e) => return Err(e),
+    }
+    progress(ProgressEvent {
+        desc: Some(desc.clone()),
+        progress: desc.size,
+        total: desc.size,
+        ..ProgressEvent::new("complete", &name)
+    });
+    Ok(())
+}
+
+enum Cmd {
+    Data(Bytes),
+    Restart,
+}
+
+/// The upload's writer, on a blocking thread: disk writes and hashing stay
+/// off the async workers.
+fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Cmd>) -> Result<Writer> {
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            Cmd::Data(b) => w.write(&b)?,
+            Cmd::Restart => w.truncate()?,
+        }
+    }
+    Ok(w)
+}
+
+/// Streams the blob from `offset` to its end into the writer, retrying
+/// transient failures from the last byte handed over.
+async fn download(
+    remote: &Remote,
+    desc: &Descriptor,
+    name: &str,
+    offset: &mut i64,
+    tx: &mpsc::Sender<Cmd>,
+    progress: &ProgressFn,
+) -> Result<()> {
+    let what = format!("download {}", desc.digest);
+    let layer = oci_client::manifest::OciDescriptor {
+        media_type: desc.media_type.clone(),
+        digest: desc.digest.clone(),
+        size: desc.size,
+        ..Default::default()
+    };
+    let closed = || Error::internal("the blob writer stopped");
+    let mut attempt = 0u32;
+    let mut last_report = Instant::now();
+    loop {
+        if desc.size > 0 && *offset >= desc.size {
+            return Ok(());
+        }
+        let failure: OciDistributionError = 'attempt: {
+            let resp = remote
+                .client
+                .pull_blob_stream_partial(&remote.reference, &layer, *offset as u64, None)
+                .await;
+            let mut stream = match resp {
+                Ok(BlobResponse::Partial(s)) => s.stream,
+                Ok(BlobResponse::Full(s)) => {
+                    // The registry ignored the range: start over.
+                    if *offset > 0 {
+                        tx.send(Cmd::Restart).await.map_err(|_| closed())?;
+                        *offset = 0;
+                    }
+                    s.stream
+                }
+                Err(e) => break 'attempt e,
+            };
+            let mut buf = BytesMut::with_capacity(CHUNK);
+            loop {
+                match stream.next().await {
+                    Some(Ok(b)) => {
+                        buf.extend_from_slice(&b);
+                        if buf.len() >= CHUNK {
+                            let n = buf.len() as i64;
+                            tx.send(Cmd::Data(buf.split().freeze()))
+                                .await
+                                .map_err(|_| closed())?;
+                            *offset += n;
+                            attempt = 0;
+                        }
+                        if last_report.elapsed() >= REPORT_EVERY {
+                            last_report = Instant::now();
+                            progress(ProgressEvent {
+                                desc: Some(desc.clone()),
+                                progress: *offset + buf.len() as i64,
+                                total: desc.size,
+                                ..ProgressEvent::new("downloading", name)
+                            });
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // Keep what arrived before the failure.
+                        if !buf.is_empty() {
+                            let n = buf.len() as i64;
+                            tx.send(Cmd::Data(buf.split().freeze()))
+                                .await
+                                .map_err(|_| closed())?;
+                            *offset += n;
+                        }
+                        if let Some(d) = e
+                            .get_ref()
+                            .and_then(|i| i.downcast_ref::<oci_client::errors::DigestError>())
+                        {
+                            return Err(Error::new(
+                                Kind::DataLoss,
+                                format!(
+                                    "blob {} from registry {}: {d}: the registry's copy is corrupt",
+                                    desc.digest, remote.host
+                                ),
+                            ));
+                        }
+                        break 'attempt OciDistributionError::IoError(e);
+                    }
+                    None => {
+                        if !buf.is_empty() {
+                            let n = buf.len() as i64;
+                            tx.send(Cmd::Data(buf.split().freeze()))
+                                .await
+                                .map_err(|_| closed())?;
+                            *offset += n;
+                        }
+                        if desc.size > 0 && *offset < desc.size {
+                            break 'attempt OciDistributionError::IoError(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!(
+                                    "the registry ended the blob after {} of {} bytes",
+                                    *offset, desc.size
+                                ),
+                            ));
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if !remote.should_retry(attempt, &failure) {
+            return Err(remote.error(&what, &failure));
+        }
+        attempt += 1;
+        let wait = super::backoff(attempt);
+        tracing::debug!(registry = %remote.host, "{what}: {failure}; resuming at {} in {wait:?}", *offset);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Which layers are in the content store yet, for unpackers waiting on
+/// downloads.
+#[derive(Default)]
+struct Arrivals {
+    state: Mutex<ArrivalState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ArrivalState {
+    done: HashMap<String, Option<Error>>,
+    failed: Option<Error>,
+}
+
+impl Arrivals {
+    fn done(&self, digest: &str, r: std::result::Result<(), Error>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.done.insert(digest.to_string(), r.err());
+        self.changed.notify_all();
+    }
+
+    fn fail_all(&self, e: &Error) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.failed = Some(e.clone());
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `digest` is stored; fails if its download (or the
+    /// pull) failed.
+    fn wait(&self, digest: &str) -> Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = s.done.get(digest) {
+                return match r {
+                    None => Ok(()),
+                    Some(e) => Err(e.clone()),
+                };
+            }
+            if let Some(e) = &s.failed {
+                return Err(e.clone());
+            }
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
