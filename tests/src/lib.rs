@@ -11,6 +11,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+pub mod bench;
+pub mod containerd;
+pub mod registry;
+
 /// The workspace's target directory for this profile (where `berthd` is).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -115,10 +119,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon and waits until its socket answers.
     pub fn start() -> Daemon {
+        Self::start_with_config("")
+    }
+
+    /// Starts a daemon with `toml` as its configuration file.
+    pub fn start_with_config(toml: &str) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir()
             .expect("tempdir");
+        if !toml.is_empty() {
+            std::fs::write(dir.path().join("config.toml"), toml).expect("write config");
+        }
         let sock = dir.path().join("berth.sock");
         let mut d = Daemon {
             dir,
@@ -156,7 +168,7 @@ impl Daemon {
             .arg("--address")
             .arg(&self.sock)
             .arg("--config")
-            .arg(self.dir.path().join("absent.toml"))
+            .arg(self.dir.path().join("config.toml"))
             .arg("--log-level")
             .arg("debug")
             .stdin(Stdio::null())

@@ -340,40 +340,13 @@ fn containerd_runs_berths_shim() {
     if !require_root("containerd") {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("berth-ctrd-")
-        .tempdir()
-        .unwrap();
-    let sock = dir.path().join("c.sock");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n",
-            dir.path().join("root").display(),
-            dir.path().join("state").display(),
-            sock.display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
     let path = format!(
         "{}:{}",
         target_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut c = Command::new(&containerd)
-        .arg("--config")
-        .arg(dir.path().join("config.toml"))
-        .env("PATH", &path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("containerd.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "containerd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let c = berth_tests::containerd::Containerd::start(&containerd, "", Some(&path));
+    let sock = c.sock.clone();
     let ctr = |args: &[&str]| {
         Command::new(&ctr)
             .arg("--address")
@@ -423,12 +396,9 @@ fn containerd_runs_berths_shim() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(c.id() as i32, libc::SIGTERM);
-    }
-    let _ = c.wait();
-    no_mounts_under(dir.path());
+    let dir = c.dir.path().to_path_buf();
+    drop(c);
+    no_mounts_under(&dir);
 }
 
 #[test]

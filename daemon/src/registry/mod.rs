@@ -46,6 +46,46 @@ pub fn source_label_key(host: &str) -> String {
     )
 }
 
+/// Records on `digest` that `repo` of `host` holds it, in containerd's
+/// comma-separated source label (so a later push can mount it from there).
+pub(crate) async fn add_source(
+    core: &std::sync::Arc<crate::core::Core>,
+    ns: &str,
+    digest: &str,
+    host: &str,
+    repo: &str,
+) -> Result<()> {
+    let (core, ns, digest) = (
+        core.clone(),
+        ns.to_string(),
+        crate::types::Digest::parse(digest)?,
+    );
+    let (key, repo) = (source_label_key(host), repo.to_string());
+    tokio::task::spawn_blocking(move || {
+        let info = core.content.info(&ns, &digest)?;
+        let current = info.record.labels.get(&key).cloned().unwrap_or_default();
+        if current.split(',').any(|r| r == repo) {
+            return Ok(());
+        }
+        let value = if current.is_empty() {
+            repo
+        } else {
+            format!("{current},{repo}")
+        };
+        let path = format!("labels.{key}");
+        core.content
+            .update(
+                &ns,
+                &digest,
+                &crate::types::Labels::from([(key, value)]),
+                &[path],
+            )
+            .map(|_| ())
+    })
+    .await
+    .map_err(|e| Error::internal(format!("label source: {e}")))?
+}
+
 /// Where credentials come from: the client that asked for the transfer.
 ///
 /// Contract: `get` returns the username and secret to use for `host`, or
@@ -284,11 +324,7 @@ impl Remote {
     pub fn error(&self, what: &str, e: &OciDistributionError) -> Error {
         let host = &self.host;
         let subject = self.describe();
-        let creds_hint = if self.anonymous {
-            "the registry wants credentials: pass --user USER:PASSWORD or log in (docker config.json)"
-        } else {
-            "check the user name and password (--user or docker config.json)"
-        };
+        let creds_hint = self.creds_hint();
         use OciDistributionError as E;
         let (kind, msg) = match e {
             E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => (
@@ -335,39 +371,11 @@ impl Remote {
                     format!("registry {host} answered {detail} for {url}{hint}"),
                 )
             }
-            E::ServerError { code, url, message } => {
-                let kind = match code {
-                    401 => Kind::Unauthenticated,
-                    403 => Kind::PermissionDenied,
-                    404 => Kind::NotFound,
-                    429 => Kind::ResourceExhausted,
-                    c if *c >= 500 => Kind::Unavailable,
-                    _ => Kind::Unknown,
-                };
-                let hint = match kind {
-                    Kind::Unauthenticated => format!(": {creds_hint}"),
-                    Kind::PermissionDenied => {
-                        ": the credentials lack access to this repository".into()
-                    }
-                    Kind::ResourceExhausted => {
-                        ": the registry rate-limits this client; wait and retry".into()
-                    }
-                    Kind::Unavailable => format!(
-                        ": the registry failed after {} retries; try again later",
-                        self.retries
-                    ),
-                    _ => String::new(),
-                };
-                let body = message.trim();
-                let body = if body.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", body.chars().take(200).collect::<String>())
-                };
-                (
-                    kind,
-                    format!("registry {host} answered HTTP {code}{body} for {url}{hint}"),
-                )
+            E::ServerError { code, url, message } => self.status_error(*code, url, message),
+            E::RequestError(r) if r.status().is_some() => {
+                let code = r.status().map_or(0, |s| s.as_u16());
+                let url = r.url().map(ToString::to_string).unwrap_or_default();
+                self.status_error(code, &url, "")
             }
             E::RequestError(r) => {
                 let chain = error_chain(r);
@@ -405,6 +413,49 @@ impl Remote {
             other => (Kind::Unknown, format!("registry {host}: {other}")),
         };
         Error::new(kind, format!("{what} {subject}: {msg}"))
+    }
+
+    /// An HTTP status the registry answered with, as an error kind and message.
+    fn status_error(&self, code: u16, url: &str, body: &str) -> (Kind, String) {
+        let host = &self.host;
+        let kind = match code {
+            401 => Kind::Unauthenticated,
+            403 => Kind::PermissionDenied,
+            404 => Kind::NotFound,
+            429 => Kind::ResourceExhausted,
+            c if c >= 500 => Kind::Unavailable,
+            _ => Kind::Unknown,
+        };
+        let hint = match kind {
+            Kind::Unauthenticated => format!(": {}", self.creds_hint()),
+            Kind::PermissionDenied => ": the credentials lack access to this repository".into(),
+            Kind::ResourceExhausted => {
+                ": the registry rate-limits this client; wait and retry".into()
+            }
+            Kind::Unavailable => format!(
+                ": the registry failed after {} retries; try again later",
+                self.retries
+            ),
+            _ => String::new(),
+        };
+        let body = body.trim();
+        let body = if body.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", body.chars().take(200).collect::<String>())
+        };
+        (
+            kind,
+            format!("registry {host} answered HTTP {code}{body} for {url}{hint}"),
+        )
+    }
+
+    fn creds_hint(&self) -> &'static str {
+        if self.anonymous {
+            "the registry wants credentials: pass --user USER:PASSWORD or log in (docker config.json)"
+        } else {
+            "check the user name and password (--user or docker config.json)"
+        }
     }
 }
 

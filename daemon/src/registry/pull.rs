@@ -413,13 +413,14 @@ async fn fetch_blob(
     };
     let writer = match writer {
         Err(e) if e.is_already_exists() => {
-            // Already here: just make sure it carries the source label.
-            let (core, ns, labels) = (core.clone(), ctx.ns.clone(), labels.clone());
-            let d = expected.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
-                core.content.update(&ns, &d, &labels, &paths)
-            })
+            // Already here: just record where else it can be found.
+            let _ = super::add_source(
+                core,
+                &ctx.ns,
+                &desc.digest,
+                &remote.host,
+                remote.reference.repository(),
+            )
             .await;
             progress(ProgressEvent {
                 desc: Some(desc.clone()),

@@ -238,19 +238,24 @@ async fn push_blob(
             remote.client.blob_exists(&remote.reference, &desc.digest)
         })
         .await?;
+    let repo = remote.reference.repository();
     if exists {
+        let _ = super::add_source(core, ns, &desc.digest, &remote.host, repo).await;
         report("exists", desc.size);
         return Ok(());
     }
     let d = Digest::parse(&desc.digest)?;
     let info = core.content.info(ns, &d)?;
-    let label = super::source_label_key(&remote.host);
-    if let Some(repo) = info.record.labels.get(&label)
-        && repo != remote.reference.repository()
-    {
+    let sources = info
+        .record
+        .labels
+        .get(&super::source_label_key(&remote.host))
+        .cloned()
+        .unwrap_or_default();
+    for from_repo in sources.split(',').filter(|r| !r.is_empty() && *r != repo) {
         let from = oci_client::Reference::with_tag(
             remote.reference.registry().to_string(),
-            repo.clone(),
+            from_repo.to_string(),
             "latest".to_string(),
         );
         match remote
@@ -259,10 +264,11 @@ async fn push_blob(
             .await
         {
             Ok(()) => {
+                let _ = super::add_source(core, ns, &desc.digest, &remote.host, repo).await;
                 report("mounted", desc.size);
                 return Ok(());
             }
-            Err(e) => tracing::debug!("mount {} from {repo}: {e}; uploading", desc.digest),
+            Err(e) => tracing::debug!("mount {} from {from_repo}: {e}", desc.digest),
         }
     }
     let mut attempt = 0;
@@ -286,6 +292,7 @@ async fn push_blob(
             Err(e) => return Err(remote.error(&format!("upload {}", desc.digest), &e)),
         }
     }
+    let _ = super::add_source(core, ns, &desc.digest, &remote.host, repo).await;
     report("complete", desc.size);
     Ok(())
 }

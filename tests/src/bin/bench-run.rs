@@ -7,7 +7,7 @@
 
 use berth_tests::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 25;
@@ -112,60 +112,17 @@ fn measure(ctr: &Path, sock: &Path, runtime_args: &[&str], shim: &str, daemon_pi
     }
 }
 
-fn wait_sock(sock: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(sock).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not come up",
-            sock.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.0.wait();
-    }
-}
-
 fn containerd_figures(ctr: &Path) -> Option<Figures> {
     let containerd = peer("containerd")?;
     peer("containerd-shim-runc-v2")?;
-    let dir = tempfile::Builder::new()
-        .prefix("bench-ctrd-")
-        .tempdir()
-        .unwrap();
-    let sock = dir.path().join("c.sock");
-    std::fs::write(
-        dir.path().join("config.toml"),
-        format!(
-            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n",
-            dir.path().join("root").display(),
-            dir.path().join("state").display(),
-            sock.display(),
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(containerd)
-        .arg("--config")
-        .arg(dir.path().join("config.toml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let _stop = Stop(child);
-    wait_sock(&sock);
-    Some(measure(ctr, &sock, &[], "containerd-shim-runc-v2", pid))
+    let c = berth_tests::containerd::Containerd::start(&containerd, "", None);
+    Some(measure(
+        ctr,
+        &c.sock,
+        &[],
+        "containerd-shim-runc-v2",
+        c.pid(),
+    ))
 }
 
 fn main() {

@@ -1,0 +1,79 @@
+//! A real containerd (the Debian package) on temp directories, for tests
+//! that run berth's pieces under it and for benchmarks that compare.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running containerd; stopped with SIGTERM on drop.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    child: Child,
+}
+
+impl Containerd {
+    /// Starts `binary` with CRI off, `extra` appended to its config (TOML,
+    /// version 2) and `path` as its PATH when given (to find shims).
+    pub fn start(binary: &Path, extra: &str, path: Option<&str>) -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-ctrd-")
+            .tempdir()
+            .expect("tempdir");
+        let sock = dir.path().join("c.sock");
+        let config = format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n{extra}",
+            dir.path().join("root").display(),
+            dir.path().join("state").display(),
+            sock.display(),
+            sock.display()
+        );
+        std::fs::write(dir.path().join("config.toml"), config).expect("containerd config");
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("containerd.log")).expect("log"));
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        let child = cmd.spawn().expect("spawn containerd");
+        let c = Containerd { dir, sock, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&c.sock).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not start:\n{}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

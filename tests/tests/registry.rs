@@ -1,0 +1,495 @@
+//! Pull and push against a real registry (Debian's docker-registry on
+//! 127.0.0.1): berthctl round trip, the real ctr 1.6 pulling through
+//! berthd, a pull interrupted by SIGKILL and resumed, and registries that
+//! answer badly. Unpacking and running need root.
+
+use berth_proto::services::content::v1 as content;
+use berth_proto::services::content::v1::content_client::ContentClient;
+use berth_tests::registry::{Proxy, Registry};
+use berth_tests::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn import_busybox(d: &Daemon) {
+    ok(
+        "import",
+        d.berthctl(
+            "default",
+            &[
+                "images",
+                "import",
+                fixtures().join("busybox-docker.tar").to_str().unwrap(),
+            ],
+        ),
+    );
+}
+
+/// The digest an image points at, from `berthctl images ls`.
+fn image_digest(d: &Daemon, name: &str) -> Option<String> {
+    let out = ok(
+        "images ls",
+        d.berthctl("default", &["--format", "json", "images", "ls"]),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v.as_array()?
+        .iter()
+        .find_map(|i| (i["name"] == name).then(|| i["digest"].as_str().unwrap_or("").to_string()))
+}
+
+fn content_digests(d: &Daemon) -> Vec<String> {
+    ok(
+        "content ls",
+        d.berthctl("default", &["content", "ls", "-q"]),
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+fn peers() -> Option<std::path::PathBuf> {
+    let reg = peer("docker-registry")?;
+    if !require_root("pulling unpacks into overlay snapshots (mounts)") {
+        return None;
+    }
+    Some(reg)
+}
+
+#[test]
+fn push_pull_round_trip() {
+    let Some(reg_bin) = peers() else { return };
+    let reg = Registry::start(&reg_bin);
+    let d = Daemon::start();
+    import_busybox(&d);
+    let local = image_digest(&d, "docker.io/library/busybox:latest").expect("imported");
+    let remote = format!("{}/bb:1", reg.host());
+    ok(
+        "tag",
+        d.berthctl("default", &["images", "tag", "busybox", &remote]),
+    );
+    let out = ok("push", d.berthctl("default", &["images", "push", &remote]));
+    assert!(out.contains("pushed:"), "{out}");
+    // An independent client sees what we pushed.
+    if let Some(skopeo) = peer("skopeo") {
+        let o = Command::new(skopeo)
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                &format!("docker://{remote}"),
+            ])
+            .output()
+            .expect("skopeo");
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("skopeo: {o:?}"));
+        assert_eq!(v["Digest"], local.as_str(), "skopeo sees our digest");
+    }
+    // Pushing again uploads nothing.
+    let again = ok(
+        "push again",
+        d.berthctl("default", &["images", "push", &remote]),
+    );
+    assert!(
+        again.contains("exists: blob-sha256") && !again.contains("complete: blob-"),
+        "{again}"
+    );
+    // Another repository of the same registry mounts the blobs.
+    let other = format!("{}/other:2", reg.host());
+    ok(
+        "tag",
+        d.berthctl("default", &["images", "tag", &remote, &other]),
+    );
+    let m = ok(
+        "push other",
+        d.berthctl("default", &["images", "push", &other]),
+    );
+    assert!(
+        m.contains("mounted: blob-sha256") || m.contains("exists: blob-sha256"),
+        "{m}"
+    );
+
+    ok(
+        "rm",
+        d.berthctl(
+            "default",
+            &[
+                "images",
+                "rm",
+                "--sync",
+                &remote,
+                &other,
+                "docker.io/library/busybox:latest",
+            ],
+        ),
+    );
+    assert!(content_digests(&d).is_empty(), "all content collected");
+    let pulled = ok("pull", d.berthctl("default", &["images", "pull", &remote]));
+    assert!(
+        pulled.contains("unpacked:") && pulled.contains("saved:"),
+        "{pulled}"
+    );
+    assert_eq!(
+        image_digest(&d, &remote).as_deref(),
+        Some(local.as_str()),
+        "same digest"
+    );
+    let run = ok(
+        "run",
+        d.berthctl(
+            "default",
+            &["run", "--rm", &remote, "rt1", "echo", "hi-from-registry"],
+        ),
+    );
+    assert_eq!(run.trim(), "hi-from-registry");
+    assert_blobs_intact(&d.root());
+}
+
+#[test]
+fn ctr_pulls_through_berthd() {
+    let Some(reg_bin) = peers() else { return };
+    let Some(ctr) = peer("ctr") else { return };
+    let reg = Registry::start(&reg_bin);
+    let pusher = Daemon::start();
+    import_busybox(&pusher);
+    let remote = format!("{}/bb:ctr", reg.host());
+    ok(
+        "tag",
+        pusher.berthctl("default", &["images", "tag", "busybox", &remote]),
+    );
+    ok(
+        "push",
+        pusher.berthctl("default", &["images", "push", &remote]),
+    );
+    drop(pusher);
+
+    let d = Daemon::start();
+    ok(
+        "ctr pull",
+        d.ctr(
+            &ctr,
+            "default",
+            &["images", "pull", "--plain-http", &remote],
+        ),
+    );
+    let out = ok(
+        "ctr run",
+        d.ctr(
+            &ctr,
+            "default",
+            &["run", "--rm", &remote, "cr1", "echo", "hi-from-ctr-pull"],
+        ),
+    );
+    assert_eq!(out.trim(), "hi-from-ctr-pull");
+}
+
+/// Pushes a one-layer image with `size` bytes of noise; returns its name.
+fn push_big(d: &Daemon, reg: &Registry, repo: &str, size: usize) -> String {
+    let layer = layer_tar(&[("big.bin", &berth_tests::bench::random(size, 7))]);
+    let tar = oci_image(&[layer], "1", None);
+    let path = d.dir.path().join("big.tar");
+    std::fs::write(&path, tar).expect("write image");
+    let base = format!("{}/{repo}", reg.host());
+    ok(
+        "import big",
+        d.berthctl(
+            "default",
+            &[
+                "images",
+                "import",
+                "--no-unpack",
+                "--base-name",
+                &base,
+                path.to_str().unwrap(),
+            ],
+        ),
+    );
+    let name = format!("{base}:1");
+    ok(
+        "push big",
+        d.berthctl("default", &["images", "push", &name]),
+    );
+    name
+}
+
+async fn ingest_offset(d: &Daemon) -> i64 {
+    let Ok(ch) = berth_proto::client::connect(&d.address()).await else {
+        return 0;
+    };
+    ContentClient::new(ch)
+        .list_statuses(berth_proto::client::request(
+            "default",
+            content::ListStatusesRequest { filters: vec![] },
+        ))
+        .await
+        .map(|r| {
+            r.into_inner()
+                .statuses
+                .iter()
+                .filter(|s| s.r#ref.starts_with("layer-"))
+                .map(|s| s.offset)
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn interrupted_pull_resumes_after_sigkill() {
+    let Some(reg_bin) = peers() else { return };
+    let reg = Registry::start(&reg_bin);
+    let pusher = Daemon::start();
+    let pushed = push_big(&pusher, &reg, "big", 40 << 20);
+    let want = image_digest(&pusher, &pushed).expect("pushed image");
+    drop(pusher);
+
+    // Pull through a slow link, and kill berthd once part of the layer is in.
+    let proxy = Proxy::start(reg.port);
+    proxy.throttle(8 << 20);
+    let via = pushed.replace(&reg.host(), &proxy.host());
+    let mut d = Daemon::start();
+    let mut puller = Command::new(bin("berthctl"))
+        .args(["--address", &d.address(), "images", "pull", &via])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berthctl pull");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let off = rt.block_on(ingest_offset(&d));
+        if off >= 8 << 20 {
+            break off;
+        }
+        assert!(Instant::now() < deadline, "the download never got going");
+        assert!(
+            puller.try_wait().unwrap().is_none(),
+            "pull ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    d.kill9();
+    let _ = puller.wait();
+    assert!(
+        image_digest_after_restart(&mut d, &via).is_none(),
+        "no image from a cut pull"
+    );
+    let kept = rt.block_on(ingest_offset(&d));
+    assert!(
+        kept >= seen,
+        "the partial layer survived the crash: {kept} < {seen}"
+    );
+
+    proxy.throttle(0);
+    let out = ok(
+        "pull again",
+        d.berthctl("default", &["images", "pull", &via]),
+    );
+    let resumed: i64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("resuming: ")
+                .and_then(|r| r.split(" at byte ").nth(1))
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resume reported:\n{out}\n{}", d.log()));
+    assert!(resumed >= seen, "resumed at {resumed}, had {seen}");
+    assert!(
+        reg.log().contains("206") || resumed > 0,
+        "the registry served a range"
+    );
+    assert_eq!(image_digest(&d, &via).as_deref(), Some(want.as_str()));
+    assert_blobs_intact(&d.root());
+}
+
+/// Restarts a killed daemon and reports the image, if any.
+fn image_digest_after_restart(d: &mut Daemon, name: &str) -> Option<String> {
+    d.restart();
+    image_digest(d, name)
+}
+
+/// berthd that gives up on a silent registry quickly.
+const IMPATIENT: &str =
+    "[registry]\nread_timeout_secs = 2\nconnect_timeout_secs = 2\nretries = 1\n";
+
+/// A failed pull leaves no image and nothing under the bad digest.
+fn assert_nothing_left(d: &Daemon, name: &str, bad: Option<&str>) {
+    assert!(
+        image_digest(d, name).is_none(),
+        "no image {name} after a failed pull"
+    );
+    if let Some(b) = bad {
+        assert!(
+            !content_digests(d).iter().any(|c| c == b),
+            "{b} must not be committed"
+        );
+    }
+    assert_blobs_intact(&d.root());
+}
+
+#[test]
+fn bad_registry_answers() {
+    let Some(reg_bin) = peers() else { return };
+    let reg = Registry::start(&reg_bin);
+    let pusher = Daemon::start();
+    // The OCI fixture: its layer digest is known (digests.env).
+    ok(
+        "import",
+        pusher.berthctl(
+            "default",
+            &[
+                "images",
+                "import",
+                "--no-unpack",
+                "--base-name",
+                "docker.io/local/bb",
+                fixtures().join("busybox-oci.tar").to_str().unwrap(),
+            ],
+        ),
+    );
+    let layer = fixture_digest("layer");
+    for tag in ["corrupt", "missing"] {
+        let r = format!("{}/{tag}:1", reg.host());
+        ok(
+            "tag",
+            pusher.berthctl(
+                "default",
+                &["images", "tag", "docker.io/local/bb:latest", &r],
+            ),
+        );
+        ok("push", pusher.berthctl("default", &["images", "push", &r]));
+    }
+    drop(pusher);
+    let d = Daemon::start_with_config(IMPATIENT);
+
+    // A layer whose bytes do not match its digest.
+    let data = reg.blob_data(&layer);
+    let mut bytes = std::fs::read(&data).expect("registry blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).expect("corrupt the blob");
+    let r = format!("{}/corrupt:1", reg.host());
+    let err = fails(
+        "pull corrupt",
+        d.berthctl("default", &["images", "pull", &r]),
+    );
+    assert!(err.contains("corrupt") && err.contains(&layer), "{err}");
+    assert_nothing_left(&d, &r, Some(&layer));
+
+    // A layer the registry no longer has.
+    std::fs::remove_file(&data).expect("remove the blob");
+    let r = format!("{}/missing:1", reg.host());
+    let err = fails(
+        "pull missing",
+        d.berthctl("default", &["images", "pull", &r]),
+    );
+    assert!(
+        err.to_lowercase().contains("unknown") || err.contains("404") || err.contains("not found"),
+        "{err}"
+    );
+    assert_nothing_left(&d, &r, Some(&layer));
+
+    // A reference the registry never had.
+    let err = fails(
+        "pull absent",
+        d.berthctl(
+            "default",
+            &["images", "pull", &format!("{}/nope:1", reg.host())],
+        ),
+    );
+    assert!(
+        err.contains("not found")
+            || err.contains("MANIFEST_UNKNOWN")
+            || err.contains("ManifestUnknown"),
+        "{err}"
+    );
+
+    // A registry that stops answering.
+    reg.freeze(true);
+    let started = Instant::now();
+    let err = fails(
+        "pull frozen",
+        d.berthctl("default", &["images", "pull", &r]),
+    );
+    reg.freeze(false);
+    assert!(err.contains("stopped answering"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up in time"
+    );
+    assert_nothing_left(&d, &r, None);
+
+    // No registry at all.
+    let err = fails(
+        "pull refused",
+        d.berthctl("default", &["images", "pull", "127.0.0.1:9/bb:1"]),
+    );
+    assert!(
+        err.contains("cannot connect to registry 127.0.0.1:9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn registry_with_basic_auth() {
+    let Some(reg_bin) = peers() else { return };
+    let reg = Registry::start_with_auth(&reg_bin, "berth", "s3cret-pw");
+    let d = Daemon::start();
+    import_busybox(&d);
+    let remote = format!("{}/private:1", reg.host());
+    ok(
+        "tag",
+        d.berthctl("default", &["images", "tag", "busybox", &remote]),
+    );
+    let err = fails(
+        "push anonymous",
+        d.berthctl("default", &["images", "push", &remote]),
+    );
+    assert!(err.contains("401") && err.contains("--user"), "{err}");
+    ok(
+        "push with credentials",
+        d.berthctl(
+            "default",
+            &["images", "push", "--user", "berth:s3cret-pw", &remote],
+        ),
+    );
+    ok(
+        "rm",
+        d.berthctl("default", &["images", "rm", "--sync", &remote]),
+    );
+
+    let err = fails(
+        "pull with a wrong password",
+        d.berthctl(
+            "default",
+            &["images", "pull", "--user", "berth:wrong", &remote],
+        ),
+    );
+    assert!(
+        err.contains("401") && err.contains("check the user name and password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong") && !d.log().contains("s3cret-pw"),
+        "secrets never shown or logged"
+    );
+    assert_nothing_left(&d, &remote, None);
+
+    // Credentials from docker's config.json.
+    let cfg = d.dir.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"YmVydGg6czNjcmV0LXB3"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("berthctl"))
+        .args(["--address", &d.address(), "images", "pull", &remote])
+        .env("DOCKER_CONFIG", &cfg)
+        .env_remove("BERTH_REGISTRY_USER")
+        .output()
+        .expect("berthctl");
+    ok("pull with config.json", out);
+    assert!(image_digest(&d, &remote).is_some());
+}
