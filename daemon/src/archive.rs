@@ -426,6 +426,28 @@ fn label_children(core: &Arc<Core>, ctx: &Ctx, parent: &Digest, node: &Node) -> 
     Ok(())
 }
 
+/// Labels whatever part of `desc`'s tree is present, so the garbage
+/// collector keeps it with the image; absent parts are fine.
+fn label_present(core: &Arc<Core>, ctx: &Ctx, desc: &Descriptor, depth: usize) -> Result<()> {
+    let digest = Digest::parse(&desc.digest)?;
+    let data = match core.content.read_all(&ctx.ns, &digest) {
+        Err(e) if e.is_not_found() => return Ok(()),
+        other => other?,
+    };
+    let Ok(node) = oci::parse(&desc.media_type, &data) else {
+        return Ok(());
+    };
+    label_children(core, ctx, &digest, &node)?;
+    if let Node::Index(children) = &node
+        && depth < 4
+    {
+        for c in children {
+            label_present(core, ctx, &c.desc, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks that the blobs `desc` needs for `platform` (or all platforms) are
 /// in the namespace, and labels parents with references to their children.
 fn ensure_complete(
@@ -464,15 +486,20 @@ fn ensure_complete(
                     have.join(", ")
                 )));
             }
-            for c in chosen {
-                ensure_complete(
-                    core,
-                    ctx,
-                    &c.desc,
-                    platform,
-                    all,
-                    &format!("manifest of index {digest}"),
-                )?;
+            for c in children {
+                if chosen.iter().any(|k| k.desc.digest == c.desc.digest) {
+                    ensure_complete(
+                        core,
+                        ctx,
+                        &c.desc,
+                        platform,
+                        all,
+                        &format!("manifest of index {digest}"),
+                    )?;
+                } else {
+                    // Other platforms' blobs the archive brought are kept too.
+                    label_present(core, ctx, &c.desc, 0)?;
+                }
             }
         }
         Node::Manifest { config, layers } => {

@@ -405,8 +405,52 @@ pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
 /// An OCI image layout tar with the given uncompressed layers (gzipped
 /// inside), tagged `tag`. `diff_ids` overrides the config's diff IDs.
 pub fn oci_image(layers: &[Vec<u8>], tag: &str, diff_ids: Option<Vec<String>>) -> Vec<u8> {
-    use std::io::Write;
     let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+    let manifest = image_manifest(&mut blobs, layers, host_arch(), diff_ids);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest),
+            "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    }))
+    .expect("json");
+    blobs.push((sha256(&manifest), manifest));
+    image_layout(&blobs, &index)
+}
+
+/// An OCI image-layout tar holding a multi-platform image tagged `tag`: one
+/// manifest per `(architecture, layers)` entry (linux), under an index.
+pub fn oci_multi_platform_image(entries: &[(&str, Vec<Vec<u8>>)], tag: &str) -> Vec<u8> {
+    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut manifests = Vec::new();
+    for (arch, layers) in entries {
+        let m = image_manifest(&mut blobs, layers, arch, None);
+        manifests.push(serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256(&m), "size": m.len(), "platform": {"os": "linux", "architecture": arch}}));
+        blobs.push((sha256(&m), m));
+    }
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests,
+    }))
+    .expect("json");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256(&inner),
+            "size": inner.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    }))
+    .expect("json");
+    blobs.push((sha256(&inner), inner));
+    image_layout(&blobs, &index)
+}
+
+/// Adds gzipped `layers` and a config for `arch` to `blobs`; returns the
+/// manifest (not yet added).
+fn image_manifest(
+    blobs: &mut Vec<(String, Vec<u8>)>,
+    layers: &[Vec<u8>],
+    arch: &str,
+    diff_ids: Option<Vec<String>>,
+) -> Vec<u8> {
+    use std::io::Write;
     let mut descs = Vec::new();
     let mut ids = Vec::new();
     for l in layers {
@@ -421,7 +465,7 @@ pub fn oci_image(layers: &[Vec<u8>], tag: &str, diff_ids: Option<Vec<String>>) -
         blobs.push((sha256(&gz), gz));
     }
     let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": host_arch(), "os": "linux",
+        "architecture": arch, "os": "linux",
         "config": {"Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids.unwrap_or(ids)},
     }))
@@ -432,14 +476,11 @@ pub fn oci_image(layers: &[Vec<u8>], tag: &str, diff_ids: Option<Vec<String>>) -
         "layers": descs,
     }))
     .expect("json");
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest),
-            "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}],
-    }))
-    .expect("json");
     blobs.push((sha256(&config), config));
-    blobs.push((sha256(&manifest), manifest));
+    manifest
+}
+
+fn image_layout(blobs: &[(String, Vec<u8>)], index: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
@@ -450,10 +491,10 @@ pub fn oci_image(layers: &[Vec<u8>], tag: &str, diff_ids: Option<Vec<String>>) -
         b.append_data(&mut h, name, data).expect("append");
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    for (d, data) in &blobs {
+    for (d, data) in blobs {
         add(&format!("blobs/sha256/{}", &d[7..]), data);
     }
-    add("index.json", &index);
+    add("index.json", index);
     b.into_inner().expect("tar")
 }
 

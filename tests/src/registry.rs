@@ -28,15 +28,24 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts an anonymous registry.
     pub fn start(binary: &Path) -> Registry {
-        Self::start_with(binary, None)
+        Self::start_with(binary, None, None)
     }
 
     /// Starts a registry that wants `user`/`password` (htpasswd, bcrypt).
     pub fn start_with_auth(binary: &Path, user: &str, password: &str) -> Registry {
-        Self::start_with(binary, Some((user, password)))
+        Self::start_with(binary, Some((user, password)), None)
     }
 
-    fn start_with(binary: &Path, auth: Option<(&str, &str)>) -> Registry {
+    /// Starts a registry serving HTTPS with this PEM certificate and key.
+    pub fn start_with_tls(binary: &Path, cert: &Path, key: &Path) -> Registry {
+        Self::start_with(binary, None, Some((cert, key)))
+    }
+
+    fn start_with(
+        binary: &Path,
+        auth: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
             .tempdir()
@@ -46,6 +55,14 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("store").display()
         );
+        // Under `http:`, which the base config ends with.
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some((user, password)) = auth {
             let hash = bcrypt::hash(password, 5).expect("bcrypt");
             let htpasswd = dir.path().join("htpasswd");

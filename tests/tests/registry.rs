@@ -493,3 +493,237 @@ fn registry_with_basic_auth() {
     ok("pull with config.json", out);
     assert!(image_digest(&d, &remote).is_some());
 }
+
+/// A layer holding the host's static busybox as /bin/busybox.
+fn busybox_layer() -> Vec<u8> {
+    let data = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o755);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    b.append_data(&mut h, "bin/busybox", &data[..])
+        .expect("append");
+    b.into_inner().expect("tar")
+}
+
+#[test]
+fn multi_platform_push_and_pull() {
+    let Some(reg_bin) = peers() else { return };
+    let reg = Registry::start(&reg_bin);
+    let other = if host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let foreign = layer_tar(&[("etc/arch", other.as_bytes())]);
+    let tar = oci_multi_platform_image(
+        &[
+            (host_arch(), vec![busybox_layer()]),
+            (other, vec![foreign.clone()]),
+        ],
+        "1",
+    );
+    let d = Daemon::start();
+    let path = d.dir.path().join("multi.tar");
+    std::fs::write(&path, tar).unwrap();
+    let base = format!("{}/multi", reg.host());
+    let name = format!("{base}:1");
+    ok(
+        "import",
+        d.berthctl(
+            "default",
+            &[
+                "images",
+                "import",
+                "--base-name",
+                &base,
+                path.to_str().unwrap(),
+            ],
+        ),
+    );
+    let pushed = ok(
+        "push index",
+        d.berthctl("default", &["images", "push", &name]),
+    );
+    let index = image_digest(&d, &name).expect("imported");
+    assert!(pushed.contains(&index), "{pushed}");
+    drop(d);
+
+    // The host's platform by default: its layer only.
+    let foreign_gz = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&foreign).unwrap();
+        sha256(&gz.finish().unwrap())
+    };
+    let d = Daemon::start();
+    ok("pull", d.berthctl("default", &["images", "pull", &name]));
+    assert_eq!(
+        image_digest(&d, &name).as_deref(),
+        Some(index.as_str()),
+        "the index kept whole"
+    );
+    assert!(
+        !content_digests(&d).contains(&foreign_gz),
+        "no foreign layer fetched"
+    );
+    let out = ok(
+        "run",
+        d.berthctl(
+            "default",
+            &[
+                "run",
+                "--rm",
+                &name,
+                "mp1",
+                "/bin/busybox",
+                "echo",
+                "multi-ok",
+            ],
+        ),
+    );
+    assert_eq!(out.trim(), "multi-ok");
+    // Another platform on request.
+    let platform = format!("linux/{other}");
+    ok(
+        "pull --platform",
+        d.berthctl(
+            "default",
+            &[
+                "images",
+                "pull",
+                "--no-unpack",
+                "--platform",
+                &platform,
+                &name,
+            ],
+        ),
+    );
+    assert!(
+        content_digests(&d).contains(&foreign_gz),
+        "foreign layer fetched on request"
+    );
+    let err = fails(
+        "pull an absent platform",
+        d.berthctl(
+            "default",
+            &["images", "pull", "--platform", "linux/s390x", &name],
+        ),
+    );
+    assert!(err.contains("no image for platform linux/s390x"), "{err}");
+    drop(d);
+
+    // Everything.
+    let d = Daemon::start();
+    ok(
+        "pull --all-platforms",
+        d.berthctl(
+            "default",
+            &["images", "pull", "--all-platforms", "--no-unpack", &name],
+        ),
+    );
+    assert!(content_digests(&d).contains(&foreign_gz));
+}
+
+#[test]
+fn registry_over_tls_with_a_private_ca() {
+    let Some(reg_bin) = peers() else { return };
+    let Some(openssl) = peer("openssl") else {
+        return;
+    };
+    // A private CA and a server certificate for 127.0.0.1 signed by it.
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=berth-test-ca",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &ca,
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &p("server.csr"),
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("server.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &cert,
+        ],
+    ] {
+        let o = Command::new(&openssl)
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+    }
+    let (cert, key) = (
+        std::path::PathBuf::from(&cert),
+        std::path::PathBuf::from(&key),
+    );
+    let reg = Registry::start_with_tls(&reg_bin, &cert, &key);
+    let d = Daemon::start_with_config(IMPATIENT);
+    import_busybox(&d);
+    let remote = format!("{}/tls:1", reg.host());
+    ok(
+        "tag",
+        d.berthctl("default", &["images", "tag", "busybox", &remote]),
+    );
+    // Plain HTTP (the localhost default) cannot talk to it.
+    let err = fails(
+        "push without the CA",
+        d.berthctl("default", &["images", "push", &remote]),
+    );
+    assert!(err.contains("--ca-file"), "{err}");
+    let ca = ca.as_str();
+    ok(
+        "push with --ca-file",
+        d.berthctl("default", &["images", "push", "--ca-file", ca, &remote]),
+    );
+    ok(
+        "rm",
+        d.berthctl("default", &["images", "rm", "--sync", &remote]),
+    );
+    ok(
+        "pull with --ca-file",
+        d.berthctl("default", &["images", "pull", "--ca-file", ca, &remote]),
+    );
+    assert!(image_digest(&d, &remote).is_some());
+}

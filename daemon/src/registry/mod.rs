@@ -177,6 +177,14 @@ fn host_certificates(dir: &Path, host: &str) -> Result<Vec<Certificate>> {
     Ok(certs)
 }
 
+/// reqwest is built without a default TLS crypto provider; use ring.
+fn install_crypto() {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// A connection to one repository of one registry, authenticated.
 pub(crate) struct Remote {
     pub client: oci_client::Client,
@@ -202,11 +210,7 @@ impl Remote {
         creds: Option<&dyn Credentials>,
         op: RegistryOperation,
     ) -> Result<Remote> {
-        static PROVIDER: std::sync::Once = std::sync::Once::new();
-        // reqwest is built without a default TLS crypto provider; pick ring.
-        PROVIDER.call_once(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        install_crypto();
         let reference: oci_client::Reference = name
             .parse()
             .map_err(|e| Error::invalid(format!("image reference {name:?} is not valid: {e}")))?;
@@ -436,6 +440,9 @@ impl Remote {
                 ": the registry failed after {} retries; try again later",
                 self.retries
             ),
+            _ if code == 400 && self.plain_http => {
+                ": if it serves HTTPS, name its CA with --ca-file (plain HTTP is the default for localhost)".into()
+            }
             _ => String::new(),
         };
         let body = body.trim();
@@ -532,6 +539,75 @@ pub(crate) const ACCEPT: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn remote(anonymous: bool) -> Remote {
+        install_crypto();
+        Remote {
+            client: oci_client::Client::default(),
+            reference: "127.0.0.1:5000/bb:1".parse().unwrap(),
+            host: "127.0.0.1:5000".into(),
+            auth: RegistryAuth::Anonymous,
+            anonymous,
+            plain_http: true,
+            retries: 3,
+            read_timeout: Duration::from_secs(30),
+            max_concurrent: 3,
+        }
+    }
+
+    #[test]
+    fn http_answers_become_kinds_with_advice() {
+        let r = remote(true);
+        for (code, kind, advice, retried) in [
+            (401, Kind::Unauthenticated, "--user", false),
+            (403, Kind::PermissionDenied, "lack access", false),
+            (404, Kind::NotFound, "HTTP 404", false),
+            (429, Kind::ResourceExhausted, "rate-limits", true),
+            (503, Kind::Unavailable, "after 3 retries", true),
+            (400, Kind::Unknown, "--ca-file", false),
+        ] {
+            let e = OciDistributionError::ServerError {
+                code,
+                url: "http://127.0.0.1:5000/v2/bb/manifests/1".into(),
+                message: String::new(),
+            };
+            assert_eq!(transient(&e), retried, "{code}");
+            let err = r.error("pull", &e);
+            assert_eq!(err.kind(), kind, "{code}: {err}");
+            assert!(err.message().contains(advice), "{code}: {err}");
+            assert!(err.message().contains("127.0.0.1:5000"), "{err}");
+        }
+        let wrong = remote(false).error(
+            "pull",
+            &OciDistributionError::UnauthorizedError { url: "u".into() },
+        );
+        assert_eq!(wrong.kind(), Kind::Unauthenticated);
+        assert!(
+            wrong.message().contains("check the user name and password"),
+            "{wrong}"
+        );
+        let envelope = |code| OciDistributionError::RegistryError {
+            envelope: oci_client::errors::OciEnvelope {
+                errors: vec![oci_client::errors::OciError {
+                    code,
+                    message: "m".into(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: "u".into(),
+        };
+        assert_eq!(
+            r.error("pull", &envelope(OciErrorCode::ManifestUnknown))
+                .kind(),
+            Kind::NotFound
+        );
+        assert_eq!(
+            r.error("pull", &envelope(OciErrorCode::Denied)).kind(),
+            Kind::PermissionDenied
+        );
+        assert!(transient(&envelope(OciErrorCode::Toomanyrequests)));
+        assert!(!transient(&envelope(OciErrorCode::BlobUnknown)));
+    }
 
     #[test]
     fn source_label_keys_drop_the_port() {
