@@ -78,3 +78,65 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
 pub fn mibs(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
 }
+
+/// Prints berthd's and containerd's median times for moving `bytes`.
+pub fn print_comparison(
+    what: &str,
+    bytes: usize,
+    runs: usize,
+    berth: Duration,
+    containerd: Option<Duration>,
+) {
+    println!(
+        "{what} of a {:.0} MiB image (median of {runs})",
+        bytes as f64 / (1 << 20) as f64
+    );
+    println!("{:<24} {:>10} {:>10}", "runtime", "seconds", "MiB/s");
+    println!(
+        "{:<24} {:>10.2} {:>10.1}",
+        "berthd (berthctl)",
+        berth.as_secs_f64(),
+        mibs(bytes, berth)
+    );
+    match containerd {
+        Some(c) => println!(
+            "{:<24} {:>10.2} {:>10.1}",
+            "containerd 1.6 (ctr)",
+            c.as_secs_f64(),
+            mibs(bytes, c)
+        ),
+        None => println!("{:<24} {:>10} {:>10}", "containerd", "n/a", "n/a"),
+    }
+}
+
+/// Runs `once` `runs` times and returns the median, logging each run.
+pub fn timed_runs(label: &str, runs: usize, mut once: impl FnMut() -> Duration) -> Duration {
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let e = once();
+        eprintln!("  {label} run {run}: {:.2}s", e.as_secs_f64());
+        times.push(e);
+    }
+    median(times)
+}
+
+/// Times `ctr -n bench <args>` against a fresh containerd per run; `None`
+/// when containerd or ctr is not installed.
+pub fn containerd_runs(runs: usize, args: &[&str]) -> Option<Duration> {
+    let (containerd, ctr) = (crate::peer("containerd")?, crate::peer("ctr")?);
+    Some(timed_runs("containerd", runs, || {
+        let c = crate::containerd::Containerd::start(&containerd, "", None);
+        settle();
+        let t = std::time::Instant::now();
+        let out = Command::new(&ctr)
+            .arg("--address")
+            .arg(&c.sock)
+            .args(["-n", "bench"])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        let e = t.elapsed();
+        crate::ok(&format!("ctr {}", args.join(" ")), out);
+        e
+    }))
+}

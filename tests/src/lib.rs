@@ -280,6 +280,16 @@ impl Daemon {
             .expect("run berthctl")
     }
 
+    /// Imports an image archive into namespace `default` (`extra` flags go
+    /// before the file); returns berthctl's output.
+    pub fn import(&self, archive: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["images", "import"];
+        args.extend_from_slice(extra);
+        let file = archive.to_str().expect("utf-8 path");
+        args.push(file);
+        ok(&format!("import {file}"), self.berthctl("default", &args))
+    }
+
     /// Runs `berthctl` on a fresh pseudo-terminal of `cols`x`rows` made by
     /// `script(1)` (the `script` peer), as an operator at a terminal would.
     pub fn berthctl_in_terminal(

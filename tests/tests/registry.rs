@@ -11,16 +11,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn import_busybox(d: &Daemon) {
+    d.import(&fixtures().join("busybox-docker.tar"), &[]);
+}
+
+/// Busybox imported and named `remote` too.
+fn busybox_as(d: &Daemon, remote: &str) {
+    import_busybox(d);
     ok(
-        "import",
-        d.berthctl(
-            "default",
-            &[
-                "images",
-                "import",
-                fixtures().join("busybox-docker.tar").to_str().unwrap(),
-            ],
-        ),
+        "tag",
+        d.berthctl("default", &["images", "tag", "busybox", remote]),
     );
 }
 
@@ -59,13 +58,9 @@ fn push_pull_round_trip() {
     let Some(reg_bin) = peers() else { return };
     let reg = Registry::start(&reg_bin);
     let d = Daemon::start();
-    import_busybox(&d);
-    let local = image_digest(&d, "docker.io/library/busybox:latest").expect("imported");
     let remote = format!("{}/bb:1", reg.host());
-    ok(
-        "tag",
-        d.berthctl("default", &["images", "tag", "busybox", &remote]),
-    );
+    busybox_as(&d, &remote);
+    let local = image_digest(&d, "docker.io/library/busybox:latest").expect("imported");
     let out = ok("push", d.berthctl("default", &["images", "push", &remote]));
     assert!(out.contains("pushed:"), "{out}");
     // An independent client sees what we pushed.
@@ -148,12 +143,8 @@ fn ctr_pulls_through_berthd() {
     let Some(ctr) = peer("ctr") else { return };
     let reg = Registry::start(&reg_bin);
     let pusher = Daemon::start();
-    import_busybox(&pusher);
     let remote = format!("{}/bb:ctr", reg.host());
-    ok(
-        "tag",
-        pusher.berthctl("default", &["images", "tag", "busybox", &remote]),
-    );
+    busybox_as(&pusher, &remote);
     ok(
         "push",
         pusher.berthctl("default", &["images", "push", &remote]),
@@ -187,20 +178,7 @@ fn push_big(d: &Daemon, reg: &Registry, repo: &str, size: usize) -> String {
     let path = d.dir.path().join("big.tar");
     std::fs::write(&path, tar).expect("write image");
     let base = format!("{}/{repo}", reg.host());
-    ok(
-        "import big",
-        d.berthctl(
-            "default",
-            &[
-                "images",
-                "import",
-                "--no-unpack",
-                "--base-name",
-                &base,
-                path.to_str().unwrap(),
-            ],
-        ),
-    );
+    d.import(&path, &["--no-unpack", "--base-name", &base]);
     let name = format!("{base}:1");
     ok(
         "push big",
@@ -331,19 +309,9 @@ fn bad_registry_answers() {
     let reg = Registry::start(&reg_bin);
     let pusher = Daemon::start();
     // The OCI fixture: its layer digest is known (digests.env).
-    ok(
-        "import",
-        pusher.berthctl(
-            "default",
-            &[
-                "images",
-                "import",
-                "--no-unpack",
-                "--base-name",
-                "docker.io/local/bb",
-                fixtures().join("busybox-oci.tar").to_str().unwrap(),
-            ],
-        ),
+    pusher.import(
+        &fixtures().join("busybox-oci.tar"),
+        &["--no-unpack", "--base-name", "docker.io/local/bb"],
     );
     let layer = fixture_digest("layer");
     for tag in ["corrupt", "missing"] {
@@ -433,12 +401,8 @@ fn registry_with_basic_auth() {
     let Some(reg_bin) = peers() else { return };
     let reg = Registry::start_with_auth(&reg_bin, "berth", "s3cret-pw");
     let d = Daemon::start();
-    import_busybox(&d);
     let remote = format!("{}/private:1", reg.host());
-    ok(
-        "tag",
-        d.berthctl("default", &["images", "tag", "busybox", &remote]),
-    );
+    busybox_as(&d, &remote);
     let err = fails(
         "push anonymous",
         d.berthctl("default", &["images", "push", &remote]),
@@ -530,19 +494,7 @@ fn multi_platform_push_and_pull() {
     std::fs::write(&path, tar).unwrap();
     let base = format!("{}/multi", reg.host());
     let name = format!("{base}:1");
-    ok(
-        "import",
-        d.berthctl(
-            "default",
-            &[
-                "images",
-                "import",
-                "--base-name",
-                &base,
-                path.to_str().unwrap(),
-            ],
-        ),
-    );
+    d.import(&path, &["--base-name", &base]);
     let pushed = ok(
         "push index",
         d.berthctl("default", &["images", "push", &name]),
@@ -700,12 +652,8 @@ fn registry_over_tls_with_a_private_ca() {
     );
     let reg = Registry::start_with_tls(&reg_bin, &cert, &key);
     let d = Daemon::start_with_config(IMPATIENT);
-    import_busybox(&d);
     let remote = format!("{}/tls:1", reg.host());
-    ok(
-        "tag",
-        d.berthctl("default", &["images", "tag", "busybox", &remote]),
-    );
+    busybox_as(&d, &remote);
     // Plain HTTP (the localhost default) cannot talk to it.
     let err = fails(
         "push without the CA",

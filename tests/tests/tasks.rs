@@ -10,18 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
 fn import_busybox(d: &Daemon) {
-    let fx = fixtures();
-    ok(
-        "import",
-        d.berthctl(
-            "default",
-            &[
-                "images",
-                "import",
-                fx.join("busybox-docker.tar").to_str().unwrap(),
-            ],
-        ),
-    );
+    d.import(&fixtures().join("busybox-docker.tar"), &[]);
 }
 
 /// The memory limit the container's cgroup holds (v1 or v2).

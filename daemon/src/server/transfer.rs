@@ -163,6 +163,24 @@ fn platforms(ps: &[berth_proto::types::Platform]) -> Vec<Platform> {
 }
 
 impl TransferService {
+    /// Where an image store wants its images unpacked: (platform, snapshotter).
+    fn unpacks(
+        &self,
+        u: &[tt::UnpackConfiguration],
+    ) -> Result<Vec<(Option<Platform>, String)>, Status> {
+        let mut out = Vec::new();
+        for u in u {
+            let p = u.platform.as_ref().map(|p| Platform {
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+                variant: p.variant.clone(),
+            });
+            let (name, _) = self.core.snapshots.get(&u.snapshotter)?;
+            out.push((p, name));
+        }
+        Ok(out)
+    }
+
     /// The registry options and credentials source a client's resolver names.
     fn resolver(
         &self,
@@ -328,21 +346,7 @@ impl Transfer for TransferService {
             typeurl::unpack::<tt::ImageImportStream>(src),
             typeurl::unpack::<tt::ImageStore>(dst),
         ) {
-            let unpack = dst
-                .unpacks
-                .iter()
-                .map(|u| {
-                    let p = u.platform.as_ref().map(|p| Platform {
-                        os: p.os.clone(),
-                        architecture: p.architecture.clone(),
-                        variant: p.variant.clone(),
-                    });
-                    self.core
-                        .snapshots
-                        .get(&u.snapshotter)
-                        .map(|(name, _)| (p, name))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let unpack = self.unpacks(&dst.unpacks)?;
             let mut opts = ImportOptions {
                 unpack,
                 index_name: (!dst.name.is_empty()).then(|| dst.name.clone()),
@@ -418,21 +422,7 @@ impl Transfer for TransferService {
             typeurl::unpack::<tt::ImageStore>(dst),
         ) {
             let (resolver, creds) = self.resolver(src.resolver.as_ref())?;
-            let unpack = dst
-                .unpacks
-                .iter()
-                .map(|u| {
-                    let p = u.platform.as_ref().map(|p| Platform {
-                        os: p.os.clone(),
-                        architecture: p.architecture.clone(),
-                        variant: p.variant.clone(),
-                    });
-                    self.core
-                        .snapshots
-                        .get(&u.snapshotter)
-                        .map(|(name, _)| (p, name))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let unpack = self.unpacks(&dst.unpacks)?;
             let req = registry::PullRequest {
                 reference: src.reference.clone(),
                 name: dst.name.clone(),
