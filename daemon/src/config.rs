@@ -224,6 +224,12 @@ mod tests {
     }
 
     #[test]
+    fn installed_config_is_the_documented_one() {
+        // deploy/install.sh installs this file; it must not drift.
+        assert_eq!(include_str!("../../deploy/config.toml"), DEFAULT_TOML);
+    }
+
+    #[test]
     fn load_missing_and_bad_files() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
