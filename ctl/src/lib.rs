@@ -40,6 +40,12 @@ pub fn status_error(s: &tonic::Status) -> CtlError {
         tonic::Code::OutOfRange => "out of range",
         tonic::Code::PermissionDenied => "permission denied",
         tonic::Code::DeadlineExceeded => "deadline exceeded",
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::ResourceExhausted => "resource exhausted",
+        tonic::Code::DataLoss => "data loss",
+        tonic::Code::Aborted => "aborted",
+        tonic::Code::Cancelled => "cancelled",
+        tonic::Code::Internal => "internal error",
         _ => "error",
     };
     CtlError(format!("{} ({code})", s.message()))

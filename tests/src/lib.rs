@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 pub mod bench;
 pub mod containerd;
 pub mod registry;
+pub mod token;
 
 /// The workspace's target directory for this profile (where `berthd` is).
 pub fn target_dir() -> PathBuf {

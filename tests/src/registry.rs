@@ -1,6 +1,6 @@
 //! A real registry for tests: Debian's `docker-registry` (distribution 2.8)
 //! on 127.0.0.1, a free port, a temporary storage directory, optionally
-//! with htpasswd basic auth; and a TCP proxy in front of it that can slow
+//! with htpasswd basic auth or bearer tokens from [`TokenServer`]; and a TCP proxy in front of it that can slow
 //! the registry's answers down or stop them, to interrupt transfers.
 
 use std::io::{Read, Write};
@@ -10,6 +10,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+pub use crate::token::TokenServer;
+use crate::token::{ISSUER, SERVICE};
+
+enum Auth<'a> {
+    None,
+    Basic(&'a str, &'a str),
+    Token(&'a TokenServer),
+}
 
 /// A running `docker-registry`; killed (and its files removed) on drop.
 pub struct Registry {
@@ -28,24 +37,25 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts an anonymous registry.
     pub fn start(binary: &Path) -> Registry {
-        Self::start_with(binary, None, None)
+        Self::start_with(binary, Auth::None, None)
     }
 
     /// Starts a registry that wants `user`/`password` (htpasswd, bcrypt).
     pub fn start_with_auth(binary: &Path, user: &str, password: &str) -> Registry {
-        Self::start_with(binary, Some((user, password)), None)
+        Self::start_with(binary, Auth::Basic(user, password), None)
+    }
+
+    /// Starts a registry that wants bearer tokens from `tokens`.
+    pub fn start_with_token(binary: &Path, tokens: &TokenServer) -> Registry {
+        Self::start_with(binary, Auth::Token(tokens), None)
     }
 
     /// Starts a registry serving HTTPS with this PEM certificate and key.
     pub fn start_with_tls(binary: &Path, cert: &Path, key: &Path) -> Registry {
-        Self::start_with(binary, None, Some((cert, key)))
+        Self::start_with(binary, Auth::None, Some((cert, key)))
     }
 
-    fn start_with(
-        binary: &Path,
-        auth: Option<(&str, &str)>,
-        tls: Option<(&Path, &Path)>,
-    ) -> Registry {
+    fn start_with(binary: &Path, auth: Auth, tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
             .tempdir()
@@ -63,14 +73,22 @@ impl Registry {
                 key.display()
             ));
         }
-        if let Some((user, password)) = auth {
-            let hash = bcrypt::hash(password, 5).expect("bcrypt");
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                htpasswd.display()
-            ));
+        match auth {
+            Auth::None => {}
+            Auth::Basic(user, password) => {
+                let hash = bcrypt::hash(password, 5).expect("bcrypt");
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            Auth::Token(t) => config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                t.realm(),
+                t.cert().display()
+            )),
         }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).expect("registry config");

@@ -5,8 +5,9 @@
 
 use berth_proto::services::content::v1 as content;
 use berth_proto::services::content::v1::content_client::ContentClient;
-use berth_tests::registry::{Proxy, Registry};
+use berth_tests::registry::{Proxy, Registry, TokenServer};
 use berth_tests::*;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -577,6 +578,93 @@ fn multi_platform_push_and_pull() {
         ),
     );
     assert!(content_digests(&d).contains(&foreign_gz));
+}
+
+#[test]
+fn registry_with_token_auth() {
+    let Some(reg_bin) = peers() else { return };
+    let Some(openssl) = peer("openssl") else {
+        return;
+    };
+    let tokens = TokenServer::start(&openssl, "berth", "t0ken-pw");
+    let reg = Registry::start_with_token(&reg_bin, &tokens);
+    let d = Daemon::start();
+    let remote = format!("{}/team/bb:1", reg.host());
+    busybox_as(&d, &remote);
+
+    // Anonymous tokens only carry pull: the registry refuses the push.
+    let err = fails(
+        "push anonymous",
+        d.berthctl("default", &["images", "push", &remote]),
+    );
+    assert!(
+        err.contains("401 (UNAUTHORIZED: authentication required)") && err.contains("--user"),
+        "{err}"
+    );
+    let err = fails(
+        "push with a wrong password",
+        d.berthctl(
+            "default",
+            &["images", "push", "--user", "berth:wrong", &remote],
+        ),
+    );
+    assert!(err.contains("check the user name and password"), "{err}");
+    ok(
+        "push with credentials",
+        d.berthctl(
+            "default",
+            &["images", "push", "--user", "berth:t0ken-pw", &remote],
+        ),
+    );
+    let grants = tokens.grants();
+    assert!(
+        grants.iter().any(|g| g.account.is_empty()
+            && g.scopes.iter().any(|s| s == "repository:team/bb:pull,push")),
+        "an anonymous token was asked for with the push scope: {grants:?}"
+    );
+    assert!(
+        grants.iter().any(|g| g.refused && g.account == "berth"),
+        "the wrong password reached the token server and was refused: {grants:?}"
+    );
+    assert!(
+        grants.iter().any(|g| g.account == "berth"
+            && !g.refused
+            && g.granted
+                .iter()
+                .any(|s| s == "repository:team/bb:pull,push")),
+        "the push ran on a token granting push: {grants:?}"
+    );
+    let pushed = image_digest(&d, &remote).expect("pushed image");
+
+    // A public pull needs no credentials: the anonymous token suffices.
+    ok(
+        "rm",
+        d.berthctl("default", &["images", "rm", "--sync", &remote]),
+    );
+    ok(
+        "pull anonymous",
+        d.berthctl("default", &["images", "pull", &remote]),
+    );
+    assert_eq!(image_digest(&d, &remote).as_deref(), Some(pushed.as_str()));
+    assert!(
+        !d.log().contains("t0ken-pw") && !d.log().contains("eyJ"),
+        "neither the password nor a token is logged"
+    );
+    // The registry really checked tokens: a request without one is refused.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", reg.port)).expect("connect");
+    write!(
+        c,
+        "GET /v2/team/bb/manifests/1 HTTP/1.0\r\nHost: {}\r\n\r\n",
+        reg.host()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 401"), "{answer}");
+    assert!(
+        answer.contains(&tokens.realm()),
+        "the challenge names the realm: {answer}"
+    );
 }
 
 #[test]

@@ -445,11 +445,10 @@ impl Remote {
             }
             _ => String::new(),
         };
-        let body = body.trim();
-        let body = if body.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", body.chars().take(200).collect::<String>())
+        let body = match envelope_summary(body) {
+            Some(s) => format!(" ({s})"),
+            None if body.trim().is_empty() => String::new(),
+            None => format!(" ({})", body.trim().chars().take(200).collect::<String>()),
         };
         (
             kind,
@@ -464,6 +463,25 @@ impl Remote {
             "check the user name and password (--user or docker config.json)"
         }
     }
+}
+
+/// `CODE: message; …` from a distribution error envelope
+/// (`{"errors":[{"code":…,"message":…}]}`), leaving out its `detail`,
+/// which repeats the request.
+fn envelope_summary(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let errors = v.get("errors")?.as_array()?;
+    let parts: Vec<String> = errors
+        .iter()
+        .filter_map(|e| {
+            let code = e.get("code")?.as_str()?;
+            match e.get("message").and_then(|m| m.as_str()) {
+                Some(m) if !m.is_empty() => Some(format!("{code}: {m}")),
+                _ => Some(code.to_string()),
+            }
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// Docker schema 1 images are refused with a way forward.
@@ -607,6 +625,26 @@ mod tests {
         );
         assert!(transient(&envelope(OciErrorCode::Toomanyrequests)));
         assert!(!transient(&envelope(OciErrorCode::BlobUnknown)));
+    }
+
+    #[test]
+    fn error_envelopes_in_http_bodies_are_summarised() {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":[{"Type":"repository","Name":"bb","Action":"push"}]}]}"#;
+        let e = OciDistributionError::ServerError {
+            code: 401,
+            url: "u".into(),
+            message: body.into(),
+        };
+        let err = remote(true).error("push", &e);
+        assert!(
+            err.message()
+                .contains("HTTP 401 (UNAUTHORIZED: authentication required)"),
+            "{err}"
+        );
+        assert!(!err.message().contains("detail"), "{err}");
+        // Anything else is shown as it came, shortened.
+        assert_eq!(envelope_summary("<html>busy</html>"), None);
+        assert_eq!(envelope_summary(r#"{"errors":[]}"#), None);
     }
 
     #[test]
