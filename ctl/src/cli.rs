@@ -217,7 +217,8 @@ pub struct RegistryArgs {
     #[arg(long)]
     pub plain_http: bool,
     /// Credentials as USER:PASSWORD (USER alone asks for the password);
-    /// otherwise docker's config.json ($DOCKER_CONFIG or ~/.docker) is used.
+    /// otherwise docker's config.json ($DOCKER_CONFIG or ~/.docker): its
+    /// credential helper (credHelpers, credsStore), then its `auths`.
     #[arg(short, long, env = "BERTH_REGISTRY_USER", hide_env_values = true)]
     pub user: Option<String>,
     /// Also trust this CA certificate (PEM) for the registry's TLS.

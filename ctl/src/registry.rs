@@ -29,7 +29,7 @@ fn credentials(args: &RegistryArgs, host: &str) -> Result<Option<(String, String
             None => (u.clone(), read_password(u, host)?),
         }));
     }
-    Ok(docker_config_credentials(host))
+    docker_config_credentials(host)
 }
 
 fn read_password(user: &str, host: &str) -> Result<String> {
@@ -55,40 +55,124 @@ fn read_password(user: &str, host: &str) -> Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
-/// Looks `host` up in docker's config.json (`auths`); credential helpers
-/// are not run.
-fn docker_config_credentials(host: &str) -> Option<(String, String)> {
+/// Looks `host` up in docker's config.json the way docker does: its
+/// credential helper (`credHelpers[host]`, else `credsStore`) first, then
+/// the credentials stored inline under `auths`.
+fn docker_config_credentials(host: &str) -> Result<Option<(String, String)>> {
     let path = match std::env::var_os("DOCKER_CONFIG") {
         Some(d) => PathBuf::from(d).join("config.json"),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
+        None => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".docker/config.json"),
+            None => return Ok(None),
+        },
     };
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let auths = v.get("auths")?.as_object()?;
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
     let mut keys = vec![
         host.to_string(),
         format!("https://{host}"),
         format!("http://{host}"),
     ];
     if host == "docker.io" || host == "index.docker.io" || host == "registry-1.docker.io" {
-        keys.push("https://index.docker.io/v1/".into());
+        // Where `docker login` files Docker Hub.
+        keys.insert(0, "https://index.docker.io/v1/".into());
     }
-    let entry = keys.iter().find_map(|k| {
+    let helper = v
+        .get("credHelpers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| keys.iter().find_map(|k| h.get(k)))
+        .or_else(|| v.get("credsStore"))
+        .and_then(|h| h.as_str())
+        .filter(|h| !h.is_empty());
+    if let Some(helper) = helper {
+        for k in &keys {
+            if let Some(c) = run_credential_helper(helper, k)? {
+                return Ok(Some(c));
+            }
+        }
+    }
+    let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
+        return Ok(None);
+    };
+    let Some(entry) = keys.iter().find_map(|k| {
         auths
             .get(k)
             .or_else(|| auths.get(&format!("{k}/")))
             .and_then(|e| e.as_object())
-    })?;
+    }) else {
+        return Ok(None);
+    };
     if let Some(a) = entry.get("auth").and_then(|a| a.as_str())
         && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(a)
         && let Ok(text) = String::from_utf8(raw)
         && let Some((u, p)) = text.split_once(':')
     {
-        return Some((u.to_string(), p.to_string()));
+        return Ok(Some((u.to_string(), p.to_string())));
     }
-    let u = entry.get("username")?.as_str()?;
-    let p = entry.get("password")?.as_str()?;
-    Some((u.to_string(), p.to_string()))
+    let u = entry.get("username").and_then(|u| u.as_str());
+    let p = entry.get("password").and_then(|p| p.as_str());
+    Ok(u.zip(p).map(|(u, p)| (u.to_string(), p.to_string())))
+}
+
+/// `docker-credential-<helper> get` for `server`: the docker credential
+/// helper protocol (server URL on stdin, `{"Username","Secret"}` JSON on
+/// stdout; "not found" is a failure whose output says so).
+fn run_credential_helper(helper: &str, server: &str) -> Result<Option<(String, String)>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            CtlError(format!(
+                "docker config.json names credential helper {helper:?}, but {program} cannot run ({e}): install it, or pass --user"
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper that exits early closes its stdin; its answer says why.
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("run {program}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let said = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        if said.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(CtlError(format!(
+            "credential helper {program} failed for {server}: {}",
+            said.trim()
+        ))
+        .into());
+    }
+    let v: serde_json::Value = serde_json::from_str(&stdout).map_err(|e| {
+        CtlError(format!(
+            "credential helper {program} answered something other than JSON for {server}: {e}"
+        ))
+    })?;
+    let user = v.get("Username").and_then(|u| u.as_str()).unwrap_or("");
+    let secret = v.get("Secret").and_then(|s| s.as_str()).unwrap_or("");
+    if user == "<token>" {
+        // An identity (OAuth refresh) token, which the registry client
+        // cannot exchange.
+        return Err(CtlError(format!(
+            "credential helper {program} holds an identity token for {server}, which berth cannot use: pass --user USER:PASSWORD"
+        ))
+        .into());
+    }
+    if user.is_empty() && secret.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((user.to_string(), secret.to_string())))
 }
 
 /// Answers the daemon's credential requests until it closes the stream.

@@ -457,6 +457,66 @@ fn registry_with_basic_auth() {
         .expect("berthctl");
     ok("pull with config.json", out);
     assert!(image_digest(&d, &remote).is_some());
+
+    // A credential helper named by credsStore, speaking docker's helper
+    // protocol; it knows only this registry.
+    ok(
+        "rm",
+        d.berthctl("default", &["images", "rm", "--sync", &remote]),
+    );
+    let helpers = d.dir.path().join("helpers");
+    std::fs::create_dir_all(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread server\necho \"$server\" >> {log}\nif [ \"$server\" = {host} ]; then\n  printf '{{\"ServerURL\":\"%s\",\"Username\":\"berth\",\"Secret\":\"s3cret-pw\"}}' \"$server\"\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+            log = helpers.join("asked").display(),
+            host = reg.host()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_helper = |config: &str, what: &str| {
+        std::fs::write(cfg.join("config.json"), config).unwrap();
+        Command::new(bin("berthctl"))
+            .args(["--address", &d.address(), "images", "pull", &remote])
+            .env("DOCKER_CONFIG", &cfg)
+            .env("PATH", &path)
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    ok(
+        "pull with credsStore",
+        with_helper(r#"{"credsStore":"berthtest","auths":{}}"#, "credsStore"),
+    );
+    assert!(image_digest(&d, &remote).is_some());
+    let asked = std::fs::read_to_string(helpers.join("asked")).unwrap();
+    assert!(asked.lines().any(|l| l == reg.host()), "{asked}");
+    // A per-registry helper that is not installed: a clear error.
+    ok(
+        "rm",
+        d.berthctl("default", &["images", "rm", "--sync", &remote]),
+    );
+    let err = fails(
+        "pull with a missing helper",
+        with_helper(
+            &format!(
+                r#"{{"credsStore":"berthtest","credHelpers":{{"{}":"absent"}}}}"#,
+                reg.host()
+            ),
+            "credHelpers",
+        ),
+    );
+    assert!(
+        err.contains("docker-credential-absent cannot run") && err.contains("401"),
+        "{err}"
+    );
 }
 
 /// A layer holding the host's static busybox as /bin/busybox.
