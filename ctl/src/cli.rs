@@ -452,6 +452,10 @@ pub struct RunArgs {
     /// Runtime name.
     #[arg(long, default_value = "io.containerd.runc.v2")]
     pub runtime: String,
+    /// Have the shim drive this runc-compatible binary (runc, crun) instead
+    /// of its built-in runtime, like ctr's --runc-binary.
+    #[arg(long)]
+    pub runc_binary: Option<String>,
     /// Snapshotter (default: the daemon's).
     #[arg(long, default_value = "")]
     pub snapshotter: String,

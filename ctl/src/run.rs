@@ -505,7 +505,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             image: img.name.clone(),
             runtime: Some(capi::container::Runtime {
                 name: a.runtime.clone(),
-                options: None,
+                options: a.runc_binary.as_ref().map(|b| {
+                    berth_proto::typeurl::pack(&berth_proto::pb::containerd::runc::v1::Options {
+                        binary_name: b.clone(),
+                        ..Default::default()
+                    })
+                }),
             }),
             spec: Some(prost_types::Any {
                 type_url: berth_proto::typeurl::OCI_SPEC_URL.into(),

@@ -512,50 +512,102 @@ fn terminals_for_run_and_exec() {
     }
     let d = Daemon::start();
     import_busybox(&d);
+    terminals_with(&d, &script, None);
+    // runc hands its terminal over on --console-socket.
+    if let Some(runc) = peer("runc") {
+        terminals_with(&d, &script, Some(runc.to_str().unwrap()));
+    }
+    no_mounts_under(d.dir.path());
+}
+
+/// `run -t` and `exec -t` on the built-in runtime or `runc`; for runc also
+/// an exec's three streams and exit status, and an exec that keeps
+/// running does not hold the shim up.
+fn terminals_with(d: &Daemon, script: &std::path::Path, runc: Option<&str>) {
     let image = "docker.io/library/busybox:latest";
+    let (tag, runtime): (&str, Vec<&str>) = match runc {
+        None => ("builtin", vec![]),
+        Some(r) => ("runc", vec!["--runc-binary", r]),
+    };
+    // run [runtime] FLAGS IMAGE ID CMD...
+    let run = |flags: &[&'static str], id: &str, cmd: &[&'static str]| -> Vec<String> {
+        let mut args = vec!["run"];
+        args.extend_from_slice(&runtime);
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[image, id]);
+        args.extend_from_slice(cmd);
+        args.into_iter().map(String::from).collect()
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let id1 = format!("tty1-{tag}");
     let out = d.berthctl_in_terminal(
-        &script,
+        script,
         (91, 27),
-        &[
-            "run",
-            "--rm",
-            "-t",
-            image,
-            "tty1",
-            "sh",
-            "-c",
-            "tty; stty size; exit 3",
-        ],
+        &strs(&run(
+            &["--rm", "-t"],
+            &id1,
+            &["sh", "-c", "tty; stty size; exit 3"],
+        )),
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
         out.status.code(),
         Some(3),
-        "exit status passes through:\n{text}"
+        "{tag}: exit status passes through:\n{text}"
     );
     assert!(
         text.contains("/dev/pts/0"),
-        "a terminal of the container's own devpts:\n{text}"
+        "{tag}: a terminal of the container's own devpts:\n{text}"
     );
     assert!(
         text.contains("27 91"),
-        "sized from the client's terminal before it runs:\n{text}"
+        "{tag}: sized from the client's terminal before it runs:\n{text}"
     );
 
+    let id2 = format!("tty2-{tag}");
     ok(
         "run -d",
-        d.berthctl("default", &["run", "-d", image, "tty2", "sleep", "300"]),
+        d.berthctl("default", &strs(&run(&["-d"], &id2, &["sleep", "300"]))),
     );
     let out = d.berthctl_in_terminal(
-        &script,
+        script,
         (80, 24),
-        &["tasks", "exec", "-t", "tty2", "sh", "-c", "tty; stty size"],
+        &["tasks", "exec", "-t", &id2, "sh", "-c", "tty; stty size"],
     );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "exec -t:\n{text}");
-    assert!(text.contains("/dev/pts/"), "{text}");
-    assert!(text.contains("24 80"), "{text}");
-    ok("rm", d.berthctl("default", &["tasks", "rm", "-f", "tty2"]));
-    ok("c rm", d.berthctl("default", &["containers", "rm", "tty2"]));
-    no_mounts_under(d.dir.path());
+    assert!(out.status.success(), "{tag}: exec -t:\n{text}");
+    assert!(text.contains("/dev/pts/"), "{tag}: {text}");
+    assert!(text.contains("24 80"), "{tag}: {text}");
+
+    // Without a terminal: stdout, stderr and the status, each its own.
+    let out = d.berthctl(
+        "default",
+        &[
+            "tasks",
+            "exec",
+            &id2,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 4",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{tag}: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n", "{tag}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err"),
+        "{tag}: an exec's stderr reaches the client: {out:?}"
+    );
+    ok(
+        "exec -d",
+        d.berthctl("default", &["tasks", "exec", "-d", &id2, "sleep", "300"]),
+    );
+    let ps = ok("ps", d.berthctl("default", &["tasks", "ps", &id2]));
+    assert!(
+        ps.lines().count() >= 3,
+        "{tag}: init and the exec run: {ps}"
+    );
+    ok("rm", d.berthctl("default", &["tasks", "rm", "-f", &id2]));
+    ok("c rm", d.berthctl("default", &["containers", "rm", &id2]));
 }

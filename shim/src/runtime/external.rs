@@ -6,6 +6,7 @@ use super::{CreateOpts, Created, ExecOpts, OciRuntime};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -77,14 +78,76 @@ fn stdio(fd: Option<std::os::fd::OwnedFd>) -> Stdio {
     fd.map_or_else(Stdio::null, Stdio::from)
 }
 
+/// Where runc hands over a terminal's master (`--console-socket`): runc
+/// connects while it creates the process, sends the master over
+/// SCM_RIGHTS and exits, so the connection waits in the backlog until
+/// [`take`](Self::take) after runc returned. The socket lives in a private
+/// directory because a bundle path can exceed the 108 bytes a socket path
+/// may have. Removed on drop.
+struct ConsoleSocket {
+    dir: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleSocket {
+    fn new() -> Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "berth-console-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("s"))
+            .map_err(|e| Error::io("bind the console socket", e));
+        match listener {
+            Ok(listener) => Ok(Self { dir, listener }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("s")
+    }
+
+    /// The master runc sent; an error when it sent none.
+    fn take(&self, binary: &str) -> Result<std::os::fd::OwnedFd> {
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("console socket", e))?;
+        let (conn, _) = self.listener.accept().map_err(|e| {
+            Error::precondition(format!(
+                "{binary} did not hand over the terminal on --console-socket: {e}"
+            ))
+        })?;
+        let _ = conn.set_nonblocking(false);
+        let fd = std::os::fd::OwnedFd::from(conn);
+        let (_, master) = super::init::recv_fd(&fd)?;
+        master.ok_or_else(|| {
+            Error::precondition(format!(
+                "{binary} connected to the console socket but sent no terminal"
+            ))
+        })
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl OciRuntime for External {
     fn create(&self, opts: CreateOpts) -> Result<Created> {
-        if opts.io.terminal {
-            return Err(Error::unimplemented(format!(
-                "terminals are not supported with {} yet: run without -t or use the built-in runtime",
-                self.binary
-            )));
-        }
+        let console = opts.io.terminal.then(ConsoleSocket::new).transpose()?;
         let pidfile = opts.bundle.join("runtime.pid");
         let log = opts.bundle.join("runtime.log");
         let mut c = self.cmd();
@@ -95,8 +158,11 @@ impl OciRuntime for External {
             .arg("--bundle")
             .arg(&opts.bundle)
             .arg("--pid-file")
-            .arg(&pidfile)
-            .arg(&opts.id)
+            .arg(&pidfile);
+        if let Some(cs) = &console {
+            c.arg("--console-socket").arg(cs.path());
+        }
+        c.arg(&opts.id)
             .stdin(stdio(opts.io.stdin))
             .stdout(stdio(opts.io.stdout))
             .stderr(stdio(opts.io.stderr));
@@ -111,6 +177,7 @@ impl OciRuntime for External {
                 self.binary
             )));
         }
+        let console = console.map(|cs| cs.take(&self.binary)).transpose()?;
         *self
             .bundle
             .lock()
@@ -120,7 +187,7 @@ impl OciRuntime for External {
             .trim()
             .parse()
             .map_err(|_| Error::internal("the runtime's pid file holds no pid"))?;
-        Ok(Created { pid, console: None })
+        Ok(Created { pid, console })
     }
 
     fn start(&self, id: &str) -> Result<()> {
@@ -130,12 +197,7 @@ impl OciRuntime for External {
     }
 
     fn exec(&self, id: &str, opts: ExecOpts) -> Result<Created> {
-        if opts.io.terminal {
-            return Err(Error::unimplemented(format!(
-                "terminals are not supported with {} yet",
-                self.binary
-            )));
-        }
+        let console = opts.io.terminal.then(ConsoleSocket::new).transpose()?;
         let bundle = self.bundle()?;
         let pfile = bundle.join(format!("exec-{}.json", opts.exec_id));
         let pidfile = bundle.join(format!("exec-{}.pid", opts.exec_id));
@@ -144,25 +206,50 @@ impl OciRuntime for External {
             serde_json::to_vec(&opts.process).map_err(|e| Error::internal(e.to_string()))?,
         )
         .map_err(|e| Error::io("write process spec", e))?;
+        let log = bundle.join(format!("exec-{}.log", opts.exec_id));
         let mut c = self.cmd();
-        c.arg("exec")
+        // The process inherits runc's stdio, all three; runc's own errors
+        // go to its log (a pipe would also be the process's stderr, and
+        // reading it to its end would wait for the process).
+        c.arg("--log")
+            .arg(&log)
+            .arg("exec")
             .arg("--process")
             .arg(&pfile)
             .arg("--pid-file")
             .arg(&pidfile)
-            .arg("--detach")
-            .arg(id)
+            .arg("--detach");
+        if let Some(cs) = &console {
+            c.arg("--console-socket").arg(cs.path());
+        }
+        c.arg(id)
             .stdin(stdio(opts.io.stdin))
-            .stdout(stdio(opts.io.stdout));
-        let r = self.run(c, "exec");
+            .stdout(stdio(opts.io.stdout))
+            .stderr(stdio(opts.io.stderr));
+        let st = c.status();
         let _ = std::fs::remove_file(&pfile);
-        r?;
+        let st = st.map_err(|e| Error::io(format!("run {} exec", self.binary), e))?;
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        if !st.success() {
+            let last = said.lines().last().unwrap_or("").to_string();
+            let kind = if last.contains("does not exist") || last.contains("not running") {
+                berth_proto::errdefs::Kind::NotFound
+            } else {
+                berth_proto::errdefs::Kind::FailedPrecondition
+            };
+            return Err(Error::new(
+                kind,
+                format!("{} exec failed ({st}): {last}", self.binary),
+            ));
+        }
+        let console = console.map(|cs| cs.take(&self.binary)).transpose()?;
         let pid = std::fs::read_to_string(&pidfile)
             .map_err(|e| Error::io("read exec pid file", e))?
             .trim()
             .parse()
             .map_err(|_| Error::internal("exec pid file holds no pid"))?;
-        Ok(Created { pid, console: None })
+        Ok(Created { pid, console })
     }
 
     fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {
