@@ -6,7 +6,6 @@ use prost::Message;
 use sha2::Digest as _;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 /// Files the shim keeps in the bundle.
@@ -83,55 +82,101 @@ pub fn start(flags: &Flags) -> Result<()> {
         .append(true)
         .open(bundle.join(files::LOG))
         .map_err(|e| Error::io("open shim log", e))?;
-    let exe = std::env::current_exe().map_err(|e| Error::io("find own binary", e))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args([
-        "-namespace",
-        &flags.namespace,
-        "-id",
-        &flags.id,
-        "-address",
-        &flags.address,
-    ])
-    .args(["-publish-binary", &flags.publish_binary, "-socket"])
-    .arg(&sock)
-    .arg("-bundle")
-    .arg(&bundle);
-    if flags.debug {
-        cmd.arg("-debug");
-    }
-    cmd.arg("serve")
-        .current_dir(&bundle)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log);
-    let lfd = listener.as_raw_fd();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The listening socket becomes fd 3 of the serving shim (dup2
-            // onto itself would keep close-on-exec, so clear it then).
-            if lfd == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
+    // The serving shim is a fork of this process, not a new execution of
+    // the binary: one exec and dynamic link fewer per container start.
+    // SAFETY: this process is single-threaded (no runtime has started).
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork the serving shim", e))? {
+        nix::unistd::ForkResult::Child => {
+            let code = match become_server(flags, &bundle, &sock, &address, listener, log) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("containerd-shim-berth-v2: {e}");
+                    1
                 }
-            } else if libc::dup2(lfd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+            };
+            std::process::exit(code)
+        }
+        nix::unistd::ForkResult::Parent { .. } => {}
     }
-    cmd.spawn()
-        .map_err(|e| Error::io("start the serving shim", e))?;
     drop(listener);
-    write_file(&bundle.join(files::ADDRESS), address.as_bytes())?;
     println!("{address}");
     std::io::stdout()
         .flush()
         .map_err(|e| Error::io("print address", e))
+}
+
+/// In the forked child of `start`: detach from the caller (own session,
+/// stdio off its pipes, stderr to the shim log) and serve.
+fn become_server(
+    flags: &Flags,
+    bundle: &Path,
+    sock: &Path,
+    address: &str,
+    listener: std::os::unix::net::UnixListener,
+    log: std::fs::File,
+) -> Result<()> {
+    nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+    // The caller reads our parent's stdout to its end: let go of it first.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| Error::io("open /dev/null", e))?;
+    let onto = |fd: &dyn AsRawFd, to: i32, what: &str| {
+        // SAFETY: dup2 onto a standard descriptor (or fd 3) we own.
+        if unsafe { libc::dup2(fd.as_raw_fd(), to) } < 0 {
+            return Err(Error::io(what.to_string(), std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    onto(&null, 0, "stdin to /dev/null")?;
+    onto(&null, 1, "stdout to /dev/null")?;
+    onto(&log, 2, "stderr to the shim log")?;
+    // `serve` takes its listening socket as fd 3 (as when exec'd).
+    if listener.as_raw_fd() != 3 {
+        onto(&listener, 3, "listening socket to fd 3")?;
+    }
+    std::mem::forget(listener);
+    std::env::set_current_dir(bundle)
+        .map_err(|e| Error::io(format!("enter {}", bundle.display()), e))?;
+    write_file(&bundle.join(files::ADDRESS), address.as_bytes())?;
+    let mut f = flags.clone();
+    f.socket = sock.display().to_string();
+    f.bundle = bundle.display().to_string();
+    f.action = "serve".into();
+    retitle_serving();
+    crate::service::serve(&f)
+}
+
+/// Makes `ps` show the serving shim as `… serve`: the fork still has
+/// `start`'s command line, whose last word is rewritten in place (the
+/// classic setproctitle way; the same length, so nothing moves).
+fn retitle_serving() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // After the parenthesised command name (which may hold spaces), the
+    // fields start at the 3rd; arg_start and arg_end are the 48th and 49th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<usize> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let (Some(&start), Some(&end)) = (fields.get(45), fields.get(46)) else {
+        return;
+    };
+    if start == 0 || end <= start + 6 {
+        return;
+    }
+    // SAFETY: [arg_start, arg_end) is this process's argument block, mapped
+    // writable for its whole life; nothing holds a Rust reference into it.
+    let args = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    if let Some(word) = args.strip_suffix(b"start\0".as_slice()) {
+        let at = word.len();
+        args[at..at + 5].copy_from_slice(b"serve");
+    }
 }
 
 /// Writes a file durably: temp file, fsync, rename.

@@ -25,6 +25,15 @@ fn cg_err(what: &str, e: cgroups_rs::error::Error) -> Error {
     Error::internal(format!("cgroup {what}: {e}"))
 }
 
+/// Moves the calling single-threaded process into the cgroup whose
+/// `tasks` files these are (see [`Cgroup::self_join_files`]).
+pub fn join_self(files: &[OwnedFd]) -> Result<()> {
+    for f in files {
+        nix::unistd::write(f, b"0").map_err(|e| Error::sys("join the container's cgroup", e))?;
+    }
+    Ok(())
+}
+
 /// Converts the spec's resources to cgroups-rs's.
 fn resources(r: &LinuxResources) -> Resources {
     let mut out = Resources::default();
@@ -132,6 +141,30 @@ impl Cgroup {
             }
         }
         self.cg.apply(&res).map_err(|e| cg_err("set limits", e))
+    }
+
+    /// On cgroup v1, the `tasks` file of every hierarchy, open for
+    /// writing, for [`join_self`]: the container's init joins its cgroup
+    /// itself by writing "0" to each. The kernel skips its global
+    /// threadgroup lock, whose RCU grace period (~10 ms) a write of a pid
+    /// to `cgroup.procs` waits for, only when a single-threaded process
+    /// moves itself by thread. `None` on cgroup v2, where `cgroup.threads`
+    /// does not take processes of a domain cgroup: there [`add`](Self::add)
+    /// is used.
+    pub fn self_join_files(&self) -> Result<Option<Vec<OwnedFd>>> {
+        if self.cg.v2() {
+            return Ok(None);
+        }
+        let mut files = Vec::new();
+        for sub in self.cg.subsystems() {
+            let path = sub.to_controller().path().join("tasks");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+            files.push(OwnedFd::from(f));
+        }
+        Ok(Some(files))
     }
 
     /// Moves a process into the cgroup.

@@ -877,6 +877,9 @@ pub fn serve(flags: &Flags) -> Result<()> {
     rt.block_on(async {
         // SAFETY: `start` made our listening socket fd 3.
         let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
+        // Not to be inherited by what the shim runs.
+        // SAFETY: plain fcntl on the descriptor we now own.
+        unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
         std_l
             .set_nonblocking(true)
             .map_err(|e| Error::io("listener", e))?;

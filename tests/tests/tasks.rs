@@ -94,6 +94,19 @@ fn ctr_runs_containers_on_berthd() {
         Some("33554432"),
         "the cgroup holds the limit"
     );
+    // The serving shim says so in `ps` (it is a fork of `start`).
+    let shim = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .find(|c| {
+            c.contains("containerd-shim-berth-v2")
+                && c.contains(" -id d1 ")
+                && c.contains(d.sock.to_str().unwrap())
+        })
+        .expect("the shim of d1");
+    assert!(shim.trim_end().ends_with(" serve"), "{shim}");
     let ls = ok("tasks ls", ctr(&["tasks", "ls"]));
     assert!(
         ls.lines()
@@ -173,7 +186,8 @@ const PROBE: &str = "echo pid=$$; hostname; id -u; \
     if [ -e /proc/kcore ]; then echo kcore=$(wc -c < /proc/kcore); else echo kcore=absent; fi; \
     echo keys=$(wc -c < /proc/keys); \
     if echo x > /proc/sys/kernel/domainname 2>/dev/null; then echo ro=writable; else echo ro=refused; fi; \
-    ls /dev | tr '\\n' ' '; echo";
+    ls /dev | tr '\\n' ' '; echo; \
+    echo fds=$(ls /proc/$$/fd | wc -l)";
 
 #[test]
 fn isolation_and_runc_as_oracle() {
@@ -205,6 +219,9 @@ fn isolation_and_runc_as_oracle() {
     for dev in ["null", "zero", "urandom", "tty", "pts", "shm"] {
         assert!(lines[6].contains(dev), "/dev/{dev}: {builtin}");
     }
+    // stdio, and the pipe of the $(…) that counts: nothing the shim or
+    // berthd hold leaks in.
+    assert_eq!(lines[7], "fds=4", "only stdio crosses in: {builtin}");
     // Exit codes pass through.
     let out = run("iso2", &[], "exit 42");
     assert_eq!(out.status.code(), Some(42));
@@ -239,6 +256,7 @@ fn isolation_and_runc_as_oracle() {
             lines[2..6],
             "runc:\n{out}\nbuilt-in:\n{builtin}"
         );
+        assert_eq!(theirs[7], lines[7], "runc:\n{out}\nbuilt-in:\n{builtin}");
         let ours = ok(
             "builtin via ctr",
             d.ctr(

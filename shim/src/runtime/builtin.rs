@@ -108,18 +108,27 @@ impl OciRuntime for Builtin {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("/berth/{}", opts.id));
         let cgroup = Cgroup::create(&cgroups_path, linux.resources().as_ref())?;
+        let joins = match cgroup.self_join_files() {
+            Ok(j) => j,
+            Err(e) => {
+                cgroup.delete();
+                return Err(e.context("create container"));
+            }
+        };
+        let shim_moves_it = joins.is_none();
         let (parent, child) = sync_pair()?;
         // SAFETY: the shim is single-threaded; the child only runs our code
         // and exits or execs.
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
-            let code = init::intermediate(&opts.spec, &opts.rootfs, opts.io, child);
+            let code = init::intermediate(&opts.spec, &opts.rootfs, opts.io, joins, child);
             // SAFETY: leave the forked child.
             unsafe { libc::_exit(code) }
         };
         drop(child);
         drop(opts.io); // the container holds its ends now
+        drop(joins);
         let first = init::recv(&parent);
         reap(mid);
         let pid = match first.and_then(|m| pid_or_error(&m)) {
@@ -130,8 +139,10 @@ impl OciRuntime for Builtin {
             }
         };
         let setup = (|| {
-            cgroup.add(pid)?;
-            init::send(&parent, "c");
+            if shim_moves_it {
+                cgroup.add(pid)?;
+                init::send(&parent, "c");
+            }
             // A terminal's master comes first when the process wants one.
             let (mut m, console) = init::recv_fd(&parent)?;
             if m == "m" {

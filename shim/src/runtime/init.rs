@@ -159,8 +159,16 @@ fn setns_path(path: &Path, flag: CloneFlags) -> Result<()> {
 
 /// The first child: enters/creates namespaces, forks the container's init
 /// (so it is pid 1 of a new pid namespace), reports its pid and exits.
-pub fn intermediate(spec: &Spec, rootfs: &Path, io: ChildIo, sock: OwnedFd) -> i32 {
-    match intermediate_inner(spec, rootfs, io, &sock) {
+/// With `joins` (cgroup v1) the init joins its cgroup itself; otherwise
+/// it waits for the shim to move it there ("c").
+pub fn intermediate(
+    spec: &Spec,
+    rootfs: &Path,
+    io: ChildIo,
+    joins: Option<Vec<OwnedFd>>,
+    sock: OwnedFd,
+) -> i32 {
+    match intermediate_inner(spec, rootfs, io, joins, &sock) {
         Ok(()) => 0,
         Err(e) => {
             send(&sock, &format!("e{e}"));
@@ -169,7 +177,13 @@ pub fn intermediate(spec: &Spec, rootfs: &Path, io: ChildIo, sock: OwnedFd) -> i
     }
 }
 
-fn intermediate_inner(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -> Result<()> {
+fn intermediate_inner(
+    spec: &Spec,
+    rootfs: &Path,
+    io: ChildIo,
+    joins: Option<Vec<OwnedFd>>,
+    sock: &OwnedFd,
+) -> Result<()> {
     let mut new = CloneFlags::empty();
     let empty = Vec::new();
     let nss = spec
@@ -191,7 +205,7 @@ fn intermediate_inner(spec: &Spec, rootfs: &Path, io: ChildIo, sock: &OwnedFd) -
     // SAFETY: this process is single-threaded (a fork of the shim).
     match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork the container init", e))? {
         nix::unistd::ForkResult::Child => {
-            let code = match init_main(spec, rootfs, io, sock) {
+            let code = match init_main(spec, rootfs, io, joins, sock) {
                 Ok(never) => match never {},
                 Err(e) => {
                     send(sock, &format!("e{e}"));
@@ -262,16 +276,25 @@ fn init_main(
     spec: &Spec,
     rootfs: &Path,
     io: ChildIo,
+    joins: Option<Vec<OwnedFd>>,
     sock: &OwnedFd,
 ) -> Result<std::convert::Infallible> {
     let linux = spec.linux().clone().unwrap_or_default();
     let nss = linux.namespaces().clone().unwrap_or_default();
     let has = |t: LinuxNamespaceType| nss.iter().find(|n| n.typ() == t);
-    // Joining the cgroup costs the shim an RCU grace period (~10 ms on
-    // cgroup v1); build the root filesystem meanwhile unless a cgroup
+    // In the cgroup before anything of the container's own runs.
+    let joined = match joins {
+        Some(files) => {
+            crate::cgroup::join_self(&files)?;
+            true
+        }
+        None => false,
+    };
+    // When the shim moves us (cgroup v2), that costs it an RCU grace
+    // period; build the root filesystem meanwhile unless a cgroup
     // namespace must be made from inside the cgroup first.
     let cgroupns = has(LinuxNamespaceType::Cgroup);
-    if cgroupns.is_some() {
+    if cgroupns.is_some() && !joined {
         expect(sock, "c")?;
     }
     if let Some(cg) = cgroupns {
@@ -313,8 +336,7 @@ fn init_main(
             .map_err(|e| Error::io("set oom_score_adj", e))?;
     }
     let prepared = prepare_process(&process)?;
-    if cgroupns.is_none() {
-        // In the cgroup before anything of the container's own runs.
+    if cgroupns.is_none() && !joined {
         expect(sock, "c")?;
     }
     send(sock, "r");
@@ -439,6 +461,18 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
 }
 
 fn exec(p: &Prepared) -> Error {
+    // Nothing but stdio crosses into the container: descriptors the shim
+    // (or whoever started berthd) left open without close-on-exec get it
+    // now, as runc does.
+    // SAFETY: close_range only sets flags on this process's descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
     match nix::unistd::execve(&p.path, &p.args, &p.env) {
         Err(e) => Error::sys(format!("exec {:?}", p.path), e),
         Ok(never) => match never {},
@@ -963,7 +997,14 @@ pub fn exec_intermediate(
             fds.push((f, flag, name));
         }
         if !cgroups_path.is_empty() {
-            crate::cgroup::Cgroup::load(cgroups_path).add(std::process::id())?;
+            // As the init does (see Cgroup::self_join_files): this process
+            // is single-threaded, so it can move itself without the
+            // kernel's global lock on cgroup v1.
+            let cg = crate::cgroup::Cgroup::load(cgroups_path);
+            match cg.self_join_files()? {
+                Some(files) => crate::cgroup::join_self(&files)?,
+                None => cg.add(std::process::id())?,
+            }
         }
         for (f, flag, name) in fds {
             nix::sched::setns(f, flag)
