@@ -156,8 +156,13 @@ pub struct Proxy {
     pub port: u16,
     /// Bytes per second from the server to the client; 0 = unlimited.
     rate: Arc<AtomicU64>,
+    /// Connections still to be refused with a 503.
+    failing: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
+
+/// What a refused connection gets: a registry that is briefly down.
+const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nbusy, later";
 
 impl Proxy {
     /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`to`.
@@ -166,13 +171,19 @@ impl Proxy {
         let port = l.local_addr().expect("addr").port();
         l.set_nonblocking(true).expect("nonblocking");
         let rate = Arc::new(AtomicU64::new(0));
+        let failing = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (r, s) = (rate.clone(), stop.clone());
+        let (r, f, s) = (rate.clone(), failing.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
+                        if f.load(Ordering::Relaxed) > 0 {
+                            let (f, r) = (f.clone(), r.clone());
+                            std::thread::spawn(move || refuse_or_pass(client, to, &f, r));
+                            continue;
+                        }
                         let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
                             continue;
                         };
@@ -188,7 +199,18 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, rate, stop }
+        Proxy {
+            port,
+            rate,
+            failing,
+            stop,
+        }
+    }
+
+    /// Answers the next `n` registry requests (other than the `/v2/`
+    /// probe) with `503 Service Unavailable` instead of passing them on.
+    pub fn fail_next(&self, n: u64) {
+        self.failing.store(n, Ordering::Relaxed);
     }
 
     /// Limits what the server sends to `bytes_per_sec` (0 = no limit).
@@ -205,6 +227,49 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// While failing: the registry's `/v2/` probe is answered as the
+/// registry would (clients treat any answer there as "no auth needed"),
+/// every other request gets a 503 until `failing` runs out; each such
+/// connection is closed, so the next request opens a new one. Once
+/// `failing` is spent, the request is passed on.
+fn refuse_or_pass(mut client: TcpStream, to: u16, failing: &AtomicU64, rate: Arc<AtomicU64>) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return,
+        }
+    }
+    let _ = client.set_read_timeout(None);
+    let line = String::from_utf8_lossy(&head);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    if path == "/v2/" {
+        let _ = client.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDocker-Distribution-Api-Version: registry/2.0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+        return;
+    }
+    if failing
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        let _ = client.write_all(UNAVAILABLE);
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(("127.0.0.1", to)) else {
+        return;
+    };
+    if server.write_all(&head).is_err() {
+        return;
+    }
+    let (c2, s2) = (
+        client.try_clone().expect("clone"),
+        server.try_clone().expect("clone"),
+    );
+    std::thread::spawn(move || pump(c2, s2, None));
+    pump(server, client, Some(rate));
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream, rate: Option<Arc<AtomicU64>>) {

@@ -398,6 +398,58 @@ fn bad_registry_answers() {
 }
 
 #[test]
+fn transient_failures_are_retried() {
+    let Some(reg_bin) = peers() else { return };
+    let reg = Registry::start(&reg_bin);
+    let pusher = Daemon::start();
+    let remote = format!("{}/flaky/bb:1", reg.host());
+    busybox_as(&pusher, &remote);
+    ok(
+        "push",
+        pusher.berthctl("default", &["images", "push", &remote]),
+    );
+    let want = image_digest(&pusher, &remote).expect("pushed image");
+    drop(pusher);
+
+    // A registry that is down for two requests: retried, then it works.
+    let proxy = Proxy::start(reg.port);
+    let via = remote.replace(&reg.host(), &proxy.host());
+    let d = Daemon::start();
+    proxy.fail_next(2);
+    ok(
+        "pull through a registry that is briefly down",
+        d.berthctl("default", &["images", "pull", &via]),
+    );
+    assert_eq!(image_digest(&d, &via), Some(want));
+    let log = d.log();
+    assert!(
+        log.contains("retry 1/3") && log.contains("503"),
+        "the retries are logged with their cause:\n{log}"
+    );
+
+    // Down for good: the retries run out, with a clear error.
+    ok(
+        "rm",
+        d.berthctl("default", &["images", "rm", "--sync", &via]),
+    );
+    proxy.fail_next(u64::MAX);
+    let started = Instant::now();
+    let err = fails(
+        "pull from a registry that stays down",
+        d.berthctl("default", &["images", "pull", &via]),
+    );
+    assert!(
+        err.contains("503") && err.contains("after 3 retries") && err.contains("unavailable"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(200 + 400 + 800),
+        "backed off between attempts"
+    );
+    assert_nothing_left(&d, &via, None);
+}
+
+#[test]
 fn registry_with_basic_auth() {
     let Some(reg_bin) = peers() else { return };
     let reg = Registry::start_with_auth(&reg_bin, "berth", "s3cret-pw");
