@@ -1,7 +1,8 @@
 //! Benchmark (not a test): `run --rm true` latency (median of 25, driven by
 //! the real ctr), shim memory (RSS and PSS per shim with 50 containers) and
 //! daemon RSS — for berthd with its built-in runtime, and for
-//! containerd + runc when installed, side by side.
+//! containerd + runc when installed, side by side; then berthd's latency
+//! with its own client, berthctl.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-run`
 
@@ -112,6 +113,35 @@ fn measure(ctr: &Path, sock: &Path, runtime_args: &[&str], shim: &str, daemon_pi
     }
 }
 
+/// `berthctl run --rm true` against the same daemon: the latency with
+/// berth's own client, whose start-up and round trips cost less than
+/// ctr's. The image is already imported (by `measure`).
+fn berthctl_median(d: &Daemon) -> f64 {
+    let mut times = Vec::new();
+    for i in 0..RUNS + 2 {
+        let id = format!("own{i}");
+        let t = Instant::now();
+        ok(
+            "berthctl run --rm true",
+            d.berthctl(
+                "bench",
+                &[
+                    "run",
+                    "--rm",
+                    "docker.io/library/busybox:latest",
+                    &id,
+                    "true",
+                ],
+            ),
+        );
+        if i >= 2 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1000.0
+}
+
 fn containerd_figures(ctr: &Path) -> Option<Figures> {
     let containerd = peer("containerd")?;
     peer("containerd-shim-runc-v2")?;
@@ -132,6 +162,7 @@ fn main() {
     let Some(ctr) = peer("ctr") else { return };
     let d = Daemon::start();
     let b = measure(&ctr, &d.sock, &[], "containerd-shim-berth-v2", d.pid());
+    let own = berthctl_median(&d);
     let c = containerd_figures(&ctr);
     println!(
         "run --rm true (median of {RUNS}, ctr client) and memory with {CONTAINERS} containers"
@@ -151,4 +182,5 @@ fn main() {
         Some(c) => row("containerd 1.6 + runc", c),
         None => println!("{:<26} {:>10}", "containerd + runc", "n/a"),
     }
+    println!("berthd with berthctl as the client: run --rm true {own:.1} ms (median of {RUNS})");
 }
