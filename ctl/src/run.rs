@@ -387,19 +387,16 @@ pub fn terminal_size() -> Option<(u32, u32)> {
     (r == 0 && ws.ws_col > 0).then_some((u32::from(ws.ws_col), u32::from(ws.ws_row)))
 }
 
-/// Forwards our signals to a process until it exits; on a terminal, keeps
-/// its size in step with ours.
-pub fn forward_signals(
-    ctx: &Ctx,
-    id: &str,
-    exec_id: &str,
-    tty: bool,
-) -> tokio::task::JoinHandle<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let ch = ctx.ch.clone();
-    let ns = ctx.ns.clone();
-    let (id, exec_id) = (id.to_string(), exec_id.to_string());
-    tokio::spawn(async move {
+/// Signals berthctl forwards, caught from before the process starts: one
+/// that arrives while it is being created or started is held and passed on
+/// once it runs, instead of killing berthctl half-way (which would leave
+/// a `--rm` container behind).
+pub struct CaughtSignals(Vec<(tokio::signal::unix::Signal, i32)>);
+
+impl CaughtSignals {
+    /// Starts catching; needs the tokio runtime.
+    pub fn catch() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
         let kinds = [
             (SignalKind::interrupt(), libc::SIGINT),
             (SignalKind::terminate(), libc::SIGTERM),
@@ -409,49 +406,69 @@ pub fn forward_signals(
             (SignalKind::user_defined2(), libc::SIGUSR2),
             (SignalKind::window_change(), libc::SIGWINCH),
         ];
-        let mut streams: Vec<(tokio::signal::unix::Signal, i32)> = kinds
-            .iter()
-            .filter_map(|(k, n)| signal(*k).ok().map(|s| (s, *n)))
-            .collect();
-        let mut tasks = TasksClient::new(ch);
-        loop {
-            let futs = streams.iter_mut().map(|(s, n)| {
-                let n = *n;
-                Box::pin(async move {
-                    s.recv().await;
-                    n
-                })
-            });
-            let (sig, _, _) = futures::future::select_all(futs).await;
-            if sig == libc::SIGWINCH {
-                if tty && let Some((w, h)) = terminal_size() {
-                    let _ = tasks
-                        .resize_pty(berth_proto::client::request(
-                            &ns,
-                            tapi::ResizePtyRequest {
-                                container_id: id.clone(),
-                                exec_id: exec_id.clone(),
-                                width: w,
-                                height: h,
-                            },
-                        ))
-                        .await;
+        Self(
+            kinds
+                .iter()
+                .filter_map(|(k, n)| signal(*k).ok().map(|s| (s, *n)))
+                .collect(),
+        )
+    }
+
+    /// Forwards the signals (those held first) to the process until the
+    /// returned task is aborted; on a terminal, keeps its size in step
+    /// with ours.
+    pub fn forward(
+        self,
+        ctx: &Ctx,
+        id: &str,
+        exec_id: &str,
+        tty: bool,
+    ) -> tokio::task::JoinHandle<()> {
+        let ch = ctx.ch.clone();
+        let ns = ctx.ns.clone();
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
+        let mut streams = self.0;
+        tokio::spawn(async move {
+            let mut tasks = TasksClient::new(ch);
+            loop {
+                let futs = streams.iter_mut().map(|(s, n)| {
+                    let n = *n;
+                    Box::pin(async move {
+                        s.recv().await;
+                        n
+                    })
+                });
+                let (sig, _, _) = futures::future::select_all(futs).await;
+                if sig == libc::SIGWINCH {
+                    if tty && let Some((w, h)) = terminal_size() {
+                        let _ = tasks
+                            .resize_pty(berth_proto::client::request(
+                                &ns,
+                                tapi::ResizePtyRequest {
+                                    container_id: id.clone(),
+                                    exec_id: exec_id.clone(),
+                                    width: w,
+                                    height: h,
+                                },
+                            ))
+                            .await;
+                    }
+                    continue;
                 }
-                continue;
+                let _ = tasks
+                    .kill(berth_proto::client::request(
+                        &ns,
+                        tapi::KillRequest {
+                            container_id: id.clone(),
+                            exec_id: exec_id.clone(),
+                            signal: sig as u32,
+                            all: false,
+                        },
+                    ))
+                    .await;
             }
-            let _ = tasks
-                .kill(berth_proto::client::request(
-                    &ns,
-                    tapi::KillRequest {
-                        container_id: id.clone(),
-                        exec_id: exec_id.clone(),
-                        signal: sig as u32,
-                        all: false,
-                    },
-                ))
-                .await;
-        }
-    })
+        })
+    }
 }
 
 fn is_not_found(e: &anyhow::Error) -> bool {
@@ -578,6 +595,7 @@ async fn run_task(ctx: &Ctx, a: &RunArgs, rootfs: Vec<berth_proto::types::Mount>
         },
         |f| (f.stdin.clone(), f.stdout.clone(), f.stderr.clone()),
     );
+    let caught = (!a.detach).then(CaughtSignals::catch);
     tasks
         .create(ctx.req(tapi::CreateTaskRequest {
             container_id: a.id.clone(),
@@ -624,12 +642,14 @@ async fn run_task(ctx: &Ctx, a: &RunArgs, rootfs: Vec<berth_proto::types::Mount>
             }))
             .await;
     }
-    let fwd = forward_signals(ctx, &a.id, "", a.tty);
+    let fwd = caught.map(|c| c.forward(ctx, &a.id, "", a.tty));
     let w = match waiter {
         Some(h) => h.await.map_err(|e| CtlError(format!("wait: {e}")))?,
         None => return Ok(0),
     };
-    fwd.abort();
+    if let Some(f) = fwd {
+        f.abort();
+    }
     if let Some(at) = attached {
         at.drain().await;
     }

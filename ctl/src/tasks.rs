@@ -4,7 +4,7 @@ use crate::CtlError;
 use crate::cli::{Containers, Format, Tasks};
 use crate::commands::Ctx;
 use crate::output::{Table, human_size, labels as fmt_labels, rfc3339};
-use crate::run::{Attached, ExitCode, Fifos, RawTerminal, forward_signals, terminal_size};
+use crate::run::{Attached, CaughtSignals, ExitCode, Fifos, RawTerminal, terminal_size};
 use anyhow::{Result, bail};
 use berth_proto::pb::containerd::v1::types::Status;
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
@@ -436,6 +436,7 @@ async fn exec(
             (f.stdin.clone(), f.stdout.clone(), f.stderr.clone())
         });
     let mut cl = TasksClient::new(ctx.ch.clone());
+    let caught = (!detach).then(CaughtSignals::catch);
     cl.exec(ctx.req(tapi::ExecProcessRequest {
         container_id: id.into(),
         stdin,
@@ -480,9 +481,11 @@ async fn exec(
             }))
             .await;
     }
-    let fwd = forward_signals(ctx, id, &exec_id, tty);
+    let fwd = caught.map(|c| c.forward(ctx, id, &exec_id, tty));
     let w = waiter.await.map_err(|e| CtlError(format!("wait: {e}")))?;
-    fwd.abort();
+    if let Some(f) = fwd {
+        f.abort();
+    }
     if let Some(a) = attached {
         a.drain().await;
     }

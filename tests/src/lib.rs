@@ -267,8 +267,15 @@ impl Daemon {
 
     /// Runs `berthctl` against this daemon.
     pub fn berthctl(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new(bin("berthctl"))
-            .arg("--address")
+        self.berthctl_command(ns, args)
+            .output()
+            .expect("run berthctl")
+    }
+
+    /// berthctl against this daemon, to spawn and talk to while it runs.
+    pub fn berthctl_command(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("berthctl"));
+        c.arg("--address")
             .arg(&self.sock)
             .arg("--namespace")
             .arg(ns)
@@ -276,9 +283,8 @@ impl Daemon {
             .env_remove("BERTH_ADDRESS")
             .env_remove("BERTH_NAMESPACE")
             .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
-            .env("BERTH_LOG_DIR", self.dir.path().join("logs"))
-            .output()
-            .expect("run berthctl")
+            .env("BERTH_LOG_DIR", self.dir.path().join("logs"));
+        c
     }
 
     /// Imports an image archive into namespace `default` (`extra` flags go

@@ -523,6 +523,52 @@ fn restart_keeps_containers_running() {
 }
 
 #[test]
+fn run_forwards_signals_and_returns_the_exit_code() {
+    if !require_root("running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let mut run = d
+        .berthctl_command(
+            "default",
+            &[
+                "run",
+                "--rm",
+                "busybox",
+                "sig1",
+                "sh",
+                "-c",
+                "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berthctl run");
+    let mut out = std::io::BufReader::new(run.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: signalling the berthctl we spawned.
+    unsafe {
+        libc::kill(run.id() as i32, libc::SIGTERM);
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let st = run.wait().unwrap();
+    assert_eq!(rest, "got TERM\n", "the container got the signal");
+    assert_eq!(st.code(), Some(7), "its exit code is berthctl's");
+    // --rm cleaned up after the signalled run.
+    let ls = ok(
+        "containers ls",
+        d.berthctl("default", &["containers", "ls", "-q"]),
+    );
+    assert!(!ls.contains("sig1"), "{ls}");
+    no_mounts_under(d.dir.path());
+}
+
+#[test]
 fn terminals_for_run_and_exec() {
     let Some(script) = peer("script") else { return };
     if !require_root("running containers") {
