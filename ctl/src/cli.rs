@@ -129,6 +129,11 @@ pub enum Content {
         /// File to read instead of stdin.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Labels set with the commit (key=value), e.g.
+        /// containerd.io/gc.root=… to keep an unreferenced blob from
+        /// garbage collection.
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
     /// Remove blobs from this namespace.
     #[command(visible_alias = "remove")]

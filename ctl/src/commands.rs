@@ -210,6 +210,7 @@ async fn content_cmd(ctx: &Ctx, c: Content) -> Result<()> {
             expected_digest,
             expected_size,
             file,
+            labels,
         } => {
             let mut data = Vec::new();
             match file {
@@ -220,7 +221,23 @@ async fn content_cmd(ctx: &Ctx, c: Content) -> Result<()> {
                     std::io::stdin().read_to_end(&mut data)?;
                 }
             }
-            let digest = ingest(ctx, &reference, data, expected_digest, expected_size).await?;
+            let labels = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| CtlError(format!("--label {l}: expected key=value")))
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            let digest = ingest(
+                ctx,
+                &reference,
+                data,
+                expected_digest,
+                expected_size,
+                labels,
+            )
+            .await?;
             println!("{digest}");
         }
         Content::Rm { digests } => {
@@ -260,6 +277,7 @@ async fn ingest(
     data: Vec<u8>,
     expected: Option<String>,
     size: Option<i64>,
+    labels: std::collections::HashMap<String, String>,
 ) -> Result<String> {
     const CHUNK: usize = 1 << 20;
     let mut cl = ContentClient::new(ctx.ch.clone());
@@ -304,7 +322,11 @@ async fn ingest(
             },
             offset: offset as i64,
             data: data[offset..end].to_vec(),
-            ..Default::default()
+            labels: if last {
+                labels.clone()
+            } else {
+                Default::default()
+            },
         })
         .await?;
         let r = resp

@@ -513,12 +513,22 @@ fn berthctl_errors_are_one_clear_line() {
                 "r1",
                 "--file",
                 file.to_str().unwrap(),
+                // Labelled at commit: the GC that `lease rm` scheduled
+                // would otherwise collect the unreferenced blob.
+                "--label",
+                "containerd.io/gc.root=test",
             ],
         ),
     );
     assert_eq!(dg.trim(), sha256(b"hello berth"));
-    let got = d.berthctl("default", &["content", "get", dg.trim()]);
-    assert_eq!(got.stdout, b"hello berth");
+    let got = ok("get", d.berthctl("default", &["content", "get", dg.trim()]));
+    assert_eq!(got, "hello berth");
+    let ls = ok("content ls", d.berthctl("default", &["content", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(dg.trim()) && l.contains("containerd.io/gc.root=test")),
+        "{ls}"
+    );
     let err = fails(
         "ingest wrong digest",
         d.berthctl(
