@@ -414,6 +414,23 @@ impl CaughtSignals {
         )
     }
 
+    /// The next signal other than a window change.
+    pub async fn next(&mut self) -> i32 {
+        loop {
+            let futs = self.0.iter_mut().map(|(s, n)| {
+                let n = *n;
+                Box::pin(async move {
+                    s.recv().await;
+                    n
+                })
+            });
+            let (sig, _, _) = futures::future::select_all(futs).await;
+            if sig != libc::SIGWINCH {
+                return sig;
+            }
+        }
+    }
+
     /// Forwards the signals (those held first) to the process until the
     /// returned task is aborted; on a terminal, keeps its size in step
     /// with ours.
@@ -495,6 +512,11 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     };
     let snapshotter = a.snapshotter.clone();
     let lease = Lease::create(ctx).await?;
+    // From here on a signal must not end berthctl half-way: during setup
+    // it stops the run and removes what was made; once the task exists it
+    // is forwarded to it (see run_task).
+    let mut caught = CaughtSignals::catch();
+    let created = std::sync::atomic::AtomicBool::new(false);
     let setup = async {
         ensure_unpacked(ctx, &img, &snapshotter, &lease).await?;
         let spec = build_spec(&ctx.ns, &a, &img.config)?;
@@ -546,9 +568,23 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 container: Some(container),
             }))
             .await?;
+        created.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok::<_, anyhow::Error>(mounts)
     };
-    let mounts = match setup.await {
+    let setup = tokio::select! {
+        r = setup => r,
+        sig = caught.next() => {
+            // The snapshot is only under our lease until the container
+            // exists; after that the container is ours to remove.
+            if created.load(std::sync::atomic::Ordering::Relaxed) {
+                cleanup(ctx, &a.id, &snapshotter).await;
+            }
+            lease.done(ctx).await;
+            eprintln!("berthctl: interrupted before {} started; nothing was left behind", a.id);
+            return Err(ExitCode(128 + sig).into());
+        }
+    };
+    let mounts = match setup {
         Ok(m) => m,
         Err(e) => {
             lease.done(ctx).await;
@@ -556,7 +592,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         }
     };
     lease.done(ctx).await;
-    let code = run_task(ctx, &a, mounts).await;
+    let code = run_task(ctx, &a, mounts, caught).await;
     if a.rm {
         cleanup(ctx, &a.id, &snapshotter).await;
     }
@@ -566,7 +602,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     }
 }
 
-async fn run_task(ctx: &Ctx, a: &RunArgs, rootfs: Vec<berth_proto::types::Mount>) -> Result<u32> {
+async fn run_task(
+    ctx: &Ctx,
+    a: &RunArgs,
+    rootfs: Vec<berth_proto::types::Mount>,
+    caught: CaughtSignals,
+) -> Result<u32> {
     let mut tasks = TasksClient::new(ctx.ch.clone());
     let interactive = a.interactive || a.tty;
     let fifos = if a.detach {
@@ -595,7 +636,7 @@ async fn run_task(ctx: &Ctx, a: &RunArgs, rootfs: Vec<berth_proto::types::Mount>
         },
         |f| (f.stdin.clone(), f.stdout.clone(), f.stderr.clone()),
     );
-    let caught = (!a.detach).then(CaughtSignals::catch);
+    let caught = (!a.detach).then_some(caught);
     tasks
         .create(ctx.req(tapi::CreateTaskRequest {
             container_id: a.id.clone(),

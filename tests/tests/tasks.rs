@@ -569,6 +569,49 @@ fn run_forwards_signals_and_returns_the_exit_code() {
 }
 
 #[test]
+fn run_interrupted_while_unpacking_leaves_nothing() {
+    if !require_root("unpacking and running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    d.import(
+        &fixtures().join("busybox-big-oci.tar"),
+        &["--no-unpack", "--base-name", "docker.io/local/big"],
+    );
+    let mut run = d
+        .berthctl_command(
+            "default",
+            &["run", "--rm", "docker.io/local/big:big", "int1", "true"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berthctl run");
+    let mut err = std::io::BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.starts_with("unpacking"), "{line}");
+    // SAFETY: signalling the berthctl we spawned, mid-unpack.
+    unsafe {
+        libc::kill(run.id() as i32, libc::SIGINT);
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let st = run.wait().unwrap();
+    assert_eq!(st.code(), Some(130), "128 + SIGINT: {rest}");
+    assert!(rest.contains("interrupted before int1 started"), "{rest}");
+    let cs = ok(
+        "containers ls",
+        d.berthctl("default", &["containers", "ls", "-q"]),
+    );
+    assert!(cs.trim().is_empty(), "no container: {cs}");
+    let ss = ok("snapshots ls", d.berthctl("default", &["snapshots", "ls"]));
+    assert!(!ss.contains("int1"), "no snapshot: {ss}");
+    let ls = ok("leases ls", d.berthctl("default", &["leases", "ls"]));
+    assert_eq!(ls.lines().count(), 1, "no lease left: {ls}");
+}
+
+#[test]
 fn terminals_for_run_and_exec() {
     let Some(script) = peer("script") else { return };
     if !require_root("running containers") {
