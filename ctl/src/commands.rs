@@ -66,7 +66,7 @@ impl Ctx {
 }
 
 /// Parses `key=value` arguments; `key=` (or bare `key`) means "remove".
-fn parse_labels(args: &[String]) -> HashMap<String, String> {
+pub(crate) fn parse_labels(args: &[String]) -> HashMap<String, String> {
     args.iter()
         .map(|a| match a.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
@@ -75,7 +75,8 @@ fn parse_labels(args: &[String]) -> HashMap<String, String> {
         .collect()
 }
 
-fn label_mask(l: &HashMap<String, String>) -> prost_types::FieldMask {
+/// The field mask that updates exactly these labels.
+pub(crate) fn label_mask(l: &HashMap<String, String>) -> prost_types::FieldMask {
     prost_types::FieldMask {
         paths: l.keys().map(|k| format!("labels.{k}")).collect(),
     }
@@ -452,10 +453,10 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
                 .image
                 .unwrap_or_default();
             let target = img.target.clone().unwrap_or_default();
-            let manifest = read_json(ctx, &target.digest).await?;
+            let manifest = crate::image::read_json(ctx, &target.digest).await?;
             let mut config = Value::Null;
             if let Some(d) = manifest.pointer("/config/digest").and_then(Value::as_str) {
-                config = read_json(ctx, d).await.unwrap_or(Value::Null);
+                config = crate::image::read_json(ctx, d).await.unwrap_or(Value::Null);
             }
             let out = json!({
                 "name": img.name,
@@ -472,86 +473,8 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
     Ok(())
 }
 
-/// Reads a (small) blob as JSON.
-async fn read_json(ctx: &Ctx, digest: &str) -> Result<Value> {
-    let mut cl = ContentClient::new(ctx.ch.clone());
-    let mut s = cl
-        .read(ctx.req(content::ReadContentRequest {
-            digest: digest.to_string(),
-            offset: 0,
-            size: 0,
-        }))
-        .await?
-        .into_inner();
-    let mut buf = Vec::new();
-    while let Some(c) = s.next().await {
-        buf.extend_from_slice(&c?.data);
-        if buf.len() > 16 << 20 {
-            bail!("blob {digest} is too large to be a manifest");
-        }
-    }
-    Ok(serde_json::from_slice(&buf)?)
-}
-
 fn mount_key(target: &std::path::Path) -> String {
     format!("berthctl-mount:{}", target.display())
-}
-
-/// The chain ID of an image's top layer for a platform (`os/arch`).
-async fn top_chain_id(ctx: &Ctx, name: &str, platform: Option<&str>) -> Result<String> {
-    use sha2::Digest as _;
-    let img = ImagesClient::new(ctx.ch.clone())
-        .get(ctx.req(images::GetImageRequest {
-            name: name.to_string(),
-        }))
-        .await?
-        .into_inner()
-        .image
-        .unwrap_or_default();
-    let (hos, harch) = host_platform();
-    let want = platform.map_or_else(|| format!("{hos}/{harch}"), str::to_string);
-    let mut digest = img.target.unwrap_or_default().digest;
-    let mut v = read_json(ctx, &digest).await?;
-    for _ in 0..4 {
-        let Some(ms) = v.get("manifests").and_then(Value::as_array) else {
-            break;
-        };
-        let m = ms
-            .iter()
-            .find(|m| {
-                let p = &m["platform"];
-                p.is_null()
-                    || format!(
-                        "{}/{}",
-                        p["os"].as_str().unwrap_or(""),
-                        p["architecture"].as_str().unwrap_or("")
-                    ) == want
-            })
-            .ok_or_else(|| CtlError(format!("image {name} has no manifest for {want}")))?;
-        digest = m["digest"].as_str().unwrap_or_default().to_string();
-        v = read_json(ctx, &digest).await?;
-    }
-    let cfg = v["config"]["digest"]
-        .as_str()
-        .ok_or_else(|| CtlError(format!("manifest {digest} has no config")))?
-        .to_string();
-    let cfg = read_json(ctx, &cfg).await?;
-    let mut chain = String::new();
-    for d in cfg["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
-        let d = d.as_str().unwrap_or_default();
-        chain = if chain.is_empty() {
-            d.to_string()
-        } else {
-            format!(
-                "sha256:{}",
-                hex::encode(sha2::Sha256::digest(format!("{chain} {d}").as_bytes()))
-            )
-        };
-    }
-    if chain.is_empty() {
-        bail!(CtlError(format!("image {name} has no layers")));
-    }
-    Ok(chain)
 }
 
 async fn mount_image(
@@ -565,7 +488,10 @@ async fn mount_image(
     use berth_proto::services::snapshots::v1 as sapi;
     let target = std::fs::canonicalize(target)
         .map_err(|e| CtlError(format!("{}: {e}", target.display())))?;
-    let chain = top_chain_id(ctx, name, platform).await?;
+    let chain = crate::image::resolve(ctx, name, platform)
+        .await?
+        .top()
+        .to_string();
     let mut cl = sapi::snapshots_client::SnapshotsClient::new(ctx.ch.clone());
     if let Err(s) = cl
         .stat(ctx.req(sapi::StatSnapshotRequest {
@@ -620,22 +546,12 @@ async fn mount_image(
     Ok(())
 }
 
-fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    };
-    ("linux", arch)
-}
-
 /// Size of an image for this host (index + manifest + config + layers, as
 /// ctr counts it) and the platforms it offers.
 async fn walk(ctx: &Ctx, target: &berth_proto::types::Descriptor) -> Result<(i64, Vec<String>)> {
-    let v = read_json(ctx, &target.digest).await?;
+    let v = crate::image::read_json(ctx, &target.digest).await?;
     if let Some(ms) = v.get("manifests").and_then(Value::as_array) {
-        let (os, arch) = host_platform();
+        let host = crate::image::host_platform();
         let mut platforms = Vec::new();
         let mut chosen = None;
         for m in ms {
@@ -651,7 +567,7 @@ async fn walk(ctx: &Ctx, target: &berth_proto::types::Descriptor) -> Result<(i64
             if !pos.is_empty() {
                 platforms.push(format!("{pos}/{parch}"));
             }
-            if chosen.is_none() && (pos.is_empty() || (pos == os && parch == arch)) {
+            if chosen.is_none() && (pos.is_empty() || format!("{pos}/{parch}") == host) {
                 chosen = Some(m.clone());
             }
         }
@@ -677,7 +593,7 @@ async fn walk(ctx: &Ctx, target: &berth_proto::types::Descriptor) -> Result<(i64
     if let Some(c) = v.get("config") {
         size += c["size"].as_i64().unwrap_or(0);
         if let Some(d) = c["digest"].as_str()
-            && let Ok(cfg) = read_json(ctx, d).await
+            && let Ok(cfg) = crate::image::read_json(ctx, d).await
         {
             platforms.push(format!(
                 "{}/{}",

@@ -219,14 +219,8 @@ pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
             print_mounts(ctx, &m, Some(&target));
         }
         Snapshots::Label { key, labels } => {
-            let l: HashMap<String, String> = labels
-                .iter()
-                .map(|a| match a.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (a.clone(), String::new()),
-                })
-                .collect();
-            let paths = l.keys().map(|k| format!("labels.{k}")).collect();
+            let l = crate::commands::parse_labels(&labels);
+            let mask = crate::commands::label_mask(&l);
             let i = cl
                 .update(ctx.req(api::UpdateSnapshotRequest {
                     snapshotter: sn,
@@ -235,7 +229,7 @@ pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
                         labels: l,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 }))
                 .await?
                 .into_inner()

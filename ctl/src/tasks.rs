@@ -15,7 +15,6 @@ use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::services::tasks::v1 as tapi;
 use berth_proto::services::tasks::v1::tasks_client::TasksClient;
 use serde_json::json;
-use std::collections::HashMap;
 use std::io::IsTerminal;
 
 fn status(s: i32) -> &'static str {
@@ -124,14 +123,8 @@ pub async fn containers(ctx: &Ctx, c: Containers) -> Result<()> {
             }
         }
         Containers::Label { id, labels } => {
-            let l: HashMap<String, String> = labels
-                .iter()
-                .map(|a| match a.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (a.clone(), String::new()),
-                })
-                .collect();
-            let paths = l.keys().map(|k| format!("labels.{k}")).collect();
+            let l = crate::commands::parse_labels(&labels);
+            let mask = crate::commands::label_mask(&l);
             let c = cl
                 .update(ctx.req(capi::UpdateContainerRequest {
                     container: Some(capi::Container {
@@ -139,7 +132,7 @@ pub async fn containers(ctx: &Ctx, c: Containers) -> Result<()> {
                         labels: l,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 }))
                 .await?
                 .into_inner()
