@@ -184,16 +184,12 @@ impl Proxy {
                             std::thread::spawn(move || refuse_or_pass(client, to, &f, r));
                             continue;
                         }
-                        let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
-                            continue;
-                        };
-                        let (c2, s2) = (
-                            client.try_clone().expect("clone"),
-                            server.try_clone().expect("clone"),
-                        );
-                        std::thread::spawn(move || pump(c2, s2, None));
                         let r = r.clone();
-                        std::thread::spawn(move || pump(server, client, Some(r)));
+                        std::thread::spawn(move || {
+                            if let Ok(server) = TcpStream::connect(("127.0.0.1", to)) {
+                                splice(client, server, r);
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -264,6 +260,12 @@ fn refuse_or_pass(mut client: TcpStream, to: u16, failing: &AtomicU64, rate: Arc
     if server.write_all(&head).is_err() {
         return;
     }
+    splice(client, server, rate);
+}
+
+/// Copies both ways until each side closes; what the server sends is
+/// throttled to `rate`.
+fn splice(client: TcpStream, server: TcpStream, rate: Arc<AtomicU64>) {
     let (c2, s2) = (
         client.try_clone().expect("clone"),
         server.try_clone().expect("clone"),
