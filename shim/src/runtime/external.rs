@@ -55,12 +55,10 @@ impl External {
             .map_err(|e| Error::io(format!("run {} {what}", self.binary), e))?;
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            let kind = if msg.contains("does not exist") || msg.contains("not running") {
-                berth_proto::errdefs::Kind::NotFound
-            } else {
-                berth_proto::errdefs::Kind::FailedPrecondition
-            };
-            return Err(Error::new(kind, format!("{} {what}: {msg}", self.binary)));
+            return Err(Error::new(
+                failure_kind(&msg),
+                format!("{} {what}: {msg}", self.binary),
+            ));
         }
         Ok(out.stdout)
     }
@@ -71,6 +69,16 @@ impl External {
             .map_err(|_| Error::internal("runtime state poisoned"))?
             .clone()
             .ok_or_else(|| Error::not_found("the container has not been created"))
+    }
+}
+
+/// What a runtime's complaint means: a container or process that is gone,
+/// or a request that cannot be done now.
+fn failure_kind(msg: &str) -> berth_proto::errdefs::Kind {
+    if msg.contains("does not exist") || msg.contains("not running") {
+        berth_proto::errdefs::Kind::NotFound
+    } else {
+        berth_proto::errdefs::Kind::FailedPrecondition
     }
 }
 
@@ -232,14 +240,9 @@ impl OciRuntime for External {
         let said = std::fs::read_to_string(&log).unwrap_or_default();
         let _ = std::fs::remove_file(&log);
         if !st.success() {
-            let last = said.lines().last().unwrap_or("").to_string();
-            let kind = if last.contains("does not exist") || last.contains("not running") {
-                berth_proto::errdefs::Kind::NotFound
-            } else {
-                berth_proto::errdefs::Kind::FailedPrecondition
-            };
+            let last = said.lines().last().unwrap_or("");
             return Err(Error::new(
-                kind,
+                failure_kind(last),
                 format!("{} exec failed ({st}): {last}", self.binary),
             ));
         }
