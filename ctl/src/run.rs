@@ -414,17 +414,22 @@ impl CaughtSignals {
         )
     }
 
+    /// The next signal caught.
+    async fn any(&mut self) -> i32 {
+        let futs = self.0.iter_mut().map(|(s, n)| {
+            let n = *n;
+            Box::pin(async move {
+                s.recv().await;
+                n
+            })
+        });
+        futures::future::select_all(futs).await.0
+    }
+
     /// The next signal other than a window change.
     pub async fn next(&mut self) -> i32 {
         loop {
-            let futs = self.0.iter_mut().map(|(s, n)| {
-                let n = *n;
-                Box::pin(async move {
-                    s.recv().await;
-                    n
-                })
-            });
-            let (sig, _, _) = futures::future::select_all(futs).await;
+            let sig = self.any().await;
             if sig != libc::SIGWINCH {
                 return sig;
             }
@@ -444,18 +449,11 @@ impl CaughtSignals {
         let ch = ctx.ch.clone();
         let ns = ctx.ns.clone();
         let (id, exec_id) = (id.to_string(), exec_id.to_string());
-        let mut streams = self.0;
+        let mut caught = self;
         tokio::spawn(async move {
             let mut tasks = TasksClient::new(ch);
             loop {
-                let futs = streams.iter_mut().map(|(s, n)| {
-                    let n = *n;
-                    Box::pin(async move {
-                        s.recv().await;
-                        n
-                    })
-                });
-                let (sig, _, _) = futures::future::select_all(futs).await;
+                let sig = caught.any().await;
                 if sig == libc::SIGWINCH {
                     if tty && let Some((w, h)) = terminal_size() {
                         let _ = tasks
