@@ -10,20 +10,7 @@ pub type Labels = HashMap<String, String>;
 /// Largest label key + value, in bytes (containerd's limit).
 pub const MAX_LABEL_SIZE: usize = 4096;
 
-/// Nanoseconds since the Unix epoch, now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// A protobuf timestamp from nanoseconds since the epoch.
-pub fn timestamp(nanos: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: nanos.div_euclid(1_000_000_000),
-        nanos: nanos.rem_euclid(1_000_000_000) as i32,
-    }
-}
+pub use berth_proto::time::{now, timestamp};
 
 /// Nanoseconds since the epoch from a protobuf timestamp.
 pub fn from_timestamp(ts: &prost_types::Timestamp) -> i64 {

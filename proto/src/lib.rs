@@ -14,6 +14,7 @@ pub mod errdefs;
 pub mod filters;
 pub mod identifiers;
 pub mod reference;
+pub mod time;
 pub mod ttrpc;
 pub mod typeurl;
 

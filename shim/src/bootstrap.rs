@@ -240,20 +240,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
         .map_err(|e| Error::io("write delete response", e))
 }
 
-/// Nanoseconds since the epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// A protobuf timestamp.
-pub fn timestamp(nanos: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: nanos.div_euclid(1_000_000_000),
-        nanos: nanos.rem_euclid(1_000_000_000) as i32,
-    }
-}
+pub use berth_proto::time::{now, timestamp};
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use crate::{Error, Info, Kind, Snapshotter};
 use berth_proto::errdefs;
 use berth_proto::services::snapshots::v1 as api;
 use berth_proto::services::snapshots::v1::snapshots_server::Snapshots;
+use berth_proto::time::timestamp;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
@@ -21,21 +22,14 @@ pub fn kind_to_proto(k: Kind) -> api::Kind {
     }
 }
 
-fn ts(nanos: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: nanos.div_euclid(1_000_000_000),
-        nanos: nanos.rem_euclid(1_000_000_000) as i32,
-    }
-}
-
 /// Converts to the wire info; `name`/`parent` may be rewritten by the caller.
 pub fn info_to_proto(i: Info) -> api::Info {
     api::Info {
         name: i.name,
         parent: i.parent,
         kind: kind_to_proto(i.kind) as i32,
-        created_at: Some(ts(i.created_at)),
-        updated_at: Some(ts(i.updated_at)),
+        created_at: Some(timestamp(i.created_at)),
+        updated_at: Some(timestamp(i.updated_at)),
         labels: i.labels,
     }
 }

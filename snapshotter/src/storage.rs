@@ -4,6 +4,7 @@
 //! they belong to, so either both land or neither does.
 
 use crate::{Error, Info, Kind, Labels, Result, Usage};
+use berth_proto::time::now;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -50,12 +51,6 @@ fn snap(key: &str, r: Record) -> Snap {
         id: r.id,
         usage: r.usage,
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 fn validate_labels(labels: &Labels) -> Result<()> {
