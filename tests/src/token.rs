@@ -14,7 +14,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,36 +61,21 @@ impl TokenServer {
             .tempdir()
             .expect("tempdir");
         let p = |n: &str| dir.path().join(n);
-        let run = |args: &[&str]| {
-            let o = Command::new(openssl).args(args).output().expect("openssl");
-            assert!(o.status.success(), "openssl {args:?}: {o:?}");
-        };
         let (key_pem, cert, key_der) = (p("key.pem"), p("cert.pem"), p("key.der"));
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=berth-test-token-issuer",
-            "-keyout",
-            key_pem.to_str().unwrap(),
-            "-out",
-            cert.to_str().unwrap(),
-        ]);
+        crate::self_signed(openssl, "berth-test-token-issuer", &key_pem, &cert);
         // DER; `pkey` writes the PKCS#1 RSAPrivateKey form for DER.
-        run(&[
-            "pkey",
-            "-in",
-            key_pem.to_str().unwrap(),
-            "-outform",
-            "DER",
-            "-out",
-            key_der.to_str().unwrap(),
-        ]);
+        crate::run_openssl(
+            openssl,
+            &[
+                "pkey",
+                "-in",
+                key_pem.to_str().unwrap(),
+                "-outform",
+                "DER",
+                "-out",
+                key_der.to_str().unwrap(),
+            ],
+        );
         let key = ring::signature::RsaKeyPair::from_der(&std::fs::read(&key_der).unwrap())
             .expect("RSA key");
         // A PEM body is the base64 of the DER, which is what x5c wants.

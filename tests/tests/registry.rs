@@ -794,22 +794,13 @@ fn registry_over_tls_with_a_private_ca() {
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
+    self_signed(
+        &openssl,
+        "berth-test-ca",
+        std::path::Path::new(&p("ca.key")),
+        std::path::Path::new(&ca),
+    );
     for args in [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=berth-test-ca",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &ca,
-        ],
         vec![
             "req",
             "-newkey",
@@ -840,11 +831,7 @@ fn registry_over_tls_with_a_private_ca() {
             &cert,
         ],
     ] {
-        let o = Command::new(&openssl)
-            .args(&args)
-            .output()
-            .expect("openssl");
-        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+        run_openssl(&openssl, &args);
     }
     let (cert, key) = (
         std::path::PathBuf::from(&cert),

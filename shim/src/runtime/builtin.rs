@@ -228,15 +228,7 @@ impl OciRuntime for Builtin {
             self.cgroup()?.kill_all(signal as i32);
             return Ok(());
         }
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::try_from(signal as i32)
-                .map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
-        )
-        .map_err(|e| match e {
-            nix::Error::ESRCH => Error::not_found("process already finished"),
-            e => Error::sys(format!("kill {pid}"), e),
-        })
+        super::signal_process(pid, signal)
     }
 
     fn delete(&self, _id: &str) -> Result<()> {

@@ -258,15 +258,7 @@ impl OciRuntime for External {
     fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {
         if !all && pid > 0 {
             // A single process (an exec): signal it directly.
-            return nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::try_from(signal as i32)
-                    .map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
-            )
-            .map_err(|e| match e {
-                nix::Error::ESRCH => Error::not_found("process already finished"),
-                e => Error::sys(format!("kill {pid}"), e),
-            });
+            return super::signal_process(pid, signal);
         }
         let mut c = self.cmd();
         c.arg("kill");

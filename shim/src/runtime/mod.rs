@@ -87,6 +87,20 @@ impl Choice {
     }
 }
 
+/// Signals one process of a container directly (its pid as the shim sees
+/// it); a process that is already gone is NotFound.
+pub fn signal_process(pid: u32, signal: u32) -> Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::try_from(signal as i32)
+            .map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?,
+    )
+    .map_err(|e| match e {
+        nix::Error::ESRCH => Error::not_found("process already finished"),
+        e => Error::sys(format!("kill {pid}"), e),
+    })
+}
+
 /// Loads `config.json` from a bundle.
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
     Spec::load(bundle.join("config.json"))
