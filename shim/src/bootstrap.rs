@@ -123,7 +123,7 @@ fn become_server(
         .open("/dev/null")
         .map_err(|e| Error::io("open /dev/null", e))?;
     let onto = |fd: &dyn AsRawFd, to: i32, what: &str| {
-        // SAFETY: dup2 onto a standard descriptor (or fd 3) we own.
+        // SAFETY: dup2 onto a standard descriptor.
         if unsafe { libc::dup2(fd.as_raw_fd(), to) } < 0 {
             return Err(Error::io(what.to_string(), std::io::Error::last_os_error()));
         }
@@ -132,20 +132,14 @@ fn become_server(
     onto(&null, 0, "stdin to /dev/null")?;
     onto(&null, 1, "stdout to /dev/null")?;
     onto(&log, 2, "stderr to the shim log")?;
-    // `serve` takes its listening socket as fd 3 (as when exec'd).
-    if listener.as_raw_fd() != 3 {
-        onto(&listener, 3, "listening socket to fd 3")?;
-    }
-    std::mem::forget(listener);
     std::env::set_current_dir(bundle)
         .map_err(|e| Error::io(format!("enter {}", bundle.display()), e))?;
     write_file(&bundle.join(files::ADDRESS), address.as_bytes())?;
     let mut f = flags.clone();
     f.socket = sock.display().to_string();
     f.bundle = bundle.display().to_string();
-    f.action = "serve".into();
     retitle_serving();
-    crate::service::serve(&f)
+    crate::service::serve(&f, listener)
 }
 
 /// Makes `ps` show the serving shim as `… serve`: the fork still has

@@ -107,7 +107,6 @@ pub fn main() -> i32 {
     let r = match flags.action.as_str() {
         "start" => bootstrap::start(&flags),
         "delete" => bootstrap::delete(&flags),
-        "serve" => service::serve(&flags),
         "" => Err(Error::invalid("no action: expected start or delete")),
         other => Err(Error::invalid(format!(
             "unknown action {other:?}: expected start or delete"

@@ -14,7 +14,6 @@ use berth_proto::pb::containerd::v1::types::{ProcessInfo, Status};
 use berth_proto::ttrpc::{Context, Status as TStatus};
 use berth_proto::typeurl;
 use std::collections::HashMap;
-use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -857,7 +856,7 @@ impl task_ttrpc::Task for Service {
 }
 
 /// Runs the serving shim (the daemonised child of `start`).
-pub fn serve(flags: &Flags) -> Result<()> {
+pub fn serve(flags: &Flags, std_l: std::os::unix::net::UnixListener) -> Result<()> {
     // SAFETY: plain prctl; we reap whatever the container leaves behind.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
         return Err(Error::io(
@@ -875,11 +874,6 @@ pub fn serve(flags: &Flags) -> Result<()> {
         .build()
         .map_err(|e| Error::io("start runtime", e))?;
     rt.block_on(async {
-        // SAFETY: `start` made our listening socket fd 3.
-        let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
-        // Not to be inherited by what the shim runs.
-        // SAFETY: plain fcntl on the descriptor we now own.
-        unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
         std_l
             .set_nonblocking(true)
             .map_err(|e| Error::io("listener", e))?;
