@@ -71,12 +71,16 @@ impl Namespaces {
         Ok(labels)
     }
 
-    /// The labels of a namespace; `NotFound` if absent.
+    /// The labels of a namespace. As in containerd, a namespace that holds
+    /// no record yet has empty labels, not `NotFound`: engines (dockerd)
+    /// `Get` their namespace before anything was created in it.
     pub fn get(&self, name: &str) -> Result<Labels> {
-        self.db
+        validate(name)?;
+        Ok(self
+            .db
             .read(|r| r.get::<NamespaceRecord>(&ns_key(name)))?
             .map(|r| r.labels)
-            .ok_or_else(|| Error::not_found(format!("namespace {name:?}: not found")))
+            .unwrap_or_default())
     }
 
     /// Every namespace with its labels.
@@ -94,12 +98,12 @@ impl Namespaces {
 
     /// Updates labels: with no paths the labels are replaced; otherwise
     /// `labels` / `labels.<key>` paths apply (an empty value removes a key).
+    /// A namespace not recorded yet is created, as containerd does.
     pub fn update(&self, name: &str, labels: Labels, paths: &[String]) -> Result<Labels> {
+        validate(name)?;
         let updated = self.db.write(|w| {
             let k = ns_key(name);
-            let mut rec: NamespaceRecord = w
-                .get(&k)?
-                .ok_or_else(|| Error::not_found(format!("namespace {name:?}: not found")))?;
+            let mut rec: NamespaceRecord = w.get(&k)?.unwrap_or_default();
             if paths.is_empty() {
                 rec.labels = labels.clone();
             }
