@@ -4,8 +4,23 @@
 //! (`RESOLVE_IN_ROOT`): a symlink met on the way — absolute or full of `..`
 //! — resolves as if the root were `/`, so nothing outside can be reached.
 //! The final component is always handled with `*at` calls that do not follow
-//! it. Entries naming absolute paths or `..`, and GNU sparse files (whose
-//! header may claim any size), are refused with an error naming the entry.
+//! it.
+//!
+//! Entry names are cleaned as containerd and docker clean them: a leading
+//! `/` is the layer root (builders such as umoci write `/` and `/etc/x`),
+//! `.` and empty components vanish and `a/../b` is `b`; a name that would
+//! still climb above the root (`../x`, `a/../../x`) is refused, as docker
+//! refuses it. Hard-link targets follow the same rule and must already
+//! exist under the target (in an overlay upper directory: in this layer).
+//! The root entry itself is skipped, as both do: a layer does not change
+//! the mode or owner of the snapshot root. GNU sparse files (whose header
+//! may claim any size) are refused with an error naming the entry.
+//!
+//! Directories a layer implies without listing them (a child before, or
+//! without, its parent) are made 0755 root-owned, or, when the parent
+//! layers are known (overlay lower directories), with the mode, owner and
+//! times of the first parent layer that has them, so the merged view keeps
+//! them (containerd's `mkparent`).
 //!
 //! Whiteouts (`.wh.<name>`, `.wh..wh..opq`) become overlay whiteouts (a 0:0
 //! character device, `trusted.overlay.opaque=y`) when applying to an
@@ -26,7 +41,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// How whiteouts are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,19 +87,24 @@ fn sys(entry: &OsStr, op: &str, e: nix::Error) -> Error {
     err
 }
 
-/// The components of an entry path, refusing absolute paths and `..`.
+/// The components of an entry path under the layer root, cleaned lexically
+/// (Go's `filepath.Clean`): a leading `/` is the root, `.` and empty parts
+/// vanish, `..` removes the part before it and stops at the root of an
+/// absolute name; a relative name whose `..` would leave the root is
+/// refused.
 fn components(raw: &OsStr) -> Result<Vec<OsString>> {
-    let mut out = Vec::new();
-    for c in Path::new(raw).components() {
-        match c {
-            Component::Normal(n) => out.push(n.to_os_string()),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(bad(raw, "absolute paths are not allowed in a layer"));
+    let bytes = raw.as_bytes();
+    let absolute = bytes.first() == Some(&b'/');
+    let mut out: Vec<OsString> = Vec::new();
+    for part in bytes.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                if out.pop().is_none() && !absolute {
+                    return Err(bad(raw, "'..' would escape the layer root"));
+                }
             }
-            Component::ParentDir => {
-                return Err(bad(raw, "'..' would escape the layer root"));
-            }
+            n => out.push(OsStr::from_bytes(n).to_os_string()),
         }
     }
     Ok(out)
@@ -104,36 +124,79 @@ fn in_root(flags: OFlag) -> OpenHow {
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
 }
 
-/// Opens the directory `comps` inside the root (creating missing parts).
-fn open_dir(root: &OwnedFd, comps: &[OsString], entry: &OsStr) -> Result<OwnedFd> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY;
-    if comps.is_empty() {
-        return nix::unistd::dup(root).map_err(|e| sys(entry, "open root", e));
-    }
-    match openat2(root, &join(comps), in_root(flags)) {
-        Ok(fd) => return Ok(fd),
-        Err(nix::Error::ENOENT) => {}
-        Err(e) => return Err(sys(entry, "open parent directory", e)),
-    }
-    let mut cur = nix::unistd::dup(root).map_err(|e| sys(entry, "open root", e))?;
-    for i in 1..=comps.len() {
-        let prefix = join(&comps[..i]);
-        match openat2(root, &prefix, in_root(flags)) {
-            Ok(fd) => cur = fd,
-            Err(nix::Error::ENOENT) => {
-                nix::sys::stat::mkdirat(
-                    &cur,
-                    comps[i - 1].as_os_str(),
-                    Mode::from_bits_truncate(0o755),
-                )
-                .map_err(|e| sys(entry, "create parent directory", e))?;
-                cur = openat2(root, &prefix, in_root(flags))
-                    .map_err(|e| sys(entry, "open created parent directory", e))?;
-            }
+/// Where a layer is applied: the target root and, for an overlay upper
+/// directory, the parent layers below it (topmost first).
+struct Target {
+    root: OwnedFd,
+    parents: Vec<OwnedFd>,
+}
+
+impl Target {
+    /// Opens the directory `comps` inside the root (creating missing parts).
+    fn open_dir(&self, comps: &[OsString], entry: &OsStr) -> Result<OwnedFd> {
+        let root = &self.root;
+        let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY;
+        if comps.is_empty() {
+            return nix::unistd::dup(root).map_err(|e| sys(entry, "open root", e));
+        }
+        match openat2(root, &join(comps), in_root(flags)) {
+            Ok(fd) => return Ok(fd),
+            Err(nix::Error::ENOENT) => {}
             Err(e) => return Err(sys(entry, "open parent directory", e)),
         }
+        let mut cur = nix::unistd::dup(root).map_err(|e| sys(entry, "open root", e))?;
+        for i in 1..=comps.len() {
+            let prefix = join(&comps[..i]);
+            match openat2(root, &prefix, in_root(flags)) {
+                Ok(fd) => cur = fd,
+                Err(nix::Error::ENOENT) => {
+                    nix::sys::stat::mkdirat(
+                        &cur,
+                        comps[i - 1].as_os_str(),
+                        Mode::from_bits_truncate(0o755),
+                    )
+                    .map_err(|e| sys(entry, "create parent directory", e))?;
+                    cur = openat2(root, &prefix, in_root(flags))
+                        .map_err(|e| sys(entry, "open created parent directory", e))?;
+                    self.inherit(&prefix, &cur, entry)?;
+                }
+                Err(e) => return Err(sys(entry, "open parent directory", e)),
+            }
+        }
+        Ok(cur)
     }
-    Ok(cur)
+
+    /// Gives a directory this layer implied the mode, owner and times of
+    /// the same directory in the first parent layer that has that path;
+    /// if that layer has something else there, it was replaced: keep 0755.
+    fn inherit(&self, rel: &Path, made: &OwnedFd, entry: &OsStr) -> Result<()> {
+        for parent in &self.parents {
+            // O_PATH: never opens (or blocks on) what is there, follows a
+            // final symlink as containerd's RootPath does.
+            let fd = match openat2(parent, rel, in_root(OFlag::O_PATH)) {
+                Ok(fd) => fd,
+                Err(nix::Error::ENOENT) => continue,
+                Err(nix::Error::ENOTDIR | nix::Error::ELOOP) => return Ok(()),
+                Err(e) => return Err(sys(entry, "look up parent layer directory", e)),
+            };
+            let st = nix::sys::stat::fstat(&fd).map_err(|e| sys(entry, "stat parent layer", e))?;
+            if !is_dir(&st) {
+                return Ok(());
+            }
+            nix::unistd::fchown(
+                made,
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            )
+            .map_err(|e| sys(entry, "chown implied directory", e))?;
+            nix::sys::stat::fchmod(made, Mode::from_bits_truncate(st.st_mode & 0o7777))
+                .map_err(|e| sys(entry, "chmod implied directory", e))?;
+            let t = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+            futimens(made, &t, &t).map_err(|e| sys(entry, "set times", e))?;
+            return Ok(());
+        }
+        Ok(())
+    }
 }
 
 fn lstat_at(dir: &OwnedFd, name: &OsStr) -> Option<FileStat> {
@@ -183,15 +246,30 @@ fn times(mtime: u64) -> (TimeSpec, TimeSpec) {
     (t, t)
 }
 
+/// Sets one xattr through `set`. A filesystem that does not support it
+/// (ENOTSUP) loses it with a warning, as in containerd; any other failure
+/// fails the layer.
+fn set_xattr(entry: &OsStr, k: &str, set: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
+    match set() {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
+            tracing::warn!(
+                "layer entry {:?}: xattr {k} not supported by the filesystem, not set",
+                entry.to_string_lossy()
+            );
+            Ok(())
+        }
+        Err(e) => Err(crate::error::io_err(
+            format!("layer entry {:?}: set xattr {k}", entry.to_string_lossy()),
+            e,
+        )),
+    }
+}
+
 fn set_xattrs_fd(f: &File, m: &Meta, entry: &OsStr) -> Result<()> {
     use xattr::FileExt;
     for (k, v) in &m.xattrs {
-        f.set_xattr(k, v).map_err(|e| {
-            crate::error::io_err(
-                format!("layer entry {:?}: set xattr {k}", entry.to_string_lossy()),
-                e,
-            )
-        })?;
+        set_xattr(entry, k, || f.set_xattr(k, v))?;
     }
     Ok(())
 }
@@ -232,12 +310,7 @@ fn finish_at(dir: &OwnedFd, name: &OsStr, m: &Meta, entry: &OsStr, symlink: bool
         )
         .map_err(|e| sys(entry, "chmod", e))?;
         for (k, v) in &m.xattrs {
-            xattr::set(fd_path(dir, name), k, v).map_err(|e| {
-                crate::error::io_err(
-                    format!("layer entry {:?}: set xattr {k}", entry.to_string_lossy()),
-                    e,
-                )
-            })?;
+            set_xattr(entry, k, || xattr::set(fd_path(dir, name), k, v))?;
         }
     }
     let (a, t) = times(m.mtime);
@@ -310,13 +383,32 @@ impl Read for ChanReader {
 /// Decompression and hashing run on a second thread, so they overlap with
 /// the filesystem work of extraction.
 pub fn apply(root: &Path, layer: impl Read + Send, mode: Whiteouts) -> Result<Applied> {
-    let root_fd = openat(
-        nix::fcntl::AT_FDCWD,
-        root,
-        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::internal(format!("open {}: {e}", root.display())))?;
+    apply_over(root, &[], layer, mode)
+}
+
+/// Applies a layer to `root`, an overlay upper directory whose parent
+/// layers are `parents` (topmost first): directories the layer implies
+/// take their metadata from there.
+pub fn apply_over(
+    root: &Path,
+    parents: &[&Path],
+    layer: impl Read + Send,
+    mode: Whiteouts,
+) -> Result<Applied> {
+    let open = |p: &Path| {
+        openat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::internal(format!("open {}: {e}", p.display())))
+    };
+    let target = Target {
+        root: open(root)?,
+        parents: parents.iter().map(|p| open(p)).collect::<Result<_>>()?,
+    };
+    let root_fd = &target.root;
     let mut created: HashSet<Vec<OsString>> = HashSet::new();
     let mut dir_times: Vec<(Vec<OsString>, u64)> = Vec::new();
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(8);
@@ -363,7 +455,7 @@ pub fn apply(root: &Path, layer: impl Read + Send, mode: Whiteouts) -> Result<Ap
                 let mut entry = entry.map_err(|e| {
                     Error::invalid(format!("layer tar is malformed or truncated: {e}"))
                 })?;
-                apply_entry(&root_fd, &mut entry, mode, &mut created, &mut dir_times)?;
+                apply_entry(&target, &mut entry, mode, &mut created, &mut dir_times)?;
             }
             // The digest covers the whole stream, padding after the end too.
             std::io::copy(&mut reader, &mut std::io::sink())
@@ -385,10 +477,10 @@ pub fn apply(root: &Path, layer: impl Read + Send, mode: Whiteouts) -> Result<Ap
     // Directory times last: creating children changed them.
     for (comps, mtime) in dir_times.iter().rev() {
         let fd = if comps.is_empty() {
-            nix::unistd::dup(&root_fd).ok()
+            nix::unistd::dup(root_fd).ok()
         } else {
             openat2(
-                &root_fd,
+                root_fd,
                 &join(comps),
                 in_root(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW),
             )
@@ -403,7 +495,7 @@ pub fn apply(root: &Path, layer: impl Read + Send, mode: Whiteouts) -> Result<Ap
 }
 
 fn apply_entry<R: Read>(
-    root: &OwnedFd,
+    target: &Target,
     entry: &mut tar::Entry<'_, R>,
     mode: Whiteouts,
     created: &mut HashSet<Vec<OsString>>,
@@ -424,29 +516,53 @@ fn apply_entry<R: Read>(
     if let Some(exts) = entry.pax_extensions().map_err(|e| bad(&raw, e))? {
         for ext in exts {
             let ext = ext.map_err(|e| bad(&raw, e))?;
-            if let Ok(k) = ext.key()
-                && let Some(name) = k.strip_prefix("SCHILY.xattr.")
-            {
+            let Ok(k) = ext.key() else { continue };
+            if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
                 meta.xattrs
                     .push((name.to_string(), ext.value_bytes().to_vec()));
+                continue;
+            }
+            // PAX records override the header's fields (large ids, times
+            // with fractions, as Go's archive/tar writes them).
+            let id = || {
+                ext.value()
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| bad(&raw, format!("PAX {k} is not a 32-bit id")))
+            };
+            match k {
+                "uid" => meta.uid = id()?,
+                "gid" => meta.gid = id()?,
+                "mtime" => {
+                    // Seconds, maybe with a fraction; a time before 1970 keeps the header's.
+                    if let Some(secs) = ext
+                        .value()
+                        .ok()
+                        .and_then(|v| v.split('.').next())
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        meta.mtime = secs;
+                    }
+                }
+                _ => {}
             }
         }
     }
 
+    let root = &target.root;
     let Some((name, parent)) = comps.split_last() else {
-        // The layer's root directory itself.
-        if kind.is_dir() {
-            let fd = nix::unistd::dup(root).map_err(|e| sys(&raw, "open root", e))?;
-            finish_fd(fd, &meta, &raw, false)?;
-            dir_times.push((Vec::new(), meta.mtime));
-        }
+        // The root itself (`/`, `./`): skipped, as containerd and docker do.
+        tracing::debug!(
+            "layer entry {:?}: resolves to the root, skipped",
+            raw.to_string_lossy()
+        );
         return Ok(());
     };
     let name_s = name.to_string_lossy();
 
     // Whiteouts.
     if name_s == OPAQUE {
-        let dir = open_dir(root, parent, &raw)?;
+        let dir = target.open_dir(parent, &raw)?;
         match mode {
             Whiteouts::Overlay => {
                 xattr::set(
@@ -487,7 +603,7 @@ fn apply_entry<R: Read>(
         if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
             return Err(bad(&raw, "whiteout names no file in its directory"));
         }
-        let dir = open_dir(root, parent, &raw)?;
+        let dir = target.open_dir(parent, &raw)?;
         let hidden = OsStr::new(hidden);
         remove_at(&dir, hidden, &raw)?;
         if mode == Whiteouts::Overlay {
@@ -497,7 +613,7 @@ fn apply_entry<R: Read>(
         return Ok(());
     }
 
-    let dir = open_dir(root, parent, &raw)?;
+    let dir = target.open_dir(parent, &raw)?;
     let existing = lstat_at(&dir, name);
     if kind.is_dir() {
         if existing.as_ref().is_some_and(|st| !is_dir(st)) {

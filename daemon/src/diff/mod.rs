@@ -47,7 +47,14 @@ pub fn apply_to_mounts(layer: impl Read + Send, mounts: &[Mount], tmp: &Path) ->
         if m.kind == "overlay"
             && let Some(upper) = m.options.iter().find_map(|o| o.strip_prefix("upperdir="))
         {
-            return apply::apply(Path::new(upper), layer, Whiteouts::Overlay);
+            // lowerdir= lists the parent layers topmost first.
+            let lowers: Vec<&Path> = m
+                .options
+                .iter()
+                .find_map(|o| o.strip_prefix("lowerdir="))
+                .map(|l| l.split(':').map(Path::new).collect())
+                .unwrap_or_default();
+            return apply::apply_over(Path::new(upper), &lowers, layer, Whiteouts::Overlay);
         }
     }
     let mnt = TempMount::new(mounts, Some(tmp)).map_err(|e| Error::new(e.kind(), e.message()))?;
