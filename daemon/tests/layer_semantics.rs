@@ -385,3 +385,30 @@ fn every_compression_and_empty_layers_apply_alike() {
         assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn whiteouts_under_a_path_this_layer_made_a_file_hide_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    // umoci writes a directory replaced by a file as `d` then `d/.wh.in`.
+    for mode in [Whiteouts::Delete, Whiteouts::Overlay] {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        if mode == Whiteouts::Delete {
+            apply_delete(root, &[dir("d/"), file("d/in", b"in")]);
+        }
+        apply(
+            root,
+            tar(&[
+                file("d", b"now a file"),
+                file("d/.wh.in", b""),
+                file("d/.wh..wh..opq", b""),
+            ])
+            .as_slice(),
+            mode,
+        )
+        .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(fs::read(root.join("d")).unwrap(), b"now a file", "{mode:?}");
+    }
+}

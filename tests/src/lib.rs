@@ -67,6 +67,35 @@ pub fn fixtures() -> &'static Path {
     })
 }
 
+/// The interop corpus (`tests/fixtures/make-corpus.sh`): the same changes
+/// made on the busybox fixture by umoci, buildah, skopeo and GNU tar, built
+/// once per run. `None` (SKIPPED, or a failure under BERTH_REQUIRE_PEERS)
+/// when a builder is not installed or we are not root.
+pub fn corpus() -> Option<&'static Path> {
+    for tool in ["umoci", "buildah", "skopeo", "runc"] {
+        peer(tool)?;
+    }
+    if !require_root("building the corpus (buildah RUN, umoci owners)") {
+        return None;
+    }
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    Some(DIR.get_or_init(|| {
+        let out = target_dir().join("berth-corpus");
+        let script = repo_root().join("tests/fixtures/make-corpus.sh");
+        let lock = target_dir().join("berth-corpus.lock");
+        let st = Command::new("flock")
+            .arg(&lock)
+            .arg("bash")
+            .arg(&script)
+            .arg(&out)
+            .arg(fixtures())
+            .status()
+            .expect("run flock make-corpus.sh");
+        assert!(st.success(), "make-corpus.sh failed");
+        out
+    }))
+}
+
 /// A digest recorded by the fixture script (`manifest`, `config`, `layer`, `index`).
 pub fn fixture_digest(name: &str) -> String {
     let env = std::fs::read_to_string(fixtures().join("digests.env")).expect("digests.env");

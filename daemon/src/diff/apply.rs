@@ -166,6 +166,33 @@ impl Target {
         Ok(cur)
     }
 
+    /// The directory a whiteout applies in, or `None` when that path is
+    /// not a directory here: this layer replaced it with a file (umoci
+    /// writes `d` as a file and then `d/.wh.child`), which already hides
+    /// everything below. containerd 1.6 fails such layers ("mkparent: not
+    /// a directory"); nothing is left to hide, so berth applies them.
+    fn whiteout_dir(&self, comps: &[OsString], entry: &OsStr) -> Result<Option<OwnedFd>> {
+        match self.open_dir(comps, entry) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if !comps.is_empty() => {
+                let st = openat2(&self.root, &join(comps), in_root(OFlag::O_PATH))
+                    .ok()
+                    .and_then(|fd| nix::sys::stat::fstat(&fd).ok());
+                match st {
+                    Some(st) if !is_dir(&st) => {
+                        tracing::debug!(
+                            "layer entry {:?}: its directory was replaced by a file, nothing to hide",
+                            entry.to_string_lossy()
+                        );
+                        Ok(None)
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Gives a directory this layer implied the mode, owner and times of
     /// the same directory in the first parent layer that has that path;
     /// if that layer has something else there, it was replaced: keep 0755.
@@ -562,7 +589,9 @@ fn apply_entry<R: Read>(
 
     // Whiteouts.
     if name_s == OPAQUE {
-        let dir = target.open_dir(parent, &raw)?;
+        let Some(dir) = target.whiteout_dir(parent, &raw)? else {
+            return Ok(());
+        };
         match mode {
             Whiteouts::Overlay => {
                 xattr::set(
@@ -603,7 +632,9 @@ fn apply_entry<R: Read>(
         if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
             return Err(bad(&raw, "whiteout names no file in its directory"));
         }
-        let dir = target.open_dir(parent, &raw)?;
+        let Some(dir) = target.whiteout_dir(parent, &raw)? else {
+            return Ok(());
+        };
         let hidden = OsStr::new(hidden);
         remove_at(&dir, hidden, &raw)?;
         if mode == Whiteouts::Overlay {
