@@ -328,6 +328,16 @@ async fn script(ch: Channel) -> Vec<(&'static str, Outcome)> {
         )
     );
     probe!(
+        "namespaces.list bad filter",
+        done(
+            nsc.clone()
+                .list(ns::ListNamespacesRequest {
+                    filter: "name==".into(),
+                })
+                .await
+        )
+    );
+    probe!(
         "namespaces.list",
         nsc.clone()
             .list(ns::ListNamespacesRequest::default())
@@ -516,6 +526,16 @@ async fn script(ch: Channel) -> Vec<(&'static str, Outcome)> {
                 .info(rq(content::InfoRequest {
                     digest: "sha256:nope".into(),
                 },))
+                .await
+        )
+    );
+    probe!(
+        "content.info sha512 digest",
+        done(
+            ctc.clone()
+                .info(rq(content::InfoRequest {
+                    digest: format!("sha512:{}", "ab".repeat(64)),
+                }))
                 .await
         )
     );
@@ -829,6 +849,17 @@ async fn script(ch: Channel) -> Vec<(&'static str, Outcome)> {
             .map(|r| sorted(&r.into_inner().lease.unwrap_or_default().labels))
     );
     probe!(
+        "leases.create bad expire label",
+        done(
+            lsc.clone()
+                .create(rq(leases::CreateRequest {
+                    id: "l3".into(),
+                    labels: labels(&[("containerd.io/gc.expire", "tomorrow")]),
+                }))
+                .await
+        )
+    );
+    probe!(
         "leases.create again",
         done(lsc.clone().create(lease("l1", &[])).await)
     );
@@ -904,6 +935,14 @@ async fn script(ch: Channel) -> Vec<(&'static str, Outcome)> {
             done(lsc.clone().add_resource(rq(res("l1", kind, id))).await)
         );
     }
+    probe!(
+        "leases.add_resource image",
+        done(
+            lsc.clone()
+                .add_resource(rq(res("l2", "images", "img")))
+                .await
+        )
+    );
     probe!(
         "leases.list_resources",
         lsc.clone()
@@ -1597,12 +1636,32 @@ async fn script(ch: Channel) -> Vec<(&'static str, Outcome)> {
 const DELIBERATE: &[(&str, Code, Code)] = &[
     // berth validates the name (containerd reads any bucket name).
     ("namespaces.get bad name", Code::InvalidArgument, Code::Ok),
+    // berth applies the filter (containerd 1.6 ignores it).
+    (
+        "namespaces.list bad filter",
+        Code::InvalidArgument,
+        Code::Ok,
+    ),
     // berth accepts the whole-map path `labels` as for every other object.
     (
         "namespaces.update labels path",
         Code::Ok,
         Code::InvalidArgument,
     ),
+    // berth's content store holds sha256 digests only.
+    (
+        "content.info sha512 digest",
+        Code::InvalidArgument,
+        Code::NotFound,
+    ),
+    // berth's collector must be able to read the expiry it is given.
+    (
+        "leases.create bad expire label",
+        Code::InvalidArgument,
+        Code::Ok,
+    ),
+    // Images as lease resources (containerd 2 has them too).
+    ("leases.add_resource image", Code::Ok, Code::Unimplemented),
     // containerd compiles a filter's regexp only when matching and then
     // matches nothing; berth says what is wrong with it.
     ("images.list bad regexp", Code::InvalidArgument, Code::Ok),
