@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::events::Exchange;
 use crate::metadata::{Db, Read, key, kind, prefix};
 use crate::namespaces;
-use crate::types::{Labels, apply_label_path, now, validate_labels};
+use crate::types::{Labels, apply_label_path, drop_empty, now, validate_labels};
 use berth_proto::filters::{Adaptor, Filter, label_field};
 use berth_proto::pb::containerd::events as ev;
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,7 @@ impl Containers {
         let t = now();
         c.record.created_at = t;
         c.record.updated_at = t;
+        drop_empty(&mut c.record.labels);
         validate(&c).map_err(|e| e.context("create container failed validation"))?;
         self.db.write(|w| {
             namespaces::ensure(w, ns)?;
@@ -229,6 +230,7 @@ impl Containers {
                 }
             }
             cur.updated_at = now();
+            drop_empty(&mut cur.labels);
             let out = Container {
                 id: c.id.clone(),
                 record: cur,

@@ -15,7 +15,7 @@ use crate::gc::Gc;
 use crate::leases;
 use crate::metadata::{Db, Read, key, kind, prefix};
 use crate::namespaces;
-use crate::types::{Ctx, Digest, Labels, apply_label_path, now, validate_labels};
+use crate::types::{Ctx, Digest, Labels, apply_label_path, drop_empty, now, validate_labels};
 use berth_proto::filters::{Adaptor, Filter, label_field};
 use berth_proto::pb::containerd::events as ev;
 use serde::{Deserialize, Serialize};
@@ -224,6 +224,7 @@ impl ContentStore {
                     )));
                 }
             }
+            drop_empty(&mut rec.labels);
             validate_labels(&rec.labels)?;
             rec.updated_at = now();
             w.put(&k, &rec)?;
@@ -591,6 +592,8 @@ impl Writer {
         expected: Option<&Digest>,
         labels: Labels,
     ) -> Result<(Digest, bool)> {
+        let mut labels = labels;
+        drop_empty(&mut labels);
         validate_labels(&labels)?;
         if size > 0 && size != self.offset {
             return Err(Error::precondition(format!(

@@ -8,7 +8,9 @@ use crate::gc::Gc;
 use crate::leases;
 use crate::metadata::{Db, Read, key, kind, prefix};
 use crate::namespaces;
-use crate::types::{Ctx, Descriptor, Digest, Labels, apply_label_path, now, validate_labels};
+use crate::types::{
+    Ctx, Descriptor, Digest, Labels, apply_label_path, drop_empty, now, validate_labels,
+};
 use berth_proto::filters::{Adaptor, Filter, label_field};
 use berth_proto::pb::containerd::services::images::v1 as ev;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,7 @@ impl Adaptor for Image {
                 _ => None,
             },
             "labels" => label_field(&self.record.labels, &path[1..]),
+            "annotations" => label_field(&self.record.target.annotations, &path[1..]),
             _ => None,
         }
     }
@@ -106,6 +109,8 @@ impl Images {
         let t = now();
         img.record.created_at = t;
         img.record.updated_at = t;
+        drop_empty(&mut img.record.labels);
+        drop_empty(&mut img.record.target.annotations);
         validate(&img)?;
         self.db.write(|w| {
             namespaces::ensure(w, &ctx.ns)?;
@@ -167,6 +172,8 @@ impl Images {
                 }
             }
             cur.updated_at = now();
+            drop_empty(&mut cur.labels);
+            drop_empty(&mut cur.target.annotations);
             let out = Image {
                 name: img.name.clone(),
                 record: cur,

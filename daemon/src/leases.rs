@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gc::Gc;
 use crate::metadata::{Db, Read, Writer, key, kind, prefix};
 use crate::namespaces;
-use crate::types::{Ctx, Digest, Labels, now, validate_labels};
+use crate::types::{Ctx, Digest, Labels, drop_empty, now, validate_labels};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -121,7 +121,7 @@ impl Leases {
     }
 
     /// Creates a lease; an empty id gets a random one. Returns the id.
-    pub fn create(&self, ns: &str, id: &str, labels: Labels) -> Result<(String, LeaseRecord)> {
+    pub fn create(&self, ns: &str, id: &str, mut labels: Labels) -> Result<(String, LeaseRecord)> {
         let id = if id.is_empty() {
             format!(
                 "{}-{}",
@@ -132,6 +132,7 @@ impl Leases {
             id.to_string()
         };
         let id = id.as_str();
+        drop_empty(&mut labels);
         validate_labels(&labels)?;
         if let Some(v) = labels.get(LABEL_EXPIRE)
             && parse_time(v).is_none()
@@ -180,21 +181,28 @@ impl Leases {
         self.db.read(|r| r.scan(&prefix(ns, kind::LEASES)))
     }
 
-    fn modify(&self, ns: &str, id: &str, f: impl FnOnce(&mut LeaseRecord)) -> Result<()> {
+    /// Changes a lease's resources; a missing lease is reported before a bad
+    /// resource, as containerd does.
+    fn modify(
+        &self,
+        ns: &str,
+        id: &str,
+        r: &Resource,
+        f: impl FnOnce(&mut LeaseRecord, Resource),
+    ) -> Result<()> {
         self.db.write(|w| {
             let k = key(ns, kind::LEASES, id);
             let mut rec: LeaseRecord = w
                 .get(&k)?
-                .ok_or_else(|| Error::not_found(format!("lease {id:?} does not exist")))?;
-            f(&mut rec);
+                .ok_or_else(|| Error::not_found(format!("lease {id:?}: not found")))?;
+            f(&mut rec, check_resource(r)?);
             w.put(&k, &rec)
         })
     }
 
     /// Adds a resource to a lease.
     pub fn add_resource(&self, ns: &str, id: &str, r: Resource) -> Result<()> {
-        let r = check_resource(&r)?;
-        self.modify(ns, id, |rec| {
+        self.modify(ns, id, &r, |rec, r| {
             if !rec.resources.contains(&r) {
                 rec.resources.push(r);
             }
@@ -203,17 +211,27 @@ impl Leases {
 
     /// Removes a resource from a lease; the object may then be collected.
     pub fn delete_resource(&self, ns: &str, id: &str, r: Resource) -> Result<()> {
-        let r = check_resource(&r)?;
-        self.modify(ns, id, |rec| rec.resources.retain(|x| x != &r))?;
+        self.modify(ns, id, &r, |rec, r| rec.resources.retain(|x| x != &r))?;
         self.gc.schedule();
         Ok(())
     }
 
     /// The resources a lease holds.
     pub fn list_resources(&self, ns: &str, id: &str) -> Result<Vec<Resource>> {
-        self.db
+        let mut resources = self
+            .db
             .read(|r| r.get::<LeaseRecord>(&key(ns, kind::LEASES, id)))?
             .map(|l| l.resources)
-            .ok_or_else(|| Error::not_found(format!("lease {id:?} does not exist")))
+            .ok_or_else(|| Error::not_found(format!("lease {id:?}: not found")))?;
+        // containerd's order: content, ingests, then snapshots by snapshotter,
+        // each by id (its buckets' key order); images last (containerd 2).
+        let rank = |r: &Resource| match r.kind.as_str() {
+            "content" => 0,
+            "ingests" => 1,
+            k if k.starts_with("snapshots/") => 2,
+            _ => 3,
+        };
+        resources.sort_by(|a, b| (rank(a), &a.kind, &a.id).cmp(&(rank(b), &b.kind, &b.id)));
+        Ok(resources)
     }
 }

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::events::Exchange;
 use crate::metadata::{Db, Read, Writer, kind, ns_key, prefix};
-use crate::types::{Labels, apply_label_path, validate_labels};
+use crate::types::{Labels, apply_label_path, drop_empty, validate_labels};
 use berth_proto::pb::containerd::events as ev;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -43,8 +43,9 @@ impl Namespaces {
     }
 
     /// Creates a namespace; `AlreadyExists` if it exists.
-    pub fn create(&self, name: &str, labels: Labels) -> Result<Labels> {
+    pub fn create(&self, name: &str, mut labels: Labels) -> Result<Labels> {
         validate(name)?;
+        drop_empty(&mut labels);
         validate_labels(&labels)?;
         self.db.write(|w| {
             let k = ns_key(name);
@@ -114,6 +115,7 @@ impl Namespaces {
                     )));
                 }
             }
+            drop_empty(&mut rec.labels);
             validate_labels(&rec.labels)?;
             w.put(&k, &rec)?;
             Ok(rec.labels)

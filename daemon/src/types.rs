@@ -44,6 +44,12 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
+/// Drops labels whose value is empty. containerd stores no empty value (an
+/// empty value is how a label is removed), so clients never see one back.
+pub fn drop_empty(labels: &mut Labels) {
+    labels.retain(|_, v| !v.is_empty());
+}
+
 /// Applies a field mask to labels the way containerd does: `labels`
 /// replaces all, `labels.<key>` sets one (an empty value removes it).
 /// Returns false for paths that are not label paths.

@@ -62,7 +62,8 @@ impl Selector {
             Op::Present => v.is_some(),
             Op::Equal(want) => v.as_deref() == Some(want.as_str()),
             Op::NotEqual(want) => v.as_deref() != Some(want.as_str()),
-            Op::Matches(re) => v.is_some_and(|v| re.is_match(&v)),
+            // As containerd: an absent field is matched as the empty string.
+            Op::Matches(re) => re.is_match(v.as_deref().unwrap_or("")),
         }
     }
 }
@@ -302,6 +303,9 @@ mod tests {
         assert!(!m(&["labels.containerd.io"]));
         assert!(m(&["labels.nope", "labels.foo == \"bar\""]));
         assert!(!m(&["labels.nope"]));
+        // containerd matches a regexp against an absent field's "" value.
+        assert!(m(&["labels.nope~=^$"]));
+        assert!(!m(&["labels.nope~=."]));
     }
 
     #[test]

@@ -53,8 +53,11 @@ fn snap(key: &str, r: Record) -> Snap {
     }
 }
 
-fn validate_labels(labels: &Labels) -> Result<()> {
-    for (k, v) in labels {
+/// Drops labels with an empty value (as containerd, which stores none: an
+/// empty value is how a label is removed), then checks the rest.
+fn clean_labels(labels: &mut Labels) -> Result<()> {
+    labels.retain(|_, v| !v.is_empty());
+    for (k, v) in labels.iter() {
         if k.is_empty() {
             return Err(Error::invalid("label key must not be empty"));
         }
@@ -167,7 +170,8 @@ impl Store {
         if key.is_empty() {
             return Err(Error::invalid("snapshot key must not be empty"));
         }
-        validate_labels(&labels)?;
+        let mut labels = labels;
+        clean_labels(&mut labels)?;
         let txn = self.db.begin_write()?;
         let out = {
             let mut t = txn.open_table(SNAPSHOTS)?;
@@ -182,7 +186,8 @@ impl Store {
                     Error::not_found(format!("parent snapshot {parent:?} does not exist"))
                 })?;
                 if p.kind != Kind::Committed {
-                    return Err(Error::precondition(format!(
+                    // InvalidArgument, as containerd's snapshotters answer.
+                    return Err(Error::invalid(format!(
                         "parent {parent:?} is not committed: only committed snapshots can be parents"
                     )));
                 }
@@ -212,7 +217,8 @@ impl Store {
         if name.is_empty() {
             return Err(Error::invalid("snapshot name must not be empty"));
         }
-        validate_labels(&labels)?;
+        let mut labels = labels;
+        clean_labels(&mut labels)?;
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(SNAPSHOTS)?;
@@ -231,7 +237,9 @@ impl Store {
             r.kind = Kind::Committed;
             r.updated_at = now();
             r.usage = usage;
-            r.labels.extend(labels);
+            // The committed snapshot carries the commit's labels, not the
+            // active one's (as containerd: an active gc.root must not outlive it).
+            r.labels = labels;
             t.remove(key)?;
             t.insert(name, serde_json::to_vec(&r)?.as_slice())?;
         }
@@ -287,7 +295,7 @@ impl Store {
                     )));
                 }
             }
-            validate_labels(&r.labels)?;
+            clean_labels(&mut r.labels)?;
             r.updated_at = now();
             t.insert(info.name.as_str(), serde_json::to_vec(&r)?.as_slice())?;
             snap(&info.name, r).info

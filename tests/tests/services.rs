@@ -255,13 +255,27 @@ async fn images_and_gc_references() {
     let d = Daemon::start();
     let ch = d.channel().await;
     let mut cl = ImagesClient::new(ch.clone());
+    // Until the image refers to them the blobs are held by a lease, as a
+    // pull holds them: the collection berthd runs at start could otherwise
+    // take them in between (a race a loaded machine lost).
+    let held = Some("pull");
+    LeasesClient::new(ch.clone())
+        .create(request(
+            "default",
+            leases::CreateRequest {
+                id: "pull".into(),
+                labels: HashMap::new(),
+            },
+        ))
+        .await
+        .unwrap();
     // A manifest that references a config and a layer through gc labels.
-    let layer = put(&ch, "default", None, b"layer bytes", &[]).await;
-    let config = put(&ch, "default", None, b"config bytes", &[]).await;
+    let layer = put(&ch, "default", held, b"layer bytes", &[]).await;
+    let config = put(&ch, "default", held, b"config bytes", &[]).await;
     let manifest = put(
         &ch,
         "default",
-        None,
+        held,
         b"manifest bytes",
         &[
             ("containerd.io/gc.ref.content.l.0", &layer),
@@ -279,6 +293,16 @@ async fn images_and_gc_references() {
     ))
     .await
     .unwrap();
+    LeasesClient::new(ch.clone())
+        .delete(request(
+            "default",
+            leases::DeleteRequest {
+                id: "pull".into(),
+                sync: false,
+            },
+        ))
+        .await
+        .unwrap();
     let err = cl
         .create(request(
             "default",
