@@ -280,8 +280,12 @@ impl Shim {
             .and_then(typeurl::unpack)
             .unwrap_or_default();
         let choice = Choice {
+            root: if opts.binary_name.is_empty() {
+                String::new()
+            } else {
+                crate::runtime::external::state_root(&opts.root, &bundle, &self.ns)
+            },
             binary: opts.binary_name.clone(),
-            root: opts.root.clone(),
             systemd_cgroup: opts.systemd_cgroup,
         };
         write_file(

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 pub mod bench;
 pub mod containerd;
+pub mod dockerd;
 pub mod registry;
 pub mod token;
 
@@ -113,12 +114,28 @@ pub fn peer(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        if std::env::var("BERTH_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("required peer {name:?} is not installed (BERTH_REQUIRE_PEERS=1)");
-        }
-        eprintln!("SKIPPED: {name} is not installed; install it (see .ci/run) to run this test");
+        missing_peer(name);
     }
     found
+}
+
+/// Like [`peer`], for a peer that must be this very file: one of the same
+/// name earlier on PATH would be another program (e.g. a newer docker CLI).
+pub fn peer_at(path: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    if p.is_file() {
+        Some(p)
+    } else {
+        missing_peer(path);
+        None
+    }
+}
+
+fn missing_peer(name: &str) {
+    if std::env::var("BERTH_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("required peer {name:?} is not installed (BERTH_REQUIRE_PEERS=1)");
+    }
+    eprintln!("SKIPPED: {name} is not installed; install it (see .ci/run) to run this test");
 }
 
 /// True when running as root; otherwise reports the skip loudly.

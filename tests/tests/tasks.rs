@@ -249,6 +249,8 @@ fn isolation_and_runc_as_oracle() {
                 ],
             ),
         );
+        // runc kept its state under this daemon's state dir, per namespace.
+        assert!(d.state().join("runc/default").is_dir());
         let theirs: Vec<&str> = out.lines().collect();
         // ctr sets no hostname; everything else must match the built-in runtime.
         assert_eq!(theirs[0], lines[0]);

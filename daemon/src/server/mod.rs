@@ -75,8 +75,13 @@ pub async fn serve_grpc(
 ) -> Result<(), tonic::transport::Error> {
     use berth_proto::services as api;
     let streams = transfer::Streams::new();
+    // grpc.health.v1 as containerd serves it: the whole server ("") is
+    // SERVING while it listens. Clients poll it to learn that a restarted
+    // daemon is back (dockerd resubscribes to events only once it answers).
+    let (_, health) = tonic_health::server::health_reporter();
     tonic::transport::Server::builder()
         .layer(tower::layer::layer_fn(rpclog::RpcLog))
+        .add_service(health)
         .add_service(api::version::v1::version_server::VersionServer::new(
             version::VersionService,
         ))

@@ -19,6 +19,38 @@ pub struct External {
     bundle: Mutex<Option<PathBuf>>,
 }
 
+/// The runtime's state directory (`--root`) for a container of namespace
+/// `ns` whose bundle is `bundle`: `<root>/<ns>` when the runtime options
+/// name a root (containerd's runc shim does the same, so dockerd's
+/// `<exec-root>/runtime-runc` holds `moby/` and `plugins.moby/` apart);
+/// otherwise `<state>/runc/<ns>` of the daemon that made the bundle
+/// (`<state>/io.containerd.runtime.v2.task/<ns>/<id>`), so that two
+/// daemons never share runtime state.
+pub fn state_root(root: &str, bundle: &std::path::Path, ns: &str) -> String {
+    if !root.is_empty() {
+        return std::path::Path::new(root)
+            .join(ns)
+            .to_string_lossy()
+            .to_string();
+    }
+    let state = bundle
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == ns))
+        .and_then(|p| p.parent())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n == "io.containerd.runtime.v2.task")
+        })
+        .and_then(|p| p.parent());
+    match state {
+        Some(state) => state.join("runc").join(ns),
+        // A bundle laid out otherwise: berthd's default state directory.
+        None => std::path::Path::new("/run/berth/runc").join(ns),
+    }
+    .to_string_lossy()
+    .to_string()
+}
+
 impl External {
     pub fn new(binary: &str, root: &str, systemd: bool) -> Self {
         let root = if root.is_empty() {
@@ -363,5 +395,26 @@ impl OciRuntime for External {
 
     fn oom_eventfd(&self, _id: &str) -> Option<std::os::fd::OwnedFd> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state_root;
+    use std::path::Path;
+
+    #[test]
+    fn runtime_state_is_per_namespace_and_per_daemon() {
+        let bundle = Path::new("/s/io.containerd.runtime.v2.task/moby/c1");
+        assert_eq!(
+            state_root("/x/runtime-runc", bundle, "moby"),
+            "/x/runtime-runc/moby"
+        );
+        assert_eq!(state_root("", bundle, "moby"), "/s/runc/moby");
+        // A bundle laid out otherwise falls back to berthd's default state.
+        assert_eq!(
+            state_root("", Path::new("/tmp/b"), "default"),
+            "/run/berth/runc/default"
+        );
     }
 }

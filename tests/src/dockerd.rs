@@ -1,0 +1,360 @@
+//! A real dockerd (Debian's docker.io 20.10) on temp directories, driving
+//! containers through a berthd given as its `--containerd`, and the docker
+//! CLI that talks to it.
+//!
+//! Nothing it does reaches the network or the host's own docker: its data
+//! root, exec root, socket, pid file and CLI config live under a temp dir,
+//! it makes no bridge, iptables rules or sysctl changes, and its
+//! containers' cgroups live under a parent of its own, removed on drop.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The docker CLI that matches Debian's dockerd. `/usr/local/bin/docker`
+/// on some machines is an unrelated newer client that shadows it on PATH.
+pub const DOCKER_CLI: &str = "/usr/bin/docker";
+
+/// A running dockerd; stopped with SIGTERM on drop, after which whatever
+/// it left mounted under its directories is unmounted and its cgroups are
+/// removed (it may have been killed mid-way).
+pub struct Dockerd {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    cli: PathBuf,
+    /// The containerd (berthd) socket it was given.
+    containerd: PathBuf,
+    /// The cgroup parent of its containers (relative to each hierarchy).
+    cgroup_parent: String,
+    child: Option<Child>,
+}
+
+impl Dockerd {
+    /// Starts `dockerd` with `containerd` (a berthd gRPC socket) as its
+    /// containerd, and waits until its API answers. `cli` is the docker
+    /// client used by [`docker`](Self::docker).
+    pub fn start(dockerd: &Path, cli: &Path, containerd: &Path) -> Dockerd {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-dockerd-")
+            .tempdir()
+            .expect("tempdir");
+        let sock = dir.path().join("docker.sock");
+        assert!(
+            sock.as_os_str().len() < 108,
+            "{} is too long for a unix socket: set TMPDIR to a shorter directory",
+            sock.display()
+        );
+        let name = dir
+            .path()
+            .file_name()
+            .expect("temp dir name")
+            .to_string_lossy()
+            .to_string();
+        let cgroup_parent = format!("/{name}");
+        // Network settings are flags (as an operator would pass them); the
+        // rest is in the config file. dockerd refuses a setting given both ways.
+        let config = serde_json::json!({
+            "debug": true,
+            "cgroup-parent": cgroup_parent,
+            // A container left running at shutdown is killed this soon.
+            "shutdown-timeout": 2,
+            "live-restore": false,
+            "features": {"buildkit": false},
+            "registry-mirrors": [],
+            "insecure-registries": [],
+        });
+        let config_file = dir.path().join("daemon.json");
+        std::fs::write(&config_file, config.to_string()).expect("write daemon.json");
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).expect("log file");
+        let child = Command::new(dockerd)
+            .arg("--config-file")
+            .arg(&config_file)
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--containerd")
+            .arg(containerd)
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn dockerd");
+        let mut d = Dockerd {
+            dir,
+            sock,
+            cli: cli.to_path_buf(),
+            containerd: containerd.to_path_buf(),
+            cgroup_parent,
+            child: Some(child),
+        };
+        // dockerd listens only once it has initialised (containerd reached).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::os::unix::net::UnixStream::connect(&d.sock).is_err() {
+            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("dockerd exited during start ({st}):\n{}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not listen within 60s:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything dockerd has logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// The cgroup (v1 path, relative to a hierarchy) of its container `id`.
+    pub fn cgroup_of(&self, id: &str) -> String {
+        format!("{}/{id}", self.cgroup_parent)
+    }
+
+    /// The docker CLI pointed at this dockerd, with a config dir of its own
+    /// (no credentials or contexts of the host's user leak in).
+    pub fn docker_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cli);
+        c.args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("cli"))
+            .env("DOCKER_BUILDKIT", "0")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        c
+    }
+
+    /// Runs the docker CLI against this dockerd; panics if it takes over a
+    /// minute (a lost exit event makes `docker run`/`wait` hang for ever).
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_with_input(args, b"")
+    }
+
+    /// Like [`docker`](Self::docker), with `input` as its stdin.
+    pub fn docker_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let limit = Duration::from_secs(60);
+        output_within(self.docker_command(args), input, limit).unwrap_or_else(|| {
+            panic!(
+                "docker {args:?} did not finish within {limit:?}; dockerd's log:\n{}",
+                self.log()
+            )
+        })
+    }
+
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        // Its own shutdown stops containers within shutdown-timeout (2s).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("dockerd ignored SIGTERM for 20s; killing it");
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Deletes what a dockerd that died uncleanly left in berthd (a clean
+    /// shutdown stops and deletes its containers itself): tasks killed and
+    /// deleted, so their shims exit, then the container records. If berthd
+    /// is not answering, runc (by the state under dockerd's exec root) at
+    /// least kills the processes, so that their cgroups can go.
+    fn delete_leftover_containers(&self) {
+        let berthctl = |args: &[&str]| {
+            Command::new(crate::bin("berthctl"))
+                .arg("--address")
+                .arg(&self.containerd)
+                .args(["--namespace", "moby"])
+                .args(args)
+                .env_remove("BERTH_ADDRESS")
+                .env_remove("BERTH_NAMESPACE")
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        };
+        if let Some(ls) = berthctl(&["containers", "ls", "-q"]) {
+            for id in String::from_utf8_lossy(&ls.stdout).split_whitespace() {
+                let _ = berthctl(&["tasks", "rm", "--force", id]);
+                let _ = berthctl(&["containers", "rm", id]);
+            }
+        }
+        let root = self.dir.path().join("exec/runtime-runc/moby");
+        let Ok(rd) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force"])
+                .arg(e.file_name())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Unmounts whatever is still mounted under our directory (overlay2
+    /// layers, shm tmpfs, network namespaces, volumes), deepest first, so
+    /// that removing the temp dir never reaches into a mount.
+    fn unmount_leftovers(&self) {
+        let root = self.dir.path().as_os_str().as_bytes().to_vec();
+        let mut points: Vec<Vec<u8>> = std::fs::read("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .split(|&b| b == b'\n')
+            .filter_map(|l| l.split(|&b| b == b' ').nth(4).map(unescape))
+            .filter(|p| p.starts_with(&root) && matches!(p.get(root.len()), None | Some(b'/')))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        points.dedup();
+        for p in points {
+            let Ok(c) = std::ffi::CString::new(p) else {
+                continue;
+            };
+            // SAFETY: umount2 with a valid NUL-terminated path.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+
+    /// Removes the cgroup parent from every v1 hierarchy (and the unified
+    /// one), children first; a cgroup with processes left is reported.
+    fn remove_cgroups(&self) {
+        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        for h in hierarchies.flatten() {
+            let top = h.path().join(self.cgroup_parent.trim_start_matches('/'));
+            let mut dirs = Vec::new();
+            collect_dirs(&top, &mut dirs);
+            dirs.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+            for d in dirs {
+                if let Err(e) = std::fs::remove_dir(&d) {
+                    eprintln!("cannot remove cgroup {}: {e}", d.display());
+                }
+            }
+        }
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin and collects its output, or kills
+/// it and answers None when it runs longer than `limit`.
+pub fn output_within(mut cmd: Command, input: &[u8], limit: Duration) -> Option<Output> {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // Feed and drain on threads: a full pipe must not stall the deadline.
+    let feed = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = feed.join();
+    Some(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_dirs(&e.path(), out);
+        }
+    }
+    out.push(dir.to_path_buf());
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, …).
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && i + 4 <= field.len()
+            && field[i + 1..i + 4]
+                .iter()
+                .all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = field[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        self.stop();
+        self.delete_leftover_containers();
+        self.unmount_leftovers();
+        self.remove_cgroups();
+    }
+}
