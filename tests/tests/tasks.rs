@@ -4,6 +4,8 @@
 
 use berth_proto::services::events::v1 as events;
 use berth_proto::services::events::v1::events_client::EventsClient;
+use berth_proto::services::tasks::v1 as tasks;
+use berth_proto::services::tasks::v1::tasks_client::TasksClient;
 use berth_tests::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -134,6 +136,27 @@ fn ctr_runs_containers_on_berthd() {
         m.contains("memory.usage_in_bytes") && m.contains("33554432"),
         "{m}"
     );
+    // Metrics filters on id, namespace and runtime, as containerd's do.
+    let metric_ids = |filters: &[&str]| {
+        let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            TasksClient::new(d.channel().await)
+                .metrics(berth_proto::client::request(
+                    "default",
+                    tasks::MetricsRequest { filters },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .metrics
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(metric_ids(&["runtime==io.containerd.runc.v2"]), ["d1"]);
+    assert_eq!(metric_ids(&["namespace==default,id==d1"]), ["d1"]);
+    assert!(metric_ids(&["runtime==io.containerd.other.v1"]).is_empty());
     ok("pause", ctr(&["tasks", "pause", "d1"]));
     assert!(ok("ls", ctr(&["tasks", "ls"])).contains("PAUSED"));
     ok("resume", ctr(&["tasks", "resume", "d1"]));

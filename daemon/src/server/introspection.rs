@@ -108,6 +108,7 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
         "events",
         "streaming",
         "transfer",
+        "healthcheck",
     ] {
         v.push(plugin("io.containerd.grpc.v1", id, &[], &[]));
     }

@@ -24,6 +24,25 @@ impl Adaptor for Id<'_> {
     }
 }
 
+/// What containerd's Metrics filters see of a task.
+struct MetricFields<'a> {
+    id: &'a str,
+    namespace: &'a str,
+    runtime: &'a str,
+}
+
+impl Adaptor for MetricFields<'_> {
+    fn field(&self, path: &[String]) -> Option<String> {
+        let v = match (path.first()?.as_str(), path.len()) {
+            ("id", 1) => self.id,
+            ("namespace", 1) => self.namespace,
+            ("runtime", 1) => self.runtime,
+            _ => return None,
+        };
+        Some(v.to_string())
+    }
+}
+
 #[tonic::async_trait]
 impl Tasks for TasksService {
     async fn create(
@@ -266,7 +285,18 @@ impl Tasks for TasksService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut metrics = Vec::new();
         for id in self.0.tasks.ids(&ns) {
-            if !f.matches(&Id(&id)) {
+            let runtime = self
+                .0
+                .containers
+                .get(&ns, &id)
+                .map(|c| c.record.runtime)
+                .unwrap_or_default();
+            let fields = MetricFields {
+                id: &id,
+                namespace: &ns,
+                runtime: &runtime,
+            };
+            if !f.matches(&fields) {
                 continue;
             }
             match self.0.tasks.stats(&ns, &id).await {
