@@ -20,6 +20,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|f| f.strip_prefix(&root).map(Path::to_path_buf))
         .collect::<Result<_, _>>()?;
     let fds = protox::compile(&rel, [&root])?;
+    // The descriptors themselves, for decoding payloads by field name
+    // (event filters); see src/fieldpath.rs.
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("descriptors.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
 
     let tonic = tonic_prost_build::configure()
         .build_client(true)

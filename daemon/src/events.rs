@@ -67,6 +67,10 @@ impl Adaptor for EnvelopeFields<'_> {
         match (path.first().map(String::as_str), path.len()) {
             (Some("namespace"), 1) => Some(self.0.namespace.clone()),
             (Some("topic"), 1) => Some(self.0.topic.clone()),
+            // containerd decodes the event to filter on its fields.
+            (Some("event"), n) if n > 1 => {
+                berth_proto::fieldpath::any_field(self.0.event.as_ref()?, &path[1..])
+            }
             _ => None,
         }
     }

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod errdefs;
+pub mod fieldpath;
 pub mod filters;
 pub mod identifiers;
 pub mod reference;

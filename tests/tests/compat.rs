@@ -1601,6 +1601,82 @@ async fn script(ch: Channel) -> Vec<(&'static str, Outcome)> {
         "events.publish empty topic",
         done(evc.clone().publish(rq(ev(""))).await)
     );
+    // A forwarded envelope must carry its publisher's time.
+    let envelope = |ts: Option<prost_types::Timestamp>| events::ForwardRequest {
+        envelope: Some(berth_proto::types::Envelope {
+            timestamp: ts,
+            namespace: NS.into(),
+            topic: "/compat/forward".into(),
+            event: ev("/compat/forward").event,
+        }),
+    };
+    probe!(
+        "events.forward no timestamp",
+        done(evc.clone().forward(rq(envelope(None))).await)
+    );
+    probe!(
+        "events.forward",
+        done(
+            evc.clone()
+                .forward(rq(envelope(Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0
+                }))))
+                .await
+        )
+    );
+    // Subscribers filter on the decoded event's fields. containerd sends a
+    // subscription's headers with its first event, so events are published
+    // while the subscription is being made, the unwanted one first.
+    let publisher = tokio::spawn({
+        let evc = evc.clone();
+        async move {
+            for _ in 0..50 {
+                for id in ["compat-other", "compat-wanted"] {
+                    let e = berth_proto::typeurl::pack(
+                        &berth_proto::pb::containerd::events::ContainerDelete { id: id.into() },
+                    );
+                    let _ = evc
+                        .clone()
+                        .publish(rq(events::PublishRequest {
+                            topic: "/compat/filtered".into(),
+                            event: Some(e),
+                        }))
+                        .await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut sub = evc
+            .clone()
+            .subscribe(events::SubscribeRequest {
+                filters: vec![format!("namespace=={NS},event.id~=^compat-wanted$")],
+            })
+            .await?
+            .into_inner();
+        sub.message().await
+    })
+    .await;
+    publisher.abort();
+    probe!(
+        "events.subscribe event field filter",
+        match first {
+            Ok(Ok(Some(env))) => Ok(env
+                .event
+                .and_then(|a| {
+                    berth_proto::typeurl::unpack::<
+                        berth_proto::pb::containerd::events::ContainerDelete,
+                    >(&a)
+                })
+                .map(|c| c.id)
+                .unwrap_or_default()),
+            Ok(Ok(None)) => Err(Status::unknown("stream ended")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Status::deadline_exceeded("no event within 5 s")),
+        }
+    );
     probe!(
         "introspection.plugins filter",
         inc.clone()

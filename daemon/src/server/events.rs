@@ -22,6 +22,10 @@ pub struct EventsService(pub Arc<Core>);
 fn check_envelope(env: &Envelope) -> Result<(), Error> {
     crate::namespaces::validate(&env.namespace)?;
     validate_topic(&env.topic)?;
+    // As containerd's exchange: a forwarded event keeps its publisher's time.
+    if env.timestamp.is_none() {
+        return Err(Error::invalid("envelope timestamp must be set"));
+    }
     if env.event.is_none() {
         return Err(Error::invalid("envelope must carry an event"));
     }
