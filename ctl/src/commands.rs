@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         ch,
         ns: cli.namespace.clone(),
         format: cli.format,
+        snapshotter: cli.snapshotter.clone(),
     };
     match cli.command {
         Command::Version => version(&ctx).await,
@@ -57,6 +58,8 @@ pub(crate) struct Ctx {
     pub ch: Channel,
     pub ns: String,
     pub format: Format,
+    /// Named in every snapshot, container and unpack request.
+    pub snapshotter: String,
 }
 
 impl Ctx {
@@ -419,14 +422,10 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
         Images::Mount {
             name,
             target,
-            snapshotter,
             rw,
             platform,
-        } => mount_image(ctx, &name, &target, &snapshotter, rw, platform.as_deref()).await?,
-        Images::Unmount {
-            target,
-            snapshotter,
-        } => {
+        } => mount_image(ctx, &name, &target, rw, platform.as_deref()).await?,
+        Images::Unmount { target } => {
             let target = std::fs::canonicalize(&target)
                 .map_err(|e| CtlError(format!("{}: {e}", target.display())))?;
             let st = std::process::Command::new("umount").arg(&target).status()?;
@@ -439,7 +438,7 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
             use berth_proto::services::snapshots::v1 as sapi;
             sapi::snapshots_client::SnapshotsClient::new(ctx.ch.clone())
                 .remove(ctx.req(sapi::RemoveSnapshotRequest {
-                    snapshotter,
+                    snapshotter: ctx.snapshotter.clone(),
                     key: mount_key(&target),
                 }))
                 .await?;
@@ -481,7 +480,6 @@ async fn mount_image(
     ctx: &Ctx,
     name: &str,
     target: &std::path::Path,
-    snapshotter: &str,
     rw: bool,
     platform: Option<&str>,
 ) -> Result<()> {
@@ -495,7 +493,7 @@ async fn mount_image(
     let mut cl = sapi::snapshots_client::SnapshotsClient::new(ctx.ch.clone());
     if let Err(s) = cl
         .stat(ctx.req(sapi::StatSnapshotRequest {
-            snapshotter: snapshotter.to_string(),
+            snapshotter: ctx.snapshotter.clone(),
             key: chain.clone(),
         }))
         .await
@@ -514,7 +512,7 @@ async fn mount_image(
     )]);
     let mounts = if rw {
         cl.prepare(ctx.req(sapi::PrepareSnapshotRequest {
-            snapshotter: snapshotter.to_string(),
+            snapshotter: ctx.snapshotter.clone(),
             key: key.clone(),
             parent: chain,
             labels,
@@ -524,7 +522,7 @@ async fn mount_image(
         .mounts
     } else {
         cl.view(ctx.req(sapi::ViewSnapshotRequest {
-            snapshotter: snapshotter.to_string(),
+            snapshotter: ctx.snapshotter.clone(),
             key: key.clone(),
             parent: chain,
             labels,
@@ -536,7 +534,7 @@ async fn mount_image(
     if let Err(e) = crate::snapshots::mount_with_tool(&mounts, &target) {
         let _ = cl
             .remove(ctx.req(sapi::RemoveSnapshotRequest {
-                snapshotter: snapshotter.to_string(),
+                snapshotter: ctx.snapshotter.clone(),
                 key,
             }))
             .await;

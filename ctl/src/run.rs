@@ -508,7 +508,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         }
         r => r?,
     };
-    let snapshotter = a.snapshotter.clone();
+    let snapshotter = ctx.snapshotter.clone();
     let lease = Lease::create(ctx).await?;
     // From here on a signal must not end berthctl half-way: during setup
     // it stops the run and removes what was made; once the task exists it
@@ -553,11 +553,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 type_url: berth_proto::typeurl::OCI_SPEC_URL.into(),
                 value: serde_json::to_vec(&spec)?,
             }),
-            snapshotter: if snapshotter.is_empty() {
-                "overlayfs".into()
-            } else {
-                snapshotter.clone()
-            },
+            snapshotter: snapshotter.clone(),
             snapshot_key: a.id.clone(),
             ..Default::default()
         };
