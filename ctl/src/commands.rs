@@ -111,7 +111,7 @@ async fn namespaces_cmd(ctx: &Ctx, c: Namespaces) -> Result<()> {
     match c {
         Namespaces::Ls { quiet } => {
             let list = cl
-                .list(namespaces::ListNamespacesRequest::default())
+                .list(ctx.req(namespaces::ListNamespacesRequest::default()))
                 .await?
                 .into_inner()
                 .namespaces;
@@ -129,17 +129,19 @@ async fn namespaces_cmd(ctx: &Ctx, c: Namespaces) -> Result<()> {
             t.print(ctx.format)?;
         }
         Namespaces::Create { name, labels } => {
-            cl.create(namespaces::CreateNamespaceRequest {
+            // The header too: containerd needs a namespace to publish the
+            // event, whichever namespace is being created.
+            cl.create(ctx.req(namespaces::CreateNamespaceRequest {
                 namespace: Some(namespaces::Namespace {
                     name,
                     labels: parse_labels(&labels),
                 }),
-            })
+            }))
             .await?;
         }
         Namespaces::Rm { names } => {
             for name in names {
-                cl.delete(namespaces::DeleteNamespaceRequest { name: name.clone() })
+                cl.delete(ctx.req(namespaces::DeleteNamespaceRequest { name: name.clone() }))
                     .await
                     .map_err(|s| CtlError(format!("remove {name}: {}", crate::status_error(&s))))?;
                 println!("{name}");
@@ -149,10 +151,10 @@ async fn namespaces_cmd(ctx: &Ctx, c: Namespaces) -> Result<()> {
             let l = parse_labels(&labels);
             let mask = label_mask(&l);
             let ns = cl
-                .update(namespaces::UpdateNamespaceRequest {
+                .update(ctx.req(namespaces::UpdateNamespaceRequest {
                     namespace: Some(namespaces::Namespace { name, labels: l }),
                     update_mask: Some(mask),
-                })
+                }))
                 .await?
                 .into_inner()
                 .namespace
