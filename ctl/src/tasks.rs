@@ -453,7 +453,7 @@ async fn exec(
     }))
     .await?;
     if interactive && let Some(f) = &fifos {
-        Attached::forward_stdin(f)?;
+        Attached::forward_stdin(f, ctx, id, &exec_id)?;
     }
     let waiter = {
         let mut c2 = cl.clone();

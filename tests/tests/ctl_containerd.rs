@@ -35,6 +35,47 @@ impl Target<'_> {
         ok(&format!("berthctl {args:?}"), self.run(self.ns, args))
     }
 
+    /// berthctl with `input` on its stdin.
+    fn with_input(&self, args: &[&str], input: &[u8]) -> String {
+        let mut child = (self.berthctl)(self.ns, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berthctl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = input.to_vec();
+        // Written from a thread: a large input fills the pipe before
+        // berthctl reads it.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &data);
+        });
+        let pid = child.id();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let d = done.clone();
+        // A process that never sees EOF would hang the test: end it.
+        let watchdog = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !d.load(std::sync::atomic::Ordering::Relaxed) {
+                if Instant::now() > deadline {
+                    // SAFETY: signalling our own child, not yet reaped.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        });
+        let out = child.wait_with_output().expect("berthctl output");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            !watchdog.join().unwrap(),
+            "berthctl {args:?} did not end within 30s (its process never saw EOF?)"
+        );
+        writer.join().unwrap();
+        ok(&format!("berthctl {args:?} with input"), out)
+    }
+
     fn tasks(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["--format", "json", "tasks", "ls"])).expect("tasks json")
     }
@@ -130,6 +171,23 @@ impl Drop for NamespaceCgroups {
     }
 }
 
+/// Kills and removes whatever containers a failed run left in the
+/// namespace: their shims outlive the daemon, and so would their mounts
+/// and cgroups.
+struct LeaveNoContainers<'a>(&'a Target<'a>);
+
+impl Drop for LeaveNoContainers<'_> {
+    fn drop(&mut self) {
+        let t = self.0;
+        let out = t.run(t.ns, &["containers", "ls", "-q"]);
+        let ids = String::from_utf8_lossy(&out.stdout);
+        for id in lines(&ids) {
+            let _ = t.run(t.ns, &["tasks", "rm", "-f", id]);
+            let _ = t.run(t.ns, &["containers", "rm", id]);
+        }
+    }
+}
+
 fn lines(s: &str) -> Vec<&str> {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).collect()
 }
@@ -139,6 +197,7 @@ fn scenario(t: &Target) {
     let fx = fixtures();
     let busybox = "docker.io/library/busybox:latest";
     let bb = "docker.io/local/bb:latest";
+    let _cleanup = LeaveNoContainers(t);
     let events = Events::follow(t);
 
     // A truncated archive fails clearly and leaves nothing behind.
@@ -218,6 +277,23 @@ fn scenario(t: &Target) {
     );
     assert!(t.ok(&["containers", "ls", "-q"]).trim().is_empty());
     assert!(!t.ok(&["snapshots", "ls"]).contains("r1"));
+    // Piped stdin reaches the process, all of it, then EOF (a slow reader
+    // holds up the shim while the rest waits in the FIFO).
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let out = t.with_input(
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "busybox",
+            "i1",
+            "sh",
+            "-c",
+            "sleep 1; sha256sum",
+        ],
+        &input,
+    );
+    assert_eq!(out.split_whitespace().next(), Some(&sha256(&input)[7..]));
 
     // The snapshotter named on the command line is the one used.
     t.ok(&[
@@ -261,6 +337,11 @@ fn scenario(t: &Target) {
     );
     assert_eq!(String::from_utf8_lossy(&ex.stdout), "from-exec\n");
     assert_eq!(ex.status.code(), Some(4), "{ex:?}");
+    assert_eq!(
+        t.with_input(&["tasks", "exec", "-i", "d1", "wc", "-l"], b"a\nb\n")
+            .trim(),
+        "2"
+    );
     let err = fails("rm with a task", t.run(t.ns, &["containers", "rm", "d1"]));
     assert!(err.contains("tasks rm d1"), "{err}");
     t.ok(&["tasks", "kill", "-s", "SIGKILL", "d1"]);
