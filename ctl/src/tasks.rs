@@ -452,9 +452,6 @@ async fn exec(
         exec_id: exec_id.clone(),
     }))
     .await?;
-    if interactive && let Some(f) = &fifos {
-        Attached::forward_stdin(f, ctx, id, &exec_id)?;
-    }
     let waiter = {
         let mut c2 = cl.clone();
         let req = ctx.req(tapi::WaitRequest {
@@ -469,6 +466,11 @@ async fn exec(
         exec_id: exec_id.clone(),
     }))
     .await?;
+    // After Start: runc's shim opens an exec's FIFOs only then, and a
+    // CloseIO before that (an empty input) would be lost.
+    if interactive && let Some(f) = &fifos {
+        Attached::forward_stdin(f, ctx, id, &exec_id)?;
+    }
     if detach {
         println!("{exec_id}");
         return Ok(());

@@ -342,6 +342,12 @@ fn scenario(t: &Target) {
             .trim(),
         "2"
     );
+    // An empty input is an EOF too.
+    assert_eq!(
+        t.with_input(&["tasks", "exec", "-i", "d1", "wc", "-c"], b"")
+            .trim(),
+        "0"
+    );
     let err = fails("rm with a task", t.run(t.ns, &["containers", "rm", "d1"]));
     assert!(err.contains("tasks rm d1"), "{err}");
     t.ok(&["tasks", "kill", "-s", "SIGKILL", "d1"]);
