@@ -130,9 +130,12 @@ impl Upload {
     }
 
     /// Commits under the digest of what was written (which must equal
-    /// `expected` when given); a blob already present is success.
+    /// `expected` when given); a blob already present is success, once it
+    /// is under our lease too.
     async fn commit(
         mut self,
+        ctx: &Ctx,
+        lease: &str,
         expected: Option<&str>,
         labels: HashMap<String, String>,
     ) -> Result<(String, i64)> {
@@ -148,7 +151,21 @@ impl Upload {
         };
         match self.send(req).await {
             Ok(_) => Ok((digest, self.offset)),
-            Err(e) if code(&e) == Some(tonic::Code::AlreadyExists) => Ok((digest, self.offset)),
+            Err(e) if code(&e) == Some(tonic::Code::AlreadyExists) => {
+                // A commit that finds the blob does not lease it (containerd
+                // leases an existing blob only when a writer names its
+                // digest), so the collector could take it: name it now.
+                let held = format!("{}-held", self.reference);
+                match Upload::open(ctx, lease, &held, Some(&digest), self.offset).await? {
+                    None => Ok((digest, self.offset)),
+                    Some(_) => {
+                        Upload::abort(ctx, &held).await;
+                        bail!(CtlError(format!(
+                            "blob {digest} was removed while it was being imported: import again"
+                        )))
+                    }
+                }
+            }
             Err(e) => Err(e),
         }
     }
@@ -169,19 +186,19 @@ async fn put_blob(
     data: &[u8],
     labels: HashMap<String, String>,
 ) -> Result<String> {
-    let digest = berth_digest(data);
+    let digest = digest_of(data);
     let reference = format!("berthctl-import-{}", uuid::Uuid::new_v4().simple());
     match Upload::open(ctx, lease, &reference, Some(&digest), data.len() as i64).await? {
         Some(mut up) => {
             up.write(data).await?;
-            up.commit(Some(&digest), labels).await?;
+            up.commit(ctx, lease, Some(&digest), labels).await?;
         }
         None => set_labels(ctx, &digest, labels).await?,
     }
     Ok(digest)
 }
 
-fn berth_digest(data: &[u8]) -> String {
+fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
@@ -406,7 +423,10 @@ async fn import_leased(
             return Err(e);
         }
         let (digest, size) = match up {
-            Some(u) => match u.commit(expected.as_deref(), HashMap::new()).await {
+            Some(u) => match u
+                .commit(ctx, lease, expected.as_deref(), HashMap::new())
+                .await
+            {
                 Ok(v) => v,
                 Err(e) => {
                     Upload::abort(ctx, &reference).await;
