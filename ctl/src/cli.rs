@@ -30,6 +30,15 @@ pub struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Snapshotter for images, containers and snapshots. Always sent, as
+    /// ctr does: containerd requires it in every snapshot and unpack call.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SNAPSHOTTER",
+        default_value = "overlayfs"
+    )]
+    pub snapshotter: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,9 +206,6 @@ pub enum Images {
     Mount {
         name: String,
         target: PathBuf,
-        /// Snapshotter the image was unpacked into.
-        #[arg(long, default_value = "")]
-        snapshotter: String,
         /// Mount a writable snapshot instead of a read-only view.
         #[arg(long)]
         rw: bool,
@@ -208,11 +214,7 @@ pub enum Images {
         platform: Option<String>,
     },
     /// Unmount a path mounted by `images mount` and drop its snapshot.
-    Unmount {
-        target: PathBuf,
-        #[arg(long, default_value = "")]
-        snapshotter: String,
-    },
+    Unmount { target: PathBuf },
 }
 
 /// How to reach and log in to a registry.
@@ -246,9 +248,6 @@ pub struct PullArgs {
     /// Fetch every platform of a multi-platform image.
     #[arg(long, conflicts_with = "platform")]
     pub all_platforms: bool,
-    /// Snapshotter to unpack into.
-    #[arg(long, default_value = "overlayfs")]
-    pub snapshotter: String,
     /// Only fetch; do not unpack.
     #[arg(long)]
     pub no_unpack: bool,
@@ -290,16 +289,10 @@ pub struct ImportArgs {
     /// Do not unpack the images into a snapshotter.
     #[arg(long)]
     pub no_unpack: bool,
-    /// Snapshotter to unpack into (default: the daemon's).
-    #[arg(long, default_value = "")]
-    pub snapshotter: String,
 }
 
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
-    /// Snapshotter to use (default: the daemon's).
-    #[arg(long, global = true, default_value = "")]
-    pub snapshotter: String,
     #[command(subcommand)]
     pub command: Snapshots,
 }
@@ -461,9 +454,6 @@ pub struct RunArgs {
     /// of its built-in runtime, like ctr's --runc-binary.
     #[arg(long)]
     pub runc_binary: Option<String>,
-    /// Snapshotter (default: the daemon's).
-    #[arg(long, default_value = "")]
-    pub snapshotter: String,
     /// Platform of the image to run (default: this host's).
     #[arg(long)]
     pub platform: Option<String>,

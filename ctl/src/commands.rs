@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         ch,
         ns: cli.namespace.clone(),
         format: cli.format,
+        snapshotter: cli.snapshotter.clone(),
     };
     match cli.command {
         Command::Version => version(&ctx).await,
@@ -57,6 +58,8 @@ pub(crate) struct Ctx {
     pub ch: Channel,
     pub ns: String,
     pub format: Format,
+    /// Named in every snapshot, container and unpack request.
+    pub snapshotter: String,
 }
 
 impl Ctx {
@@ -108,7 +111,7 @@ async fn namespaces_cmd(ctx: &Ctx, c: Namespaces) -> Result<()> {
     match c {
         Namespaces::Ls { quiet } => {
             let list = cl
-                .list(namespaces::ListNamespacesRequest::default())
+                .list(ctx.req(namespaces::ListNamespacesRequest::default()))
                 .await?
                 .into_inner()
                 .namespaces;
@@ -126,17 +129,19 @@ async fn namespaces_cmd(ctx: &Ctx, c: Namespaces) -> Result<()> {
             t.print(ctx.format)?;
         }
         Namespaces::Create { name, labels } => {
-            cl.create(namespaces::CreateNamespaceRequest {
+            // The header too: containerd needs a namespace to publish the
+            // event, whichever namespace is being created.
+            cl.create(ctx.req(namespaces::CreateNamespaceRequest {
                 namespace: Some(namespaces::Namespace {
                     name,
                     labels: parse_labels(&labels),
                 }),
-            })
+            }))
             .await?;
         }
         Namespaces::Rm { names } => {
             for name in names {
-                cl.delete(namespaces::DeleteNamespaceRequest { name: name.clone() })
+                cl.delete(ctx.req(namespaces::DeleteNamespaceRequest { name: name.clone() }))
                     .await
                     .map_err(|s| CtlError(format!("remove {name}: {}", crate::status_error(&s))))?;
                 println!("{name}");
@@ -146,10 +151,10 @@ async fn namespaces_cmd(ctx: &Ctx, c: Namespaces) -> Result<()> {
             let l = parse_labels(&labels);
             let mask = label_mask(&l);
             let ns = cl
-                .update(namespaces::UpdateNamespaceRequest {
+                .update(ctx.req(namespaces::UpdateNamespaceRequest {
                     namespace: Some(namespaces::Namespace { name, labels: l }),
                     update_mask: Some(mask),
-                })
+                }))
                 .await?
                 .into_inner()
                 .namespace
@@ -419,14 +424,10 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
         Images::Mount {
             name,
             target,
-            snapshotter,
             rw,
             platform,
-        } => mount_image(ctx, &name, &target, &snapshotter, rw, platform.as_deref()).await?,
-        Images::Unmount {
-            target,
-            snapshotter,
-        } => {
+        } => mount_image(ctx, &name, &target, rw, platform.as_deref()).await?,
+        Images::Unmount { target } => {
             let target = std::fs::canonicalize(&target)
                 .map_err(|e| CtlError(format!("{}: {e}", target.display())))?;
             let st = std::process::Command::new("umount").arg(&target).status()?;
@@ -439,7 +440,7 @@ async fn images_cmd(ctx: &Ctx, c: Images) -> Result<()> {
             use berth_proto::services::snapshots::v1 as sapi;
             sapi::snapshots_client::SnapshotsClient::new(ctx.ch.clone())
                 .remove(ctx.req(sapi::RemoveSnapshotRequest {
-                    snapshotter,
+                    snapshotter: ctx.snapshotter.clone(),
                     key: mount_key(&target),
                 }))
                 .await?;
@@ -481,7 +482,6 @@ async fn mount_image(
     ctx: &Ctx,
     name: &str,
     target: &std::path::Path,
-    snapshotter: &str,
     rw: bool,
     platform: Option<&str>,
 ) -> Result<()> {
@@ -495,7 +495,7 @@ async fn mount_image(
     let mut cl = sapi::snapshots_client::SnapshotsClient::new(ctx.ch.clone());
     if let Err(s) = cl
         .stat(ctx.req(sapi::StatSnapshotRequest {
-            snapshotter: snapshotter.to_string(),
+            snapshotter: ctx.snapshotter.clone(),
             key: chain.clone(),
         }))
         .await
@@ -514,7 +514,7 @@ async fn mount_image(
     )]);
     let mounts = if rw {
         cl.prepare(ctx.req(sapi::PrepareSnapshotRequest {
-            snapshotter: snapshotter.to_string(),
+            snapshotter: ctx.snapshotter.clone(),
             key: key.clone(),
             parent: chain,
             labels,
@@ -524,7 +524,7 @@ async fn mount_image(
         .mounts
     } else {
         cl.view(ctx.req(sapi::ViewSnapshotRequest {
-            snapshotter: snapshotter.to_string(),
+            snapshotter: ctx.snapshotter.clone(),
             key: key.clone(),
             parent: chain,
             labels,
@@ -536,7 +536,7 @@ async fn mount_image(
     if let Err(e) = crate::snapshots::mount_with_tool(&mounts, &target) {
         let _ = cl
             .remove(ctx.req(sapi::RemoveSnapshotRequest {
-                snapshotter: snapshotter.to_string(),
+                snapshotter: ctx.snapshotter.clone(),
                 key,
             }))
             .await;

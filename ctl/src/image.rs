@@ -80,6 +80,25 @@ fn desc(v: &Value) -> Descriptor {
     }
 }
 
+/// True if an index entry's `platform` (JSON; absent matches anything)
+/// runs on `want` (`os/arch[/variant]`): same OS and architecture, and the
+/// same variant when both name one.
+pub fn platform_matches(want: &str, p: &Value) -> bool {
+    if p.is_null() {
+        return true;
+    }
+    let mut w = want.split('/');
+    let (os, arch, variant) = (
+        w.next().unwrap_or(""),
+        w.next().unwrap_or(""),
+        w.next().unwrap_or(""),
+    );
+    let pv = p["variant"].as_str().unwrap_or("");
+    p["os"].as_str() == Some(os)
+        && p["architecture"].as_str() == Some(arch)
+        && (variant.is_empty() || pv.is_empty() || variant == pv)
+}
+
 /// Resolves an image for `platform` (default: the host's).
 pub async fn resolve(ctx: &Ctx, name: &str, platform: Option<&str>) -> Result<Resolved> {
     let img = ImagesClient::new(ctx.ch.clone())
@@ -90,8 +109,19 @@ pub async fn resolve(ctx: &Ctx, name: &str, platform: Option<&str>) -> Result<Re
         .into_inner()
         .image
         .unwrap_or_default();
+    resolve_target(ctx, name, &img.target.unwrap_or_default().digest, platform).await
+}
+
+/// Resolves the manifest, config and chain IDs under `digest` (a manifest
+/// or index) for `platform` (default: the host's); `name` is for messages.
+pub async fn resolve_target(
+    ctx: &Ctx,
+    name: &str,
+    digest: &str,
+    platform: Option<&str>,
+) -> Result<Resolved> {
     let want = platform.map_or_else(host_platform, str::to_string);
-    let mut digest = img.target.unwrap_or_default().digest;
+    let mut digest = digest.to_string();
     let mut v = read_json(ctx, &digest).await?;
     for _ in 0..4 {
         let Some(ms) = v.get("manifests").and_then(Value::as_array) else {
@@ -99,15 +129,7 @@ pub async fn resolve(ctx: &Ctx, name: &str, platform: Option<&str>) -> Result<Re
         };
         let m = ms
             .iter()
-            .find(|m| {
-                let p = &m["platform"];
-                p.is_null()
-                    || format!(
-                        "{}/{}",
-                        p["os"].as_str().unwrap_or(""),
-                        p["architecture"].as_str().unwrap_or("")
-                    ) == want
-            })
+            .find(|m| platform_matches(&want, &m["platform"]))
             .ok_or_else(|| CtlError(format!("image {name} has no manifest for {want}")))?;
         digest = m["digest"].as_str().unwrap_or_default().to_string();
         v = read_json(ctx, &digest).await?;
@@ -177,11 +199,14 @@ impl Lease {
     }
 
     pub async fn done(self, ctx: &Ctx) {
+        self.drop_lease(ctx, false).await;
+    }
+
+    /// Deletes the lease; with `sync`, waits until what only it held is
+    /// collected (after a failure, so nothing half-made stays).
+    pub async fn drop_lease(self, ctx: &Ctx, sync: bool) {
         let _ = LeasesClient::new(ctx.ch.clone())
-            .delete(ctx.req(lapi::DeleteRequest {
-                id: self.id,
-                sync: false,
-            }))
+            .delete(ctx.req(lapi::DeleteRequest { id: self.id, sync }))
             .await;
     }
 }
@@ -282,14 +307,7 @@ pub async fn ensure_unpacked(
         .await?;
     }
     // The image now holds its unpacked layers, as after a daemon-side unpack.
-    let label = format!(
-        "containerd.io/gc.ref.snapshot.{}",
-        if snapshotter.is_empty() {
-            "overlayfs"
-        } else {
-            snapshotter
-        }
-    );
+    let label = format!("containerd.io/gc.ref.snapshot.{snapshotter}");
     ContentClient::new(ctx.ch.clone())
         .update(ctx.req(content::UpdateRequest {
             info: Some(content::Info {

@@ -2,6 +2,7 @@
 //! group, and plain-table / JSON output ([`output`]). Talks to berthd (or any
 //! containerd-compatible daemon) over its gRPC API only.
 
+mod archive;
 pub mod cli;
 mod commands;
 mod image;

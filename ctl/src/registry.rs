@@ -6,7 +6,7 @@
 use crate::CtlError;
 use crate::cli::{PullArgs, PushArgs, RegistryArgs};
 use crate::commands::{Ctx, interactive};
-use crate::transfer::{Stream, open, platform};
+use crate::transfer::{Stream, lacks_transfer, needs_transfer, open, platform};
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use berth_proto::pb::containerd::types::transfer as tt;
@@ -257,9 +257,27 @@ struct Prepared {
     _host_dir: HostDir,
 }
 
-async fn prepare(ctx: &Ctx, args: &RegistryArgs, reference: &str) -> Result<Prepared> {
+/// `command` ("pull", "push") names what needs the Transfer service.
+async fn prepare(
+    ctx: &Ctx,
+    args: &RegistryArgs,
+    reference: &str,
+    command: &str,
+) -> Result<Prepared> {
+    let auth = match open(ctx, "auth").await {
+        Err(e) if lacks_transfer(&e) => {
+            // Registry access runs in the daemon; berthctl has no client-side
+            // registry client to fall back on.
+            return Err(needs_transfer(
+                ctx,
+                &format!("images {command}"),
+                &format!("`ctr images {command}`"),
+            )
+            .await);
+        }
+        r => r?,
+    };
     let hd = host_dir(args, &host_of(reference))?;
-    let auth = open(ctx, "auth").await?;
     let progress = open(ctx, "progress").await?;
     let resolver = tt::RegistryResolver {
         auth_stream: auth.id.clone(),
@@ -281,7 +299,7 @@ async fn prepare(ctx: &Ctx, args: &RegistryArgs, reference: &str) -> Result<Prep
 
 pub async fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     let name = berth_proto::reference::normalize(&a.reference).map_err(CtlError)?;
-    let p = prepare(ctx, &a.registry, &name).await?;
+    let p = prepare(ctx, &a.registry, &name, "pull").await?;
     let platforms = a
         .platform
         .iter()
@@ -297,13 +315,13 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
         if platforms.is_empty() {
             store.unpacks.push(tt::UnpackConfiguration {
                 platform: None,
-                snapshotter: a.snapshotter.clone(),
+                snapshotter: ctx.snapshotter.clone(),
             });
         }
         for pl in &platforms {
             store.unpacks.push(tt::UnpackConfiguration {
                 platform: Some(pl.clone()),
-                snapshotter: a.snapshotter.clone(),
+                snapshotter: ctx.snapshotter.clone(),
             });
         }
     }
@@ -325,7 +343,7 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
 pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
     let local = resolve_name(ctx, &a.reference).await?;
     let target = berth_proto::reference::normalize(&a.reference).map_err(CtlError)?;
-    let p = prepare(ctx, &a.registry, &target).await?;
+    let p = prepare(ctx, &a.registry, &target, "push").await?;
     let store = tt::ImageStore {
         name: local,
         platforms: a

@@ -315,26 +315,51 @@ impl Attached {
 
     /// Forwards our stdin once the shim has opened its end (after the task
     /// or exec was created): data written to a FIFO nobody reads is lost.
-    pub fn forward_stdin(f: &Fifos) -> Result<()> {
-        if !f.stdin.is_empty() {
-            let mut tx = pipe::OpenOptions::new()
-                .open_sender(&f.stdin)
-                .with_context(|| format!("open {}", f.stdin))?;
-            tokio::spawn(async move {
-                let mut input = tokio::io::stdin();
-                let mut buf = vec![0u8; 32 << 10];
-                loop {
-                    match input.read(&mut buf).await {
-                        Ok(0) | Err(_) => return, // dropping tx tells the process: EOF
-                        Ok(n) => {
-                            if tx.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
+    /// At its end the process is told EOF through `CloseIO`: containerd's
+    /// runc shim holds a write end of the FIFO itself, so closing ours is
+    /// not enough there.
+    pub fn forward_stdin(f: &Fifos, ctx: &Ctx, id: &str, exec_id: &str) -> Result<()> {
+        if f.stdin.is_empty() {
+            return Ok(());
+        }
+        // Read-write, so opening never fails for want of a reader: runc's
+        // shim opens an exec's FIFOs only at Start, and a process may be
+        // gone before we open.
+        let mut tx = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&f.stdin)
+            .with_context(|| format!("open {}", f.stdin))?;
+        let mut tasks = TasksClient::new(ctx.ch.clone());
+        let close = berth_proto::client::request(
+            &ctx.ns,
+            tapi::CloseIoRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                stdin: true,
+            },
+        );
+        tokio::spawn(async move {
+            let mut input = tokio::io::stdin();
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match input.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.write_all(&buf[..n]).await.is_err() {
+                            return;
                         }
                     }
                 }
-            });
-        }
+            }
+            // Let the shim read what is still in the FIFO first: a shim may
+            // drop what it has not read when told to close.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while unread(&tx) > 0 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            drop(tx);
+            let _ = tasks.close_io(close).await;
+        });
         Ok(())
     }
 
@@ -344,6 +369,16 @@ impl Attached {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), o).await;
         }
     }
+}
+
+/// Bytes written to a FIFO that its reader has not taken yet.
+fn unread(tx: &pipe::Sender) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD stores an int through the pointer we pass; the
+    // descriptor is open for as long as `tx` lives.
+    let r = unsafe { libc::ioctl(tx.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r == 0 { n } else { 0 }
 }
 
 /// Puts the local terminal in raw mode until dropped.
@@ -508,7 +543,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         }
         r => r?,
     };
-    let snapshotter = a.snapshotter.clone();
+    let snapshotter = ctx.snapshotter.clone();
     let lease = Lease::create(ctx).await?;
     // From here on a signal must not end berthctl half-way: during setup
     // it stops the run and removes what was made; once the task exists it
@@ -553,11 +588,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 type_url: berth_proto::typeurl::OCI_SPEC_URL.into(),
                 value: serde_json::to_vec(&spec)?,
             }),
-            snapshotter: if snapshotter.is_empty() {
-                "overlayfs".into()
-            } else {
-                snapshotter.clone()
-            },
+            snapshotter: snapshotter.clone(),
             snapshot_key: a.id.clone(),
             ..Default::default()
         };
@@ -647,7 +678,7 @@ async fn run_task(
         }))
         .await?;
     if interactive && let Some(f) = &fifos {
-        Attached::forward_stdin(f)?;
+        Attached::forward_stdin(f, ctx, &a.id, "")?;
     }
     // Wait before start, so even an instant exit is seen.
     let waiter = (!a.detach).then(|| {

@@ -71,7 +71,7 @@ pub fn mount_with_tool(mounts: &[Mount], target: &Path) -> Result<()> {
 }
 
 pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
-    let sn = a.snapshotter;
+    let sn = ctx.snapshotter.clone();
     let mut cl = SnapshotsClient::new(ctx.ch.clone());
     match a.command {
         Snapshots::Ls { filters } => {

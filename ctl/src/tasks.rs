@@ -155,16 +155,25 @@ pub async fn tasks(ctx: &Ctx, t: Tasks) -> Result<()> {
                 .await?
                 .into_inner()
                 .tasks;
+            // containerd names a task by `id` only; berthd fills container_id.
+            let id = |p: &berth_proto::pb::containerd::v1::types::Process| {
+                if p.container_id.is_empty() {
+                    p.id.clone()
+                } else {
+                    p.container_id.clone()
+                }
+            };
             if quiet {
-                list.iter().for_each(|p| println!("{}", p.container_id));
+                list.iter().for_each(|p| println!("{}", id(p)));
                 return Ok(());
             }
             let mut tb = Table::new(&["TASK", "PID", "STATUS"]);
             for p in list {
                 let st = status(p.status);
+                let id = id(&p);
                 tb.row(
-                    vec![p.container_id.clone(), p.pid.to_string(), st.to_string()],
-                    json!({"id": p.container_id, "pid": p.pid, "status": st, "exit_status": p.exit_status,
+                    vec![id.clone(), p.pid.to_string(), st.to_string()],
+                    json!({"id": id, "pid": p.pid, "status": st, "exit_status": p.exit_status,
                            "exited_at": rfc3339(p.exited_at.as_ref())}),
                 );
             }
@@ -443,9 +452,6 @@ async fn exec(
         exec_id: exec_id.clone(),
     }))
     .await?;
-    if interactive && let Some(f) = &fifos {
-        Attached::forward_stdin(f)?;
-    }
     let waiter = {
         let mut c2 = cl.clone();
         let req = ctx.req(tapi::WaitRequest {
@@ -460,6 +466,11 @@ async fn exec(
         exec_id: exec_id.clone(),
     }))
     .await?;
+    // After Start: runc's shim opens an exec's FIFOs only then, and a
+    // CloseIO before that (an empty input) would be lost.
+    if interactive && let Some(f) = &fifos {
+        Attached::forward_stdin(f, ctx, id, &exec_id)?;
+    }
     if detach {
         println!("{exec_id}");
         return Ok(());

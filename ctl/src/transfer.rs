@@ -1,6 +1,7 @@
 //! Image import/export through the daemon's Transfer service: the archive
 //! travels over a `Streaming.Stream`, paced by the receiver's window
-//! credits; progress comes back on a second stream.
+//! credits; progress comes back on a second stream. A daemon without those
+//! services (containerd 1.6) gets the client-side path of [`crate::archive`].
 
 use crate::CtlError;
 use crate::cli::{ExportArgs, ImportArgs};
@@ -30,6 +31,41 @@ pub(crate) struct Stream {
     pub id: String,
     pub tx: mpsc::Sender<Any>,
     pub rx: Streaming<Any>,
+}
+
+/// True when the daemon serves no Streaming/Transfer service (containerd
+/// 1.6 answers Unimplemented for services it lacks).
+pub(crate) fn lacks_transfer(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>()
+        .is_some_and(|s| s.code() == tonic::Code::Unimplemented)
+}
+
+/// The error for a command only a daemon with a Transfer service can run,
+/// naming the daemon and what to use instead.
+pub(crate) async fn needs_transfer(ctx: &Ctx, command: &str, instead: &str) -> anyhow::Error {
+    let daemon =
+        berth_proto::services::version::v1::version_client::VersionClient::new(ctx.ch.clone())
+            .version(())
+            .await
+            .map(|v| format!("this daemon (version {})", v.into_inner().version))
+            .unwrap_or_else(|_| "this daemon".into());
+    CtlError(format!(
+        "`berthctl {command}` needs berthd's Transfer service, which {daemon} does not serve (containerd 1.6 has none): use {instead} instead"
+    ))
+    .into()
+}
+
+/// Parses `--label key=value` arguments.
+pub(crate) fn parse_kv_labels(
+    args: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    args.iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| CtlError(format!("label {l:?} must be key=value")).into())
+        })
+        .collect()
 }
 
 pub(crate) async fn open(ctx: &Ctx, kind: &str) -> Result<Stream> {
@@ -81,7 +117,12 @@ fn bar(total: u64, what: &str) -> Option<ProgressBar> {
 }
 
 /// Prints progress events from the daemon (plain lines when not on a terminal).
-fn spawn_progress(mut s: Stream, pb: Option<ProgressBar>) -> tokio::task::JoinHandle<()> {
+/// (On stderr when `to_stderr`: the archive itself goes to stdout.)
+fn spawn_progress(
+    mut s: Stream,
+    pb: Option<ProgressBar>,
+    to_stderr: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(Ok(msg)) = s.rx.next().await {
             if let Some(p) = typeurl::unpack::<tt::Progress>(&msg)
@@ -89,6 +130,7 @@ fn spawn_progress(mut s: Stream, pb: Option<ProgressBar>) -> tokio::task::JoinHa
             {
                 match &pb {
                     Some(pb) => pb.println(format!("{}: {}", p.event, p.name)),
+                    None if to_stderr => eprintln!("{}: {}", p.event, p.name),
                     None => println!("{}: {}", p.event, p.name),
                 }
             }
@@ -106,16 +148,13 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
         let n = f.metadata().map(|m| m.len()).unwrap_or(0);
         (Box::new(f), n)
     };
-    let mut data = open(ctx, "import").await?;
+    let labels = parse_kv_labels(&a.labels)?;
+    let mut data = match open(ctx, "import").await {
+        Err(e) if lacks_transfer(&e) => return crate::archive::import(ctx, &a, reader).await,
+        r => r?,
+    };
     let progress = open(ctx, "progress").await?;
     let pb = bar(total, "importing");
-    let mut labels = std::collections::HashMap::new();
-    for l in &a.labels {
-        let (k, v) = l
-            .split_once('=')
-            .ok_or_else(|| CtlError(format!("label {l:?} must be key=value")))?;
-        labels.insert(k.to_string(), v.to_string());
-    }
     let mut store = tt::ImageStore {
         name: a.index_name.clone().unwrap_or_default(),
         labels,
@@ -128,7 +167,7 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
     if !a.no_unpack {
         store.unpacks.push(tt::UnpackConfiguration {
             platform: store.platforms.first().cloned(),
-            snapshotter: a.snapshotter.clone(),
+            snapshotter: ctx.snapshotter.clone(),
         });
     }
     if let Some(b) = &a.base_name {
@@ -156,7 +195,7 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
             progress_stream: progress.id.clone(),
         }),
     };
-    let printer = spawn_progress(progress, pb.clone());
+    let printer = spawn_progress(progress, pb.clone(), false);
     let mut tc = TransferClient::new(ctx.ch.clone());
     let call = tc.transfer(ctx.req(req));
     // Feed the archive as the daemon grants credit.
@@ -207,16 +246,43 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
-    let mut out: Box<dyn Write + Send> = if a.file.as_os_str() == "-" {
+/// The export's output: stdout for "-", else a new file that is removed
+/// again if the export fails.
+fn create_output(a: &ExportArgs) -> Result<Box<dyn Write + Send>> {
+    Ok(if a.file.as_os_str() == "-" {
         Box::new(std::io::stdout())
     } else {
         Box::new(
             std::fs::File::create(&a.file)
                 .with_context(|| format!("create {}", a.file.display()))?,
         )
+    })
+}
+
+pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
+    // Which path to take is known before the output file is made.
+    let to_stdout = a.file.as_os_str() == "-";
+    let data = match open(ctx, "export").await {
+        Err(e) if lacks_transfer(&e) => None,
+        r => Some(r?),
     };
-    let mut data = open(ctx, "export").await?;
+    let mut out = create_output(&a)?;
+    let result = match data {
+        None => crate::archive::export(ctx, &a, &mut out).await,
+        Some(data) => export_transfer(ctx, &a, data, out).await,
+    };
+    if result.is_err() && !to_stdout {
+        let _ = std::fs::remove_file(&a.file);
+    }
+    result
+}
+
+async fn export_transfer(
+    ctx: &Ctx,
+    a: &ExportArgs,
+    mut data: Stream,
+    mut out: Box<dyn Write + Send>,
+) -> Result<()> {
     let progress = open(ctx, "progress").await?;
     let pb = if a.file.as_os_str() == "-" {
         None
@@ -254,7 +320,7 @@ pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
             progress_stream: progress.id.clone(),
         }),
     };
-    let printer = spawn_progress(progress, pb.clone());
+    let printer = spawn_progress(progress, pb.clone(), a.file.as_os_str() == "-");
     let pb2 = pb.clone();
     let receiver = tokio::spawn(async move {
         let mut window: i64 = 0;

@@ -58,6 +58,30 @@ impl Containerd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
+
+    /// `berthctl` against this containerd, its FIFOs and logs under the
+    /// temp directory (as [`crate::Daemon::berthctl_command`] does).
+    pub fn berthctl_command(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(crate::bin("berthctl"));
+        c.arg("--address")
+            .arg(&self.sock)
+            .arg("--namespace")
+            .arg(ns)
+            .args(args)
+            .env_remove("BERTH_ADDRESS")
+            .env_remove("BERTH_NAMESPACE")
+            .env_remove("BERTH_SNAPSHOTTER")
+            .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
+            .env("BERTH_LOG_DIR", self.dir.path().join("logs"));
+        c
+    }
+
+    /// Runs `berthctl` against this containerd.
+    pub fn berthctl(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        self.berthctl_command(ns, args)
+            .output()
+            .expect("run berthctl")
+    }
 }
 
 impl Drop for Containerd {

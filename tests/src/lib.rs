@@ -328,6 +328,7 @@ impl Daemon {
             .args(args)
             .env_remove("BERTH_ADDRESS")
             .env_remove("BERTH_NAMESPACE")
+            .env_remove("BERTH_SNAPSHOTTER")
             .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
             .env("BERTH_LOG_DIR", self.dir.path().join("logs"));
         c
