@@ -774,9 +774,10 @@ impl task_ttrpc::Task for Service {
             let p =
                 p.ok_or_else(|| Error::not_found(format!("process {:?} not found", req.exec_id)))?;
             if req.stdin
-                && let Some(i) = p.io.input.take()
+                && let Some(close) = p.io.close_input.take()
             {
-                i.abort();
+                // notify_one keeps the wake-up if the copy is busy writing.
+                close.notify_one();
             }
             Ok(())
         })())

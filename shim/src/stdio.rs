@@ -26,8 +26,12 @@ pub struct ChildIo {
 pub struct ShimIo {
     /// Copies of output to the client; awaited at exit.
     pub outputs: Vec<JoinHandle<()>>,
-    /// Copy of the client's input; aborted by CloseIO.
+    /// Copy of the client's input; aborted when the process exits.
     pub input: Option<JoinHandle<()>>,
+    /// Tells the input copy that the client closed its input (CloseIO):
+    /// it passes on what the FIFO still holds, then closes the process's
+    /// stdin, so nothing the client wrote is lost.
+    pub close_input: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// Terminal master (for resizes).
     pub console: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
     /// The client's ends, opened at setup, waiting for the terminal master.
@@ -99,6 +103,43 @@ fn copy(
                         return;
                     }
                 }
+            }
+        }
+    })
+}
+
+/// Copies the client's input to the process until the client's end closes
+/// (EOF), or until CloseIO: then what is already in the FIFO is still
+/// passed on (a slow reader loses nothing), and the copy stops, dropping
+/// `to` so the process sees EOF.
+fn copy_input(
+    from: std::sync::Arc<AsyncFd<OwnedFd>>,
+    to: std::sync::Arc<AsyncFd<OwnedFd>>,
+    close: std::sync::Arc<tokio::sync::Notify>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 << 10];
+        let mut closing = false;
+        loop {
+            let n = if closing {
+                match nix::unistd::read(from.get_ref(), &mut buf) {
+                    Ok(n) if n > 0 => n,
+                    _ => return, // drained (EAGAIN), EOF or an error
+                }
+            } else {
+                tokio::select! {
+                    r = read(&from, &mut buf) => match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    },
+                    () = close.notified() => {
+                        closing = true;
+                        continue;
+                    }
+                }
+            };
+            if write_all(&to, &buf[..n]).await.is_err() {
+                return;
             }
         }
     })
@@ -219,7 +260,13 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
         let inp = std::sync::Arc::new(async_fd(open_fifo(stdin, OFlag::O_RDONLY)?)?);
         // When the client closes its end, the container sees EOF: the copy
         // ends and drops the pipe's write end.
-        shim.input = Some(copy(inp, std::sync::Arc::new(async_fd(w)?)));
+        let close = std::sync::Arc::new(tokio::sync::Notify::new());
+        shim.input = Some(copy_input(
+            inp,
+            std::sync::Arc::new(async_fd(w)?),
+            close.clone(),
+        ));
+        shim.close_input = Some(close);
         r
     });
     Ok((child, shim))
@@ -235,7 +282,9 @@ pub fn attach_console(shim: &mut ShimIo, master: OwnedFd) -> Result<()> {
         None => {}
     }
     if let Some(inp) = p.input {
-        shim.input = Some(copy(inp, master.clone()));
+        let close = std::sync::Arc::new(tokio::sync::Notify::new());
+        shim.input = Some(copy_input(inp, master.clone(), close.clone()));
+        shim.close_input = Some(close);
     }
     shim.console = Some(master);
     Ok(())

@@ -744,3 +744,127 @@ fn terminals_with(d: &Daemon, script: &std::path::Path, runc: Option<&str>) {
     ok("rm", d.berthctl("default", &["tasks", "rm", "-f", &id2]));
     ok("c rm", d.berthctl("default", &["containers", "rm", &id2]));
 }
+
+/// CloseIO right after the client wrote its last byte: the shim still
+/// passes on everything the FIFO holds to a process that reads only later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_io_loses_nothing_the_client_wrote() {
+    use berth_proto::client::request;
+    use berth_proto::services::snapshots::v1 as snapshots;
+    use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
+    let Some(ctr_bin) = peer("ctr") else { return };
+    if !require_root("running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    ok(
+        "ctr containers create",
+        d.ctr(
+            &ctr_bin,
+            "default",
+            &[
+                "containers",
+                "create",
+                "docker.io/library/busybox:latest",
+                "cio1",
+                "--", // or ctr takes `-c` for its own --config
+                "sh",
+                "-c",
+                "sleep 1; wc -c",
+            ],
+        ),
+    );
+    let ch = d.channel().await;
+    let rootfs = SnapshotsClient::new(ch.clone())
+        .mounts(request(
+            "default",
+            snapshots::MountsRequest {
+                snapshotter: "overlayfs".into(),
+                key: "cio1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    let fifo = |name: &str| {
+        let p = d.dir.path().join(name);
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        p
+    };
+    let (stdin, stdout) = (fifo("in"), fifo("out"));
+    let reader = std::thread::spawn({
+        let stdout = stdout.clone();
+        move || std::fs::read_to_string(stdout).unwrap()
+    });
+    let mut tc = TasksClient::new(ch.clone());
+    tc.create(request(
+        "default",
+        tasks::CreateTaskRequest {
+            container_id: "cio1".into(),
+            rootfs,
+            stdin: stdin.display().to_string(),
+            stdout: stdout.display().to_string(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    tc.start(request(
+        "default",
+        tasks::StartRequest {
+            container_id: "cio1".into(),
+            exec_id: String::new(),
+        },
+    ))
+    .await
+    .unwrap();
+    // Less than the FIFO, the shim's buffer and the pipe hold together, so
+    // the write completes while the process still sleeps.
+    const SIZE: usize = 100_000;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(stdin).unwrap();
+        f.write_all(&vec![b'x'; SIZE]).unwrap();
+    })
+    .await
+    .unwrap();
+    // The process sleeps: most of the input is still in the FIFO and pipes.
+    tc.close_io(request(
+        "default",
+        tasks::CloseIoRequest {
+            container_id: "cio1".into(),
+            exec_id: String::new(),
+            stdin: true,
+        },
+    ))
+    .await
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), SIZE.to_string(), "bytes the process read");
+    let w = tc
+        .wait(request(
+            "default",
+            tasks::WaitRequest {
+                container_id: "cio1".into(),
+                exec_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.exit_status, 0);
+    tc.delete(request(
+        "default",
+        tasks::DeleteTaskRequest {
+            container_id: "cio1".into(),
+        },
+    ))
+    .await
+    .unwrap();
+}

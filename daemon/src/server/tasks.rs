@@ -61,21 +61,10 @@ impl Tasks for TasksService {
             Status::failed_precondition(format!("container {} has no spec", c.id))
         })?;
         let spec_any: prost_types::Any = spec.into();
-        let mut rootfs = r.rootfs.clone();
-        if rootfs.is_empty() && !c.record.snapshot_key.is_empty() {
-            let core = self.0.clone();
-            let (n, sn, key) = (
-                ns.clone(),
-                c.record.snapshotter.clone(),
-                c.record.snapshot_key.clone(),
-            );
-            rootfs = tokio::task::spawn_blocking(move || core.snapshots.mounts(&n, &sn, &key))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??
-                .into_iter()
-                .map(Into::into)
-                .collect();
-        }
+        // As in containerd, the rootfs is what the request names; none means
+        // the spec's root.path as is (dockerd mounts its own layers), even if
+        // the container has a snapshot: the client fetches mounts itself.
+        let rootfs = r.rootfs.clone();
         let runtime = if r.runtime_path.is_empty() {
             c.record.runtime.clone()
         } else {
