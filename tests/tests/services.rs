@@ -753,7 +753,10 @@ async fn events_publish_forward_and_validation() {
             client,
         );
     let env = berth_proto::types::Envelope {
-        timestamp: None,
+        timestamp: Some(prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        }),
         namespace: "ev".into(),
         topic: "/test/one".into(),
         event: Some(ev),
@@ -772,6 +775,19 @@ async fn events_publish_forward_and_validation() {
         .unwrap()
         .unwrap();
     assert_eq!(got.topic, "/test/one");
+    // Shims' events keep their own time: one without is refused.
+    let mut untimed = env.clone();
+    untimed.timestamp = None;
+    let err = tc
+        .forward(
+            Default::default(),
+            &berth_proto::pb::containerd::services::events::ttrpc::v1::ForwardRequest {
+                envelope: Some(untimed),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, Code::InvalidArgument);
     let mut bad = env;
     bad.namespace = String::new();
     let err = tc
