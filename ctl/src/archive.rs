@@ -11,10 +11,13 @@
 use crate::CtlError;
 use crate::cli::{ExportArgs, ImportArgs};
 use crate::commands::Ctx;
-use crate::image::{Lease, ensure_unpacked, host_platform, platform_matches, read_json};
+use crate::image::{Lease, ensure_unpacked, host_platform, platform_matches, read_blob, read_json};
 use anyhow::{Result, bail};
+use berth_proto::archive::{
+    self as rules, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ArchiveError, Blob, Members,
+    NameRules, media,
+};
 use berth_proto::client::with_lease;
-use berth_proto::reference::Reference;
 use berth_proto::services::content::v1 as content;
 use berth_proto::services::content::v1::content_client::ContentClient;
 use berth_proto::services::images::v1 as images;
@@ -29,22 +32,15 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// Bytes per Content.Write message (well under gRPC's 4 MiB limit).
 const CHUNK: usize = 1 << 20;
-/// Largest metadata file (index.json, manifest.json) read into memory.
-const MAX_METADATA: u64 = 16 << 20;
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+impl From<ArchiveError> for CtlError {
+    fn from(e: ArchiveError) -> Self {
+        CtlError(e.to_string())
+    }
+}
 
 fn malformed(e: impl std::fmt::Display) -> CtlError {
-    CtlError(format!(
-        "malformed or truncated image archive: {e}; expected an OCI image layout or docker-archive tar"
-    ))
+    ArchiveError::Malformed(e.to_string()).into()
 }
 
 fn code(e: &anyhow::Error) -> Option<tonic::Code> {
@@ -258,40 +254,6 @@ async fn present(ctx: &Ctx, digest: &str) -> Result<bool> {
     }
 }
 
-/// A file of the archive that went into the content store.
-#[derive(Clone)]
-struct Stored {
-    digest: String,
-    size: i64,
-    magic: [u8; 4],
-}
-
-fn clean_path(p: &str) -> String {
-    p.trim_start_matches("./").trim_end_matches('/').to_string()
-}
-
-fn resolve_relative(path: &str, target: &str) -> String {
-    if let Some(abs) = target.strip_prefix('/') {
-        return clean_path(abs);
-    }
-    let mut parts: Vec<&str> = path.split('/').collect();
-    parts.pop();
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
-}
-
-fn is_bare_tag(s: &str) -> bool {
-    !s.is_empty() && !s.contains('/') && !s.contains(':') && !s.contains('@')
-}
-
 /// Reads until `buf` is full or the entry ends.
 fn fill(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -334,45 +296,26 @@ async fn import_leased(
 ) -> Result<()> {
     let mut archive = tar::Archive::new(reader);
     let mut small: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut files: HashMap<String, Stored> = HashMap::new();
-    let mut links: HashMap<String, String> = HashMap::new();
+    let mut members = Members::default();
     let mut buf = vec![0u8; CHUNK];
     // Reading the archive blocks; this future runs on block_on's thread,
     // not on a runtime worker, so the connection keeps being served.
     for entry in archive.entries().map_err(malformed)? {
         let mut entry = entry.map_err(malformed)?;
-        let path = clean_path(&entry.path().map_err(malformed)?.to_string_lossy());
+        let path = rules::clean_path(&entry.path().map_err(malformed)?.to_string_lossy());
         let et = entry.header().entry_type();
         if et.is_symlink() || et.is_hard_link() {
             // docker save links duplicate layers to one copy.
             if let Some(target) = entry.link_name().map_err(malformed)? {
-                let target = target.to_string_lossy().to_string();
-                let resolved = if et.is_symlink() {
-                    resolve_relative(&path, &target)
-                } else {
-                    clean_path(&target)
-                };
-                links.insert(path, resolved);
+                members.add_link(path, &target.to_string_lossy(), et.is_symlink());
             }
             continue;
         }
         if !et.is_file() {
             continue;
         }
-        if matches!(
-            path.as_str(),
-            "index.json" | "manifest.json" | "oci-layout" | "repositories"
-        ) {
-            let mut data = Vec::new();
-            (&mut entry)
-                .take(MAX_METADATA + 1)
-                .read_to_end(&mut data)
-                .map_err(malformed)?;
-            if data.len() as u64 > MAX_METADATA {
-                bail!(CtlError(format!(
-                    "{path} in the archive is larger than {MAX_METADATA} bytes"
-                )));
-            }
+        if rules::is_metadata(&path) {
+            let data = rules::read_metadata(&mut entry, &path).map_err(CtlError::from)?;
             small.insert(path, data);
             continue;
         }
@@ -445,40 +388,27 @@ async fn import_leased(
             },
             None => (expected.clone().unwrap_or_default(), count as i64),
         };
-        files.insert(
+        members.add_file(
             path,
-            Stored {
+            Blob {
                 digest,
                 size,
                 magic,
             },
         );
     }
-    let lookup = |p: &str| -> Option<Stored> {
-        let mut p = clean_path(p);
-        for _ in 0..8 {
-            if let Some(s) = files.get(&p) {
-                return Some(s.clone());
-            }
-            p = links.get(&p)?.clone();
-        }
-        None
-    };
     let platform = a.platform.clone().unwrap_or_else(host_platform);
     let named = if let Some(index) = small.get("index.json") {
         oci_images(ctx, a, index, &platform, lease).await?
     } else if let Some(manifest) = small.get("manifest.json") {
-        docker_images(ctx, a, manifest, &lookup, lease).await?
+        docker_images(ctx, a, manifest, &members, lease).await?
     } else {
-        bail!(CtlError(
-            "not an OCI image layout or docker-archive: the archive has neither index.json nor manifest.json".into()
-        ));
+        bail!(CtlError::from(ArchiveError::NotAnArchive));
     };
     if named.is_empty() {
-        bail!(CtlError(match &a.base_name {
-            Some(b) => format!("the archive holds no image named under {b:?}"),
-            None => "the archive names no image: give a base name (--base-name) or ask for digest names (--digests)".to_string(),
-        }));
+        bail!(CtlError::from(ArchiveError::no_image(
+            a.base_name.as_deref()
+        )));
     }
     // Unpack first, while the lease holds everything: a failure then
     // leaves no image behind.
@@ -537,7 +467,7 @@ async fn oci_images(
 ) -> Result<Vec<Named>> {
     let index: Value = serde_json::from_slice(index_json)
         .map_err(|e| CtlError(format!("index.json in the archive is malformed: {e}")))?;
-    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let naming = NameRules::new(a.base_name.clone(), a.digests);
     let mut out = Vec::new();
     let mut checked = HashSet::new();
     for m in index["manifests"].as_array().into_iter().flatten() {
@@ -553,38 +483,13 @@ async fn oci_images(
                 desc.digest
             )));
         }
-        let full = m["annotations"][ANNOTATION_IMAGE_NAME].as_str();
-        let refname = m["annotations"][ANNOTATION_REF_NAME].as_str();
-        let mut names = Vec::new();
-        match &a.base_name {
-            Some(base) => {
-                if let Some(r) = refname.filter(|r| is_bare_tag(r)) {
-                    names.push(format!("{base}:{r}"));
-                } else if let Some(f) = full.or(refname).filter(|f| f.starts_with(base.as_str())) {
-                    names.push(f.to_string());
-                }
-            }
-            None => {
-                if let Some(f) = full {
-                    names.push(f.to_string());
-                } else if let Some(r) = refname {
-                    if is_bare_tag(r) {
-                        names.push(format!("import-{date}:{r}"));
-                    } else {
-                        names.push(Reference::parse(r).map_err(CtlError)?.to_string());
-                    }
-                }
-            }
-        }
-        if a.digests {
-            let base = names
-                .first()
-                .and_then(|n| Reference::parse(n).ok())
-                .map(|r| r.repository())
-                .or_else(|| a.base_name.clone())
-                .unwrap_or_else(|| format!("import-{date}"));
-            names.push(format!("{base}@{}", desc.digest));
-        }
+        let names = naming
+            .oci(
+                m["annotations"][ANNOTATION_IMAGE_NAME].as_str(),
+                m["annotations"][ANNOTATION_REF_NAME].as_str(),
+                &desc.digest,
+            )
+            .map_err(CtlError::from)?;
         if names.is_empty() {
             continue;
         }
@@ -608,7 +513,7 @@ async fn oci_images(
         out.push(Named {
             name: name.clone(),
             target: Descriptor {
-                media_type: OCI_INDEX.into(),
+                media_type: media::OCI_INDEX.into(),
                 digest,
                 size: index_json.len() as i64,
                 annotations: HashMap::new(),
@@ -628,9 +533,10 @@ async fn ensure_complete(
     what: String,
 ) -> Result<()> {
     if !present(ctx, digest).await? {
-        bail!(CtlError(format!(
-            "the archive is missing blob {digest} ({what}): it is referenced but not included"
-        )));
+        bail!(CtlError::from(ArchiveError::MissingBlob {
+            digest: digest.to_string(),
+            what,
+        }));
     }
     let v = read_json(ctx, digest).await?;
     set_labels(ctx, digest, child_labels(&v)).await?;
@@ -651,10 +557,11 @@ async fn ensure_complete(
                     ))
                 })
                 .collect();
-            bail!(CtlError(format!(
-                "index {digest} has no manifest for platform {platform} (it has: {})",
-                have.join(", ")
-            )));
+            bail!(CtlError::from(ArchiveError::NoManifestForPlatform {
+                index: digest.to_string(),
+                platform: platform.to_string(),
+                have,
+            }));
         }
         for c in children {
             let d = c["digest"].as_str().unwrap_or_default();
@@ -686,19 +593,29 @@ async fn ensure_complete(
     for (d, role) in config.chain(layers) {
         let d = d["digest"].as_str().unwrap_or_default();
         if !present(ctx, d).await? {
-            bail!(CtlError(format!(
-                "the archive is missing blob {d} ({role} of manifest {digest}): it is referenced but not included"
-            )));
+            bail!(CtlError::from(ArchiveError::MissingBlob {
+                digest: d.to_string(),
+                what: format!("{role} of manifest {digest}"),
+            }));
         }
     }
     Ok(())
+}
+
+/// The strings of a JSON list (a missing list or a non-string is empty,
+/// which the rules then refuse by name).
+fn strings(v: &Value) -> impl Iterator<Item = &str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s.as_str().unwrap_or_default())
 }
 
 async fn docker_images(
     ctx: &Ctx,
     a: &ImportArgs,
     manifest_json: &[u8],
-    lookup: &dyn Fn(&str) -> Option<Stored>,
+    members: &Members,
     lease: &str,
 ) -> Result<Vec<Named>> {
     let entries: Value = serde_json::from_slice(manifest_json)
@@ -708,73 +625,27 @@ async fn docker_images(
             "docker-archive: manifest.json is malformed: expected a list of images".into()
         ));
     };
-    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let naming = NameRules::new(a.base_name.clone(), a.digests);
     let mut out = Vec::new();
     for e in entries {
         let cfg_path = e["Config"].as_str().unwrap_or_default();
-        let config = lookup(cfg_path).ok_or_else(|| {
-            CtlError(format!(
-                "docker-archive: config {cfg_path:?} named in manifest.json is not in the archive"
-            ))
-        })?;
-        let mut layers = Vec::new();
-        for l in e["Layers"].as_array().into_iter().flatten() {
-            let l = l.as_str().unwrap_or_default();
-            let s = lookup(l).ok_or_else(|| {
-                CtlError(format!(
-                    "docker-archive: layer {l:?} named in manifest.json is not in the archive"
-                ))
-            })?;
-            let mt = match s.magic {
-                [0x1f, 0x8b, ..] => DOCKER_LAYER_GZIP,
-                [0x28, 0xb5, 0x2f, 0xfd] => OCI_LAYER_ZSTD,
-                _ => DOCKER_LAYER,
-            };
-            layers.push(json!({"mediaType": mt, "size": s.size, "digest": s.digest}));
-        }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": DOCKER_CONFIG, "size": config.size, "digest": config.digest},
-            "layers": layers,
-        });
+        let manifest = rules::docker_manifest(members, cfg_path, strings(&e["Layers"]))
+            .map_err(CtlError::from)?;
         let bytes = serde_json::to_vec_pretty(&manifest)?;
         let digest = put_blob(ctx, lease, &bytes, child_labels(&manifest)).await?;
         let target = Descriptor {
-            media_type: DOCKER_MANIFEST.into(),
+            media_type: media::DOCKER_MANIFEST.into(),
             digest: digest.clone(),
             size: bytes.len() as i64,
             annotations: HashMap::new(),
         };
-        let mut names = Vec::new();
-        for t in e["RepoTags"].as_array().into_iter().flatten() {
-            let t = t.as_str().unwrap_or_default();
-            names.push(
-                Reference::parse(t)
-                    .map_err(|m| CtlError(format!("docker-archive: RepoTags: {m}")))?
-                    .to_string(),
-            );
-        }
-        if a.digests || names.is_empty() {
-            let base = names
-                .first()
-                .and_then(|n| Reference::parse(n).ok())
-                .map(|r| r.repository())
-                .or_else(|| a.base_name.clone())
-                .unwrap_or_else(|| format!("import-{date}"));
-            names.push(format!("{base}@{digest}"));
-        }
-        for name in names {
-            if let Some(b) = &a.base_name
-                && !name.starts_with(b.as_str())
-            {
-                continue;
-            }
-            out.push(Named {
-                name,
-                target: target.clone(),
-            });
-        }
+        let names = naming
+            .docker(strings(&e["RepoTags"]), &digest)
+            .map_err(CtlError::from)?;
+        out.extend(names.into_iter().map(|name| Named {
+            name,
+            target: target.clone(),
+        }));
     }
     Ok(out)
 }
@@ -922,8 +793,7 @@ pub async fn export(ctx: &Ctx, a: &ExportArgs, out: &mut dyn Write) -> Result<()
             .await
             .map_err(|e| CtlError(format!("export {name}: {e}")))?;
         let mut annotations = json!({ANNOTATION_IMAGE_NAME: name});
-        let reference = Reference::parse(name).ok();
-        if let Some(tag) = reference.as_ref().and_then(|r| r.tag.clone()) {
+        if let Some(tag) = rules::ref_name(name) {
             annotations[ANNOTATION_REF_NAME] = json!(tag);
         }
         index.push(
@@ -931,11 +801,10 @@ pub async fn export(ctx: &Ctx, a: &ExportArgs, out: &mut dyn Write) -> Result<()
                           "annotations": annotations}),
         );
         if let [(config, layers)] = &c.manifests[before..] {
-            let hex = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
-            let mut entry = json!({"Config": hex(config),
-                                   "Layers": layers.iter().map(|l| hex(l)).collect::<Vec<_>>()});
-            if let Some(r) = reference.filter(|r| r.tag.is_some()) {
-                entry["RepoTags"] = json!([r.familiar()]);
+            let layers: Vec<String> = layers.iter().map(|l| rules::blob_path(l)).collect();
+            let mut entry = json!({"Config": rules::blob_path(config), "Layers": layers});
+            if let Some(tags) = rules::repo_tags(name) {
+                entry["RepoTags"] = json!(tags);
             }
             docker.push(entry);
         }
@@ -943,18 +812,11 @@ pub async fn export(ctx: &Ctx, a: &ExportArgs, out: &mut dyn Write) -> Result<()
     for d in ["blobs/", "blobs/sha256/"] {
         out.write_all(header(d, 0, true)?.as_bytes())?;
     }
-    add_file(out, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    add_file(out, "oci-layout", rules::OCI_LAYOUT)?;
     for (digest, size) in &c.blobs {
-        let path = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        let path = rules::blob_path(digest);
         out.write_all(header(&path, *size as u64, false)?.as_bytes())?;
-        let mut s = ContentClient::new(ctx.ch.clone())
-            .read(ctx.req(content::ReadContentRequest {
-                digest: digest.clone(),
-                offset: 0,
-                size: 0,
-            }))
-            .await?
-            .into_inner();
+        let mut s = read_blob(ctx, digest).await?;
         let mut n = 0u64;
         while let Some(chunk) = s.next().await {
             let chunk = chunk?;
@@ -972,7 +834,7 @@ pub async fn export(ctx: &Ctx, a: &ExportArgs, out: &mut dyn Write) -> Result<()
         pad(out, n)?;
     }
     let index_json = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index,
+        "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": index,
     }))?;
     add_file(out, "index.json", &index_json)?;
     if !a.skip_manifest_json && !docker.is_empty() {

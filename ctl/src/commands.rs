@@ -197,14 +197,7 @@ async fn content_cmd(ctx: &Ctx, c: Content) -> Result<()> {
             }
         }
         Content::Get { digest } => {
-            let mut s = cl
-                .read(ctx.req(content::ReadContentRequest {
-                    digest,
-                    offset: 0,
-                    size: 0,
-                }))
-                .await?
-                .into_inner();
+            let mut s = crate::image::read_blob(ctx, &digest).await?;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = s.next().await {
                 out.write_all(&chunk?.data)?;

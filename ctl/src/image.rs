@@ -49,16 +49,24 @@ pub fn host_platform() -> String {
     format!("linux/{arch}")
 }
 
-/// Reads a (small) blob as JSON.
-pub async fn read_json(ctx: &Ctx, digest: &str) -> Result<Value> {
-    let mut s = ContentClient::new(ctx.ch.clone())
+/// Opens blob `digest` whole, as a stream of chunks.
+pub async fn read_blob(
+    ctx: &Ctx,
+    digest: &str,
+) -> Result<tonic::Streaming<content::ReadContentResponse>> {
+    Ok(ContentClient::new(ctx.ch.clone())
         .read(ctx.req(content::ReadContentRequest {
             digest: digest.to_string(),
             offset: 0,
             size: 0,
         }))
         .await?
-        .into_inner();
+        .into_inner())
+}
+
+/// Reads a (small) blob as JSON.
+pub async fn read_json(ctx: &Ctx, digest: &str) -> Result<Value> {
+    let mut s = read_blob(ctx, digest).await?;
     let mut buf = Vec::new();
     while let Some(c) = s.next().await {
         buf.extend_from_slice(&c?.data);

@@ -15,14 +15,11 @@ use crate::images::{Image, ImageRecord};
 use crate::leases::LABEL_EXPIRE;
 use crate::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Node, Platform, media};
 use crate::types::{Ctx, Descriptor, Digest, Labels};
-use berth_proto::reference::Reference;
+use berth_proto::archive::{self as rules, ArchiveError, Blob, Members, NameRules};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::sync::Arc;
-
-/// Largest metadata file (index.json, manifest.json) read into memory.
-const MAX_METADATA: u64 = 16 << 20;
 
 /// How to import.
 #[derive(Debug, Clone, Default)]
@@ -47,14 +44,6 @@ pub struct ImportOptions {
 /// What an import reports as it goes.
 pub type Progress<'a> = &'a mut (dyn FnMut(&str, &str) + Send);
 
-/// A file of the archive that went into the content store.
-#[derive(Debug, Clone)]
-struct Stored {
-    digest: Digest,
-    size: i64,
-    magic: [u8; 4],
-}
-
 /// Records the first bytes read through it (to tell gzip from plain tar)
 /// and counts them (to catch a member cut short by a truncated archive).
 struct Sniff<'a, R: Read> {
@@ -75,14 +64,7 @@ impl<R: Read> Read for Sniff<'_, R> {
 }
 
 fn malformed(e: impl std::fmt::Display) -> Error {
-    Error::invalid(format!(
-        "malformed or truncated image archive: {e}; expected an OCI image layout or docker-archive tar"
-    ))
-}
-
-fn clean_path(p: &str) -> String {
-    let p = p.trim_start_matches("./");
-    p.trim_end_matches('/').to_string()
+    ArchiveError::Malformed(e.to_string()).into()
 }
 
 /// Imports an archive read from `reader` into `ctx`'s namespace; returns the
@@ -121,8 +103,7 @@ fn import_leased(
 ) -> Result<Vec<Image>> {
     let mut archive = tar::Archive::new(reader);
     let mut small: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut files: HashMap<String, Stored> = HashMap::new();
-    let mut links: HashMap<String, String> = HashMap::new();
+    let mut members = Members::default();
     let mut n = 0usize;
     for entry in archive.entries().map_err(malformed)? {
         let mut entry = entry.map_err(malformed)?;
@@ -131,40 +112,21 @@ fn import_leased(
             .map_err(malformed)?
             .to_string_lossy()
             .to_string();
-        let path = clean_path(&raw);
+        let path = rules::clean_path(&raw);
         let et = entry.header().entry_type();
         if et.is_symlink() || et.is_hard_link() {
             // docker save links duplicate layers to one copy.
             if let Some(target) = entry.link_name().map_err(malformed)? {
-                let target = target.to_string_lossy().to_string();
-                let resolved = if et.is_symlink() {
-                    resolve_relative(&path, &target)
-                } else {
-                    clean_path(&target)
-                };
-                links.insert(path, resolved);
+                members.add_link(path, &target.to_string_lossy(), et.is_symlink());
             }
             continue;
         }
         if !et.is_file() {
             continue;
         }
-        match path.as_str() {
-            "index.json" | "manifest.json" | "oci-layout" | "repositories" => {
-                let mut buf = Vec::new();
-                (&mut entry)
-                    .take(MAX_METADATA + 1)
-                    .read_to_end(&mut buf)
-                    .map_err(malformed)?;
-                if buf.len() as u64 > MAX_METADATA {
-                    return Err(Error::invalid(format!(
-                        "{path} in the archive is larger than {MAX_METADATA} bytes"
-                    )));
-                }
-                small.insert(path, buf);
-                continue;
-            }
-            _ => {}
+        if rules::is_metadata(&path) {
+            small.insert(path.clone(), rules::read_metadata(&mut entry, &path)?);
+            continue;
         }
         let expected = match path.strip_prefix("blobs/sha256/") {
             Some(hex) => Some(Digest::parse(&format!("sha256:{hex}")).map_err(|_| {
@@ -214,41 +176,26 @@ fn import_leased(
             }
         };
         progress("saved", &path);
-        files.insert(
+        members.add_file(
             path,
-            Stored {
-                digest,
+            Blob {
+                digest: digest.to_string(),
                 size,
                 magic,
             },
         );
     }
-    let lookup = |p: &str| -> Option<Stored> {
-        let mut p = clean_path(p);
-        for _ in 0..8 {
-            if let Some(s) = files.get(&p) {
-                return Some(s.clone());
-            }
-            p = links.get(&p)?.clone();
-        }
-        None
-    };
 
     let mut images: Vec<Image> = Vec::new();
     if let Some(index) = small.get("index.json") {
         images.extend(oci_images(core, ctx, index, opts)?);
     } else if let Some(manifest) = small.get("manifest.json") {
-        images.extend(docker_images(core, ctx, manifest, &lookup, opts)?);
+        images.extend(docker_images(core, ctx, manifest, &members, opts)?);
     } else {
-        return Err(Error::invalid(
-            "not an OCI image layout or docker-archive: the archive has neither index.json nor manifest.json",
-        ));
+        return Err(ArchiveError::NotAnArchive.into());
     }
     if images.is_empty() {
-        return Err(Error::invalid(match &opts.base_name {
-            Some(b) => format!("the archive holds no image named under {b:?}"),
-            None => "the archive names no image: give a base name (--base-name) or ask for digest names (--digests)".to_string(),
-        }));
+        return Err(ArchiveError::no_image(opts.base_name.as_deref()).into());
     }
     // Unpack first, while the import lease holds everything: a failure
     // then leaves no image behind.
@@ -278,24 +225,6 @@ fn import_leased(
     Ok(out)
 }
 
-fn resolve_relative(path: &str, target: &str) -> String {
-    if let Some(abs) = target.strip_prefix('/') {
-        return clean_path(abs);
-    }
-    let mut parts: Vec<&str> = path.split('/').collect();
-    parts.pop();
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    parts.join("/")
-}
-
 #[derive(Deserialize)]
 struct LayoutIndex {
     #[serde(default)]
@@ -314,10 +243,6 @@ struct LayoutDescriptor {
     platform: Option<serde_json::Value>,
 }
 
-fn is_bare_tag(s: &str) -> bool {
-    !s.is_empty() && !s.contains('/') && !s.contains(':') && !s.contains('@')
-}
-
 fn oci_images(
     core: &Arc<Core>,
     ctx: &Ctx,
@@ -327,7 +252,7 @@ fn oci_images(
     let index: LayoutIndex = serde_json::from_slice(index_json)
         .map_err(|e| Error::invalid(format!("index.json in the archive is malformed: {e}")))?;
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
-    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let naming = NameRules::new(opts.base_name.clone(), opts.digests);
     let mut out = Vec::new();
     let mut checked = HashSet::new();
     for m in &index.manifests {
@@ -338,38 +263,11 @@ fn oci_images(
             annotations: HashMap::new(),
         };
         Digest::parse(&desc.digest).map_err(|e| e.context("index.json"))?;
-        let full = m.annotations.get(ANNOTATION_IMAGE_NAME);
-        let refname = m.annotations.get(ANNOTATION_REF_NAME);
-        let mut names = Vec::new();
-        match &opts.base_name {
-            Some(base) => {
-                if let Some(r) = refname.filter(|r| is_bare_tag(r)) {
-                    names.push(format!("{base}:{r}"));
-                } else if let Some(f) = full.or(refname).filter(|f| f.starts_with(base.as_str())) {
-                    names.push(f.clone());
-                }
-            }
-            None => {
-                if let Some(f) = full {
-                    names.push(f.clone());
-                } else if let Some(r) = refname {
-                    if is_bare_tag(r) {
-                        names.push(format!("import-{date}:{r}"));
-                    } else {
-                        names.push(Reference::parse(r).map_err(Error::invalid)?.to_string());
-                    }
-                }
-            }
-        }
-        if opts.digests {
-            let base = names
-                .first()
-                .and_then(|n| Reference::parse(n).ok())
-                .map(|r| r.repository())
-                .or_else(|| opts.base_name.clone())
-                .unwrap_or_else(|| format!("import-{date}"));
-            names.push(format!("{base}@{}", desc.digest));
-        }
+        let names = naming.oci(
+            m.annotations.get(ANNOTATION_IMAGE_NAME).map(String::as_str),
+            m.annotations.get(ANNOTATION_REF_NAME).map(String::as_str),
+            &desc.digest,
+        )?;
         if names.is_empty() {
             continue;
         }
@@ -461,9 +359,11 @@ fn ensure_complete(
     let digest = Digest::parse(&desc.digest)?;
     let data = core.content.read_all(&ctx.ns, &digest).map_err(|e| {
         if e.is_not_found() {
-            Error::invalid(format!(
-                "the archive is missing blob {digest} ({what}): it is referenced but not included"
-            ))
+            ArchiveError::MissingBlob {
+                digest: digest.to_string(),
+                what: what.to_string(),
+            }
+            .into()
         } else {
             e
         }
@@ -481,10 +381,12 @@ fn ensure_complete(
                     .iter()
                     .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
                     .collect();
-                return Err(Error::not_found(format!(
-                    "index {digest} has no manifest for platform {platform} (it has: {})",
-                    have.join(", ")
-                )));
+                return Err(ArchiveError::NoManifestForPlatform {
+                    index: digest.to_string(),
+                    platform: platform.to_string(),
+                    have,
+                }
+                .into());
             }
             for c in children {
                 if chosen.iter().any(|k| k.desc.digest == c.desc.digest) {
@@ -512,9 +414,11 @@ fn ensure_complete(
             for (d, role) in need {
                 let dg = Digest::parse(&d.digest)?;
                 if core.content.info(&ctx.ns, &dg).is_err() {
-                    return Err(Error::invalid(format!(
-                        "the archive is missing blob {dg} ({role} of manifest {digest}): it is referenced but not included"
-                    )));
+                    return Err(ArchiveError::MissingBlob {
+                        digest: dg.to_string(),
+                        what: format!("{role} of manifest {digest}"),
+                    }
+                    .into());
                 }
             }
         }
@@ -536,46 +440,16 @@ fn docker_images(
     core: &Arc<Core>,
     ctx: &Ctx,
     manifest_json: &[u8],
-    lookup: &dyn Fn(&str) -> Option<Stored>,
+    members: &Members,
     opts: &ImportOptions,
 ) -> Result<Vec<Image>> {
     let entries: Vec<DockerEntry> = serde_json::from_slice(manifest_json)
         .map_err(|e| Error::invalid(format!("docker-archive: manifest.json is malformed: {e}")))?;
-    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let naming = NameRules::new(opts.base_name.clone(), opts.digests);
     let mut out = Vec::new();
     for e in entries {
-        let config = lookup(&e.config).ok_or_else(|| {
-            Error::invalid(format!(
-                "docker-archive: config {:?} named in manifest.json is not in the archive",
-                e.config
-            ))
-        })?;
-        let mut layers = Vec::new();
-        for l in &e.layers {
-            let s = lookup(l).ok_or_else(|| {
-                Error::invalid(format!(
-                    "docker-archive: layer {l:?} named in manifest.json is not in the archive"
-                ))
-            })?;
-            let mt = match s.magic {
-                [0x1f, 0x8b, ..] => media::DOCKER_LAYER_GZIP,
-                [0x28, 0xb5, 0x2f, 0xfd] => media::OCI_LAYER_ZSTD,
-                _ => media::DOCKER_LAYER,
-            };
-            layers.push(serde_json::json!({
-                "mediaType": mt, "size": s.size, "digest": s.digest.as_str(),
-            }));
-        }
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": media::DOCKER_MANIFEST,
-            "config": {
-                "mediaType": media::DOCKER_CONFIG,
-                "size": config.size,
-                "digest": config.digest.as_str(),
-            },
-            "layers": layers,
-        });
+        let manifest =
+            rules::docker_manifest(members, &e.config, e.layers.iter().map(String::as_str))?;
         let bytes =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
         let digest = Digest::of(&bytes);
@@ -593,29 +467,8 @@ fn docker_images(
             size: bytes.len() as i64,
             annotations: HashMap::new(),
         };
-        let mut names = Vec::new();
-        for t in e.repo_tags.unwrap_or_default() {
-            names.push(
-                Reference::parse(&t)
-                    .map_err(|m| Error::invalid(format!("docker-archive: RepoTags: {m}")))?
-                    .to_string(),
-            );
-        }
-        if opts.digests || names.is_empty() {
-            let base = names
-                .first()
-                .and_then(|n| Reference::parse(n).ok())
-                .map(|r| r.repository())
-                .or_else(|| opts.base_name.clone())
-                .unwrap_or_else(|| format!("import-{date}"));
-            names.push(format!("{base}@{digest}"));
-        }
-        for name in names {
-            if let Some(b) = &opts.base_name
-                && !name.starts_with(b.as_str())
-            {
-                continue;
-            }
+        let tags = e.repo_tags.iter().flatten().map(String::as_str);
+        for name in naming.docker(tags, digest.as_str())? {
             out.push(Image {
                 name,
                 record: ImageRecord {
@@ -673,10 +526,8 @@ pub fn export(
         .map_err(|e| e.context(format!("export {}", img.name)))?;
         let mut annotations =
             HashMap::from([(ANNOTATION_IMAGE_NAME.to_string(), img.name.clone())]);
-        if let Ok(r) = Reference::parse(&img.name)
-            && let Some(tag) = &r.tag
-        {
-            annotations.insert(ANNOTATION_REF_NAME.to_string(), tag.clone());
+        if let Some(tag) = rules::ref_name(&img.name) {
+            annotations.insert(ANNOTATION_REF_NAME.to_string(), tag);
         }
         index.push(LayoutDescriptor {
             media_type: t.media_type.clone(),
@@ -687,14 +538,11 @@ pub fn export(
         });
         if let [(config, layers)] = manifests.as_slice() {
             docker.push(DockerEntry {
-                config: format!("blobs/sha256/{}", config.hex()),
-                repo_tags: Reference::parse(&img.name)
-                    .ok()
-                    .filter(|r| r.tag.is_some())
-                    .map(|r| vec![r.familiar()]),
+                config: rules::blob_path(config.as_str()),
+                repo_tags: rules::repo_tags(&img.name),
                 layers: layers
                     .iter()
-                    .map(|l| format!("blobs/sha256/{}", l.hex()))
+                    .map(|l| rules::blob_path(l.as_str()))
                     .collect(),
             });
         }
@@ -721,7 +569,7 @@ pub fn export(
         tar.append_data(&mut dir.clone(), d, std::io::empty())
             .map_err(|e| io_err("export: write directory", e))?;
     }
-    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    let layout = rules::OCI_LAYOUT;
     add(
         &mut tar,
         "oci-layout",
@@ -730,12 +578,7 @@ pub fn export(
     )?;
     for d in &order {
         let (mut f, size) = core.content.open_blob(ns, d)?;
-        add(
-            &mut tar,
-            &format!("blobs/sha256/{}", d.hex()),
-            size as u64,
-            &mut f,
-        )?;
+        add(&mut tar, &rules::blob_path(d.as_str()), size as u64, &mut f)?;
     }
     let index_json = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -818,19 +661,4 @@ fn collect(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_links() {
-        assert_eq!(
-            resolve_relative("b/layer.tar", "../a/layer.tar"),
-            "a/layer.tar"
-        );
-        assert_eq!(resolve_relative("x", "/y/z"), "y/z");
-        assert!(is_bare_tag("latest") && !is_bare_tag("a/b") && !is_bare_tag("a:b"));
-    }
 }

@@ -121,6 +121,16 @@ internal_from! {
     serde_json::Error => "metadata record",
 }
 
+impl From<berth_proto::archive::ArchiveError> for Error {
+    fn from(e: berth_proto::archive::ArchiveError) -> Self {
+        if e.is_not_found() {
+            Error::not_found(e.to_string())
+        } else {
+            Error::invalid(e.to_string())
+        }
+    }
+}
+
 impl From<berth_proto::filters::ParseError> for Error {
     fn from(e: berth_proto::filters::ParseError) -> Self {
         Error::invalid(e.to_string())

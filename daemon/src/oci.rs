@@ -8,26 +8,23 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 
 /// Media types the daemon recognises.
 pub mod media {
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    // Those an image archive is written with are defined with its rules.
+    pub use berth_proto::archive::media::{
+        DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_INDEX, OCI_LAYER_ZSTD,
+    };
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
     pub const DOCKER_SCHEMA1_SIGNED: &str =
         "application/vnd.docker.distribution.manifest.v1+prettyjws";
 }
 
-/// Annotation naming an image fully (containerd's export writes it).
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-/// OCI annotation naming a tag (or full reference) in an image layout.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Annotations naming an image fully (containerd's export writes it) and a
+/// tag (or full reference) in an image layout.
+pub use berth_proto::archive::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 
 /// True for index (manifest list) media types.
 pub fn is_index(mt: &str) -> bool {

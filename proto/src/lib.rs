@@ -6,9 +6,12 @@
 //! * [`ttrpc`]: a small ttrpc implementation (framing, client, server).
 //! * [`errdefs`]: the one place error kinds meet gRPC status codes.
 //! * [`filters`]: containerd's list-filter language.
+//! * [`archive`]: the image-archive rules berthd and berthctl share (names,
+//!   docker-archive conversion).
 //! * [`typeurl`]: packing messages into `Any` with the type URLs containerd's
 //!   clients decode.
 
+pub mod archive;
 pub mod client;
 pub mod errdefs;
 pub mod fieldpath;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running containerd; stopped with SIGTERM on drop.
 pub struct Containerd {
@@ -38,15 +38,10 @@ impl Containerd {
             cmd.env("PATH", p);
         }
         let child = cmd.spawn().expect("spawn containerd");
-        let c = Containerd { dir, sock, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&c.sock).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not start:\n{}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let mut c = Containerd { dir, sock, child };
+        let limit = Duration::from_secs(30);
+        if let Err(e) = crate::wait_listening("containerd", &c.sock, limit, &mut c.child) {
+            panic!("{e}:\n{}", c.log());
         }
         c
     }
@@ -62,18 +57,7 @@ impl Containerd {
     /// `berthctl` against this containerd, its FIFOs and logs under the
     /// temp directory (as [`crate::Daemon::berthctl_command`] does).
     pub fn berthctl_command(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(crate::bin("berthctl"));
-        c.arg("--address")
-            .arg(&self.sock)
-            .arg("--namespace")
-            .arg(ns)
-            .args(args)
-            .env_remove("BERTH_ADDRESS")
-            .env_remove("BERTH_NAMESPACE")
-            .env_remove("BERTH_SNAPSHOTTER")
-            .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
-            .env("BERTH_LOG_DIR", self.dir.path().join("logs"));
-        c
+        crate::berthctl_at(&self.sock, self.dir.path(), ns, args)
     }
 
     /// Runs `berthctl` against this containerd.
@@ -86,18 +70,6 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::terminate(&mut self.child, Duration::from_secs(10));
     }
 }

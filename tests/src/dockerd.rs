@@ -10,7 +10,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The docker CLI that matches Debian's dockerd. `/usr/local/bin/docker`
 /// on some machines is an unrelated newer client that shadows it on PATH.
@@ -102,17 +102,9 @@ impl Dockerd {
             child: Some(child),
         };
         // dockerd listens only once it has initialised (containerd reached).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::os::unix::net::UnixStream::connect(&d.sock).is_err() {
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("dockerd exited during start ({st}):\n{}", d.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd did not listen within 60s:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let child = d.child.as_mut().expect("just spawned");
+        if let Err(e) = crate::wait_listening("dockerd", &d.sock, Duration::from_secs(60), child) {
+            panic!("{e}:\n{}", d.log());
         }
         d
     }
@@ -155,7 +147,7 @@ impl Dockerd {
     /// Like [`docker`](Self::docker), with `input` as its stdin.
     pub fn docker_with_input(&self, args: &[&str], input: &[u8]) -> Output {
         let limit = Duration::from_secs(60);
-        output_within(self.docker_command(args), input, limit).unwrap_or_else(|| {
+        crate::output_within(self.docker_command(args), input, limit).unwrap_or_else(|| {
             panic!(
                 "docker {args:?} did not finish within {limit:?}; dockerd's log:\n{}",
                 self.log()
@@ -167,21 +159,10 @@ impl Dockerd {
         let Some(mut c) = self.child.take() else {
             return;
         };
-        // SAFETY: signalling our own child by pid.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
         // Its own shutdown stops containers within shutdown-timeout (2s).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if crate::terminate(&mut c, Duration::from_secs(20)).is_none() {
+            eprintln!("dockerd ignored SIGTERM for 20s; killed it");
         }
-        eprintln!("dockerd ignored SIGTERM for 20s; killing it");
-        let _ = c.kill();
-        let _ = c.wait();
     }
 
     /// Deletes what a dockerd that died uncleanly left in berthd (a clean
@@ -267,51 +248,6 @@ impl Dockerd {
             }
         }
     }
-}
-
-/// Runs `cmd` with `input` on its stdin and collects its output, or kills
-/// it and answers None when it runs longer than `limit`.
-pub fn output_within(mut cmd: Command, input: &[u8], limit: Duration) -> Option<Output> {
-    use std::io::{Read, Write};
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    // Feed and drain on threads: a full pipe must not stall the deadline.
-    let feed = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = feed.join();
-    Some(Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
 }
 
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -224,21 +224,10 @@ impl Daemon {
             .spawn()
             .expect("spawn berthd");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&self.sock).is_ok() {
-                return;
-            }
-            if let Some(st) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("berthd exited during start ({st}):\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = self.child.as_mut().expect("just spawned");
+        if let Err(e) = wait_listening("berthd", &self.sock, Duration::from_secs(20), child) {
+            panic!("{e}:\n{}", self.log());
         }
-        panic!("berthd did not listen within 20s:\n{}", self.log());
     }
 
     /// Everything the daemon has logged, across restarts.
@@ -269,21 +258,8 @@ impl Daemon {
     /// SIGTERMs the daemon and waits for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        // SAFETY: signalling our own child by pid.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = c.try_wait().expect("wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("berthd ignored SIGTERM for 10s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(&mut c, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("berthd ignored SIGTERM for 10s"))
     }
 
     /// Starts the daemon again on the same directories.
@@ -320,18 +296,7 @@ impl Daemon {
 
     /// berthctl against this daemon, to spawn and talk to while it runs.
     pub fn berthctl_command(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("berthctl"));
-        c.arg("--address")
-            .arg(&self.sock)
-            .arg("--namespace")
-            .arg(ns)
-            .args(args)
-            .env_remove("BERTH_ADDRESS")
-            .env_remove("BERTH_NAMESPACE")
-            .env_remove("BERTH_SNAPSHOTTER")
-            .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
-            .env("BERTH_LOG_DIR", self.dir.path().join("logs"));
-        c
+        berthctl_at(&self.sock, self.dir.path(), ns, args)
     }
 
     /// Imports an image archive into namespace `default` (`extra` flags go
@@ -378,6 +343,109 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// `berthctl` against the API socket `sock` in namespace `ns`, blind to the
+/// caller's `BERTH_*` settings, its FIFOs and logs under `dir`.
+pub fn berthctl_at(sock: &Path, dir: &Path, ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("berthctl"));
+    c.arg("--address")
+        .arg(sock)
+        .arg("--namespace")
+        .arg(ns)
+        .args(args)
+        .env_remove("BERTH_ADDRESS")
+        .env_remove("BERTH_NAMESPACE")
+        .env_remove("BERTH_SNAPSHOTTER")
+        .env("BERTH_FIFO_DIR", dir.join("fifo"))
+        .env("BERTH_LOG_DIR", dir.join("logs"));
+    c
+}
+
+/// Waits until `child` (a daemon called `what`) accepts connections on
+/// `sock`; says why not when it exits first or takes over `limit` (the
+/// caller adds its log; the child is left to the caller's Drop).
+pub fn wait_listening(
+    what: &str,
+    sock: &Path,
+    limit: Duration,
+    child: &mut Child,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("{what} exited during start ({st})"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what} did not listen within {}s", limit.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Stops `child` with SIGTERM and reaps it; one still running after
+/// `grace` is SIGKILLed and reaped, and the answer is None.
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    // SAFETY: signalling our own child by pid, not yet reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Runs `cmd` with `input` on its stdin and collects its output, or kills
+/// it and answers None when it runs longer than `limit`.
+pub fn output_within(mut cmd: Command, input: &[u8], limit: Duration) -> Option<Output> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // Feed and drain on threads: a full pipe must not stall the deadline.
+    let feed = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = feed.join();
+    Some(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// Runs the `openssl` CLI; panics with its output when it fails.

@@ -37,47 +37,26 @@ impl Target<'_> {
 
     /// berthctl with `input` on its stdin.
     fn with_input(&self, args: &[&str], input: &[u8]) -> String {
-        let mut child = (self.berthctl)(self.ns, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn berthctl");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let data = input.to_vec();
-        // Written from a thread: a large input fills the pipe before
-        // berthctl reads it.
-        let writer = std::thread::spawn(move || {
-            let _ = std::io::Write::write_all(&mut stdin, &data);
-        });
-        let pid = child.id();
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let d = done.clone();
-        // A process that never sees EOF would hang the test: end it.
-        let watchdog = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !d.load(std::sync::atomic::Ordering::Relaxed) {
-                if Instant::now() > deadline {
-                    // SAFETY: signalling our own child, not yet reaped.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            false
-        });
-        let out = child.wait_with_output().expect("berthctl output");
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(
-            !watchdog.join().unwrap(),
-            "berthctl {args:?} did not end within 30s (its process never saw EOF?)"
-        );
-        writer.join().unwrap();
+        // A process that never sees EOF would hang the test: it is ended.
+        let limit = Duration::from_secs(30);
+        let out =
+            output_within((self.berthctl)(self.ns, args), input, limit).unwrap_or_else(|| {
+                panic!("berthctl {args:?} did not end within 30s (its process never saw EOF?)")
+            });
         ok(&format!("berthctl {args:?} with input"), out)
     }
 
     fn tasks(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["--format", "json", "tasks", "ls"])).expect("tasks json")
+    }
+
+    /// Task `id` as `tasks ls` lists it.
+    fn task(&self, id: &str) -> serde_json::Value {
+        let tasks = self.tasks();
+        let found = tasks.as_array().unwrap().iter().find(|x| x["id"] == id);
+        found
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} listed: {tasks}"))
     }
 }
 
@@ -321,14 +300,8 @@ fn scenario(t: &Target) {
         ]),
         "d1\n"
     );
-    let tasks = t.tasks();
-    let d1 = tasks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == "d1")
-        .unwrap_or_else(|| panic!("d1 listed: {tasks}"));
-    assert_eq!(d1["status"], "RUNNING", "{tasks}");
+    let d1 = t.task("d1");
+    assert_eq!(d1["status"], "RUNNING", "{d1}");
     assert!(d1["pid"].as_u64().unwrap() > 1);
     assert_eq!(lines(&t.ok(&["tasks", "ls", "-q"])), ["d1"]);
     let ex = t.run(
@@ -353,18 +326,12 @@ fn scenario(t: &Target) {
     t.ok(&["tasks", "kill", "-s", "SIGKILL", "d1"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let tasks = t.tasks();
-        let d1 = tasks
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["id"] == "d1")
-            .unwrap_or_else(|| panic!("d1 listed: {tasks}"));
+        let d1 = t.task("d1");
         if d1["status"] == "STOPPED" {
-            assert_eq!(d1["exit_status"], 137, "{tasks}");
+            assert_eq!(d1["exit_status"], 137, "{d1}");
             break;
         }
-        assert!(Instant::now() < deadline, "d1 did not stop: {tasks}");
+        assert!(Instant::now() < deadline, "d1 did not stop: {d1}");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(t.ok(&["tasks", "rm", "d1"]), "d1 (exit status 137)\n");
