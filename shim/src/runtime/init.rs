@@ -202,22 +202,40 @@ fn intermediate_inner(
         }
     }
     nix::sched::unshare(new).map_err(|e| Error::sys("create namespaces", e))?;
-    // SAFETY: this process is single-threaded (a fork of the shim).
-    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork the container init", e))? {
+    if fork_reporting_pid(sock, "fork the container init")? {
+        let code = match init_main(spec, rootfs, io, joins, sock) {
+            Ok(never) => match never {},
+            Err(e) => {
+                send(sock, &format!("e{e}"));
+                1
+            }
+        };
+        // SAFETY: leaving the forked child without running destructors twice.
+        unsafe { libc::_exit(code) }
+    }
+    Ok(())
+}
+
+/// Forks (the caller is single-threaded); the parent sends `p<child pid>`
+/// over `sock` and only then lets the child run on, so the shim always
+/// reads the pid first, whatever the child sends next (`r`, `m`, `e…`).
+/// True in the child.
+fn fork_reporting_pid(sock: &OwnedFd, what: &str) -> Result<bool> {
+    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("create pipe", e))?;
+    // SAFETY: the caller is single-threaded (a fork of the shim).
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys(what, e))? {
         nix::unistd::ForkResult::Child => {
-            let code = match init_main(spec, rootfs, io, joins, sock) {
-                Ok(never) => match never {},
-                Err(e) => {
-                    send(sock, &format!("e{e}"));
-                    1
-                }
-            };
-            // SAFETY: leaving the forked child without running destructors twice.
-            unsafe { libc::_exit(code) }
+            drop(gate_w);
+            // Returns at EOF: when the parent has sent the pid and closed its end.
+            let _ = nix::unistd::read(&gate_r, &mut [0u8; 1]);
+            Ok(true)
         }
         nix::unistd::ForkResult::Parent { child } => {
+            drop(gate_r);
             send(sock, &format!("p{child}"));
-            Ok(())
+            drop(gate_w);
+            Ok(false)
         }
     }
 }
@@ -1010,24 +1028,18 @@ pub fn exec_intermediate(
             nix::sched::setns(f, flag)
                 .map_err(|e| Error::sys(format!("join the container's {name} namespace"), e))?;
         }
-        // SAFETY: single-threaded child.
-        match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork exec process", e))? {
-            nix::unistd::ForkResult::Child => {
-                let e = (|| -> Result<std::convert::Infallible> {
-                    setup_stdio(&io, &sock, Some(process))?;
-                    let p = prepare_process(process)?;
-                    Err(exec(&p))
-                })();
-                let Err(e) = e;
-                send(&sock, &format!("e{e}"));
-                // SAFETY: leave the forked child.
-                unsafe { libc::_exit(1) }
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                send(&sock, &format!("p{child}"));
-                Ok(())
-            }
+        if fork_reporting_pid(&sock, "fork exec process")? {
+            let e = (|| -> Result<std::convert::Infallible> {
+                setup_stdio(&io, &sock, Some(process))?;
+                let p = prepare_process(process)?;
+                Err(exec(&p))
+            })();
+            let Err(e) = e;
+            send(&sock, &format!("e{e}"));
+            // SAFETY: leave the forked child.
+            unsafe { libc::_exit(1) }
         }
+        Ok(())
     })();
     match r {
         Ok(()) => 0,
