@@ -211,7 +211,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
         eprintln!("cleanup of {}: {e}", flags.id);
     }
     let rootfs = bundle.join("rootfs");
-    let _ = berth_snapshotter::mount::unmount(&rootfs);
+    let _ = berth_mount::unmount(&rootfs);
     if !flags.address.is_empty() && !flags.namespace.is_empty() {
         let _ = std::fs::remove_file(socket_path(&flags.address, &flags.namespace, &flags.id));
     }

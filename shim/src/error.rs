@@ -90,8 +90,13 @@ impl From<Error> for berth_proto::ttrpc::Status {
     }
 }
 
-impl From<berth_snapshotter::Error> for Error {
-    fn from(e: berth_snapshotter::Error) -> Self {
-        Error::new(e.kind(), e.message())
+impl From<berth_mount::Error> for Error {
+    fn from(e: berth_mount::Error) -> Self {
+        match e {
+            berth_mount::Error::Sys { what, errno } => Error::sys(what, errno),
+            berth_mount::Error::Invalid(m) => Error::invalid(m),
+            berth_mount::Error::Unsupported(m) => Error::unimplemented(m),
+            berth_mount::Error::Internal(m) => Error::internal(m),
+        }
     }
 }

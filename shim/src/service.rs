@@ -303,16 +303,16 @@ impl Shim {
         } else {
             let dir = bundle.join("rootfs");
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create rootfs directory", e))?;
-            let mounts: Vec<berth_snapshotter::Mount> =
+            let mounts: Vec<berth_mount::Mount> =
                 req.rootfs.iter().cloned().map(Into::into).collect();
-            berth_snapshotter::mount::mount_all(&mounts, &dir)
+            berth_mount::mount_all(&mounts, &dir)
                 .map_err(|e| Error::from(e).context("mount rootfs"))?;
             self.lock().rootfs = Some(dir.clone());
             dir
         };
         let undo = |this: &Arc<Self>| {
             if let Some(r) = this.lock().rootfs.take() {
-                let _ = berth_snapshotter::mount::unmount(&r);
+                let _ = berth_mount::unmount(&r);
             }
         };
         let (child_io, shim_io) =
@@ -520,8 +520,7 @@ impl Shim {
             g.rootfs.take()
         };
         if let Some(r) = rootfs {
-            berth_snapshotter::mount::unmount(&r)
-                .map_err(|e| Error::from(e).context("unmount rootfs"))?;
+            berth_mount::unmount(&r).map_err(|e| Error::from(e).context("unmount rootfs"))?;
         }
         let exit = self
             .lock()

@@ -593,68 +593,6 @@ pub fn secure_join(root: &Path, path: &Path) -> PathBuf {
     out
 }
 
-fn mount_flags(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
-    let mut flags = MsFlags::empty();
-    let mut prop = MsFlags::empty();
-    let mut data = Vec::new();
-    for o in options {
-        let (set, clear, p) = match o.as_str() {
-            "defaults" => (MsFlags::empty(), MsFlags::empty(), MsFlags::empty()),
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
-            "rbind" => (
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                MsFlags::empty(),
-                MsFlags::empty(),
-            ),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty(), MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID, MsFlags::empty()),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty(), MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV, MsFlags::empty()),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty(), MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty(), MsFlags::empty()),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty(), MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty(), MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty(), MsFlags::empty()),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty(), MsFlags::empty()),
-            "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
-            "rprivate" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-            ),
-            "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
-            "rslave" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            ),
-            "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
-            "rshared" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_SHARED | MsFlags::MS_REC,
-            ),
-            "unbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE),
-            "runbindable" => (
-                MsFlags::empty(),
-                MsFlags::empty(),
-                MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-            ),
-            _ => {
-                data.push(o.clone());
-                continue;
-            }
-        };
-        flags |= set;
-        flags &= !clear;
-        prop |= p;
-    }
-    (flags, prop, data)
-}
-
 fn mkdir_p(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p)
         .map_err(|e| Error::io(format!("create mount point {}", p.display()), e))
@@ -663,7 +601,18 @@ fn mkdir_p(p: &Path) -> Result<()> {
 fn mount_one(rootfs: &Path, m: &Mount, cgroups_path: &str) -> Result<()> {
     let dest = secure_join(rootfs, m.destination());
     let opts = m.options().clone().unwrap_or_default();
-    let (flags, prop, data) = mount_flags(&opts);
+    let parsed = berth_mount::parse_options(&opts);
+    let flags = parsed.flags;
+    let data = if parsed.loop_device {
+        // runc has no `loop` (containerd's rootfs mounts do): it reaches
+        // the filesystem as data, in place, as it always did here.
+        opts.iter()
+            .filter(|o| *o == "loop" || !berth_mount::parse_options(&[o]).data.is_empty())
+            .cloned()
+            .collect()
+    } else {
+        parsed.data
+    };
     let typ = m.typ().clone().unwrap_or_else(|| "none".into());
     let src = m
         .source()
@@ -724,8 +673,10 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroups_path: &str) -> Result<()> {
         )
         .map_err(what)?;
     }
-    if !prop.is_empty() {
-        mount(None::<&str>, &dest, None::<&str>, prop, None::<&str>).map_err(what)?;
+    // One call per propagation change, in order, as runc does: mount(2)
+    // takes a single propagation type per call.
+    for p in parsed.propagation {
+        mount(None::<&str>, &dest, None::<&str>, p, None::<&str>).map_err(what)?;
     }
     Ok(())
 }
@@ -1084,12 +1035,6 @@ mod tests {
         assert_eq!(
             rlimit_resource("RlimitNofile").unwrap(),
             libc::RLIMIT_NOFILE
-        );
-        let (f, p, d) = mount_flags(&["ro".into(), "rprivate".into(), "mode=755".into()]);
-        assert!(
-            f.contains(MsFlags::MS_RDONLY)
-                && p.contains(MsFlags::MS_PRIVATE)
-                && d == vec!["mode=755".to_string()]
         );
     }
 }
