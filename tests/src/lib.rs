@@ -97,6 +97,39 @@ pub fn corpus() -> Option<&'static Path> {
     }))
 }
 
+/// Removes the cgroup `rel` (e.g. a namespace's level, `/<ns>`) and what is
+/// below it from every hierarchy, children first. A cgroup that still holds
+/// processes cannot go: that is reported, not hidden.
+pub fn remove_cgroups(rel: &str) {
+    fn dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs(&e.path(), out);
+            }
+        }
+        out.push(dir.to_path_buf());
+    }
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let top = h.path().join(rel.trim_start_matches('/'));
+        if !top.is_dir() {
+            continue;
+        }
+        let mut all = Vec::new();
+        dirs(&top, &mut all);
+        for d in all {
+            if let Err(e) = std::fs::remove_dir(&d) {
+                eprintln!("cannot remove cgroup {}: {e}", d.display());
+            }
+        }
+    }
+}
+
 /// A digest recorded by the fixture script (`manifest`, `config`, `layer`, `index`).
 pub fn fixture_digest(name: &str) -> String {
     let env = std::fs::read_to_string(fixtures().join("digests.env")).expect("digests.env");

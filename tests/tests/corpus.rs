@@ -55,6 +55,24 @@ const IMAGES: &[(&str, &str, &str)] = &[
 /// pinned here so a change on either side is noticed.
 const CONTAINERD_REFUSES: &str = "docker.io/corpus/umoci:latest";
 
+/// The namespaces the tests use, their own: containers' cgroups are
+/// `/<namespace>/<id>`, and the namespace levels go when the test ends.
+const IMPORTED: &str = "corpus";
+const PULLED_BY_CTR: &str = "corpus-ctr";
+const PULLED_BY_BERTHD: &str = "corpus-berthd";
+
+/// Removes a test's namespace cgroup levels when it ends, failed or not
+/// (declared before the daemons, so dropped after them).
+struct CgroupGuard(&'static [&'static str]);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        for ns in self.0 {
+            remove_cgroups(ns);
+        }
+    }
+}
+
 struct Peers {
     ctr: PathBuf,
     containerd: PathBuf,
@@ -140,14 +158,14 @@ fn tree(ctr_bin: &Path, sock: &Path, image: &str, at: &Path) -> BTreeMap<String,
     let at_s = at.to_str().expect("utf-8");
     ok(
         &format!("ctr images mount {image}"),
-        ctr(ctr_bin, sock, "default", &["images", "mount", image, at_s]),
+        ctr(ctr_bin, sock, IMPORTED, &["images", "mount", image, at_s]),
     );
     let guard = Mounted(at.to_path_buf());
     let mut out = BTreeMap::new();
     walk(at, at, &mut out);
     ok(
         "ctr images unmount",
-        ctr(ctr_bin, sock, "default", &["images", "unmount", at_s]),
+        ctr(ctr_bin, sock, IMPORTED, &["images", "unmount", at_s]),
     );
     drop(guard); // nothing left to unmount unless ctr failed
     out
@@ -224,6 +242,7 @@ fn differences(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Ve
 #[test]
 fn corpus_imports_and_runs_like_containerd() {
     let Some(p) = peers() else { return };
+    let _cgroups = CgroupGuard(&[IMPORTED]);
     let d = Daemon::start();
     let c = Containerd::start(&p.containerd, "", None);
     for (i, (file, name, made_by)) in IMAGES.iter().enumerate() {
@@ -233,16 +252,16 @@ fn corpus_imports_and_runs_like_containerd() {
         args.push(archive);
         ok(
             &format!("ctr images import {file} into berthd ({made_by})"),
-            ctr(&p.ctr, &d.sock, "default", &args),
+            ctr(&p.ctr, &d.sock, IMPORTED, &args),
         );
-        let (berth_out, berth_code) = check(&p.ctr, &d.sock, "default", name, &format!("b{i}"));
+        let (berth_out, berth_code) = check(&p.ctr, &d.sock, IMPORTED, name, &format!("b{i}"));
         assert!(
             berth_code == 0 && berth_out.contains("verdict: PASS"),
             "{file} ({made_by}) on berthd: exit {berth_code}\n{berth_out}\n{}",
             d.log()
         );
 
-        let imported = ctr(&p.ctr, &c.sock, "default", &args);
+        let imported = ctr(&p.ctr, &c.sock, IMPORTED, &args);
         if *name == CONTAINERD_REFUSES {
             let err = String::from_utf8_lossy(&imported.stderr);
             assert!(
@@ -256,7 +275,7 @@ fn corpus_imports_and_runs_like_containerd() {
             &format!("ctr images import {file} into containerd"),
             imported,
         );
-        let (ctrd_out, ctrd_code) = check(&p.ctr, &c.sock, "default", name, &format!("c{i}"));
+        let (ctrd_out, ctrd_code) = check(&p.ctr, &c.sock, IMPORTED, name, &format!("c{i}"));
         assert_eq!(
             (berth_code, &berth_out),
             (ctrd_code, &ctrd_out),
@@ -288,6 +307,7 @@ fn corpus_pulls_from_a_registry_like_containerd() {
     };
     let Some(skopeo) = peer("skopeo") else { return };
     let reg = Registry::start(&reg_bin);
+    let _cgroups = CgroupGuard(&[PULLED_BY_CTR, PULLED_BY_BERTHD]);
     let d = Daemon::start();
     let c = Containerd::start(&p.containerd, "", None);
     // skopeo (an independent client) pushes each archive as it is, and
@@ -335,11 +355,11 @@ fn corpus_pulls_from_a_registry_like_containerd() {
             ctr(
                 &p.ctr,
                 &d.sock,
-                "ctr",
+                PULLED_BY_CTR,
                 &["images", "pull", "--plain-http", remote],
             ),
         );
-        let (berth_out, code) = check(&p.ctr, &d.sock, "ctr", remote, &format!("p{i}"));
+        let (berth_out, code) = check(&p.ctr, &d.sock, PULLED_BY_CTR, remote, &format!("p{i}"));
         assert!(
             code == 0 && berth_out.contains("verdict: PASS"),
             "{remote} ({made_by}) pulled by ctr into berthd: exit {code}\n{berth_out}"
@@ -347,9 +367,9 @@ fn corpus_pulls_from_a_registry_like_containerd() {
         // ...and berthd pulls and unpacks by itself (Transfer).
         ok(
             &format!("berthctl pull {remote}"),
-            d.berthctl("bctl", &["images", "pull", remote]),
+            d.berthctl(PULLED_BY_BERTHD, &["images", "pull", remote]),
         );
-        let (out, code) = check(&p.ctr, &d.sock, "bctl", remote, &format!("q{i}"));
+        let (out, code) = check(&p.ctr, &d.sock, PULLED_BY_BERTHD, remote, &format!("q{i}"));
         assert!(
             code == 0 && out.contains("verdict: PASS"),
             "{remote} ({made_by}) pulled by berthd: exit {code}\n{out}"
@@ -358,7 +378,7 @@ fn corpus_pulls_from_a_registry_like_containerd() {
         let pulled = ctr(
             &p.ctr,
             &c.sock,
-            "ctr",
+            PULLED_BY_CTR,
             &["images", "pull", "--plain-http", remote],
         );
         if *refused {
@@ -366,7 +386,7 @@ fn corpus_pulls_from_a_registry_like_containerd() {
             continue;
         }
         ok(&format!("ctr pull {remote} into containerd"), pulled);
-        let (ctrd_out, ctrd_code) = check(&p.ctr, &c.sock, "ctr", remote, &format!("r{i}"));
+        let (ctrd_out, ctrd_code) = check(&p.ctr, &c.sock, PULLED_BY_CTR, remote, &format!("r{i}"));
         assert_eq!(
             (0, &berth_out),
             (ctrd_code, &ctrd_out),
