@@ -14,8 +14,11 @@ use tonic::transport::Channel;
 pub mod bench;
 pub mod containerd;
 pub mod dockerd;
+pub mod guard;
 pub mod registry;
 pub mod token;
+
+pub use guard::remove_cgroups;
 
 /// The workspace's target directory for this profile (where `berthd` is).
 pub fn target_dir() -> PathBuf {
@@ -95,39 +98,6 @@ pub fn corpus() -> Option<&'static Path> {
         assert!(st.success(), "make-corpus.sh failed");
         out
     }))
-}
-
-/// Removes the cgroup `rel` (e.g. a namespace's level, `/<ns>`) and what is
-/// below it from every hierarchy, children first. A cgroup that still holds
-/// processes cannot go: that is reported, not hidden.
-pub fn remove_cgroups(rel: &str) {
-    fn dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs(&e.path(), out);
-            }
-        }
-        out.push(dir.to_path_buf());
-    }
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for h in hierarchies.flatten() {
-        let top = h.path().join(rel.trim_start_matches('/'));
-        if !top.is_dir() {
-            continue;
-        }
-        let mut all = Vec::new();
-        dirs(&top, &mut all);
-        for d in all {
-            if let Err(e) = std::fs::remove_dir(&d) {
-                eprintln!("cannot remove cgroup {}: {e}", d.display());
-            }
-        }
-    }
 }
 
 /// A digest recorded by the fixture script (`manifest`, `config`, `layer`, `index`).
@@ -375,6 +345,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // A test that failed midway leaves shims (they outlive berthd by
+        // design), their containers and mounts behind.
+        guard::after_daemon(&self.sock, self.dir.path());
     }
 }
 

@@ -868,3 +868,50 @@ async fn close_io_loses_nothing_the_client_wrote() {
     .await
     .unwrap();
 }
+
+/// The harness's guard: a test that fails with a container running (its
+/// shim outlives berthd by design) leaves no shim, container, mount or
+/// cgroup behind once its daemon is dropped.
+#[test]
+fn a_dropped_test_daemon_leaves_nothing_running() {
+    let Some(ctr_bin) = peer("ctr") else { return };
+    if !require_root("running containers") {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    ok(
+        "ctr run -d",
+        d.ctr(
+            &ctr_bin,
+            "default",
+            &[
+                "run",
+                "-d",
+                "docker.io/library/busybox:latest",
+                "left",
+                "sleep",
+                "600",
+            ],
+        ),
+    );
+    let dir = d.dir.path().to_path_buf();
+    let bundle = d.state().join("io.containerd.runtime.v2.task/default/left");
+    let init: i32 = std::fs::read_to_string(bundle.join("init.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let shims_before = shim_processes();
+    drop(d); // as a panicking test would
+    assert!(
+        !std::path::Path::new(&format!("/proc/{init}/exe")).exists(),
+        "the container's init {init} still runs"
+    );
+    assert_eq!(shim_processes(), shims_before - 1, "the shim still runs");
+    no_mounts_under(&dir);
+    assert!(
+        !std::path::Path::new("/sys/fs/cgroup/memory/default/left").exists(),
+        "the container's cgroup is still there"
+    );
+}
