@@ -299,7 +299,8 @@ async fn ingest(
         .next()
         .await
         .ok_or_else(|| CtlError("the daemon closed the upload".into()))??;
-    let mut offset = stat.offset.clamp(0, data.len() as i64) as usize;
+    // A negative offset restarts; one past the end (or past usize) resumes at the end.
+    let mut offset = usize::try_from(stat.offset.max(0)).map_or(data.len(), |o| o.min(data.len()));
     if offset > 0 {
         eprintln!("resuming {reference} at offset {offset}");
     }

@@ -190,7 +190,15 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
     }
     if let Some(c) = a.cpus {
         let period: u64 = 100_000;
-        resources["cpu"] = json!({"quota": (c * period as f64) as i64, "period": period});
+        let quota = (c * period as f64).round();
+        // Bounds checked so the cast below neither saturates nor wraps.
+        if !(quota >= 1.0 && quota < i64::MAX as f64) {
+            bail!("--cpus {c} is out of range");
+        }
+        // In 1..i64::MAX and integral: checked above.
+        #[allow(clippy::cast_possible_truncation)]
+        let quota = quota as i64;
+        resources["cpu"] = json!({"quota": quota, "period": period});
     }
     if let Some(p) = a.pids_limit {
         resources["pids"] = json!({"limit": p});

@@ -214,7 +214,8 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
                     _ => return Ok::<_, anyhow::Error>(()),
                 }
             }
-            let want = (credit as usize).min(MAX_DATA);
+            // credit > 0 here; beyond usize it is just "as much as fits".
+            let want = usize::try_from(credit).map_or(MAX_DATA, |c| c.min(MAX_DATA));
             let n = tokio::task::block_in_place(|| reader.read(&mut buf[..want]))
                 .context("read archive")?;
             if n == 0 {

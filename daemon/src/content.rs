@@ -284,7 +284,7 @@ impl ContentStore {
     /// Reads a whole blob (for small ones: manifests, configs, indexes).
     pub fn read_all(&self, ns: &str, digest: &Digest) -> Result<Vec<u8>> {
         let (mut f, size) = self.open_blob(ns, digest)?;
-        let mut buf = Vec::with_capacity(size.max(0) as usize);
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         f.read_to_end(&mut buf)
             .map_err(|e| io_err(format!("read content {digest}"), e))?;
         Ok(buf)
@@ -307,7 +307,10 @@ impl ContentStore {
                 m.modified()
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(rec.started_at, |d| d.as_nanos() as i64),
+                    // Saturates past 2262.
+                    .map_or(rec.started_at, |d| {
+                        i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+                    }),
             ),
             Err(_) => (0, rec.started_at),
         };

@@ -87,7 +87,12 @@ impl From<berth_proto::types::Mount> for Mount {
 fn data_limit() -> usize {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    (if page > 0 { page as usize } else { 4096 }) - 512
+    // -1 (unknown) falls back to the smallest page size.
+    usize::try_from(page)
+        .ok()
+        .filter(|p| *p > 0)
+        .unwrap_or(4096)
+        - 512
 }
 
 /// Mounts every mount onto `target`, in order, with containerd's semantics:

@@ -534,7 +534,7 @@ mod tests {
         );
         assert_eq!(repo_tags(&format!("busybox@{D}")), None);
         assert_eq!(blob_path(D), format!("blobs/sha256/{}", &D[7..]));
-        let big = vec![b' '; MAX_METADATA as usize + 1];
+        let big = vec![b' '; usize::try_from(MAX_METADATA).unwrap() + 1];
         assert!(matches!(
             read_metadata(&mut big.as_slice(), "index.json"),
             Err(ArchiveError::MetadataTooLarge(p)) if p == "index.json"

@@ -138,8 +138,11 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
             ),
         ));
     }
+    // At most MAX_MESSAGE (4 MiB): checked above.
+    #[allow(clippy::cast_possible_truncation)]
+    let length = payload.len() as u32;
     let header = Header {
-        length: payload.len() as u32,
+        length,
         stream_id,
         kind,
         flags: 0,
@@ -487,7 +490,10 @@ impl Client {
             service: service.to_string(),
             method: method.to_string(),
             payload: req.encode_to_vec(),
-            timeout_nano: ctx.timeout.map_or(0, |t| t.as_nanos() as i64),
+            // Saturates: a timeout past 2262 is no timeout in practice.
+            timeout_nano: ctx
+                .timeout
+                .map_or(0, |t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX)),
             metadata: ctx
                 .metadata
                 .iter()
@@ -578,7 +584,8 @@ mod tests {
     async fn reads_a_hand_made_request_frame() {
         // Request{service:"s", method:"m", payload:[0x08,0x01]} encoded by hand.
         let body: Vec<u8> = vec![0x0a, 1, b's', 0x12, 1, b'm', 0x1a, 2, 0x08, 0x01];
-        let mut wire = vec![0, 0, 0, body.len() as u8, 0, 0, 0, 3, 1, 0];
+        let len = u8::try_from(body.len()).unwrap();
+        let mut wire = vec![0, 0, 0, len, 0, 0, 0, 3, 1, 0];
         wire.extend_from_slice(&body);
         let mut r = wire.as_slice();
         let f = read_frame(&mut r).await.unwrap().unwrap();
@@ -594,7 +601,7 @@ mod tests {
     async fn truncated_and_oversized_frames() {
         let mut r: &[u8] = &[0, 0, 0];
         assert!(read_frame(&mut r).await.is_err());
-        let len = (MAX_MESSAGE + 1) as u32;
+        let len = u32::try_from(MAX_MESSAGE + 1).unwrap();
         let mut wire = len.to_be_bytes().to_vec();
         wire.extend_from_slice(&[0, 0, 0, 1, 1, 0]);
         wire.resize(HEADER_LEN + MAX_MESSAGE + 1, 7);

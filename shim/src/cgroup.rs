@@ -176,7 +176,13 @@ impl Cgroup {
 
     /// Processes in the cgroup.
     pub fn procs(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = self.cg.procs().into_iter().map(|p| p.pid as u32).collect();
+        // A pid is at most pid_max (2^22): one that does not fit is no pid.
+        let mut v: Vec<u32> = self
+            .cg
+            .procs()
+            .into_iter()
+            .filter_map(|p| u32::try_from(p.pid).ok())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v

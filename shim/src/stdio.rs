@@ -290,14 +290,28 @@ pub fn attach_console(shim: &mut ShimIo, master: OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Sets a terminal's window size.
-pub fn resize(console: &AsyncFd<OwnedFd>, width: u32, height: u32) -> Result<()> {
-    let ws = libc::winsize {
-        ws_row: height as u16,
-        ws_col: width as u16,
+/// A terminal window size; the kernel's fields are 16 bits, so a larger
+/// one is refused rather than wrapped to a different size.
+pub fn winsize(width: u64, height: u64) -> Result<libc::winsize> {
+    let dim = |what: &str, v: u64| {
+        u16::try_from(v).map_err(|_| {
+            Error::invalid(format!(
+                "terminal {what} {v} is out of range (at most {})",
+                u16::MAX
+            ))
+        })
+    };
+    Ok(libc::winsize {
+        ws_row: dim("height", height)?,
+        ws_col: dim("width", width)?,
         ws_xpixel: 0,
         ws_ypixel: 0,
-    };
+    })
+}
+
+/// Sets a terminal's window size.
+pub fn resize(console: &AsyncFd<OwnedFd>, width: u32, height: u32) -> Result<()> {
+    let ws = winsize(u64::from(width), u64::from(height))?;
     // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
     let r = unsafe { libc::ioctl(console.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     if r < 0 {
@@ -307,4 +321,22 @@ pub fn resize(console: &AsyncFd<OwnedFd>, width: u32, height: u32) -> Result<()>
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_size_is_refused_not_wrapped() {
+        let ws = winsize(80, 24).unwrap();
+        assert_eq!((ws.ws_col, ws.ws_row), (80, 24));
+        let ws = winsize(65535, 65535).unwrap();
+        assert_eq!((ws.ws_col, ws.ws_row), (u16::MAX, u16::MAX));
+        let e = winsize(65536, 24).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
+        assert!(e.to_string().contains("width 65536"), "{e}");
+        let e = winsize(80, 1 << 32).unwrap_err();
+        assert!(e.to_string().contains("height 4294967296"), "{e}");
+    }
 }

@@ -272,11 +272,14 @@ fn unescape(field: &[u8]) -> Vec<u8> {
             && field[i + 1..i + 4]
                 .iter()
                 .all(|c| (b'0'..=b'7').contains(c))
+            && let Ok(v) = u8::try_from(
+                field[i + 1..i + 4]
+                    .iter()
+                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0')),
+            )
         {
-            let v = field[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-            out.push(v as u8);
+            // Over \377 is no byte escape: kept literally, below.
+            out.push(v);
             i += 4;
         } else {
             out.push(field[i]);

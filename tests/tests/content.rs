@@ -21,7 +21,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x as u8
+            x.to_le_bytes()[0]
         })
         .collect()
 }
@@ -92,7 +92,7 @@ async fn put(
     expected: &str,
 ) -> Result<String, tonic::Status> {
     let (mut up, stat) = Upload::open(ch, ns, reference, data.len() as i64, expected).await?;
-    let mut off = stat.offset as usize;
+    let mut off = usize::try_from(stat.offset).unwrap();
     loop {
         let end = (off + MIB).min(data.len());
         let last = end == data.len();
@@ -146,8 +146,8 @@ async fn read_all(
     while let Some(c) = s.next().await {
         let c = c?;
         assert_eq!(
-            c.offset as usize,
-            offset as usize + out.len(),
+            usize::try_from(c.offset).unwrap(),
+            usize::try_from(offset).unwrap() + out.len(),
             "offsets are contiguous"
         );
         out.extend_from_slice(&c.data);
@@ -178,7 +178,7 @@ async fn sigkill_mid_write_then_resume() {
             .await
             .unwrap();
         acked += MIB;
-        assert_eq!(r.offset as usize, acked);
+        assert_eq!(usize::try_from(r.offset).unwrap(), acked);
     }
     // Crash in the middle of the stream, with more data in flight.
     let _ = up.tx.try_send(WriteContentRequest {
@@ -217,7 +217,8 @@ async fn sigkill_mid_write_then_resume() {
         .status
         .unwrap();
     assert!(
-        st.offset as usize >= acked && st.offset as usize <= blob.len(),
+        usize::try_from(st.offset).unwrap() >= acked
+            && usize::try_from(st.offset).unwrap() <= blob.len(),
         "offset {} acked {acked}",
         st.offset
     );
@@ -240,7 +241,7 @@ async fn sigkill_mid_write_then_resume() {
         .await
         .unwrap();
     assert_eq!(stat.offset, st.offset, "resume offset");
-    let mut off = stat.offset as usize;
+    let mut off = usize::try_from(stat.offset).unwrap();
     // A write at the wrong offset is refused without harm.
     let err = up
         .send(WriteAction::Write, off as i64 + 5, b"x", 0, "")
@@ -275,7 +276,7 @@ async fn sigkill_mid_write_then_resume() {
         }
     }
     let i = info(&ch, "default", &digest).await.unwrap();
-    assert_eq!(i.size as usize, blob.len());
+    assert_eq!(usize::try_from(i.size).unwrap(), blob.len());
     assert_blobs_intact(&d.root());
     assert!(read_all(&ch, "default", &digest, 0, 0).await.unwrap() == blob);
     // The upload is gone once committed.

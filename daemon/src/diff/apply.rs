@@ -68,6 +68,11 @@ fn bad(entry: &OsStr, what: impl std::fmt::Display) -> Error {
     Error::invalid(format!("layer entry {:?}: {what}", entry.to_string_lossy()))
 }
 
+/// A tar uid/gid: 64 bits in the archive, 32 in the kernel.
+fn id32(entry: &OsStr, what: &str, v: u64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| bad(entry, format!("{what} {v} is out of range")))
+}
+
 fn sys(entry: &OsStr, op: &str, e: nix::Error) -> Error {
     let mut err = crate::error::io_err(
         format!("layer entry {:?}: {op}", entry.to_string_lossy()),
@@ -534,8 +539,8 @@ fn apply_entry<R: Read>(
     let header = entry.header();
     // Empty numeric fields read as zero, as other tar readers (Go's) do.
     let mut meta = Meta {
-        uid: header.uid().unwrap_or(0) as u32,
-        gid: header.gid().unwrap_or(0) as u32,
+        uid: id32(&raw, "uid", header.uid().unwrap_or(0))?,
+        gid: id32(&raw, "gid", header.gid().unwrap_or(0))?,
         mode: header.mode().unwrap_or(0o644),
         mtime: header.mtime().unwrap_or(0),
         xattrs: Vec::new(),

@@ -169,9 +169,16 @@ impl<W: Write> Writer<W> {
             };
             let mut h = Self::header(m, kind);
             let rdev = m.rdev();
-            h.set_device_major(nix::sys::stat::major(rdev) as u32)
+            let dev32 = |n: u64| {
+                u32::try_from(n).map_err(|_| {
+                    w(std::io::Error::other(format!(
+                        "device number {n} is out of range"
+                    )))
+                })
+            };
+            h.set_device_major(dev32(nix::sys::stat::major(rdev))?)
                 .map_err(w)?;
-            h.set_device_minor(nix::sys::stat::minor(rdev) as u32)
+            h.set_device_minor(dev32(nix::sys::stat::minor(rdev))?)
                 .map_err(w)?;
             self.tar
                 .append_data(&mut h, rel, std::io::empty())

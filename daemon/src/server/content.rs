@@ -137,7 +137,7 @@ impl Content for ContentService {
             let mut at = offset;
             let end = offset + size;
             while at < end {
-                let want = ((end - at) as usize).min(CHUNK);
+                let want = usize::try_from(end - at).map_or(CHUNK, |n| n.min(CHUNK));
                 let mut buf = vec![0u8; want];
                 if let Err(e) = file.read_exact(&mut buf).await {
                     let _ = tx

@@ -558,7 +558,8 @@ impl std::io::Write for Sender {
                 }
             }
         }
-        let n = data.len().min(MAX_DATA).min(self.remaining as usize);
+        let remaining = usize::try_from(self.remaining.max(0)).unwrap_or(usize::MAX);
+        let n = data.len().min(MAX_DATA).min(remaining);
         let msg = typeurl::pack(&tt::Data {
             data: data[..n].to_vec(),
         });

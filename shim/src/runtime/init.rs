@@ -13,13 +13,15 @@ use crate::{Error, Result};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
-use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Mount, PosixRlimitType, Process, Spec};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 /// Sends one message on the sync socket.
 pub fn send(sock: &OwnedFd, msg: &str) {
+    // Ignored: if the shim is gone there is nobody to tell, and a lost
+    // message reads as EOF on its side, which it reports as a failure.
     let _ = nix::sys::socket::send(
         sock.as_raw_fd(),
         msg.as_bytes(),
@@ -228,6 +230,7 @@ fn fork_reporting_pid(sock: &OwnedFd, what: &str) -> Result<bool> {
         nix::unistd::ForkResult::Child => {
             drop(gate_w);
             // Returns at EOF: when the parent has sent the pid and closed its end.
+            // Any result (EOF or an error) means the parent is done with it.
             let _ = nix::unistd::read(&gate_r, &mut [0u8; 1]);
             Ok(true)
         }
@@ -256,14 +259,15 @@ fn setup_stdio(io: &ChildIo, sock: &OwnedFd, process: Option<&Process>) -> Resul
         // Sized before the program runs (like runc), so it never sees 0x0
         // while the client's first resize is on its way.
         if let Some(sz) = process.and_then(|p| p.console_size()) {
-            let ws = libc::winsize {
-                ws_row: u16::try_from(sz.height()).unwrap_or(u16::MAX),
-                ws_col: u16::try_from(sz.width()).unwrap_or(u16::MAX),
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass.
-            unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            let ws = crate::stdio::winsize(sz.width(), sz.height())?;
+            // SAFETY: TIOCSWINSZ reads a winsize from the pointer we pass,
+            // which outlives the call.
+            if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+                return Err(Error::io(
+                    "set the terminal size",
+                    std::io::Error::last_os_error(),
+                ));
+            }
         }
         // SAFETY: make the terminal our controlling terminal.
         if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
@@ -386,15 +390,15 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
         ));
     }
     for r in p.rlimits().clone().unwrap_or_default() {
-        let res = rlimit_resource(&format!("{:?}", r.typ()))?;
-        // SAFETY: setrlimit with a valid struct.
+        let res = rlimit_resource(r.typ());
         let lim = libc::rlimit {
             rlim_cur: r.soft(),
             rlim_max: r.hard(),
         };
+        // SAFETY: setrlimit reads the rlimit we pass, which outlives the call.
         if unsafe { libc::setrlimit(res, &lim) } < 0 {
             return Err(Error::io(
-                format!("set rlimit {:?}", r.typ()),
+                format!("set rlimit {}", r.typ()),
                 std::io::Error::last_os_error(),
             ));
         }
@@ -412,9 +416,13 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
     if let Some(c) = &caps_spec
         && let Some(bounding) = c.bounding()
     {
-        for cap in caps::all() {
+        // Only what this kernel knows: dropping a capability it does not
+        // know fails, and it could not be held anyway.
+        for cap in caps::runtime::thread_all_supported() {
             if !bounding.iter().any(|b| to_caps(b) == Some(cap)) {
-                let _ = caps::drop(None, caps::CapSet::Bounding, cap);
+                caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| {
+                    Error::internal(format!("drop {cap} from the bounding set: {e}"))
+                })?;
             }
         }
     }
@@ -426,19 +434,13 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
         .into_iter()
         .map(nix::unistd::Gid::from_raw)
         .collect();
-    // SAFETY: plain prctl.
-    unsafe {
-        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
-    }
+    set_keepcaps(true)?;
     nix::unistd::setgroups(&gids).map_err(|e| Error::sys("set supplementary groups", e))?;
     let gid = nix::unistd::Gid::from_raw(user.gid());
     let uid = nix::unistd::Uid::from_raw(user.uid());
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys(format!("set gid {gid}"), e))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys(format!("set uid {uid}"), e))?;
-    // SAFETY: plain prctl.
-    unsafe {
-        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
-    }
+    set_keepcaps(false)?;
     if let Some(c) = &caps_spec {
         let set = |s: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
             s.as_ref()
@@ -459,11 +461,12 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
         caps::set(None, caps::CapSet::Inheritable, &inh)
             .map_err(|e| Error::internal(format!("set inheritable capabilities: {e}")))?;
         for a in amb {
-            let _ = caps::raise(None, caps::CapSet::Ambient, a);
+            caps::raise(None, caps::CapSet::Ambient, a)
+                .map_err(|e| Error::internal(format!("raise ambient capability {a}: {e}")))?;
         }
     }
     if p.no_new_privileges().unwrap_or(false) {
-        // SAFETY: plain prctl.
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes only integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
             return Err(Error::io(
                 "set no_new_privs",
@@ -478,18 +481,58 @@ fn prepare_process(p: &Process) -> Result<Prepared> {
     })
 }
 
-fn exec(p: &Prepared) -> Error {
-    // Nothing but stdio crosses into the container: descriptors the shim
-    // (or whoever started berthd) left open without close-on-exec get it
-    // now, as runc does.
+/// Keeps (or stops keeping) the permitted capabilities across the uid change.
+fn set_keepcaps(on: bool) -> Result<()> {
+    // SAFETY: PR_SET_KEEPCAPS takes only integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on), 0, 0, 0) } < 0 {
+        return Err(Error::io(
+            "set keep-capabilities",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above stderr close-on-exec.
+fn cloexec_from_3() -> Result<()> {
     // SAFETY: close_range only sets flags on this process's descriptors.
-    unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             3u32,
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
-        );
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: one descriptor at a
+    // time, as runc does. Collected first: the listing holds one open.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| Error::io("list open descriptors", e))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only sets a flag; a descriptor that closed since
+        // the listing (the listing's own) fails with EBADF, skipped below.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBADF) {
+                return Err(Error::io(format!("set close-on-exec on fd {fd}"), e));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn exec(p: &Prepared) -> Error {
+    // Nothing but stdio crosses into the container: descriptors the shim
+    // (or whoever started berthd) left open without close-on-exec get it
+    // now, as runc does.
+    if let Err(e) = cloexec_from_3() {
+        return e;
     }
     match nix::unistd::execve(&p.path, &p.args, &p.env) {
         Err(e) => Error::sys(format!("exec {:?}", p.path), e),
@@ -503,28 +546,28 @@ fn to_caps(c: &oci_spec::runtime::Capability) -> Option<caps::Capability> {
     caps::all().into_iter().find(|k| k.to_string() == name)
 }
 
-fn rlimit_resource(name: &str) -> Result<libc::__rlimit_resource_t> {
-    let n = name.to_uppercase();
-    let n = n.trim_start_matches("RLIMIT");
-    Ok(match n.trim_start_matches('_') {
-        "CPU" => libc::RLIMIT_CPU,
-        "FSIZE" => libc::RLIMIT_FSIZE,
-        "DATA" => libc::RLIMIT_DATA,
-        "STACK" => libc::RLIMIT_STACK,
-        "CORE" => libc::RLIMIT_CORE,
-        "RSS" => libc::RLIMIT_RSS,
-        "NPROC" => libc::RLIMIT_NPROC,
-        "NOFILE" => libc::RLIMIT_NOFILE,
-        "MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "AS" => libc::RLIMIT_AS,
-        "LOCKS" => libc::RLIMIT_LOCKS,
-        "SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "NICE" => libc::RLIMIT_NICE,
-        "RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RTTIME" => libc::RLIMIT_RTTIME,
-        other => return Err(Error::invalid(format!("unknown rlimit {other}"))),
-    })
+/// The kernel's resource for an OCI rlimit type, named one by one so a
+/// type added to oci-spec fails to compile here instead of at run time.
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    use PosixRlimitType as T;
+    match t {
+        T::RlimitCpu => libc::RLIMIT_CPU,
+        T::RlimitFsize => libc::RLIMIT_FSIZE,
+        T::RlimitData => libc::RLIMIT_DATA,
+        T::RlimitStack => libc::RLIMIT_STACK,
+        T::RlimitCore => libc::RLIMIT_CORE,
+        T::RlimitRss => libc::RLIMIT_RSS,
+        T::RlimitNproc => libc::RLIMIT_NPROC,
+        T::RlimitNofile => libc::RLIMIT_NOFILE,
+        T::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        T::RlimitAs => libc::RLIMIT_AS,
+        T::RlimitLocks => libc::RLIMIT_LOCKS,
+        T::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        T::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        T::RlimitNice => libc::RLIMIT_NICE,
+        T::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        T::RlimitRttime => libc::RLIMIT_RTTIME,
+    }
 }
 
 /// Looks a program up on the process's `PATH` (inside the container).
@@ -724,35 +767,34 @@ fn mount_cgroup(dest: &Path, flags: MsFlags, cgroups_path: &str) -> Result<()> {
                 .map_err(|err| {
                     Error::sys(format!("bind cgroup {}", name.to_string_lossy()), err)
                 })?;
-                let _ = mount(
-                    None::<&str>,
-                    &d,
-                    None::<&str>,
-                    MsFlags::MS_BIND
-                        | MsFlags::MS_REMOUNT
-                        | MsFlags::MS_RDONLY
-                        | MsFlags::MS_NOSUID
-                        | MsFlags::MS_NODEV
-                        | MsFlags::MS_NOEXEC,
-                    None::<&str>,
-                );
+                remount_locked_down(&d).map_err(|err| {
+                    Error::sys(format!("remount cgroup {}", name.to_string_lossy()), err)
+                })?;
             }
         }
     }
     if flags.contains(MsFlags::MS_RDONLY) {
-        let _ = mount(
-            None::<&str>,
-            dest,
-            None::<&str>,
-            MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        );
+        remount_locked_down(dest)
+            .map_err(|e| Error::sys(format!("remount {} read-only", dest.display()), e))?;
     }
     Ok(())
+}
+
+/// Makes one mount read-only, nosuid, nodev, noexec. MS_BIND: this mount
+/// only, never the superblock (v2's is the host's cgroup2).
+fn remount_locked_down(p: &Path) -> nix::Result<()> {
+    mount(
+        None::<&str>,
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
 }
 
 const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
@@ -764,10 +806,17 @@ const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
     ("tty", 5, 0),
 ];
 
+/// A device's major or minor number; a negative one is a broken spec.
+fn device_number(n: i64, what: &str, path: &Path) -> Result<u64> {
+    u64::try_from(n)
+        .map_err(|_| Error::invalid(format!("device {}: {what} number {n}", path.display())))
+}
+
 fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<()> {
     let dev = rootfs.join("dev");
     mkdir_p(&dev)?;
     let make = |p: &Path, kind: SFlag, mode: u32, maj: u64, min: u64| -> Result<()> {
+        // Usually absent; if it cannot be removed, mknod says why.
         let _ = std::fs::remove_file(p);
         nix::sys::stat::mknod(
             p,
@@ -780,10 +829,9 @@ fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<()> {
     for (name, maj, min) in DEFAULT_DEVICES {
         make(&dev.join(name), SFlag::S_IFCHR, 0o666, *maj, *min)?;
         // mknod honours the umask; set the mode it should have.
-        let _ = std::fs::set_permissions(
-            dev.join(name),
-            std::os::unix::fs::PermissionsExt::from_mode(0o666),
-        );
+        let p = dev.join(name);
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .map_err(|e| Error::io(format!("chmod {}", p.display()), e))?;
     }
     if let Some(devs) = spec.linux().as_ref().and_then(|l| l.devices().clone()) {
         for d in devs {
@@ -800,10 +848,11 @@ fn setup_dev(rootfs: &Path, spec: &Spec) -> Result<()> {
                 &p,
                 kind,
                 d.file_mode().unwrap_or(0o666),
-                d.major() as u64,
-                d.minor() as u64,
+                device_number(d.major(), "major", d.path())?,
+                device_number(d.minor(), "minor", d.path())?,
             )?;
-            let _ = std::os::unix::fs::chown(&p, d.uid(), d.gid());
+            std::os::unix::fs::chown(&p, d.uid(), d.gid())
+                .map_err(|e| Error::io(format!("chown {}", p.display()), e))?;
         }
     }
     for (link, target) in [
@@ -1033,7 +1082,7 @@ mod tests {
         );
         assert!(find_program("definitely-not-here", &["PATH=/nonexistent".into()]).is_err());
         assert_eq!(
-            rlimit_resource("RlimitNofile").unwrap(),
+            rlimit_resource(PosixRlimitType::RlimitNofile),
             libc::RLIMIT_NOFILE
         );
     }

@@ -103,7 +103,11 @@ pub fn signal_process(pid: u32, signal: u32) -> Result<()> {
 
 /// Loads `config.json` from a bundle.
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
-    Spec::load(bundle.join("config.json"))
+    let path = bundle.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display(), e))?;
+    // serde_json directly, not Spec::load: its error names what is wrong
+    // (an unknown rlimit type, say) where oci-spec's says "serde failed".
+    serde_json::from_slice(&bytes)
         .map_err(|e| Error::invalid(format!("bundle {}: config.json: {e}", bundle.display())))
 }
 
@@ -130,4 +134,25 @@ pub fn cleanup_after_crash(bundle: &Path, id: &str, pid: u32) -> Result<()> {
         cg.delete();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_rlimit_type_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("berth-rlimit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0},
+               "rlimits":[{"type":"RLIMIT_BOGUS","hard":1,"soft":1}]}}"#,
+        )
+        .unwrap();
+        let e = load_spec(&dir).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
+        assert!(e.to_string().contains("RLIMIT_BOGUS"), "{e}");
+    }
 }

@@ -23,7 +23,7 @@ fn main() {
         .tempdir()
         .unwrap();
     let archive = image_archive(dir.path());
-    let size = std::fs::metadata(&archive).unwrap().len() as usize;
+    let size = usize::try_from(std::fs::metadata(&archive).unwrap().len()).unwrap();
     let reg = Registry::start(&reg_bin);
     let base = format!("{}/bench", reg.host());
     let name = format!("{base}:bench");

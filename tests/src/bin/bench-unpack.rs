@@ -20,7 +20,7 @@ fn main() {
         .unwrap();
     let archive = image_archive(dir.path());
     let file = archive.to_str().unwrap();
-    let size = std::fs::metadata(&archive).unwrap().len() as usize;
+    let size = usize::try_from(std::fs::metadata(&archive).unwrap().len()).unwrap();
     eprintln!(
         "image archive: {:.1} MiB, {RUNS} runs each",
         size as f64 / (1 << 20) as f64
