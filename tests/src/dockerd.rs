@@ -7,7 +7,6 @@
 //! it makes no bridge, iptables rules or sysctl changes, and its
 //! containers' cgroups live under a parent of its own, removed on drop.
 
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -205,95 +204,14 @@ impl Dockerd {
                 .status();
         }
     }
-
-    /// Unmounts whatever is still mounted under our directory (overlay2
-    /// layers, shm tmpfs, network namespaces, volumes), deepest first, so
-    /// that removing the temp dir never reaches into a mount.
-    fn unmount_leftovers(&self) {
-        let root = self.dir.path().as_os_str().as_bytes().to_vec();
-        let mut points: Vec<Vec<u8>> = std::fs::read("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .split(|&b| b == b'\n')
-            .filter_map(|l| l.split(|&b| b == b' ').nth(4).map(unescape))
-            .filter(|p| p.starts_with(&root) && matches!(p.get(root.len()), None | Some(b'/')))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        points.dedup();
-        for p in points {
-            let Ok(c) = std::ffi::CString::new(p) else {
-                continue;
-            };
-            // SAFETY: umount2 with a valid NUL-terminated path.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-    }
-
-    /// Removes the cgroup parent from every v1 hierarchy (and the unified
-    /// one), children first; a cgroup with processes left is reported.
-    fn remove_cgroups(&self) {
-        let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-            return;
-        };
-        for h in hierarchies.flatten() {
-            let top = h.path().join(self.cgroup_parent.trim_start_matches('/'));
-            let mut dirs = Vec::new();
-            collect_dirs(&top, &mut dirs);
-            dirs.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-            for d in dirs {
-                if let Err(e) = std::fs::remove_dir(&d) {
-                    eprintln!("cannot remove cgroup {}: {e}", d.display());
-                }
-            }
-        }
-    }
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_dirs(&e.path(), out);
-        }
-    }
-    out.push(dir.to_path_buf());
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        if field[i] == b'\\'
-            && i + 4 <= field.len()
-            && field[i + 1..i + 4]
-                .iter()
-                .all(|c| (b'0'..=b'7').contains(c))
-            && let Ok(v) = u8::try_from(
-                field[i + 1..i + 4]
-                    .iter()
-                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0')),
-            )
-        {
-            // Over \377 is no byte escape: kept literally, below.
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(field[i]);
-            i += 1;
-        }
-    }
-    out
 }
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
         self.stop();
         self.delete_leftover_containers();
-        self.unmount_leftovers();
-        self.remove_cgroups();
+        // overlay2 layers, shm, volumes: never remove the dir into a mount.
+        crate::guard::unmount_under(self.dir.path());
+        crate::guard::remove_cgroups(&self.cgroup_parent);
     }
 }
