@@ -15,6 +15,18 @@ fn import_busybox(d: &Daemon) {
     d.import(&fixtures().join("busybox-docker.tar"), &[]);
 }
 
+/// The real ctr and a daemon holding busybox, for tests that run
+/// containers; `None` (SKIPPED) without ctr or root.
+fn ctr_and_busybox() -> Option<(std::path::PathBuf, Daemon)> {
+    let ctr_bin = peer("ctr")?;
+    if !require_root("running containers") {
+        return None;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    Some((ctr_bin, d))
+}
+
 /// The memory limit the container's cgroup holds (v1 or v2).
 fn cgroup_memory_limit(path: &str) -> Option<String> {
     for p in [
@@ -49,12 +61,9 @@ fn shim_processes() -> usize {
 
 #[test]
 fn ctr_runs_containers_on_berthd() {
-    let Some(ctr_bin) = peer("ctr") else { return };
-    if !require_root("running containers") {
+    let Some((ctr_bin, d)) = ctr_and_busybox() else {
         return;
-    }
-    let d = Daemon::start();
-    import_busybox(&d);
+    };
     let ctr = |args: &[&str]| d.ctr(&ctr_bin, "default", args);
     let mut ev = Command::new(&ctr_bin)
         .arg("--address")
@@ -752,12 +761,9 @@ async fn close_io_loses_nothing_the_client_wrote() {
     use berth_proto::client::request;
     use berth_proto::services::snapshots::v1 as snapshots;
     use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
-    let Some(ctr_bin) = peer("ctr") else { return };
-    if !require_root("running containers") {
+    let Some((ctr_bin, d)) = ctr_and_busybox() else {
         return;
-    }
-    let d = Daemon::start();
-    import_busybox(&d);
+    };
     ok(
         "ctr containers create",
         d.ctr(
@@ -874,12 +880,9 @@ async fn close_io_loses_nothing_the_client_wrote() {
 /// cgroup behind once its daemon is dropped.
 #[test]
 fn a_dropped_test_daemon_leaves_nothing_running() {
-    let Some(ctr_bin) = peer("ctr") else { return };
-    if !require_root("running containers") {
+    let Some((ctr_bin, d)) = ctr_and_busybox() else {
         return;
-    }
-    let d = Daemon::start();
-    import_busybox(&d);
+    };
     ok(
         "ctr run -d",
         d.ctr(
