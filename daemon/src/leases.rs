@@ -235,3 +235,127 @@ impl Leases {
         Ok(resources)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Leases over a temporary root (no root user needed).
+    use super::Resource;
+    use crate::core::Core;
+    use crate::types::Labels;
+    use std::time::Duration;
+
+    const NS: &str = "lease-test";
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn res(kind: &str, id: &str) -> Resource {
+        Resource {
+            id: id.into(),
+            kind: kind.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_ids_labels_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Core::open(
+            &dir.path().join("r"),
+            &dir.path().join("s"),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let (id, _) = c.leases.create(NS, "", Labels::new()).unwrap();
+        assert!(!id.is_empty(), "an empty id gets a generated one");
+        assert!(
+            c.leases
+                .create(NS, &id, Labels::new())
+                .unwrap_err()
+                .is_already_exists()
+        );
+        let bad = Labels::from([(
+            "containerd.io/gc.expire".to_string(),
+            "tomorrow".to_string(),
+        )]);
+        let err = c.leases.create(NS, "bad", bad).unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+        assert!(c.leases.list(NS).unwrap().iter().all(|(i, _)| i != "bad"));
+        // Empty label values are not stored (as in containerd).
+        let (_, rec) = c
+            .leases
+            .create(
+                NS,
+                "labelled",
+                Labels::from([("k".to_string(), String::new())]),
+            )
+            .unwrap();
+        assert!(rec.labels.is_empty());
+        c.leases.delete(NS, &id, false).await.unwrap();
+        assert!(
+            c.leases
+                .delete(NS, &id, false)
+                .await
+                .unwrap_err()
+                .is_not_found()
+        );
+    }
+
+    #[tokio::test]
+    async fn resources_are_checked_deduplicated_and_listed_in_containerds_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Core::open(
+            &dir.path().join("r"),
+            &dir.path().join("s"),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        c.leases.create(NS, "l", Labels::new()).unwrap();
+        for r in [
+            res("snapshots/overlayfs", "b"),
+            res("images", "docker.io/x/y:1"),
+            res("ingests", "up-1"),
+            res("content", DIGEST),
+            res("snapshots/native", "a"),
+            res("content", DIGEST),
+        ] {
+            c.leases.add_resource(NS, "l", r).unwrap();
+        }
+        let kinds: Vec<String> = c
+            .leases
+            .list_resources(NS, "l")
+            .unwrap()
+            .into_iter()
+            .map(|r| format!("{}:{}", r.kind, r.id))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                format!("content:{DIGEST}"),
+                "ingests:up-1".into(),
+                "snapshots/native:a".into(),
+                "snapshots/overlayfs:b".into(),
+                "images:docker.io/x/y:1".into(),
+            ]
+        );
+        for (r, unimplemented) in [
+            (res("content", "not-a-digest"), false),
+            (res("snapshots", "x"), false),
+            (res("containers", "c"), true),
+        ] {
+            let e = c.leases.add_resource(NS, "l", r.clone()).unwrap_err();
+            assert_eq!(
+                e.kind() == berth_proto::errdefs::Kind::Unimplemented,
+                unimplemented,
+                "{r:?}: {e}"
+            );
+        }
+        // A missing lease is NotFound before the resource is looked at.
+        let e = c
+            .leases
+            .add_resource(NS, "nope", res("bogus", ""))
+            .unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        c.leases
+            .delete_resource(NS, "l", res("ingests", "up-1"))
+            .unwrap();
+        assert_eq!(c.leases.list_resources(NS, "l").unwrap().len(), 4);
+    }
+}
