@@ -111,8 +111,22 @@ pub fn remove_cgroups(rel: &str) {
         let mut all = Vec::new();
         dirs(&top, &mut all);
         for d in all {
-            if let Err(e) = std::fs::remove_dir(&d) {
-                eprintln!("cannot remove cgroup {}: {e}", d.display());
+            // A cgroup whose last process was just killed stays busy for a
+            // moment after the process is gone.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                match std::fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        eprintln!("cannot remove cgroup {}: {e}", d.display());
+                        break;
+                    }
+                }
             }
         }
     }
