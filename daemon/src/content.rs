@@ -677,21 +677,10 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     //! The content store over a temporary root (no root user needed).
-    use crate::core::Core;
+    use crate::core::temp_core as core;
     use crate::types::{Ctx, Digest, Labels};
-    use std::sync::Arc;
-    use std::time::Duration;
 
     const NS: &str = "content-test";
-
-    fn core(dir: &tempfile::TempDir) -> Arc<Core> {
-        Core::open(
-            &dir.path().join("root"),
-            &dir.path().join("state"),
-            Duration::from_secs(3600),
-        )
-        .expect("open stores")
-    }
 
     fn digest_of(data: &[u8]) -> Digest {
         use sha2::Digest as _;

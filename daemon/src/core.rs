@@ -113,3 +113,15 @@ impl Core {
         }))
     }
 }
+
+/// Stores under a temporary directory for unit tests (no root user needed).
+/// The collector waits an hour, so only an explicit `gc.collect()` runs it.
+#[cfg(test)]
+pub(crate) fn temp_core(dir: &tempfile::TempDir) -> Arc<Core> {
+    Core::open(
+        &dir.path().join("root"),
+        &dir.path().join("state"),
+        Duration::from_secs(3600),
+    )
+    .expect("open stores")
+}

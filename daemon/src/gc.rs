@@ -412,23 +412,11 @@ fn not_yet_expired(labels: &HashMap<String, String>, t: i64) -> bool {
 mod tests {
     //! The collector over real stores in a temporary root (no root user
     //! needed): what each kind of reference keeps, and what goes.
-    use crate::core::Core;
+    use crate::core::{Core, temp_core as core};
     use crate::images::{Image, ImageRecord};
     use crate::types::{Ctx, Descriptor, Digest, Labels};
-    use std::sync::Arc;
-    use std::time::Duration;
 
     const NS: &str = "gc-test";
-
-    fn core(dir: &tempfile::TempDir) -> Arc<Core> {
-        // A long delay: only the explicit collect() below runs.
-        Core::open(
-            &dir.path().join("root"),
-            &dir.path().join("state"),
-            Duration::from_secs(3600),
-        )
-        .expect("open stores")
-    }
 
     fn blob(c: &Core, ctx: &Ctx, data: &[u8], labels: &[(&str, &str)]) -> Digest {
         let labels: Labels = labels

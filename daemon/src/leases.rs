@@ -240,9 +240,8 @@ impl Leases {
 mod tests {
     //! Leases over a temporary root (no root user needed).
     use super::Resource;
-    use crate::core::Core;
+    use crate::core::temp_core;
     use crate::types::Labels;
-    use std::time::Duration;
 
     const NS: &str = "lease-test";
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -257,12 +256,7 @@ mod tests {
     #[tokio::test]
     async fn create_ids_labels_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Core::open(
-            &dir.path().join("r"),
-            &dir.path().join("s"),
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+        let c = temp_core(&dir);
         let (id, _) = c.leases.create(NS, "", Labels::new()).unwrap();
         assert!(!id.is_empty(), "an empty id gets a generated one");
         assert!(
@@ -301,12 +295,7 @@ mod tests {
     #[tokio::test]
     async fn resources_are_checked_deduplicated_and_listed_in_containerds_order() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Core::open(
-            &dir.path().join("r"),
-            &dir.path().join("s"),
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+        let c = temp_core(&dir);
         c.leases.create(NS, "l", Labels::new()).unwrap();
         for r in [
             res("snapshots/overlayfs", "b"),
