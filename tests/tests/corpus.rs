@@ -135,17 +135,7 @@ struct Mounted(PathBuf);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = nix_umount(&self.0);
-    }
-}
-
-fn nix_umount(p: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
-    // SAFETY: a valid NUL-terminated path; MNT_DETACH only detaches.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+        berth_tests::guard::unmount_under(&self.0);
     }
 }
 
