@@ -108,6 +108,19 @@ fn copy(
     })
 }
 
+impl ShimIo {
+    /// Starts copying the client's input to the process, closable by CloseIO.
+    fn start_input(
+        &mut self,
+        from: std::sync::Arc<AsyncFd<OwnedFd>>,
+        to: std::sync::Arc<AsyncFd<OwnedFd>>,
+    ) {
+        let close = std::sync::Arc::new(tokio::sync::Notify::new());
+        self.input = Some(copy_input(from, to, close.clone()));
+        self.close_input = Some(close);
+    }
+}
+
 /// Copies the client's input to the process until the client's end closes
 /// (EOF), or until CloseIO: then what is already in the FIFO is still
 /// passed on (a slow reader loses nothing), and the copy stops, dropping
@@ -260,13 +273,7 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
         let inp = std::sync::Arc::new(async_fd(open_fifo(stdin, OFlag::O_RDONLY)?)?);
         // When the client closes its end, the container sees EOF: the copy
         // ends and drops the pipe's write end.
-        let close = std::sync::Arc::new(tokio::sync::Notify::new());
-        shim.input = Some(copy_input(
-            inp,
-            std::sync::Arc::new(async_fd(w)?),
-            close.clone(),
-        ));
-        shim.close_input = Some(close);
+        shim.start_input(inp, std::sync::Arc::new(async_fd(w)?));
         r
     });
     Ok((child, shim))
@@ -282,9 +289,7 @@ pub fn attach_console(shim: &mut ShimIo, master: OwnedFd) -> Result<()> {
         None => {}
     }
     if let Some(inp) = p.input {
-        let close = std::sync::Arc::new(tokio::sync::Notify::new());
-        shim.input = Some(copy_input(inp, master.clone(), close.clone()));
-        shim.close_input = Some(close);
+        shim.start_input(inp, master.clone());
     }
     shim.console = Some(master);
     Ok(())
