@@ -41,15 +41,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let grpc_task = tokio::spawn(server::serve_grpc(
+    // Shims publish their events over ttrpc, so it serves first. The API
+    // waits until every shim of a previous run is reconnected or cleaned up
+    // (as containerd loads its tasks before serving): a client connecting
+    // meanwhile is queued on the bound socket instead of being told that a
+    // still-running task does not exist.
+    let ttrpc_task = tokio::spawn(server::serve_ttrpc(
         core.clone(),
-        grpc,
+        ttrpc,
         wait(stop_rx.clone()),
     ));
-    let ttrpc_task = tokio::spawn(server::serve_ttrpc(core.clone(), ttrpc, wait(stop_rx)));
-    // Shims of a previous run: reconnect, or clean up after the dead ones.
     core.tasks.restore().await;
     core.tasks.watch();
+    let grpc_task = tokio::spawn(server::serve_grpc(core.clone(), grpc, wait(stop_rx)));
     tracing::info!(
         address = %grpc_path.display(),
         root = %cfg.root.display(),
