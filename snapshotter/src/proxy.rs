@@ -3,8 +3,8 @@
 //! namespaced the keys, and the `snapshotter` field of requests names the
 //! plugin on containerd's side, so it is not interpreted here.
 
+use crate::contract::{Info, Kind, Snapshotter};
 use crate::error::Error;
-use crate::{Info, Kind, Snapshotter};
 use berth_proto::errdefs;
 use berth_proto::services::snapshots::v1 as api;
 use berth_proto::services::snapshots::v1::snapshots_server::Snapshots;

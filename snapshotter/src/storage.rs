@@ -3,8 +3,8 @@
 //! changes happen inside the same write transaction as the metadata change
 //! they belong to, so either both land or neither does.
 
+use crate::contract::{Info, Kind, Labels, Usage};
 use crate::error::{Error, Result};
-use crate::{Info, Kind, Labels, Usage};
 use berth_proto::time::now;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};

@@ -6,8 +6,8 @@
 //! Use [`conformance_tests!`](crate::conformance_tests) to get one `#[test]`
 //! per case.
 
+use crate::contract::{Kind, Labels, Snapshotter};
 use crate::mount::TempMount;
-use crate::{Kind, Labels, Snapshotter};
 use berth_proto::errdefs::Kind as ErrKind;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
