@@ -2,8 +2,8 @@
 //! and layer chain IDs, and unpacking on demand (as ctr does, through the
 //! Snapshots and Diff services, under a lease).
 
-use crate::CtlError;
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
+use crate::error::CtlError;
 use anyhow::{Result, bail};
 use berth_proto::client::with_lease;
 use berth_proto::services::content::v1 as content;
@@ -47,6 +47,23 @@ pub fn host_platform() -> String {
         other => other,
     };
     format!("linux/{arch}")
+}
+
+/// Parses an `os/arch[/variant]` flag.
+pub(crate) fn platform(s: &str) -> Result<berth_proto::types::Platform> {
+    let parts: Vec<&str> = s.split('/').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+        return Err(CtlError(format!(
+            "platform {s:?} is invalid: expected os/arch[/variant], e.g. linux/amd64"
+        ))
+        .into());
+    }
+    Ok(berth_proto::types::Platform {
+        os: parts[0].into(),
+        architecture: parts[1].into(),
+        variant: parts.get(2).map(|v| v.to_string()).unwrap_or_default(),
+        ..Default::default()
+    })
 }
 
 /// Opens blob `digest` whole, as a stream of chunks.

@@ -1,56 +1,36 @@
 //! berthctl as a library: argument parsing ([`cli`]), one module per command
 //! group, and plain-table / JSON output ([`output`]). Talks to berthd (or any
 //! containerd-compatible daemon) over its gRPC API only.
+//!
+//! Layers, each using only those below it: [`error`] and [`cli`]; then
+//! [`output`] and `ctx` (the connection every command gets); then the shared
+//! client pieces (`image`: resolving and unpacking, `stdio`: process I/O,
+//! `spec`: the OCI spec); then the command groups; then `commands`, the
+//! dispatcher, which only this root calls.
 
 mod archive;
 pub mod cli;
 mod commands;
+mod content;
+mod ctx;
+pub mod error;
+mod events;
 mod image;
+mod images;
+mod leases;
+mod namespaces;
 pub mod output;
 mod registry;
 mod run;
 mod snapshots;
+mod spec;
+mod stdio;
 mod tasks;
 mod transfer;
 
+pub use error::{CtlError, status_error};
+
 use clap::Parser;
-use std::fmt;
-
-/// A command failure, printed as one line.
-#[derive(Debug)]
-pub struct CtlError(pub String);
-
-impl fmt::Display for CtlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CtlError {}
-
-/// Builds a one-line error from a gRPC status: the daemon's message, then
-/// the code in words.
-pub fn status_error(s: &tonic::Status) -> CtlError {
-    let code = match s.code() {
-        tonic::Code::NotFound => "not found",
-        tonic::Code::AlreadyExists => "already exists",
-        tonic::Code::InvalidArgument => "invalid argument",
-        tonic::Code::FailedPrecondition => "failed precondition",
-        tonic::Code::Unavailable => "unavailable",
-        tonic::Code::Unimplemented => "not implemented",
-        tonic::Code::OutOfRange => "out of range",
-        tonic::Code::PermissionDenied => "permission denied",
-        tonic::Code::DeadlineExceeded => "deadline exceeded",
-        tonic::Code::Unauthenticated => "unauthenticated",
-        tonic::Code::ResourceExhausted => "resource exhausted",
-        tonic::Code::DataLoss => "data loss",
-        tonic::Code::Aborted => "aborted",
-        tonic::Code::Cancelled => "cancelled",
-        tonic::Code::Internal => "internal error",
-        _ => "error",
-    };
-    CtlError(format!("{} ({code})", s.message()))
-}
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
@@ -72,12 +52,12 @@ pub fn main() -> i32 {
     match out {
         Ok(()) => 0,
         Err(e) => {
-            if let Some(code) = e.downcast_ref::<run::ExitCode>() {
+            if let Some(code) = e.downcast_ref::<error::ExitCode>() {
                 return code.0;
             }
             let mut msg = e.to_string();
             if let Some(s) = e.downcast_ref::<tonic::Status>() {
-                msg = status_error(s).0;
+                msg = error::status_error(s).0;
             }
             eprintln!("berthctl: {}", msg.lines().next().unwrap_or_default());
             1

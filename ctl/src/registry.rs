@@ -3,10 +3,11 @@
 //! answers the daemon's credential requests on an auth stream and shows
 //! the progress it streams back.
 
-use crate::CtlError;
 use crate::cli::{PullArgs, PushArgs, RegistryArgs};
-use crate::commands::{Ctx, interactive};
-use crate::transfer::{Stream, lacks_transfer, needs_transfer, open, platform};
+use crate::ctx::{Ctx, interactive};
+use crate::error::CtlError;
+use crate::image::platform;
+use crate::transfer::{Stream, lacks_transfer, needs_transfer, open};
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use berth_proto::pb::containerd::types::transfer as tt;

@@ -1,8 +1,8 @@
 //! `berthctl snapshots …` and `berthctl images mount/unmount`.
 
-use crate::CtlError;
 use crate::cli::{Format, Snapshots, SnapshotsArgs};
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
+use crate::error::CtlError;
 use crate::output::{Table, human_size, labels as fmt_labels, rfc3339};
 use anyhow::{Result, bail};
 use berth_proto::services::snapshots::v1 as api;
@@ -219,8 +219,8 @@ pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
             print_mounts(ctx, &m, Some(&target));
         }
         Snapshots::Label { key, labels } => {
-            let l = crate::commands::parse_labels(&labels);
-            let mask = crate::commands::label_mask(&l);
+            let l = crate::ctx::parse_labels(&labels);
+            let mask = crate::ctx::label_mask(&l);
             let i = cl
                 .update(ctx.req(api::UpdateSnapshotRequest {
                     snapshotter: sn,

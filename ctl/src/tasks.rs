@@ -1,10 +1,11 @@
 //! `berthctl containers …` and `berthctl tasks …`.
 
-use crate::CtlError;
 use crate::cli::{Containers, Format, Tasks};
-use crate::commands::Ctx;
+use crate::ctx::Ctx;
+use crate::error::CtlError;
+use crate::error::ExitCode;
 use crate::output::{Table, human_size, labels as fmt_labels, rfc3339};
-use crate::run::{Attached, CaughtSignals, ExitCode, Fifos, RawTerminal, terminal_size};
+use crate::stdio::{Attached, CaughtSignals, Fifos, RawTerminal, terminal_size};
 use anyhow::{Result, bail};
 use berth_proto::pb::containerd::v1::types::Status;
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
@@ -123,8 +124,8 @@ pub async fn containers(ctx: &Ctx, c: Containers) -> Result<()> {
             }
         }
         Containers::Label { id, labels } => {
-            let l = crate::commands::parse_labels(&labels);
-            let mask = crate::commands::label_mask(&l);
+            let l = crate::ctx::parse_labels(&labels);
+            let mask = crate::ctx::label_mask(&l);
             let c = cl
                 .update(ctx.req(capi::UpdateContainerRequest {
                     container: Some(capi::Container {
@@ -398,7 +399,7 @@ async fn exec(
     let mut process = spec["process"].clone();
     process["args"] = json!(command);
     process["terminal"] = json!(tty);
-    process["consoleSize"] = match crate::run::terminal_size() {
+    process["consoleSize"] = match terminal_size() {
         Some((w, h)) if tty => json!({"height": h, "width": w}),
         _ => serde_json::Value::Null,
     };

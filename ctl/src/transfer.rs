@@ -3,9 +3,10 @@
 //! credits; progress comes back on a second stream. A daemon without those
 //! services (containerd 1.6) gets the client-side path of [`crate::archive`].
 
-use crate::CtlError;
 use crate::cli::{ExportArgs, ImportArgs};
-use crate::commands::{Ctx, interactive};
+use crate::ctx::{Ctx, interactive, parse_kv_labels};
+use crate::error::CtlError;
+use crate::image::platform;
 use anyhow::{Context as _, Result};
 use berth_proto::pb::containerd::types::transfer as tt;
 use berth_proto::services::streaming::v1::StreamInit;
@@ -55,19 +56,6 @@ pub(crate) async fn needs_transfer(ctx: &Ctx, command: &str, instead: &str) -> a
     .into()
 }
 
-/// Parses `--label key=value` arguments.
-pub(crate) fn parse_kv_labels(
-    args: &[String],
-) -> Result<std::collections::HashMap<String, String>> {
-    args.iter()
-        .map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| CtlError(format!("label {l:?} must be key=value")).into())
-        })
-        .collect()
-}
-
 pub(crate) async fn open(ctx: &Ctx, kind: &str) -> Result<Stream> {
     let id = format!("{kind}-{}", uuid::Uuid::new_v4().simple());
     let (tx, rx) = mpsc::channel(16);
@@ -82,22 +70,6 @@ pub(crate) async fn open(ctx: &Ctx, kind: &str) -> Result<Stream> {
         .await
         .ok_or_else(|| CtlError("the daemon closed the stream before acknowledging it".into()))??;
     Ok(Stream { id, tx, rx: resp })
-}
-
-pub(crate) fn platform(s: &str) -> Result<berth_proto::types::Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
-        return Err(CtlError(format!(
-            "platform {s:?} is invalid: expected os/arch[/variant], e.g. linux/amd64"
-        ))
-        .into());
-    }
-    Ok(berth_proto::types::Platform {
-        os: parts[0].into(),
-        architecture: parts[1].into(),
-        variant: parts.get(2).map(|v| v.to_string()).unwrap_or_default(),
-        ..Default::default()
-    })
 }
 
 fn bar(total: u64, what: &str) -> Option<ProgressBar> {

@@ -33,7 +33,8 @@ pub async fn connect(address: &str) -> Result<Channel, ConnectError> {
 pub fn request<T>(ns: &str, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Ok(v) = ns.parse() {
-        r.metadata_mut().insert(crate::NAMESPACE_HEADER, v);
+        r.metadata_mut()
+            .insert(crate::metadata::NAMESPACE_HEADER, v);
     }
     r
 }
@@ -41,7 +42,7 @@ pub fn request<T>(ns: &str, msg: T) -> tonic::Request<T> {
 /// Adds the lease header to a request.
 pub fn with_lease<T>(mut r: tonic::Request<T>, lease: &str) -> tonic::Request<T> {
     if let Ok(v) = lease.parse() {
-        r.metadata_mut().insert(crate::LEASE_HEADER, v);
+        r.metadata_mut().insert(crate::metadata::LEASE_HEADER, v);
     }
     r
 }

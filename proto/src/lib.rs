@@ -17,6 +17,7 @@ pub mod errdefs;
 pub mod fieldpath;
 pub mod filters;
 pub mod identifiers;
+pub mod metadata;
 pub mod reference;
 pub mod time;
 pub mod ttrpc;
@@ -28,12 +29,6 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/berth_proto.rs"));
 }
 
+pub use metadata::{LEASE_HEADER, NAMESPACE_HEADER, NAMESPACE_TTRPC_HEADER};
 pub use pb::containerd::services;
 pub use pb::containerd::types;
-
-/// gRPC metadata key carrying the namespace of a request.
-pub const NAMESPACE_HEADER: &str = "containerd-namespace";
-/// ttrpc metadata key carrying the namespace of a shim request.
-pub const NAMESPACE_TTRPC_HEADER: &str = "containerd-namespace-ttrpc";
-/// gRPC metadata key naming the lease a request's new objects belong to.
-pub const LEASE_HEADER: &str = "containerd-lease";

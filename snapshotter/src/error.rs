@@ -1,7 +1,13 @@
-//! Snapshotter errors: a kind clients act on and a message that says what
-//! to do.
+//! Snapshotter errors: a kind clients act on, a message that says what was
+//! being done, and the cause underneath, kept as the error's `source`. The
+//! gRPC boundary ([`crate::proxy::status`]) renders the whole chain with
+//! [`errdefs::chain`], as does [`Error::message`].
 
-use berth_proto::errdefs::{HasKind, Kind};
+use berth_proto::errdefs::{self, HasKind, Kind};
+use std::sync::Arc;
+
+/// The cause under a snapshotter error; shared so errors stay `Clone`.
+type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
 /// A snapshotter error.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -9,6 +15,8 @@ use berth_proto::errdefs::{HasKind, Kind};
 pub struct Error {
     kind: Kind,
     msg: String,
+    #[source]
+    source: Option<Cause>,
 }
 
 /// Result alias.
@@ -19,6 +27,20 @@ impl Error {
         Self {
             kind,
             msg: msg.into(),
+            source: None,
+        }
+    }
+
+    /// An error of `kind` saying what was being done, caused by `source`.
+    pub fn with_source(
+        kind: Kind,
+        msg: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind,
+            msg: msg.into(),
+            source: Some(Arc::new(source)),
         }
     }
 
@@ -42,15 +64,10 @@ impl Error {
         Self::new(Kind::Internal, msg)
     }
 
-    /// Wraps an I/O failure with what was being done.
+    /// Wraps an I/O failure with what was being done; the kind is the one
+    /// every berth crate gives that I/O error ([`Kind::of_io`]).
     pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
-        let kind = match e.kind() {
-            std::io::ErrorKind::NotFound => Kind::NotFound,
-            std::io::ErrorKind::AlreadyExists => Kind::AlreadyExists,
-            std::io::ErrorKind::PermissionDenied => Kind::PermissionDenied,
-            _ => Kind::Internal,
-        };
-        Self::new(kind, format!("{what}: {e}"))
+        Self::with_source(Kind::of_io(&e), what.to_string(), e)
     }
 
     /// Wraps a system call failure with what was being done.
@@ -62,19 +79,20 @@ impl Error {
         self.kind
     }
 
-    pub fn message(&self) -> &str {
-        &self.msg
+    /// The message with its causes, `what: cause: …`, as clients see it.
+    pub fn message(&self) -> String {
+        errdefs::chain(self)
     }
 
     pub fn is_not_found(&self) -> bool {
         self.kind == Kind::NotFound
     }
 
-    /// Prefixes the message, keeping the kind.
+    /// Prefixes the message, keeping the kind and the cause.
     pub fn context(self, ctx: impl std::fmt::Display) -> Self {
         Self {
-            kind: self.kind,
             msg: format!("{ctx}: {}", self.msg),
+            ..self
         }
     }
 }
@@ -89,7 +107,7 @@ macro_rules! internal_from {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::internal(format!("snapshot metadata: {e}"))
+                Error::with_source(Kind::Internal, "snapshot metadata", e)
             }
         }
     )*};
@@ -108,5 +126,34 @@ internal_from!(
 impl From<berth_proto::filters::ParseError> for Error {
     fn from(e: berth_proto::filters::ParseError) -> Self {
         Error::invalid(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cause_is_kept_and_rendered_once() {
+        let e = Error::io(
+            "stat /x",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        );
+        assert_eq!(e.kind(), Kind::NotFound);
+        assert_eq!(e.to_string(), "stat /x");
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.message(), "stat /x: gone");
+        let e = e.context("prepare \"k\"");
+        assert_eq!(e.message(), "prepare \"k\": stat /x: gone");
+        assert_eq!(
+            berth_proto::errdefs::to_status(&e).message(),
+            "prepare \"k\": stat /x: gone"
+        );
+        // The shared mapping: a full disk is out of resources, not internal.
+        let full = Error::io(
+            "write",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert_eq!(full.kind(), Kind::ResourceExhausted);
     }
 }

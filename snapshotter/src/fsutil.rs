@@ -1,7 +1,8 @@
 //! Filesystem helpers: disk usage of a tree, and a faithful recursive copy
 //! (ownership, modes, times, xattrs, hard links, device nodes).
 
-use crate::{Error, Result, Usage};
+use crate::contract::Usage;
+use crate::error::{Error, Result};
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};

@@ -1,7 +1,7 @@
 //! Mounts as snapshotters describe them, and performing them: the
 //! [`berth_mount`] crate, with this crate's errors, plus [`TempMount`].
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 use std::path::Path;
 
 pub use berth_mount::{Mount, MountOptions, parse_options};
@@ -62,7 +62,7 @@ impl Drop for TempMount {
     fn drop(&mut self) {
         if let Some(d) = self.dir.take() {
             if let Err(e) = unmount(d.path()) {
-                tracing::warn!("{e}");
+                tracing::warn!("{}", e.message());
                 // Never delete through a mount that is still there.
                 let _ = d.keep();
                 return;

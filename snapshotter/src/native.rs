@@ -2,9 +2,11 @@
 //! it works on any filesystem (no overlayfs needed), at the cost of disk and
 //! prepare time. Mounts are plain bind mounts.
 
+use crate::contract::{Kind, Usage};
+use crate::error::{Error, Result};
 use crate::fsutil::copy_tree;
+use crate::mount::Mount;
 use crate::overlay::{Dirs, Layout};
-use crate::{Error, Kind, Mount, Result, Usage};
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

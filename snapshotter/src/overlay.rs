@@ -2,9 +2,11 @@
 //! layout. Each snapshot owns `<root>/snapshots/<id>/fs` (and `work` for
 //! overlay); metadata lives in `<root>/metadata.redb`.
 
+use crate::contract::{Info, Kind, Labels, Snapshotter, Usage};
+use crate::error::{Error, Result};
 use crate::fsutil::disk_usage;
+use crate::mount::Mount;
 use crate::storage::Store;
-use crate::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

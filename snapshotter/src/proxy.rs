@@ -3,7 +3,8 @@
 //! namespaced the keys, and the `snapshotter` field of requests names the
 //! plugin on containerd's side, so it is not interpreted here.
 
-use crate::{Error, Info, Kind, Snapshotter};
+use crate::contract::{Info, Kind, Snapshotter};
+use crate::error::Error;
 use berth_proto::errdefs;
 use berth_proto::services::snapshots::v1 as api;
 use berth_proto::services::snapshots::v1::snapshots_server::Snapshots;
@@ -53,7 +54,7 @@ pub fn status(e: Error) -> Status {
 
 /// Runs blocking snapshotter work off the async threads.
 pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
@@ -72,7 +73,7 @@ impl ProxyService {
     }
 }
 
-fn mounts(m: Vec<crate::Mount>) -> Vec<berth_proto::types::Mount> {
+fn mounts(m: Vec<crate::mount::Mount>) -> Vec<berth_proto::types::Mount> {
     m.into_iter().map(Into::into).collect()
 }
 

@@ -3,7 +3,8 @@
 //! changes happen inside the same write transaction as the metadata change
 //! they belong to, so either both land or neither does.
 
-use crate::{Error, Info, Kind, Labels, Result, Usage};
+use crate::contract::{Info, Kind, Labels, Usage};
+use crate::error::{Error, Result};
 use berth_proto::time::now;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -106,8 +107,13 @@ fn chain<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, parent: &str) -> 
 impl Store {
     /// Opens (creating) the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = redb::Database::create(path)
-            .map_err(|e| Error::internal(format!("open {}: {e}", path.display())))?;
+        let db = redb::Database::create(path).map_err(|e| {
+            Error::with_source(
+                berth_proto::errdefs::Kind::Internal,
+                format!("open {}", path.display()),
+                e,
+            )
+        })?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;

@@ -6,8 +6,8 @@
 //! Use [`conformance_tests!`](crate::conformance_tests) to get one `#[test]`
 //! per case.
 
+use crate::contract::{Kind, Labels, Snapshotter};
 use crate::mount::TempMount;
-use crate::{Kind, Labels, Snapshotter};
 use berth_proto::errdefs::Kind as ErrKind;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -98,7 +98,7 @@ fn no_labels() -> Labels {
 }
 
 #[track_caller]
-fn err_kind<T: std::fmt::Debug>(r: crate::Result<T>, want: ErrKind) {
+fn err_kind<T: std::fmt::Debug>(r: crate::error::Result<T>, want: ErrKind) {
     match r {
         Err(e) => assert_eq!(e.kind(), want, "{e}"),
         Ok(v) => panic!("expected {want:?}, got Ok({v:?})"),
@@ -247,7 +247,7 @@ fn committed_has_no_mounts(s: &dyn Snapshotter, _: &Path) {
 }
 
 fn concurrent_prepare(s: &dyn Snapshotter, work: &Path) {
-    let results: Vec<crate::Result<Vec<crate::Mount>>> = std::thread::scope(|sc| {
+    let results: Vec<crate::error::Result<Vec<crate::mount::Mount>>> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..8)
             .map(|_| sc.spawn(|| s.prepare("same", "", no_labels())))
             .collect();

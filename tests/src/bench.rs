@@ -1,7 +1,7 @@
 //! Shared pieces of the benchmarks (not tests): the ~150 MiB image they
 //! move around, and timing helpers.
 
-use crate::{layer_tar, oci_image};
+use crate::images::{layer_tar, oci_image};
 use std::process::Command;
 use std::time::Duration;
 
@@ -123,7 +123,10 @@ pub fn timed_runs(label: &str, runs: usize, mut once: impl FnMut() -> Duration) 
 /// Times `ctr -n bench <args>` against a fresh containerd per run; `None`
 /// when containerd or ctr is not installed.
 pub fn containerd_runs(runs: usize, args: &[&str]) -> Option<Duration> {
-    let (containerd, ctr) = (crate::peer("containerd")?, crate::peer("ctr")?);
+    let (containerd, ctr) = (
+        crate::peers::peer("containerd")?,
+        crate::peers::peer("ctr")?,
+    );
     Some(timed_runs("containerd", runs, || {
         let c = crate::containerd::Containerd::start(&containerd, "", None);
         settle();
@@ -136,7 +139,7 @@ pub fn containerd_runs(runs: usize, args: &[&str]) -> Option<Duration> {
             .output()
             .expect("run ctr");
         let e = t.elapsed();
-        crate::ok(&format!("ctr {}", args.join(" ")), out);
+        crate::process::ok(&format!("ctr {}", args.join(" ")), out);
         e
     }))
 }

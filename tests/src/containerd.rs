@@ -40,7 +40,7 @@ impl Containerd {
         let child = cmd.spawn().expect("spawn containerd");
         let mut c = Containerd { dir, sock, child };
         let limit = Duration::from_secs(30);
-        if let Err(e) = crate::wait_listening("containerd", &c.sock, limit, &mut c.child) {
+        if let Err(e) = crate::daemon::wait_listening("containerd", &c.sock, limit, &mut c.child) {
             panic!("{e}:\n{}", c.log());
         }
         c
@@ -55,9 +55,9 @@ impl Containerd {
     }
 
     /// `berthctl` against this containerd, its FIFOs and logs under the
-    /// temp directory (as [`crate::Daemon::berthctl_command`] does).
+    /// temp directory (as [`crate::daemon::Daemon::berthctl_command`] does).
     pub fn berthctl_command(&self, ns: &str, args: &[&str]) -> Command {
-        crate::berthctl_at(&self.sock, self.dir.path(), ns, args)
+        crate::daemon::berthctl_at(&self.sock, self.dir.path(), ns, args)
     }
 
     /// Runs `berthctl` against this containerd.
@@ -70,6 +70,6 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        crate::terminate(&mut self.child, Duration::from_secs(10));
+        crate::process::terminate(&mut self.child, Duration::from_secs(10));
     }
 }

@@ -102,7 +102,9 @@ impl Dockerd {
         };
         // dockerd listens only once it has initialised (containerd reached).
         let child = d.child.as_mut().expect("just spawned");
-        if let Err(e) = crate::wait_listening("dockerd", &d.sock, Duration::from_secs(60), child) {
+        if let Err(e) =
+            crate::daemon::wait_listening("dockerd", &d.sock, Duration::from_secs(60), child)
+        {
             panic!("{e}:\n{}", d.log());
         }
         d
@@ -146,12 +148,14 @@ impl Dockerd {
     /// Like [`docker`](Self::docker), with `input` as its stdin.
     pub fn docker_with_input(&self, args: &[&str], input: &[u8]) -> Output {
         let limit = Duration::from_secs(60);
-        crate::output_within(self.docker_command(args), input, limit).unwrap_or_else(|| {
-            panic!(
-                "docker {args:?} did not finish within {limit:?}; dockerd's log:\n{}",
-                self.log()
-            )
-        })
+        crate::process::output_within(self.docker_command(args), input, limit).unwrap_or_else(
+            || {
+                panic!(
+                    "docker {args:?} did not finish within {limit:?}; dockerd's log:\n{}",
+                    self.log()
+                )
+            },
+        )
     }
 
     fn stop(&mut self) {
@@ -159,7 +163,7 @@ impl Dockerd {
             return;
         };
         // Its own shutdown stops containers within shutdown-timeout (2s).
-        if crate::terminate(&mut c, Duration::from_secs(20)).is_none() {
+        if crate::process::terminate(&mut c, Duration::from_secs(20)).is_none() {
             eprintln!("dockerd ignored SIGTERM for 20s; killed it");
         }
     }
@@ -171,7 +175,7 @@ impl Dockerd {
     /// least kills the processes, so that their cgroups can go.
     fn delete_leftover_containers(&self) {
         let berthctl = |args: &[&str]| {
-            Command::new(crate::bin("berthctl"))
+            Command::new(crate::paths::bin("berthctl"))
                 .arg("--address")
                 .arg(&self.containerd)
                 .args(["--namespace", "moby"])

@@ -62,9 +62,9 @@ impl TokenServer {
             .expect("tempdir");
         let p = |n: &str| dir.path().join(n);
         let (key_pem, cert, key_der) = (p("key.pem"), p("cert.pem"), p("key.der"));
-        crate::self_signed(openssl, "berth-test-token-issuer", &key_pem, &cert);
+        crate::openssl::self_signed(openssl, "berth-test-token-issuer", &key_pem, &cert);
         // DER; `pkey` writes the PKCS#1 RSAPrivateKey form for DER.
-        crate::run_openssl(
+        crate::openssl::run_openssl(
             openssl,
             &[
                 "pkey",

@@ -1,0 +1,215 @@
+//! The OCI runtime spec `berthctl run` creates a container with:
+//! containerd's defaults, then the image's configuration, then the flags.
+
+use crate::cli::RunArgs;
+use crate::error::CtlError;
+use crate::stdio::terminal_size;
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The capabilities containers get by default (as containerd gives).
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// `--user`: `uid[:gid]` (numbers; names are looked up in the image's files
+/// only by runtimes that mount it, so they are refused here).
+fn parse_user(u: &str) -> Result<(u32, u32)> {
+    let (a, b) = u.split_once(':').unwrap_or((u, ""));
+    let uid: u32 = a
+        .parse()
+        .map_err(|_| CtlError(format!("--user {u:?}: give numeric uid[:gid]")))?;
+    let gid: u32 = if b.is_empty() {
+        0
+    } else {
+        b.parse()
+            .map_err(|_| CtlError(format!("--user {u:?}: give numeric uid[:gid]")))?
+    };
+    Ok((uid, gid))
+}
+
+/// `--mount type=bind,src=/a,dst=/b,options=rbind:ro`.
+fn parse_mount(m: &str) -> Result<Value> {
+    let mut kv: HashMap<&str, &str> = HashMap::new();
+    for part in m.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| CtlError(format!("--mount {m:?}: expected key=value pairs")))?;
+        kv.insert(k, v);
+    }
+    let typ = kv.get("type").copied().unwrap_or("bind");
+    let src = kv
+        .get("src")
+        .or(kv.get("source"))
+        .copied()
+        .unwrap_or_default();
+    let dst = kv
+        .get("dst")
+        .or(kv.get("destination"))
+        .or(kv.get("target"))
+        .copied()
+        .ok_or_else(|| CtlError(format!("--mount {m:?}: dst= is required")))?;
+    let mut opts: Vec<String> = kv
+        .get("options")
+        .map(|o| o.split(':').map(String::from).collect())
+        .unwrap_or_default();
+    if typ == "bind" && !opts.iter().any(|o| o == "bind" || o == "rbind") {
+        opts.push("rbind".into());
+    }
+    Ok(json!({"destination": dst, "type": typ, "source": src, "options": opts}))
+}
+
+/// The OCI spec for `args` of the run: containerd's defaults, the image's
+/// configuration, then the flags.
+pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
+    let icfg = &image_cfg["config"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect()
+    };
+    let mut args: Vec<String> = strings(&icfg["Entrypoint"]);
+    if a.command.is_empty() {
+        args.extend(strings(&icfg["Cmd"]));
+    } else {
+        args.extend(a.command.iter().cloned());
+    }
+    if args.is_empty() {
+        bail!(CtlError(
+            "the image has no command; give one after the container id".into()
+        ));
+    }
+    let mut env: Vec<String> = strings(&icfg["Env"]);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    for e in &a.env {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    if a.tty {
+        env.push("TERM=xterm".into());
+    }
+    let cwd = a
+        .cwd
+        .clone()
+        .or_else(|| {
+            icfg["WorkingDir"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "/".into());
+    let (uid, gid) = match a
+        .user
+        .as_deref()
+        .or_else(|| icfg["User"].as_str().filter(|s| !s.is_empty()))
+    {
+        Some(u) => parse_user(u)?,
+        None => (0, 0),
+    };
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+    ];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if a.net_host {
+        for f in ["/etc/hosts", "/etc/resolv.conf"] {
+            if Path::new(f).exists() {
+                mounts.push(json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}));
+            }
+        }
+    } else {
+        namespaces.push(json!({"type": "network"}));
+    }
+    for m in &a.mounts {
+        mounts.push(parse_mount(m)?);
+    }
+    let dev = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
+    let mut resources = json!({
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            dev(1, 3), dev(1, 8), dev(1, 7), dev(5, 0), dev(1, 5), dev(1, 9), dev(5, 1), dev(136, -1), dev(5, 2), dev(10, 200),
+        ],
+    });
+    if let Some(m) = a.memory_limit {
+        resources["memory"] = json!({"limit": m});
+    }
+    if let Some(c) = a.cpus {
+        let period: u64 = 100_000;
+        let quota = (c * period as f64).round();
+        // Bounds checked so the cast below neither saturates nor wraps.
+        if !(quota >= 1.0 && quota < i64::MAX as f64) {
+            bail!("--cpus {c} is out of range");
+        }
+        // In 1..i64::MAX and integral: checked above.
+        #[allow(clippy::cast_possible_truncation)]
+        let quota = quota as i64;
+        resources["cpu"] = json!({"quota": quota, "period": period});
+    }
+    if let Some(p) = a.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+    let mut spec = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": a.tty,
+            "user": {"uid": uid, "gid": gid, "additionalGids": [gid]},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": "rootfs"},
+        "hostname": a.hostname.clone().unwrap_or_else(|| a.id.chars().take(63).collect()),
+        "mounts": mounts,
+        "linux": {
+            "resources": resources,
+            "cgroupsPath": format!("/{ns}/{}", a.id),
+            "namespaces": namespaces,
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    });
+    if a.net_host {
+        spec["hostname"] = Value::Null;
+    }
+    if a.tty
+        && let Some((w, h)) = terminal_size()
+    {
+        spec["process"]["consoleSize"] = json!({"height": h, "width": w});
+    }
+    Ok(spec)
+}
