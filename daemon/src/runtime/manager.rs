@@ -265,3 +265,63 @@ impl ShimManager {
 pub fn remove_bundle(bundle: &Path) {
     let _ = std::fs::remove_dir_all(bundle);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::errdefs::Kind;
+
+    fn manager(dir: &tempfile::TempDir) -> ShimManager {
+        let runtimes = RuntimeConfig {
+            shims: [("io.containerd.mine.v1".into(), "/opt/shim".into())].into(),
+        };
+        ShimManager::new(dir.path(), "/run/g.sock", "/run/t.sock", runtimes)
+    }
+
+    #[test]
+    fn shim_binaries_come_from_the_config_or_the_runtime_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(&dir);
+        assert_eq!(
+            m.shim_binary("io.containerd.mine.v1").unwrap(),
+            PathBuf::from("/opt/shim")
+        );
+        assert_eq!(
+            m.shim_binary("runc").unwrap_err().kind(),
+            Kind::InvalidArgument
+        );
+        let err = m.shim_binary("io.containerd.nosuch.v9").unwrap_err();
+        assert_eq!(err.kind(), Kind::NotFound);
+        assert!(
+            err.message()
+                .contains("containerd-shim-nosuch-v9 not found"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bundles_are_written_fresh_and_found_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(&dir);
+        let b = m.write_bundle("ns", "c1", b"{}").unwrap();
+        assert_eq!(b, dir.path().join(BUNDLES).join("ns").join("c1"));
+        std::fs::write(b.join("leftover"), "x").unwrap();
+        std::fs::write(b.join("shim-binary-path"), "/opt/shim\n").unwrap();
+        assert_eq!(m.recorded_binary(&b), PathBuf::from("/opt/shim"));
+        assert_eq!(m.scan(), [("ns".into(), "c1".into(), b.clone())]);
+        // A leftover of a task deleted while the daemon was down goes.
+        let b = m.write_bundle("ns", "c1", b"{\"v\":2}").unwrap();
+        assert!(!b.join("leftover").exists());
+        assert_eq!(std::fs::read(b.join("config.json")).unwrap(), b"{\"v\":2}");
+    }
+
+    #[tokio::test]
+    async fn a_bundle_without_a_live_shim_does_not_reconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(&dir);
+        let b = m.write_bundle("ns", "c1", b"{}").unwrap();
+        assert!(m.reconnect("ns", "c1", &b).await.is_none());
+        std::fs::write(b.join("address"), "unix:///nonexistent/shim.sock").unwrap();
+        assert!(m.reconnect("ns", "c1", &b).await.is_none());
+    }
+}

@@ -293,3 +293,65 @@ impl TaskRuntime for ShimRuntime {
         futures::future::join_all(jobs).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeConfig;
+    use berth_proto::errdefs::Kind;
+
+    fn runtime(dir: &tempfile::TempDir, shim: &str) -> ShimRuntime {
+        let runtimes = RuntimeConfig {
+            shims: [("io.containerd.test.v1".into(), shim.into())].into(),
+        };
+        ShimRuntime::new(ShimManager::new(dir.path(), "", "", runtimes))
+    }
+
+    fn create(id: &str) -> CreateTask {
+        CreateTask {
+            ns: "ns".into(),
+            id: id.into(),
+            runtime: "io.containerd.test.v1".into(),
+            spec: b"{}".to_vec(),
+            runtime_options: None,
+            request: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shim_that_fails_to_start_leaves_no_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(&dir, "/bin/false");
+        let err = rt.create(create("c1")).await.err().expect("create fails");
+        assert_eq!(err.kind(), Kind::Internal);
+        assert!(err.message().starts_with("start shim /bin/false"), "{err}");
+        assert!(!rt.manager.bundle("ns", "c1").exists());
+        let err = runtime(&dir, "/nonexistent/shim")
+            .create(create("c1"))
+            .await
+            .err()
+            .expect("create fails");
+        assert_eq!(err.kind(), Kind::NotFound);
+        assert!(!rt.manager.bundle("ns", "c1").exists());
+    }
+
+    #[tokio::test]
+    async fn a_dead_shim_is_gone_unavailable_and_cleaned_up_as_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(&dir, "/bin/false");
+        let b = rt.manager.write_bundle("ns", "c1", b"{}").unwrap();
+        std::fs::write(b.join("shim-binary-path"), "/bin/false").unwrap();
+        let found = rt.restore().await;
+        assert_eq!(found.len(), 1);
+        let f = &found[0];
+        assert_eq!((f.ns.as_str(), f.id.as_str(), f.alive), ("ns", "c1", false));
+        assert!(rt.is_gone(&f.task));
+        let err = rt.start(&f.task, "").await.unwrap_err();
+        assert_eq!(err.kind(), Kind::Unavailable);
+        // The shim's delete fails: the task counts as killed.
+        let exit = rt.cleanup(&f.task).await;
+        assert_eq!((exit.pid, exit.status), (0, KILLED));
+        rt.remove(&f.task).await;
+        assert!(!b.exists());
+    }
+}
