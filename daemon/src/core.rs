@@ -11,8 +11,8 @@ use crate::images::Images;
 use crate::leases::Leases;
 use crate::metadata::Db;
 use crate::namespaces::Namespaces;
+use crate::runtime::{RuntimeConfig, ShimManager, ShimRuntime, TaskService, Tasks};
 use crate::snapshots::Snapshots;
-use crate::tasks::{RuntimeConfig, Tasks};
 use crate::unpack::InFlight;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub struct Core {
     pub gc: Gc,
     pub content: Arc<ContentStore>,
     pub images: Images,
-    pub containers: Containers,
+    pub containers: Arc<Containers>,
     pub namespaces: Namespaces,
     pub leases: Leases,
     pub snapshots: Arc<Snapshots>,
@@ -88,20 +88,25 @@ impl Core {
             events.clone(),
             gc.clone(),
         ));
-        Ok(Arc::new(Core {
-            root: root.to_path_buf(),
-            state: state.to_path_buf(),
-            images: Images::new(db.clone(), events.clone(), gc.clone()),
-            containers: Containers::new(db.clone(), events.clone(), gc.clone()),
-            namespaces: Namespaces::new(db.clone(), events.clone()),
-            leases: Leases::new(db.clone(), gc.clone()),
-            tasks: Arc::new(Tasks::new(
+        let containers = Arc::new(Containers::new(db.clone(), events.clone(), gc.clone()));
+        let tasks = Arc::new(TaskService::new(
+            ShimRuntime::new(ShimManager::new(
                 state,
                 grpc_address,
                 ttrpc_address,
                 runtimes,
-                events.clone(),
             )),
+            containers.clone(),
+            events.clone(),
+        ));
+        Ok(Arc::new(Core {
+            root: root.to_path_buf(),
+            state: state.to_path_buf(),
+            images: Images::new(db.clone(), events.clone(), gc.clone()),
+            containers,
+            namespaces: Namespaces::new(db.clone(), events.clone()),
+            leases: Leases::new(db.clone(), gc.clone()),
+            tasks,
             snapshots,
             unpacking: InFlight::default(),
             db,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// Runs berthd with `cfg` until a termination signal arrives.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let runtimes = crate::tasks::RuntimeConfig {
+    let runtimes = crate::runtime::RuntimeConfig {
         shims: cfg
             .runtimes
             .iter()

@@ -2,7 +2,8 @@
 //!
 //! In-process services ([`content`], [`images`], [`namespaces`], [`leases`],
 //! [`events`], [`gc`], [`archive`]) sit on the [`metadata`] database and are
-//! wired together in [`core`]; [`server`] adapts them to gRPC and ttrpc.
+//! wired together in [`core`]; [`runtime`] runs tasks through shims;
+//! [`server`] adapts them to gRPC and ttrpc.
 
 pub mod archive;
 pub mod config;
@@ -20,8 +21,8 @@ pub mod metadata;
 pub mod namespaces;
 pub mod oci;
 pub mod registry;
+pub mod runtime;
 pub mod server;
 pub mod snapshots;
-pub mod tasks;
 pub mod types;
 pub mod unpack;

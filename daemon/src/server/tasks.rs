@@ -1,47 +1,16 @@
-//! `containerd.services.tasks.v1.Tasks` over the task manager.
+//! `containerd.services.tasks.v1.Tasks` over the task service
+//! ([`crate::runtime::TaskService`]): decode, call, encode.
 
 use super::namespace;
 use crate::core::Core;
-use crate::types::{now, timestamp};
-use berth_proto::filters::{Adaptor, Filter};
+use berth_proto::filters::Filter;
 use berth_proto::pb::containerd::task::v2 as shimapi;
 use berth_proto::services::tasks::v1::tasks_server::Tasks;
 use berth_proto::services::tasks::v1::*;
-use berth_proto::types::Metric;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct TasksService(pub Arc<Core>);
-
-struct Id<'a>(&'a str);
-
-impl Adaptor for Id<'_> {
-    fn field(&self, path: &[String]) -> Option<String> {
-        match (path.first()?.as_str(), path.len()) {
-            ("id" | "container_id", 1) => Some(self.0.to_string()),
-            _ => None,
-        }
-    }
-}
-
-/// What containerd's Metrics filters see of a task.
-struct MetricFields<'a> {
-    id: &'a str,
-    namespace: &'a str,
-    runtime: &'a str,
-}
-
-impl Adaptor for MetricFields<'_> {
-    fn field(&self, path: &[String]) -> Option<String> {
-        let v = match (path.first()?.as_str(), path.len()) {
-            ("id", 1) => self.id,
-            ("namespace", 1) => self.namespace,
-            ("runtime", 1) => self.runtime,
-            _ => return None,
-        };
-        Some(v.to_string())
-    }
-}
 
 #[tonic::async_trait]
 impl Tasks for TasksService {
@@ -51,53 +20,9 @@ impl Tasks for TasksService {
     ) -> Result<Response<CreateTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        if r.checkpoint.is_some() {
-            return Err(Status::unimplemented(
-                "restoring from a checkpoint is not supported yet",
-            ));
-        }
-        let c = self.0.containers.get(&ns, &r.container_id)?;
-        let spec = c.record.spec.clone().ok_or_else(|| {
-            Status::failed_precondition(format!("container {} has no spec", c.id))
-        })?;
-        let spec_any: prost_types::Any = spec.into();
-        // As in containerd, the rootfs is what the request names; none means
-        // the spec's root.path as is (dockerd mounts its own layers), even if
-        // the container has a snapshot: the client fetches mounts itself.
-        let rootfs = r.rootfs.clone();
-        let runtime = if r.runtime_path.is_empty() {
-            c.record.runtime.clone()
-        } else {
-            r.runtime_path.clone()
-        };
-        let shim_req = shimapi::CreateTaskRequest {
-            id: c.id.clone(),
-            bundle: String::new(),
-            rootfs,
-            terminal: r.terminal,
-            stdin: r.stdin,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            checkpoint: String::new(),
-            parent_checkpoint: String::new(),
-            options: r.options,
-        };
-        let pid = self
-            .0
-            .tasks
-            .create(
-                &ns,
-                &c.id,
-                &runtime,
-                &spec_any.value,
-                c.record.runtime_options.clone().map(Into::into),
-                shim_req,
-            )
-            .await?;
-        Ok(Response::new(CreateTaskResponse {
-            container_id: c.id,
-            pid,
-        }))
+        let container_id = r.container_id.clone();
+        let pid = self.0.tasks.create(&ns, r).await?;
+        Ok(Response::new(CreateTaskResponse { container_id, pid }))
     }
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
@@ -155,14 +80,7 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         let f = Filter::parse(&req.into_inner().filter)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let tasks = self
-            .0
-            .tasks
-            .list(&ns)
-            .await?
-            .into_iter()
-            .filter(|p| f.matches(&Id(&p.container_id)))
-            .collect();
+        let tasks = self.0.tasks.list(&ns, &f).await?;
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 
@@ -179,9 +97,6 @@ impl Tasks for TasksService {
     async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        if r.exec_id.is_empty() {
-            return Err(Status::invalid_argument("exec id must be set"));
-        }
         let shim_req = shimapi::ExecProcessRequest {
             id: r.container_id.clone(),
             exec_id: r.exec_id,
@@ -272,32 +187,7 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         let f = Filter::parse_all(&req.into_inner().filters)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut metrics = Vec::new();
-        for id in self.0.tasks.ids(&ns) {
-            let runtime = self
-                .0
-                .containers
-                .get(&ns, &id)
-                .map(|c| c.record.runtime)
-                .unwrap_or_default();
-            let fields = MetricFields {
-                id: &id,
-                namespace: &ns,
-                runtime: &runtime,
-            };
-            if !f.matches(&fields) {
-                continue;
-            }
-            match self.0.tasks.stats(&ns, &id).await {
-                Ok(data) => metrics.push(Metric {
-                    timestamp: Some(timestamp(now())),
-                    id,
-                    data,
-                }),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let metrics = self.0.tasks.metrics(&ns, &f).await?;
         Ok(Response::new(MetricsResponse { metrics }))
     }
 
