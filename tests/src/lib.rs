@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 pub mod bench;
+pub mod conformance;
 pub mod containerd;
 pub mod dockerd;
 pub mod guard;
