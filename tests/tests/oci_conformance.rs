@@ -184,7 +184,7 @@ fn readonly_paths() {
     let probe = format!(
         "for p in {READONLY}; do [ -e $p ] && echo \"$p exists\" || echo \"$p absent\"; done; \
          echo ostype=$(cat /proc/sys/kernel/ostype); \
-         { echo x > /proc/sys/kernel/domainname; } 2>&1; \
+         {{ echo x > /proc/sys/kernel/domainname; }} 2>&1; \
          echo ---; cat /proc/self/mountinfo"
     );
     let obs = both(|rt| {
