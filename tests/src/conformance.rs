@@ -9,6 +9,8 @@
 //! ctr has no flag), in namespace [`NS`], with ids `conf-<case>-<b|r>…`.
 
 pub mod normalise;
+pub mod process;
+pub mod world;
 
 use crate::{Daemon, fixtures, ok, output_within, peer, require_root};
 use berth_proto::client::request;
@@ -63,6 +65,14 @@ impl Drop for LiveGuard {
         if *n == 0 {
             crate::remove_cgroups(&format!("/{NS}"));
         }
+    }
+}
+
+/// Runs the case `name`: starts its suite (or reports the skip) and hands
+/// it to `body`.
+pub fn run(name: &'static str, body: fn(&Suite)) {
+    if let Some(s) = Suite::start(name) {
+        body(&s);
     }
 }
 
@@ -405,4 +415,34 @@ pub fn check(case: &str, (builtin, runc): &(String, String), expect: impl Fn(&st
 /// `expect` helper: a problem unless `obs` has a line equal to `line`.
 pub fn has_line(obs: &str, line: &str) -> Option<String> {
     (!obs.lines().any(|l| l == line)).then(|| format!("no line {line:?}"))
+}
+
+/// Runs a shell script in the container.
+pub fn sh(script: &str) -> [&str; 3] {
+    ["sh", "-c", script]
+}
+
+/// `expect` for observations without an absolute answer of their own
+/// beyond the lines listed.
+pub fn lines(want: &'static [&'static str]) -> impl Fn(&str) -> Vec<String> {
+    move |obs| want.iter().filter_map(|l| has_line(obs, l)).collect()
+}
+
+/// The line of a normalised mountinfo for mount point `point`.
+pub fn mount_line<'a>(obs: &'a str, point: &str) -> Option<&'a str> {
+    obs.lines()
+        .find(|l| l.strip_prefix(point).is_some_and(|r| r.starts_with(" on ")))
+}
+
+/// Problems unless the mount at `point` has every per-mount flag in `flags`.
+pub fn mount_flags(obs: &str, point: &str, flags: &[&str]) -> Vec<String> {
+    let Some(l) = mount_line(obs, point) else {
+        return vec![format!("no mount on {point}")];
+    };
+    let opts: Vec<&str> = l.split(' ').nth(6).unwrap_or("").split(',').collect();
+    flags
+        .iter()
+        .filter(|f| !opts.contains(f))
+        .map(|f| format!("{point} is not {f}: {l}"))
+        .collect()
 }
