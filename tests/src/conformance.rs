@@ -257,6 +257,76 @@ impl Suite {
         });
     }
 
+    /// Creates the task of the container `id` through the API, without
+    /// stdio, and starts it if that worked: `create refused`, `start
+    /// refused` or `ran`. A task that was made is waited for and deleted.
+    pub fn create_and_start(&self, id: &str) -> String {
+        use berth_proto::services::snapshots::v1 as sapi;
+        use berth_proto::services::tasks::v1 as tapi;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(async {
+            let ch = self.d.channel().await;
+            let c = ContainersClient::new(ch.clone())
+                .get(request(NS, capi::GetContainerRequest { id: id.into() }))
+                .await
+                .expect("get the container")
+                .into_inner()
+                .container
+                .expect("a container");
+            let rootfs = sapi::snapshots_client::SnapshotsClient::new(ch.clone())
+                .mounts(request(
+                    NS,
+                    sapi::MountsRequest {
+                        snapshotter: c.snapshotter,
+                        key: c.snapshot_key,
+                    },
+                ))
+                .await
+                .expect("the rootfs mounts")
+                .into_inner()
+                .mounts;
+            let mut tc = tapi::tasks_client::TasksClient::new(ch);
+            let create = tapi::CreateTaskRequest {
+                container_id: id.into(),
+                rootfs,
+                ..Default::default()
+            };
+            if tc.create(request(NS, create)).await.is_err() {
+                return "create refused".to_string();
+            }
+            let start = tapi::StartRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+            };
+            let answer = match tc.start(request(NS, start)).await {
+                Ok(_) => "ran",
+                Err(_) => "start refused",
+            };
+            let wait = tapi::WaitRequest {
+                container_id: id.into(),
+                exec_id: String::new(),
+            };
+            if answer != "ran" {
+                // A task whose start failed must not linger on our wait.
+                let kill = tapi::KillRequest {
+                    container_id: id.into(),
+                    signal: 9,
+                    ..Default::default()
+                };
+                let _ = tc.kill(request(NS, kill)).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), tc.wait(request(NS, wait))).await;
+            let delete = tapi::DeleteTaskRequest {
+                container_id: id.into(),
+            };
+            let _ = tc.delete(request(NS, delete)).await;
+            answer.to_string()
+        })
+    }
+
     /// [`Suite::create_patched`], run attached with `ctr tasks start`, then
     /// removed.
     pub fn run_patched(
