@@ -417,7 +417,7 @@ pub fn tty(s: &Suite) {
             "/dev/pts/0",
             "27 91",
             "TERM=xterm",
-            "'/dev/console' 88:0",
+            "/dev/console 88:0",
             "exit=4",
             "30 100",
         ]),
