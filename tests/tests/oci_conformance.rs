@@ -23,6 +23,7 @@ cases!(
     world::masked_paths,
     world::readonly_paths,
     world::devices,
+    world::privileged,
     world::hostname,
     world::cgroup_limits,
     process::capabilities,

@@ -2,7 +2,7 @@
 //! masked and readonly paths, devices, hostname and cgroup limits.
 
 use super::normalise::{code, mountinfo};
-use super::{Suite, both, check, has_line, lines, mount_flags, sh, show};
+use super::{Suite, both, check, has_line, lines, mount_flags, mount_line, sh, show};
 use serde_json::json;
 
 pub fn namespaces(s: &Suite) {
@@ -223,6 +223,46 @@ pub fn devices(s: &Suite) {
         let default = o.split("--device").next().unwrap_or("");
         if default.contains("fuse") {
             p.push("/dev/fuse without --device".into());
+        }
+        p
+    });
+}
+
+pub fn privileged(s: &Suite) {
+    // Everything the host has: every capability, every device node, /sys
+    // writable, no masked or readonly paths.
+    let probe = "grep -E '^Cap(Eff|Bnd)' /proc/self/status; \
+        cd /dev; for f in $(ls | grep -v -e '^pts$' -e '^shm$' -e '^mqueue$'); do stat -c '%N %F %t:%T %a %u:%g' $f; done; \
+        echo ---; cat /proc/self/mountinfo";
+    let obs = both(|rt| {
+        let id = s.id(rt, 1);
+        let o = show(&id, &s.run(rt, &id, &["--privileged"], &sh(probe)));
+        let (head, mi) = o.split_once("---\n").unwrap_or((&o, ""));
+        format!("{head}{}", mountinfo(mi))
+    });
+    check("privileged", &obs, |o| {
+        let mut p = lines(&["exit=0"])(o);
+        // The host's nodes, as the host has them.
+        let host = std::process::Command::new("stat")
+            .args(["-c", "kmsg %F %t:%T %a %u:%g", "/dev/kmsg"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        p.extend(has_line(o, &host));
+        p.extend(mount_flags(o, "/sys", &["rw"]));
+        for masked in ["/proc/keys", "/proc/sys", "/sys/firmware"] {
+            if mount_line(o, masked).is_some() {
+                p.push(format!("{masked} is still masked or readonly"));
+            }
+        }
+        let eff = o
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:\t"))
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        // CAP_SYS_MODULE and CAP_SYS_ADMIN: none of the defaults.
+        if eff & (1 << 16) == 0 || eff & (1 << 21) == 0 {
+            p.push(format!("not every capability: CapEff {eff:x}"));
         }
         p
     });
