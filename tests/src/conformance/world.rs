@@ -172,15 +172,19 @@ pub fn devices(s: &Suite) {
         echo x > /dev/null && echo null=writable; echo x > /dev/full || true; \
         echo urandom=$(head -c 8 /dev/urandom | wc -c); \
         mknod /tmp/kmsg c 1 11 2>&1 && { head -c 1 /tmp/kmsg >/dev/null 2>&1 && echo kmsg=readable || echo kmsg=denied; }; \
-        for d in /dev/fuse /dev/conf0; do [ -e $d ] && { exec 3<>$d && echo $d=opens; exec 3>&-; }; done; true";
+        for d in /dev/fuse /dev/conf0 /dev/conf1; do [ -e $d ] && { exec 3<>$d && echo $d=opens; exec 3>&-; }; done; true";
     let conf0 = |spec: &mut serde_json::Value| {
         // A device of the spec's own: a null device at another path, mode
         // and owner.
-        let dev = json!({"path": "/dev/conf0", "type": "c", "major": 1, "minor": 3,
-            "fileMode": 0o640, "uid": 7, "gid": 8});
+        // (0666 as well: the node's mode is the spec's, whatever the umask.)
+        let devs = json!([
+            {"path": "/dev/conf0", "type": "c", "major": 1, "minor": 3,
+             "fileMode": 0o640, "uid": 7, "gid": 8},
+            {"path": "/dev/conf1", "type": "c", "major": 1, "minor": 5, "fileMode": 0o666},
+        ]);
         match spec["linux"]["devices"].as_array_mut() {
-            Some(devices) => devices.push(dev),
-            None => spec["linux"]["devices"] = json!([dev]),
+            Some(devices) => devices.extend(devs.as_array().cloned().unwrap_or_default()),
+            None => spec["linux"]["devices"] = devs,
         }
     };
     let obs = both(|rt| {
@@ -207,7 +211,9 @@ pub fn devices(s: &Suite) {
             "urandom=8",
             "/dev/fuse=opens",
             "conf0 character special file 1:3 640 7:8",
+            "conf1 character special file 1:5 666 0:0",
             "/dev/conf0=opens",
+            "/dev/conf1=opens",
         ])(o);
         // The device cgroup keeps what the spec does not allow closed.
         if o.contains("kmsg=readable") {
@@ -241,7 +247,9 @@ pub fn privileged(s: &Suite) {
         format!("{head}{}", mountinfo(mi))
     });
     check("privileged", &obs, |o| {
-        let mut p = lines(&["exit=0"])(o);
+        // /dev/ptmx is the container's devpts's, as the OCI spec requires,
+        // even where the spec lists the host's node.
+        let mut p = lines(&["exit=0", "'ptmx' -> 'pts/ptmx' symbolic link 0:0 777 0:0"])(o);
         // The host's nodes, as the host has them.
         let host = std::process::Command::new("stat")
             .args(["-c", "kmsg %F %t:%T %a %u:%g", "/dev/kmsg"])
