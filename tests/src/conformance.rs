@@ -157,6 +157,7 @@ impl Suite {
         );
     }
 
+    /// The arguments of `ctr run MODE [runtime] FLAGS busybox ID CMD…`.
     pub fn run_args(
         &self,
         rt: Rt,
