@@ -9,6 +9,7 @@
 //! only re-exports their helpers, so tests keep using `berth_tests::*`.
 
 pub mod bench;
+pub mod conformance;
 pub mod containerd;
 mod daemon;
 pub mod dockerd;
