@@ -58,7 +58,7 @@ impl Publisher {
     /// Queues an event.
     pub fn publish<M: prost::Name>(&self, topic: &str, event: &M) {
         let env = Envelope {
-            timestamp: Some(crate::bootstrap::timestamp(crate::bootstrap::now())),
+            timestamp: Some(berth_proto::time::timestamp(berth_proto::time::now())),
             namespace: self.ns.clone(),
             topic: topic.to_string(),
             event: Some(berth_proto::typeurl::pack(event)),

@@ -17,6 +17,7 @@
 //! written durably into the bundle; events go to `$TTRPC_ADDRESS`.
 
 pub mod bootstrap;
+pub mod bundle;
 pub mod cgroup;
 pub mod error;
 pub mod events;

@@ -170,7 +170,7 @@ impl ConsoleSocket {
         })?;
         let _ = conn.set_nonblocking(false);
         let fd = std::os::fd::OwnedFd::from(conn);
-        let (_, master) = super::init::recv_fd(&fd)?;
+        let (_, master) = super::builtin::sync::recv_fd(&fd)?;
         master.ok_or_else(|| {
             Error::precondition(format!(
                 "{binary} connected to the console socket but sent no terminal"

@@ -1,9 +1,10 @@
-//! Low-level OCI runtimes behind one trait: the built-in one and a driver
-//! for runc-compatible binaries.
+//! Low-level OCI runtimes behind one trait, [`OciRuntime`]: the built-in
+//! one ([`builtin`]) and a driver for runc-compatible binaries
+//! ([`external`]). May use `crate::cgroup`, `crate::stdio`,
+//! `crate::bundle`; never the ttrpc service.
 
 pub mod builtin;
 pub mod external;
-mod init;
 
 use crate::stdio::ChildIo;
 use crate::{Error, Result};
@@ -103,7 +104,7 @@ pub fn signal_process(pid: u32, signal: u32) -> Result<()> {
 
 /// Loads `config.json` from a bundle.
 pub fn load_spec(bundle: &Path) -> Result<Spec> {
-    let path = bundle.join("config.json");
+    let path = crate::bundle::Bundle::new(bundle).config();
     let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display(), e))?;
     // serde_json directly, not Spec::load: its error names what is wrong
     // (an unknown rlimit type, say) where oci-spec's says "serde failed".
@@ -113,25 +114,26 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
 
 /// Stops whatever a dead shim left running and releases its resources.
 pub fn cleanup_after_crash(bundle: &Path, id: &str, pid: u32) -> Result<()> {
-    let choice: Choice = std::fs::read(bundle.join(crate::bootstrap::files::RUNTIME))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let choice: Choice = crate::bundle::Bundle::new(bundle)
+        .read_runtime()
         .unwrap_or_default();
     if !choice.binary.is_empty() {
         return choice.build().delete(id);
     }
     if pid > 0 {
-        // SAFETY: plain kill(2) of the container's init.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
+        match signal_process(pid, libc::SIGKILL as u32) {
+            Err(e) if e.kind() != berth_proto::errdefs::Kind::NotFound => return Err(e),
+            _ => {}
         }
     }
-    if let Ok(spec) = load_spec(bundle)
-        && let Some(path) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
+    if let Some(path) = load_spec(bundle)?
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
     {
-        let cg = crate::cgroup::Cgroup::load(&path.display().to_string());
-        cg.kill_all(libc::SIGKILL);
-        cg.delete();
+        let cg = crate::cgroup::Hierarchy::detect().open(&path.display().to_string());
+        cg.kill_all(libc::SIGKILL)?;
+        cg.delete()?;
     }
     Ok(())
 }

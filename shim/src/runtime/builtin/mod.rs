@@ -1,19 +1,36 @@
 //! The built-in OCI runtime: no runc needed. Containers are built by forked
-//! children of the shim (see `init.rs`); the shim owns their cgroup.
+//! children of the shim ([`init`] is their sequence); the shim owns their
+//! cgroup ([`crate::cgroup`]).
+//!
+//! Every system call of container setup goes through [`sys::Sys`], one
+//! module per concern: [`namespaces`], [`rootfs`] (pivot, masked and
+//! read-only paths), [`mounts`], [`devices`], [`creds`] (rlimits, ids,
+//! capabilities), [`tty`], [`exec`], and [`sync`] (the socket to the
+//! shim, fd passing). May use `crate::cgroup`, `crate::stdio` and
+//! `berth-mount`; nothing here knows the ttrpc service.
 
-use super::init;
+pub mod creds;
+pub mod devices;
+pub mod exec;
+pub mod init;
+pub mod mounts;
+pub mod namespaces;
+pub mod rootfs;
+pub mod sync;
+pub mod sys;
+pub mod tty;
+
 use super::{CreateOpts, Created, ExecOpts, OciRuntime};
-use crate::cgroup::Cgroup;
+use crate::cgroup::{Cgroup, Hierarchy};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use oci_spec::runtime::{LinuxResources, Spec};
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 struct State {
     pid: u32,
-    cgroup: Option<Cgroup>,
+    cgroup: Arc<dyn Cgroup>,
     cgroups_path: String,
     /// The init's sync socket, until it has been started.
     sync: Option<OwnedFd>,
@@ -47,38 +64,26 @@ fn unsupported(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-fn sync_pair() -> Result<(OwnedFd, OwnedFd)> {
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| Error::sys("create sync socket", e))
-}
-
-/// Parses `p<pid>` or `e<message>` from a child.
-fn pid_or_error(msg: &str) -> Result<u32> {
-    if let Some(p) = msg.strip_prefix('p') {
-        return p
-            .parse()
-            .map_err(|_| Error::internal(format!("bad pid message {msg:?}")));
-    }
-    Err(child_error(msg))
-}
-
-fn child_error(msg: &str) -> Error {
-    match msg.strip_prefix('e') {
-        Some(m) => Error::precondition(m.to_string()),
-        None if msg.is_empty() => Error::internal("the container process exited during setup"),
-        None => Error::internal(format!(
-            "unexpected message {msg:?} from the container process"
-        )),
-    }
-}
-
+/// Waits for a child the shim forked itself; gone already is fine.
 fn reap(pid: nix::unistd::Pid) {
-    let _ = nix::sys::wait::waitpid(pid, None);
+    if nix::sys::wait::waitpid(pid, None).is_err() {
+        // ECHILD: the reaper collected it first.
+    }
+}
+
+/// Removes a half-made container's cgroup, saying so if that fails too
+/// (the create's own error is what the client hears).
+fn discard(cgroup: &dyn Cgroup) {
+    if let Err(e) = cgroup
+        .kill_all(libc::SIGKILL)
+        .and_then(|()| cgroup.delete())
+    {
+        eprintln!(
+            "remove cgroup {} of a failed create: {}",
+            cgroup.path(),
+            e.chain()
+        );
+    }
 }
 
 impl Builtin {
@@ -93,8 +98,8 @@ impl Builtin {
         f(s)
     }
 
-    fn cgroup(&self) -> Result<Cgroup> {
-        self.with(|s| Ok(Cgroup::load(&s.cgroups_path)))
+    fn cgroup(&self) -> Result<Arc<dyn Cgroup>> {
+        self.with(|s| Ok(s.cgroup.clone()))
     }
 }
 
@@ -107,51 +112,50 @@ impl OciRuntime for Builtin {
             .clone()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("/berth/{}", opts.id));
-        let cgroup = Cgroup::create(&cgroups_path, linux.resources().as_ref())?;
+        let cgroup: Arc<dyn Cgroup> = Hierarchy::detect()
+            .create(&cgroups_path, linux.resources().as_ref())
+            .map_err(|e| e.context("create container"))?
+            .into();
         let joins = match cgroup.self_join_files() {
             Ok(j) => j,
             Err(e) => {
-                cgroup.delete();
+                discard(&*cgroup);
                 return Err(e.context("create container"));
             }
         };
         let shim_moves_it = joins.is_none();
-        let (parent, child) = sync_pair()?;
+        let (parent, child) = sync::pair()?;
         // SAFETY: the shim is single-threaded; the child only runs our code
         // and exits or execs.
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
             let code = init::intermediate(&opts.spec, &opts.rootfs, opts.io, joins, child);
-            // SAFETY: leave the forked child.
-            unsafe { libc::_exit(code) }
+            init::exit_child(code)
         };
         drop(child);
         drop(opts.io); // the container holds its ends now
         drop(joins);
-        let first = init::recv(&parent);
+        let first = sync::recv(&parent);
         reap(mid);
-        let pid = match first.and_then(|m| pid_or_error(&m)) {
+        let pid = match first.and_then(|m| sync::pid_or_error(&m)) {
             Ok(p) => p,
             Err(e) => {
-                cgroup.delete();
+                discard(&*cgroup);
                 return Err(e.context("create container"));
             }
         };
         let setup = (|| {
             if shim_moves_it {
                 cgroup.add(pid)?;
-                init::send(&parent, "c");
+                sync::send(&parent, "c")?;
             }
             // A terminal's master comes first when the process wants one.
-            let (mut m, console) = init::recv_fd(&parent)?;
-            if m == "m" {
-                m = init::recv(&parent)?;
-            }
+            let (m, console) = sync::recv_ready(&parent)?;
             if m == "r" {
                 Ok(console)
             } else {
-                Err(child_error(&m))
+                Err(sync::child_error(&m))
             }
         })();
         let console = match setup {
@@ -162,7 +166,7 @@ impl OciRuntime for Builtin {
                     libc::kill(pid as i32, libc::SIGKILL);
                 }
                 reap(nix::unistd::Pid::from_raw(pid as i32));
-                cgroup.delete();
+                discard(&*cgroup);
                 return Err(e.context("create container"));
             }
         };
@@ -171,7 +175,7 @@ impl OciRuntime for Builtin {
             .lock()
             .map_err(|_| Error::internal("runtime state poisoned"))? = Some(State {
             pid,
-            cgroup: Some(cgroup),
+            cgroup,
             cgroups_path,
             sync: Some(parent),
         });
@@ -184,49 +188,44 @@ impl OciRuntime for Builtin {
                 .take()
                 .ok_or_else(|| Error::precondition("the container was already started"))
         })?;
-        init::send(&sync, "s");
+        sync::send(&sync, "s")?;
         // Exec closes the socket; a message means it failed.
-        match init::recv(&sync) {
-            Ok(m) if m.is_empty() => Ok(()),
-            Ok(m) => Err(child_error(&m)),
-            Err(e) => Err(e),
+        match sync::recv(&sync)? {
+            m if m.is_empty() => Ok(()),
+            m => Err(sync::child_error(&m)),
         }
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
         let (init_pid, path) = self.with(|s| Ok((s.pid, s.cgroups_path.clone())))?;
-        let (parent, child) = sync_pair()?;
+        let (parent, child) = sync::pair()?;
         // SAFETY: as in create.
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
             let code = init::exec_intermediate(init_pid, &path, &opts.process, opts.io, child);
-            // SAFETY: leave the forked child.
-            unsafe { libc::_exit(code) }
+            init::exit_child(code)
         };
         drop(child);
         drop(opts.io);
-        let first = init::recv(&parent);
+        let first = sync::recv(&parent);
         reap(mid);
         let pid = first
-            .and_then(|m| pid_or_error(&m))
+            .and_then(|m| sync::pid_or_error(&m))
             .map_err(|e| e.context(format!("exec {}", opts.exec_id)))?;
         // A terminal's master may come first; then the exec itself (the
         // socket closes) or its failure.
-        let (mut m, console) = init::recv_fd(&parent)?;
-        if m == "m" {
-            m = init::recv(&parent)?;
-        }
-        match m {
-            m if m.is_empty() => Ok(Created { pid, console }),
-            m => Err(child_error(&m).context(format!("exec {}", opts.exec_id))),
+        match sync::recv_ready(&parent)? {
+            (m, console) if m.is_empty() => Ok(Created { pid, console }),
+            (m, _) => Err(sync::child_error(&m).context(format!("exec {}", opts.exec_id))),
         }
     }
 
     fn kill(&self, _id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {
         if all {
-            self.cgroup()?.kill_all(signal as i32);
-            return Ok(());
+            let sig = i32::try_from(signal)
+                .map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?;
+            return self.cgroup()?.kill_all(sig);
         }
         super::signal_process(pid, signal)
     }
@@ -237,9 +236,10 @@ impl OciRuntime for Builtin {
             .lock()
             .map_err(|_| Error::internal("runtime state poisoned"))?;
         if let Some(s) = g.take() {
-            let cg = s.cgroup.unwrap_or_else(|| Cgroup::load(&s.cgroups_path));
-            cg.kill_all(libc::SIGKILL);
-            cg.delete();
+            s.cgroup
+                .kill_all(libc::SIGKILL)
+                .and_then(|()| s.cgroup.delete())
+                .map_err(|e| e.context(format!("delete cgroup {}", s.cgroups_path)))?;
         }
         Ok(())
     }
@@ -253,11 +253,11 @@ impl OciRuntime for Builtin {
     }
 
     fn pids(&self, _id: &str) -> Result<Vec<u32>> {
-        Ok(self.cgroup()?.procs())
+        self.cgroup()?.procs()
     }
 
     fn update(&self, _id: &str, resources: &LinuxResources) -> Result<()> {
-        self.cgroup()?.update(resources)
+        self.cgroup()?.apply(resources)
     }
 
     fn stats(&self, _id: &str) -> Result<Metrics> {
@@ -265,6 +265,13 @@ impl OciRuntime for Builtin {
     }
 
     fn oom_eventfd(&self, _id: &str) -> Option<OwnedFd> {
-        self.cgroup().ok()?.oom_eventfd().ok()
+        match self.cgroup().and_then(|c| c.oom_eventfd()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // OOM events are lost, the container runs: say so.
+                eprintln!("watch OOM kills: {}", e.chain());
+                None
+            }
+        }
     }
 }
