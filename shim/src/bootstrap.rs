@@ -66,7 +66,13 @@ pub fn start(flags: &Flags) -> Result<()> {
     if let Some(d) = sock.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
     }
-    let _ = std::fs::remove_file(&sock);
+    // A socket no shim answers on is stale; if it cannot be removed, bind
+    // below says why.
+    if let Err(e) = std::fs::remove_file(&sock)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("remove stale {}: {e}", sock.display());
+    }
     let listener = std::os::unix::net::UnixListener::bind(&sock)
         .map_err(|e| Error::io(format!("listen on {}", sock.display()), e))?;
     let log = std::fs::OpenOptions::new()

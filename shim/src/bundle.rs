@@ -66,6 +66,26 @@ impl Bundle {
         self.dir.join("shim.log")
     }
 
+    /// runc/crun's pid file for the init.
+    pub fn runtime_pid(&self) -> PathBuf {
+        self.dir.join("runtime.pid")
+    }
+
+    /// runc/crun's own log (its errors, one JSON line each).
+    pub fn runtime_log(&self) -> PathBuf {
+        self.dir.join("runtime.log")
+    }
+
+    /// An exec's process spec, pid file and runc log, while runc execs it.
+    pub fn exec_files(&self, exec_id: &str) -> [PathBuf; 3] {
+        ["json", "pid", "log"].map(|ext| self.dir.join(format!("exec-{exec_id}.{ext}")))
+    }
+
+    /// The resources of an update, for `runc update -r`.
+    pub fn update_spec(&self) -> PathBuf {
+        self.dir.join("update.json")
+    }
+
     pub fn write_pid(&self, pid: u32) -> Result<()> {
         write_file(&self.init_pid(), pid.to_string().as_bytes())
     }
@@ -139,6 +159,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let b = Bundle::new(&dir);
         assert_eq!(b.config(), dir.join("config.json"));
+        let [spec, pid, log] = b.exec_files("e1");
+        assert_eq!(
+            (spec, pid, log),
+            (
+                dir.join("exec-e1.json"),
+                dir.join("exec-e1.pid"),
+                dir.join("exec-e1.log")
+            )
+        );
         assert_eq!(b.read_pid(), 0);
         assert_eq!(b.read_exit(), None);
         b.write_pid(42).unwrap();

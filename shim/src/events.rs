@@ -63,6 +63,10 @@ impl Publisher {
             topic: topic.to_string(),
             event: Some(berth_proto::typeurl::pack(event)),
         };
-        let _ = self.tx.send(env);
+        // Fails only once the forwarding task is gone, when the runtime
+        // shuts down: nobody is left to deliver to.
+        if self.tx.send(env).is_err() {
+            eprintln!("event {topic} not sent: the shim is shutting down");
+        }
     }
 }

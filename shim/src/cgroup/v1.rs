@@ -46,7 +46,13 @@ impl V1 {
                 if c.split(',').any(|n| n == "cpuset") {
                     for f in ["cpuset.cpus", "cpuset.mems"] {
                         if read(&dir, f).unwrap_or_default().is_empty() {
-                            write(&dir, f, &read(&parent, f).unwrap_or_default())?;
+                            let from = read(&parent, f).ok_or_else(|| {
+                                Error::internal(format!(
+                                    "cgroup: cannot read {}/{f} to inherit it",
+                                    parent.display()
+                                ))
+                            })?;
+                            write(&dir, f, &from)?;
                         }
                     }
                 }

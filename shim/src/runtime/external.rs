@@ -138,7 +138,12 @@ impl ConsoleSocket {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let _ = std::fs::remove_dir_all(&dir);
+        // A leftover of a shim with this pid that died: bind would fail.
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::io(format!("remove stale {}", dir.display()), e));
+        }
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -148,7 +153,9 @@ impl ConsoleSocket {
         match listener {
             Ok(listener) => Ok(Self { dir, listener }),
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                if let Err(r) = std::fs::remove_dir_all(&dir) {
+                    eprintln!("remove {}: {r}", dir.display());
+                }
                 Err(e)
             }
         }
@@ -168,7 +175,10 @@ impl ConsoleSocket {
                 "{binary} did not hand over the terminal on --console-socket: {e}"
             ))
         })?;
-        let _ = conn.set_nonblocking(false);
+        // The listener's O_NONBLOCK is inherited: the master may come a
+        // moment after the connection, so wait for it.
+        conn.set_nonblocking(false)
+            .map_err(|e| Error::io("console socket connection", e))?;
         let fd = std::os::fd::OwnedFd::from(conn);
         let (_, master) = super::builtin::sync::recv_fd(&fd)?;
         master.ok_or_else(|| {
@@ -181,15 +191,17 @@ impl ConsoleSocket {
 
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("remove {}: {e}", self.dir.display());
+        }
     }
 }
 
 impl OciRuntime for External {
     fn create(&self, opts: CreateOpts) -> Result<Created> {
         let console = opts.io.terminal.then(ConsoleSocket::new).transpose()?;
-        let pidfile = opts.bundle.join("runtime.pid");
-        let log = opts.bundle.join("runtime.log");
+        let b = crate::bundle::Bundle::new(&opts.bundle);
+        let (pidfile, log) = (b.runtime_pid(), b.runtime_log());
         let mut c = self.cmd();
         // The container inherits runc's stdio; runc's own errors go to its log.
         c.arg("--log")
@@ -239,14 +251,12 @@ impl OciRuntime for External {
     fn exec(&self, id: &str, opts: ExecOpts) -> Result<Created> {
         let console = opts.io.terminal.then(ConsoleSocket::new).transpose()?;
         let bundle = self.bundle()?;
-        let pfile = bundle.join(format!("exec-{}.json", opts.exec_id));
-        let pidfile = bundle.join(format!("exec-{}.pid", opts.exec_id));
+        let [pfile, pidfile, log] = crate::bundle::Bundle::new(bundle).exec_files(&opts.exec_id);
         std::fs::write(
             &pfile,
             serde_json::to_vec(&opts.process).map_err(|e| Error::internal(e.to_string()))?,
         )
         .map_err(|e| Error::io("write process spec", e))?;
-        let log = bundle.join(format!("exec-{}.log", opts.exec_id));
         let mut c = self.cmd();
         // The process inherits runc's stdio, all three; runc's own errors
         // go to its log (a pipe would also be the process's stderr, and
@@ -267,10 +277,14 @@ impl OciRuntime for External {
             .stdout(stdio(opts.io.stdout))
             .stderr(stdio(opts.io.stderr));
         let st = c.status();
-        let _ = std::fs::remove_file(&pfile);
+        if let Err(e) = std::fs::remove_file(&pfile) {
+            eprintln!("remove {}: {e}", pfile.display());
+        }
         let st = st.map_err(|e| Error::io(format!("run {} exec", self.binary), e))?;
         let said = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
+        if let Err(e) = std::fs::remove_file(&log) {
+            eprintln!("remove {}: {e}", log.display());
+        }
         if !st.success() {
             let last = said.lines().last().unwrap_or("");
             return Err(Error::new(
@@ -331,7 +345,7 @@ impl OciRuntime for External {
     }
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
-        let f = self.bundle()?.join("update.json");
+        let f = crate::bundle::Bundle::new(self.bundle()?).update_spec();
         std::fs::write(
             &f,
             serde_json::to_vec(resources).map_err(|e| Error::internal(e.to_string()))?,

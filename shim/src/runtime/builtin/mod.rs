@@ -275,3 +275,68 @@ impl OciRuntime for Builtin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::Fake;
+    use oci_spec::runtime::{LinuxPidsBuilder, LinuxResourcesBuilder};
+
+    /// A runtime whose container was created (init `pid`) in `cg`.
+    fn running(cg: Arc<Fake>) -> Builtin {
+        let b = Builtin::default();
+        *b.state.lock().unwrap() = Some(State {
+            pid: 7,
+            cgroup: cg,
+            cgroups_path: "/default/c1".into(),
+            sync: None,
+        });
+        b
+    }
+
+    #[test]
+    fn container_wide_requests_go_to_its_cgroup() {
+        let cg = Arc::new(Fake {
+            pids: vec![7, 9],
+            ..Fake::default()
+        });
+        let rt = running(cg.clone());
+        rt.kill("c1", 7, 15, true).unwrap();
+        rt.pause("c1").unwrap();
+        rt.resume("c1").unwrap();
+        assert_eq!(rt.pids("c1").unwrap(), vec![7, 9]);
+        let res = LinuxResourcesBuilder::default()
+            .pids(LinuxPidsBuilder::default().limit(3i64).build().unwrap())
+            .build()
+            .unwrap();
+        rt.update("c1", &res).unwrap();
+        assert_eq!(
+            cg.calls(),
+            vec!["kill_all 15", "freeze", "thaw", "procs", "apply pids=3"]
+        );
+        let e = rt.kill("c1", 7, u32::MAX, true).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
+        let e = rt.start("c1").unwrap_err();
+        assert!(e.message().contains("already started"), "{e}");
+    }
+
+    #[test]
+    fn delete_kills_then_removes_and_says_when_it_cannot() {
+        let cg = Arc::new(Fake::default());
+        let rt = running(cg.clone());
+        rt.delete("c1").unwrap();
+        assert_eq!(cg.calls(), vec!["kill_all 9", "delete"]);
+        // Forgotten: a second delete has nothing to do.
+        rt.delete("c1").unwrap();
+        assert_eq!(cg.calls().len(), 2);
+        let e = rt.pause("c1").unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
+        let cg = Arc::new(Fake {
+            fail: Some("delete"),
+            ..Fake::default()
+        });
+        let e = running(cg).delete("c1").unwrap_err();
+        assert_eq!(e.message(), "delete cgroup /default/c1: fake delete");
+        assert!(e.chain().contains("busy"), "{}", e.chain());
+    }
+}
