@@ -115,6 +115,9 @@ impl V1 {
         if let Some(s) = mem.swappiness() {
             write(&d, "memory.swappiness", &s.to_string())?;
         }
+        if mem.disable_oom_killer() == Some(true) {
+            write(&d, "memory.oom_control", "1")?;
+        }
         Ok(())
     }
 
@@ -174,7 +177,13 @@ impl Cgroup for V1 {
             };
             write(&self.need("pids", "a pids limit")?, "pids.max", &v)?;
         }
-        if let Some(w) = r.block_io().as_ref().and_then(|b| b.weight()) {
+        // Zero is unset (engines send it when no weight was asked for).
+        if let Some(w) = r
+            .block_io()
+            .as_ref()
+            .and_then(|b| b.weight())
+            .filter(|w| *w != 0)
+        {
             let d = self.need("blkio", "a block I/O weight")?;
             // Kernels with only the BFQ scheduler name it differently.
             let f = if d.join("blkio.weight").exists() {
@@ -195,6 +204,11 @@ impl Cgroup for V1 {
                 };
                 write(&d, f, &device_rule(dev))?;
             }
+        }
+        if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+            return Err(Error::invalid(
+                "unified cgroup resources need a cgroup v2 host; this one is v1",
+            ));
         }
         Ok(())
     }
@@ -512,6 +526,41 @@ mod tests {
             .unwrap();
         let e = cg.apply(&pids).unwrap_err();
         assert!(e.message().contains("no pids cgroup controller"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn oom_killer_zero_weight_and_unified_settings() {
+        let (root, cs) = fake_root("v1oom");
+        let cg = V1::create(&root, "c", cs).unwrap();
+        let res = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .disable_oom_killer(true)
+                    .build()
+                    .unwrap(),
+            )
+            .block_io(
+                oci_spec::runtime::LinuxBlockIoBuilder::default()
+                    .weight(0u16)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        // No blkio hierarchy here: a zero weight is no weight, so no error.
+        cg.apply(&res).unwrap();
+        assert_eq!(file(&root, "memory/c/memory.oom_control"), "1");
+        let res = LinuxResourcesBuilder::default()
+            .unified(
+                [("memory.high".to_string(), "1".to_string())]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
+            .build()
+            .unwrap();
+        let e = cg.apply(&res).unwrap_err();
+        assert!(e.message().contains("cgroup v2"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

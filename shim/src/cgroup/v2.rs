@@ -168,8 +168,30 @@ impl Cgroup for V2 {
             };
             write(&self.dir, "pids.max", &v)?;
         }
-        if let Some(w) = r.block_io().as_ref().and_then(|b| b.weight()) {
+        // Zero is unset (engines send it when no weight was asked for).
+        if let Some(w) = r
+            .block_io()
+            .as_ref()
+            .and_then(|b| b.weight())
+            .filter(|w| *w != 0)
+        {
             write(&self.dir, "io.weight", &io_weight(w).to_string())?;
+        }
+        // Raw v2 settings, file by file; sorted so a failure is repeatable.
+        let mut unified: Vec<_> = r
+            .unified()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        unified.sort();
+        for (file, value) in unified {
+            if file.contains('/') || file.starts_with("cgroup.") {
+                return Err(Error::invalid(format!(
+                    "unified cgroup resource {file:?} is not a controller file"
+                )));
+            }
+            write(&self.dir, &file, &value)?;
         }
         // Device rules on v2 need an eBPF program attached to the cgroup,
         // which the built-in runtime does not load yet (neither did its
