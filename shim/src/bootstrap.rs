@@ -88,7 +88,7 @@ pub fn start(flags: &Flags) -> Result<()> {
             let code = match become_server(flags, &bundle, &sock, &address, listener, log) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("containerd-shim-berth-v2: {e}");
+                    eprintln!("containerd-shim-berth-v2: {}", e.chain());
                     1
                 }
             };

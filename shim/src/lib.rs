@@ -116,7 +116,7 @@ pub fn main() -> i32 {
     match r {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("containerd-shim-berth-v2: {e}");
+            eprintln!("containerd-shim-berth-v2: {}", e.chain());
             1
         }
     }

@@ -254,7 +254,13 @@ impl OciRuntime for External {
         let [pfile, pidfile, log] = crate::bundle::Bundle::new(bundle).exec_files(&opts.exec_id);
         std::fs::write(
             &pfile,
-            serde_json::to_vec(&opts.process).map_err(|e| Error::internal(e.to_string()))?,
+            serde_json::to_vec(&opts.process).map_err(|e| {
+                Error::caused(
+                    berth_proto::errdefs::Kind::Internal,
+                    "encode process spec",
+                    e,
+                )
+            })?,
         )
         .map_err(|e| Error::io("write process spec", e))?;
         let mut c = self.cmd();
@@ -340,15 +346,22 @@ impl OciRuntime for External {
         let mut c = self.cmd();
         c.arg("ps").arg("--format").arg("json").arg(id);
         let out = self.run(c, "ps")?;
-        serde_json::from_slice(&out)
-            .map_err(|e| Error::internal(format!("{} ps output: {e}", self.binary)))
+        serde_json::from_slice(&out).map_err(|e| {
+            Error::caused(
+                berth_proto::errdefs::Kind::Internal,
+                format!("{} ps output", self.binary),
+                e,
+            )
+        })
     }
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
         let f = crate::bundle::Bundle::new(self.bundle()?).update_spec();
         std::fs::write(
             &f,
-            serde_json::to_vec(resources).map_err(|e| Error::internal(e.to_string()))?,
+            serde_json::to_vec(resources).map_err(|e| {
+                Error::caused(berth_proto::errdefs::Kind::Internal, "encode resources", e)
+            })?,
         )
         .map_err(|e| Error::io("write resources", e))?;
         let mut c = self.cmd();
@@ -361,7 +374,7 @@ impl OciRuntime for External {
         c.arg("events").arg("--stats").arg(id);
         let out = self.run(c, "events --stats")?;
         let v: serde_json::Value = serde_json::from_slice(&out)
-            .map_err(|e| Error::internal(format!("stats output: {e}")))?;
+            .map_err(|e| Error::caused(berth_proto::errdefs::Kind::Internal, "stats output", e))?;
         let d = &v["data"];
         let u = |p: &str| {
             d.pointer(p)

@@ -108,8 +108,13 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let bytes = std::fs::read(&path).map_err(|e| Error::io(path.display(), e))?;
     // serde_json directly, not Spec::load: its error names what is wrong
     // (an unknown rlimit type, say) where oci-spec's says "serde failed".
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::invalid(format!("bundle {}: config.json: {e}", bundle.display())))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::caused(
+            berth_proto::errdefs::Kind::InvalidArgument,
+            format!("bundle {}: config.json", bundle.display()),
+            e,
+        )
+    })
 }
 
 /// Stops whatever a dead shim left running and releases its resources.
@@ -155,6 +160,6 @@ mod tests {
         let e = load_spec(&dir).unwrap_err();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
-        assert!(e.to_string().contains("RLIMIT_BOGUS"), "{e}");
+        assert!(e.chain().contains("RLIMIT_BOGUS"), "{}", e.chain());
     }
 }
