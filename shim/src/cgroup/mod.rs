@@ -49,8 +49,8 @@ pub trait Cgroup: Send + Sync {
     /// Statistics in containerd's cgroup v1 metrics format (what clients
     /// of this shim decode on either host).
     fn stats(&self) -> Metrics;
-    /// An eventfd readable on each OOM kill, where the hierarchy has one.
-    fn oom_eventfd(&self) -> Result<Option<OwnedFd>>;
+    /// What to watch for OOM kills in the cgroup.
+    fn oom_watch(&self) -> Result<OomWatch>;
     /// Removes the cgroup (retrying briefly while its processes exit); one
     /// that is already gone is fine.
     fn delete(&self) -> Result<()>;
@@ -69,6 +69,58 @@ fn kill_each(pids: &[u32], sig: i32) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How a cgroup tells of OOM kills: a descriptor that becomes readable,
+/// and what reading it means.
+pub struct OomWatch {
+    pub fd: OwnedFd,
+    pub counter: OomCounter,
+}
+
+/// What an [`OomWatch`]'s descriptor is.
+pub enum OomCounter {
+    /// v1: an eventfd registered on `memory.oom_control`, counting kills.
+    EventFd,
+    /// v2: inotify on `memory.events`, whose `oom_kill` count is compared
+    /// with the last one seen.
+    MemoryEvents { path: PathBuf, seen: u64 },
+}
+
+impl OomCounter {
+    /// Once the descriptor is readable: consumes what it holds and returns
+    /// the OOM kills since the last call. `WouldBlock` when it held nothing.
+    pub fn drain(&mut self, fd: &OwnedFd) -> std::io::Result<u64> {
+        match self {
+            OomCounter::EventFd => {
+                let mut buf = [0u8; 8];
+                match nix::unistd::read(fd, &mut buf)? {
+                    8 => Ok(u64::from_ne_bytes(buf)),
+                    n => Err(std::io::Error::other(format!("eventfd read {n} bytes"))),
+                }
+            }
+            OomCounter::MemoryEvents { path, seen } => {
+                // Any number of change events: only the count matters.
+                let mut buf = [0u8; 1024];
+                if nix::unistd::read(fd, &mut buf)? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let text = std::fs::read_to_string(&*path)?;
+                let now = oom_kills(&text);
+                let new = now.saturating_sub(*seen);
+                *seen = now;
+                Ok(new)
+            }
+        }
+    }
+}
+
+/// The `oom_kill` count of a v2 `memory.events` file.
+fn oom_kills(memory_events: &str) -> u64 {
+    memory_events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Moves the calling single-threaded process into the cgroup whose
@@ -314,8 +366,9 @@ impl Cgroup for Fake {
     fn stats(&self) -> Metrics {
         Metrics::default()
     }
-    fn oom_eventfd(&self) -> Result<Option<OwnedFd>> {
-        self.record("oom_eventfd".into()).map(|()| None)
+    fn oom_watch(&self) -> Result<OomWatch> {
+        self.record("oom_watch".into())?;
+        Err(Error::unimplemented("the fake has no OOM events"))
     }
     fn delete(&self) -> Result<()> {
         self.record("delete".into())
@@ -354,6 +407,22 @@ pub(crate) mod tests {
         assert_eq!(h, Hierarchy::V2(root.clone()));
         assert!(h.controllers().is_empty());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn oom_counters_count_kills_only() {
+        let efd = nix::sys::eventfd::EventFd::from_flags(nix::sys::eventfd::EfdFlags::EFD_NONBLOCK)
+            .unwrap();
+        efd.write(2).unwrap();
+        let fd = OwnedFd::from(efd);
+        let mut c = OomCounter::EventFd;
+        assert_eq!(c.drain(&fd).unwrap(), 2);
+        assert_eq!(
+            c.drain(&fd).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+        assert_eq!(oom_kills("low 1\nhigh 2\nmax 3\noom 4\noom_kill 5\n"), 5);
+        assert_eq!(oom_kills("oom 4\n"), 0, "an OOM without a kill is none");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! cgroup v1: the container's cgroup is a directory of the same path in
 //! every hierarchy (`<root>/<controller>/<path>`).
 
-use super::{Cgroup, check_memory_limit, read, read_keyed, read_pids, read_u64, remove_dir, write};
+use super::{
+    Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
+    remove_dir, write,
+};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
@@ -309,10 +312,8 @@ impl Cgroup for V1 {
         out
     }
 
-    fn oom_eventfd(&self) -> Result<Option<OwnedFd>> {
-        let Some(dir) = self.dir("memory") else {
-            return Ok(None);
-        };
+    fn oom_watch(&self) -> Result<OomWatch> {
+        let dir = self.need("memory", "watching OOM kills")?;
         let ctl = std::fs::File::open(dir.join("memory.oom_control"))
             .map_err(|e| Error::io("open memory.oom_control", e))?;
         let efd = nix::sys::eventfd::EventFd::from_flags(
@@ -324,7 +325,10 @@ impl Cgroup for V1 {
             "cgroup.event_control",
             &format!("{} {}", efd.as_raw_fd(), ctl.as_raw_fd()),
         )?;
-        Ok(Some(OwnedFd::from(efd)))
+        Ok(OomWatch {
+            fd: OwnedFd::from(efd),
+            counter: OomCounter::EventFd,
+        })
     }
 
     fn delete(&self) -> Result<()> {

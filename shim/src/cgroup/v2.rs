@@ -2,11 +2,14 @@
 //! enabled in every ancestor's `cgroup.subtree_control`, which creating
 //! the cgroup does for every controller the root offers.
 
-use super::{Cgroup, check_memory_limit, read, read_keyed, read_pids, read_u64, remove_dir, write};
+use super::{
+    Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
+    remove_dir, write,
+};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Controllers a container's limits use, enabled down to its cgroup when
@@ -96,6 +99,27 @@ fn enable_in(dir: &Path, controllers: &[&str]) -> Result<()> {
         return Ok(());
     }
     write(dir, "cgroup.subtree_control", &missing.join(" "))
+}
+
+/// An inotify descriptor (non-blocking) reporting changes of `path`.
+fn inotify_modify(path: &Path) -> Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let what = || format!("watch {} for OOM kills", path.display());
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("{}: NUL in path", what())))?;
+    // SAFETY: inotify_init1 takes only flags and returns a new descriptor.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::io(what(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just created and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: c is a NUL-terminated path that outlives the call.
+    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) } < 0 {
+        return Err(Error::io(what(), std::io::Error::last_os_error()));
+    }
+    Ok(fd)
 }
 
 /// A v1-style limit as v2 writes it: negative is `max`.
@@ -304,10 +328,16 @@ impl Cgroup for V2 {
         }
     }
 
-    fn oom_eventfd(&self) -> Result<Option<OwnedFd>> {
-        // v2 has no OOM eventfd (memory.events changes instead, watched
-        // with inotify): OOM kills show in stats, not as events, yet.
-        Ok(None)
+    fn oom_watch(&self) -> Result<OomWatch> {
+        // v2 has no OOM eventfd: memory.events changes (a kernfs notify,
+        // seen by inotify) and its oom_kill count tells kills apart from
+        // the other events it counts.
+        let path = self.dir.join("memory.events");
+        let seen = super::oom_kills(&read(&self.dir, "memory.events").unwrap_or_default());
+        Ok(OomWatch {
+            fd: inotify_modify(&path)?,
+            counter: OomCounter::MemoryEvents { path, seen },
+        })
     }
 
     fn delete(&self) -> Result<()> {
@@ -483,6 +513,12 @@ mod tests {
         cg.thaw().unwrap();
         assert_eq!(file(&root, "c/cgroup.freeze"), "0");
         assert!(cg.self_join_files().unwrap().is_none());
+        // OOM kills: counted from memory.events when inotify says it changed.
+        let mut w = cg.oom_watch().unwrap();
+        std::fs::write(d.join("memory.events"), "low 0\nmax 4\noom 2\noom_kill 3\n").unwrap();
+        assert_eq!(w.counter.drain(&w.fd).unwrap(), 2);
+        let again = w.counter.drain(&w.fd).unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::WouldBlock, "drained");
         cg.add(99).unwrap();
         assert_eq!(file(&root, "c/cgroup.procs"), "99");
         std::fs::remove_dir_all(&root).unwrap();

@@ -420,7 +420,7 @@ impl OciRuntime for External {
         })
     }
 
-    fn oom_eventfd(&self, _id: &str) -> Option<std::os::fd::OwnedFd> {
+    fn oom_watch(&self, _id: &str) -> Option<crate::cgroup::OomWatch> {
         None
     }
 }

@@ -60,8 +60,8 @@ pub trait OciRuntime: Send + Sync {
     fn pids(&self, id: &str) -> Result<Vec<u32>>;
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<()>;
     fn stats(&self, id: &str) -> Result<Metrics>;
-    /// An fd readable on each OOM kill, if the runtime can tell.
-    fn oom_eventfd(&self, id: &str) -> Option<std::os::fd::OwnedFd>;
+    /// Where OOM kills in the container are heard, if the runtime can tell.
+    fn oom_watch(&self, id: &str) -> Option<crate::cgroup::OomWatch>;
 }
 
 /// Which runtime runs a container, as recorded in the bundle.

@@ -177,7 +177,7 @@ impl Shim {
     }
 
     fn watch_oom(self: &Arc<Self>, rt: &Arc<dyn OciRuntime>) {
-        let Some(fd) = rt.oom_eventfd(&self.id) else {
+        let Some(crate::cgroup::OomWatch { fd, mut counter }) = rt.oom_watch(&self.id) else {
             return;
         };
         let afd = match crate::stdio::async_fd(fd) {
@@ -193,12 +193,10 @@ impl Shim {
                 let Ok(mut g) = afd.readable().await else {
                     return;
                 };
-                let mut buf = [0u8; 8];
-                match g.try_io(|f| {
-                    nix::unistd::read(f.get_ref(), &mut buf).map_err(std::io::Error::from)
-                }) {
-                    Ok(Ok(8)) => {
-                        // The cgroup going away also signals the eventfd.
+                match g.try_io(|f| counter.drain(f.get_ref())) {
+                    Ok(Ok(0)) => continue,
+                    Ok(Ok(_)) => {
+                        // The cgroup going away also signals the watch.
                         if this.lock().deleted {
                             return;
                         }
@@ -209,7 +207,7 @@ impl Shim {
                             },
                         );
                     }
-                    Ok(_) => return,
+                    Ok(Err(_)) => return,
                     Err(_would_block) => continue,
                 }
             }

@@ -264,9 +264,9 @@ impl OciRuntime for Builtin {
         Ok(self.cgroup()?.stats())
     }
 
-    fn oom_eventfd(&self, _id: &str) -> Option<OwnedFd> {
-        match self.cgroup().and_then(|c| c.oom_eventfd()) {
-            Ok(fd) => fd,
+    fn oom_watch(&self, _id: &str) -> Option<crate::cgroup::OomWatch> {
+        match self.cgroup().and_then(|c| c.oom_watch()) {
+            Ok(w) => Some(w),
             Err(e) => {
                 // OOM events are lost, the container runs: say so.
                 eprintln!("watch OOM kills: {}", e.chain());
