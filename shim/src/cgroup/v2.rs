@@ -523,4 +523,34 @@ mod tests {
         assert_eq!(file(&root, "c/cgroup.procs"), "99");
         std::fs::remove_dir_all(&root).unwrap();
     }
+
+    /// Against the host's real cgroup2 mount (needs root, so run with
+    /// `--ignored`): a process added, frozen and thawed, killed through
+    /// `cgroup.kill`, and the cgroup removed.
+    #[test]
+    #[ignore]
+    fn real_cgroup2_mount() {
+        let root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            PathBuf::from("/sys/fs/cgroup/unified")
+        };
+        let cg = V2::create(&root, &format!("berth-unit-{}", std::process::id())).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        cg.add(child.id()).unwrap();
+        assert_eq!(cg.procs().unwrap(), vec![child.id()]);
+        cg.freeze().unwrap();
+        cg.thaw().unwrap();
+        cg.kill_all(libc::SIGKILL).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGKILL)
+        );
+        cg.delete().unwrap();
+        assert!(!cg.dir.exists());
+    }
 }
