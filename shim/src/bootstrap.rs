@@ -3,7 +3,8 @@
 //! `crate::runtime` (crash cleanup) and `crate::service` (to serve).
 
 use crate::bundle::{Bundle, SavedExit};
-use crate::{Error, Flags, Result};
+use crate::flags::Flags;
+use crate::{Error, Result};
 use berth_proto::pb::containerd::task::v2::DeleteResponse;
 use prost::Message;
 use sha2::Digest as _;
@@ -137,7 +138,7 @@ fn become_server(
     f.socket = sock.display().to_string();
     f.bundle = bundle.display().to_string();
     retitle_serving();
-    crate::service::serve(&f, listener)
+    crate::service::task::serve(&f, listener)
 }
 
 /// Makes `ps` show the serving shim as `… serve`: the fork still has

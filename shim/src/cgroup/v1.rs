@@ -1,7 +1,7 @@
 //! cgroup v1: the container's cgroup is a directory of the same path in
 //! every hierarchy (`<root>/<controller>/<path>`).
 
-use super::{
+use super::base::{
     Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
     remove_dir, write,
 };
@@ -249,7 +249,7 @@ impl Cgroup for V1 {
     fn freeze(&self) -> Result<()> {
         let d = self.need("freezer", "pausing")?;
         write(&d, "freezer.state", "FROZEN")?;
-        if !super::wait_until(|| read(&d, "freezer.state").as_deref() == Some("FROZEN")) {
+        if !super::base::wait_until(|| read(&d, "freezer.state").as_deref() == Some("FROZEN")) {
             // Half-frozen helps nobody: let it run again.
             write(&d, "freezer.state", "THAWED")?;
             return Err(Error::internal(format!(
@@ -300,7 +300,7 @@ impl Cgroup for V1 {
         }
         out.cpu = Some(cpu);
         if let Some(d) = self.dir("memory") {
-            out.memory = Some(memory_stat(&d));
+            out.memory = Some(super::stats::v1_memory(&d));
             let oom = read_keyed(&d, "memory.oom_control");
             let get = |k: &str| oom.get(k).copied().unwrap_or(0);
             out.memory_oom_control = Some(m::MemoryOomControl {
@@ -339,59 +339,9 @@ impl Cgroup for V1 {
     }
 }
 
-/// containerd's memory statistics from a v1 memory cgroup.
-fn memory_stat(d: &Path) -> m::MemoryStat {
-    let st = read_keyed(d, "memory.stat");
-    let s = |k: &str| st.get(k).copied().unwrap_or(0);
-    let entry = |prefix: &str| m::MemoryEntry {
-        limit: read_u64(d, &format!("{prefix}.limit_in_bytes")).unwrap_or(0),
-        usage: read_u64(d, &format!("{prefix}.usage_in_bytes")).unwrap_or(0),
-        max: read_u64(d, &format!("{prefix}.max_usage_in_bytes")).unwrap_or(0),
-        failcnt: read_u64(d, &format!("{prefix}.failcnt")).unwrap_or(0),
-    };
-    m::MemoryStat {
-        cache: s("cache"),
-        rss: s("rss"),
-        rss_huge: s("rss_huge"),
-        mapped_file: s("mapped_file"),
-        dirty: s("dirty"),
-        writeback: s("writeback"),
-        pg_pg_in: s("pgpgin"),
-        pg_pg_out: s("pgpgout"),
-        pg_fault: s("pgfault"),
-        pg_maj_fault: s("pgmajfault"),
-        inactive_anon: s("inactive_anon"),
-        active_anon: s("active_anon"),
-        inactive_file: s("inactive_file"),
-        active_file: s("active_file"),
-        unevictable: s("unevictable"),
-        hierarchical_memory_limit: s("hierarchical_memory_limit"),
-        hierarchical_swap_limit: s("hierarchical_memsw_limit"),
-        total_cache: s("total_cache"),
-        total_rss: s("total_rss"),
-        total_rss_huge: s("total_rss_huge"),
-        total_mapped_file: s("total_mapped_file"),
-        total_dirty: s("total_dirty"),
-        total_writeback: s("total_writeback"),
-        total_pg_pg_in: s("total_pgpgin"),
-        total_pg_pg_out: s("total_pgpgout"),
-        total_pg_fault: s("total_pgfault"),
-        total_pg_maj_fault: s("total_pgmajfault"),
-        total_inactive_anon: s("total_inactive_anon"),
-        total_active_anon: s("total_active_anon"),
-        total_inactive_file: s("total_inactive_file"),
-        total_active_file: s("total_active_file"),
-        total_unevictable: s("total_unevictable"),
-        usage: Some(entry("memory")),
-        swap: Some(entry("memory.memsw")),
-        kernel: None,
-        kernel_tcp: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::tests::tree;
+    use super::super::base::tests::tree;
     use super::*;
     use oci_spec::runtime::{
         LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
@@ -614,7 +564,7 @@ mod tests {
         }
         let files = cg.self_join_files().unwrap().unwrap();
         assert_eq!(files.len(), CONTROLLERS.len());
-        super::super::join_self(&files).unwrap();
+        super::super::base::join_self(&files).unwrap();
         assert_eq!(file(&root, "systemd/c/tasks"), "0");
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -2,7 +2,7 @@
 //! enabled in every ancestor's `cgroup.subtree_control`, which creating
 //! the cgroup does for every controller the root offers.
 
-use super::{
+use super::base::{
     Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
     remove_dir, write,
 };
@@ -246,7 +246,7 @@ impl Cgroup for V2 {
                 .get("frozen")
                 .is_some_and(|f| *f == 1)
         };
-        if !super::wait_until(frozen) {
+        if !super::base::wait_until(frozen) {
             write(&self.dir, "cgroup.freeze", "0")?;
             return Err(Error::internal(format!(
                 "cgroup {}: processes did not freeze within a second",
@@ -265,7 +265,7 @@ impl Cgroup for V2 {
         if sig == libc::SIGKILL && self.dir.join("cgroup.kill").exists() {
             return write(&self.dir, "cgroup.kill", "1");
         }
-        super::kill_each(&self.procs()?, sig)
+        super::base::kill_each(&self.procs()?, sig)
     }
 
     fn stats(&self) -> m::Metrics {
@@ -333,7 +333,7 @@ impl Cgroup for V2 {
         // seen by inotify) and its oom_kill count tells kills apart from
         // the other events it counts.
         let path = self.dir.join("memory.events");
-        let seen = super::oom_kills(&read(&self.dir, "memory.events").unwrap_or_default());
+        let seen = super::base::oom_kills(&read(&self.dir, "memory.events").unwrap_or_default());
         Ok(OomWatch {
             fd: inotify_modify(&path)?,
             counter: OomCounter::MemoryEvents { path, seen },
@@ -347,7 +347,7 @@ impl Cgroup for V2 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::tree;
+    use super::super::base::tests::tree;
     use super::*;
     use oci_spec::runtime::{
         LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,

@@ -2,7 +2,7 @@
 //! selected by the `BinaryName` runtime option. It is also the oracle the
 //! built-in runtime is tested against.
 
-use super::{CreateOpts, Created, ExecOpts, OciRuntime};
+use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
@@ -310,7 +310,7 @@ impl OciRuntime for External {
     fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {
         if !all && pid > 0 {
             // A single process (an exec): signal it directly.
-            return super::signal_process(pid, signal);
+            return signal_process(pid, signal);
         }
         let mut c = self.cmd();
         c.arg("kill");

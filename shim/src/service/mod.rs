@@ -1,6 +1,7 @@
 //! The serving shim: one container's processes ([`process`]), what each
 //! task request does to them (here), the reaper and event publishing, and
-//! the ttrpc adapter ([`task`]), the one place errors become statuses.
+//! the ttrpc adapter and main loop ([`task`], which uses this file, never
+//! the other way), the one place errors become statuses.
 //! May use `crate::runtime`, `crate::stdio`, `crate::bundle`,
 //! `crate::events`; nothing below imports the service.
 
@@ -22,8 +23,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-
-pub use task::serve;
 
 /// How long output copies may take to drain after a process exits.
 const IO_DRAIN: Duration = Duration::from_secs(2);

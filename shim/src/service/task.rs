@@ -5,7 +5,8 @@
 use super::{Inner, Shim};
 use crate::bundle::Bundle;
 use crate::events::Publisher;
-use crate::{Error, Flags, Result};
+use crate::flags::Flags;
+use crate::{Error, Result};
 use berth_proto::pb::containerd::task::v2 as api;
 use berth_proto::pb::containerd::task::v2::task_ttrpc;
 use berth_proto::time::timestamp;

@@ -20,7 +20,7 @@ pub mod sync;
 pub mod sys;
 pub mod tty;
 
-use super::{CreateOpts, Created, ExecOpts, OciRuntime};
+use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
@@ -227,7 +227,7 @@ impl OciRuntime for Builtin {
                 .map_err(|_| Error::invalid(format!("signal {signal} is not valid")))?;
             return self.cgroup()?.kill_all(sig);
         }
-        super::signal_process(pid, signal)
+        signal_process(pid, signal)
     }
 
     fn delete(&self, _id: &str) -> Result<()> {
