@@ -567,3 +567,24 @@ impl Shim {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn exit_statuses_as_containerd_reports_them() {
+        let p = Pid::from_raw(42);
+        assert_eq!(exit_code(WaitStatus::Exited(p, 3)), Some((42, 3)));
+        // Killed by a signal: 128 + its number, as a shell reports it.
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, false)),
+            Some((42, 137))
+        );
+        assert_eq!(exit_code(WaitStatus::Stopped(p, Signal::SIGSTOP)), None);
+        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
+}
