@@ -1,26 +1,16 @@
-//! The `start` and `delete` actions.
+//! The `start` and `delete` actions: starting (or finding) the serving
+//! shim, and cleaning up after one that died. May use `crate::bundle`,
+//! `crate::runtime` (crash cleanup) and `crate::service` (to serve).
 
-use crate::{Error, Flags, Result};
+use crate::bundle::{Bundle, SavedExit};
+use crate::flags::Flags;
+use crate::{Error, Result};
 use berth_proto::pb::containerd::task::v2::DeleteResponse;
 use prost::Message;
 use sha2::Digest as _;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-/// Files the shim keeps in the bundle.
-pub mod files {
-    /// The shim's socket address.
-    pub const ADDRESS: &str = "address";
-    /// The init process's pid.
-    pub const INIT_PID: &str = "init.pid";
-    /// The init process's exit (JSON), written durably when it exits.
-    pub const INIT_EXIT: &str = "init.exit";
-    /// Which runtime runs the container (JSON).
-    pub const RUNTIME: &str = "runtime.json";
-    /// The shim's own log.
-    pub const LOG: &str = "shim.log";
-}
 
 /// Where the shim for `ns`/`id` of the daemon at `address` listens.
 pub fn socket_path(address: &str, ns: &str, id: &str) -> PathBuf {
@@ -62,9 +52,12 @@ fn require(flags: &Flags) -> Result<()> {
 pub fn start(flags: &Flags) -> Result<()> {
     require(flags)?;
     let bundle = bundle_dir(flags)?;
-    // Runtime options may arrive on stdin; Create carries them too.
+    // Runtime options may arrive on stdin; Create carries them too, so
+    // what came here is only drained (containerd waits for us to read it).
     let mut opts = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut opts);
+    if let Err(e) = std::io::stdin().read_to_end(&mut opts) {
+        eprintln!("containerd-shim-berth-v2: read options from stdin: {e}");
+    }
     let sock = socket_path(&flags.address, &flags.namespace, &flags.id);
     let address = format!("unix://{}", sock.display());
     if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
@@ -74,13 +67,19 @@ pub fn start(flags: &Flags) -> Result<()> {
     if let Some(d) = sock.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
     }
-    let _ = std::fs::remove_file(&sock);
+    // A socket no shim answers on is stale; if it cannot be removed, bind
+    // below says why.
+    if let Err(e) = std::fs::remove_file(&sock)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("remove stale {}: {e}", sock.display());
+    }
     let listener = std::os::unix::net::UnixListener::bind(&sock)
         .map_err(|e| Error::io(format!("listen on {}", sock.display()), e))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(bundle.join(files::LOG))
+        .open(Bundle::new(&bundle).log())
         .map_err(|e| Error::io("open shim log", e))?;
     // The serving shim is a fork of this process, not a new execution of
     // the binary: one exec and dynamic link fewer per container start.
@@ -90,7 +89,7 @@ pub fn start(flags: &Flags) -> Result<()> {
             let code = match become_server(flags, &bundle, &sock, &address, listener, log) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("containerd-shim-berth-v2: {e}");
+                    eprintln!("containerd-shim-berth-v2: {}", e.chain());
                     1
                 }
             };
@@ -134,12 +133,12 @@ fn become_server(
     onto(&log, 2, "stderr to the shim log")?;
     std::env::set_current_dir(bundle)
         .map_err(|e| Error::io(format!("enter {}", bundle.display()), e))?;
-    write_file(&bundle.join(files::ADDRESS), address.as_bytes())?;
+    crate::bundle::write_file(&Bundle::new(bundle).address(), address.as_bytes())?;
     let mut f = flags.clone();
     f.socket = sock.display().to_string();
     f.bundle = bundle.display().to_string();
     retitle_serving();
-    crate::service::serve(&f, listener)
+    crate::service::task::serve(&f, listener)
 }
 
 /// Makes `ps` show the serving shim as `… serve`: the fork still has
@@ -173,56 +172,33 @@ fn retitle_serving() {
     }
 }
 
-/// Writes a file durably: temp file, fsync, rename.
-pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
-    if let Some(d) = path.parent()
-        && let Ok(df) = std::fs::File::open(d)
-    {
-        let _ = df.sync_all();
-    }
-    Ok(())
-}
-
-/// The saved exit of a process.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct SavedExit {
-    pub pid: u32,
-    pub status: u32,
-    pub exited_at: i64,
-}
-
 /// `delete`: clean up after a shim that is gone — stop what is left of the
 /// container, unmount its rootfs — and print the saved exit.
 pub fn delete(flags: &Flags) -> Result<()> {
-    let bundle = bundle_dir(flags)?;
-    let pid: u32 = std::fs::read_to_string(bundle.join(files::INIT_PID))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    if let Err(e) = crate::runtime::cleanup_after_crash(&bundle, &flags.id, pid) {
-        eprintln!("cleanup of {}: {e}", flags.id);
+    let bundle = Bundle::new(bundle_dir(flags)?);
+    let pid = bundle.read_pid();
+    // Best effort, each step said in the log: delete must still answer
+    // with the exit status so the client can forget the task.
+    if let Err(e) = crate::runtime::cleanup_after_crash(bundle.dir(), &flags.id, pid) {
+        eprintln!("cleanup of {}: {}", flags.id, e.chain());
     }
-    let rootfs = bundle.join("rootfs");
-    let _ = berth_mount::unmount(&rootfs);
+    if let Err(e) = berth_mount::unmount(&bundle.rootfs()) {
+        eprintln!("unmount rootfs of {}: {e}", flags.id);
+    }
     if !flags.address.is_empty() && !flags.namespace.is_empty() {
-        let _ = std::fs::remove_file(socket_path(&flags.address, &flags.namespace, &flags.id));
+        let sock = socket_path(&flags.address, &flags.namespace, &flags.id);
+        match std::fs::remove_file(&sock) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                eprintln!("remove {}: {e}", sock.display());
+            }
+            _ => {}
+        }
     }
-    let exit: SavedExit = std::fs::read(bundle.join(files::INIT_EXIT))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(SavedExit {
-            pid,
-            status: 128 + libc::SIGKILL as u32,
-            exited_at: now(),
-        });
+    let exit: SavedExit = bundle.read_exit().unwrap_or(SavedExit {
+        pid,
+        status: 128 + libc::SIGKILL as u32,
+        exited_at: now(),
+    });
     let resp = DeleteResponse {
         pid: exit.pid,
         exit_status: exit.status,
@@ -234,7 +210,7 @@ pub fn delete(flags: &Flags) -> Result<()> {
         .map_err(|e| Error::io("write delete response", e))
 }
 
-pub use berth_proto::time::{now, timestamp};
+use berth_proto::time::{now, timestamp};
 
 #[cfg(test)]
 mod tests {

@@ -58,11 +58,15 @@ impl Publisher {
     /// Queues an event.
     pub fn publish<M: prost::Name>(&self, topic: &str, event: &M) {
         let env = Envelope {
-            timestamp: Some(crate::bootstrap::timestamp(crate::bootstrap::now())),
+            timestamp: Some(berth_proto::time::timestamp(berth_proto::time::now())),
             namespace: self.ns.clone(),
             topic: topic.to_string(),
             event: Some(berth_proto::typeurl::pack(event)),
         };
-        let _ = self.tx.send(env);
+        // Fails only once the forwarding task is gone, when the runtime
+        // shuts down: nobody is left to deliver to.
+        if self.tx.send(env).is_err() {
+            eprintln!("event {topic} not sent: the shim is shutting down");
+        }
     }
 }

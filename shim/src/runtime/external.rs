@@ -2,7 +2,7 @@
 //! selected by the `BinaryName` runtime option. It is also the oracle the
 //! built-in runtime is tested against.
 
-use super::{CreateOpts, Created, ExecOpts, OciRuntime};
+use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
@@ -138,7 +138,12 @@ impl ConsoleSocket {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        let _ = std::fs::remove_dir_all(&dir);
+        // A leftover of a shim with this pid that died: bind would fail.
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::io(format!("remove stale {}", dir.display()), e));
+        }
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -148,7 +153,9 @@ impl ConsoleSocket {
         match listener {
             Ok(listener) => Ok(Self { dir, listener }),
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                if let Err(r) = std::fs::remove_dir_all(&dir) {
+                    eprintln!("remove {}: {r}", dir.display());
+                }
                 Err(e)
             }
         }
@@ -168,9 +175,12 @@ impl ConsoleSocket {
                 "{binary} did not hand over the terminal on --console-socket: {e}"
             ))
         })?;
-        let _ = conn.set_nonblocking(false);
+        // The listener's O_NONBLOCK is inherited: the master may come a
+        // moment after the connection, so wait for it.
+        conn.set_nonblocking(false)
+            .map_err(|e| Error::io("console socket connection", e))?;
         let fd = std::os::fd::OwnedFd::from(conn);
-        let (_, master) = super::init::recv_fd(&fd)?;
+        let (_, master) = super::builtin::sync::recv_fd(&fd)?;
         master.ok_or_else(|| {
             Error::precondition(format!(
                 "{binary} connected to the console socket but sent no terminal"
@@ -181,15 +191,17 @@ impl ConsoleSocket {
 
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("remove {}: {e}", self.dir.display());
+        }
     }
 }
 
 impl OciRuntime for External {
     fn create(&self, opts: CreateOpts) -> Result<Created> {
         let console = opts.io.terminal.then(ConsoleSocket::new).transpose()?;
-        let pidfile = opts.bundle.join("runtime.pid");
-        let log = opts.bundle.join("runtime.log");
+        let b = crate::bundle::Bundle::new(&opts.bundle);
+        let (pidfile, log) = (b.runtime_pid(), b.runtime_log());
         let mut c = self.cmd();
         // The container inherits runc's stdio; runc's own errors go to its log.
         c.arg("--log")
@@ -239,14 +251,18 @@ impl OciRuntime for External {
     fn exec(&self, id: &str, opts: ExecOpts) -> Result<Created> {
         let console = opts.io.terminal.then(ConsoleSocket::new).transpose()?;
         let bundle = self.bundle()?;
-        let pfile = bundle.join(format!("exec-{}.json", opts.exec_id));
-        let pidfile = bundle.join(format!("exec-{}.pid", opts.exec_id));
+        let [pfile, pidfile, log] = crate::bundle::Bundle::new(bundle).exec_files(&opts.exec_id);
         std::fs::write(
             &pfile,
-            serde_json::to_vec(&opts.process).map_err(|e| Error::internal(e.to_string()))?,
+            serde_json::to_vec(&opts.process).map_err(|e| {
+                Error::caused(
+                    berth_proto::errdefs::Kind::Internal,
+                    "encode process spec",
+                    e,
+                )
+            })?,
         )
         .map_err(|e| Error::io("write process spec", e))?;
-        let log = bundle.join(format!("exec-{}.log", opts.exec_id));
         let mut c = self.cmd();
         // The process inherits runc's stdio, all three; runc's own errors
         // go to its log (a pipe would also be the process's stderr, and
@@ -267,10 +283,14 @@ impl OciRuntime for External {
             .stdout(stdio(opts.io.stdout))
             .stderr(stdio(opts.io.stderr));
         let st = c.status();
-        let _ = std::fs::remove_file(&pfile);
+        if let Err(e) = std::fs::remove_file(&pfile) {
+            eprintln!("remove {}: {e}", pfile.display());
+        }
         let st = st.map_err(|e| Error::io(format!("run {} exec", self.binary), e))?;
         let said = std::fs::read_to_string(&log).unwrap_or_default();
-        let _ = std::fs::remove_file(&log);
+        if let Err(e) = std::fs::remove_file(&log) {
+            eprintln!("remove {}: {e}", log.display());
+        }
         if !st.success() {
             let last = said.lines().last().unwrap_or("");
             return Err(Error::new(
@@ -290,7 +310,7 @@ impl OciRuntime for External {
     fn kill(&self, id: &str, pid: u32, signal: u32, all: bool) -> Result<()> {
         if !all && pid > 0 {
             // A single process (an exec): signal it directly.
-            return super::signal_process(pid, signal);
+            return signal_process(pid, signal);
         }
         let mut c = self.cmd();
         c.arg("kill");
@@ -326,15 +346,22 @@ impl OciRuntime for External {
         let mut c = self.cmd();
         c.arg("ps").arg("--format").arg("json").arg(id);
         let out = self.run(c, "ps")?;
-        serde_json::from_slice(&out)
-            .map_err(|e| Error::internal(format!("{} ps output: {e}", self.binary)))
+        serde_json::from_slice(&out).map_err(|e| {
+            Error::caused(
+                berth_proto::errdefs::Kind::Internal,
+                format!("{} ps output", self.binary),
+                e,
+            )
+        })
     }
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
-        let f = self.bundle()?.join("update.json");
+        let f = crate::bundle::Bundle::new(self.bundle()?).update_spec();
         std::fs::write(
             &f,
-            serde_json::to_vec(resources).map_err(|e| Error::internal(e.to_string()))?,
+            serde_json::to_vec(resources).map_err(|e| {
+                Error::caused(berth_proto::errdefs::Kind::Internal, "encode resources", e)
+            })?,
         )
         .map_err(|e| Error::io("write resources", e))?;
         let mut c = self.cmd();
@@ -347,7 +374,7 @@ impl OciRuntime for External {
         c.arg("events").arg("--stats").arg(id);
         let out = self.run(c, "events --stats")?;
         let v: serde_json::Value = serde_json::from_slice(&out)
-            .map_err(|e| Error::internal(format!("stats output: {e}")))?;
+            .map_err(|e| Error::caused(berth_proto::errdefs::Kind::Internal, "stats output", e))?;
         let d = &v["data"];
         let u = |p: &str| {
             d.pointer(p)
@@ -393,7 +420,7 @@ impl OciRuntime for External {
         })
     }
 
-    fn oom_eventfd(&self, _id: &str) -> Option<std::os::fd::OwnedFd> {
+    fn oom_watch(&self, _id: &str) -> Option<crate::cgroup::OomWatch> {
         None
     }
 }

@@ -1,0 +1,135 @@
+//! The host's cgroup hierarchy, detected once per use, and the one place
+//! that picks the v1 or v2 implementation for a cgroup path.
+
+use super::base::Cgroup;
+use super::{v1, v2};
+use crate::{Error, Result};
+use oci_spec::runtime::LinuxResources;
+use std::path::{Path, PathBuf};
+
+/// The host's cgroup hierarchy and where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// One mount per controller (or group of controllers) under the root.
+    V1(PathBuf),
+    /// One unified tree.
+    V2(PathBuf),
+}
+
+/// Where cgroup filesystems are mounted.
+pub const ROOT: &str = "/sys/fs/cgroup";
+
+impl Hierarchy {
+    /// The host's: v2 when the root is a cgroup2 mount (it has
+    /// `cgroup.controllers`); a hybrid host, whose cgroup2 mount holds no
+    /// controllers, is v1.
+    pub fn detect() -> Hierarchy {
+        Hierarchy::detect_at(Path::new(ROOT))
+    }
+
+    pub fn detect_at(root: &Path) -> Hierarchy {
+        if root.join("cgroup.controllers").exists() {
+            Hierarchy::V2(root.to_path_buf())
+        } else {
+            Hierarchy::V1(root.to_path_buf())
+        }
+    }
+
+    fn root(&self) -> &Path {
+        match self {
+            Hierarchy::V1(r) | Hierarchy::V2(r) => r,
+        }
+    }
+
+    /// The v1 hierarchies (directory names, `cpu,cpuacct` style), sorted;
+    /// none on v2. Symlinks (`cpu` → `cpu,cpuacct`) and a hybrid host's
+    /// cgroup2 mount are left out.
+    pub fn controllers(&self) -> Vec<String> {
+        let Hierarchy::V1(root) = self else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| !e.path().join("cgroup.controllers").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The directory of cgroup `path` (in v1 `controller`'s hierarchy).
+    pub fn dir(&self, controller: Option<&str>, path: &str) -> PathBuf {
+        let mut d = self.root().to_path_buf();
+        if let Some(c) = controller {
+            d.push(c);
+        }
+        d.join(path.trim_start_matches('/'))
+    }
+
+    /// Opens cgroup `path` (existing or not: for restart and cleanup).
+    pub fn open(&self, path: &str) -> Box<dyn Cgroup> {
+        match self {
+            Hierarchy::V1(root) => Box::new(v1::V1::new(root, path, self.controllers())),
+            Hierarchy::V2(root) => Box::new(v2::V2::new(root, path)),
+        }
+    }
+
+    /// Creates cgroup `path` and applies `res`; nothing is left behind
+    /// when that fails.
+    pub fn create(&self, path: &str, res: Option<&LinuxResources>) -> Result<Box<dyn Cgroup>> {
+        if path.trim_start_matches('/').is_empty() {
+            return Err(Error::invalid("the spec's cgroupsPath is empty"));
+        }
+        let cg: Box<dyn Cgroup> = match self {
+            Hierarchy::V1(root) => Box::new(v1::V1::create(root, path, self.controllers())?),
+            Hierarchy::V2(root) => Box::new(v2::V2::create(root, path)?),
+        };
+        if let Some(r) = res
+            && let Err(e) = cg.apply(r)
+        {
+            if let Err(d) = cg.delete() {
+                eprintln!("remove cgroup {path} after a failed create: {}", d.chain());
+            }
+            return Err(e);
+        }
+        Ok(cg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::base::tests::tree;
+
+    #[test]
+    fn detects_v2_only_with_root_controllers() {
+        let root = tree("detect");
+        std::fs::create_dir_all(root.join("memory")).unwrap();
+        std::fs::create_dir_all(root.join("unified")).unwrap();
+        std::fs::write(root.join("unified/cgroup.controllers"), "").unwrap();
+        std::os::unix::fs::symlink("memory", root.join("mem")).unwrap();
+        let h = Hierarchy::detect_at(&root);
+        assert_eq!(h, Hierarchy::V1(root.clone()));
+        // The hybrid host's cgroup2 mount and symlinks are no controllers.
+        assert_eq!(h.controllers(), vec!["memory".to_string()]);
+        assert_eq!(
+            h.dir(Some("memory"), "/default/c1"),
+            root.join("memory/default/c1")
+        );
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory").unwrap();
+        let h = Hierarchy::detect_at(&root);
+        assert_eq!(h, Hierarchy::V2(root.clone()));
+        assert!(h.controllers().is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn empty_path_is_refused() {
+        let h = Hierarchy::V2(PathBuf::from("/nonexistent"));
+        let e = h.create("/", None).err().unwrap();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
+    }
+}

@@ -1,0 +1,24 @@
+//! The container's cgroup behind one trait, [`Cgroup`], with a cgroup v1
+//! ([`v1`]: a directory per controller) and a cgroup v2 ([`v2`]: one
+//! unified tree) implementation, picked by [`Hierarchy::detect`] from the
+//! host (`/sys/fs/cgroup/cgroup.controllers` exists only on v2).
+//!
+//! Both write the cgroup files directly (no cgroups-rs): every limit that
+//! cannot be written fails with the file and value named, and both are
+//! unit-tested against fake cgroupfs trees under a temporary directory.
+//! May use `crate::error` only. [`base`] holds the trait and the file
+//! helpers, [`hierarchy`] the detection and the choice; this file only
+//! names them.
+
+pub mod base;
+#[cfg(test)]
+pub mod fake;
+pub mod hierarchy;
+pub mod stats;
+pub mod v1;
+pub mod v2;
+
+pub use base::{Cgroup, OomCounter, OomWatch, join_self};
+#[cfg(test)]
+pub use fake::Fake;
+pub use hierarchy::{Hierarchy, ROOT};

@@ -1,0 +1,571 @@
+//! cgroup v1: the container's cgroup is a directory of the same path in
+//! every hierarchy (`<root>/<controller>/<path>`).
+
+use super::base::{
+    Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
+    remove_dir, write,
+};
+use crate::{Error, Result};
+use berth_proto::pb::io::containerd::cgroups::v1 as m;
+use oci_spec::runtime::LinuxResources;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// A cgroup on a v1 host.
+pub struct V1 {
+    root: PathBuf,
+    path: String,
+    /// The hierarchies' directory names (`cpu,cpuacct` style).
+    controllers: Vec<String>,
+}
+
+impl V1 {
+    pub fn new(root: &Path, path: &str, controllers: Vec<String>) -> V1 {
+        V1 {
+            root: root.to_path_buf(),
+            path: path.trim_start_matches('/').to_string(),
+            controllers,
+        }
+    }
+
+    /// Makes the directory in every hierarchy. A new cpuset cgroup starts
+    /// with no CPUs and memory nodes, so no process could join it: each
+    /// level made gets its parent's.
+    pub fn create(root: &Path, path: &str, controllers: Vec<String>) -> Result<V1> {
+        let cg = V1::new(root, path, controllers);
+        for c in &cg.controllers {
+            let base = root.join(c);
+            let mut dir = base.clone();
+            for part in Path::new(&cg.path).components() {
+                let parent = dir.clone();
+                dir.push(part);
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => {
+                        return Err(Error::io(format!("create cgroup {}", dir.display()), e));
+                    }
+                }
+                if c.split(',').any(|n| n == "cpuset") {
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        if read(&dir, f).unwrap_or_default().is_empty() {
+                            let from = read(&parent, f).ok_or_else(|| {
+                                Error::internal(format!(
+                                    "cgroup: cannot read {}/{f} to inherit it",
+                                    parent.display()
+                                ))
+                            })?;
+                            write(&dir, f, &from)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(cg)
+    }
+
+    /// The directory of `controller` (`cpuacct` finds `cpu,cpuacct`).
+    fn dir(&self, controller: &str) -> Option<PathBuf> {
+        self.controllers
+            .iter()
+            .find(|c| c.split(',').any(|n| n == controller))
+            .map(|c| self.root.join(c).join(&self.path))
+    }
+
+    /// The directory of a controller a limit needs.
+    fn need(&self, controller: &str, what: &str) -> Result<PathBuf> {
+        self.dir(controller).ok_or_else(|| {
+            Error::precondition(format!(
+                "{what} is set but this host has no {controller} cgroup controller"
+            ))
+        })
+    }
+
+    fn dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.controllers
+            .iter()
+            .map(|c| self.root.join(c).join(&self.path))
+    }
+
+    fn apply_memory(&self, mem: &oci_spec::runtime::LinuxMemory) -> Result<()> {
+        let d = self.need("memory", "a memory limit")?;
+        if let Some(limit) = mem.limit() {
+            check_memory_limit(limit, read_u64(&d, "memory.usage_in_bytes"))?;
+        }
+        // The kernel keeps memory <= memory+swap at every step: a swap
+        // limit going up is written first, one going down last.
+        let swap_first = mem.swap().is_some_and(|s| {
+            s == -1
+                || read_u64(&d, "memory.memsw.limit_in_bytes")
+                    .is_some_and(|cur| u64::try_from(s).is_ok_and(|s| s > cur))
+        });
+        let swap = |d: &Path| match mem.swap() {
+            Some(s) => write(d, "memory.memsw.limit_in_bytes", &s.to_string()),
+            None => Ok(()),
+        };
+        if swap_first {
+            swap(&d)?;
+        }
+        if let Some(l) = mem.limit() {
+            write(&d, "memory.limit_in_bytes", &l.to_string())?;
+        }
+        if !swap_first {
+            swap(&d)?;
+        }
+        if let Some(r) = mem.reservation() {
+            write(&d, "memory.soft_limit_in_bytes", &r.to_string())?;
+        }
+        if let Some(s) = mem.swappiness() {
+            write(&d, "memory.swappiness", &s.to_string())?;
+        }
+        if mem.disable_oom_killer() == Some(true) {
+            write(&d, "memory.oom_control", "1")?;
+        }
+        Ok(())
+    }
+
+    fn apply_cpu(&self, cpu: &oci_spec::runtime::LinuxCpu) -> Result<()> {
+        if cpu.shares().is_some() || cpu.quota().is_some() || cpu.period().is_some() {
+            let d = self.need("cpu", "a CPU limit")?;
+            if let Some(s) = cpu.shares() {
+                write(&d, "cpu.shares", &s.to_string())?;
+            }
+            // The period first: the quota is checked against it. Zero
+            // means unset (runc's reading); the kernel refuses it.
+            if let Some(p) = cpu.period().filter(|p| *p != 0) {
+                write(&d, "cpu.cfs_period_us", &p.to_string())?;
+            }
+            if let Some(q) = cpu.quota().filter(|q| *q != 0) {
+                write(&d, "cpu.cfs_quota_us", &q.to_string())?;
+            }
+        }
+        for (v, f) in [(cpu.cpus(), "cpuset.cpus"), (cpu.mems(), "cpuset.mems")] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                write(&self.need("cpuset", "a cpuset")?, f, v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A device rule as `devices.allow`/`devices.deny` take it (`c 1:3 rwm`).
+pub fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> String {
+    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".into(), |n| n.to_string());
+    let typ = d.typ().map_or("a".into(), |t| t.as_str().to_string());
+    format!(
+        "{typ} {}:{} {}",
+        num(d.major()),
+        num(d.minor()),
+        d.access().as_deref().unwrap_or("rwm")
+    )
+}
+
+impl Cgroup for V1 {
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn apply(&self, r: &LinuxResources) -> Result<()> {
+        if let Some(mem) = r.memory() {
+            self.apply_memory(mem)?;
+        }
+        if let Some(cpu) = r.cpu() {
+            self.apply_cpu(cpu)?;
+        }
+        if let Some(p) = r.pids() {
+            let v = if p.limit() > 0 {
+                p.limit().to_string()
+            } else {
+                "max".into()
+            };
+            write(&self.need("pids", "a pids limit")?, "pids.max", &v)?;
+        }
+        // Zero is unset (engines send it when no weight was asked for).
+        if let Some(w) = r
+            .block_io()
+            .as_ref()
+            .and_then(|b| b.weight())
+            .filter(|w| *w != 0)
+        {
+            let d = self.need("blkio", "a block I/O weight")?;
+            // Kernels with only the BFQ scheduler name it differently.
+            let f = if d.join("blkio.weight").exists() {
+                "blkio.weight"
+            } else {
+                "blkio.bfq.weight"
+            };
+            write(&d, f, &w.to_string())?;
+        }
+        if let Some(devs) = r.devices() {
+            let d = self.need("devices", "a device rule")?;
+            // In the spec's order: later rules refine earlier ones.
+            for dev in devs {
+                let f = if dev.allow() {
+                    "devices.allow"
+                } else {
+                    "devices.deny"
+                };
+                write(&d, f, &device_rule(dev))?;
+            }
+        }
+        if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+            return Err(Error::invalid(
+                "unified cgroup resources need a cgroup v2 host; this one is v1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn add(&self, pid: u32) -> Result<()> {
+        for d in self.dirs() {
+            write(&d, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn self_join_files(&self) -> Result<Option<Vec<OwnedFd>>> {
+        let mut files = Vec::new();
+        for d in self.dirs() {
+            let p = d.join("tasks");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+            files.push(OwnedFd::from(f));
+        }
+        Ok(Some(files))
+    }
+
+    fn procs(&self) -> Result<Vec<u32>> {
+        let mut v = Vec::new();
+        for d in self.dirs() {
+            v.extend(read_pids(&d)?);
+        }
+        v.sort_unstable();
+        v.dedup();
+        Ok(v)
+    }
+
+    fn freeze(&self) -> Result<()> {
+        let d = self.need("freezer", "pausing")?;
+        write(&d, "freezer.state", "FROZEN")?;
+        if !super::base::wait_until(|| read(&d, "freezer.state").as_deref() == Some("FROZEN")) {
+            // Half-frozen helps nobody: let it run again.
+            write(&d, "freezer.state", "THAWED")?;
+            return Err(Error::internal(format!(
+                "cgroup {}: processes did not freeze within a second",
+                self.path
+            )));
+        }
+        Ok(())
+    }
+
+    fn thaw(&self) -> Result<()> {
+        write(
+            &self.need("freezer", "resuming")?,
+            "freezer.state",
+            "THAWED",
+        )
+    }
+
+    fn stats(&self) -> m::Metrics {
+        let mut out = m::Metrics::default();
+        if let Some(d) = self.dir("pids") {
+            out.pids = Some(m::PidsStat {
+                current: read_u64(&d, "pids.current").unwrap_or(0),
+                limit: read_u64(&d, "pids.max").unwrap_or(0),
+            });
+        }
+        let mut cpu = m::CpuStat::default();
+        if let Some(d) = self.dir("cpuacct") {
+            cpu.usage = Some(m::CpuUsage {
+                total: read_u64(&d, "cpuacct.usage").unwrap_or(0),
+                kernel: read_u64(&d, "cpuacct.usage_sys").unwrap_or(0),
+                user: read_u64(&d, "cpuacct.usage_user").unwrap_or(0),
+                per_cpu: read(&d, "cpuacct.usage_percpu")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect(),
+            });
+        }
+        if let Some(d) = self.dir("cpu") {
+            let s = read_keyed(&d, "cpu.stat");
+            let get = |k: &str| s.get(k).copied().unwrap_or(0);
+            cpu.throttling = Some(m::Throttle {
+                periods: get("nr_periods"),
+                throttled_periods: get("nr_throttled"),
+                throttled_time: get("throttled_time"),
+            });
+        }
+        out.cpu = Some(cpu);
+        if let Some(d) = self.dir("memory") {
+            out.memory = Some(super::stats::v1_memory(&d));
+            let oom = read_keyed(&d, "memory.oom_control");
+            let get = |k: &str| oom.get(k).copied().unwrap_or(0);
+            out.memory_oom_control = Some(m::MemoryOomControl {
+                oom_kill_disable: get("oom_kill_disable"),
+                under_oom: get("under_oom"),
+                oom_kill: get("oom_kill"),
+            });
+        }
+        out
+    }
+
+    fn oom_watch(&self) -> Result<OomWatch> {
+        let dir = self.need("memory", "watching OOM kills")?;
+        let ctl = std::fs::File::open(dir.join("memory.oom_control"))
+            .map_err(|e| Error::io("open memory.oom_control", e))?;
+        let efd = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map_err(|e| Error::sys("create eventfd", e))?;
+        write(
+            &dir,
+            "cgroup.event_control",
+            &format!("{} {}", efd.as_raw_fd(), ctl.as_raw_fd()),
+        )?;
+        Ok(OomWatch {
+            fd: OwnedFd::from(efd),
+            counter: OomCounter::EventFd,
+        })
+    }
+
+    fn delete(&self) -> Result<()> {
+        for d in self.dirs() {
+            remove_dir(&d)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::base::tests::tree;
+    use super::*;
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+        LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
+
+    const CONTROLLERS: [&str; 7] = [
+        "cpu,cpuacct",
+        "cpuset",
+        "devices",
+        "freezer",
+        "memory",
+        "pids",
+        "systemd",
+    ];
+
+    fn fake_root(tag: &str) -> (PathBuf, Vec<String>) {
+        let root = tree(tag);
+        for c in CONTROLLERS {
+            std::fs::create_dir_all(root.join(c)).unwrap();
+        }
+        std::fs::write(root.join("cpuset/cpuset.cpus"), "0-3\n").unwrap();
+        std::fs::write(root.join("cpuset/cpuset.mems"), "0\n").unwrap();
+        (root, CONTROLLERS.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn file(root: &Path, rel: &str) -> String {
+        std::fs::read_to_string(root.join(rel)).unwrap()
+    }
+
+    #[test]
+    fn create_makes_every_hierarchy_and_inherits_cpusets() {
+        let (root, cs) = fake_root("v1create");
+        let cg = V1::create(&root, "/default/c1", cs).unwrap();
+        for c in CONTROLLERS {
+            assert!(root.join(c).join("default/c1").is_dir(), "{c}");
+        }
+        assert_eq!(file(&root, "cpuset/default/cpuset.cpus"), "0-3");
+        assert_eq!(file(&root, "cpuset/default/c1/cpuset.mems"), "0");
+        assert_eq!(cg.path(), "default/c1");
+        // cgroupfs directories delete with their files; a tempdir does not.
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            std::fs::remove_file(root.join("cpuset/default/c1").join(f)).unwrap();
+        }
+        cg.delete().unwrap();
+        assert!(!root.join("memory/default/c1").exists());
+        assert!(root.join("memory/default").exists(), "only the leaf goes");
+        cg.delete().unwrap(); // already gone is fine
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn limits_land_in_their_files() {
+        let (root, cs) = fake_root("v1limits");
+        let cg = V1::create(&root, "c", cs).unwrap();
+        let d = root.join("memory/c");
+        std::fs::write(d.join("memory.memsw.limit_in_bytes"), "9223372036854771712").unwrap();
+        let res = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64i64 << 20)
+                    .swap(128i64 << 20)
+                    .reservation(32i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(512u64)
+                    .quota(50000i64)
+                    .period(100000u64)
+                    .cpus("1")
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(0i64).build().unwrap())
+            .devices(vec![
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(false)
+                    .access("rwm")
+                    .build()
+                    .unwrap(),
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(true)
+                    .typ(LinuxDeviceType::C)
+                    .major(1)
+                    .minor(3)
+                    .access("rwm")
+                    .build()
+                    .unwrap(),
+            ])
+            .build()
+            .unwrap();
+        cg.apply(&res).unwrap();
+        assert_eq!(file(&root, "memory/c/memory.limit_in_bytes"), "67108864");
+        assert_eq!(
+            file(&root, "memory/c/memory.memsw.limit_in_bytes"),
+            "134217728"
+        );
+        assert_eq!(
+            file(&root, "memory/c/memory.soft_limit_in_bytes"),
+            "33554432"
+        );
+        assert_eq!(file(&root, "cpu,cpuacct/c/cpu.shares"), "512");
+        assert_eq!(file(&root, "cpu,cpuacct/c/cpu.cfs_quota_us"), "50000");
+        assert_eq!(file(&root, "cpu,cpuacct/c/cpu.cfs_period_us"), "100000");
+        assert_eq!(file(&root, "cpuset/c/cpuset.cpus"), "1");
+        assert_eq!(file(&root, "pids/c/pids.max"), "max");
+        // Files keep the last write; the deny-all came first.
+        assert_eq!(file(&root, "devices/c/devices.deny"), "a *:* rwm");
+        assert_eq!(file(&root, "devices/c/devices.allow"), "c 1:3 rwm");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn limit_below_usage_or_missing_controller_fails() {
+        let (root, mut cs) = fake_root("v1refuse");
+        cs.retain(|c| c != "pids");
+        let cg = V1::create(&root, "c", cs).unwrap();
+        std::fs::write(root.join("memory/c/memory.usage_in_bytes"), "1000000").unwrap();
+        let mem = |l: i64| {
+            LinuxResourcesBuilder::default()
+                .memory(LinuxMemoryBuilder::default().limit(l).build().unwrap())
+                .build()
+                .unwrap()
+        };
+        let e = cg.apply(&mem(4096)).unwrap_err();
+        assert!(
+            e.message()
+                .contains("below the container's current usage of 1000000")
+        );
+        assert!(!root.join("memory/c/memory.limit_in_bytes").exists());
+        let pids = LinuxResourcesBuilder::default()
+            .pids(LinuxPidsBuilder::default().limit(10i64).build().unwrap())
+            .build()
+            .unwrap();
+        let e = cg.apply(&pids).unwrap_err();
+        assert!(e.message().contains("no pids cgroup controller"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn oom_killer_zero_weight_and_unified_settings() {
+        let (root, cs) = fake_root("v1oom");
+        let cg = V1::create(&root, "c", cs).unwrap();
+        let res = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .disable_oom_killer(true)
+                    .build()
+                    .unwrap(),
+            )
+            .block_io(
+                oci_spec::runtime::LinuxBlockIoBuilder::default()
+                    .weight(0u16)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        // No blkio hierarchy here: a zero weight is no weight, so no error.
+        cg.apply(&res).unwrap();
+        assert_eq!(file(&root, "memory/c/memory.oom_control"), "1");
+        let res = LinuxResourcesBuilder::default()
+            .unified(
+                [("memory.high".to_string(), "1".to_string())]
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
+            .build()
+            .unwrap();
+        let e = cg.apply(&res).unwrap_err();
+        assert!(e.message().contains("cgroup v2"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn procs_stats_freeze_and_join_files() {
+        let (root, cs) = fake_root("v1stats");
+        let cg = V1::create(&root, "c", cs).unwrap();
+        std::fs::write(root.join("memory/c/cgroup.procs"), "12\n7\n").unwrap();
+        std::fs::write(root.join("pids/c/cgroup.procs"), "7\n").unwrap();
+        assert_eq!(cg.procs().unwrap(), vec![7, 12]);
+        std::fs::write(root.join("pids/c/pids.current"), "2\n").unwrap();
+        std::fs::write(root.join("pids/c/pids.max"), "max\n").unwrap();
+        std::fs::write(root.join("cpu,cpuacct/c/cpuacct.usage"), "5000\n").unwrap();
+        std::fs::write(
+            root.join("cpu,cpuacct/c/cpuacct.usage_percpu"),
+            "3000 2000 \n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("cpu,cpuacct/c/cpu.stat"),
+            "nr_periods 10\nnr_throttled 3\nthrottled_time 900\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("memory/c/memory.stat"), "cache 4096\nrss 8192\n").unwrap();
+        std::fs::write(root.join("memory/c/memory.usage_in_bytes"), "12288\n").unwrap();
+        std::fs::write(
+            root.join("memory/c/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        let s = cg.stats();
+        let pids = s.pids.unwrap();
+        assert_eq!((pids.current, pids.limit), (2, 0));
+        let cpu = s.cpu.unwrap();
+        assert_eq!(cpu.usage.unwrap().per_cpu, vec![3000, 2000]);
+        assert_eq!(cpu.throttling.unwrap().throttled_periods, 3);
+        let mem = s.memory.unwrap();
+        assert_eq!((mem.cache, mem.rss), (4096, 8192));
+        assert_eq!(mem.usage.unwrap().usage, 12288);
+        assert_eq!(s.memory_oom_control.unwrap().oom_kill, 2);
+        cg.freeze().unwrap();
+        assert_eq!(file(&root, "freezer/c/freezer.state"), "FROZEN");
+        cg.thaw().unwrap();
+        assert_eq!(file(&root, "freezer/c/freezer.state"), "THAWED");
+        for c in CONTROLLERS {
+            std::fs::write(root.join(c).join("c/tasks"), "").unwrap();
+        }
+        let files = cg.self_join_files().unwrap().unwrap();
+        assert_eq!(files.len(), CONTROLLERS.len());
+        super::super::base::join_self(&files).unwrap();
+        assert_eq!(file(&root, "systemd/c/tasks"), "0");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

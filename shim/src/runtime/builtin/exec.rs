@@ -1,0 +1,191 @@
+//! The last steps of a container process: its working directory, its
+//! program found on its `PATH`, its limits and identity (see [`creds`]),
+//! then `execve` with nothing but stdio inherited.
+
+use super::creds;
+use super::sys::{Kind, Sys};
+use crate::{Error, Result};
+use oci_spec::runtime::Process;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// Used when the process's environment has no `PATH` (runc's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything needed to exec, resolved before privileges are dropped.
+#[derive(Debug)]
+pub struct Prepared {
+    pub path: CString,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::invalid(format!("{s:?} contains a NUL byte")))
+}
+
+/// Looks a program up on the process's `PATH` (inside the container).
+pub fn find_program(sys: &dyn Sys, prog: &str, env: &[String]) -> Result<PathBuf> {
+    if prog.contains('/') {
+        return Ok(PathBuf::from(prog));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':') {
+        let p = Path::new(dir).join(prog);
+        if sys.kind(&p) == Some(Kind::File) {
+            return Ok(p);
+        }
+    }
+    Err(Error::not_found(format!(
+        "exec: {prog:?}: executable file not found in $PATH"
+    )))
+}
+
+/// Applies the process's limits, identity and capabilities, and finds its
+/// program. Used by both init and exec processes.
+pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
+    creds::check_supported(p)?;
+    creds::apply_rlimits(sys, p)?;
+    let env: Vec<String> = p.env().clone().unwrap_or_default();
+    let args = p.args().clone().unwrap_or_default();
+    let Some(prog) = args.first() else {
+        return Err(Error::invalid("the process has no args: nothing to run"));
+    };
+    let cwd = p.cwd();
+    sys.chdir(cwd)
+        .map_err(|e| Error::io(format!("chdir to {}", cwd.display()), e))?;
+    let path = find_program(sys, prog, &env)?;
+    // Identity and capabilities last: they may take away what came before.
+    creds::apply_bounding(sys, p)?;
+    creds::apply_ids(sys, p)?;
+    creds::apply_caps(sys, p)?;
+    creds::apply_no_new_privs(sys, p)?;
+    Ok(Prepared {
+        path: cstr(&path.display().to_string())?,
+        args: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        env: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
+    })
+}
+
+/// Marks every descriptor above stderr close-on-exec.
+fn cloexec_from_3() -> Result<()> {
+    // SAFETY: close_range only sets flags on this process's descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: one descriptor at a
+    // time, as runc does. Collected first: the listing holds one open.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| Error::io("list open descriptors", e))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only sets a flag; a descriptor that closed since
+        // the listing (the listing's own) fails with EBADF, skipped below.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBADF) {
+                return Err(Error::io(format!("set close-on-exec on fd {fd}"), e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Executes the prepared program; returns only its failure.
+pub fn exec(p: &Prepared) -> Error {
+    // Nothing but stdio crosses into the container: descriptors the shim
+    // (or whoever started berthd) left open without close-on-exec get it
+    // now, as runc does.
+    if let Err(e) = cloexec_from_3() {
+        return e;
+    }
+    match nix::unistd::execve(&p.path, &p.args, &p.env) {
+        Err(e) => Error::sys(format!("exec {:?}", p.path), e),
+        Ok(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sys::Fake;
+    use super::*;
+    use oci_spec::runtime::ProcessBuilder;
+
+    fn process(args: &[&str], env: &[&str]) -> Process {
+        ProcessBuilder::default()
+            .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .env(env.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .cwd("/work")
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn program_lookup_follows_the_process_path() {
+        let sys = Fake::new();
+        sys.with("/opt/bin/tool", Kind::File)
+            .with("/usr/bin/tool", Kind::File)
+            .with("/bin/sh", Kind::File)
+            .with("/usr/local/bin/sh", Kind::Dir);
+        assert_eq!(
+            find_program(&sys, "tool", &["PATH=/nope:/opt/bin:/usr/bin".into()]).unwrap(),
+            PathBuf::from("/opt/bin/tool")
+        );
+        // Without PATH, the default; a directory of that name is skipped.
+        assert_eq!(
+            find_program(&sys, "sh", &[]).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        assert_eq!(
+            find_program(&sys, "./rel/x", &[]).unwrap(),
+            PathBuf::from("./rel/x")
+        );
+        let e = find_program(&sys, "tool", &["PATH=/nope".into()]).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
+        assert!(e.message().contains("executable file not found"), "{e}");
+    }
+
+    #[test]
+    fn prepare_chdirs_before_lookup_and_drops_privileges_last() {
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        let p = prepare(&sys, &process(&["sh", "-c", "true"], &["A=1"])).unwrap();
+        assert_eq!(p.path.to_str().unwrap(), "/bin/sh");
+        assert_eq!(p.args.len(), 3);
+        assert_eq!(p.env[0].to_str().unwrap(), "A=1");
+        let calls = sys.calls.borrow();
+        let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
+        // The builder's default rlimit (NOFILE) is applied first.
+        assert!(at("setrlimit") < at("chdir /work"));
+        assert!(at("chdir /work") < at("setgroups"));
+        assert!(at("setresgid 0") < at("setresuid 0"));
+        // oci-spec's default process has no_new_privileges: last of all.
+        assert_eq!(calls.last().unwrap(), "no_new_privs");
+    }
+
+    #[test]
+    fn prepare_refuses_empty_args_nul_bytes_and_failed_chdir() {
+        let sys = Fake::new();
+        let e = prepare(&sys, &process(&[], &[])).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
+        let e = prepare(&sys, &process(&["/bin/a\0b"], &[])).unwrap_err();
+        assert!(e.message().contains("NUL"), "{e}");
+        sys.fail("chdir", libc::ENOENT);
+        let e = prepare(&sys, &process(&["/bin/sh"], &[])).unwrap_err();
+        assert_eq!(e.message(), "chdir to /work");
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
+    }
+}

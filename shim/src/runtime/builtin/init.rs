@@ -1,0 +1,284 @@
+//! What runs in the forked children of the built-in runtime, in order:
+//! the first child enters or creates namespaces and forks the container's
+//! init (pid 1 of a new pid namespace); the init joins its cgroup, builds
+//! its root filesystem, connects stdio, applies hostname and sysctls,
+//! waits for start and executes. An exec's first child joins the running
+//! container instead. Each step goes through [`Sys`] (see its modules);
+//! this file is the sequence and the sync protocol ([`sync`]).
+//!
+//! The shim is single-threaded, so these children may allocate and use the
+//! standard library freely.
+
+use super::exec::{self, Prepared};
+use super::mounts::CgroupView;
+use super::sys::{Host, Sys};
+use super::{namespaces, rootfs, sync, tty};
+use crate::cgroup::Hierarchy;
+use crate::stdio::ChildIo;
+use crate::{Error, Result};
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// Leaves a forked child with `code`, without running the parent's
+/// destructors a second time.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit only ends this process.
+    unsafe { libc::_exit(code) }
+}
+
+/// The first child: enters/creates namespaces, forks the container's init
+/// (so it is pid 1 of a new pid namespace), reports its pid and exits.
+/// With `joins` (cgroup v1) the init joins its cgroup itself; otherwise
+/// it waits for the shim to move it there ("c").
+pub fn intermediate(
+    spec: &Spec,
+    rootfs: &Path,
+    io: ChildIo,
+    joins: Option<Vec<OwnedFd>>,
+    sock: OwnedFd,
+) -> i32 {
+    let r = (|| -> Result<()> {
+        let plan = namespaces::plan(&namespaces::of(spec))?;
+        namespaces::enter(&Host, &plan)?;
+        if sync::fork_reporting_pid(&sock, "fork the container init")? {
+            let Err(e) = init_main(&Host, spec, rootfs, io, joins, &sock);
+            sync::send_error(&sock, &e);
+            exit_child(1);
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            sync::send_error(&sock, &e);
+            1
+        }
+    }
+}
+
+/// Hostname (in a new UTS namespace only), sysctls and the OOM score:
+/// what the init sets in its namespaces before the program runs.
+pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
+    let nss = namespaces::of(spec);
+    let new_uts = nss
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
+    if let Some(h) = spec.hostname()
+        && new_uts
+    {
+        sys.sethostname(h)
+            .map_err(|e| Error::io(format!("set hostname {h:?}"), e))?;
+    }
+    let sysctls = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().clone())
+        .unwrap_or_default();
+    // Sorted: the spec's map has no order, the result should.
+    let mut sysctls: Vec<_> = sysctls.into_iter().collect();
+    sysctls.sort();
+    for (k, v) in sysctls {
+        let p = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        sys.write(&p, &v)
+            .map_err(|e| Error::io(format!("sysctl {k}"), e))?;
+    }
+    if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        sys.write(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
+            .map_err(|e| Error::io("set oom_score_adj", e))?;
+    }
+    Ok(())
+}
+
+/// The container's init: builds its world, waits for start, executes.
+fn init_main(
+    sys: &dyn Sys,
+    spec: &Spec,
+    rootfs: &Path,
+    io: ChildIo,
+    joins: Option<Vec<OwnedFd>>,
+    sock: &OwnedFd,
+) -> Result<std::convert::Infallible> {
+    let nss = namespaces::of(spec);
+    let has = |t: LinuxNamespaceType| nss.iter().find(|n| n.typ() == t);
+    // In the cgroup before anything of the container's own runs.
+    let joined = match joins {
+        Some(files) => {
+            crate::cgroup::join_self(&files)?;
+            true
+        }
+        None => false,
+    };
+    // When the shim moves us (cgroup v2), that costs it an RCU grace
+    // period; build the root filesystem meanwhile unless a cgroup
+    // namespace must be made from inside the cgroup first.
+    let cgroupns = has(LinuxNamespaceType::Cgroup);
+    if cgroupns.is_some() && !joined {
+        sync::expect(sock, "c")?;
+    }
+    if let Some(cg) = cgroupns {
+        match cg.path() {
+            Some(p) => namespaces::join(sys, p, CloneFlags::CLONE_NEWCGROUP)?,
+            None => sys
+                .unshare(CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| Error::io("create cgroup namespace", e))?,
+        }
+    }
+    if has(LinuxNamespaceType::Mount).is_none() {
+        return Err(Error::unimplemented(
+            "the built-in runtime needs a mount namespace: add one to the spec",
+        ));
+    }
+    let cgroups_path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let hierarchy = Hierarchy::detect();
+    let view = CgroupView {
+        hierarchy: &hierarchy,
+        path: &cgroups_path,
+    };
+    rootfs::setup(sys, spec, rootfs, &view)?;
+    // After pivot_root, so a terminal is made in the container's devpts.
+    tty::setup_stdio(&io, sock, spec.process().as_ref())?;
+    drop(io);
+    configure(sys, spec)?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the spec has no process"))?;
+    let prepared: Prepared = exec::prepare(sys, process)?;
+    if cgroupns.is_none() && !joined {
+        sync::expect(sock, "c")?;
+    }
+    sync::send(sock, "r")?;
+    sync::expect(sock, "s")?;
+    Err(exec::exec(&prepared))
+}
+
+/// The first child of an exec: joins the container's namespaces and cgroup,
+/// forks the process (so it is in the pid namespace), reports its pid.
+pub fn exec_intermediate(
+    init_pid: u32,
+    cgroups_path: &str,
+    process: &oci_spec::runtime::Process,
+    io: ChildIo,
+    sock: OwnedFd,
+) -> i32 {
+    let r = (|| -> Result<()> {
+        // Open every namespace first: after joining the mount namespace,
+        // /proc is the container's.
+        let mut fds = Vec::new();
+        for (name, flag) in namespaces::EXEC_ORDER {
+            let theirs = format!("/proc/{init_pid}/ns/{name}");
+            let same = std::fs::read_link(&theirs).ok()
+                == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+            if same {
+                continue;
+            }
+            let f =
+                std::fs::File::open(&theirs).map_err(|e| Error::io(format!("open {theirs}"), e))?;
+            fds.push((f, flag, name));
+        }
+        if !cgroups_path.is_empty() {
+            // As the init does (see Cgroup::self_join_files): this process
+            // is single-threaded, so it can move itself without the
+            // kernel's global lock on cgroup v1.
+            let cg = Hierarchy::detect().open(cgroups_path);
+            match cg.self_join_files()? {
+                Some(files) => crate::cgroup::join_self(&files)?,
+                None => cg.add(std::process::id())?,
+            }
+        }
+        for (f, flag, name) in fds {
+            nix::sched::setns(f, flag)
+                .map_err(|e| Error::sys(format!("join the container's {name} namespace"), e))?;
+        }
+        if sync::fork_reporting_pid(&sock, "fork exec process")? {
+            let r = (|| -> Result<std::convert::Infallible> {
+                tty::setup_stdio(&io, &sock, Some(process))?;
+                let p = exec::prepare(&Host, process)?;
+                Err(exec::exec(&p))
+            })();
+            let Err(e) = r;
+            sync::send_error(&sock, &e);
+            exit_child(1);
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            sync::send_error(&sock, &e);
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sys::Fake;
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, ProcessBuilder, SpecBuilder};
+
+    fn spec(uts_path: Option<&str>) -> Spec {
+        let mut uts = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Uts);
+        if let Some(p) = uts_path {
+            uts = uts.path(p);
+        }
+        SpecBuilder::default()
+            .hostname("box")
+            .process(
+                ProcessBuilder::default()
+                    .oom_score_adj(-500)
+                    .build()
+                    .unwrap(),
+            )
+            .linux(
+                LinuxBuilder::default()
+                    .namespaces(vec![uts.build().unwrap()])
+                    .sysctl(
+                        [
+                            ("net.ipv4.ip_forward".to_string(), "1".to_string()),
+                            ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+                        ]
+                        .into_iter()
+                        .collect::<std::collections::HashMap<_, _>>(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn hostname_only_in_a_new_uts_namespace_then_sysctls_and_oom_score() {
+        let sys = Fake::new();
+        configure(&sys, &spec(None)).unwrap();
+        assert_eq!(
+            *sys.calls.borrow(),
+            vec![
+                "sethostname box",
+                "write /proc/sys/kernel/shm_rmid_forced 1",
+                "write /proc/sys/net/ipv4/ip_forward 1",
+                "write /proc/self/oom_score_adj -500",
+            ]
+        );
+        let sys = Fake::new();
+        configure(&sys, &spec(Some("/proc/1/ns/uts"))).unwrap();
+        assert!(sys.calls_of("sethostname").is_empty());
+    }
+
+    #[test]
+    fn a_failed_sysctl_fails_the_create() {
+        let sys = Fake::new();
+        sys.fail("write /proc/sys/net", libc::EROFS);
+        let e = configure(&sys, &spec(None)).unwrap_err();
+        assert_eq!(e.message(), "sysctl net.ipv4.ip_forward");
+        assert!(sys.calls_of("write /proc/self").is_empty());
+    }
+}

@@ -1,0 +1,266 @@
+//! The container's root filesystem, in its own mount namespace: mount
+//! propagation, the rootfs bound onto itself, the spec's mounts, /dev,
+//! pivot_root, then masked and read-only paths.
+
+use super::devices;
+use super::mounts::{CgroupView, mount_one};
+use super::sys::{Kind, Sys};
+use crate::{Error, Result};
+use nix::mount::{MntFlags, MsFlags};
+use oci_spec::runtime::Spec;
+use std::path::Path;
+
+/// The propagation of `/` in the container's mount namespace: slave
+/// unless the spec asks otherwise, so nothing leaks back to the host.
+pub fn propagation(spec: &Spec) -> MsFlags {
+    match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone())
+        .as_deref()
+    {
+        Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
+        Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
+        _ => MsFlags::MS_SLAVE,
+    }
+}
+
+/// Builds the root filesystem and makes it `/`.
+pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> Result<()> {
+    let root = Path::new("/");
+    sys.mount(None, root, None, propagation(spec) | MsFlags::MS_REC, None)
+        .map_err(|e| Error::io("set mount propagation", e))?;
+    sys.mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(|e| Error::io(format!("bind rootfs {}", rootfs.display()), e))?;
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    for m in &mounts {
+        mount_one(sys, rootfs, m, cgroup)?;
+    }
+    // Device nodes unless the host's /dev is bound in.
+    let dev_bound = mounts
+        .iter()
+        .any(|m| m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("bind"));
+    if !dev_bound {
+        devices::setup(sys, rootfs, spec)?;
+    }
+    pivot(sys, rootfs)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    for p in linux.masked_paths().clone().unwrap_or_default() {
+        mask(sys, Path::new(&p))?;
+    }
+    for p in linux.readonly_paths().clone().unwrap_or_default() {
+        read_only(sys, Path::new(&p))?;
+    }
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly().unwrap_or(false))
+    {
+        sys.mount(
+            None,
+            root,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        )
+        .map_err(|e| Error::io("make rootfs read-only", e))?;
+    }
+    Ok(())
+}
+
+/// pivot_root with the old root stacked on the new one, then detached
+/// (no directory for it needed in the image).
+fn pivot(sys: &dyn Sys, rootfs: &Path) -> Result<()> {
+    let here = Path::new(".");
+    sys.chdir(rootfs)
+        .map_err(|e| Error::io("chdir rootfs", e))?;
+    sys.pivot_root(here, here)
+        .map_err(|e| Error::io("pivot_root", e))?;
+    sys.mount(None, here, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)
+        .map_err(|e| Error::io("make old root a slave", e))?;
+    sys.umount(here, MntFlags::MNT_DETACH)
+        .map_err(|e| Error::io("detach old root", e))?;
+    sys.chdir(Path::new("/"))
+        .map_err(|e| Error::io("chdir /", e))
+}
+
+/// Hides a path: a read-only tmpfs over a directory, /dev/null over a
+/// file; a path that does not exist needs no hiding.
+fn mask(sys: &dyn Sys, path: &Path) -> Result<()> {
+    let what = |e| Error::io(format!("mask {}", path.display()), e);
+    match sys.kind(path) {
+        Some(Kind::Dir) => sys
+            .mount(
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )
+            .map_err(what),
+        Some(Kind::File) => sys
+            .mount(
+                Some(Path::new("/dev/null")),
+                path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )
+            .map_err(what),
+        None => Ok(()),
+    }
+}
+
+/// Makes a path read-only: bound onto itself, then remounted.
+fn read_only(sys: &dyn Sys, path: &Path) -> Result<()> {
+    if sys.kind(path).is_none() {
+        return Ok(());
+    }
+    let what = |e| Error::io(format!("make {} read-only", path.display()), e);
+    sys.mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(what)?;
+    sys.mount(
+        None,
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sys::Fake;
+    use super::*;
+    use crate::cgroup::Hierarchy;
+    use oci_spec::runtime::{LinuxBuilder, MountBuilder, RootBuilder, SpecBuilder};
+    use std::path::PathBuf;
+
+    fn spec(readonly_root: bool, dev_bind: bool) -> Spec {
+        let mut mounts = vec![
+            MountBuilder::default()
+                .destination("/proc")
+                .typ("proc")
+                .source("proc")
+                .build()
+                .unwrap(),
+        ];
+        if dev_bind {
+            mounts.push(
+                MountBuilder::default()
+                    .destination("/dev")
+                    .typ("bind")
+                    .source("/dev")
+                    .options(vec!["rbind".to_string()])
+                    .build()
+                    .unwrap(),
+            );
+        }
+        SpecBuilder::default()
+            .root(
+                RootBuilder::default()
+                    .path("rootfs")
+                    .readonly(readonly_root)
+                    .build()
+                    .unwrap(),
+            )
+            .mounts(mounts)
+            .linux(
+                LinuxBuilder::default()
+                    .rootfs_propagation("rprivate")
+                    .masked_paths(vec![
+                        "/proc/kcore".to_string(),
+                        "/proc/acpi".to_string(),
+                        "/proc/absent".to_string(),
+                    ])
+                    .readonly_paths(vec!["/proc/sys".to_string()])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    fn run(spec: &Spec, sys: &Fake) -> Result<()> {
+        let h = Hierarchy::V2(PathBuf::from("/sys/fs/cgroup"));
+        let view = CgroupView {
+            hierarchy: &h,
+            path: "/c",
+        };
+        setup(sys, spec, Path::new("/b/rootfs"), &view)
+    }
+
+    #[test]
+    fn order_is_propagation_mounts_dev_pivot_masks_readonly() {
+        let sys = Fake::new();
+        sys.with("/proc/kcore", Kind::File)
+            .with("/proc/acpi", Kind::Dir)
+            .with("/proc/sys", Kind::Dir);
+        run(&spec(true, false), &sys).unwrap();
+        let calls = sys.calls.borrow().clone();
+        let at = |prefix: &str| {
+            calls
+                .iter()
+                .position(|c| c.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {calls:?}"))
+        };
+        assert_eq!(calls[0], "mount - / - MS_REC|MS_PRIVATE -");
+        assert_eq!(calls[1], "mount /b/rootfs /b/rootfs - MS_BIND|MS_REC -");
+        assert!(at("mount proc /b/rootfs/proc proc") < at("mknod /b/rootfs/dev/null"));
+        assert!(at("mknod") < at("pivot_root . ."));
+        assert!(at("pivot_root") < at("umount . MNT_DETACH"));
+        assert_eq!(
+            calls[at("mount /dev/null /proc/kcore")],
+            "mount /dev/null /proc/kcore - MS_BIND -"
+        );
+        assert_eq!(
+            calls[at("mount tmpfs /proc/acpi")],
+            "mount tmpfs /proc/acpi tmpfs MS_RDONLY -"
+        );
+        assert!(!calls.iter().any(|c| c.contains("/proc/absent")));
+        assert_eq!(
+            sys.calls_of("mount - /proc/sys"),
+            vec!["mount - /proc/sys - MS_RDONLY|MS_REMOUNT|MS_BIND|MS_REC -"]
+        );
+        assert_eq!(
+            calls.last().unwrap(),
+            "mount - / - MS_RDONLY|MS_REMOUNT|MS_BIND -"
+        );
+    }
+
+    #[test]
+    fn bound_host_dev_gets_no_device_nodes() {
+        let sys = Fake::new();
+        run(&spec(false, true), &sys).unwrap();
+        assert!(sys.calls_of("mknod").is_empty());
+        assert!(sys.calls_of("mount - / - MS_RDONLY").is_empty());
+        assert_eq!(propagation(&Spec::default()), MsFlags::MS_SLAVE);
+    }
+
+    #[test]
+    fn failed_pivot_or_mask_fails_setup_by_name() {
+        let sys = Fake::new();
+        sys.fail("pivot_root", libc::EINVAL);
+        let e = run(&spec(false, false), &sys).unwrap_err();
+        assert_eq!(e.message(), "pivot_root");
+        assert!(e.chain().contains("Invalid argument"), "{}", e.chain());
+        let sys = Fake::new();
+        sys.with("/proc/kcore", Kind::File);
+        sys.fail("mount /dev/null /proc/kcore", libc::EPERM);
+        let e = run(&spec(false, false), &sys).unwrap_err();
+        assert_eq!(e.message(), "mask /proc/kcore");
+    }
+}

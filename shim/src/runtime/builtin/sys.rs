@@ -1,0 +1,416 @@
+//! The system calls the built-in runtime makes while building a container,
+//! behind one trait: [`Host`] makes them, and under `cfg(test)` [`Fake`]
+//! records them (and fails the ones it is told to), so what the runtime
+//! decides — which mounts, in which order, with which flags; which devices,
+//! limits, capabilities and ids — is unit-tested without root.
+//!
+//! Every method returns `io::Result`: nix's errno and the caps crate's
+//! errors become I/O errors here, and the caller names the step.
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::SFlag;
+use std::io;
+use std::path::Path;
+
+/// What is at a path, as far as the runtime cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// The system calls of container setup.
+pub trait Sys {
+    /// `mount(2)`; `None` fields are passed as NULL.
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
+    fn chdir(&self, dir: &Path) -> io::Result<()>;
+    /// What is at `path` (following symlinks); `None` when nothing is.
+    fn kind(&self, path: &Path) -> Option<Kind>;
+    fn mkdir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates an empty file (a bind-mount target).
+    fn create_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a file; a missing one is not an error.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> io::Result<()>;
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()>;
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
+    /// Creates `link` pointing at `target`, unless something is at `link`.
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    /// Writes a whole (procfs) file.
+    fn write(&self, path: &Path, data: &str) -> io::Result<()>;
+    fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Joins the namespace at `path`.
+    fn setns(&self, path: &Path, flag: CloneFlags) -> io::Result<()>;
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
+    fn setrlimit(
+        &self,
+        resource: libc::__rlimit_resource_t,
+        soft: u64,
+        hard: u64,
+    ) -> io::Result<()>;
+    /// Every capability the running kernel knows.
+    fn supported_caps(&self) -> Vec<Capability>;
+    fn drop_bounding(&self, cap: Capability) -> io::Result<()>;
+    fn set_caps(&self, set: CapSet, caps: &CapsHashSet) -> io::Result<()>;
+    fn raise_ambient(&self, cap: Capability) -> io::Result<()>;
+    fn setgroups(&self, gids: &[u32]) -> io::Result<()>;
+    fn setresgid(&self, gid: u32) -> io::Result<()>;
+    fn setresuid(&self, uid: u32) -> io::Result<()>;
+    /// `PR_SET_KEEPCAPS`.
+    fn keep_caps(&self, on: bool) -> io::Result<()>;
+    /// `PR_SET_NO_NEW_PRIVS`.
+    fn no_new_privs(&self) -> io::Result<()>;
+}
+
+fn caps_err(e: caps::errors::CapsError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn last_os(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The real system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Host;
+
+impl Sys for Host {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        Ok(nix::mount::mount(src, target, fstype, flags, data)?)
+    }
+
+    fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
+        Ok(nix::mount::umount2(target, flags)?)
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
+        Ok(nix::unistd::pivot_root(new_root, put_old)?)
+    }
+
+    fn chdir(&self, dir: &Path) -> io::Result<()> {
+        Ok(nix::unistd::chdir(dir)?)
+    }
+
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(if m.is_dir() { Kind::Dir } else { Kind::File })
+    }
+
+    fn mkdir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn create_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::File::create(path).map(drop)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> io::Result<()> {
+        let mode = nix::sys::stat::Mode::from_bits_truncate(mode);
+        Ok(nix::sys::stat::mknod(path, kind, mode, dev)?)
+    }
+
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        if link.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        std::os::unix::fs::symlink(target, link)
+    }
+
+    fn write(&self, path: &Path, data: &str) -> io::Result<()> {
+        std::fs::write(path, data)
+    }
+
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        Ok(nix::unistd::sethostname(name)?)
+    }
+
+    fn setns(&self, path: &Path, flag: CloneFlags) -> io::Result<()> {
+        let f = std::fs::File::open(path)?;
+        Ok(nix::sched::setns(f, flag)?)
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
+        Ok(nix::sched::unshare(flags)?)
+    }
+
+    fn setrlimit(
+        &self,
+        resource: libc::__rlimit_resource_t,
+        soft: u64,
+        hard: u64,
+    ) -> io::Result<()> {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads the rlimit we pass, which outlives the call.
+        last_os(unsafe { libc::setrlimit(resource, &lim) })
+    }
+
+    fn supported_caps(&self) -> Vec<Capability> {
+        caps::runtime::thread_all_supported().into_iter().collect()
+    }
+
+    fn drop_bounding(&self, cap: Capability) -> io::Result<()> {
+        caps::drop(None, CapSet::Bounding, cap).map_err(caps_err)
+    }
+
+    fn set_caps(&self, set: CapSet, caps: &CapsHashSet) -> io::Result<()> {
+        caps::set(None, set, caps).map_err(caps_err)
+    }
+
+    fn raise_ambient(&self, cap: Capability) -> io::Result<()> {
+        caps::raise(None, CapSet::Ambient, cap).map_err(caps_err)
+    }
+
+    fn setgroups(&self, gids: &[u32]) -> io::Result<()> {
+        let gids: Vec<nix::unistd::Gid> = gids
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        Ok(nix::unistd::setgroups(&gids)?)
+    }
+
+    fn setresgid(&self, gid: u32) -> io::Result<()> {
+        let g = nix::unistd::Gid::from_raw(gid);
+        Ok(nix::unistd::setresgid(g, g, g)?)
+    }
+
+    fn setresuid(&self, uid: u32) -> io::Result<()> {
+        let u = nix::unistd::Uid::from_raw(uid);
+        Ok(nix::unistd::setresuid(u, u, u)?)
+    }
+
+    fn keep_caps(&self, on: bool) -> io::Result<()> {
+        // SAFETY: PR_SET_KEEPCAPS takes only integer arguments.
+        last_os(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on), 0, 0, 0) })
+    }
+
+    fn no_new_privs(&self) -> io::Result<()> {
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes only integer arguments.
+        last_os(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    }
+}
+
+/// Flag names joined by `|` (`-` for none), for recorded calls.
+#[cfg(test)]
+macro_rules! names {
+    ($f:expr) => {{
+        let v: Vec<&str> = $f.iter_names().map(|(n, _)| n).collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join("|")
+        }
+    }};
+}
+
+/// A recording system for tests: each call is kept as one line
+/// (`mount tmpfs /dev tmpfs MS_NOSUID|MS_STRICTATIME mode=755`), changes
+/// nothing outside itself, and fails every call whose line starts with a
+/// prefix it was told to fail.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Fake {
+    pub calls: std::cell::RefCell<Vec<String>>,
+    /// What [`Sys::kind`] answers; `mkdir_all` and `create_file` add to it.
+    pub paths: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, Kind>>,
+    fail: std::cell::RefCell<Vec<(String, i32)>>,
+    pub caps: Vec<Capability>,
+}
+
+#[cfg(test)]
+impl Fake {
+    pub fn new() -> Fake {
+        Fake {
+            caps: caps::all().into_iter().collect(),
+            ..Fake::default()
+        }
+    }
+
+    /// Makes calls whose line starts with `prefix` fail with `errno`.
+    pub fn fail(&self, prefix: &str, errno: i32) {
+        self.fail.borrow_mut().push((prefix.into(), errno));
+    }
+
+    /// Pretends something is at `path`.
+    pub fn with(&self, path: &str, kind: Kind) -> &Fake {
+        self.paths.borrow_mut().insert(path.into(), kind);
+        self
+    }
+
+    /// The recorded calls whose line starts with `prefix`.
+    pub fn calls_of(&self, prefix: &str) -> Vec<String> {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    fn record(&self, line: String) -> io::Result<()> {
+        let fail = self
+            .fail
+            .borrow()
+            .iter()
+            .find(|(p, _)| line.starts_with(p.as_str()))
+            .map(|(_, e)| *e);
+        self.calls.borrow_mut().push(line);
+        match fail {
+            Some(e) => Err(io::Error::from_raw_os_error(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Sys for Fake {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        let src = src.map_or("-".into(), |s| s.display().to_string());
+        self.record(format!(
+            "mount {src} {} {} {} {}",
+            target.display(),
+            fstype.unwrap_or("-"),
+            names!(flags),
+            data.unwrap_or("-")
+        ))
+    }
+    fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
+        self.record(format!("umount {} {}", target.display(), names!(flags)))
+    }
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
+        self.record(format!(
+            "pivot_root {} {}",
+            new_root.display(),
+            put_old.display()
+        ))
+    }
+    fn chdir(&self, dir: &Path) -> io::Result<()> {
+        self.record(format!("chdir {}", dir.display()))
+    }
+    fn kind(&self, path: &Path) -> Option<Kind> {
+        self.paths.borrow().get(path).copied()
+    }
+    fn mkdir_all(&self, dir: &Path) -> io::Result<()> {
+        self.paths.borrow_mut().insert(dir.into(), Kind::Dir);
+        self.record(format!("mkdir {}", dir.display()))
+    }
+    fn create_file(&self, path: &Path) -> io::Result<()> {
+        self.paths.borrow_mut().insert(path.into(), Kind::File);
+        self.record(format!("create {}", path.display()))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.record(format!("rm {}", path.display()))
+    }
+    fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> io::Result<()> {
+        let (maj, min) = (libc::major(dev), libc::minor(dev));
+        self.record(format!(
+            "mknod {} {} {mode:o} {maj}:{min}",
+            path.display(),
+            names!(kind)
+        ))
+    }
+    fn chmod(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.record(format!("chmod {} {mode:o}", path.display()))
+    }
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        self.record(format!("chown {} {uid}:{gid}", path.display()))
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        self.record(format!("symlink {} {}", link.display(), target.display()))
+    }
+    fn write(&self, path: &Path, data: &str) -> io::Result<()> {
+        self.record(format!("write {} {data}", path.display()))
+    }
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        self.record(format!("sethostname {name}"))
+    }
+    fn setns(&self, path: &Path, flag: CloneFlags) -> io::Result<()> {
+        self.record(format!("setns {} {}", path.display(), names!(flag)))
+    }
+    fn unshare(&self, flags: CloneFlags) -> io::Result<()> {
+        self.record(format!("unshare {}", names!(flags)))
+    }
+    fn setrlimit(
+        &self,
+        resource: libc::__rlimit_resource_t,
+        soft: u64,
+        hard: u64,
+    ) -> io::Result<()> {
+        self.record(format!("setrlimit {resource} {soft} {hard}"))
+    }
+    fn supported_caps(&self) -> Vec<Capability> {
+        self.caps.clone()
+    }
+    fn drop_bounding(&self, cap: Capability) -> io::Result<()> {
+        self.record(format!("drop_bounding {cap}"))
+    }
+    fn set_caps(&self, set: CapSet, caps: &CapsHashSet) -> io::Result<()> {
+        let mut v: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        v.sort();
+        self.record(format!("set_caps {set:?} {}", v.join(",")))
+    }
+    fn raise_ambient(&self, cap: Capability) -> io::Result<()> {
+        self.record(format!("raise_ambient {cap}"))
+    }
+    fn setgroups(&self, gids: &[u32]) -> io::Result<()> {
+        self.record(format!("setgroups {gids:?}"))
+    }
+    fn setresgid(&self, gid: u32) -> io::Result<()> {
+        self.record(format!("setresgid {gid}"))
+    }
+    fn setresuid(&self, uid: u32) -> io::Result<()> {
+        self.record(format!("setresuid {uid}"))
+    }
+    fn keep_caps(&self, on: bool) -> io::Result<()> {
+        self.record(format!("keep_caps {on}"))
+    }
+    fn no_new_privs(&self) -> io::Result<()> {
+        self.record("no_new_privs".into())
+    }
+}
