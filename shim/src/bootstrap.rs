@@ -225,3 +225,39 @@ mod tests {
         assert!(a.as_os_str().len() < 108);
     }
 }
+
+/// The binary's entry: parses the flags and runs `start` or `delete`.
+/// It lives here, not in the crate root, so the root only declares and
+/// re-exports and no module that imports `crate::Error` is imported back.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flags = match crate::flags::parse_flags(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("containerd-shim-berth-v2: {e}");
+            return 2;
+        }
+    };
+    if flags.version {
+        println!(
+            "containerd-shim-berth-v2:\n  Version: {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        return 0;
+    }
+    let r = match flags.action.as_str() {
+        "start" => start(&flags),
+        "delete" => delete(&flags),
+        "" => Err(Error::invalid("no action: expected start or delete")),
+        other => Err(Error::invalid(format!(
+            "unknown action {other:?}: expected start or delete"
+        ))),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("containerd-shim-berth-v2: {}", e.chain());
+            1
+        }
+    }
+}

@@ -29,37 +29,3 @@ pub mod stdio;
 
 pub use error::{Error, Result};
 pub use flags::{Flags, parse_flags};
-
-/// Entry point of the binary; returns the exit code.
-pub fn main() -> i32 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flags = match parse_flags(&args) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("containerd-shim-berth-v2: {e}");
-            return 2;
-        }
-    };
-    if flags.version {
-        println!(
-            "containerd-shim-berth-v2:\n  Version: {}",
-            env!("CARGO_PKG_VERSION")
-        );
-        return 0;
-    }
-    let r = match flags.action.as_str() {
-        "start" => bootstrap::start(&flags),
-        "delete" => bootstrap::delete(&flags),
-        "" => Err(Error::invalid("no action: expected start or delete")),
-        other => Err(Error::invalid(format!(
-            "unknown action {other:?}: expected start or delete"
-        ))),
-    };
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("containerd-shim-berth-v2: {}", e.chain());
-            1
-        }
-    }
-}
