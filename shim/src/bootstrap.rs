@@ -212,20 +212,6 @@ pub fn delete(flags: &Flags) -> Result<()> {
 
 use berth_proto::time::{now, timestamp};
 
-#[cfg(test)]
-mod tests {
-    use super::socket_path;
-
-    #[test]
-    fn socket_paths_are_short_and_distinct() {
-        let a = socket_path("unix:///run/berth/berth.sock", "default", "c1");
-        let b = socket_path("/run/berth/berth.sock", "default", "c2");
-        assert!(a.starts_with("/run/berth/s/"));
-        assert_ne!(a, b);
-        assert!(a.as_os_str().len() < 108);
-    }
-}
-
 /// The binary's entry: parses the flags and runs `start` or `delete`.
 /// It lives here, not in the crate root, so the root only declares and
 /// re-exports and no module that imports `crate::Error` is imported back.
@@ -259,5 +245,19 @@ pub fn main() -> i32 {
             eprintln!("containerd-shim-berth-v2: {}", e.chain());
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::socket_path;
+
+    #[test]
+    fn socket_paths_are_short_and_distinct() {
+        let a = socket_path("unix:///run/berth/berth.sock", "default", "c1");
+        let b = socket_path("/run/berth/berth.sock", "default", "c2");
+        assert!(a.starts_with("/run/berth/s/"));
+        assert_ne!(a, b);
+        assert!(a.as_os_str().len() < 108);
     }
 }
