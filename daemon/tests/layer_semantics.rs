@@ -5,7 +5,7 @@
 //! (PAX, GNU long names, gzip, zstd, none) applies the same. Needs root
 //! (ownership); says SKIPPED otherwise.
 
-use berth_daemon::diff::apply::{Whiteouts, apply, apply_over};
+use berth_daemon::snapshots::diff::apply::{Whiteouts, apply, apply_over};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

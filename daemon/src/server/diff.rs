@@ -36,7 +36,7 @@ impl Diff for DiffService {
         }
         let core = self.0.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            crate::diff::apply_blob(
+            crate::snapshots::diff::apply_blob(
                 &core.content,
                 &cx.ns,
                 &desc,
@@ -49,7 +49,7 @@ impl Diff for DiffService {
         Ok(Response::new(api::ApplyResponse {
             applied: Some(
                 Descriptor {
-                    media_type: crate::oci::media::OCI_LAYER.to_string(),
+                    media_type: crate::images::oci::media::OCI_LAYER.to_string(),
                     digest: applied.diff_id.to_string(),
                     size: applied.size as i64,
                     annotations: HashMap::new(),
@@ -72,7 +72,7 @@ impl Diff for DiffService {
         }
         let core = self.0.clone();
         let d = tokio::task::spawn_blocking(move || {
-            crate::diff::diff_mounts(
+            crate::snapshots::diff::diff_mounts(
                 &core.content,
                 &cx,
                 &mounts(r.left),

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 pub struct EventsService(pub Arc<Core>);
 
 fn check_envelope(env: &Envelope) -> Result<(), Error> {
-    crate::namespaces::validate(&env.namespace)?;
+    crate::metadata::namespaces::validate(&env.namespace)?;
     validate_topic(&env.topic)?;
     // As containerd's exchange: a forwarded event keeps its publisher's time.
     if env.timestamp.is_none() {

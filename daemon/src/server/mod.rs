@@ -46,7 +46,7 @@ pub(crate) fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
                 "namespace is required: set the {NAMESPACE_HEADER} gRPC metadata header (ctr -n NS, berthctl -n NS)"
             ))
         })?;
-    crate::namespaces::validate(ns)?;
+    crate::metadata::namespaces::validate(ns)?;
     Ok(ns.to_string())
 }
 

@@ -10,11 +10,11 @@
 
 use super::events::async_stream;
 use super::namespace;
-use crate::archive::{self, ExportOptions, ImportOptions};
 use crate::core::Core;
 use crate::error::Error;
-use crate::oci::Platform;
-use crate::registry;
+use crate::images::oci::Platform;
+use crate::transfer::archive::{self, ExportOptions, ImportOptions};
+use crate::transfer::registry;
 use berth_proto::pb::containerd::types::transfer as tt;
 use berth_proto::services::streaming::v1::StreamInit;
 use berth_proto::services::streaming::v1::streaming_server::Streaming;

@@ -2,12 +2,14 @@
 //! the content store. The target and everything it references are kept from
 //! garbage collection for as long as the image exists.
 
+pub mod oci;
+
 use crate::error::{Error, Result};
 use crate::events::Exchange;
 use crate::gc::Gc;
-use crate::leases;
+use crate::metadata::leases;
+use crate::metadata::namespaces;
 use crate::metadata::{Db, Read, key, kind, prefix};
-use crate::namespaces;
 use crate::types::{
     Ctx, Descriptor, Digest, Labels, apply_label_path, drop_empty, now, validate_labels,
 };

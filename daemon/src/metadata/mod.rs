@@ -4,6 +4,9 @@
 //! happens inside one [`Db::write`] transaction, which commits durably or not
 //! at all.
 
+pub mod leases;
+pub mod namespaces;
+
 use crate::error::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};

@@ -539,19 +539,19 @@ pub(crate) fn manifest_media_type(data: &[u8], subject: &str) -> Result<String> 
         return Ok(mt.to_string());
     }
     Ok(if v.get("manifests").is_some() {
-        crate::oci::media::OCI_INDEX
+        crate::images::oci::media::OCI_INDEX
     } else {
-        crate::oci::media::OCI_MANIFEST
+        crate::images::oci::media::OCI_MANIFEST
     }
     .to_string())
 }
 
 /// Media types asked for when resolving a reference.
 pub(crate) const ACCEPT: &[&str] = &[
-    crate::oci::media::OCI_INDEX,
-    crate::oci::media::OCI_MANIFEST,
-    crate::oci::media::DOCKER_LIST,
-    crate::oci::media::DOCKER_MANIFEST,
+    crate::images::oci::media::OCI_INDEX,
+    crate::images::oci::media::OCI_MANIFEST,
+    crate::images::oci::media::DOCKER_LIST,
+    crate::images::oci::media::DOCKER_MANIFEST,
 ];
 
 #[cfg(test)]
@@ -691,20 +691,20 @@ mod tests {
         let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert_eq!(
             manifest_media_type(idx, "x").unwrap(),
-            crate::oci::media::OCI_INDEX
+            crate::images::oci::media::OCI_INDEX
         );
         let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
         assert_eq!(
             manifest_media_type(m, "x").unwrap(),
-            crate::oci::media::OCI_MANIFEST
+            crate::images::oci::media::OCI_MANIFEST
         );
         let d = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}"}}"#,
-            crate::oci::media::DOCKER_MANIFEST
+            crate::images::oci::media::DOCKER_MANIFEST
         );
         assert_eq!(
             manifest_media_type(d.as_bytes(), "x").unwrap(),
-            crate::oci::media::DOCKER_MANIFEST
+            crate::images::oci::media::DOCKER_MANIFEST
         );
         let e = manifest_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#, "bb:1").unwrap_err();
         assert_eq!(e.kind(), Kind::FailedPrecondition);

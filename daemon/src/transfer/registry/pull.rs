@@ -14,9 +14,9 @@ use super::{
 use crate::content::Writer;
 use crate::core::Core;
 use crate::error::{Error, Result};
+use crate::images::oci::{self, Node, Platform};
 use crate::images::{Image, ImageRecord};
-use crate::leases::LABEL_EXPIRE;
-use crate::oci::{self, Node, Platform};
+use crate::metadata::leases::LABEL_EXPIRE;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use berth_proto::errdefs::Kind;
 use bytes::{Bytes, BytesMut};
@@ -177,8 +177,9 @@ async fn pull_leased(
         unpackers.spawn_blocking(move || {
             progress(ProgressEvent::new("unpacking", &name));
             let wait = |l: &Descriptor| arrivals.wait(&l.digest);
-            let top = crate::unpack::unpack_with(&core, &ctx, &target, &sn, &want, &wait)
-                .map_err(|e| e.context(format!("unpack into {sn}")))?;
+            let top =
+                crate::snapshots::unpack::unpack_with(&core, &ctx, &target, &sn, &want, &wait)
+                    .map_err(|e| e.context(format!("unpack into {sn}")))?;
             progress(ProgressEvent::new("unpacked", &name));
             Ok::<_, Error>(top)
         });

@@ -4,8 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::gc::Gc;
+use crate::metadata::namespaces;
 use crate::metadata::{Db, Read, Writer, key, kind, prefix};
-use crate::namespaces;
 use crate::types::{Ctx, Digest, Labels, drop_empty, now, validate_labels};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

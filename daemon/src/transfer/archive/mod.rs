@@ -11,9 +11,9 @@
 
 use crate::core::Core;
 use crate::error::{Error, Result, io_err};
+use crate::images::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Node, Platform, media};
 use crate::images::{Image, ImageRecord};
-use crate::leases::LABEL_EXPIRE;
-use crate::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Node, Platform, media};
+use crate::metadata::leases::LABEL_EXPIRE;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use berth_proto::archive::{self as rules, ArchiveError, Blob, Members, NameRules};
 use serde::{Deserialize, Serialize};
@@ -207,7 +207,7 @@ fn import_leased(
             if !done.insert((img.record.target.digest.clone(), sn.clone(), p.to_string())) {
                 continue;
             }
-            crate::unpack::unpack(core, ctx, &img.record.target, sn, &p)
+            crate::snapshots::unpack::unpack(core, ctx, &img.record.target, sn, &p)
                 .map_err(|e| e.context(format!("unpack {}", img.name)))?;
             progress("unpacked", &img.name);
         }

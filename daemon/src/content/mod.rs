@@ -12,9 +12,9 @@
 use crate::error::{Error, Result, io_err};
 use crate::events::Exchange;
 use crate::gc::Gc;
-use crate::leases;
+use crate::metadata::leases;
+use crate::metadata::namespaces;
 use crate::metadata::{Db, Read, key, kind, prefix};
-use crate::namespaces;
 use crate::types::{Ctx, Digest, Labels, apply_label_path, drop_empty, now, validate_labels};
 use berth_proto::filters::{Adaptor, Filter, label_field};
 use berth_proto::pb::containerd::events as ev;

@@ -17,7 +17,7 @@
 use crate::content::{Blobs, ContentRecord, IngestRecord};
 use crate::error::{Error, Result};
 use crate::images::ImageRecord;
-use crate::leases::{LABEL_EXPIRE, LABEL_FLAT, LeaseRecord, parse_time};
+use crate::metadata::leases::{LABEL_EXPIRE, LABEL_FLAT, LeaseRecord, parse_time};
 use crate::metadata::{Db, Read, key, kind, prefix};
 use crate::snapshots::{Snapshots, bkey};
 use crate::types::now;
@@ -475,7 +475,7 @@ mod tests {
                     name: "docker.io/test/gc:1".into(),
                     record: ImageRecord {
                         target: Descriptor {
-                            media_type: crate::oci::media::OCI_MANIFEST.into(),
+                            media_type: crate::images::oci::media::OCI_MANIFEST.into(),
                             digest: manifest.as_str().into(),
                             size: 8,
                             annotations: Default::default(),

@@ -7,11 +7,14 @@
 //! reading until the snapshot is attached to the request's lease, so the
 //! collector (which holds it for writing) never sees it unreferenced.
 
+pub mod diff;
+pub mod unpack;
+
 use crate::error::{Error, Result};
 use crate::events::Exchange;
-use crate::leases;
 use crate::metadata::Db;
-use crate::namespaces;
+use crate::metadata::leases;
+use crate::metadata::namespaces;
 use crate::types::{Ctx, Labels};
 use berth_proto::filters::Filter;
 use berth_proto::pb::containerd::events as ev;

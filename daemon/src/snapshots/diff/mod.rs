@@ -6,7 +6,7 @@ pub mod compute;
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result, io_err};
-use crate::oci::media;
+use crate::images::oci::media;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use apply::{Applied, Whiteouts};
 use berth_snapshotter::Mount;

@@ -7,7 +7,7 @@
 
 use crate::core::Core;
 use crate::error::{Error, Result};
-use crate::oci::{self, Node, Platform};
+use crate::images::oci::{self, Node, Platform};
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use sha2::Digest as _;
 use std::collections::HashMap;
@@ -182,7 +182,7 @@ fn unpack_layer(
     let mounts = core
         .snapshots
         .prepare(ctx, sn, &key, parent, labels.clone())?;
-    let applied = crate::diff::apply_blob(&core.content, &ctx.ns, layer, &mounts, tmp);
+    let applied = crate::snapshots::diff::apply_blob(&core.content, &ctx.ns, layer, &mounts, tmp);
     let result = applied.and_then(|a| {
         if a.diff_id.as_str() != diff_id {
             return Err(Error::invalid(format!(

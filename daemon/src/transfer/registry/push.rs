@@ -6,7 +6,7 @@
 use super::{Credentials, ProgressEvent, ProgressFn, Remote, ResolverOptions};
 use crate::core::Core;
 use crate::error::{Error, Result};
-use crate::oci::{self, Node, Platform};
+use crate::images::oci::{self, Node, Platform};
 use crate::types::{Descriptor, Digest};
 use bytes::Bytes;
 use oci_client::RegistryOperation;
@@ -77,7 +77,7 @@ async fn push_image(
     } else {
         let mut one = None;
         for p in &req.platforms {
-            let (m, _, _) = crate::unpack::resolve_manifest(core, ns, root, p)?;
+            let (m, _, _) = crate::snapshots::unpack::resolve_manifest(core, ns, root, p)?;
             if one.replace(m).is_some() {
                 return Err(Error::invalid(
                     "push takes one --platform: a subset of an index cannot be pushed as that index",
