@@ -112,11 +112,15 @@ fn validate(c: &Container) -> Result<()> {
 pub struct Containers {
     db: Arc<Db>,
     events: Arc<Exchange>,
-    gc: crate::gc::Gc,
+    gc: crate::metadata::trigger::GcTrigger,
 }
 
 impl Containers {
-    pub fn new(db: Arc<Db>, events: Arc<Exchange>, gc: crate::gc::Gc) -> Self {
+    pub fn new(
+        db: Arc<Db>,
+        events: Arc<Exchange>,
+        gc: crate::metadata::trigger::GcTrigger,
+    ) -> Self {
         Self { db, events, gc }
     }
 

@@ -11,9 +11,9 @@
 
 use crate::error::{Error, Result, io_err};
 use crate::events::Exchange;
-use crate::gc::Gc;
 use crate::metadata::leases;
 use crate::metadata::namespaces;
+use crate::metadata::trigger::GcTrigger;
 use crate::metadata::{Db, Read, key, kind, prefix};
 use crate::types::{Ctx, Digest, Labels, apply_label_path, drop_empty, now, validate_labels};
 use berth_proto::filters::{Adaptor, Filter, label_field};
@@ -174,13 +174,13 @@ pub struct ContentStore {
     blobs: Arc<Blobs>,
     db: Arc<Db>,
     events: Arc<Exchange>,
-    gc: Gc,
+    gc: GcTrigger,
     /// Uploads with a live writer, as `ns/ref`: one writer per ref.
     active: Mutex<HashSet<String>>,
 }
 
 impl ContentStore {
-    pub fn new(blobs: Arc<Blobs>, db: Arc<Db>, events: Arc<Exchange>, gc: Gc) -> Self {
+    pub fn new(blobs: Arc<Blobs>, db: Arc<Db>, events: Arc<Exchange>, gc: GcTrigger) -> Self {
         Self {
             blobs,
             db,

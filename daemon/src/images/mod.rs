@@ -6,9 +6,9 @@ pub mod oci;
 
 use crate::error::{Error, Result};
 use crate::events::Exchange;
-use crate::gc::Gc;
 use crate::metadata::leases;
 use crate::metadata::namespaces;
+use crate::metadata::trigger::GcTrigger;
 use crate::metadata::{Db, Read, key, kind, prefix};
 use crate::types::{
     Ctx, Descriptor, Digest, Labels, apply_label_path, drop_empty, now, validate_labels,
@@ -74,11 +74,11 @@ fn validate(img: &Image) -> Result<()> {
 pub struct Images {
     db: Arc<Db>,
     events: Arc<Exchange>,
-    gc: Gc,
+    gc: GcTrigger,
 }
 
 impl Images {
-    pub fn new(db: Arc<Db>, events: Arc<Exchange>, gc: Gc) -> Self {
+    pub fn new(db: Arc<Db>, events: Arc<Exchange>, gc: GcTrigger) -> Self {
         Self { db, events, gc }
     }
 

@@ -3,8 +3,8 @@
 //! such as an import or pull is under way.
 
 use crate::error::{Error, Result};
-use crate::gc::Gc;
 use crate::metadata::namespaces;
+use crate::metadata::trigger::GcTrigger;
 use crate::metadata::{Db, Read, Writer, key, kind, prefix};
 use crate::types::{Ctx, Digest, Labels, drop_empty, now, validate_labels};
 use serde::{Deserialize, Serialize};
@@ -112,11 +112,11 @@ pub fn detach_everywhere(w: &mut Writer<'_, '_>, ns: &str, kind_: &str, id: &str
 /// The leases service logic.
 pub struct Leases {
     db: Arc<Db>,
-    gc: Gc,
+    gc: GcTrigger,
 }
 
 impl Leases {
-    pub fn new(db: Arc<Db>, gc: Gc) -> Self {
+    pub fn new(db: Arc<Db>, gc: GcTrigger) -> Self {
         Self { db, gc }
     }
 

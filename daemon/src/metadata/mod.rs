@@ -6,6 +6,7 @@
 
 pub mod leases;
 pub mod namespaces;
+pub mod trigger;
 
 use crate::error::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};

@@ -169,10 +169,11 @@ impl Snapshots {
         } else {
             s.prepare(&bkey(&ctx.ns, key), &p, labels)
         }
+        // Unscoped before the context is added: it then becomes the source.
         .map_err(|e| {
-            convert(e).context(format!("{} {key:?}", if view { "view" } else { "prepare" }))
-        })
-        .map_err(|e| strip_ns(e, &ctx.ns))?;
+            strip_ns(convert(e), &ctx.ns)
+                .context(format!("{} {key:?}", if view { "view" } else { "prepare" }))
+        })?;
         if let Err(e) = self.attach(ctx, &sn, key) {
             let _ = s.remove(&bkey(&ctx.ns, key));
             return Err(e);
@@ -316,5 +317,5 @@ fn unscope(mut i: Info, ns: &str) -> Info {
 /// Error messages speak of keys as the client named them.
 fn strip_ns(e: Error, ns: &str) -> Error {
     let msg = e.message().replace(&format!("\"{ns}/"), "\"");
-    Error::new(e.kind(), msg)
+    e.with_message(msg)
 }

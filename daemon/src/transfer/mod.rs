@@ -7,3 +7,4 @@
 
 pub mod archive;
 pub mod registry;
+pub mod stores;

@@ -49,20 +49,20 @@ pub fn source_label_key(host: &str) -> String {
 /// Records on `digest` that `repo` of `host` holds it, in containerd's
 /// comma-separated source label (so a later push can mount it from there).
 pub(crate) async fn add_source(
-    core: &std::sync::Arc<crate::core::Core>,
+    content: &Arc<crate::content::ContentStore>,
     ns: &str,
     digest: &str,
     host: &str,
     repo: &str,
 ) -> Result<()> {
-    let (core, ns, digest) = (
-        core.clone(),
+    let (content, ns, digest) = (
+        content.clone(),
         ns.to_string(),
         crate::types::Digest::parse(digest)?,
     );
     let (key, repo) = (source_label_key(host), repo.to_string());
     tokio::task::spawn_blocking(move || {
-        let info = core.content.info(&ns, &digest)?;
+        let info = content.info(&ns, &digest)?;
         let current = info.record.labels.get(&key).cloned().unwrap_or_default();
         if current.split(',').any(|r| r == repo) {
             return Ok(());
@@ -73,7 +73,7 @@ pub(crate) async fn add_source(
             format!("{current},{repo}")
         };
         let path = format!("labels.{key}");
-        core.content
+        content
             .update(
                 &ns,
                 &digest,

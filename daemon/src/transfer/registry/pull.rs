@@ -12,7 +12,9 @@ use super::{
     ACCEPT, Credentials, ProgressEvent, ProgressFn, Remote, ResolverOptions, manifest_media_type,
 };
 use crate::content::Writer;
-use crate::core::Core;
+use crate::config::RegistryConfig;
+use crate::content::ContentStore;
+use crate::transfer::stores::ImageStores;
 use crate::error::{Error, Result};
 use crate::images::oci::{self, Node, Platform};
 use crate::images::{Image, ImageRecord};
@@ -50,7 +52,8 @@ pub struct PullRequest {
 
 /// Pulls an image into namespace `ns`; returns the image record.
 pub async fn pull(
-    core: &Arc<Core>,
+    stores: &ImageStores,
+    registry: &RegistryConfig,
     ns: &str,
     req: PullRequest,
     creds: Option<Arc<dyn Credentials>>,
@@ -59,7 +62,7 @@ pub async fn pull(
     let name = berth_proto::reference::normalize(&req.reference).map_err(Error::invalid)?;
     let lease = format!("pull-{}", uuid::Uuid::new_v4().simple());
     let expire = chrono::Utc::now() + chrono::Duration::hours(24);
-    core.leases.create(
+    stores.leases.create(
         ns,
         &lease,
         Labels::from([
@@ -68,13 +71,13 @@ pub async fn pull(
         ]),
     )?;
     let ctx = Ctx::new(ns).with_lease(Some(lease.clone()));
-    let out = pull_leased(core, &ctx, &name, &req, creds.as_deref(), &progress)
+    let out = pull_leased(stores, registry, &ctx, &name, &req, creds.as_deref(), &progress)
         .await
         .map_err(|e| e.context(format!("pull {name}")));
     match &out {
         // The image holds what it needs now.
         Ok(_) => {
-            if let Err(e) = core.leases.delete(ns, &lease, false).await {
+            if let Err(e) = stores.leases.delete(ns, &lease, false).await {
                 tracing::warn!("pull {name}: dropping lease {lease}: {e}");
             }
         }
@@ -96,7 +99,8 @@ struct Chosen {
 }
 
 async fn pull_leased(
-    core: &Arc<Core>,
+    stores: &ImageStores,
+    registry: &RegistryConfig,
     ctx: &Ctx,
     name: &str,
     req: &PullRequest,
@@ -106,7 +110,7 @@ async fn pull_leased(
     progress(ProgressEvent::new("resolving", name));
     let remote = Arc::new(
         Remote::new(
-            &core.registry,
+            registry,
             name,
             &req.resolver,
             creds,
@@ -131,7 +135,7 @@ async fn pull_leased(
         let node = oci::parse(&desc.media_type, &data)?;
         let mut labels = oci::child_labels(&node);
         labels.extend(source.clone());
-        store_small(core, ctx, &desc, &data, labels).await?;
+        store_small(&stores.content, ctx, &desc, &data, labels).await?;
         match node {
             Node::Index(children) => {
                 if depth >= 2 {
@@ -155,7 +159,7 @@ async fn pull_leased(
     // Configs next: the unpackers need them before any layer.
     for c in &chosen {
         let blob = Blob::new("config", &c.config);
-        fetch_blob(core, ctx, &remote, &blob, &source, progress).await?;
+        fetch_blob(&stores.content, ctx, &remote, &blob, &source, progress).await?;
     }
 
     // Layers, in manifest order, a bounded number at a time; unpackers
@@ -172,13 +176,13 @@ async fn pull_leased(
                 "cannot unpack {name} for {want}: the image has no manifest for it"
             )));
         };
-        let (core, ctx, target, sn) = (core.clone(), ctx.clone(), c.desc.clone(), sn.clone());
+        let (stores, ctx, target, sn) = (stores.clone(), ctx.clone(), c.desc.clone(), sn.clone());
         let (arrivals, progress, name) = (arrivals.clone(), progress.clone(), name.to_string());
         unpackers.spawn_blocking(move || {
             progress(ProgressEvent::new("unpacking", &name));
             let wait = |l: &Descriptor| arrivals.wait(&l.digest);
             let top =
-                crate::snapshots::unpack::unpack_with(&core, &ctx, &target, &sn, &want, &wait)
+                stores.unpacker.unpack_with(&ctx, &target, &sn, &want, &wait)
                     .map_err(|e| e.context(format!("unpack into {sn}")))?;
             progress(ProgressEvent::new("unpacked", &name));
             Ok::<_, Error>(top)
@@ -193,8 +197,8 @@ async fn pull_leased(
     let sem = Arc::new(tokio::sync::Semaphore::new(remote.max_concurrent));
     let mut downloads = tokio::task::JoinSet::new();
     for l in layers {
-        let (core, ctx, remote, source) =
-            (core.clone(), ctx.clone(), remote.clone(), source.clone());
+        let (stores, ctx, remote, source) =
+            (stores.clone(), ctx.clone(), remote.clone(), source.clone());
         let (sem, arrivals, progress) = (sem.clone(), arrivals.clone(), progress.clone());
         let blob = Blob::new("layer", &l);
         progress(ProgressEvent {
@@ -204,7 +208,7 @@ async fn pull_leased(
         });
         downloads.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let r = fetch_blob(&core, &ctx, &remote, &blob, &source, &progress).await;
+            let r = fetch_blob(&stores.content, &ctx, &remote, &blob, &source, &progress).await;
             arrivals.done(&l.digest, r.as_ref().map(|_| ()).map_err(Clone::clone));
             r
         });
@@ -249,7 +253,7 @@ async fn pull_leased(
             ..Default::default()
         },
     };
-    let core2 = core.clone();
+    let core2 = stores.clone();
     let ctx2 = ctx.clone();
     let saved =
         tokio::task::spawn_blocking(move || match core2.images.create(&ctx2, img.clone()) {
@@ -348,7 +352,7 @@ async fn fetch_manifest(
 
 /// Stores a manifest or index fetched whole.
 async fn store_small(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ctx: &Ctx,
     desc: &Descriptor,
     data: &Bytes,
@@ -361,9 +365,9 @@ async fn store_small(
     };
     let reference = format!("{kind}-{}", desc.digest);
     let expected = Digest::parse(&desc.digest)?;
-    let (core, ctx, data) = (core.clone(), ctx.clone(), data.clone());
+    let (content, ctx, data) = (content.clone(), ctx.clone(), data.clone());
     tokio::task::spawn_blocking(move || {
-        core.content
+        content
             .write_blob(&ctx, &reference, &mut &data[..], Some(expected), labels)
             .map(|_| ())
     })
@@ -395,7 +399,7 @@ const REPORT_EVERY: Duration = Duration::from_millis(200);
 /// upload with a range request, retrying transient failures from where
 /// they stopped. A blob whose bytes do not match its digest is dropped.
 async fn fetch_blob(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ctx: &Ctx,
     remote: &Remote,
     blob: &Blob,
@@ -406,9 +410,9 @@ async fn fetch_blob(
     let expected = Digest::parse(&desc.digest)?;
     let name = blob.reference.clone();
     let writer = {
-        let (core, ctx, name, exp) = (core.clone(), ctx.clone(), name.clone(), expected.clone());
+        let (content, ctx, name, exp) = (content.clone(), ctx.clone(), name.clone(), expected.clone());
         let size = desc.size;
-        tokio::task::spawn_blocking(move || core.content.writer(&ctx, &name, size, Some(exp)))
+        tokio::task::spawn_blocking(move || content.writer(&ctx, &name, size, Some(exp)))
             .await
             .map_err(|e| Error::internal(format!("open upload: {e}")))?
     };
@@ -416,7 +420,7 @@ async fn fetch_blob(
         Err(e) if e.is_already_exists() => {
             // Already here: just record where else it can be found.
             let _ = super::add_source(
-                core,
+                content,
                 &ctx.ns,
                 &desc.digest,
                 &remote.host,
@@ -452,7 +456,7 @@ async fn fetch_blob(
         .await
         .map_err(|e| Error::internal(format!("write {name}: {e}")))??;
     r?;
-    let (core2, labels2, exp2) = (core.clone(), labels.clone(), expected.clone());
+    let (content2, labels2, exp2) = (content.clone(), labels.clone(), expected.clone());
     let size = desc.size;
     let committed = tokio::task::spawn_blocking(move || writer.commit(size, Some(&exp2), labels2))
         .await
@@ -462,7 +466,7 @@ async fn fetch_blob(
         Err(e) if e.kind() == Kind::FailedPrecondition => {
             // Wrong bytes: never keep them for a resume.
             let (ns, n) = (ctx.ns.clone(), name.clone());
-            let _ = tokio::task::spawn_blocking(move || core2.content.abort(&ns, &n)).await;
+            let _ = tokio::task::spawn_blocking(move || content2.abort(&ns, &n)).await;
             return Err(Error::new(
                 Kind::DataLoss,
                 format!(
