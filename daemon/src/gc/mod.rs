@@ -32,8 +32,8 @@ pub use sweep::Stats;
 
 use crate::content::Blobs;
 use crate::error::{Error, Result};
-use crate::metadata::{Db, Read};
 use crate::metadata::trigger::{GcRequest, GcRequests};
+use crate::metadata::{Db, Read};
 use crate::snapshots::Snapshots;
 use crate::types::now;
 use labels::SnapshotRoots;

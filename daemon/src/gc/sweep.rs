@@ -66,7 +66,7 @@ pub fn metadata(
 /// The snapshots of one snapshotter that go, in an order that removes
 /// children before their parents. `held` says which are held directly; a
 /// held snapshot holds its parent chain.
-pub fn doomed_snapshots<'a>(infos: &'a [Info], held: impl Fn(&Info) -> bool) -> Vec<&'a str> {
+pub fn doomed_snapshots(infos: &[Info], held: impl Fn(&Info) -> bool) -> Vec<&str> {
     let by_name: HashMap<&str, &Info> = infos.iter().map(|i| (i.name.as_str(), i)).collect();
     let mut marked: HashSet<&str> = HashSet::new();
     let mut stack: Vec<&str> = infos

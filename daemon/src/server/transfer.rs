@@ -433,7 +433,15 @@ impl Transfer for TransferService {
                 resolver,
             };
             let (pf, forward) = progress_fn(progress);
-            let r = registry::pull(&self.core.image_stores(), &self.core.registry, &ns, req, creds, pf).await;
+            let r = registry::pull(
+                &self.core.image_stores(),
+                &self.core.registry,
+                &ns,
+                req,
+                creds,
+                pf,
+            )
+            .await;
             flush(forward).await;
             let img = r?;
             tracing::info!(namespace = %ns, image = %img.name, digest = %img.record.target.digest, "pulled");
@@ -455,7 +463,12 @@ impl Transfer for TransferService {
                 &self.core.content,
                 &self.core.images,
                 &self.core.registry,
-                &ns, req, creds, pf).await;
+                &ns,
+                req,
+                creds,
+                pf,
+            )
+            .await;
             flush(forward).await;
             let d = r?;
             tracing::info!(namespace = %ns, reference = %dst.reference, digest = %d.digest, "pushed");

@@ -9,8 +9,8 @@
 //! visible. Multi-platform indexes are kept whole; the blobs of the chosen
 //! platform (the host's unless told otherwise) must be present.
 
-use crate::content::ContentStore;
 use super::stores::ImageStores;
+use crate::content::ContentStore;
 use crate::error::{Error, Result, io_err};
 use crate::images::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Node, Platform, media};
 use crate::images::{Image, ImageRecord};
@@ -148,7 +148,8 @@ fn import_leased(
             count: 0,
         };
         let written =
-            stores.content
+            stores
+                .content
                 .write_blob(ctx, &reference, &mut sniff, expected.clone(), Labels::new());
         // A blob already stored is not read by write_blob; skip its bytes.
         if written.is_ok() {
@@ -191,7 +192,13 @@ fn import_leased(
     if let Some(index) = small.get("index.json") {
         images.extend(oci_images(&stores.content, ctx, index, opts)?);
     } else if let Some(manifest) = small.get("manifest.json") {
-        images.extend(docker_images(&stores.content, ctx, manifest, &members, opts)?);
+        images.extend(docker_images(
+            &stores.content,
+            ctx,
+            manifest,
+            &members,
+            opts,
+        )?);
     } else {
         return Err(ArchiveError::NotAnArchive.into());
     }
@@ -208,7 +215,9 @@ fn import_leased(
             if !done.insert((img.record.target.digest.clone(), sn.clone(), p.to_string())) {
                 continue;
             }
-            stores.unpacker.unpack(ctx, &img.record.target, sn, &p)
+            stores
+                .unpacker
+                .unpack(ctx, &img.record.target, sn, &p)
                 .map_err(|e| e.context(format!("unpack {}", img.name)))?;
             progress("unpacked", &img.name);
         }
@@ -318,7 +327,12 @@ fn oci_images(
     Ok(out)
 }
 
-fn label_children(content: &Arc<ContentStore>, ctx: &Ctx, parent: &Digest, node: &Node) -> Result<()> {
+fn label_children(
+    content: &Arc<ContentStore>,
+    ctx: &Ctx,
+    parent: &Digest,
+    node: &Node,
+) -> Result<()> {
     let labels = oci::child_labels(node);
     let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
     content.update(&ctx.ns, parent, &labels, &paths)?;
@@ -327,7 +341,12 @@ fn label_children(content: &Arc<ContentStore>, ctx: &Ctx, parent: &Digest, node:
 
 /// Labels whatever part of `desc`'s tree is present, so the garbage
 /// collector keeps it with the image; absent parts are fine.
-fn label_present(content: &Arc<ContentStore>, ctx: &Ctx, desc: &Descriptor, depth: usize) -> Result<()> {
+fn label_present(
+    content: &Arc<ContentStore>,
+    ctx: &Ctx,
+    desc: &Descriptor,
+    depth: usize,
+) -> Result<()> {
     let digest = Digest::parse(&desc.digest)?;
     let data = match content.read_all(&ctx.ns, &digest) {
         Err(e) if e.is_not_found() => return Ok(()),

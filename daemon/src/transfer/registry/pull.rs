@@ -11,14 +11,14 @@
 use super::{
     ACCEPT, Credentials, ProgressEvent, ProgressFn, Remote, ResolverOptions, manifest_media_type,
 };
-use crate::content::Writer;
 use crate::config::RegistryConfig;
 use crate::content::ContentStore;
-use crate::transfer::stores::ImageStores;
+use crate::content::Writer;
 use crate::error::{Error, Result};
 use crate::images::oci::{self, Node, Platform};
 use crate::images::{Image, ImageRecord};
 use crate::metadata::leases::LABEL_EXPIRE;
+use crate::transfer::stores::ImageStores;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use berth_proto::errdefs::Kind;
 use bytes::{Bytes, BytesMut};
@@ -71,9 +71,17 @@ pub async fn pull(
         ]),
     )?;
     let ctx = Ctx::new(ns).with_lease(Some(lease.clone()));
-    let out = pull_leased(stores, registry, &ctx, &name, &req, creds.as_deref(), &progress)
-        .await
-        .map_err(|e| e.context(format!("pull {name}")));
+    let out = pull_leased(
+        stores,
+        registry,
+        &ctx,
+        &name,
+        &req,
+        creds.as_deref(),
+        &progress,
+    )
+    .await
+    .map_err(|e| e.context(format!("pull {name}")));
     match &out {
         // The image holds what it needs now.
         Ok(_) => {
@@ -181,9 +189,10 @@ async fn pull_leased(
         unpackers.spawn_blocking(move || {
             progress(ProgressEvent::new("unpacking", &name));
             let wait = |l: &Descriptor| arrivals.wait(&l.digest);
-            let top =
-                stores.unpacker.unpack_with(&ctx, &target, &sn, &want, &wait)
-                    .map_err(|e| e.context(format!("unpack into {sn}")))?;
+            let top = stores
+                .unpacker
+                .unpack_with(&ctx, &target, &sn, &want, &wait)
+                .map_err(|e| e.context(format!("unpack into {sn}")))?;
             progress(ProgressEvent::new("unpacked", &name));
             Ok::<_, Error>(top)
         });
@@ -410,7 +419,8 @@ async fn fetch_blob(
     let expected = Digest::parse(&desc.digest)?;
     let name = blob.reference.clone();
     let writer = {
-        let (content, ctx, name, exp) = (content.clone(), ctx.clone(), name.clone(), expected.clone());
+        let (content, ctx, name, exp) =
+            (content.clone(), ctx.clone(), name.clone(), expected.clone());
         let size = desc.size;
         tokio::task::spawn_blocking(move || content.writer(&ctx, &name, size, Some(exp)))
             .await
