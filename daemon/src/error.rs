@@ -128,6 +128,11 @@ impl Error {
         }
     }
 
+    /// The same error with another kind; message and causes stay.
+    pub fn with_kind(self, kind: Kind) -> Self {
+        Self { kind, ..self }
+    }
+
     /// The message and every cause, `what: cause: cause` (for logs).
     pub fn chain(&self) -> String {
         errdefs::chain(self)

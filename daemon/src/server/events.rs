@@ -103,7 +103,7 @@ impl tt::events_ttrpc::Events for TtrpcEvents {
         let env = req.envelope.ok_or_else(|| {
             ttrpc::Status::new(tonic::Code::InvalidArgument, "envelope must be set")
         })?;
-        check_envelope(&env).map_err(|e| ttrpc::Status::from_kind(e.kind(), e.message()))?;
+        check_envelope(&env).map_err(|e| ttrpc::Status::from_kind(e.kind(), e.chain()))?;
         self.0.events.forward(env);
         Ok(())
     }

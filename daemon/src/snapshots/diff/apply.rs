@@ -87,7 +87,7 @@ fn sys(entry: &OsStr, op: &str, e: nix::Error) -> Error {
             | nix::Error::EISDIR
             | nix::Error::ELOOP
     ) {
-        err = Error::invalid(err.message().to_string());
+        err = err.with_kind(berth_proto::errdefs::Kind::InvalidArgument);
     }
     err
 }

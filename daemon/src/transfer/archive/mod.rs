@@ -90,7 +90,7 @@ pub fn import(
     let rt = tokio::runtime::Handle::current();
     let sync = out.is_err();
     if let Err(e) = rt.block_on(stores.leases.delete(&ctx.ns, &lease, sync)) {
-        tracing::warn!("import: dropping lease {lease}: {e}");
+        tracing::warn!("import: dropping lease {lease}: {}", e.chain());
     }
     out
 }
@@ -172,7 +172,7 @@ fn import_leased(
                     (berth_proto::errdefs::Kind::FailedPrecondition, Some(d)) => Error::invalid(
                         format!("archive entry {path:?} does not match its digest {d}: {e}"),
                     ),
-                    (berth_proto::errdefs::Kind::InvalidArgument, _) => malformed(e),
+                    (berth_proto::errdefs::Kind::InvalidArgument, _) => malformed(e.chain()),
                     _ => e.context(format!("import {path}")),
                 });
             }

@@ -86,13 +86,16 @@ pub async fn pull(
         // The image holds what it needs now.
         Ok(_) => {
             if let Err(e) = stores.leases.delete(ns, &lease, false).await {
-                tracing::warn!("pull {name}: dropping lease {lease}: {e}");
+                tracing::warn!("pull {name}: dropping lease {lease}: {}", e.chain());
             }
         }
         // What was fetched stays, held by the lease until it expires, so
         // that pulling again resumes instead of starting over.
         Err(e) => {
-            tracing::info!("pull {name} failed, fetched content kept under lease {lease}: {e}")
+            tracing::info!(
+                "pull {name} failed, fetched content kept under lease {lease}: {}",
+                e.chain()
+            )
         }
     }
     out
@@ -484,7 +487,7 @@ async fn fetch_blob(
                     desc.digest,
                     remote.host,
                     remote.reference.repository(),
-                    e.message()
+                    e.chain()
                 ),
             ));
         }
