@@ -2,7 +2,10 @@
 //! layer from two mount sets.
 
 pub mod apply;
+mod attrs;
 pub mod compute;
+mod stream;
+mod target;
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result, io_err};

@@ -3,7 +3,8 @@
 //! the same registry holds; then manifests, children before the index that
 //! names them, the root last under the tag.
 
-use super::{Credentials, ProgressEvent, ProgressFn, Remote, ResolverOptions};
+use super::remote::Remote;
+use super::request::{Credentials, ProgressEvent, ProgressFn, ResolverOptions};
 use crate::config::RegistryConfig;
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
@@ -248,7 +249,7 @@ async fn push_blob(
         .await?;
     let repo = remote.reference.repository();
     if exists {
-        let _ = super::add_source(content, ns, &desc.digest, &remote.host, repo).await;
+        let _ = super::source::add_source(content, ns, &desc.digest, &remote.host, repo).await;
         report("exists", desc.size);
         return Ok(());
     }
@@ -257,7 +258,7 @@ async fn push_blob(
     let sources = info
         .record
         .labels
-        .get(&super::source_label_key(&remote.host))
+        .get(&super::source::source_label_key(&remote.host))
         .cloned()
         .unwrap_or_default();
     for from_repo in sources.split(',').filter(|r| !r.is_empty() && *r != repo) {
@@ -272,7 +273,8 @@ async fn push_blob(
             .await
         {
             Ok(()) => {
-                let _ = super::add_source(content, ns, &desc.digest, &remote.host, repo).await;
+                let _ =
+                    super::source::add_source(content, ns, &desc.digest, &remote.host, repo).await;
                 report("mounted", desc.size);
                 return Ok(());
             }
@@ -295,12 +297,12 @@ async fn push_blob(
             Ok(_) => break,
             Err(e) if remote.should_retry(attempt, &e) => {
                 attempt += 1;
-                tokio::time::sleep(super::backoff(attempt)).await;
+                tokio::time::sleep(super::remote::backoff(attempt)).await;
             }
             Err(e) => return Err(remote.error(&format!("upload {}", desc.digest), &e)),
         }
     }
-    let _ = super::add_source(content, ns, &desc.digest, &remote.host, repo).await;
+    let _ = super::source::add_source(content, ns, &desc.digest, &remote.host, repo).await;
     report("complete", desc.size);
     Ok(())
 }
