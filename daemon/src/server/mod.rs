@@ -1,4 +1,6 @@
-//! gRPC (and ttrpc) adapters over the in-process services of [`Core`].
+//! gRPC (and ttrpc) adapters over the in-process services of [`Core`], one
+//! file per API. The only place besides `daemon` that holds the whole
+//! `Core`; nothing else uses this module.
 //!
 //! This module is the one boundary where daemon errors become gRPC
 //! statuses, and where request metadata (namespace, lease) is read.

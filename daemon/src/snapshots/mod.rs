@@ -1,3 +1,8 @@
+//! Snapshots: the namespaced store over the loaded snapshotters, the diff
+//! service (`diff`: apply a layer, compute one) and unpacking images into
+//! snapshots (`unpack`). May use `metadata`, `content`, `images::oci` and
+//! `events`.
+//!
 //! Namespaced snapshots over the loaded snapshotters.
 //!
 //! Each snapshotter (overlayfs by default, native) lives under

@@ -1,5 +1,6 @@
-//! The diff service: applying layers to snapshot mounts, and computing a
-//! layer from two mount sets.
+//! The diff service: applying layers to snapshot mounts (`apply`, confined
+//! by `target`, with `attrs` and `stream`), and computing a layer from two
+//! mount sets (`compute`). May use `content` and `images::oci`.
 
 pub mod apply;
 mod attrs;
