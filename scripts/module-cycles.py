@@ -9,16 +9,61 @@ component with more than one module (exit 1), or "no module cycles" (exit 0).
 
     cargo modules dependencies --lib -p berth-daemon --no-externs \
         --no-sysroot --no-owns | scripts/module-cycles.py
+
+cargo-modules does not see every path inside function bodies, so the same
+check also runs over the sources: `scripts/module-cycles.py daemon/src`
+reads every `crate::…` and `super::…` path (in `use` lines and in code),
+resolves it to the longest module prefix, and reports cycles the same way.
 """
 
 import re
 import sys
 
+from pathlib import Path
+
+
+def source_graph(root):
+    """Module graph from the sources under `root` (a crate's src dir)."""
+    root = Path(root)
+    mods = {}
+    for f in sorted(root.rglob("*.rs")):
+        # Test code is left out, as cargo-modules leaves it out by default.
+        if f.name == "tests.rs":
+            continue
+        rel = f.relative_to(root).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] in ("mod", "lib", "main"):
+            parts = parts[:-1]
+        mods["::".join(["crate", *parts])] = f
+    path_re = re.compile(r"\b((?:crate|super)(?:::(?:super|[a-z_][a-z0-9_]*))*)(?:::|\b)")
+    graph = {m: set() for m in mods}
+    for m, f in mods.items():
+        for line in f.read_text().splitlines():
+            if re.match(r"\s*mod tests \{", line):
+                break
+            code = line.split("//", 1)[0]
+            for hit in path_re.finditer(code):
+                segs = hit.group(1).split("::")
+                if segs[0] == "super":
+                    base = m.split("::")
+                    while segs and segs[0] == "super":
+                        base, segs = base[:-1], segs[1:]
+                    segs = base + segs
+                # The longest prefix that is a module is what is used.
+                while segs and "::".join(segs) not in mods:
+                    segs = segs[:-1]
+                target = "::".join(segs)
+                if target and target != m:
+                    graph[m].add(target)
+    return graph
+
+
 node_re = re.compile(r'^\s*"([^"]+)" \[label="([^|"]*)\|')
 edge_re = re.compile(r'^\s*"([^"]+)" -> "([^"]+)" \[label="uses"')
 
 modules, items, edges = set(), set(), []
-for line in sys.stdin:
+source_mode = len(sys.argv) > 1
+for line in [] if source_mode else sys.stdin:
     if m := edge_re.match(line):
         edges.append((m.group(1), m.group(2)))
     elif m := node_re.match(line):
@@ -27,7 +72,9 @@ for line in sys.stdin:
         if kind == "crate" or kind.endswith(" mod"):
             modules.add(path)
 
-if not modules:
+if source_mode:
+    pass
+elif not modules:
     sys.exit("no modules in the input: pipe `cargo modules dependencies` into this")
 
 graph = {m: set() for m in modules}
@@ -51,6 +98,9 @@ for a, b in edges:
     if ma != mb:
         graph[ma].add(mb)
 modules.update(graph)
+if source_mode:
+    graph = source_graph(sys.argv[1])
+    modules = set(graph)
 
 # Tarjan's strongly connected components, iteratively (no recursion limit).
 index, low, on_stack, stack, sccs, counter = {}, {}, set(), [], [], [0]
