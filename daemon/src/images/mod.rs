@@ -1,7 +1,7 @@
 //! Images: the image store (records naming a target in the content store)
-//! and the OCI formats (`oci`: media types, manifests, indexes, platforms).
-//! May use `metadata` and `events`; never `content` writes, snapshots or
-//! transfers, which build on it.
+//! and the OCI formats (`oci`: media types, manifests, indexes, platforms,
+//! picking a platform's manifest). May use `metadata`, `events` and content
+//! reads; never snapshots or transfers, which build on it.
 //!
 //! Images: a name pointing at a target descriptor (manifest or index) in
 //! the content store. The target and everything it references are kept from

@@ -9,7 +9,7 @@
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
-use crate::images::oci::{self, Node, Platform};
+use crate::images::oci::{self, Platform};
 use crate::snapshots::Snapshots;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use sha2::Digest as _;
@@ -51,35 +51,6 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
         out.push(next);
     }
     out
-}
-
-/// Finds the manifest for `platform` under `target`.
-pub fn resolve_manifest(
-    content: &ContentStore,
-    ns: &str,
-    target: &Descriptor,
-    platform: &Platform,
-) -> Result<(Descriptor, Descriptor, Vec<Descriptor>)> {
-    let mut desc = target.clone();
-    for _ in 0..4 {
-        let d = Digest::parse(&desc.digest)?;
-        let data = content.read_all(ns, &d)?;
-        match oci::parse(&desc.media_type, &data)? {
-            Node::Index(children) => {
-                let c = children
-                    .iter()
-                    .find(|c| c.platform.as_ref().is_none_or(|p| platform.matches(p)))
-                    .ok_or_else(|| {
-                        Error::not_found(format!(
-                            "image index {d} has no manifest for platform {platform}"
-                        ))
-                    })?;
-                desc = c.desc.clone();
-            }
-            Node::Manifest { config, layers } => return Ok((desc, config, layers)),
-        }
-    }
-    Err(Error::invalid("image indexes nest too deeply"))
 }
 
 /// Unpacks images into snapshots; one per daemon, so concurrent unpacks of
@@ -127,7 +98,7 @@ impl Unpacker {
     ) -> Result<String> {
         let (sn, _) = self.snapshots.get(sn)?;
         let (manifest, config, layers) =
-            resolve_manifest(&self.content, &ctx.ns, target, platform)?;
+            oci::resolve_manifest(&self.content, &ctx.ns, target, platform)?;
         let cfg_digest = Digest::parse(&config.digest)?;
         let cfg: serde_json::Value =
             serde_json::from_slice(&self.content.read_all(&ctx.ns, &cfg_digest)?).map_err(|e| {

@@ -86,7 +86,7 @@ async fn push_image(
     } else {
         let mut one = None;
         for p in &req.platforms {
-            let (m, _, _) = crate::snapshots::unpack::resolve_manifest(content, ns, root, p)?;
+            let (m, _, _) = oci::resolve_manifest(content, ns, root, p)?;
             if one.replace(m).is_some() {
                 return Err(Error::invalid(
                     "push takes one --platform: a subset of an index cannot be pushed as that index",
