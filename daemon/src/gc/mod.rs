@@ -5,15 +5,15 @@
 //! through the `metadata::trigger::GcTrigger` whose other end [`Collector::start`]
 //! serves.
 //!
-//! - [`roots`]: images (unless their `containerd.io/gc.expire` has passed),
+//! - `roots`: images (unless their `containerd.io/gc.expire` has passed),
 //!   containers, the resources of live leases, content labelled
 //!   `containerd.io/gc.root` or with a future `gc.expire`, live uploads.
-//! - [`walk`]: an image holds its target; `containerd.io/gc.ref.content*`
+//! - `walk`: an image holds its target; `containerd.io/gc.ref.content*`
 //!   and `gc.ref.image*` labels hold blobs and images,
 //!   `gc.ref.snapshot.<snapshotter>` snapshots; a blob labelled
 //!   `gc.bref.content*=<parent>` is held while its parent is; a `gc.flat`
 //!   lease holds its resources but not what they reference.
-//! - [`sweep`]: unmarked metadata goes in the same transaction as the mark
+//! - `sweep`: unmarked metadata goes in the same transaction as the mark
 //!   (expired leases too); then snapshots nothing holds, children first; then
 //!   files no namespace records.
 //!
