@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::events::Exchange;
+use crate::metadata::namespaces;
 use crate::metadata::{Db, Read, key, kind, prefix};
-use crate::namespaces;
 use crate::types::{Labels, apply_label_path, drop_empty, now, validate_labels};
 use berth_proto::filters::{Adaptor, Filter, label_field};
 use berth_proto::pb::containerd::events as ev;
@@ -112,11 +112,15 @@ fn validate(c: &Container) -> Result<()> {
 pub struct Containers {
     db: Arc<Db>,
     events: Arc<Exchange>,
-    gc: crate::gc::Gc,
+    gc: crate::metadata::trigger::GcTrigger,
 }
 
 impl Containers {
-    pub fn new(db: Arc<Db>, events: Arc<Exchange>, gc: crate::gc::Gc) -> Self {
+    pub fn new(
+        db: Arc<Db>,
+        events: Arc<Exchange>,
+        gc: crate::metadata::trigger::GcTrigger,
+    ) -> Self {
         Self { db, events, gc }
     }
 

@@ -1,19 +1,22 @@
-//! The in-process services of one daemon, wired together. gRPC adapters in
-//! `server` are thin layers over these.
+//! The in-process services of one daemon, wired together. Only `daemon`
+//! and the gRPC adapters in `server` hold a [`Core`]; every store and
+//! service below takes just the stores it uses, so none imports this module.
 
 use crate::config::RegistryConfig;
 use crate::containers::Containers;
 use crate::content::{Blobs, ContentStore};
 use crate::error::{Result, io_err};
 use crate::events::Exchange;
-use crate::gc::Gc;
+use crate::gc::Collector;
 use crate::images::Images;
-use crate::leases::Leases;
 use crate::metadata::Db;
-use crate::namespaces::Namespaces;
+use crate::metadata::leases::Leases;
+use crate::metadata::namespaces::Namespaces;
+use crate::metadata::trigger::GcTrigger;
 use crate::runtime::{RuntimeConfig, ShimManager, ShimRuntime, TaskService, Tasks};
 use crate::snapshots::Snapshots;
-use crate::unpack::InFlight;
+use crate::snapshots::unpack::Unpacker;
+use crate::transfer::stores::ImageStores;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +27,17 @@ pub struct Core {
     pub state: PathBuf,
     pub db: Arc<Db>,
     pub events: Arc<Exchange>,
-    pub gc: Gc,
+    /// Asks the collector for a run.
+    pub gc: GcTrigger,
     pub content: Arc<ContentStore>,
-    pub images: Images,
+    pub images: Arc<Images>,
     pub containers: Arc<Containers>,
     pub namespaces: Namespaces,
-    pub leases: Leases,
+    pub leases: Arc<Leases>,
     pub snapshots: Arc<Snapshots>,
     pub tasks: Arc<Tasks>,
-    /// Layers being unpacked, so concurrent unpacks share the work.
-    pub unpacking: InFlight,
+    /// Unpacks images into snapshots (one, so concurrent unpacks share work).
+    pub unpacker: Arc<Unpacker>,
     /// This installation's identity, persisted in the metadata database.
     pub uuid: String,
     /// How to reach image registries.
@@ -81,12 +85,19 @@ impl Core {
             db.clone(),
             events.clone(),
         )?);
-        let gc = Gc::start(db.clone(), blobs.clone(), snapshots.clone(), gc_delay);
+        let (gc, requests) = GcTrigger::new();
+        Arc::new(Collector::new(db.clone(), blobs.clone(), snapshots.clone()))
+            .start(requests, gc_delay);
         let content = Arc::new(ContentStore::new(
             blobs,
             db.clone(),
             events.clone(),
             gc.clone(),
+        ));
+        let unpacker = Arc::new(Unpacker::new(
+            content.clone(),
+            snapshots.clone(),
+            state.join("tmpmounts"),
         ));
         let containers = Arc::new(Containers::new(db.clone(), events.clone(), gc.clone()));
         let tasks = Arc::new(TaskService::new(
@@ -102,13 +113,13 @@ impl Core {
         Ok(Arc::new(Core {
             root: root.to_path_buf(),
             state: state.to_path_buf(),
-            images: Images::new(db.clone(), events.clone(), gc.clone()),
+            images: Arc::new(Images::new(db.clone(), events.clone(), gc.clone())),
             containers,
             namespaces: Namespaces::new(db.clone(), events.clone()),
-            leases: Leases::new(db.clone(), gc.clone()),
+            leases: Arc::new(Leases::new(db.clone(), gc.clone())),
             tasks,
             snapshots,
-            unpacking: InFlight::default(),
+            unpacker,
             db,
             events,
             gc,
@@ -119,14 +130,14 @@ impl Core {
     }
 }
 
-/// Stores under a temporary directory for unit tests (no root user needed).
-/// The collector waits an hour, so only an explicit `gc.collect()` runs it.
-#[cfg(test)]
-pub(crate) fn temp_core(dir: &tempfile::TempDir) -> Arc<Core> {
-    Core::open(
-        &dir.path().join("root"),
-        &dir.path().join("state"),
-        Duration::from_secs(3600),
-    )
-    .expect("open stores")
+impl Core {
+    /// The stores an image import or pull fills.
+    pub fn image_stores(&self) -> ImageStores {
+        ImageStores {
+            content: self.content.clone(),
+            images: self.images.clone(),
+            leases: self.leases.clone(),
+            unpacker: self.unpacker.clone(),
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! confined to the target root. Nothing outside the root is ever touched.
 //! Needs root (ownership, device nodes); says SKIPPED otherwise.
 
-use berth_daemon::diff::apply::{Whiteouts, apply};
+use berth_daemon::snapshots::diff::apply::{Whiteouts, apply};
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! (PAX, GNU long names, gzip, zstd, none) applies the same. Needs root
 //! (ownership); says SKIPPED otherwise.
 
-use berth_daemon::diff::apply::{Whiteouts, apply, apply_over};
+use berth_daemon::snapshots::diff::apply::{Whiteouts, apply, apply_over};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -195,9 +195,10 @@ fn names_are_cleaned_under_the_root_and_the_root_entry_is_skipped() {
     assert_eq!(names, ["root"]);
     // Names that still climb out are refused, naming the entry.
     for bad in ["../x", "etc/../../x", "./../x"] {
+        // The chain, as a client sees it: the entry's name wraps the cause.
         let err = apply(&root, tar(&[file(bad, b"x")]).as_slice(), Whiteouts::Delete)
             .unwrap_err()
-            .to_string();
+            .chain();
         assert!(err.contains(bad) && err.contains("escape"), "{bad}: {err}");
     }
     let err = apply(
@@ -206,7 +207,7 @@ fn names_are_cleaned_under_the_root_and_the_root_entry_is_skipped() {
         Whiteouts::Delete,
     )
     .unwrap_err()
-    .to_string();
+    .chain();
     assert!(err.contains("hard link") && err.contains("escape"), "{err}");
 }
 

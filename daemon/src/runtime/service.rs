@@ -7,7 +7,7 @@
 //! for them, and reconciliation with the runtime after a restart. The
 //! registry is never locked across a call to the runtime.
 
-use super::{CreateTask, Exit, TaskRuntime};
+use super::contract::{CreateTask, Exit, TaskRuntime};
 use crate::containers::Containers;
 use crate::error::{Error, Result};
 use crate::events::Exchange;

@@ -3,8 +3,8 @@
 //! ttrpc and cleaned up with the binary's `delete` once it is gone.
 
 use super::client::ShimClient;
+use super::contract::{CreateTask, Created, Exit, Found, TaskRuntime};
 use super::manager::{ShimManager, remove_bundle};
-use super::{CreateTask, Created, Exit, Found, TaskRuntime};
 use crate::error::{Error, Result};
 use crate::types::now;
 use berth_proto::pb::containerd::task::v2 as shimapi;

@@ -3,10 +3,11 @@
 
 use super::fake::{EXITED_AT, FakeRuntime};
 use super::{Exit, TaskService};
-use crate::containers::{Container, ContainerRecord};
-use crate::core::{Core, temp_core};
+use crate::containers::{Container, ContainerRecord, Containers};
 use crate::error::Error;
 use crate::events::Exchange;
+use crate::metadata::Db;
+use crate::metadata::trigger::GcTrigger;
 use berth_proto::errdefs::Kind;
 use berth_proto::filters::Filter;
 use berth_proto::pb::containerd::events as ev;
@@ -24,24 +25,28 @@ const SPEC: &[u8] = br#"{"ociVersion":"1.1.0"}"#;
 
 struct Env {
     _dir: tempfile::TempDir,
-    core: Arc<Core>,
+    containers: Arc<Containers>,
     svc: Arc<TaskService<FakeRuntime>>,
     events: UnboundedReceiver<Envelope>,
 }
 
 fn env() -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
-    let core = temp_core(&dir);
+    let db = Arc::new(Db::open(&dir.path().join("metadata.redb")).expect("open metadata"));
     let exchange = Arc::new(Exchange::new());
     let events = exchange.subscribe(Filter::default());
+    // Nothing here collects: the receiving end of the trigger is dropped.
+    // Container events go elsewhere, so `events` sees only the tasks'.
+    let (gc, _) = GcTrigger::new();
+    let containers = Arc::new(Containers::new(db, Arc::new(Exchange::new()), gc));
     let svc = Arc::new(TaskService::new(
         FakeRuntime::default(),
-        core.containers.clone(),
+        containers.clone(),
         exchange,
     ));
     Env {
         _dir: dir,
-        core,
+        containers,
         svc,
         events,
     }
@@ -65,10 +70,7 @@ impl Env {
                 ..Default::default()
             },
         };
-        self.core
-            .containers
-            .create(ns, c)
-            .expect("create container");
+        self.containers.create(ns, c).expect("create container");
     }
 
     /// A container and its created task; returns the init's pid.

@@ -1,7 +1,7 @@
 //! `containerd.services.containers.v1.Containers`.
 
+use super::boundary::{namespace, paths};
 use super::events::async_stream;
-use super::{namespace, paths};
 use crate::containers::{Container as Stored, ContainerRecord};
 use crate::core::Core;
 use crate::types::{from_timestamp, timestamp};

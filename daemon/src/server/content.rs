@@ -1,8 +1,8 @@
 //! `containerd.services.content.v1.Content`, including the resumable,
 //! bidirectional `Write` protocol.
 
+use super::boundary::{ctx, namespace, paths};
 use super::events::async_stream;
-use super::{ctx, namespace, paths};
 use crate::content::{Info as Stored, Status as IngestStatus, Writer};
 use crate::core::Core;
 use crate::error::Error;

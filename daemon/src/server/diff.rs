@@ -1,7 +1,7 @@
 //! `containerd.services.diff.v1.Diff`: apply layers to mounts, compute
 //! layers from mounts.
 
-use super::ctx;
+use super::boundary::ctx;
 use crate::core::Core;
 use crate::error::Error;
 use crate::types::Descriptor;
@@ -36,7 +36,7 @@ impl Diff for DiffService {
         }
         let core = self.0.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            crate::diff::apply_blob(
+            crate::snapshots::diff::apply_blob(
                 &core.content,
                 &cx.ns,
                 &desc,
@@ -49,7 +49,7 @@ impl Diff for DiffService {
         Ok(Response::new(api::ApplyResponse {
             applied: Some(
                 Descriptor {
-                    media_type: crate::oci::media::OCI_LAYER.to_string(),
+                    media_type: crate::images::oci::media::OCI_LAYER.to_string(),
                     digest: applied.diff_id.to_string(),
                     size: applied.size as i64,
                     annotations: HashMap::new(),
@@ -72,7 +72,7 @@ impl Diff for DiffService {
         }
         let core = self.0.clone();
         let d = tokio::task::spawn_blocking(move || {
-            crate::diff::diff_mounts(
+            crate::snapshots::diff::diff_mounts(
                 &core.content,
                 &cx,
                 &mounts(r.left),

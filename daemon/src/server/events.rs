@@ -1,7 +1,7 @@
 //! `containerd.services.events.v1.Events` over gRPC and the ttrpc
 //! `Forward` endpoint shims publish to.
 
-use super::namespace;
+use super::boundary::namespace;
 use crate::core::Core;
 use crate::error::Error;
 use crate::events::validate_topic;
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 pub struct EventsService(pub Arc<Core>);
 
 fn check_envelope(env: &Envelope) -> Result<(), Error> {
-    crate::namespaces::validate(&env.namespace)?;
+    crate::metadata::namespaces::validate(&env.namespace)?;
     validate_topic(&env.topic)?;
     // As containerd's exchange: a forwarded event keeps its publisher's time.
     if env.timestamp.is_none() {
@@ -103,7 +103,7 @@ impl tt::events_ttrpc::Events for TtrpcEvents {
         let env = req.envelope.ok_or_else(|| {
             ttrpc::Status::new(tonic::Code::InvalidArgument, "envelope must be set")
         })?;
-        check_envelope(&env).map_err(|e| ttrpc::Status::from_kind(e.kind(), e.message()))?;
+        check_envelope(&env).map_err(|e| ttrpc::Status::from_kind(e.kind(), e.chain()))?;
         self.0.events.forward(env);
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! `containerd.services.images.v1.Images`.
 
-use super::{ctx, namespace, paths};
+use super::boundary::{ctx, namespace, paths};
 use crate::core::Core;
 use crate::images::{Image as Stored, ImageRecord};
 use crate::types::{from_timestamp, timestamp};

@@ -72,7 +72,7 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
             &[],
         ),
     ];
-    let host = crate::oci::Platform::host();
+    let host = crate::images::oci::Platform::host();
     for name in core.snapshots.names() {
         let mut p = plugin(
             "io.containerd.snapshotter.v1",

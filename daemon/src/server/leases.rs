@@ -1,8 +1,8 @@
 //! `containerd.services.leases.v1.Leases`.
 
-use super::namespace;
+use super::boundary::namespace;
 use crate::core::Core;
-use crate::leases::{LeaseRecord, Resource as LeaseResource};
+use crate::metadata::leases::{LeaseRecord, Resource as LeaseResource};
 use crate::types::timestamp;
 use berth_proto::filters::{Adaptor, Filter, label_field};
 use berth_proto::services::leases::v1::leases_server::Leases;

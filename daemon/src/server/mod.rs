@@ -1,8 +1,12 @@
-//! gRPC (and ttrpc) adapters over the in-process services of [`Core`].
+//! gRPC (and ttrpc) adapters over the in-process services of [`Core`], one
+//! file per API. The only place besides `daemon` that holds the whole
+//! `Core`; nothing else uses this module.
 //!
-//! This module is the one boundary where daemon errors become gRPC
-//! statuses, and where request metadata (namespace, lease) is read.
+//! [`boundary`] is the one place where daemon errors become gRPC statuses
+//! and where request metadata (namespace, lease) is read; the adapters use
+//! it, and this file only declares them and serves.
 
+mod boundary;
 mod containers;
 mod content;
 mod diff;
@@ -18,54 +22,11 @@ mod transfer;
 mod version;
 
 use crate::core::Core;
-use crate::error::Error;
-use crate::types::Ctx;
-use berth_proto::{LEASE_HEADER, NAMESPACE_HEADER, errdefs};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use tonic::{Request, Status};
 
 pub use introspection::plugin_list;
-
-impl From<Error> for Status {
-    fn from(e: Error) -> Status {
-        errdefs::to_status(&e)
-    }
-}
-
-/// The namespace a request names in its `containerd-namespace` header.
-pub(crate) fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
-    let ns = req
-        .metadata()
-        .get(NAMESPACE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "namespace is required: set the {NAMESPACE_HEADER} gRPC metadata header (ctr -n NS, berthctl -n NS)"
-            ))
-        })?;
-    crate::namespaces::validate(ns)?;
-    Ok(ns.to_string())
-}
-
-/// Namespace plus the optional `containerd-lease` header.
-pub(crate) fn ctx<T>(req: &Request<T>) -> Result<Ctx, Status> {
-    let ns = namespace(req)?;
-    let lease = req
-        .metadata()
-        .get(LEASE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .map(str::to_string);
-    Ok(Ctx::new(ns).with_lease(lease))
-}
-
-/// Field-mask paths of an update request.
-pub(crate) fn paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
-    mask.map(|m| m.paths).unwrap_or_default()
-}
 
 /// Serves the gRPC API on the unix socket `address` until `shutdown`.
 pub async fn serve_grpc(

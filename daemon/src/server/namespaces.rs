@@ -1,6 +1,6 @@
 //! `containerd.services.namespaces.v1.Namespaces` (no namespace header needed).
 
-use super::paths;
+use super::boundary::paths;
 use crate::core::Core;
 use berth_proto::services::namespaces::v1::namespaces_server::Namespaces;
 use berth_proto::services::namespaces::v1::*;

@@ -1,7 +1,7 @@
 //! `containerd.services.snapshots.v1.Snapshots`, namespaced, over the
 //! loaded snapshotters (chosen by the request's `snapshotter` field).
 
-use super::{ctx, namespace};
+use super::boundary::{ctx, namespace};
 use crate::core::Core;
 use crate::error::Error;
 use berth_proto::services::snapshots::v1 as api;

@@ -1,7 +1,7 @@
 //! `containerd.services.tasks.v1.Tasks` over the task service
 //! ([`crate::runtime::TaskService`]): decode, call, encode.
 
-use super::namespace;
+use super::boundary::namespace;
 use crate::core::Core;
 use berth_proto::filters::Filter;
 use berth_proto::pb::containerd::task::v2 as shimapi;

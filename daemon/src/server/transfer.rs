@@ -8,13 +8,13 @@
 //! `containerd.types.transfer.Data` messages, paced by `WindowUpdate`
 //! credits from the receiving side, as in containerd.
 
+use super::boundary::namespace;
 use super::events::async_stream;
-use super::namespace;
-use crate::archive::{self, ExportOptions, ImportOptions};
 use crate::core::Core;
 use crate::error::Error;
-use crate::oci::Platform;
-use crate::registry;
+use crate::images::oci::Platform;
+use crate::transfer::archive::{self, ExportOptions, ImportOptions};
+use crate::transfer::registry;
 use berth_proto::pb::containerd::types::transfer as tt;
 use berth_proto::services::streaming::v1::StreamInit;
 use berth_proto::services::streaming::v1::streaming_server::Streaming;
@@ -365,12 +365,12 @@ impl Transfer for TransferService {
             }
             let handle = self.streams.take(&src.stream)?;
             let reader = receive(handle);
-            let core = self.core.clone();
+            let stores = self.core.image_stores();
             let images = tokio::task::spawn_blocking(move || {
                 let sink = ProgressSink(progress);
                 let mut reader = reader;
                 let mut report = |event: &str, name: &str| sink.send(event, name);
-                archive::import(&core, &ctx, &mut reader, &opts, &mut report)
+                archive::import(&stores, &ctx, &mut reader, &opts, &mut report)
             })
             .await
             .map_err(|e| Status::internal(format!("import task: {e}")))??;
@@ -403,11 +403,11 @@ impl Transfer for TransferService {
                 skip_docker_manifest: dst.skip_compatibility_manifest,
             };
             let handle = self.streams.take(&dst.stream)?;
-            let core = self.core.clone();
+            let content = self.core.content.clone();
             tokio::task::spawn_blocking(move || {
                 let sink = ProgressSink(progress);
                 let mut w = Sender::new(handle);
-                archive::export(&core, &ns, &images, &mut w, &opts)?;
+                archive::export(&content, &ns, &images, &mut w, &opts)?;
                 for i in &images {
                     sink.send("exported", &i.name);
                 }
@@ -433,7 +433,15 @@ impl Transfer for TransferService {
                 resolver,
             };
             let (pf, forward) = progress_fn(progress);
-            let r = registry::pull(&self.core, &ns, req, creds, pf).await;
+            let r = registry::pull(
+                &self.core.image_stores(),
+                &self.core.registry,
+                &ns,
+                req,
+                creds,
+                pf,
+            )
+            .await;
             flush(forward).await;
             let img = r?;
             tracing::info!(namespace = %ns, image = %img.name, digest = %img.record.target.digest, "pulled");
@@ -451,7 +459,16 @@ impl Transfer for TransferService {
                 resolver,
             };
             let (pf, forward) = progress_fn(progress);
-            let r = registry::push(&self.core, &ns, req, creds, pf).await;
+            let r = registry::push(
+                &self.core.content,
+                &self.core.images,
+                &self.core.registry,
+                &ns,
+                req,
+                creds,
+                pf,
+            )
+            .await;
             flush(forward).await;
             let d = r?;
             tracing::info!(namespace = %ns, reference = %dst.reference, digest = %d.digest, "pushed");

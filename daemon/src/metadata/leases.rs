@@ -3,9 +3,9 @@
 //! such as an import or pull is under way.
 
 use crate::error::{Error, Result};
-use crate::gc::Gc;
+use crate::metadata::namespaces;
+use crate::metadata::trigger::GcTrigger;
 use crate::metadata::{Db, Read, Writer, key, kind, prefix};
-use crate::namespaces;
 use crate::types::{Ctx, Digest, Labels, drop_empty, now, validate_labels};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -112,11 +112,11 @@ pub fn detach_everywhere(w: &mut Writer<'_, '_>, ns: &str, kind_: &str, id: &str
 /// The leases service logic.
 pub struct Leases {
     db: Arc<Db>,
-    gc: Gc,
+    gc: GcTrigger,
 }
 
 impl Leases {
-    pub fn new(db: Arc<Db>, gc: Gc) -> Self {
+    pub fn new(db: Arc<Db>, gc: GcTrigger) -> Self {
         Self { db, gc }
     }
 
@@ -239,9 +239,24 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     //! Leases over a temporary root (no root user needed).
-    use super::Resource;
-    use crate::core::temp_core;
+    use super::{Leases, Resource};
+    use crate::metadata::Db;
+    use crate::metadata::trigger::GcTrigger;
     use crate::types::Labels;
+    use std::sync::Arc;
+
+    struct Fixture {
+        leases: Leases,
+    }
+
+    /// Leases over a database under `dir`; collection requests go nowhere.
+    fn stores(dir: &tempfile::TempDir) -> Fixture {
+        let db = Db::open(&dir.path().join("metadata.redb")).expect("open metadata");
+        let (gc, _requests) = GcTrigger::new();
+        Fixture {
+            leases: Leases::new(Arc::new(db), gc),
+        }
+    }
 
     const NS: &str = "lease-test";
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -256,7 +271,7 @@ mod tests {
     #[tokio::test]
     async fn create_ids_labels_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let c = temp_core(&dir);
+        let c = stores(&dir);
         let (id, _) = c.leases.create(NS, "", Labels::new()).unwrap();
         assert!(!id.is_empty(), "an empty id gets a generated one");
         assert!(
@@ -295,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn resources_are_checked_deduplicated_and_listed_in_containerds_order() {
         let dir = tempfile::tempdir().unwrap();
-        let c = temp_core(&dir);
+        let c = stores(&dir);
         c.leases.create(NS, "l", Labels::new()).unwrap();
         for r in [
             res("snapshots/overlayfs", "b"),

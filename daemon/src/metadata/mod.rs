@@ -1,8 +1,17 @@
+//! The metadata layer, lowest of the stores: the database ([`Db`]),
+//! namespaces, leases, and the trigger stores use to ask for collection
+//! (`trigger`). May use only `error`, `types` and `events`; every other
+//! store builds on it.
+//!
 //! The metadata database: one redb file under the root holding every
 //! namespaced record, keyed `v1/<namespace>/<object>/<key>` (the namespace
 //! record itself is `v1/<namespace>`), values JSON. Every multi-key update
 //! happens inside one [`Db::write`] transaction, which commits durably or not
 //! at all.
+
+pub mod leases;
+pub mod namespaces;
+pub mod trigger;
 
 use crate::error::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};

@@ -8,26 +8,22 @@
 //! next pull of the same content resumes from the stored offset with a
 //! range request.
 
-use super::{
-    ACCEPT, Credentials, ProgressEvent, ProgressFn, Remote, ResolverOptions, manifest_media_type,
-};
-use crate::content::Writer;
-use crate::core::Core;
+use super::fetch::{Blob, fetch_blob};
+use super::remote::{ACCEPT, Remote, manifest_media_type};
+use super::request::{Credentials, ProgressEvent, ProgressFn, ResolverOptions};
+use crate::config::RegistryConfig;
+use crate::content::ContentStore;
 use crate::error::{Error, Result};
+use crate::images::oci::{self, Node, Platform};
 use crate::images::{Image, ImageRecord};
-use crate::leases::LABEL_EXPIRE;
-use crate::oci::{self, Node, Platform};
+use crate::metadata::leases::LABEL_EXPIRE;
+use crate::transfer::stores::ImageStores;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use berth_proto::errdefs::Kind;
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use bytes::Bytes;
 use oci_client::RegistryOperation;
-use oci_client::client::BlobResponse;
-use oci_client::errors::OciDistributionError;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// What to pull and how.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +46,8 @@ pub struct PullRequest {
 
 /// Pulls an image into namespace `ns`; returns the image record.
 pub async fn pull(
-    core: &Arc<Core>,
+    stores: &ImageStores,
+    registry: &RegistryConfig,
     ns: &str,
     req: PullRequest,
     creds: Option<Arc<dyn Credentials>>,
@@ -59,7 +56,7 @@ pub async fn pull(
     let name = berth_proto::reference::normalize(&req.reference).map_err(Error::invalid)?;
     let lease = format!("pull-{}", uuid::Uuid::new_v4().simple());
     let expire = chrono::Utc::now() + chrono::Duration::hours(24);
-    core.leases.create(
+    stores.leases.create(
         ns,
         &lease,
         Labels::from([
@@ -68,20 +65,31 @@ pub async fn pull(
         ]),
     )?;
     let ctx = Ctx::new(ns).with_lease(Some(lease.clone()));
-    let out = pull_leased(core, &ctx, &name, &req, creds.as_deref(), &progress)
-        .await
-        .map_err(|e| e.context(format!("pull {name}")));
+    let out = pull_leased(
+        stores,
+        registry,
+        &ctx,
+        &name,
+        &req,
+        creds.as_deref(),
+        &progress,
+    )
+    .await
+    .map_err(|e| e.context(format!("pull {name}")));
     match &out {
         // The image holds what it needs now.
         Ok(_) => {
-            if let Err(e) = core.leases.delete(ns, &lease, false).await {
-                tracing::warn!("pull {name}: dropping lease {lease}: {e}");
+            if let Err(e) = stores.leases.delete(ns, &lease, false).await {
+                tracing::warn!("pull {name}: dropping lease {lease}: {}", e.chain());
             }
         }
         // What was fetched stays, held by the lease until it expires, so
         // that pulling again resumes instead of starting over.
         Err(e) => {
-            tracing::info!("pull {name} failed, fetched content kept under lease {lease}: {e}")
+            tracing::info!(
+                "pull {name} failed, fetched content kept under lease {lease}: {}",
+                e.chain()
+            )
         }
     }
     out
@@ -96,7 +104,8 @@ struct Chosen {
 }
 
 async fn pull_leased(
-    core: &Arc<Core>,
+    stores: &ImageStores,
+    registry: &RegistryConfig,
     ctx: &Ctx,
     name: &str,
     req: &PullRequest,
@@ -106,7 +115,7 @@ async fn pull_leased(
     progress(ProgressEvent::new("resolving", name));
     let remote = Arc::new(
         Remote::new(
-            &core.registry,
+            registry,
             name,
             &req.resolver,
             creds,
@@ -115,7 +124,7 @@ async fn pull_leased(
         .await?,
     );
     let source = Labels::from([(
-        super::source_label_key(&remote.host),
+        super::source::source_label_key(&remote.host),
         remote.reference.repository().to_string(),
     )]);
     let (root, root_data) = fetch_manifest(&remote, &remote.reference, None).await?;
@@ -131,7 +140,7 @@ async fn pull_leased(
         let node = oci::parse(&desc.media_type, &data)?;
         let mut labels = oci::child_labels(&node);
         labels.extend(source.clone());
-        store_small(core, ctx, &desc, &data, labels).await?;
+        store_small(&stores.content, ctx, &desc, &data, labels).await?;
         match node {
             Node::Index(children) => {
                 if depth >= 2 {
@@ -155,7 +164,7 @@ async fn pull_leased(
     // Configs next: the unpackers need them before any layer.
     for c in &chosen {
         let blob = Blob::new("config", &c.config);
-        fetch_blob(core, ctx, &remote, &blob, &source, progress).await?;
+        fetch_blob(&stores.content, ctx, &remote, &blob, &source, progress).await?;
     }
 
     // Layers, in manifest order, a bounded number at a time; unpackers
@@ -172,12 +181,14 @@ async fn pull_leased(
                 "cannot unpack {name} for {want}: the image has no manifest for it"
             )));
         };
-        let (core, ctx, target, sn) = (core.clone(), ctx.clone(), c.desc.clone(), sn.clone());
+        let (stores, ctx, target, sn) = (stores.clone(), ctx.clone(), c.desc.clone(), sn.clone());
         let (arrivals, progress, name) = (arrivals.clone(), progress.clone(), name.to_string());
         unpackers.spawn_blocking(move || {
             progress(ProgressEvent::new("unpacking", &name));
             let wait = |l: &Descriptor| arrivals.wait(&l.digest);
-            let top = crate::unpack::unpack_with(&core, &ctx, &target, &sn, &want, &wait)
+            let top = stores
+                .unpacker
+                .unpack_with(&ctx, &target, &sn, &want, &wait)
                 .map_err(|e| e.context(format!("unpack into {sn}")))?;
             progress(ProgressEvent::new("unpacked", &name));
             Ok::<_, Error>(top)
@@ -192,8 +203,8 @@ async fn pull_leased(
     let sem = Arc::new(tokio::sync::Semaphore::new(remote.max_concurrent));
     let mut downloads = tokio::task::JoinSet::new();
     for l in layers {
-        let (core, ctx, remote, source) =
-            (core.clone(), ctx.clone(), remote.clone(), source.clone());
+        let (stores, ctx, remote, source) =
+            (stores.clone(), ctx.clone(), remote.clone(), source.clone());
         let (sem, arrivals, progress) = (sem.clone(), arrivals.clone(), progress.clone());
         let blob = Blob::new("layer", &l);
         progress(ProgressEvent {
@@ -203,7 +214,7 @@ async fn pull_leased(
         });
         downloads.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let r = fetch_blob(&core, &ctx, &remote, &blob, &source, &progress).await;
+            let r = fetch_blob(&stores.content, &ctx, &remote, &blob, &source, &progress).await;
             arrivals.done(&l.digest, r.as_ref().map(|_| ()).map_err(Clone::clone));
             r
         });
@@ -248,7 +259,7 @@ async fn pull_leased(
             ..Default::default()
         },
     };
-    let core2 = core.clone();
+    let core2 = stores.clone();
     let ctx2 = ctx.clone();
     let saved =
         tokio::task::spawn_blocking(move || match core2.images.create(&ctx2, img.clone()) {
@@ -332,7 +343,7 @@ async fn fetch_manifest(
         _ => manifest_media_type(&data, &subject)?,
     };
     if media_type == oci::media::DOCKER_SCHEMA1 || media_type == oci::media::DOCKER_SCHEMA1_SIGNED {
-        return Err(Error::precondition(super::schema1(&subject)));
+        return Err(Error::precondition(super::remote::schema1(&subject)));
     }
     Ok((
         Descriptor {
@@ -347,7 +358,7 @@ async fn fetch_manifest(
 
 /// Stores a manifest or index fetched whole.
 async fn store_small(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ctx: &Ctx,
     desc: &Descriptor,
     data: &Bytes,
@@ -360,264 +371,14 @@ async fn store_small(
     };
     let reference = format!("{kind}-{}", desc.digest);
     let expected = Digest::parse(&desc.digest)?;
-    let (core, ctx, data) = (core.clone(), ctx.clone(), data.clone());
+    let (content, ctx, data) = (content.clone(), ctx.clone(), data.clone());
     tokio::task::spawn_blocking(move || {
-        core.content
+        content
             .write_blob(&ctx, &reference, &mut &data[..], Some(expected), labels)
             .map(|_| ())
     })
     .await
     .map_err(|e| Error::internal(format!("store manifest: {e}")))?
-}
-
-/// A blob to fetch and the ref its upload goes under.
-struct Blob {
-    desc: Descriptor,
-    reference: String,
-}
-
-impl Blob {
-    fn new(kind: &str, desc: &Descriptor) -> Blob {
-        Blob {
-            desc: desc.clone(),
-            reference: format!("{kind}-{}", desc.digest),
-        }
-    }
-}
-
-/// Largest piece handed to the writer thread at once.
-const CHUNK: usize = 1 << 20;
-/// Least time between two progress reports of one blob.
-const REPORT_EVERY: Duration = Duration::from_millis(200);
-
-/// Fetches one blob into the content store, resuming a stored partial
-/// upload with a range request, retrying transient failures from where
-/// they stopped. A blob whose bytes do not match its digest is dropped.
-async fn fetch_blob(
-    core: &Arc<Core>,
-    ctx: &Ctx,
-    remote: &Remote,
-    blob: &Blob,
-    labels: &Labels,
-    progress: &ProgressFn,
-) -> Result<()> {
-    let desc = &blob.desc;
-    let expected = Digest::parse(&desc.digest)?;
-    let name = blob.reference.clone();
-    let writer = {
-        let (core, ctx, name, exp) = (core.clone(), ctx.clone(), name.clone(), expected.clone());
-        let size = desc.size;
-        tokio::task::spawn_blocking(move || core.content.writer(&ctx, &name, size, Some(exp)))
-            .await
-            .map_err(|e| Error::internal(format!("open upload: {e}")))?
-    };
-    let writer = match writer {
-        Err(e) if e.is_already_exists() => {
-            // Already here: just record where else it can be found.
-            let _ = super::add_source(
-                core,
-                &ctx.ns,
-                &desc.digest,
-                &remote.host,
-                remote.reference.repository(),
-            )
-            .await;
-            progress(ProgressEvent {
-                desc: Some(desc.clone()),
-                progress: desc.size,
-                total: desc.size,
-                ..ProgressEvent::new("exists", &name)
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-        Ok(w) => w,
-    };
-    let mut offset = writer.status().offset;
-    if offset > 0 {
-        tracing::info!(registry = %remote.host, "resuming {name} at byte {offset} of {}", desc.size);
-        progress(ProgressEvent {
-            desc: Some(desc.clone()),
-            progress: offset,
-            total: desc.size,
-            ..ProgressEvent::new("resuming", &name)
-        });
-    }
-    let (tx, rx) = mpsc::channel::<Cmd>(4);
-    let sink = tokio::task::spawn_blocking(move || write_loop(writer, rx));
-    let r = download(remote, desc, &name, &mut offset, &tx, progress).await;
-    drop(tx);
-    let writer = sink
-        .await
-        .map_err(|e| Error::internal(format!("write {name}: {e}")))??;
-    r?;
-    let (core2, labels2, exp2) = (core.clone(), labels.clone(), expected.clone());
-    let size = desc.size;
-    let committed = tokio::task::spawn_blocking(move || writer.commit(size, Some(&exp2), labels2))
-        .await
-        .map_err(|e| Error::internal(format!("commit {name}: {e}")))?;
-    match committed {
-        Ok(_) => {}
-        Err(e) if e.kind() == Kind::FailedPrecondition => {
-            // Wrong bytes: never keep them for a resume.
-            let (ns, n) = (ctx.ns.clone(), name.clone());
-            let _ = tokio::task::spawn_blocking(move || core2.content.abort(&ns, &n)).await;
-            return Err(Error::new(
-                Kind::DataLoss,
-                format!(
-                    "blob {} from registry {} ({}) does not match its digest or size: the registry's copy is corrupt; nothing was stored ({})",
-                    desc.digest,
-                    remote.host,
-                    remote.reference.repository(),
-                    e.message()
-                ),
-            ));
-        }
-        Err(e) => return Err(e),
-    }
-    progress(ProgressEvent {
-        desc: Some(desc.clone()),
-        progress: desc.size,
-        total: desc.size,
-        ..ProgressEvent::new("complete", &name)
-    });
-    Ok(())
-}
-
-enum Cmd {
-    Data(Bytes),
-    Restart,
-}
-
-/// The upload's writer, on a blocking thread: disk writes and hashing stay
-/// off the async workers.
-fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Cmd>) -> Result<Writer> {
-    while let Some(cmd) = rx.blocking_recv() {
-        match cmd {
-            Cmd::Data(b) => w.write(&b)?,
-            Cmd::Restart => w.truncate()?,
-        }
-    }
-    Ok(w)
-}
-
-/// Streams the blob from `offset` to its end into the writer, retrying
-/// transient failures from the last byte handed over.
-async fn download(
-    remote: &Remote,
-    desc: &Descriptor,
-    name: &str,
-    offset: &mut i64,
-    tx: &mpsc::Sender<Cmd>,
-    progress: &ProgressFn,
-) -> Result<()> {
-    let what = format!("download {}", desc.digest);
-    let layer = oci_client::manifest::OciDescriptor {
-        media_type: desc.media_type.clone(),
-        digest: desc.digest.clone(),
-        size: desc.size,
-        ..Default::default()
-    };
-    let closed = || Error::internal("the blob writer stopped");
-    let mut attempt = 0u32;
-    let mut last_report = Instant::now();
-    loop {
-        if desc.size > 0 && *offset >= desc.size {
-            return Ok(());
-        }
-        let failure: OciDistributionError = 'attempt: {
-            let resp = remote
-                .client
-                .pull_blob_stream_partial(&remote.reference, &layer, *offset as u64, None)
-                .await;
-            let mut stream = match resp {
-                Ok(BlobResponse::Partial(s)) => s.stream,
-                Ok(BlobResponse::Full(s)) => {
-                    // The registry ignored the range: start over.
-                    if *offset > 0 {
-                        tx.send(Cmd::Restart).await.map_err(|_| closed())?;
-                        *offset = 0;
-                    }
-                    s.stream
-                }
-                Err(e) => break 'attempt e,
-            };
-            let mut buf = BytesMut::with_capacity(CHUNK);
-            loop {
-                match stream.next().await {
-                    Some(Ok(b)) => {
-                        buf.extend_from_slice(&b);
-                        if buf.len() >= CHUNK {
-                            let n = buf.len() as i64;
-                            tx.send(Cmd::Data(buf.split().freeze()))
-                                .await
-                                .map_err(|_| closed())?;
-                            *offset += n;
-                            attempt = 0;
-                        }
-                        if last_report.elapsed() >= REPORT_EVERY {
-                            last_report = Instant::now();
-                            progress(ProgressEvent {
-                                desc: Some(desc.clone()),
-                                progress: *offset + buf.len() as i64,
-                                total: desc.size,
-                                ..ProgressEvent::new("downloading", name)
-                            });
-                        }
-                    }
-                    Some(Err(e)) => {
-                        // Keep what arrived before the failure.
-                        if !buf.is_empty() {
-                            let n = buf.len() as i64;
-                            tx.send(Cmd::Data(buf.split().freeze()))
-                                .await
-                                .map_err(|_| closed())?;
-                            *offset += n;
-                        }
-                        if let Some(d) = e
-                            .get_ref()
-                            .and_then(|i| i.downcast_ref::<oci_client::errors::DigestError>())
-                        {
-                            return Err(Error::new(
-                                Kind::DataLoss,
-                                format!(
-                                    "blob {} from registry {}: {d}: the registry's copy is corrupt",
-                                    desc.digest, remote.host
-                                ),
-                            ));
-                        }
-                        break 'attempt OciDistributionError::IoError(e);
-                    }
-                    None => {
-                        if !buf.is_empty() {
-                            let n = buf.len() as i64;
-                            tx.send(Cmd::Data(buf.split().freeze()))
-                                .await
-                                .map_err(|_| closed())?;
-                            *offset += n;
-                        }
-                        if desc.size > 0 && *offset < desc.size {
-                            break 'attempt OciDistributionError::IoError(std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                format!(
-                                    "the registry ended the blob after {} of {} bytes",
-                                    *offset, desc.size
-                                ),
-                            ));
-                        }
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        if !remote.should_retry(attempt, &failure) {
-            return Err(remote.error(&what, &failure));
-        }
-        attempt += 1;
-        let wait = super::backoff(attempt);
-        tracing::debug!(registry = %remote.host, "{what}: {failure}; resuming at {} in {wait:?}", *offset);
-        tokio::time::sleep(wait).await;
-    }
 }
 
 /// Which layers are in the content store yet, for unpackers waiting on

@@ -1,13 +1,20 @@
+//! Images: the image store (records naming a target in the content store)
+//! and the OCI formats (`oci`: media types, manifests, indexes, platforms,
+//! picking a platform's manifest). May use `metadata`, `events` and content
+//! reads; never snapshots or transfers, which build on it.
+//!
 //! Images: a name pointing at a target descriptor (manifest or index) in
 //! the content store. The target and everything it references are kept from
 //! garbage collection for as long as the image exists.
 
+pub mod oci;
+
 use crate::error::{Error, Result};
 use crate::events::Exchange;
-use crate::gc::Gc;
-use crate::leases;
+use crate::metadata::leases;
+use crate::metadata::namespaces;
+use crate::metadata::trigger::GcTrigger;
 use crate::metadata::{Db, Read, key, kind, prefix};
-use crate::namespaces;
 use crate::types::{
     Ctx, Descriptor, Digest, Labels, apply_label_path, drop_empty, now, validate_labels,
 };
@@ -72,11 +79,11 @@ fn validate(img: &Image) -> Result<()> {
 pub struct Images {
     db: Arc<Db>,
     events: Arc<Exchange>,
-    gc: Gc,
+    gc: GcTrigger,
 }
 
 impl Images {
-    pub fn new(db: Arc<Db>, events: Arc<Exchange>, gc: Gc) -> Self {
+    pub fn new(db: Arc<Db>, events: Arc<Exchange>, gc: GcTrigger) -> Self {
         Self { db, events, gc }
     }
 

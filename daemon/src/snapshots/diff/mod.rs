@@ -1,12 +1,16 @@
-//! The diff service: applying layers to snapshot mounts, and computing a
-//! layer from two mount sets.
+//! The diff service: applying layers to snapshot mounts (`apply`, confined
+//! by `target`, with `attrs` and `stream`), and computing a layer from two
+//! mount sets (`compute`). May use `content` and `images::oci`.
 
 pub mod apply;
+mod attrs;
 pub mod compute;
+mod stream;
+mod target;
 
 use crate::content::ContentStore;
 use crate::error::{Error, Result, io_err};
-use crate::oci::media;
+use crate::images::oci::media;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use apply::{Applied, Whiteouts};
 use berth_snapshotter::Mount;

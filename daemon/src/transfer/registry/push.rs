@@ -3,10 +3,13 @@
 //! the same registry holds; then manifests, children before the index that
 //! names them, the root last under the tag.
 
-use super::{Credentials, ProgressEvent, ProgressFn, Remote, ResolverOptions};
-use crate::core::Core;
+use super::remote::Remote;
+use super::request::{Credentials, ProgressEvent, ProgressFn, ResolverOptions};
+use crate::config::RegistryConfig;
+use crate::content::ContentStore;
 use crate::error::{Error, Result};
-use crate::oci::{self, Node, Platform};
+use crate::images::Images;
+use crate::images::oci::{self, Node, Platform};
 use crate::types::{Descriptor, Digest};
 use bytes::Bytes;
 use oci_client::RegistryOperation;
@@ -32,13 +35,15 @@ pub struct PushRequest {
 /// Pushes an image of namespace `ns`; returns the descriptor pushed under
 /// the reference.
 pub async fn push(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
+    images: &Images,
+    registry: &RegistryConfig,
     ns: &str,
     req: PushRequest,
     creds: Option<Arc<dyn Credentials>>,
     progress: ProgressFn,
 ) -> Result<Descriptor> {
-    let img = core.images.get(ns, &req.name)?;
+    let img = images.get(ns, &req.name)?;
     let target = if req.reference.is_empty() {
         req.name.clone()
     } else {
@@ -46,7 +51,8 @@ pub async fn push(
     };
     let target = berth_proto::reference::normalize(&target).map_err(Error::invalid)?;
     push_image(
-        core,
+        content,
+        registry,
         ns,
         &img.record.target,
         &target,
@@ -58,8 +64,11 @@ pub async fn push(
     .map_err(|e| e.context(format!("push {target}")))
 }
 
+// One caller; the arguments are the narrow stores plus the request itself.
+#[allow(clippy::too_many_arguments)]
 async fn push_image(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
+    registry: &RegistryConfig,
     ns: &str,
     root: &Descriptor,
     target: &str,
@@ -77,7 +86,7 @@ async fn push_image(
     } else {
         let mut one = None;
         for p in &req.platforms {
-            let (m, _, _) = crate::unpack::resolve_manifest(core, ns, root, p)?;
+            let (m, _, _) = oci::resolve_manifest(content, ns, root, p)?;
             if one.replace(m).is_some() {
                 return Err(Error::invalid(
                     "push takes one --platform: a subset of an index cannot be pushed as that index",
@@ -86,12 +95,12 @@ async fn push_image(
         }
         one.ok_or_else(|| Error::invalid("no platform given"))?
     };
-    collect(core, ns, &root, 0, &mut manifests, &mut blobs, &mut seen)?;
+    collect(content, ns, &root, 0, &mut manifests, &mut blobs, &mut seen)?;
 
     progress(ProgressEvent::new("resolving", target));
     let remote = Arc::new(
         Remote::new(
-            &core.registry,
+            registry,
             target,
             &req.resolver,
             creds,
@@ -102,8 +111,8 @@ async fn push_image(
     let sem = Arc::new(tokio::sync::Semaphore::new(remote.max_concurrent));
     let mut uploads = tokio::task::JoinSet::new();
     for b in blobs {
-        let (core, ns, remote, sem, progress) = (
-            core.clone(),
+        let (content, ns, remote, sem, progress) = (
+            content.clone(),
             ns.to_string(),
             remote.clone(),
             sem.clone(),
@@ -111,7 +120,7 @@ async fn push_image(
         );
         uploads.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            push_blob(&core, &ns, &remote, &b, &progress).await
+            push_blob(&content, &ns, &remote, &b, &progress).await
         });
     }
     while let Some(r) = uploads.join_next().await {
@@ -161,7 +170,7 @@ fn reqwest_header(mt: &str) -> Result<tonic::codegen::http::HeaderValue> {
 /// Walks `desc` depth first: children's manifests land in `manifests`
 /// before their parent's; configs and layers in `blobs` once each.
 fn collect(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ns: &str,
     desc: &Descriptor,
     depth: usize,
@@ -176,7 +185,7 @@ fn collect(
         return Ok(());
     }
     let d = Digest::parse(&desc.digest)?;
-    let data = core.content.read_all(ns, &d).map_err(|e| {
+    let data = content.read_all(ns, &d).map_err(|e| {
         if e.is_not_found() {
             Error::precondition(format!(
                 "{} ({}) is not in the content store: pull the image with --all-platforms first, or push one --platform",
@@ -189,14 +198,14 @@ fn collect(
     match oci::parse(&desc.media_type, &data)? {
         Node::Index(children) => {
             for c in children {
-                collect(core, ns, &c.desc, depth + 1, manifests, blobs, seen)?;
+                collect(content, ns, &c.desc, depth + 1, manifests, blobs, seen)?;
             }
         }
         Node::Manifest { config, layers } => {
             for b in std::iter::once(config).chain(layers) {
                 if seen.insert(b.digest.clone()) {
                     // Present locally, or the push would fail halfway.
-                    core.content.info(ns, &Digest::parse(&b.digest)?).map_err(|e| {
+                    content.info(ns, &Digest::parse(&b.digest)?).map_err(|e| {
                         if e.is_not_found() {
                             Error::precondition(format!(
                                 "blob {} of {} is not in the content store: pull the image again",
@@ -218,7 +227,7 @@ fn collect(
 /// Uploads one blob unless the registry has it; mounts it from another
 /// repository of the same registry when the content store knows one.
 async fn push_blob(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ns: &str,
     remote: &Remote,
     desc: &Descriptor,
@@ -240,16 +249,16 @@ async fn push_blob(
         .await?;
     let repo = remote.reference.repository();
     if exists {
-        let _ = super::add_source(core, ns, &desc.digest, &remote.host, repo).await;
+        let _ = super::source::add_source(content, ns, &desc.digest, &remote.host, repo).await;
         report("exists", desc.size);
         return Ok(());
     }
     let d = Digest::parse(&desc.digest)?;
-    let info = core.content.info(ns, &d)?;
+    let info = content.info(ns, &d)?;
     let sources = info
         .record
         .labels
-        .get(&super::source_label_key(&remote.host))
+        .get(&super::source::source_label_key(&remote.host))
         .cloned()
         .unwrap_or_default();
     for from_repo in sources.split(',').filter(|r| !r.is_empty() && *r != repo) {
@@ -264,7 +273,8 @@ async fn push_blob(
             .await
         {
             Ok(()) => {
-                let _ = super::add_source(core, ns, &desc.digest, &remote.host, repo).await;
+                let _ =
+                    super::source::add_source(content, ns, &desc.digest, &remote.host, repo).await;
                 report("mounted", desc.size);
                 return Ok(());
             }
@@ -273,7 +283,7 @@ async fn push_blob(
     }
     let mut attempt = 0;
     loop {
-        let (file, size) = core.content.open_blob(ns, &d)?;
+        let (file, size) = content.open_blob(ns, &d)?;
         let (tx, rx) = mpsc::channel::<oci_client::errors::Result<Bytes>>(4);
         let reader = tokio::task::spawn_blocking(move || read_into(file, tx));
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
@@ -287,12 +297,12 @@ async fn push_blob(
             Ok(_) => break,
             Err(e) if remote.should_retry(attempt, &e) => {
                 attempt += 1;
-                tokio::time::sleep(super::backoff(attempt)).await;
+                tokio::time::sleep(super::remote::backoff(attempt)).await;
             }
             Err(e) => return Err(remote.error(&format!("upload {}", desc.digest), &e)),
         }
     }
-    let _ = super::add_source(core, ns, &desc.digest, &remote.host, repo).await;
+    let _ = super::source::add_source(content, ns, &desc.digest, &remote.host, repo).await;
     report("complete", desc.size);
     Ok(())
 }

@@ -1,24 +1,17 @@
-//! Image archives: import and export of OCI image-layout tars and
-//! docker-archive (`docker save`) tars.
-//!
-//! Import streams the tar once: every blob goes through the content store's
-//! upload path (digest verified), held by a temporary lease; small metadata
-//! files are kept in memory. Only when the whole archive has been read and
-//! every blob an image needs is present are the images created; on any
-//! failure the lease is dropped and collected, so nothing partial stays
-//! visible. Multi-platform indexes are kept whole; the blobs of the chosen
-//! platform (the host's unless told otherwise) must be present.
+//! Import: stream the tar once into the content store under a temporary
+//! lease, then check completeness, unpack, and create the images.
 
-use crate::core::Core;
-use crate::error::{Error, Result, io_err};
+use super::layout::{DockerEntry, LayoutIndex};
+use crate::content::ContentStore;
+use crate::error::{Error, Result};
+use crate::images::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Node, Platform, media};
 use crate::images::{Image, ImageRecord};
-use crate::leases::LABEL_EXPIRE;
-use crate::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Node, Platform, media};
+use crate::metadata::leases::LABEL_EXPIRE;
+use crate::transfer::stores::ImageStores;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
 use berth_proto::archive::{self as rules, ArchiveError, Blob, Members, NameRules};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{Read, Write};
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::sync::Arc;
 
 /// How to import.
@@ -70,7 +63,7 @@ fn malformed(e: impl std::fmt::Display) -> Error {
 /// Imports an archive read from `reader` into `ctx`'s namespace; returns the
 /// images created or updated. Runs blocking I/O: call from a blocking task.
 pub fn import(
-    core: &Arc<Core>,
+    stores: &ImageStores,
     ctx: &Ctx,
     reader: &mut dyn Read,
     opts: &ImportOptions,
@@ -78,24 +71,24 @@ pub fn import(
 ) -> Result<Vec<Image>> {
     let lease = format!("import-{}", uuid::Uuid::new_v4());
     let expire = chrono::Utc::now() + chrono::Duration::hours(1);
-    core.leases.create(
+    stores.leases.create(
         &ctx.ns,
         &lease,
         Labels::from([(LABEL_EXPIRE.to_string(), expire.to_rfc3339())]),
     )?;
     let lctx = ctx.clone().with_lease(Some(lease.clone()));
-    let out = import_leased(core, &lctx, reader, opts, progress);
+    let out = import_leased(stores, &lctx, reader, opts, progress);
     // The images (if any) now hold what they need; the rest is collected.
     let rt = tokio::runtime::Handle::current();
     let sync = out.is_err();
-    if let Err(e) = rt.block_on(core.leases.delete(&ctx.ns, &lease, sync)) {
-        tracing::warn!("import: dropping lease {lease}: {e}");
+    if let Err(e) = rt.block_on(stores.leases.delete(&ctx.ns, &lease, sync)) {
+        tracing::warn!("import: dropping lease {lease}: {}", e.chain());
     }
     out
 }
 
 fn import_leased(
-    core: &Arc<Core>,
+    stores: &ImageStores,
     ctx: &Ctx,
     reader: &mut dyn Read,
     opts: &ImportOptions,
@@ -147,7 +140,8 @@ fn import_leased(
             count: 0,
         };
         let written =
-            core.content
+            stores
+                .content
                 .write_blob(ctx, &reference, &mut sniff, expected.clone(), Labels::new());
         // A blob already stored is not read by write_blob; skip its bytes.
         if written.is_ok() {
@@ -157,7 +151,7 @@ fn import_leased(
         // A short member is truncation, whatever else failed because of it
         // (a write refused before reading anything is reported as is).
         if count != declared && (written.is_ok() || count > 0) {
-            let _ = core.content.abort(&ctx.ns, &reference);
+            let _ = stores.content.abort(&ctx.ns, &reference);
             return Err(malformed(format!(
                 "member {path:?} is cut short ({count} of {declared} bytes)"
             )));
@@ -165,12 +159,12 @@ fn import_leased(
         let (digest, size) = match written {
             Ok(v) => v,
             Err(e) => {
-                let _ = core.content.abort(&ctx.ns, &reference);
+                let _ = stores.content.abort(&ctx.ns, &reference);
                 return Err(match (e.kind(), &expected) {
                     (berth_proto::errdefs::Kind::FailedPrecondition, Some(d)) => Error::invalid(
                         format!("archive entry {path:?} does not match its digest {d}: {e}"),
                     ),
-                    (berth_proto::errdefs::Kind::InvalidArgument, _) => malformed(e),
+                    (berth_proto::errdefs::Kind::InvalidArgument, _) => malformed(e.chain()),
                     _ => e.context(format!("import {path}")),
                 });
             }
@@ -188,9 +182,15 @@ fn import_leased(
 
     let mut images: Vec<Image> = Vec::new();
     if let Some(index) = small.get("index.json") {
-        images.extend(oci_images(core, ctx, index, opts)?);
+        images.extend(oci_images(&stores.content, ctx, index, opts)?);
     } else if let Some(manifest) = small.get("manifest.json") {
-        images.extend(docker_images(core, ctx, manifest, &members, opts)?);
+        images.extend(docker_images(
+            &stores.content,
+            ctx,
+            manifest,
+            &members,
+            opts,
+        )?);
     } else {
         return Err(ArchiveError::NotAnArchive.into());
     }
@@ -207,7 +207,9 @@ fn import_leased(
             if !done.insert((img.record.target.digest.clone(), sn.clone(), p.to_string())) {
                 continue;
             }
-            crate::unpack::unpack(core, ctx, &img.record.target, sn, &p)
+            stores
+                .unpacker
+                .unpack(ctx, &img.record.target, sn, &p)
                 .map_err(|e| e.context(format!("unpack {}", img.name)))?;
             progress("unpacked", &img.name);
         }
@@ -215,8 +217,8 @@ fn import_leased(
     let mut out = Vec::new();
     for mut img in images {
         img.record.labels.extend(opts.labels.clone());
-        let saved = match core.images.create(ctx, img.clone()) {
-            Err(e) if e.is_already_exists() => core.images.update(&ctx.ns, img, &[])?,
+        let saved = match stores.images.create(ctx, img.clone()) {
+            Err(e) if e.is_already_exists() => stores.images.update(&ctx.ns, img, &[])?,
             other => other?,
         };
         progress("image", &saved.name);
@@ -225,26 +227,8 @@ fn import_leased(
     Ok(out)
 }
 
-#[derive(Deserialize)]
-struct LayoutIndex {
-    #[serde(default)]
-    manifests: Vec<LayoutDescriptor>,
-}
-
-#[derive(Deserialize, Serialize, Clone)]
-struct LayoutDescriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: i64,
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
-    annotations: HashMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    platform: Option<serde_json::Value>,
-}
-
 fn oci_images(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ctx: &Ctx,
     index_json: &[u8],
     opts: &ImportOptions,
@@ -273,7 +257,7 @@ fn oci_images(
         }
         if checked.insert(desc.digest.clone()) {
             ensure_complete(
-                core,
+                content,
                 ctx,
                 &desc,
                 &platform,
@@ -292,7 +276,7 @@ fn oci_images(
         }
     }
     if let Some(name) = &opts.index_name {
-        let (digest, size) = core.content.write_blob(
+        let (digest, size) = content.write_blob(
             ctx,
             &format!("import-index-{}", uuid::Uuid::new_v4()),
             &mut &index_json[..],
@@ -300,7 +284,7 @@ fn oci_images(
             Labels::new(),
         )?;
         let node = oci::parse(media::OCI_INDEX, index_json)?;
-        label_children(core, ctx, &digest, &node)?;
+        label_children(content, ctx, &digest, &node)?;
         out.push(Image {
             name: name.clone(),
             record: ImageRecord {
@@ -317,30 +301,40 @@ fn oci_images(
     Ok(out)
 }
 
-fn label_children(core: &Arc<Core>, ctx: &Ctx, parent: &Digest, node: &Node) -> Result<()> {
+fn label_children(
+    content: &Arc<ContentStore>,
+    ctx: &Ctx,
+    parent: &Digest,
+    node: &Node,
+) -> Result<()> {
     let labels = oci::child_labels(node);
     let paths: Vec<String> = labels.keys().map(|k| format!("labels.{k}")).collect();
-    core.content.update(&ctx.ns, parent, &labels, &paths)?;
+    content.update(&ctx.ns, parent, &labels, &paths)?;
     Ok(())
 }
 
 /// Labels whatever part of `desc`'s tree is present, so the garbage
 /// collector keeps it with the image; absent parts are fine.
-fn label_present(core: &Arc<Core>, ctx: &Ctx, desc: &Descriptor, depth: usize) -> Result<()> {
+fn label_present(
+    content: &Arc<ContentStore>,
+    ctx: &Ctx,
+    desc: &Descriptor,
+    depth: usize,
+) -> Result<()> {
     let digest = Digest::parse(&desc.digest)?;
-    let data = match core.content.read_all(&ctx.ns, &digest) {
+    let data = match content.read_all(&ctx.ns, &digest) {
         Err(e) if e.is_not_found() => return Ok(()),
         other => other?,
     };
     let Ok(node) = oci::parse(&desc.media_type, &data) else {
         return Ok(());
     };
-    label_children(core, ctx, &digest, &node)?;
+    label_children(content, ctx, &digest, &node)?;
     if let Node::Index(children) = &node
         && depth < 4
     {
         for c in children {
-            label_present(core, ctx, &c.desc, depth + 1)?;
+            label_present(content, ctx, &c.desc, depth + 1)?;
         }
     }
     Ok(())
@@ -349,7 +343,7 @@ fn label_present(core: &Arc<Core>, ctx: &Ctx, desc: &Descriptor, depth: usize) -
 /// Checks that the blobs `desc` needs for `platform` (or all platforms) are
 /// in the namespace, and labels parents with references to their children.
 fn ensure_complete(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ctx: &Ctx,
     desc: &Descriptor,
     platform: &Platform,
@@ -357,7 +351,7 @@ fn ensure_complete(
     what: &str,
 ) -> Result<()> {
     let digest = Digest::parse(&desc.digest)?;
-    let data = core.content.read_all(&ctx.ns, &digest).map_err(|e| {
+    let data = content.read_all(&ctx.ns, &digest).map_err(|e| {
         if e.is_not_found() {
             ArchiveError::MissingBlob {
                 digest: digest.to_string(),
@@ -369,7 +363,7 @@ fn ensure_complete(
         }
     })?;
     let node = oci::parse(&desc.media_type, &data)?;
-    label_children(core, ctx, &digest, &node)?;
+    label_children(content, ctx, &digest, &node)?;
     match &node {
         Node::Index(children) => {
             let chosen: Vec<_> = children
@@ -391,7 +385,7 @@ fn ensure_complete(
             for c in children {
                 if chosen.iter().any(|k| k.desc.digest == c.desc.digest) {
                     ensure_complete(
-                        core,
+                        content,
                         ctx,
                         &c.desc,
                         platform,
@@ -400,7 +394,7 @@ fn ensure_complete(
                     )?;
                 } else {
                     // Other platforms' blobs the archive brought are kept too.
-                    label_present(core, ctx, &c.desc, 0)?;
+                    label_present(content, ctx, &c.desc, 0)?;
                 }
             }
         }
@@ -413,7 +407,7 @@ fn ensure_complete(
             );
             for (d, role) in need {
                 let dg = Digest::parse(&d.digest)?;
-                if core.content.info(&ctx.ns, &dg).is_err() {
+                if content.info(&ctx.ns, &dg).is_err() {
                     return Err(ArchiveError::MissingBlob {
                         digest: dg.to_string(),
                         what: format!("{role} of manifest {digest}"),
@@ -426,18 +420,8 @@ fn ensure_complete(
     Ok(())
 }
 
-#[derive(Deserialize, Serialize)]
-struct DockerEntry {
-    #[serde(rename = "Config")]
-    config: String,
-    #[serde(rename = "RepoTags", default)]
-    repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers", default)]
-    layers: Vec<String>,
-}
-
 fn docker_images(
-    core: &Arc<Core>,
+    content: &Arc<ContentStore>,
     ctx: &Ctx,
     manifest_json: &[u8],
     members: &Members,
@@ -454,7 +438,7 @@ fn docker_images(
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
         let digest = Digest::of(&bytes);
         let node = oci::parse(media::DOCKER_MANIFEST, &bytes)?;
-        core.content.write_blob(
+        content.write_blob(
             ctx,
             &format!("import-manifest-{}", digest.hex()),
             &mut bytes.as_slice(),
@@ -479,186 +463,4 @@ fn docker_images(
         }
     }
     Ok(out)
-}
-
-/// How to export.
-#[derive(Debug, Clone, Default)]
-pub struct ExportOptions {
-    /// Platforms to include (default: the host's).
-    pub platforms: Vec<Platform>,
-    /// Include every platform whose blobs are present.
-    pub all_platforms: bool,
-    /// Leave out the docker-compatible manifest.json.
-    pub skip_docker_manifest: bool,
-}
-
-/// Writes `images` as an OCI image layout tar (with a docker-compatible
-/// manifest.json, so `docker load` accepts it too). Blocking I/O.
-pub fn export(
-    core: &Arc<Core>,
-    ns: &str,
-    images: &[Image],
-    w: &mut dyn Write,
-    opts: &ExportOptions,
-) -> Result<()> {
-    let platforms = if opts.platforms.is_empty() {
-        vec![Platform::host()]
-    } else {
-        opts.platforms.clone()
-    };
-    let mut blobs: BTreeMap<String, ()> = BTreeMap::new();
-    let mut order: Vec<Digest> = Vec::new();
-    let mut index = Vec::new();
-    let mut docker = Vec::new();
-    for img in images {
-        let t = &img.record.target;
-        let mut manifests = Vec::new();
-        collect(
-            core,
-            ns,
-            t,
-            &platforms,
-            opts.all_platforms,
-            &mut blobs,
-            &mut order,
-            &mut manifests,
-        )
-        .map_err(|e| e.context(format!("export {}", img.name)))?;
-        let mut annotations =
-            HashMap::from([(ANNOTATION_IMAGE_NAME.to_string(), img.name.clone())]);
-        if let Some(tag) = rules::ref_name(&img.name) {
-            annotations.insert(ANNOTATION_REF_NAME.to_string(), tag);
-        }
-        index.push(LayoutDescriptor {
-            media_type: t.media_type.clone(),
-            digest: t.digest.clone(),
-            size: t.size,
-            annotations,
-            platform: None,
-        });
-        if let [(config, layers)] = manifests.as_slice() {
-            docker.push(DockerEntry {
-                config: rules::blob_path(config.as_str()),
-                repo_tags: rules::repo_tags(&img.name),
-                layers: layers
-                    .iter()
-                    .map(|l| rules::blob_path(l.as_str()))
-                    .collect(),
-            });
-        }
-    }
-    let mut tar = tar::Builder::new(w);
-    let add =
-        |tar: &mut tar::Builder<&mut dyn Write>, path: &str, size: u64, data: &mut dyn Read| {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(size);
-            h.set_mode(0o444);
-            h.set_mtime(0);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut h, path, data)
-                .map_err(|e| io_err(format!("export: write {path}"), e))
-        };
-    let mut dir = tar::Header::new_ustar();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_mode(0o755);
-    dir.set_mtime(0);
-    dir.set_size(0);
-    for d in ["blobs/", "blobs/sha256/"] {
-        tar.append_data(&mut dir.clone(), d, std::io::empty())
-            .map_err(|e| io_err("export: write directory", e))?;
-    }
-    let layout = rules::OCI_LAYOUT;
-    add(
-        &mut tar,
-        "oci-layout",
-        layout.len() as u64,
-        &mut &layout[..],
-    )?;
-    for d in &order {
-        let (mut f, size) = core.content.open_blob(ns, d)?;
-        add(&mut tar, &rules::blob_path(d.as_str()), size as u64, &mut f)?;
-    }
-    let index_json = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_INDEX,
-        "manifests": index,
-    }))
-    .map_err(|e| Error::internal(e.to_string()))?;
-    add(
-        &mut tar,
-        "index.json",
-        index_json.len() as u64,
-        &mut index_json.as_slice(),
-    )?;
-    if !opts.skip_docker_manifest && !docker.is_empty() {
-        let m = serde_json::to_vec(&docker).map_err(|e| Error::internal(e.to_string()))?;
-        add(&mut tar, "manifest.json", m.len() as u64, &mut m.as_slice())?;
-    }
-    tar.into_inner()
-        .and_then(|w| w.flush())
-        .map_err(|e| io_err("export: finish archive", e))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn collect(
-    core: &Arc<Core>,
-    ns: &str,
-    desc: &Descriptor,
-    platforms: &[Platform],
-    all: bool,
-    seen: &mut BTreeMap<String, ()>,
-    order: &mut Vec<Digest>,
-    manifests: &mut Vec<(Digest, Vec<Digest>)>,
-) -> Result<()> {
-    let digest = Digest::parse(&desc.digest)?;
-    let data = core.content.read_all(ns, &digest)?;
-    if seen.insert(digest.to_string(), ()).is_none() {
-        order.push(digest.clone());
-    }
-    match oci::parse(&desc.media_type, &data)? {
-        Node::Index(children) => {
-            let mut any = false;
-            for c in &children {
-                let wanted = all
-                    || c.platform
-                        .as_ref()
-                        .is_none_or(|p| platforms.iter().any(|want| want.matches(p)));
-                let present = Digest::parse(&c.desc.digest)
-                    .ok()
-                    .is_some_and(|d| core.content.info(ns, &d).is_ok());
-                // With every platform asked for, take those we have.
-                if wanted && (present || !all) {
-                    collect(core, ns, &c.desc, platforms, all, seen, order, manifests)?;
-                    any = true;
-                }
-            }
-            if !any {
-                return Err(Error::not_found(format!(
-                    "index {digest} has no manifest for the requested platforms"
-                )));
-            }
-        }
-        Node::Manifest { config, layers } => {
-            let mut ls = Vec::new();
-            let cfg = Digest::parse(&config.digest)?;
-            for d in std::iter::once(&config).chain(layers.iter()) {
-                let dg = Digest::parse(&d.digest)?;
-                core.content.info(ns, &dg).map_err(|_| {
-                    Error::not_found(format!(
-                        "blob {dg} of manifest {digest} is not in the content store"
-                    ))
-                })?;
-                if seen.insert(dg.to_string(), ()).is_none() {
-                    order.push(dg.clone());
-                }
-                if dg != cfg {
-                    ls.push(dg);
-                }
-            }
-            manifests.push((cfg, ls));
-        }
-    }
-    Ok(())
 }

@@ -1,3 +1,8 @@
+//! Snapshots: the namespaced store over the loaded snapshotters, the diff
+//! service (`diff`: apply a layer, compute one) and unpacking images into
+//! snapshots (`unpack`). May use `metadata`, `content`, `images::oci` and
+//! `events`.
+//!
 //! Namespaced snapshots over the loaded snapshotters.
 //!
 //! Each snapshotter (overlayfs by default, native) lives under
@@ -7,11 +12,14 @@
 //! reading until the snapshot is attached to the request's lease, so the
 //! collector (which holds it for writing) never sees it unreferenced.
 
+pub mod diff;
+pub mod unpack;
+
 use crate::error::{Error, Result};
 use crate::events::Exchange;
-use crate::leases;
 use crate::metadata::Db;
-use crate::namespaces;
+use crate::metadata::leases;
+use crate::metadata::namespaces;
 use crate::types::{Ctx, Labels};
 use berth_proto::filters::Filter;
 use berth_proto::pb::containerd::events as ev;
@@ -166,10 +174,11 @@ impl Snapshots {
         } else {
             s.prepare(&bkey(&ctx.ns, key), &p, labels)
         }
+        // Unscoped before the context is added: it then becomes the source.
         .map_err(|e| {
-            convert(e).context(format!("{} {key:?}", if view { "view" } else { "prepare" }))
-        })
-        .map_err(|e| strip_ns(e, &ctx.ns))?;
+            strip_ns(convert(e), &ctx.ns)
+                .context(format!("{} {key:?}", if view { "view" } else { "prepare" }))
+        })?;
         if let Err(e) = self.attach(ctx, &sn, key) {
             let _ = s.remove(&bkey(&ctx.ns, key));
             return Err(e);
@@ -313,5 +322,5 @@ fn unscope(mut i: Info, ns: &str) -> Info {
 /// Error messages speak of keys as the client named them.
 fn strip_ns(e: Error, ns: &str) -> Error {
     let msg = e.message().replace(&format!("\"{ns}/"), "\"");
-    Error::new(e.kind(), msg)
+    e.with_message(msg)
 }

@@ -1,9 +1,11 @@
 //! OCI and Docker image structures: media types, platforms, and parsing of
 //! manifests and indexes (through `oci-spec`) into the few facts the daemon
-//! walks: which blobs a manifest or index references.
+//! walks: which blobs a manifest or index references, and which manifest of
+//! an image in the content store serves a platform.
 
+use crate::content::ContentStore;
 use crate::error::{Error, Result};
-use crate::types::{Descriptor, Labels};
+use crate::types::{Descriptor, Digest, Labels};
 use oci_spec::image::{ImageIndex, ImageManifest};
 
 /// Media types the daemon recognises.
@@ -202,6 +204,35 @@ pub fn child_labels(node: &Node) -> Labels {
         }
     }
     l
+}
+
+/// Finds the manifest for `platform` under `target`.
+pub fn resolve_manifest(
+    content: &ContentStore,
+    ns: &str,
+    target: &Descriptor,
+    platform: &Platform,
+) -> Result<(Descriptor, Descriptor, Vec<Descriptor>)> {
+    let mut desc = target.clone();
+    for _ in 0..4 {
+        let d = Digest::parse(&desc.digest)?;
+        let data = content.read_all(ns, &d)?;
+        match parse(&desc.media_type, &data)? {
+            Node::Index(children) => {
+                let c = children
+                    .iter()
+                    .find(|c| c.platform.as_ref().is_none_or(|p| platform.matches(p)))
+                    .ok_or_else(|| {
+                        Error::not_found(format!(
+                            "image index {d} has no manifest for platform {platform}"
+                        ))
+                    })?;
+                desc = c.desc.clone();
+            }
+            Node::Manifest { config, layers } => return Ok((desc, config, layers)),
+        }
+    }
+    Err(Error::invalid("image indexes nest too deeply"))
 }
 
 #[cfg(test)]

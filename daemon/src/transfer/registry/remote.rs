@@ -1,137 +1,16 @@
-//! Image pull and push over the OCI distribution protocol, daemon-side, on
-//! the `oci-client` crate (HTTP, auth challenges, token flow, range
-//! requests, uploads).
-//!
-//! What this module adds around it: every blob goes through the content
-//! store's upload path (digest verified, resumable by ref after an
-//! interruption), transient failures are retried with backoff, the
-//! credentials come from the client that asked (never logged), and every
-//! registry failure becomes an error that says which registry, what it
-//! answered, and what to do.
+//! One authenticated connection to a repository, and how registry failures
+//! become errors that say which registry, what it answered, and what to do.
 
-mod pull;
-mod push;
-
-pub use pull::{PullRequest, pull};
-pub use push::{PushRequest, push};
-
+use super::request::{Credentials, ResolverOptions};
 use crate::config::RegistryConfig;
 use crate::error::{Error, Result};
-use crate::types::Descriptor;
 use berth_proto::errdefs::Kind;
-use futures::future::BoxFuture;
 use oci_client::RegistryOperation;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
-
-/// Label containerd puts on content fetched from a registry:
-/// `containerd.io/distribution.source.<host>=<repository>`. Push uses it to
-/// mount blobs across repositories instead of uploading them again.
-pub const LABEL_SOURCE_PREFIX: &str = "containerd.io/distribution.source.";
-
-/// The source label's key for a registry host: containerd keys it by host
-/// name without the port.
-pub fn source_label_key(host: &str) -> String {
-    let name = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    };
-    format!(
-        "{LABEL_SOURCE_PREFIX}{}",
-        name.trim_start_matches('[').trim_end_matches(']')
-    )
-}
-
-/// Records on `digest` that `repo` of `host` holds it, in containerd's
-/// comma-separated source label (so a later push can mount it from there).
-pub(crate) async fn add_source(
-    core: &std::sync::Arc<crate::core::Core>,
-    ns: &str,
-    digest: &str,
-    host: &str,
-    repo: &str,
-) -> Result<()> {
-    let (core, ns, digest) = (
-        core.clone(),
-        ns.to_string(),
-        crate::types::Digest::parse(digest)?,
-    );
-    let (key, repo) = (source_label_key(host), repo.to_string());
-    tokio::task::spawn_blocking(move || {
-        let info = core.content.info(&ns, &digest)?;
-        let current = info.record.labels.get(&key).cloned().unwrap_or_default();
-        if current.split(',').any(|r| r == repo) {
-            return Ok(());
-        }
-        let value = if current.is_empty() {
-            repo
-        } else {
-            format!("{current},{repo}")
-        };
-        let path = format!("labels.{key}");
-        core.content
-            .update(
-                &ns,
-                &digest,
-                &crate::types::Labels::from([(key, value)]),
-                &[path],
-            )
-            .map(|_| ())
-    })
-    .await
-    .map_err(|e| Error::internal(format!("label source: {e}")))?
-}
-
-/// Where credentials come from: the client that asked for the transfer.
-///
-/// Contract: `get` returns the username and secret to use for `host`, or
-/// `None` to go anonymous; it is called at most once per transfer and
-/// host, before the first request. Implementations must not log secrets.
-pub trait Credentials: Send + Sync {
-    fn get<'a>(
-        &'a self,
-        host: &'a str,
-        reference: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(String, String)>>>;
-}
-
-/// How to reach the registry, as the client asked (containerd's
-/// `RegistryResolver`).
-#[derive(Debug, Clone, Default)]
-pub struct ResolverOptions {
-    /// Talk plain HTTP (`default_scheme = "http"`, ctr's `--plain-http`).
-    pub plain_http: bool,
-    /// A certs.d-style directory overriding the configured one.
-    pub host_dir: Option<PathBuf>,
-}
-
-/// One progress report of a transfer.
-#[derive(Debug, Clone, Default)]
-pub struct ProgressEvent {
-    pub event: String,
-    pub name: String,
-    pub parents: Vec<String>,
-    pub progress: i64,
-    pub total: i64,
-    pub desc: Option<Descriptor>,
-}
-
-impl ProgressEvent {
-    pub fn new(event: &str, name: &str) -> Self {
-        Self {
-            event: event.to_string(),
-            name: name.to_string(),
-            ..Default::default()
-        }
-    }
-}
-
-/// Receives progress; must not block.
-pub type ProgressFn = Arc<dyn Fn(ProgressEvent) + Send + Sync>;
 
 /// True for hosts containerd talks plain HTTP to by default.
 pub fn is_localhost(host: &str) -> bool {
@@ -520,7 +399,7 @@ fn transient(e: &OciDistributionError) -> bool {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64 << attempt.min(6))
 }
 
@@ -539,19 +418,19 @@ pub(crate) fn manifest_media_type(data: &[u8], subject: &str) -> Result<String> 
         return Ok(mt.to_string());
     }
     Ok(if v.get("manifests").is_some() {
-        crate::oci::media::OCI_INDEX
+        crate::images::oci::media::OCI_INDEX
     } else {
-        crate::oci::media::OCI_MANIFEST
+        crate::images::oci::media::OCI_MANIFEST
     }
     .to_string())
 }
 
 /// Media types asked for when resolving a reference.
 pub(crate) const ACCEPT: &[&str] = &[
-    crate::oci::media::OCI_INDEX,
-    crate::oci::media::OCI_MANIFEST,
-    crate::oci::media::DOCKER_LIST,
-    crate::oci::media::DOCKER_MANIFEST,
+    crate::images::oci::media::OCI_INDEX,
+    crate::images::oci::media::OCI_MANIFEST,
+    crate::images::oci::media::DOCKER_LIST,
+    crate::images::oci::media::DOCKER_MANIFEST,
 ];
 
 #[cfg(test)]
@@ -648,22 +527,6 @@ mod tests {
     }
 
     #[test]
-    fn source_label_keys_drop_the_port() {
-        assert_eq!(
-            source_label_key("127.0.0.1:5000"),
-            "containerd.io/distribution.source.127.0.0.1"
-        );
-        assert_eq!(
-            source_label_key("docker.io"),
-            "containerd.io/distribution.source.docker.io"
-        );
-        assert_eq!(
-            source_label_key("[::1]:5000"),
-            "containerd.io/distribution.source.::1"
-        );
-    }
-
-    #[test]
     fn localhost_detection() {
         for h in [
             "localhost",
@@ -691,20 +554,20 @@ mod tests {
         let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert_eq!(
             manifest_media_type(idx, "x").unwrap(),
-            crate::oci::media::OCI_INDEX
+            crate::images::oci::media::OCI_INDEX
         );
         let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
         assert_eq!(
             manifest_media_type(m, "x").unwrap(),
-            crate::oci::media::OCI_MANIFEST
+            crate::images::oci::media::OCI_MANIFEST
         );
         let d = format!(
             r#"{{"schemaVersion":2,"mediaType":"{}"}}"#,
-            crate::oci::media::DOCKER_MANIFEST
+            crate::images::oci::media::DOCKER_MANIFEST
         );
         assert_eq!(
             manifest_media_type(d.as_bytes(), "x").unwrap(),
-            crate::oci::media::DOCKER_MANIFEST
+            crate::images::oci::media::DOCKER_MANIFEST
         );
         let e = manifest_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#, "bb:1").unwrap_err();
         assert_eq!(e.kind(), Kind::FailedPrecondition);
