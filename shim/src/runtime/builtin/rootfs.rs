@@ -50,6 +50,7 @@ pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> 
         devices::setup(sys, rootfs, spec)?;
     }
     pivot(sys, rootfs)?;
+    make_cwd(sys, spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mask(sys, Path::new(&p))?;
@@ -65,6 +66,17 @@ pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> 
         read_only_root(sys)?;
     }
     Ok(())
+}
+
+/// Creates the process's working directory if the image lacks it, as
+/// runc does: after pivot_root (so it cannot leave the root), as root and
+/// before the root may turn read-only.
+fn make_cwd(sys: &dyn Sys, spec: &Spec) -> Result<()> {
+    let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) else {
+        return Ok(());
+    };
+    sys.mkdir_all(cwd)
+        .map_err(|e| Error::io(format!("create the working directory {}", cwd.display()), e))
 }
 
 /// pivot_root with the old root stacked on the new one, then detached
@@ -295,6 +307,27 @@ mod tests {
             sys.calls_of("mount - /").last().unwrap(),
             "mount - / - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_REMOUNT|MS_BIND -"
         );
+    }
+
+    #[test]
+    fn missing_cwd_is_made_after_pivot_before_read_only_root() {
+        let mut s = spec(true, false);
+        s.set_process(Some(
+            oci_spec::runtime::ProcessBuilder::default()
+                .cwd("/made/here")
+                .build()
+                .unwrap(),
+        ));
+        let sys = Fake::new();
+        run(&s, &sys).unwrap();
+        let calls = sys.calls.borrow().clone();
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        assert!(at("pivot_root . .") < at("mkdir /made/here"));
+        assert!(at("mkdir /made/here") < at("mount - / - MS_RDONLY|MS_REMOUNT|MS_BIND -"));
+        let sys = Fake::new();
+        sys.fail("mkdir /made", libc::ENOTDIR);
+        let e = run(&s, &sys).unwrap_err();
+        assert_eq!(e.message(), "create the working directory /made/here");
     }
 
     #[test]
