@@ -3,7 +3,7 @@
 //! then `execve` with nothing but stdio inherited.
 
 use super::creds;
-use super::sys::{Kind, Sys};
+use super::sys::Sys;
 use crate::{Error, Result};
 use oci_spec::runtime::Process;
 use std::ffi::CString;
@@ -24,18 +24,34 @@ fn cstr(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::invalid(format!("{s:?} contains a NUL byte")))
 }
 
-/// Looks a program up on the process's `PATH` (inside the container).
+/// Whether `p` may be run, by its mode as Go's `exec.LookPath` (runc's)
+/// judges: not a directory, some execute bit set.
+fn executable(sys: &dyn Sys, p: &Path) -> std::io::Result<()> {
+    match sys.mode(p) {
+        None => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        Some(m) if m & libc::S_IFMT != libc::S_IFDIR && m & 0o111 != 0 => Ok(()),
+        Some(_) => Err(std::io::Error::from_raw_os_error(libc::EACCES)),
+    }
+}
+
+/// Looks a program up on the process's `PATH` (inside the container) as
+/// runc does: a name with a slash is taken as it is, but must be
+/// executable too.
 pub fn find_program(sys: &dyn Sys, prog: &str, env: &[String]) -> Result<PathBuf> {
     if prog.contains('/') {
-        return Ok(PathBuf::from(prog));
+        let p = PathBuf::from(prog);
+        executable(sys, &p).map_err(|e| Error::io(format!("exec: {prog:?}"), e))?;
+        return Ok(p);
     }
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     for dir in path.split(':') {
+        // An empty entry is the working directory.
+        let dir = if dir.is_empty() { "." } else { dir };
         let p = Path::new(dir).join(prog);
-        if sys.kind(&p) == Some(Kind::File) {
+        if executable(sys, &p).is_ok() {
             return Ok(p);
         }
     }
@@ -54,18 +70,24 @@ pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
     let Some(prog) = args.first() else {
         return Err(Error::invalid("the process has no args: nothing to run"));
     };
+    let cargs = args.iter().map(|a| cstr(a)).collect::<Result<_>>()?;
     let cwd = p.cwd();
     sys.chdir(cwd)
         .map_err(|e| Error::io(format!("chdir to {}", cwd.display()), e))?;
-    let path = find_program(sys, prog, &env)?;
     // Identity and capabilities last: they may take away what came before.
     creds::apply_bounding(sys, p)?;
     creds::apply_ids(sys, p)?;
     creds::apply_caps(sys, p)?;
+    // As the container's user, before the process reports ready: what
+    // cannot run fails the create (or the exec's start), not a later
+    // Start, as runc.
+    let path = find_program(sys, prog, &env)?;
+    sys.eaccess_exec(&path)
+        .map_err(|e| Error::io(format!("exec: {prog:?}"), e))?;
     creds::apply_no_new_privs(sys, p)?;
     Ok(Prepared {
         path: cstr(&path.display().to_string())?,
-        args: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        args: cargs,
         env: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
     })
 }
@@ -120,7 +142,7 @@ pub fn exec(p: &Prepared) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sys::Fake;
+    use super::super::sys::{Fake, Kind};
     use super::*;
     use oci_spec::runtime::ProcessBuilder;
 
@@ -139,7 +161,8 @@ mod tests {
         sys.with("/opt/bin/tool", Kind::File)
             .with("/usr/bin/tool", Kind::File)
             .with("/bin/sh", Kind::File)
-            .with("/usr/local/bin/sh", Kind::Dir);
+            .with("/usr/local/bin/sh", Kind::Dir)
+            .with("./rel/x", Kind::File);
         assert_eq!(
             find_program(&sys, "tool", &["PATH=/nope:/opt/bin:/usr/bin".into()]).unwrap(),
             PathBuf::from("/opt/bin/tool")
@@ -156,6 +179,47 @@ mod tests {
         let e = find_program(&sys, "tool", &["PATH=/nope".into()]).unwrap_err();
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
         assert!(e.message().contains("executable file not found"), "{e}");
+    }
+
+    #[test]
+    fn program_lookup_needs_an_executable_file() {
+        let sys = Fake::new();
+        sys.with("/etc/passwd", Kind::File)
+            .with("/a/tool", Kind::File)
+            .with("/b/tool", Kind::File);
+        sys.modes.borrow_mut().extend([
+            ("/etc/passwd".into(), libc::S_IFREG | 0o644),
+            ("/a/tool".into(), libc::S_IFREG | 0o600),
+        ]);
+        // Not executable: refused, with runc's gist.
+        let e = find_program(&sys, "/etc/passwd", &[]).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::PermissionDenied);
+        assert!(e.chain().contains("Permission denied"), "{}", e.chain());
+        let e = find_program(&sys, "/nope/x", &[]).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
+        // On PATH a non-executable one is skipped; a directory is no program.
+        assert_eq!(
+            find_program(&sys, "tool", &["PATH=/a:/b".into()]).unwrap(),
+            PathBuf::from("/b/tool")
+        );
+        let e = find_program(&sys, "/a", &[]);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn program_is_checked_as_the_user_before_ready() {
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        prepare(&sys, &process(&["sh"], &[])).unwrap();
+        let calls = sys.calls.borrow().clone();
+        let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
+        assert!(at("setresuid") < at("eaccess /bin/sh"));
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        sys.fail("eaccess", libc::EACCES);
+        let e = prepare(&sys, &process(&["sh"], &[])).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::PermissionDenied);
+        assert_eq!(e.message(), "exec: \"sh\"");
     }
 
     #[test]
