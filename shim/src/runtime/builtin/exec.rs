@@ -60,12 +60,29 @@ pub fn find_program(sys: &dyn Sys, prog: &str, env: &[String]) -> Result<PathBuf
     )))
 }
 
+/// The home directory of `uid` in the container's /etc/passwd; `/`
+/// without an entry (or without the file), as runc.
+pub fn home_of(sys: &dyn Sys, uid: u32) -> Result<String> {
+    let passwd = Path::new("/etc/passwd");
+    let text = match sys.read_file(passwd) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("/".into()),
+        Err(e) => return Err(Error::io("read the container's /etc/passwd", e)),
+    };
+    let uid = uid.to_string();
+    Ok(text
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2] == uid)
+        .map_or_else(|| "/".into(), |f| f[5].to_string()))
+}
+
 /// Applies the process's limits, identity and capabilities, and finds its
 /// program. Used by both init and exec processes.
 pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
     creds::check_supported(p)?;
     creds::apply_rlimits(sys, p)?;
-    let env: Vec<String> = p.env().clone().unwrap_or_default();
+    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
     let args = p.args().clone().unwrap_or_default();
     let Some(prog) = args.first() else {
         return Err(Error::invalid("the process has no args: nothing to run"));
@@ -74,6 +91,11 @@ pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
     let cwd = p.cwd();
     sys.chdir(cwd)
         .map_err(|e| Error::io(format!("chdir to {}", cwd.display()), e))?;
+    // runc gives a process without HOME its user's (read before the user
+    // switch, which may lose access to /etc/passwd).
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(sys, p.user().uid())?));
+    }
     // Identity and capabilities last: they may take away what came before.
     creds::apply_bounding(sys, p)?;
     creds::apply_ids(sys, p)?;
@@ -207,6 +229,38 @@ mod tests {
     }
 
     #[test]
+    fn home_comes_from_the_containers_passwd_unless_set() {
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        sys.files.borrow_mut().insert(
+            "/etc/passwd".into(),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n".into(),
+        );
+        let env = |p: &Prepared| -> Vec<String> {
+            p.env
+                .iter()
+                .map(|e| e.to_str().unwrap().to_string())
+                .collect()
+        };
+        let p = prepare(&sys, &process(&["sh"], &["A=1"])).unwrap();
+        assert_eq!(env(&p), vec!["A=1", "HOME=/root"]);
+        let p = prepare(&sys, &process(&["sh"], &["HOME=/x"])).unwrap();
+        assert_eq!(env(&p), vec!["HOME=/x"]);
+        let mut nobody = process(&["sh"], &[]);
+        nobody.set_user(
+            oci_spec::runtime::UserBuilder::default()
+                .uid(65534u32)
+                .gid(65534u32)
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(env(&prepare(&sys, &nobody).unwrap()), vec!["HOME=/home"]);
+        // No entry, or no passwd at all: "/".
+        assert_eq!(home_of(&sys, 1000).unwrap(), "/");
+        assert_eq!(home_of(&Fake::new(), 0).unwrap(), "/");
+    }
+
+    #[test]
     fn program_is_checked_as_the_user_before_ready() {
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
@@ -230,6 +284,7 @@ mod tests {
         assert_eq!(p.path.to_str().unwrap(), "/bin/sh");
         assert_eq!(p.args.len(), 3);
         assert_eq!(p.env[0].to_str().unwrap(), "A=1");
+        assert_eq!(p.env[1].to_str().unwrap(), "HOME=/");
         let calls = sys.calls.borrow();
         let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
         // The builder's default rlimit (NOFILE) is applied first.
