@@ -66,14 +66,18 @@ pub fn setup(sys: &dyn Sys, rootfs: &Path, spec: &Spec) -> Result<()> {
             "p" => SFlag::S_IFIFO,
             _ => SFlag::S_IFCHR,
         };
+        let mode = d.file_mode().unwrap_or(0o666);
         make(
             sys,
             &p,
             kind,
-            d.file_mode().unwrap_or(0o666),
+            mode,
             device_number(d.major(), "major", d.path())?,
             device_number(d.minor(), "minor", d.path())?,
         )?;
+        // The spec's mode, whatever the umask (runc makes nodes under 0).
+        sys.chmod(&p, mode)
+            .map_err(|e| Error::io(format!("chmod {}", p.display()), e))?;
         let (uid, gid) = (d.uid().unwrap_or(0), d.gid().unwrap_or(0));
         sys.chown(&p, uid, gid)
             .map_err(|e| Error::io(format!("chown {}", p.display()), e))?;
@@ -118,7 +122,11 @@ mod tests {
         assert_eq!(nodes[0], "mknod /r/dev/null S_IFCHR 666 1:3");
         assert_eq!(nodes[5], "mknod /r/dev/tty S_IFCHR 666 5:0");
         assert_eq!(nodes[6], "mknod /r/dev/fuse S_IFCHR 620 10:229");
-        assert_eq!(sys.calls_of("chmod").len(), DEFAULT_DEVICES.len());
+        assert_eq!(sys.calls_of("chmod").len(), DEFAULT_DEVICES.len() + 1);
+        assert_eq!(
+            sys.calls_of("chmod /r/dev/fuse"),
+            vec!["chmod /r/dev/fuse 620"]
+        );
         assert_eq!(sys.calls_of("chown"), vec!["chown /r/dev/fuse 5:6"]);
         assert!(
             sys.calls_of("symlink")
