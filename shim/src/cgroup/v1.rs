@@ -19,6 +19,23 @@ pub struct V1 {
     controllers: Vec<String>,
 }
 
+/// runc's device rules for every container, after the spec's (specconv's
+/// `AllowedDevices`): mknod of any node; the default devices; ptys
+/// (136:*, /dev/ptmx 5:2); tun/tap.
+pub const DEFAULT_DEVICE_RULES: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 136:* rwm",
+    "c 5:2 rwm",
+    "c 10:200 rwm",
+];
+
 impl V1 {
     pub fn new(root: &Path, path: &str, controllers: Vec<String>) -> V1 {
         V1 {
@@ -160,6 +177,24 @@ pub fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> String {
     )
 }
 
+/// The writes that set a device cgroup: the spec's rules in its order
+/// (later ones refine earlier ones), then runc's defaults, which every
+/// container gets.
+pub fn device_writes(devs: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Vec<(&'static str, String)> {
+    let spec = devs.iter().map(|dev| {
+        let f = if dev.allow() {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
+        (f, device_rule(dev))
+    });
+    let defaults = DEFAULT_DEVICE_RULES
+        .iter()
+        .map(|r| ("devices.allow", (*r).to_string()));
+    spec.chain(defaults).collect()
+}
+
 impl Cgroup for V1 {
     fn path(&self) -> &str {
         &self.path
@@ -198,14 +233,8 @@ impl Cgroup for V1 {
         }
         if let Some(devs) = r.devices() {
             let d = self.need("devices", "a device rule")?;
-            // In the spec's order: later rules refine earlier ones.
-            for dev in devs {
-                let f = if dev.allow() {
-                    "devices.allow"
-                } else {
-                    "devices.deny"
-                };
-                write(&d, f, &device_rule(dev))?;
+            for (f, rule) in device_writes(devs) {
+                write(&d, f, &rule)?;
             }
         }
         if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
@@ -450,10 +479,49 @@ mod tests {
         assert_eq!(file(&root, "cpu,cpuacct/c/cpu.cfs_period_us"), "100000");
         assert_eq!(file(&root, "cpuset/c/cpuset.cpus"), "1");
         assert_eq!(file(&root, "pids/c/pids.max"), "max");
-        // Files keep the last write; the deny-all came first.
+        // Files keep the last write: the deny-all came first, runc's
+        // defaults last.
         assert_eq!(file(&root, "devices/c/devices.deny"), "a *:* rwm");
-        assert_eq!(file(&root, "devices/c/devices.allow"), "c 1:3 rwm");
+        assert_eq!(file(&root, "devices/c/devices.allow"), "c 10:200 rwm");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn device_rules_are_the_specs_then_runcs_defaults() {
+        let deny_all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap();
+        let fuse = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(229)
+            .access("rwm")
+            .build()
+            .unwrap();
+        let w = device_writes(&[deny_all, fuse]);
+        assert_eq!(w[0], ("devices.deny", "a *:* rwm".to_string()));
+        assert_eq!(w[1], ("devices.allow", "c 10:229 rwm".to_string()));
+        let defaults: Vec<&str> = w[2..].iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(
+            defaults,
+            vec![
+                "c *:* m",
+                "b *:* m",
+                "c 1:3 rwm",
+                "c 1:8 rwm",
+                "c 1:7 rwm",
+                "c 5:0 rwm",
+                "c 1:5 rwm",
+                "c 1:9 rwm",
+                "c 136:* rwm",
+                "c 5:2 rwm",
+                "c 10:200 rwm",
+            ]
+        );
+        assert!(w[2..].iter().all(|(f, _)| *f == "devices.allow"));
     }
 
     #[test]
