@@ -17,6 +17,10 @@ pub struct V1 {
     path: String,
     /// The hierarchies' directory names (`cpu,cpuacct` style).
     controllers: Vec<String>,
+    /// A hybrid host's cgroup2 mount (`<root>/unified`), which holds no
+    /// controllers but is joined too, as runc does: the container's
+    /// processes show in it (`0::/<path>` in /proc/<pid>/cgroup).
+    unified: Option<PathBuf>,
 }
 
 /// runc's device rules for every container, after the spec's (specconv's
@@ -38,11 +42,21 @@ pub const DEFAULT_DEVICE_RULES: [&str; 11] = [
 
 impl V1 {
     pub fn new(root: &Path, path: &str, controllers: Vec<String>) -> V1 {
+        let unified = root.join("unified");
         V1 {
             root: root.to_path_buf(),
             path: path.trim_start_matches('/').to_string(),
             controllers,
+            unified: unified
+                .join("cgroup.controllers")
+                .exists()
+                .then_some(unified),
         }
+    }
+
+    /// The container's cgroup in a hybrid host's cgroup2 mount.
+    fn unified_dir(&self) -> Option<PathBuf> {
+        self.unified.as_ref().map(|u| u.join(&self.path))
     }
 
     /// Makes the directory in every hierarchy. A new cpuset cgroup starts
@@ -77,6 +91,10 @@ impl V1 {
                     }
                 }
             }
+        }
+        if let Some(u) = cg.unified_dir() {
+            std::fs::create_dir_all(&u)
+                .map_err(|e| Error::io(format!("create cgroup {}", u.display()), e))?;
         }
         Ok(cg)
     }
@@ -246,7 +264,7 @@ impl Cgroup for V1 {
     }
 
     fn add(&self, pid: u32) -> Result<()> {
-        for d in self.dirs() {
+        for d in self.dirs().chain(self.unified_dir()) {
             write(&d, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
@@ -256,6 +274,16 @@ impl Cgroup for V1 {
         let mut files = Vec::new();
         for d in self.dirs() {
             let p = d.join("tasks");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+            files.push(OwnedFd::from(f));
+        }
+        // cgroup2 has no `tasks`; the (single-threaded) caller moves with
+        // its process.
+        if let Some(u) = self.unified_dir() {
+            let p = u.join("cgroup.procs");
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&p)
@@ -361,7 +389,7 @@ impl Cgroup for V1 {
     }
 
     fn delete(&self) -> Result<()> {
-        for d in self.dirs() {
+        for d in self.dirs().chain(self.unified_dir()) {
             remove_dir(&d)?;
         }
         Ok(())
@@ -522,6 +550,40 @@ mod tests {
             ]
         );
         assert!(w[2..].iter().all(|(f, _)| *f == "devices.allow"));
+    }
+
+    #[test]
+    fn hybrid_host_joins_the_unified_hierarchy_too() {
+        let (root, cs) = fake_root("v1hybrid");
+        std::fs::create_dir_all(root.join("unified")).unwrap();
+        std::fs::write(root.join("unified/cgroup.controllers"), "").unwrap();
+        let cg = V1::create(&root, "/ns/c", cs).unwrap();
+        assert!(root.join("unified/ns/c").is_dir());
+        cg.add(42).unwrap();
+        assert_eq!(file(&root, "unified/ns/c/cgroup.procs"), "42");
+        assert_eq!(file(&root, "memory/ns/c/cgroup.procs"), "42");
+        for c in CONTROLLERS {
+            std::fs::write(root.join(c).join("ns/c/tasks"), "").unwrap();
+        }
+        let files = cg.self_join_files().unwrap().unwrap();
+        assert_eq!(files.len(), CONTROLLERS.len() + 1);
+        drop(files);
+        // cgroupfs directories delete with their files; a tempdir does not.
+        for c in CONTROLLERS.iter().chain(&["unified"]) {
+            for e in std::fs::read_dir(root.join(c).join("ns/c")).unwrap() {
+                std::fs::remove_file(e.unwrap().path()).unwrap();
+            }
+        }
+        cg.delete().unwrap();
+        assert!(!root.join("unified/ns/c").exists());
+        assert!(!root.join("memory/ns/c").exists());
+        // Without a cgroup2 mount there, nothing is made in it.
+        let (root2, cs) = fake_root("v1plain");
+        std::fs::create_dir_all(root2.join("unified")).unwrap();
+        V1::create(&root2, "c", cs).unwrap();
+        assert!(!root2.join("unified/c").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&root2).unwrap();
     }
 
     #[test]
