@@ -17,15 +17,46 @@ pub struct V1 {
     path: String,
     /// The hierarchies' directory names (`cpu,cpuacct` style).
     controllers: Vec<String>,
+    /// A hybrid host's cgroup2 mount (`<root>/unified`), which holds no
+    /// controllers but is joined too, as runc does: the container's
+    /// processes show in it (`0::/<path>` in /proc/<pid>/cgroup).
+    unified: Option<PathBuf>,
 }
+
+/// runc's device rules for every container, after the spec's (specconv's
+/// `AllowedDevices`): mknod of any node; the default devices; ptys
+/// (136:*, /dev/ptmx 5:2); tun/tap.
+pub const DEFAULT_DEVICE_RULES: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:8 rwm",
+    "c 1:7 rwm",
+    "c 5:0 rwm",
+    "c 1:5 rwm",
+    "c 1:9 rwm",
+    "c 136:* rwm",
+    "c 5:2 rwm",
+    "c 10:200 rwm",
+];
 
 impl V1 {
     pub fn new(root: &Path, path: &str, controllers: Vec<String>) -> V1 {
+        let unified = root.join("unified");
         V1 {
             root: root.to_path_buf(),
             path: path.trim_start_matches('/').to_string(),
             controllers,
+            unified: unified
+                .join("cgroup.controllers")
+                .exists()
+                .then_some(unified),
         }
+    }
+
+    /// The container's cgroup in a hybrid host's cgroup2 mount.
+    fn unified_dir(&self) -> Option<PathBuf> {
+        self.unified.as_ref().map(|u| u.join(&self.path))
     }
 
     /// Makes the directory in every hierarchy. A new cpuset cgroup starts
@@ -60,6 +91,10 @@ impl V1 {
                     }
                 }
             }
+        }
+        if let Some(u) = cg.unified_dir() {
+            std::fs::create_dir_all(&u)
+                .map_err(|e| Error::io(format!("create cgroup {}", u.display()), e))?;
         }
         Ok(cg)
     }
@@ -160,6 +195,24 @@ pub fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> String {
     )
 }
 
+/// The writes that set a device cgroup: the spec's rules in its order
+/// (later ones refine earlier ones), then runc's defaults, which every
+/// container gets.
+pub fn device_writes(devs: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Vec<(&'static str, String)> {
+    let spec = devs.iter().map(|dev| {
+        let f = if dev.allow() {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
+        (f, device_rule(dev))
+    });
+    let defaults = DEFAULT_DEVICE_RULES
+        .iter()
+        .map(|r| ("devices.allow", (*r).to_string()));
+    spec.chain(defaults).collect()
+}
+
 impl Cgroup for V1 {
     fn path(&self) -> &str {
         &self.path
@@ -198,14 +251,8 @@ impl Cgroup for V1 {
         }
         if let Some(devs) = r.devices() {
             let d = self.need("devices", "a device rule")?;
-            // In the spec's order: later rules refine earlier ones.
-            for dev in devs {
-                let f = if dev.allow() {
-                    "devices.allow"
-                } else {
-                    "devices.deny"
-                };
-                write(&d, f, &device_rule(dev))?;
+            for (f, rule) in device_writes(devs) {
+                write(&d, f, &rule)?;
             }
         }
         if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
@@ -217,7 +264,7 @@ impl Cgroup for V1 {
     }
 
     fn add(&self, pid: u32) -> Result<()> {
-        for d in self.dirs() {
+        for d in self.dirs().chain(self.unified_dir()) {
             write(&d, "cgroup.procs", &pid.to_string())?;
         }
         Ok(())
@@ -227,6 +274,16 @@ impl Cgroup for V1 {
         let mut files = Vec::new();
         for d in self.dirs() {
             let p = d.join("tasks");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+            files.push(OwnedFd::from(f));
+        }
+        // cgroup2 has no `tasks`; the (single-threaded) caller moves with
+        // its process.
+        if let Some(u) = self.unified_dir() {
+            let p = u.join("cgroup.procs");
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&p)
@@ -332,7 +389,7 @@ impl Cgroup for V1 {
     }
 
     fn delete(&self) -> Result<()> {
-        for d in self.dirs() {
+        for d in self.dirs().chain(self.unified_dir()) {
             remove_dir(&d)?;
         }
         Ok(())
@@ -450,10 +507,83 @@ mod tests {
         assert_eq!(file(&root, "cpu,cpuacct/c/cpu.cfs_period_us"), "100000");
         assert_eq!(file(&root, "cpuset/c/cpuset.cpus"), "1");
         assert_eq!(file(&root, "pids/c/pids.max"), "max");
-        // Files keep the last write; the deny-all came first.
+        // Files keep the last write: the deny-all came first, runc's
+        // defaults last.
         assert_eq!(file(&root, "devices/c/devices.deny"), "a *:* rwm");
-        assert_eq!(file(&root, "devices/c/devices.allow"), "c 1:3 rwm");
+        assert_eq!(file(&root, "devices/c/devices.allow"), "c 10:200 rwm");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn device_rules_are_the_specs_then_runcs_defaults() {
+        let deny_all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap();
+        let fuse = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(229)
+            .access("rwm")
+            .build()
+            .unwrap();
+        let w = device_writes(&[deny_all, fuse]);
+        assert_eq!(w[0], ("devices.deny", "a *:* rwm".to_string()));
+        assert_eq!(w[1], ("devices.allow", "c 10:229 rwm".to_string()));
+        let defaults: Vec<&str> = w[2..].iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(
+            defaults,
+            vec![
+                "c *:* m",
+                "b *:* m",
+                "c 1:3 rwm",
+                "c 1:8 rwm",
+                "c 1:7 rwm",
+                "c 5:0 rwm",
+                "c 1:5 rwm",
+                "c 1:9 rwm",
+                "c 136:* rwm",
+                "c 5:2 rwm",
+                "c 10:200 rwm",
+            ]
+        );
+        assert!(w[2..].iter().all(|(f, _)| *f == "devices.allow"));
+    }
+
+    #[test]
+    fn hybrid_host_joins_the_unified_hierarchy_too() {
+        let (root, cs) = fake_root("v1hybrid");
+        std::fs::create_dir_all(root.join("unified")).unwrap();
+        std::fs::write(root.join("unified/cgroup.controllers"), "").unwrap();
+        let cg = V1::create(&root, "/ns/c", cs).unwrap();
+        assert!(root.join("unified/ns/c").is_dir());
+        cg.add(42).unwrap();
+        assert_eq!(file(&root, "unified/ns/c/cgroup.procs"), "42");
+        assert_eq!(file(&root, "memory/ns/c/cgroup.procs"), "42");
+        for c in CONTROLLERS {
+            std::fs::write(root.join(c).join("ns/c/tasks"), "").unwrap();
+        }
+        let files = cg.self_join_files().unwrap().unwrap();
+        assert_eq!(files.len(), CONTROLLERS.len() + 1);
+        drop(files);
+        // cgroupfs directories delete with their files; a tempdir does not.
+        for c in CONTROLLERS.iter().chain(&["unified"]) {
+            for e in std::fs::read_dir(root.join(c).join("ns/c")).unwrap() {
+                std::fs::remove_file(e.unwrap().path()).unwrap();
+            }
+        }
+        cg.delete().unwrap();
+        assert!(!root.join("unified/ns/c").exists());
+        assert!(!root.join("memory/ns/c").exists());
+        // Without a cgroup2 mount there, nothing is made in it.
+        let (root2, cs) = fake_root("v1plain");
+        std::fs::create_dir_all(root2.join("unified")).unwrap();
+        V1::create(&root2, "c", cs).unwrap();
+        assert!(!root2.join("unified/c").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&root2).unwrap();
     }
 
     #[test]

@@ -18,12 +18,12 @@ pub const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
     ("tty", 5, 0),
 ];
 
-const LINKS: [(&str, &str); 5] = [
+/// Links made unless something is at their path already.
+const LINKS: [(&str, &str); 4] = [
     ("fd", "/proc/self/fd"),
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
-    ("ptmx", "pts/ptmx"),
 ];
 
 /// A device's major or minor number; a negative one is a broken spec.
@@ -66,14 +66,18 @@ pub fn setup(sys: &dyn Sys, rootfs: &Path, spec: &Spec) -> Result<()> {
             "p" => SFlag::S_IFIFO,
             _ => SFlag::S_IFCHR,
         };
+        let mode = d.file_mode().unwrap_or(0o666);
         make(
             sys,
             &p,
             kind,
-            d.file_mode().unwrap_or(0o666),
+            mode,
             device_number(d.major(), "major", d.path())?,
             device_number(d.minor(), "minor", d.path())?,
         )?;
+        // The spec's mode, whatever the umask (runc makes nodes under 0).
+        sys.chmod(&p, mode)
+            .map_err(|e| Error::io(format!("chmod {}", p.display()), e))?;
         let (uid, gid) = (d.uid().unwrap_or(0), d.gid().unwrap_or(0));
         sys.chown(&p, uid, gid)
             .map_err(|e| Error::io(format!("chown {}", p.display()), e))?;
@@ -83,6 +87,13 @@ pub fn setup(sys: &dyn Sys, rootfs: &Path, spec: &Spec) -> Result<()> {
         sys.symlink(Path::new(target), &p)
             .map_err(|e| Error::io(format!("symlink {}", p.display()), e))?;
     }
+    // /dev/ptmx is always the devpts one, even when the spec lists a node
+    // for it (as --privileged does): runc replaces it.
+    let ptmx = dev.join("ptmx");
+    sys.remove_file(&ptmx)
+        .map_err(|e| Error::io(format!("remove {}", ptmx.display()), e))?;
+    sys.symlink(Path::new("pts/ptmx"), &ptmx)
+        .map_err(|e| Error::io(format!("symlink {}", ptmx.display()), e))?;
     Ok(())
 }
 
@@ -118,12 +129,37 @@ mod tests {
         assert_eq!(nodes[0], "mknod /r/dev/null S_IFCHR 666 1:3");
         assert_eq!(nodes[5], "mknod /r/dev/tty S_IFCHR 666 5:0");
         assert_eq!(nodes[6], "mknod /r/dev/fuse S_IFCHR 620 10:229");
-        assert_eq!(sys.calls_of("chmod").len(), DEFAULT_DEVICES.len());
+        assert_eq!(sys.calls_of("chmod").len(), DEFAULT_DEVICES.len() + 1);
+        assert_eq!(
+            sys.calls_of("chmod /r/dev/fuse"),
+            vec!["chmod /r/dev/fuse 620"]
+        );
         assert_eq!(sys.calls_of("chown"), vec!["chown /r/dev/fuse 5:6"]);
         assert!(
             sys.calls_of("symlink")
                 .contains(&"symlink /r/dev/ptmx pts/ptmx".to_string())
         );
+    }
+
+    #[test]
+    fn spec_ptmx_node_is_replaced_by_the_devpts_link() {
+        let sys = Fake::new();
+        let ptmx = LinuxDeviceBuilder::default()
+            .path("/dev/ptmx")
+            .typ(LinuxDeviceType::C)
+            .major(5)
+            .minor(2)
+            .build()
+            .unwrap();
+        setup(&sys, Path::new("/r"), &spec_with(ptmx)).unwrap();
+        // Made as the spec says (0666 by default), then replaced.
+        assert_eq!(
+            sys.calls_of("chmod /r/dev/ptmx"),
+            vec!["chmod /r/dev/ptmx 666"]
+        );
+        let calls = sys.calls.borrow().clone();
+        let tail: Vec<_> = calls[calls.len() - 2..].to_vec();
+        assert_eq!(tail, vec!["rm /r/dev/ptmx", "symlink /r/dev/ptmx pts/ptmx"]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! then `execve` with nothing but stdio inherited.
 
 use super::creds;
-use super::sys::{Kind, Sys};
+use super::sys::Sys;
 use crate::{Error, Result};
 use oci_spec::runtime::Process;
 use std::ffi::CString;
@@ -24,18 +24,34 @@ fn cstr(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::invalid(format!("{s:?} contains a NUL byte")))
 }
 
-/// Looks a program up on the process's `PATH` (inside the container).
+/// Whether `p` may be run, by its mode as Go's `exec.LookPath` (runc's)
+/// judges: not a directory, some execute bit set.
+fn executable(sys: &dyn Sys, p: &Path) -> std::io::Result<()> {
+    match sys.mode(p) {
+        None => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        Some(m) if m & libc::S_IFMT != libc::S_IFDIR && m & 0o111 != 0 => Ok(()),
+        Some(_) => Err(std::io::Error::from_raw_os_error(libc::EACCES)),
+    }
+}
+
+/// Looks a program up on the process's `PATH` (inside the container) as
+/// runc does: a name with a slash is taken as it is, but must be
+/// executable too.
 pub fn find_program(sys: &dyn Sys, prog: &str, env: &[String]) -> Result<PathBuf> {
     if prog.contains('/') {
-        return Ok(PathBuf::from(prog));
+        let p = PathBuf::from(prog);
+        executable(sys, &p).map_err(|e| Error::io(format!("exec: {prog:?}"), e))?;
+        return Ok(p);
     }
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     for dir in path.split(':') {
+        // An empty entry is the working directory.
+        let dir = if dir.is_empty() { "." } else { dir };
         let p = Path::new(dir).join(prog);
-        if sys.kind(&p) == Some(Kind::File) {
+        if executable(sys, &p).is_ok() {
             return Ok(p);
         }
     }
@@ -44,28 +60,56 @@ pub fn find_program(sys: &dyn Sys, prog: &str, env: &[String]) -> Result<PathBuf
     )))
 }
 
+/// The home directory of `uid` in the container's /etc/passwd; `/`
+/// without an entry (or without the file), as runc.
+pub fn home_of(sys: &dyn Sys, uid: u32) -> Result<String> {
+    let passwd = Path::new("/etc/passwd");
+    let text = match sys.read_file(passwd) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("/".into()),
+        Err(e) => return Err(Error::io("read the container's /etc/passwd", e)),
+    };
+    let uid = uid.to_string();
+    Ok(text
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2] == uid)
+        .map_or_else(|| "/".into(), |f| f[5].to_string()))
+}
+
 /// Applies the process's limits, identity and capabilities, and finds its
 /// program. Used by both init and exec processes.
 pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
     creds::check_supported(p)?;
     creds::apply_rlimits(sys, p)?;
-    let env: Vec<String> = p.env().clone().unwrap_or_default();
+    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
     let args = p.args().clone().unwrap_or_default();
     let Some(prog) = args.first() else {
         return Err(Error::invalid("the process has no args: nothing to run"));
     };
+    let cargs = args.iter().map(|a| cstr(a)).collect::<Result<_>>()?;
     let cwd = p.cwd();
     sys.chdir(cwd)
         .map_err(|e| Error::io(format!("chdir to {}", cwd.display()), e))?;
-    let path = find_program(sys, prog, &env)?;
+    // runc gives a process without HOME its user's (read before the user
+    // switch, which may lose access to /etc/passwd).
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(sys, p.user().uid())?));
+    }
     // Identity and capabilities last: they may take away what came before.
     creds::apply_bounding(sys, p)?;
     creds::apply_ids(sys, p)?;
     creds::apply_caps(sys, p)?;
+    // As the container's user, before the process reports ready: what
+    // cannot run fails the create (or the exec's start), not a later
+    // Start, as runc.
+    let path = find_program(sys, prog, &env)?;
+    sys.eaccess_exec(&path)
+        .map_err(|e| Error::io(format!("exec: {prog:?}"), e))?;
     creds::apply_no_new_privs(sys, p)?;
     Ok(Prepared {
         path: cstr(&path.display().to_string())?,
-        args: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
+        args: cargs,
         env: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
     })
 }
@@ -120,7 +164,7 @@ pub fn exec(p: &Prepared) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sys::Fake;
+    use super::super::sys::{Fake, Kind};
     use super::*;
     use oci_spec::runtime::ProcessBuilder;
 
@@ -139,7 +183,8 @@ mod tests {
         sys.with("/opt/bin/tool", Kind::File)
             .with("/usr/bin/tool", Kind::File)
             .with("/bin/sh", Kind::File)
-            .with("/usr/local/bin/sh", Kind::Dir);
+            .with("/usr/local/bin/sh", Kind::Dir)
+            .with("./rel/x", Kind::File);
         assert_eq!(
             find_program(&sys, "tool", &["PATH=/nope:/opt/bin:/usr/bin".into()]).unwrap(),
             PathBuf::from("/opt/bin/tool")
@@ -159,6 +204,79 @@ mod tests {
     }
 
     #[test]
+    fn program_lookup_needs_an_executable_file() {
+        let sys = Fake::new();
+        sys.with("/etc/passwd", Kind::File)
+            .with("/a/tool", Kind::File)
+            .with("/b/tool", Kind::File);
+        sys.modes.borrow_mut().extend([
+            ("/etc/passwd".into(), libc::S_IFREG | 0o644),
+            ("/a/tool".into(), libc::S_IFREG | 0o600),
+        ]);
+        // Not executable: refused, with runc's gist.
+        let e = find_program(&sys, "/etc/passwd", &[]).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::PermissionDenied);
+        assert!(e.chain().contains("Permission denied"), "{}", e.chain());
+        let e = find_program(&sys, "/nope/x", &[]).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
+        // On PATH a non-executable one is skipped; a directory is no program.
+        assert_eq!(
+            find_program(&sys, "tool", &["PATH=/a:/b".into()]).unwrap(),
+            PathBuf::from("/b/tool")
+        );
+        let e = find_program(&sys, "/a", &[]);
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn home_comes_from_the_containers_passwd_unless_set() {
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        sys.files.borrow_mut().insert(
+            "/etc/passwd".into(),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n".into(),
+        );
+        let env = |p: &Prepared| -> Vec<String> {
+            p.env
+                .iter()
+                .map(|e| e.to_str().unwrap().to_string())
+                .collect()
+        };
+        let p = prepare(&sys, &process(&["sh"], &["A=1"])).unwrap();
+        assert_eq!(env(&p), vec!["A=1", "HOME=/root"]);
+        let p = prepare(&sys, &process(&["sh"], &["HOME=/x"])).unwrap();
+        assert_eq!(env(&p), vec!["HOME=/x"]);
+        let mut nobody = process(&["sh"], &[]);
+        nobody.set_user(
+            oci_spec::runtime::UserBuilder::default()
+                .uid(65534u32)
+                .gid(65534u32)
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(env(&prepare(&sys, &nobody).unwrap()), vec!["HOME=/home"]);
+        // No entry, or no passwd at all: "/".
+        assert_eq!(home_of(&sys, 1000).unwrap(), "/");
+        assert_eq!(home_of(&Fake::new(), 0).unwrap(), "/");
+    }
+
+    #[test]
+    fn program_is_checked_as_the_user_before_ready() {
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        prepare(&sys, &process(&["sh"], &[])).unwrap();
+        let calls = sys.calls.borrow().clone();
+        let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
+        assert!(at("setresuid") < at("eaccess /bin/sh"));
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        sys.fail("eaccess", libc::EACCES);
+        let e = prepare(&sys, &process(&["sh"], &[])).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::PermissionDenied);
+        assert_eq!(e.message(), "exec: \"sh\"");
+    }
+
+    #[test]
     fn prepare_chdirs_before_lookup_and_drops_privileges_last() {
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
@@ -166,6 +284,7 @@ mod tests {
         assert_eq!(p.path.to_str().unwrap(), "/bin/sh");
         assert_eq!(p.args.len(), 3);
         assert_eq!(p.env[0].to_str().unwrap(), "A=1");
+        assert_eq!(p.env[1].to_str().unwrap(), "HOME=/");
         let calls = sys.calls.borrow();
         let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
         // The builder's default rlimit (NOFILE) is applied first.

@@ -143,7 +143,7 @@ fn init_main(
     };
     rootfs::setup(sys, spec, rootfs, &view)?;
     // After pivot_root, so a terminal is made in the container's devpts.
-    tty::setup_stdio(&io, sock, spec.process().as_ref())?;
+    tty::setup_stdio(&io, sock, spec.process().as_ref(), Some(sys))?;
     drop(io);
     configure(sys, spec)?;
     let process = spec
@@ -199,7 +199,7 @@ pub fn exec_intermediate(
         }
         if sync::fork_reporting_pid(&sock, "fork exec process")? {
             let r = (|| -> Result<std::convert::Infallible> {
-                tty::setup_stdio(&io, &sock, Some(process))?;
+                tty::setup_stdio(&io, &sock, Some(process), None)?;
                 let p = exec::prepare(&Host, process)?;
                 Err(exec::exec(&p))
             })();

@@ -50,6 +50,7 @@ pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> 
         devices::setup(sys, rootfs, spec)?;
     }
     pivot(sys, rootfs)?;
+    make_cwd(sys, spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mask(sys, Path::new(&p))?;
@@ -62,16 +63,20 @@ pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> 
         .as_ref()
         .is_some_and(|r| r.readonly().unwrap_or(false))
     {
-        sys.mount(
-            None,
-            root,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None,
-        )
-        .map_err(|e| Error::io("make rootfs read-only", e))?;
+        read_only_root(sys)?;
     }
     Ok(())
+}
+
+/// Creates the process's working directory if the image lacks it, as
+/// runc does: after pivot_root (so it cannot leave the root), as root and
+/// before the root may turn read-only.
+fn make_cwd(sys: &dyn Sys, spec: &Spec) -> Result<()> {
+    let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) else {
+        return Ok(());
+    };
+    sys.mkdir_all(cwd)
+        .map_err(|e| Error::io(format!("create the working directory {}", cwd.display()), e))
 }
 
 /// pivot_root with the old root stacked on the new one, then detached
@@ -117,7 +122,16 @@ fn mask(sys: &dyn Sys, path: &Path) -> Result<()> {
     }
 }
 
-/// Makes a path read-only: bound onto itself, then remounted.
+/// The flags a bind remount of the mount at `path` keeps: without them
+/// the mount would lose nosuid/nodev/noexec (and in a user namespace the
+/// kernel refuses to drop them).
+fn locked_flags(sys: &dyn Sys, path: &Path) -> std::io::Result<MsFlags> {
+    Ok(sys.mount_flags(path)? & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC))
+}
+
+/// Makes a path read-only: bound onto itself, then remounted read-only
+/// keeping the flags it had (as runc: `/proc/sys` stays nosuid, nodev,
+/// noexec).
 fn read_only(sys: &dyn Sys, path: &Path) -> Result<()> {
     if sys.kind(path).is_none() {
         return Ok(());
@@ -131,14 +145,29 @@ fn read_only(sys: &dyn Sys, path: &Path) -> Result<()> {
         None,
     )
     .map_err(what)?;
+    let keep = locked_flags(sys, path).map_err(what)?;
     sys.mount(
         None,
         path,
         None,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        keep | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None,
     )
     .map_err(what)
+}
+
+/// Remounts `/` read-only. As runc: plainly first, and only if the kernel
+/// refuses that (flags locked in a user namespace) again with the flags
+/// the mount has.
+fn read_only_root(sys: &dyn Sys) -> Result<()> {
+    let root = Path::new("/");
+    let what = |e| Error::io("make rootfs read-only", e);
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if sys.mount(None, root, None, ro, None).is_ok() {
+        return Ok(());
+    }
+    let have = sys.mount_flags(root).map_err(what)?;
+    sys.mount(None, root, None, ro | have, None).map_err(what)
 }
 
 #[cfg(test)]
@@ -233,12 +262,72 @@ mod tests {
         assert!(!calls.iter().any(|c| c.contains("/proc/absent")));
         assert_eq!(
             sys.calls_of("mount - /proc/sys"),
-            vec!["mount - /proc/sys - MS_RDONLY|MS_REMOUNT|MS_BIND|MS_REC -"]
+            vec!["mount - /proc/sys - MS_RDONLY|MS_REMOUNT|MS_BIND -"]
         );
         assert_eq!(
             calls.last().unwrap(),
             "mount - / - MS_RDONLY|MS_REMOUNT|MS_BIND -"
         );
+    }
+
+    #[test]
+    fn read_only_paths_keep_nosuid_nodev_noexec() {
+        let sys = Fake::new();
+        sys.with("/proc/sys", Kind::Dir);
+        let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        // MS_RELATIME is not carried over: the remount keeps the atime.
+        sys.mount_flags
+            .borrow_mut()
+            .insert("/proc/sys".into(), locked | MsFlags::MS_RELATIME);
+        run(&spec(false, false), &sys).unwrap();
+        assert_eq!(
+            sys.calls_of("mount - /proc/sys"),
+            vec!["mount - /proc/sys - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_REMOUNT|MS_BIND -"]
+        );
+    }
+
+    #[test]
+    fn read_only_root_retries_with_its_flags_only_when_refused() {
+        let sys = Fake::new();
+        sys.mount_flags
+            .borrow_mut()
+            .insert("/".into(), MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+        read_only_root(&sys).unwrap();
+        assert_eq!(
+            sys.calls_of("mount - /"),
+            vec!["mount - / - MS_RDONLY|MS_REMOUNT|MS_BIND -"]
+        );
+        let sys = Fake::new();
+        sys.mount_flags
+            .borrow_mut()
+            .insert("/".into(), MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+        sys.fail("mount - / - MS_RDONLY|MS_REMOUNT|MS_BIND -", libc::EPERM);
+        read_only_root(&sys).unwrap();
+        assert_eq!(
+            sys.calls_of("mount - /").last().unwrap(),
+            "mount - / - MS_RDONLY|MS_NOSUID|MS_NODEV|MS_REMOUNT|MS_BIND -"
+        );
+    }
+
+    #[test]
+    fn missing_cwd_is_made_after_pivot_before_read_only_root() {
+        let mut s = spec(true, false);
+        s.set_process(Some(
+            oci_spec::runtime::ProcessBuilder::default()
+                .cwd("/made/here")
+                .build()
+                .unwrap(),
+        ));
+        let sys = Fake::new();
+        run(&s, &sys).unwrap();
+        let calls = sys.calls.borrow().clone();
+        let at = |c: &str| calls.iter().position(|x| x == c).unwrap();
+        assert!(at("pivot_root . .") < at("mkdir /made/here"));
+        assert!(at("mkdir /made/here") < at("mount - / - MS_RDONLY|MS_REMOUNT|MS_BIND -"));
+        let sys = Fake::new();
+        sys.fail("mkdir /made", libc::ENOTDIR);
+        let e = run(&s, &sys).unwrap_err();
+        assert_eq!(e.message(), "create the working directory /made/here");
     }
 
     #[test]

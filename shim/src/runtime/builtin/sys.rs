@@ -71,6 +71,17 @@ pub trait Sys {
     fn keep_caps(&self, on: bool) -> io::Result<()>;
     /// `PR_SET_NO_NEW_PRIVS`.
     fn no_new_privs(&self) -> io::Result<()>;
+    /// The flags of the mount `path` is on (`statfs(2)`'s `f_flags`, whose
+    /// bits are the `MS_*` ones): a bind remount must repeat the locked
+    /// ones (nosuid, nodev, noexec, atime) or the kernel refuses it.
+    fn mount_flags(&self, path: &Path) -> io::Result<MsFlags>;
+    /// Reads a whole (small) file, e.g. the container's /etc/passwd.
+    fn read_file(&self, path: &Path) -> io::Result<String>;
+    /// `st_mode` of what is at `path` (following symlinks).
+    fn mode(&self, path: &Path) -> Option<u32>;
+    /// `faccessat(X_OK, AT_EACCESS)`: whether this process, as it now is,
+    /// may execute `path`.
+    fn eaccess_exec(&self, path: &Path) -> io::Result<()>;
 }
 
 fn caps_err(e: caps::errors::CapsError) -> io::Error {
@@ -119,7 +130,9 @@ impl Sys for Host {
     }
 
     fn mkdir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        // 0755 (less the umask), as runc makes mount points and the cwd.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o755)
+            .create(dir)
     }
 
     fn create_file(&self, path: &Path) -> io::Result<()> {
@@ -227,6 +240,30 @@ impl Sys for Host {
         // SAFETY: PR_SET_NO_NEW_PRIVS takes only integer arguments.
         last_os(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
+
+    fn mount_flags(&self, path: &Path) -> io::Result<MsFlags> {
+        let st = nix::sys::statfs::statfs(path)?;
+        // statfs's ST_* flags share MS_*'s bits.
+        Ok(MsFlags::from_bits_truncate(st.flags().bits()))
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn mode(&self, path: &Path) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| m.mode())
+    }
+
+    fn eaccess_exec(&self, path: &Path) -> io::Result<()> {
+        Ok(nix::unistd::faccessat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::unistd::AccessFlags::X_OK,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        )?)
+    }
 }
 
 /// Flag names joined by `|` (`-` for none), for recorded calls.
@@ -254,6 +291,12 @@ pub struct Fake {
     pub paths: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, Kind>>,
     fail: std::cell::RefCell<Vec<(String, i32)>>,
     pub caps: Vec<Capability>,
+    /// What [`Sys::mount_flags`] answers per path (none if absent).
+    pub mount_flags: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, MsFlags>>,
+    /// File contents [`Sys::read_file`] answers.
+    pub files: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, String>>,
+    /// Modes [`Sys::mode`] answers; otherwise 0755 of the path's kind.
+    pub modes: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, u32>>,
 }
 
 #[cfg(test)]
@@ -412,5 +455,32 @@ impl Sys for Fake {
     }
     fn no_new_privs(&self) -> io::Result<()> {
         self.record("no_new_privs".into())
+    }
+    fn mount_flags(&self, path: &Path) -> io::Result<MsFlags> {
+        Ok(self
+            .mount_flags
+            .borrow()
+            .get(path)
+            .copied()
+            .unwrap_or(MsFlags::empty()))
+    }
+    fn read_file(&self, path: &Path) -> io::Result<String> {
+        self.files
+            .borrow()
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
+    }
+    fn mode(&self, path: &Path) -> Option<u32> {
+        if let Some(m) = self.modes.borrow().get(path) {
+            return Some(*m);
+        }
+        self.kind(path).map(|k| match k {
+            Kind::Dir => libc::S_IFDIR | 0o755,
+            Kind::File => libc::S_IFREG | 0o755,
+        })
+    }
+    fn eaccess_exec(&self, path: &Path) -> io::Result<()> {
+        self.record(format!("eaccess {}", path.display()))
     }
 }
