@@ -205,6 +205,25 @@ pub fn check_memory_limit(limit: i64, used: Option<u64>) -> Result<()> {
     Ok(())
 }
 
+/// The `pids.max` value for a spec's pids limit (both hierarchies use the
+/// same file and syntax): a positive limit, else `max` (no limit).
+pub fn pids_max(p: &oci_spec::runtime::LinuxPids) -> String {
+    if p.limit() > 0 {
+        p.limit().to_string()
+    } else {
+        "max".into()
+    }
+}
+
+/// The block I/O weight a spec asks for. Zero is unset: engines send it
+/// when no weight was asked for.
+pub fn io_weight(r: &LinuxResources) -> Option<u16> {
+    r.block_io()
+        .as_ref()
+        .and_then(|b| b.weight())
+        .filter(|w| *w != 0)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

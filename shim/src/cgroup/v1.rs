@@ -2,7 +2,7 @@
 //! every hierarchy (`<root>/<controller>/<path>`).
 
 use super::base::{
-    Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
+    self, Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
     remove_dir, write,
 };
 use crate::{Error, Result};
@@ -226,20 +226,10 @@ impl Cgroup for V1 {
             self.apply_cpu(cpu)?;
         }
         if let Some(p) = r.pids() {
-            let v = if p.limit() > 0 {
-                p.limit().to_string()
-            } else {
-                "max".into()
-            };
+            let v = base::pids_max(p);
             write(&self.need("pids", "a pids limit")?, "pids.max", &v)?;
         }
-        // Zero is unset (engines send it when no weight was asked for).
-        if let Some(w) = r
-            .block_io()
-            .as_ref()
-            .and_then(|b| b.weight())
-            .filter(|w| *w != 0)
-        {
+        if let Some(w) = base::io_weight(r) {
             let d = self.need("blkio", "a block I/O weight")?;
             // Kernels with only the BFQ scheduler name it differently.
             let f = if d.join("blkio.weight").exists() {

@@ -3,7 +3,7 @@
 //! the cgroup does for every controller the root offers.
 
 use super::base::{
-    Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
+    self, Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
     remove_dir, write,
 };
 use crate::{Error, Result};
@@ -185,20 +185,10 @@ impl Cgroup for V2 {
             self.apply_cpu(cpu)?;
         }
         if let Some(p) = r.pids() {
-            let v = if p.limit() > 0 {
-                p.limit().to_string()
-            } else {
-                "max".into()
-            };
+            let v = base::pids_max(p);
             write(&self.dir, "pids.max", &v)?;
         }
-        // Zero is unset (engines send it when no weight was asked for).
-        if let Some(w) = r
-            .block_io()
-            .as_ref()
-            .and_then(|b| b.weight())
-            .filter(|w| *w != 0)
-        {
+        if let Some(w) = base::io_weight(r) {
             write(&self.dir, "io.weight", &io_weight(w).to_string())?;
         }
         // Raw v2 settings, file by file; sorted so a failure is repeatable.
