@@ -48,6 +48,12 @@ impl Cgroup for Fake {
     fn self_join_files(&self) -> Result<Option<Vec<OwnedFd>>> {
         self.record("self_join_files".into()).map(|()| None)
     }
+    fn shim_moves(&self) -> bool {
+        true
+    }
+    fn shim_move(&self, pid: u32) -> Result<()> {
+        self.record(format!("shim_move {pid}"))
+    }
     fn procs(&self) -> Result<Vec<u32>> {
         self.record("procs".into()).map(|()| self.pids.clone())
     }

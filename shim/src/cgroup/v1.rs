@@ -270,17 +270,19 @@ impl Cgroup for V1 {
                 .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
             files.push(OwnedFd::from(f));
         }
-        // cgroup2 has no `tasks`; the (single-threaded) caller moves with
-        // its process.
-        if let Some(u) = self.unified_dir() {
-            let p = u.join("cgroup.procs");
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&p)
-                .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-            files.push(OwnedFd::from(f));
-        }
+        // The unified group is joined by the shim (see shim_moves).
         Ok(Some(files))
+    }
+
+    fn shim_moves(&self) -> bool {
+        self.unified_dir().is_some()
+    }
+
+    fn shim_move(&self, pid: u32) -> Result<()> {
+        match self.unified_dir() {
+            Some(u) => write(&u, "cgroup.procs", &pid.to_string()),
+            None => Ok(()),
+        }
     }
 
     fn procs(&self) -> Result<Vec<u32>> {

@@ -222,6 +222,14 @@ impl Cgroup for V2 {
         Ok(None)
     }
 
+    fn shim_moves(&self) -> bool {
+        true
+    }
+
+    fn shim_move(&self, pid: u32) -> Result<()> {
+        self.add(pid)
+    }
+
     fn procs(&self) -> Result<Vec<u32>> {
         let mut v = read_pids(&self.dir)?;
         v.sort_unstable();

@@ -166,9 +166,15 @@ fn hybrid_host_joins_the_unified_hierarchy_too() {
     for c in CONTROLLERS {
         std::fs::write(root.join(c).join("ns/c/tasks"), "").unwrap();
     }
+    // The process joins the v1 hierarchies itself; the shim moves it into
+    // the unified group by pid meanwhile.
     let files = cg.self_join_files().unwrap().unwrap();
-    assert_eq!(files.len(), CONTROLLERS.len() + 1);
+    assert_eq!(files.len(), CONTROLLERS.len());
     drop(files);
+    assert!(cg.shim_moves());
+    std::fs::write(root.join("unified/ns/c/cgroup.procs"), "").unwrap();
+    cg.shim_move(43).unwrap();
+    assert_eq!(file(&root, "unified/ns/c/cgroup.procs"), "43");
     // cgroupfs directories delete with their files; a tempdir does not.
     for c in CONTROLLERS.iter().chain(&["unified"]) {
         for e in std::fs::read_dir(root.join(c).join("ns/c")).unwrap() {
@@ -181,7 +187,10 @@ fn hybrid_host_joins_the_unified_hierarchy_too() {
     // Without a cgroup2 mount there, nothing is made in it.
     let (root2, cs) = fake_root("v1plain");
     std::fs::create_dir_all(root2.join("unified")).unwrap();
-    V1::create(&root2, "c", cs).unwrap();
+    let plain = V1::create(&root2, "c", cs).unwrap();
+    assert!(!root2.join("unified/c").exists());
+    assert!(!plain.shim_moves());
+    plain.shim_move(44).unwrap();
     assert!(!root2.join("unified/c").exists());
     std::fs::remove_dir_all(&root).unwrap();
     std::fs::remove_dir_all(&root2).unwrap();

@@ -37,13 +37,14 @@ pub fn intermediate(
     rootfs: &Path,
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
+    shim_moves: bool,
     sock: OwnedFd,
 ) -> i32 {
     let r = (|| -> Result<()> {
         let plan = namespaces::plan(&namespaces::of(spec))?;
         namespaces::enter(&Host, &plan)?;
         if sync::fork_reporting_pid(&sock, "fork the container init")? {
-            let Err(e) = init_main(&Host, spec, rootfs, io, joins, &sock);
+            let Err(e) = init_main(&Host, spec, rootfs, io, joins, shim_moves, &sock);
             sync::send_error(&sock, &e);
             exit_child(1);
         }
@@ -98,23 +99,21 @@ fn init_main(
     rootfs: &Path,
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
+    shim_moves: bool,
     sock: &OwnedFd,
 ) -> Result<std::convert::Infallible> {
     let nss = namespaces::of(spec);
     let has = |t: LinuxNamespaceType| nss.iter().find(|n| n.typ() == t);
     // In the cgroup before anything of the container's own runs.
-    let joined = match joins {
-        Some(files) => {
-            crate::cgroup::join_self(&files)?;
-            true
-        }
-        None => false,
-    };
-    // When the shim moves us (cgroup v2), that costs it an RCU grace
-    // period; build the root filesystem meanwhile unless a cgroup
-    // namespace must be made from inside the cgroup first.
+    if let Some(files) = joins {
+        crate::cgroup::join_self(&files)?;
+    }
+    // When the shim moves us (the cgroup2 part, see Cgroup::shim_moves),
+    // that costs it an RCU grace period; build the root filesystem
+    // meanwhile unless a cgroup namespace must be made from inside the
+    // cgroup first.
     let cgroupns = has(LinuxNamespaceType::Cgroup);
-    if cgroupns.is_some() && !joined {
+    if cgroupns.is_some() && shim_moves {
         sync::expect(sock, "c")?;
     }
     if let Some(cg) = cgroupns {
@@ -151,7 +150,7 @@ fn init_main(
         .as_ref()
         .ok_or_else(|| Error::invalid("the spec has no process"))?;
     let prepared: Prepared = exec::prepare(sys, process)?;
-    if cgroupns.is_none() && !joined {
+    if cgroupns.is_none() && shim_moves {
         sync::expect(sock, "c")?;
     }
     sync::send(sock, "r")?;
@@ -189,7 +188,11 @@ pub fn exec_intermediate(
             // kernel's global lock on cgroup v1.
             let cg = Hierarchy::detect().open(cgroups_path);
             match cg.self_join_files()? {
-                Some(files) => crate::cgroup::join_self(&files)?,
+                Some(files) => {
+                    crate::cgroup::join_self(&files)?;
+                    // The unified group of a hybrid host, by pid.
+                    cg.shim_move(std::process::id())?;
+                }
                 None => cg.add(std::process::id())?,
             }
         }

@@ -123,14 +123,21 @@ impl OciRuntime for Builtin {
                 return Err(e.context("create container"));
             }
         };
-        let shim_moves_it = joins.is_none();
+        let shim_moves_it = cgroup.shim_moves();
         let (parent, child) = sync::pair()?;
         // SAFETY: the shim is single-threaded; the child only runs our code
         // and exits or execs.
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
-            let code = init::intermediate(&opts.spec, &opts.rootfs, opts.io, joins, child);
+            let code = init::intermediate(
+                &opts.spec,
+                &opts.rootfs,
+                opts.io,
+                joins,
+                shim_moves_it,
+                child,
+            );
             init::exit_child(code)
         };
         drop(child);
@@ -147,8 +154,19 @@ impl OciRuntime for Builtin {
         };
         let setup = (|| {
             if shim_moves_it {
-                cgroup.add(pid)?;
-                sync::send(&parent, "c")?;
+                let moved = cgroup
+                    .shim_move(pid)
+                    .and_then(|()| sync::send(&parent, "c"));
+                if let Err(e) = moved {
+                    // The process builds its rootfs meanwhile and stops at its
+                    // first error (a missing program, say); then moving it or
+                    // writing to it fails too, but its own report, already
+                    // waiting, says what went wrong.
+                    return Err(match sync::try_recv(&parent) {
+                        Some(m) if m.starts_with('e') => sync::child_error(&m),
+                        _ => e,
+                    });
+                }
             }
             // A terminal's master comes first when the process wants one.
             let (m, console) = sync::recv_ready(&parent)?;

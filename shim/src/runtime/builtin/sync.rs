@@ -95,6 +95,15 @@ pub fn recv(sock: &OwnedFd) -> Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).to_string())
 }
 
+/// A message already waiting, without blocking: `None` when there is none.
+pub fn try_recv(sock: &OwnedFd) -> Option<String> {
+    let mut buf = vec![0u8; 8192];
+    match nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+        Ok(n) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).to_string()),
+        _ => None,
+    }
+}
+
 /// Receives one message, which must be `want`.
 pub fn expect(sock: &OwnedFd, want: &str) -> Result<()> {
     let m = recv(sock)?;
