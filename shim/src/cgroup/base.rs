@@ -34,6 +34,10 @@ pub trait Cgroup: Send + Sync {
     /// part is the whole cgroup; on v1 it is the group in the unified
     /// hierarchy of a hybrid host (false on a v1 host without one).
     fn shim_moves(&self) -> bool;
+    /// The directory of the cgroup2 part of this cgroup (see
+    /// [`shim_moves`](Self::shim_moves)), for creating a process right
+    /// inside it; `None` when there is none.
+    fn cgroup2_dir(&self) -> Option<PathBuf>;
     /// Moves `pid` into the cgroup2 part of this cgroup (see
     /// [`shim_moves`](Self::shim_moves)); nothing when there is none.
     fn shim_move(&self, pid: u32) -> Result<()>;

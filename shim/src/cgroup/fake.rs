@@ -51,6 +51,9 @@ impl Cgroup for Fake {
     fn shim_moves(&self) -> bool {
         true
     }
+    fn cgroup2_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     fn shim_move(&self, pid: u32) -> Result<()> {
         self.record(format!("shim_move {pid}"))
     }

@@ -278,6 +278,10 @@ impl Cgroup for V1 {
         self.unified_dir().is_some()
     }
 
+    fn cgroup2_dir(&self) -> Option<PathBuf> {
+        self.unified_dir()
+    }
+
     fn shim_move(&self, pid: u32) -> Result<()> {
         match self.unified_dir() {
             Some(u) => write(&u, "cgroup.procs", &pid.to_string()),

@@ -226,6 +226,10 @@ impl Cgroup for V2 {
         true
     }
 
+    fn cgroup2_dir(&self) -> Option<PathBuf> {
+        Some(self.dir.clone())
+    }
+
     fn shim_move(&self, pid: u32) -> Result<()> {
         self.add(pid)
     }

@@ -11,6 +11,7 @@
 
 use super::exec::{self, Prepared};
 use super::mounts::CgroupView;
+use super::sync::Forked;
 use super::sys::{Host, Sys};
 use super::{namespaces, rootfs, sync, tty};
 use crate::cgroup::Hierarchy;
@@ -38,12 +39,17 @@ pub fn intermediate(
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
+    into: Option<OwnedFd>,
     sock: OwnedFd,
 ) -> i32 {
     let r = (|| -> Result<()> {
         let plan = namespaces::plan(&namespaces::of(spec))?;
         namespaces::enter(&Host, &plan)?;
-        if sync::fork_reporting_pid(&sock, "fork the container init")? {
+        let forked = sync::fork_reporting_pid(&sock, "fork the container init", into.as_ref())?;
+        if let Forked::Child { in_cgroup } = forked {
+            drop(into);
+            // Created inside its cgroup2 group, nobody needs to move it.
+            let shim_moves = shim_moves && !in_cgroup;
             let Err(e) = init_main(&Host, spec, rootfs, io, joins, shim_moves, &sock);
             sync::send_error(&sock, &e);
             exit_child(1);
@@ -200,7 +206,7 @@ pub fn exec_intermediate(
             nix::sched::setns(f, flag)
                 .map_err(|e| Error::sys(format!("join the container's {name} namespace"), e))?;
         }
-        if sync::fork_reporting_pid(&sock, "fork exec process")? {
+        if let Forked::Child { .. } = sync::fork_reporting_pid(&sock, "fork exec process", None)? {
             let r = (|| -> Result<std::convert::Infallible> {
                 tty::setup_stdio(&io, &sock, Some(process), None)?;
                 let p = exec::prepare(&Host, process)?;

@@ -123,7 +123,13 @@ impl OciRuntime for Builtin {
                 return Err(e.context("create container"));
             }
         };
-        let shim_moves_it = cgroup.shim_moves();
+        let shim_moves = cgroup.shim_moves();
+        // The cgroup2 part is entered at fork when the kernel can (see
+        // sync::fork_reporting_pid); without it the shim moves the process.
+        let into = cgroup
+            .cgroup2_dir()
+            .and_then(|d| std::fs::File::open(d).ok())
+            .map(OwnedFd::from);
         let (parent, child) = sync::pair()?;
         // SAFETY: the shim is single-threaded; the child only runs our code
         // and exits or execs.
@@ -135,7 +141,8 @@ impl OciRuntime for Builtin {
                 &opts.rootfs,
                 opts.io,
                 joins,
-                shim_moves_it,
+                shim_moves,
+                into,
                 child,
             );
             init::exit_child(code)
@@ -143,8 +150,10 @@ impl OciRuntime for Builtin {
         drop(child);
         drop(opts.io); // the container holds its ends now
         drop(joins);
+        drop(into);
         let first = sync::recv(&parent);
         reap(mid);
+        let shim_moves_it = shim_moves && !first.as_deref().is_ok_and(sync::placed_in_cgroup);
         let pid = match first.and_then(|m| sync::pid_or_error(&m)) {
             Ok(p) => p,
             Err(e) => {

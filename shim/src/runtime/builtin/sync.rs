@@ -125,14 +125,21 @@ pub fn recv_ready(sock: &OwnedFd) -> Result<(String, Option<OwnedFd>)> {
     Ok((m, console))
 }
 
-/// Parses `p<pid>` or `e<message>` from a child.
+/// Parses `p<pid>` (or `p<pid>:cgroup`) or `e<message>` from a child.
 pub fn pid_or_error(msg: &str) -> Result<u32> {
     if let Some(p) = msg.strip_prefix('p') {
+        let p = p.strip_suffix(":cgroup").unwrap_or(p);
         return p
             .parse()
             .map_err(|_| Error::internal(format!("bad pid message {msg:?}")));
     }
     Err(child_error(msg))
+}
+
+/// Whether a pid message says the child was created inside its cgroup2
+/// directory (see [`fork_reporting_pid`]).
+pub fn placed_in_cgroup(msg: &str) -> bool {
+    msg.starts_with('p') && msg.ends_with(":cgroup")
 }
 
 /// The error a child's message (other than the expected one) stands for.
@@ -146,30 +153,102 @@ pub fn child_error(msg: &str) -> Error {
     }
 }
 
+/// Which side of [`fork_reporting_pid`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    Parent,
+    /// The child; `in_cgroup` when it was created inside the cgroup2
+    /// directory it was asked for.
+    Child {
+        in_cgroup: bool,
+    },
+}
+
 /// Forks (the caller is single-threaded); the parent sends `p<child pid>`
-/// over `sock` and only then lets the child run on, so the shim always
-/// reads the pid first, whatever the child sends next (`r`, `m`, `e…`).
-/// True in the child.
-pub fn fork_reporting_pid(sock: &OwnedFd, what: &str) -> Result<bool> {
+/// (with `:cgroup` when the child was created inside `into`) over `sock`
+/// and only then lets the child run on, so the shim always reads the pid
+/// first, whatever the child sends next (`r`, `m`, `e…`).
+///
+/// With `into` (a cgroup2 directory) the child is created inside it
+/// (`clone3` with `CLONE_INTO_CGROUP`): no migration afterwards, so no RCU
+/// grace period (~10 ms) to wait for. A kernel that refuses (before 5.7)
+/// gets a plain fork, and the shim moves the child instead.
+pub fn fork_reporting_pid(sock: &OwnedFd, what: &str, into: Option<&OwnedFd>) -> Result<Forked> {
     let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::sys("create pipe", e))?;
-    // SAFETY: the caller is single-threaded (a fork of the shim).
-    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys(what, e))? {
-        nix::unistd::ForkResult::Child => {
+    let (child, in_cgroup) = match into.map(clone_into_cgroup) {
+        Some(Ok(c)) => (c, true),
+        // SAFETY: the caller is single-threaded (a fork of the shim).
+        _ => match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys(what, e))? {
+            nix::unistd::ForkResult::Child => (None, false),
+            nix::unistd::ForkResult::Parent { child } => (Some(child), false),
+        },
+    };
+    match child {
+        None => {
             drop(gate_w);
             // Returns at EOF, when the parent has sent the pid and closed
             // its end; an error also means the parent is done with it.
             if nix::unistd::read(&gate_r, &mut [0u8; 1]).is_err() {
                 // Nothing to wait for any more.
             }
-            Ok(true)
+            Ok(Forked::Child { in_cgroup })
         }
-        nix::unistd::ForkResult::Parent { child } => {
+        Some(child) => {
             drop(gate_r);
-            let sent = send(sock, &format!("p{child}"));
+            let mark = if in_cgroup { ":cgroup" } else { "" };
+            let sent = send(sock, &format!("p{child}{mark}"));
             drop(gate_w);
-            sent.map(|()| false)
+            sent.map(|()| Forked::Parent)
         }
+    }
+}
+
+/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3` like fork (no new stack, SIGCHLD at exit), the child created in
+/// the cgroup2 directory `dir`: `Some(pid)` in the parent, `None` in the
+/// child.
+fn clone_into_cgroup(dir: &OwnedFd) -> nix::Result<Option<nix::unistd::Pid>> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: u64::try_from(dir.as_raw_fd()).map_err(|_| nix::Error::EBADF)?,
+        ..CloneArgs::default()
+    };
+    // SAFETY: with no stack the child runs on a copy of ours, as after
+    // fork; the caller is single-threaded, so no lock is held by a thread
+    // that would be missing in the child. `args` outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw const args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(nix::Error::last()),
+        0 => Ok(None),
+        pid => Ok(Some(nix::unistd::Pid::from_raw(
+            i32::try_from(pid).map_err(|_| nix::Error::EOVERFLOW)?,
+        ))),
     }
 }
 
@@ -181,7 +260,16 @@ mod tests {
     fn messages_and_passed_fds() {
         let (a, b) = pair().unwrap();
         send(&b, "p42").unwrap();
-        assert_eq!(pid_or_error(&recv(&a).unwrap()).unwrap(), 42);
+        let m = recv(&a).unwrap();
+        assert_eq!(pid_or_error(&m).unwrap(), 42);
+        assert!(!placed_in_cgroup(&m));
+        send(&b, "p43:cgroup").unwrap();
+        let m = recv(&a).unwrap();
+        assert_eq!(pid_or_error(&m).unwrap(), 43, "created inside its cgroup");
+        assert!(placed_in_cgroup(&m));
+        assert_eq!(try_recv(&a), None, "nothing waiting");
+        send(&b, "eboom").unwrap();
+        assert_eq!(try_recv(&a).as_deref(), Some("eboom"));
         let (r, _w) = nix::unistd::pipe().unwrap();
         send_fd(&b, "m", &r).unwrap();
         send(&b, "r").unwrap();
