@@ -1,5 +1,6 @@
 //! What runs in the forked children of the built-in runtime, in order:
-//! the first child enters or creates namespaces and forks the container's
+//! the first child seals itself ([`seal`]: non-dumpable, only its own
+//! descriptors left), enters or creates namespaces and forks the container's
 //! init (pid 1 of a new pid namespace); the init joins its cgroup, builds
 //! its root filesystem, connects stdio, applies hostname and sysctls,
 //! waits for start and executes. An exec's first child joins the running
