@@ -100,6 +100,10 @@ pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
     creds::apply_bounding(sys, p)?;
     creds::apply_ids(sys, p)?;
     creds::apply_caps(sys, p)?;
+    // A uid or gid change resets the flag to fs.suid_dumpable, which may
+    // be 1: non-dumpable again until the program's execve (runc does too).
+    sys.set_dumpable(false)
+        .map_err(|e| Error::io("make the container process non-dumpable", e))?;
     // As the container's user, before the process reports ready: what
     // cannot run fails the create (or the exec's start), not a later
     // Start, as runc.
@@ -291,6 +295,8 @@ mod tests {
         assert!(at("setrlimit") < at("chdir /work"));
         assert!(at("chdir /work") < at("setgroups"));
         assert!(at("setresgid 0") < at("setresuid 0"));
+        assert!(at("setresuid 0") < at("dumpable false"));
+        assert!(at("dumpable false") < at("eaccess"));
         // oci-spec's default process has no_new_privileges: last of all.
         assert_eq!(calls.last().unwrap(), "no_new_privs");
     }

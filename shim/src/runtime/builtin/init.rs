@@ -1,5 +1,6 @@
 //! What runs in the forked children of the built-in runtime, in order:
-//! the first child enters or creates namespaces and forks the container's
+//! the first child seals itself ([`seal`]: non-dumpable, only its own
+//! descriptors left), enters or creates namespaces and forks the container's
 //! init (pid 1 of a new pid namespace); the init joins its cgroup, builds
 //! its root filesystem, connects stdio, applies hostname and sysctls,
 //! waits for start and executes. An exec's first child joins the running
@@ -19,7 +20,7 @@ use crate::stdio::ChildIo;
 use crate::{Error, Result};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Leaves a forked child with `code`, without running the parent's
@@ -27,6 +28,37 @@ use std::path::{Path, PathBuf};
 pub fn exit_child(code: i32) -> ! {
     // SAFETY: _exit only ends this process.
     unsafe { libc::_exit(code) }
+}
+
+/// What a child of the shim does before it joins or creates any of the
+/// container's namespaces, so that nothing in the container can reach it
+/// or what it holds until it executes the container's program (which
+/// makes it dumpable again, as the program's own): non-dumpable first (its
+/// /proc files then pass the ptrace access check only with CAP_SYS_PTRACE
+/// in the host's user namespace; its children inherit that), then every
+/// descriptor of the shim closed but `keep` (the sync socket, stdio, cgroup
+/// files): no ttrpc connection, listening socket, shim.log or other
+/// process's FIFO crosses over. runc's nsexec does the same.
+pub fn seal(sys: &dyn Sys, keep: &[RawFd]) -> Result<()> {
+    sys.set_dumpable(false)
+        .map_err(|e| Error::io("make the container process non-dumpable", e))?;
+    sys.close_fds_except(keep)
+        .map_err(|e| Error::io("close the shim's descriptors", e))
+}
+
+/// Seals the first child of a create, then enters its namespaces.
+fn enter_new(sys: &dyn Sys, keep: &[RawFd], plan: &namespaces::Plan) -> Result<()> {
+    seal(sys, keep)?;
+    namespaces::enter(sys, plan)
+}
+
+/// The descriptors of a child's stdio.
+fn io_fds(io: &ChildIo) -> Vec<RawFd> {
+    [&io.stdin, &io.stdout, &io.stderr]
+        .into_iter()
+        .flatten()
+        .map(|f| f.as_raw_fd())
+        .collect()
 }
 
 /// The first child: enters/creates namespaces, forks the container's init
@@ -44,7 +76,11 @@ pub fn intermediate(
 ) -> i32 {
     let r = (|| -> Result<()> {
         let plan = namespaces::plan(&namespaces::of(spec))?;
-        namespaces::enter(&Host, &plan)?;
+        let mut keep = vec![sock.as_raw_fd()];
+        keep.extend(io_fds(&io));
+        keep.extend(joins.iter().flatten().map(|f| f.as_raw_fd()));
+        keep.extend(into.iter().map(|f| f.as_raw_fd()));
+        enter_new(&Host, &keep, &plan)?;
         let forked = sync::fork_reporting_pid(&sock, "fork the container init", into.as_ref())?;
         if let Forked::Child { in_cgroup } = forked {
             drop(into);
@@ -164,6 +200,23 @@ fn init_main(
     Err(exec::exec(&prepared))
 }
 
+/// Seals the first child of an exec, puts it in the container's cgroup
+/// (while the host's cgroupfs is still its view), then joins `nss` in
+/// order: the mount namespace last, so every path is the host's /proc.
+fn join_running(
+    sys: &dyn Sys,
+    keep: &[RawFd],
+    nss: &[(PathBuf, CloneFlags)],
+    join_cgroup: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    seal(sys, keep)?;
+    join_cgroup()?;
+    for (path, flag) in nss {
+        namespaces::join(sys, path, *flag)?;
+    }
+    Ok(())
+}
+
 /// The first child of an exec: joins the container's namespaces and cgroup,
 /// forks the process (so it is in the pid namespace), reports its pid.
 pub fn exec_intermediate(
@@ -174,21 +227,22 @@ pub fn exec_intermediate(
     sock: OwnedFd,
 ) -> i32 {
     let r = (|| -> Result<()> {
-        // Open every namespace first: after joining the mount namespace,
-        // /proc is the container's.
-        let mut fds = Vec::new();
+        let mut keep = vec![sock.as_raw_fd()];
+        keep.extend(io_fds(&io));
+        // Only the namespaces that differ from the shim's.
+        let mut nss = Vec::new();
         for (name, flag) in namespaces::EXEC_ORDER {
             let theirs = format!("/proc/{init_pid}/ns/{name}");
             let same = std::fs::read_link(&theirs).ok()
                 == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
-            if same {
-                continue;
+            if !same {
+                nss.push((PathBuf::from(theirs), flag));
             }
-            let f =
-                std::fs::File::open(&theirs).map_err(|e| Error::io(format!("open {theirs}"), e))?;
-            fds.push((f, flag, name));
         }
-        if !cgroups_path.is_empty() {
+        let join_cgroup = || -> Result<()> {
+            if cgroups_path.is_empty() {
+                return Ok(());
+            }
             // As the init does (see Cgroup::self_join_files): this process
             // is single-threaded, so it can move itself without the
             // kernel's global lock on cgroup v1.
@@ -197,15 +251,12 @@ pub fn exec_intermediate(
                 Some(files) => {
                     crate::cgroup::join_self(&files)?;
                     // The unified group of a hybrid host, by pid.
-                    cg.shim_move(std::process::id())?;
+                    cg.shim_move(std::process::id())
                 }
-                None => cg.add(std::process::id())?,
+                None => cg.add(std::process::id()),
             }
-        }
-        for (f, flag, name) in fds {
-            nix::sched::setns(f, flag)
-                .map_err(|e| Error::sys(format!("join the container's {name} namespace"), e))?;
-        }
+        };
+        join_running(&Host, &keep, &nss, join_cgroup)?;
         if let Forked::Child { .. } = sync::fork_reporting_pid(&sock, "fork exec process", None)? {
             let r = (|| -> Result<std::convert::Infallible> {
                 tty::setup_stdio(&io, &sock, Some(process), None)?;
@@ -280,6 +331,70 @@ mod tests {
         let sys = Fake::new();
         configure(&sys, &spec(Some("/proc/1/ns/uts"))).unwrap();
         assert!(sys.calls_of("sethostname").is_empty());
+    }
+
+    #[test]
+    fn a_create_is_sealed_before_it_enters_any_namespace() {
+        let nss = [
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path("/var/run/netns/x")
+                .build()
+                .unwrap(),
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Pid)
+                .build()
+                .unwrap(),
+        ];
+        let plan = namespaces::plan(&nss).unwrap();
+        let sys = Fake::new();
+        enter_new(&sys, &[9, 4], &plan).unwrap();
+        assert_eq!(
+            *sys.calls.borrow(),
+            vec![
+                "dumpable false",
+                "close_fds_except [4, 9]",
+                "setns /var/run/netns/x CLONE_NEWNET",
+                "unshare CLONE_NEWPID",
+            ]
+        );
+        // A seal that fails enters nothing.
+        for step in ["dumpable", "close_fds_except"] {
+            let sys = Fake::new();
+            sys.fail(step, libc::EPERM);
+            assert!(enter_new(&sys, &[4], &plan).is_err());
+            assert!(sys.calls_of("setns").is_empty(), "{step}");
+            assert!(sys.calls_of("unshare").is_empty(), "{step}");
+        }
+    }
+
+    #[test]
+    fn an_exec_is_sealed_before_its_cgroup_and_namespaces() {
+        let nss = vec![
+            (PathBuf::from("/proc/7/ns/pid"), CloneFlags::CLONE_NEWPID),
+            (PathBuf::from("/proc/7/ns/mnt"), CloneFlags::CLONE_NEWNS),
+        ];
+        let sys = Fake::new();
+        let cgroup = || {
+            sys.calls.borrow_mut().push("join cgroup".into());
+            Ok(())
+        };
+        join_running(&sys, &[5, 3, 6], &nss, cgroup).unwrap();
+        assert_eq!(
+            *sys.calls.borrow(),
+            vec![
+                "dumpable false",
+                "close_fds_except [3, 5, 6]",
+                "join cgroup",
+                "setns /proc/7/ns/pid CLONE_NEWPID",
+                "setns /proc/7/ns/mnt CLONE_NEWNS",
+            ]
+        );
+        let sys = Fake::new();
+        sys.fail("close_fds_except", libc::EMFILE);
+        let e = join_running(&sys, &[3], &nss, || panic!("joined a cgroup unsealed")).unwrap_err();
+        assert_eq!(e.message(), "close the shim's descriptors");
+        assert!(sys.calls_of("setns").is_empty());
     }
 
     #[test]

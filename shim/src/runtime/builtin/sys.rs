@@ -12,6 +12,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::SFlag;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 /// What is at a path, as far as the runtime cares.
@@ -82,6 +83,13 @@ pub trait Sys {
     /// `faccessat(X_OK, AT_EACCESS)`: whether this process, as it now is,
     /// may execute `path`.
     fn eaccess_exec(&self, path: &Path) -> io::Result<()>;
+    /// `PR_SET_DUMPABLE`: a non-dumpable process's /proc files are
+    /// root's and pass the ptrace access check only with CAP_SYS_PTRACE
+    /// in the initial user namespace.
+    fn set_dumpable(&self, on: bool) -> io::Result<()>;
+    /// Points stdin, stdout and stderr at /dev/null (unless listed) and
+    /// closes every other descriptor not in `keep`.
+    fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()>;
 }
 
 fn caps_err(e: caps::errors::CapsError) -> io::Error {
@@ -264,6 +272,61 @@ impl Sys for Host {
             nix::fcntl::AtFlags::AT_EACCESS,
         )?)
     }
+
+    fn set_dumpable(&self, on: bool) -> io::Result<()> {
+        // SAFETY: PR_SET_DUMPABLE takes only integer arguments.
+        last_os(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) })
+    }
+
+    fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()> {
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        for to in 0..3 {
+            // SAFETY: dup2 onto a standard descriptor we do not keep.
+            if !keep.contains(&to) && unsafe { libc::dup2(null.as_raw_fd(), to) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        drop(null);
+        let mut keep: Vec<u32> = keep.iter().filter_map(|f| u32::try_from(*f).ok()).collect();
+        keep.sort_unstable();
+        // The gaps between the kept descriptors, from 3 up.
+        let mut from = 3u32;
+        let mut gaps = Vec::new();
+        for k in keep.into_iter().filter(|k| *k >= 3) {
+            if k > from {
+                gaps.push((from, k - 1));
+            }
+            from = k + 1;
+        }
+        gaps.push((from, u32::MAX));
+        for (lo, hi) in gaps {
+            close_range(lo, hi)?;
+        }
+        Ok(())
+    }
+}
+
+/// Closes descriptors `lo..=hi`; one by one on kernels before 5.9.
+fn close_range(lo: u32, hi: u32) -> io::Result<()> {
+    // SAFETY: close_range only closes this process's descriptors; the
+    // caller owns none of them any more (it exits or execs).
+    if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) } == 0 {
+        return Ok(());
+    }
+    // Collected first: the listing holds a descriptor of its own.
+    let fds: Vec<u32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| (lo..=hi).contains(fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: as above; the listing's own descriptor, closed since,
+        // fails with EBADF, which is ignored.
+        unsafe { libc::close(fd as RawFd) };
+    }
+    Ok(())
 }
 
 /// Flag names joined by `|` (`-` for none), for recorded calls.
@@ -482,5 +545,13 @@ impl Sys for Fake {
     }
     fn eaccess_exec(&self, path: &Path) -> io::Result<()> {
         self.record(format!("eaccess {}", path.display()))
+    }
+    fn set_dumpable(&self, on: bool) -> io::Result<()> {
+        self.record(format!("dumpable {on}"))
+    }
+    fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()> {
+        let mut v = keep.to_vec();
+        v.sort_unstable();
+        self.record(format!("close_fds_except {v:?}"))
     }
 }
