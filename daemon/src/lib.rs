@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod images;
+pub mod instance;
 pub mod metadata;
 pub mod runtime;
 pub mod server;
