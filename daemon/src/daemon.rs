@@ -37,7 +37,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         deadline,
     )?;
     for p in [&grpc_path, &ttrpc_path] {
-        instance::clear_stale_socket(p)?;
+        instance::clear_stale_socket(p, deadline)?;
     }
 
     let runtimes = crate::runtime::RuntimeConfig {

@@ -76,19 +76,23 @@ pub fn socket_lock_path(sock: &Path) -> PathBuf {
 /// Clears the way to bind `path`, under its lock: a socket someone still
 /// answers on belongs to another program (not a berthd, or it would hold
 /// the lock) and is left alone; one nobody answers on is a crashed
-/// daemon's and is removed.
-pub fn clear_stale_socket(path: &Path) -> anyhow::Result<()> {
+/// daemon's and is removed. Until `deadline` an answering socket is tried
+/// again: a killed daemon's listener may outlive its lock by a moment.
+pub fn clear_stale_socket(path: &Path, deadline: Instant) -> anyhow::Result<()> {
     let Ok(m) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
     if !m.file_type().is_socket() {
         anyhow::bail!("{} exists and is not a socket", path.display());
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        anyhow::bail!(
-            "another process is serving on {}; stop it or choose another --address",
-            path.display()
-        );
+    while std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "another process is serving on {}; stop it or choose another --address",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
@@ -168,11 +172,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.sock");
         let live = std::os::unix::net::UnixListener::bind(&p).unwrap();
-        let e = clear_stale_socket(&p).unwrap_err().to_string();
+        let e = clear_stale_socket(&p, Instant::now()).unwrap_err().to_string();
         assert!(e.contains("another process is serving"), "{e}");
         assert!(p.exists());
         drop(live);
-        clear_stale_socket(&p).unwrap();
+        clear_stale_socket(&p, Instant::now()).unwrap();
         assert!(!p.exists());
 
         let _ours = std::os::unix::net::UnixListener::bind(&p).unwrap();
