@@ -172,7 +172,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.sock");
         let live = std::os::unix::net::UnixListener::bind(&p).unwrap();
-        let e = clear_stale_socket(&p, Instant::now()).unwrap_err().to_string();
+        let e = clear_stale_socket(&p, Instant::now())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("another process is serving"), "{e}");
         assert!(p.exists());
         drop(live);

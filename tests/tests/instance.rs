@@ -74,3 +74,39 @@ fn a_daemon_killed_and_restarted_at_once_starts() {
     d.crash_and_restart();
     still_serves(&d);
 }
+
+/// Takes `path`'s flock as a dying daemon would still hold it.
+fn hold(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(r, 0, "lock {}", path.display());
+    f
+}
+
+#[test]
+fn a_restart_waits_for_the_locks_a_dying_daemon_still_holds() {
+    let mut d = Daemon::start();
+    d.kill9();
+    // The kernel closes a killed process's files one by one, and a shim
+    // forked a moment before holds them until it executes: the new daemon
+    // may find either lock still taken for a moment.
+    let held = [
+        hold(&d.root().join("berthd.lock")),
+        hold(&d.root().join("metadata.redb")),
+    ];
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(held);
+    });
+    d.restart();
+    release.join().unwrap();
+    still_serves(&d);
+}

@@ -197,7 +197,11 @@ fn defect5_loopback_is_up_and_answers() {
     let flags = e.sh("secreg-lo-flags", "cat /sys/class/net/lo/flags");
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16)
         .unwrap_or_else(|_| panic!("lo flags {flags:?}"));
-    assert_ne!(flags & libc::IFF_UP as u32, 0, "lo is down: flags {flags:#x}");
+    assert_ne!(
+        flags & libc::IFF_UP as u32,
+        0,
+        "lo is down: flags {flags:#x}"
+    );
     let link = e.sh("secreg-lo-link", "ip link show lo");
     assert!(link.contains("<LOOPBACK,UP"), "{link}");
     // A server and a client in the container, over 127.0.0.1.
