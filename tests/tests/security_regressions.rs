@@ -221,8 +221,7 @@ fn defect6_proc_sys_is_read_only_nosuid_nodev_noexec() {
     // The last mount on /proc/sys is the one the container sees.
     let line = info
         .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some("/proc/sys"))
-        .next_back()
+        .rfind(|l| l.split_whitespace().nth(4) == Some("/proc/sys"))
         .unwrap_or_else(|| panic!("/proc/sys is not a mount:\n{info}"));
     let opts: Vec<&str> = line
         .split_whitespace()

@@ -197,8 +197,10 @@ impl Sys for Host {
         // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags
         // into `req`, which outlives the call.
         last_os(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+        // IFF_UP is 1: it fits the short the kernel keeps flags in.
+        let up = libc::c_short::try_from(libc::IFF_UP).map_err(io::Error::other)?;
         // SAFETY: SIOCGIFFLAGS just filled the flags member of the union.
-        unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+        unsafe { req.ifr_ifru.ifru_flags |= up };
         // SAFETY: SIOCSIFFLAGS reads `req`, which outlives the call.
         last_os(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
     }
