@@ -1,14 +1,45 @@
-//! Starting and stopping a daemon: open the stores, bind the sockets, serve
-//! until SIGTERM/SIGINT, then remove the sockets.
+//! Starting and stopping a daemon: take the root's and the socket's locks
+//! (`instance`), open the stores, bind the sockets, serve until
+//! SIGTERM/SIGINT, then remove the sockets it bound.
 
 use crate::config::Config;
 use crate::core::Core;
-use crate::server;
+use crate::{instance, server};
 use anyhow::Context as _;
+use std::os::unix::fs::DirBuilderExt;
 use std::time::Duration;
 
 /// Runs berthd with `cfg` until a termination signal arrives.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Before anything is opened: a second daemon on the same root or
+    // socket would share the metadata or cut the first one's clients off.
+    // Held until this function returns.
+    let deadline = std::time::Instant::now() + instance::WAIT;
+    // 0711 as containerd makes its root; the lock lives inside it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&cfg.root)
+        .with_context(|| format!("create {}", cfg.root.display()))?;
+    let _root_lock = instance::lock(
+        &cfg.root.join("berthd.lock"),
+        &format!("root {}", cfg.root.display()),
+        deadline,
+    )?;
+    let grpc_path = cfg.grpc.address.clone();
+    let ttrpc_path = cfg.ttrpc_address();
+    if let Some(dir) = grpc_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let _socket_lock = instance::lock(
+        &instance::socket_lock_path(&grpc_path),
+        &format!("address {}", grpc_path.display()),
+        deadline,
+    )?;
+    for p in [&grpc_path, &ttrpc_path] {
+        instance::clear_stale_socket(p, deadline)?;
+    }
+
     let runtimes = crate::runtime::RuntimeConfig {
         shims: cfg
             .runtimes
@@ -30,12 +61,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     core.gc.schedule();
 
     let gid = (cfg.grpc.gid != 0).then_some(cfg.grpc.gid);
-    let grpc_path = cfg.grpc.address.clone();
-    let ttrpc_path = cfg.ttrpc_address();
     let grpc = server::bind(&grpc_path, 0o660, gid)
         .with_context(|| format!("listen on {}", grpc_path.display()))?;
+    let grpc_bound = instance::Bound::new(&grpc_path);
     let ttrpc = server::bind(&ttrpc_path, 0o660, gid)
         .with_context(|| format!("listen on {}", ttrpc_path.display()))?;
+    let ttrpc_bound = instance::Bound::new(&ttrpc_path);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -75,9 +106,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     // Give in-flight requests a moment; long streams (events) are cut.
     let _ = tokio::time::timeout(Duration::from_secs(5), ttrpc_task).await;
-    for p in [&grpc_path, &ttrpc_path] {
-        let _ = std::fs::remove_file(p);
-    }
+    grpc_bound.remove();
+    ttrpc_bound.remove();
     tracing::info!("berthd stopped");
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! registries), [`gc`] (which reads every store; no store reads it),
 //! [`runtime`] (tasks run by shims). Single files: [`containers`],
 //! [`events`]. [`core`] wires them together for [`daemon`] and the
-//! gRPC/ttrpc adapters in [`server`].
+//! gRPC/ttrpc adapters in [`server`]; [`instance`] keeps one daemon per
+//! root and socket.
 
 pub mod config;
 pub mod containers;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod images;
+pub mod instance;
 pub mod metadata;
 pub mod runtime;
 pub mod server;

@@ -62,23 +62,49 @@ impl Daemon {
         let log =
             std::fs::File::create(self.dir.path().join(format!("berthd.{}.log", self.starts)))
                 .expect("log file");
-        let child = Command::new(bin("berthd"))
-            .arg("--root")
-            .arg(self.root())
-            .arg("--state")
-            .arg(self.state())
-            .arg("--address")
-            .arg(&self.sock)
-            .arg("--config")
-            .arg(self.dir.path().join("config.toml"))
-            .arg("--log-level")
-            .arg("debug")
-            .stdin(Stdio::null())
+        let child = self
+            .berthd_on(&self.root(), &self.state(), &self.sock)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn berthd");
         self.child = Some(child);
+        let child = self.child.as_mut().expect("just spawned");
+        if let Err(e) = wait_listening("berthd", &self.sock, Duration::from_secs(20), child) {
+            panic!("{e}:\n{}", self.log());
+        }
+    }
+
+    /// A berthd command line on `root`, `state` and `sock` with this
+    /// daemon's configuration: a second daemon beside this one.
+    pub fn berthd_on(&self, root: &Path, state: &Path, sock: &Path) -> Command {
+        let mut c = Command::new(bin("berthd"));
+        c.arg("--root")
+            .arg(root)
+            .arg("--state")
+            .arg(state)
+            .arg("--address")
+            .arg(sock)
+            .arg("--config")
+            .arg(self.dir.path().join("config.toml"))
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// SIGKILLs the daemon and starts it again at once, before the old
+    /// process is reaped (as a supervisor restarting a crashed daemon
+    /// does, racing the kernel's teardown of the old one).
+    pub fn crash_and_restart(&mut self) {
+        let mut old = self.child.take().expect("running");
+        // SAFETY: signalling our own child by pid, not yet reaped.
+        unsafe {
+            libc::kill(old.id() as i32, libc::SIGKILL);
+        }
+        self.spawn();
+        let _ = old.wait();
+        // The first wait may have been answered by the dying daemon.
         let child = self.child.as_mut().expect("just spawned");
         if let Err(e) = wait_listening("berthd", &self.sock, Duration::from_secs(20), child) {
             panic!("{e}:\n{}", self.log());

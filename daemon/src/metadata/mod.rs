@@ -67,8 +67,23 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and checks that its
     /// schema version is one this build understands.
     pub fn open(path: &Path) -> Result<Db> {
-        let db = redb::Database::create(path)
-            .map_err(|e| Error::internal(format!("open metadata {}: {e}", path.display())))?;
+        // A process killed a moment ago may still hold the file's lock
+        // while the kernel tears it down: wait a few seconds for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match redb::Database::create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => {
+                    break r.map_err(|e| {
+                        Error::internal(format!("open metadata {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        };
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;

@@ -113,13 +113,16 @@ pub async fn serve_ttrpc(
         .await
 }
 
-/// Binds a unix socket with the given mode, replacing a stale socket.
+/// Binds a unix socket with the given mode; a stale socket at `path` is
+/// cleared first under the daemon's lock (`instance::clear_stale_socket`).
 pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let l = berth_proto::ttrpc::bind(path)?;
+    // No removal first: a socket at `path` is another process's (the
+    // daemon cleared a crashed one's under its lock).
+    let l = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     if let Some(g) = gid {
         nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(g)))

@@ -101,7 +101,8 @@ pub fn intermediate(
     }
 }
 
-/// Hostname (in a new UTS namespace only), sysctls and the OOM score:
+/// Hostname (in a new UTS namespace only), loopback up (in a new network
+/// namespace only), sysctls and the OOM score:
 /// what the init sets in its namespaces before the program runs.
 pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
     let nss = namespaces::of(spec);
@@ -114,6 +115,7 @@ pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
         sys.sethostname(h)
             .map_err(|e| Error::io(format!("set hostname {h:?}"), e))?;
     }
+    namespaces::loopback_up(sys, &nss)?;
     let sysctls = spec
         .linux()
         .as_ref()

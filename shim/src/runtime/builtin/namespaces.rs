@@ -79,6 +79,20 @@ pub fn join(sys: &dyn Sys, path: &Path, f: CloneFlags) -> Result<()> {
         .map_err(|e| Error::io(format!("join namespace {}", path.display()), e))
 }
 
+/// Brings up `lo` when the spec creates a network namespace, whose loopback
+/// the kernel makes DOWN (runc does the same, and only for a new one: a
+/// joined namespace is its creator's to configure).
+pub fn loopback_up(sys: &dyn Sys, nss: &[LinuxNamespace]) -> Result<()> {
+    let new_net = nss
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none());
+    if !new_net {
+        return Ok(());
+    }
+    sys.link_up("lo")
+        .map_err(|e| Error::io("bring up the loopback interface", e))
+}
+
 /// The namespaces of a running container an exec joins, in the order it
 /// joins them (the mount namespace last: after it, /proc is the
 /// container's). `/proc/<init>/ns/<name>` for each.
@@ -128,6 +142,25 @@ mod tests {
                 "unshare CLONE_NEWNS|CLONE_NEWPID".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn loopback_comes_up_only_in_a_new_network_namespace() {
+        let sys = Fake::new();
+        loopback_up(&sys, &[ns(LinuxNamespaceType::Network, None)]).unwrap();
+        assert_eq!(*sys.calls.borrow(), vec!["link_up lo".to_string()]);
+
+        let sys = Fake::new();
+        let joined = [ns(LinuxNamespaceType::Network, Some("/var/run/netns/x"))];
+        loopback_up(&sys, &joined).unwrap();
+        let host = [ns(LinuxNamespaceType::Uts, None)];
+        loopback_up(&sys, &host).unwrap();
+        assert!(sys.calls.borrow().is_empty(), "{:?}", sys.calls.borrow());
+
+        let sys = Fake::new();
+        sys.fail("link_up", libc::EPERM);
+        let e = loopback_up(&sys, &[ns(LinuxNamespaceType::Network, None)]).unwrap_err();
+        assert_eq!(e.message(), "bring up the loopback interface");
     }
 
     #[test]

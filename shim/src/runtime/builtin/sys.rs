@@ -51,6 +51,9 @@ pub trait Sys {
     /// Writes a whole (procfs) file.
     fn write(&self, path: &Path, data: &str) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Sets IFF_UP on the network interface `name` of this process's
+    /// network namespace (`SIOCSIFFLAGS` on a datagram socket).
+    fn link_up(&self, name: &str) -> io::Result<()>;
     /// Joins the namespace at `path`.
     fn setns(&self, path: &Path, flag: CloneFlags) -> io::Result<()>;
     fn unshare(&self, flags: CloneFlags) -> io::Result<()>;
@@ -180,6 +183,34 @@ impl Sys for Host {
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
         Ok(nix::unistd::sethostname(name)?)
+    }
+
+    fn link_up(&self, name: &str) -> io::Result<()> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: socket takes only integer arguments.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `s` is a fresh descriptor nothing else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(s) };
+        // SAFETY: ifreq is plain data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if name.len() >= req.ifr_name.len() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        for (d, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = b as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags
+        // into `req`, which outlives the call.
+        last_os(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+        // IFF_UP is 1: it fits the short the kernel keeps flags in.
+        let up = libc::c_short::try_from(libc::IFF_UP).map_err(io::Error::other)?;
+        // SAFETY: SIOCGIFFLAGS just filled the flags member of the union.
+        unsafe { req.ifr_ifru.ifru_flags |= up };
+        // SAFETY: SIOCSIFFLAGS reads `req`, which outlives the call.
+        last_os(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
     }
 
     fn setns(&self, path: &Path, flag: CloneFlags) -> io::Result<()> {
@@ -475,6 +506,9 @@ impl Sys for Fake {
     }
     fn sethostname(&self, name: &str) -> io::Result<()> {
         self.record(format!("sethostname {name}"))
+    }
+    fn link_up(&self, name: &str) -> io::Result<()> {
+        self.record(format!("link_up {name}"))
     }
     fn setns(&self, path: &Path, flag: CloneFlags) -> io::Result<()> {
         self.record(format!("setns {} {}", path.display(), names!(flag)))
