@@ -67,6 +67,9 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and checks that its
     /// schema version is one this build understands.
     pub fn open(path: &Path) -> Result<Db> {
+        // redb creates its file with the umask's mode; it holds secrets.
+        berth_snapshotter::mount::private::ensure_file(path)
+            .map_err(|e| crate::error::io_err(format!("create {}", path.display()), e))?;
         let db = redb::Database::create(path)
             .map_err(|e| Error::internal(format!("open metadata {}: {e}", path.display())))?;
         let txn = db.begin_write()?;

@@ -10,8 +10,10 @@
 use super::client::ShimClient;
 use crate::error::{Error, Result, io_err};
 use berth_proto::pb::containerd::task::v2 as shimapi;
+use berth_snapshotter::mount::private;
 use prost::Message;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -101,9 +103,19 @@ impl ShimManager {
             // Left by a task deleted while we were down.
             remove_bundle(&bundle);
         }
-        std::fs::create_dir_all(&bundle)
-            .map_err(|e| io_err(format!("create bundle {}", bundle.display()), e))?;
-        std::fs::write(bundle.join("config.json"), spec)
+        // As containerd: others may pass through the task and namespace
+        // directories but not list them, and cannot enter a bundle (its
+        // spec holds secrets, its rootfs setuid files).
+        let tasks = self.state.join(BUNDLES);
+        for (d, mode) in [
+            (tasks.clone(), private::PASS_THROUGH),
+            (tasks.join(ns), private::PASS_THROUGH),
+            (bundle.clone(), private::OWNER_ONLY),
+        ] {
+            private::dir(&d, mode).map_err(|e| io_err(format!("create {}", d.display()), e))?;
+        }
+        private::create_file(&bundle.join("config.json"))
+            .and_then(|mut f| f.write_all(spec))
             .map_err(|e| io_err("write config.json", e))?;
         Ok(bundle)
     }

@@ -116,8 +116,11 @@ pub async fn serve_ttrpc(
 /// Binds a unix socket with the given mode, replacing a stale socket.
 pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
+    // A directory we create only lets clients through to the socket; an
+    // existing one (maybe /tmp) is the admin's.
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o711)
+            .create(dir)?;
     }
     let l = berth_proto::ttrpc::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
