@@ -303,6 +303,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_database_is_owner_only_whatever_it_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.redb");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        drop(Db::open(&p).unwrap());
+        assert_eq!(mode(&p), 0o600);
+        // An older berthd's 0644 database is tightened and still opens.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Db::open(&p).unwrap());
+        assert_eq!(mode(&p), 0o600);
+    }
+
+    #[test]
     fn namespaces_skip_objects_and_keys_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("m.redb")).unwrap();

@@ -327,6 +327,23 @@ mod tests {
         assert_eq!(std::fs::read(b.join("config.json")).unwrap(), b"{\"v\":2}");
     }
 
+    #[test]
+    fn bundles_are_closed_to_other_users() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(&dir);
+        let tasks = dir.path().join(BUNDLES);
+        // An older berthd left the task directory open.
+        std::fs::create_dir(&tasks).unwrap();
+        std::fs::set_permissions(&tasks, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let b = m.write_bundle("ns", "c1", b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&tasks), 0o711);
+        assert_eq!(mode(&tasks.join("ns")), 0o711);
+        assert_eq!(mode(&b), 0o700);
+        assert_eq!(mode(&b.join("config.json")), 0o600);
+    }
+
     #[tokio::test]
     async fn a_bundle_without_a_live_shim_does_not_reconnect() {
         let dir = tempfile::tempdir().unwrap();
