@@ -17,6 +17,7 @@ use crate::runtime::{RuntimeConfig, ShimManager, ShimRuntime, TaskService, Tasks
 use crate::snapshots::Snapshots;
 use crate::snapshots::unpack::Unpacker;
 use crate::transfer::stores::ImageStores;
+use berth_snapshotter::mount::private;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,8 +71,11 @@ impl Core {
         runtimes: RuntimeConfig,
         registry: RegistryConfig,
     ) -> Result<Arc<Core>> {
+        // Traversable but not listable, even when an admin created them
+        // 0755: what lies below decides who reaches it (containerd: 0711).
         for d in [root, state] {
-            std::fs::create_dir_all(d).map_err(|e| io_err(format!("create {}", d.display()), e))?;
+            private::dir(d, private::PASS_THROUGH)
+                .map_err(|e| io_err(format!("create {}", d.display()), e))?;
         }
         let db = Arc::new(Db::open(&root.join("metadata.redb"))?);
         let uuid = String::from_utf8(

@@ -1,11 +1,14 @@
 //! Mounts for berth: the [`Mount`] type snapshotters hand out, the one
 //! parser for mount options ([`parse_options`]), and performing and undoing
-//! mounts ([`mount_all`], [`unmount`]).
+//! mounts ([`mount_all`], [`unmount`]), and the owner-only directories and
+//! files that keep mount points and secrets from other host users
+//! ([`private`]).
 //!
 //! Shared by the snapshotters, berthd and the shim, so the shim need not
 //! link the snapshotter crate (and its database and gRPC stack).
 
 mod options;
+pub mod private;
 
 pub use options::{MountOptions, parse_options};
 

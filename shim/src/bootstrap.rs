@@ -10,6 +10,7 @@ use prost::Message;
 use sha2::Digest as _;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// Where the shim for `ns`/`id` of the daemon at `address` listens.
@@ -64,8 +65,10 @@ pub fn start(flags: &Flags) -> Result<()> {
         println!("{address}");
         return Ok(());
     }
+    // Only root talks to shims; containerd's own shims share the directory.
     if let Some(d) = sock.parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        berth_mount::private::dir_tightened(d, berth_mount::private::OWNER_ONLY)
+            .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
     }
     // A socket no shim answers on is stale; if it cannot be removed, bind
     // below says why.
@@ -76,9 +79,15 @@ pub fn start(flags: &Flags) -> Result<()> {
     }
     let listener = std::os::unix::net::UnixListener::bind(&sock)
         .map_err(|e| Error::io(format!("listen on {}", sock.display()), e))?;
+    std::fs::set_permissions(
+        &sock,
+        std::os::unix::fs::PermissionsExt::from_mode(berth_mount::private::OWNER_FILE),
+    )
+    .map_err(|e| Error::io(format!("chmod {}", sock.display()), e))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(berth_mount::private::OWNER_FILE)
         .open(Bundle::new(&bundle).log())
         .map_err(|e| Error::io("open shim log", e))?;
     // The serving shim is a fork of this process, not a new execution of

@@ -179,14 +179,22 @@ fn copy_to_file(from: std::sync::Arc<AsyncFd<OwnedFd>>, mut to: std::fs::File) -
 
 fn open_log(url: &str) -> Result<std::fs::File> {
     let path = url.trim_start_matches("file://");
+    // Container output may hold secrets: directories and files we create
+    // are owner-only (existing ones, the user's choice, are left alone).
     if let Some(d) = std::path::Path::new(path).parent() {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        std::os::unix::fs::DirBuilderExt::mode(
+            std::fs::DirBuilder::new().recursive(true),
+            berth_mount::private::OWNER_ONLY,
+        )
+        .create(d)
+        .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
     }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(format!("open log {path}"), e))
+    std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().create(true).append(true),
+        berth_mount::private::OWNER_FILE,
+    )
+    .open(path)
+    .map_err(|e| Error::io(format!("open log {path}"), e))
 }
 
 fn open_fifo(path: &str, flags: OFlag) -> Result<OwnedFd> {

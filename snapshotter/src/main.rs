@@ -54,6 +54,14 @@ fn main() -> anyhow::Result<()> {
         .block_on(async move {
             let listener = berth_proto::ttrpc::bind(&cli.address)
                 .with_context(|| format!("listen on {}", cli.address.display()))?;
+            // Only root (containerd) may ask for mounts of the snapshots.
+            std::fs::set_permissions(
+                &cli.address,
+                std::os::unix::fs::PermissionsExt::from_mode(
+                    berth_snapshotter::mount::private::OWNER_FILE,
+                ),
+            )
+            .with_context(|| format!("chmod {}", cli.address.display()))?;
             let shutdown = async {
                 let mut term =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
-pub use berth_mount::{Mount, MountOptions, parse_options};
+pub use berth_mount::{Mount, MountOptions, parse_options, private};
 
 impl From<berth_mount::Error> for Error {
     fn from(e: berth_mount::Error) -> Self {
@@ -41,7 +41,8 @@ impl TempMount {
         let mut b = tempfile::Builder::new();
         let dir = match base {
             Some(p) => {
-                std::fs::create_dir_all(p)
+                // The mounted snapshot must not be reachable by others.
+                private::dir(p, private::OWNER_ONLY)
                     .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
                 b.prefix("mnt-").tempdir_in(p)
             }

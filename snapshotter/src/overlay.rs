@@ -6,6 +6,7 @@ use crate::contract::{Info, Kind, Labels, Snapshotter, Usage};
 use crate::error::{Error, Result};
 use crate::fsutil::disk_usage;
 use crate::mount::Mount;
+use crate::mount::private;
 use crate::storage::Store;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -34,8 +35,11 @@ pub struct Dirs<L: Layout> {
 impl<L: Layout> Dirs<L> {
     /// Opens (creating) a snapshotter rooted at `root`.
     pub fn with_layout(root: &Path, layout: L) -> Result<Self> {
-        fs::create_dir_all(root.join("snapshots"))
-            .map_err(|e| Error::io(format!("create {}", root.display()), e))?;
+        // Others can neither list snapshots nor reach their contents.
+        for d in [root.to_path_buf(), root.join("snapshots")] {
+            private::dir(&d, private::OWNER_ONLY)
+                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
         let store = Store::open(&root.join("metadata.redb"))?;
         Ok(Self {
             root: root.to_path_buf(),

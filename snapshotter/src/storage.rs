@@ -107,6 +107,9 @@ fn chain<T: ReadableTable<&'static str, &'static [u8]>>(t: &T, parent: &str) -> 
 impl Store {
     /// Opens (creating) the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
+        // redb creates its file with the umask's mode; it must be owner-only.
+        crate::mount::private::ensure_file(path)
+            .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
         let db = redb::Database::create(path).map_err(|e| {
             Error::with_source(
                 berth_proto::errdefs::Kind::Internal,

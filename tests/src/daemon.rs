@@ -26,10 +26,17 @@ impl Daemon {
 
     /// Starts a daemon with `toml` as its configuration file.
     pub fn start_with_config(toml: &str) -> Daemon {
+        Self::start_prepared(toml, |_| {})
+    }
+
+    /// Starts a daemon after `prepare` has set up its directory (e.g.
+    /// pre-created root and state directories, as an admin leaves them).
+    pub fn start_prepared(toml: &str, prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("berth-test-")
             .tempdir()
             .expect("tempdir");
+        prepare(dir.path());
         if !toml.is_empty() {
             std::fs::write(dir.path().join("config.toml"), toml).expect("write config");
         }

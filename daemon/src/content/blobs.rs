@@ -2,6 +2,7 @@
 
 use crate::error::{Result, io_err};
 use crate::types::Digest;
+use berth_snapshotter::mount::private;
 use sha2::Digest as _;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -19,8 +20,11 @@ pub struct Blobs {
 impl Blobs {
     /// Creates the directory layout under `root`.
     pub fn open(root: &Path) -> Result<Blobs> {
+        // Blobs and uploads (image layers, their secrets) are owner-only.
+        private::dir(root, private::OWNER_ONLY)
+            .map_err(|e| io_err(format!("create {}", root.display()), e))?;
         for d in ["blobs/sha256", "ingest"] {
-            fs::create_dir_all(root.join(d))
+            private::dir(&root.join(d), private::OWNER_ONLY)
                 .map_err(|e| io_err(format!("create {}", root.join(d).display()), e))?;
         }
         Ok(Blobs {

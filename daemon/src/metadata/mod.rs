@@ -67,6 +67,9 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and checks that its
     /// schema version is one this build understands.
     pub fn open(path: &Path) -> Result<Db> {
+        // redb creates its file with the umask's mode; it holds secrets.
+        berth_snapshotter::mount::private::ensure_file(path)
+            .map_err(|e| crate::error::io_err(format!("create {}", path.display()), e))?;
         // A process killed a moment ago may still hold the file's lock
         // while the kernel tears it down: wait a few seconds for it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -313,6 +316,20 @@ impl Writer<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_is_owner_only_whatever_it_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.redb");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        drop(Db::open(&p).unwrap());
+        assert_eq!(mode(&p), 0o600);
+        // An older berthd's 0644 database is tightened and still opens.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Db::open(&p).unwrap());
+        assert_eq!(mode(&p), 0o600);
+    }
 
     #[test]
     fn namespaces_skip_objects_and_keys_round_trip() {

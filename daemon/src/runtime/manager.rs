@@ -10,8 +10,10 @@
 use super::client::ShimClient;
 use crate::error::{Error, Result, io_err};
 use berth_proto::pb::containerd::task::v2 as shimapi;
+use berth_snapshotter::mount::private;
 use prost::Message;
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -101,9 +103,19 @@ impl ShimManager {
             // Left by a task deleted while we were down.
             remove_bundle(&bundle);
         }
-        std::fs::create_dir_all(&bundle)
-            .map_err(|e| io_err(format!("create bundle {}", bundle.display()), e))?;
-        std::fs::write(bundle.join("config.json"), spec)
+        // As containerd: others may pass through the task and namespace
+        // directories but not list them, and cannot enter a bundle (its
+        // spec holds secrets, its rootfs setuid files).
+        let tasks = self.state.join(BUNDLES);
+        for (d, mode) in [
+            (tasks.clone(), private::PASS_THROUGH),
+            (tasks.join(ns), private::PASS_THROUGH),
+            (bundle.clone(), private::OWNER_ONLY),
+        ] {
+            private::dir(&d, mode).map_err(|e| io_err(format!("create {}", d.display()), e))?;
+        }
+        private::create_file(&bundle.join("config.json"))
+            .and_then(|mut f| f.write_all(spec))
             .map_err(|e| io_err("write config.json", e))?;
         Ok(bundle)
     }
@@ -313,6 +325,23 @@ mod tests {
         let b = m.write_bundle("ns", "c1", b"{\"v\":2}").unwrap();
         assert!(!b.join("leftover").exists());
         assert_eq!(std::fs::read(b.join("config.json")).unwrap(), b"{\"v\":2}");
+    }
+
+    #[test]
+    fn bundles_are_closed_to_other_users() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(&dir);
+        let tasks = dir.path().join(BUNDLES);
+        // An older berthd left the task directory open.
+        std::fs::create_dir(&tasks).unwrap();
+        std::fs::set_permissions(&tasks, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let b = m.write_bundle("ns", "c1", b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&tasks), 0o711);
+        assert_eq!(mode(&tasks.join("ns")), 0o711);
+        assert_eq!(mode(&b), 0o700);
+        assert_eq!(mode(&b.join("config.json")), 0o600);
     }
 
     #[tokio::test]

@@ -117,8 +117,11 @@ pub async fn serve_ttrpc(
 /// cleared first under the daemon's lock (`instance::clear_stale_socket`).
 pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
+    // A directory we create only lets clients through to the socket; an
+    // existing one (maybe /tmp) is the admin's.
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o711)
+            .create(dir)?;
     }
     // No removal first: a socket at `path` is another process's (the
     // daemon cleared a crashed one's under its lock).

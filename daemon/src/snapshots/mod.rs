@@ -58,6 +58,8 @@ pub fn split(bkey: &str) -> Option<(&str, &str)> {
 impl Snapshots {
     /// Loads overlayfs (when the kernel has it) and native under `root`.
     pub fn open(root: &Path, db: Arc<Db>, events: Arc<Exchange>) -> Result<Snapshots> {
+        berth_snapshotter::mount::private::dir(root, berth_snapshotter::mount::private::OWNER_ONLY)
+            .map_err(|e| crate::error::io_err(format!("create {}", root.display()), e))?;
         let mut map: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
         match Overlay::open(&root.join("overlayfs")) {
             Ok(o) => {

@@ -144,7 +144,9 @@ pub fn diff_mounts(
             "cannot write a diff as {mt:?}: use an OCI or Docker layer media type"
         )));
     }
-    std::fs::create_dir_all(tmp).map_err(|e| io_err(format!("create {}", tmp.display()), e))?;
+    // Snapshots are mounted below: owner-only.
+    berth_snapshotter::mount::private::dir(tmp, berth_snapshotter::mount::private::OWNER_ONLY)
+        .map_err(|e| io_err(format!("create {}", tmp.display()), e))?;
     let empty = tempfile::Builder::new()
         .prefix("empty-")
         .tempdir_in(tmp)
