@@ -16,6 +16,7 @@ pub mod init;
 pub mod mounts;
 pub mod namespaces;
 pub mod rootfs;
+pub mod seccomp;
 pub mod sync;
 pub mod sys;
 pub mod tty;
@@ -24,7 +25,7 @@ use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
-use oci_spec::runtime::{LinuxResources, Spec};
+use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +33,8 @@ struct State {
     pid: u32,
     cgroup: Arc<dyn Cgroup>,
     cgroups_path: String,
+    /// The container's seccomp profile, for its exec processes too.
+    seccomp: Option<LinuxSeccomp>,
     /// The init's sync socket, until it has been started.
     sync: Option<OwnedFd>,
 }
@@ -43,13 +46,6 @@ pub struct Builtin {
 }
 
 fn unsupported(spec: &Spec) -> Result<()> {
-    if let Some(l) = spec.linux()
-        && l.seccomp().is_some()
-    {
-        return Err(Error::unimplemented(
-            "seccomp profiles are not supported by the built-in runtime yet: use runc (BinaryName)",
-        ));
-    }
     if spec.hooks().as_ref().is_some_and(|h| {
         h.prestart().is_some()
             || h.create_runtime().is_some()
@@ -107,6 +103,9 @@ impl OciRuntime for Builtin {
     fn create(&self, opts: CreateOpts) -> Result<Created> {
         unsupported(&opts.spec)?;
         let linux = opts.spec.linux().clone().unwrap_or_default();
+        // Translated before anything is made, so a profile we cannot apply
+        // fails the create cleanly; the init only loads it.
+        let filter = linux.seccomp().as_ref().map(seccomp::build).transpose()?;
         let cgroups_path = linux
             .cgroups_path()
             .clone()
@@ -143,6 +142,7 @@ impl OciRuntime for Builtin {
                 joins,
                 shim_moves,
                 into,
+                filter.as_ref(),
                 child,
             );
             init::exit_child(code)
@@ -204,6 +204,7 @@ impl OciRuntime for Builtin {
             pid,
             cgroup,
             cgroups_path,
+            seccomp: linux.seccomp().clone(),
             sync: Some(parent),
         });
         Ok(Created { pid, console })
@@ -224,13 +225,23 @@ impl OciRuntime for Builtin {
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
-        let (init_pid, path) = self.with(|s| Ok((s.pid, s.cgroups_path.clone())))?;
+        let (init_pid, path, profile) =
+            self.with(|s| Ok((s.pid, s.cgroups_path.clone(), s.seccomp.clone())))?;
+        // Exec processes get the container's filter too (runc).
+        let filter = profile.as_ref().map(seccomp::build).transpose()?;
         let (parent, child) = sync::pair()?;
         // SAFETY: as in create.
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
-            let code = init::exec_intermediate(init_pid, &path, &opts.process, opts.io, child);
+            let code = init::exec_intermediate(
+                init_pid,
+                &path,
+                &opts.process,
+                filter.as_ref(),
+                opts.io,
+                child,
+            );
             init::exit_child(code)
         };
         drop(child);
@@ -316,6 +327,7 @@ mod tests {
             pid: 7,
             cgroup: cg,
             cgroups_path: "/default/c1".into(),
+            seccomp: None,
             sync: None,
         });
         b
