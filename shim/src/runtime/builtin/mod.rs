@@ -61,6 +61,16 @@ fn unsupported(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// Frees a filter only the child needed, and the heap its building grew:
+/// the long-lived shim should not keep it resident (see `crate::memory`).
+fn release(filter: Option<libseccomp::ScmpFilterContext>) {
+    if filter.is_some() {
+        drop(filter);
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe { libc::malloc_trim(0) };
+    }
+}
+
 /// Waits for a child the shim forked itself; gone already is fine.
 fn reap(pid: nix::unistd::Pid) {
     if nix::sys::wait::waitpid(pid, None).is_err() {
@@ -149,6 +159,7 @@ impl OciRuntime for Builtin {
             init::exit_child(code)
         };
         drop(child);
+        release(filter);
         drop(opts.io); // the container holds its ends now
         drop(joins);
         drop(into);
@@ -246,6 +257,7 @@ impl OciRuntime for Builtin {
             init::exit_child(code)
         };
         drop(child);
+        release(filter);
         drop(opts.io);
         let first = sync::recv(&parent);
         reap(mid);
