@@ -10,6 +10,7 @@
 
 pub mod normalise;
 pub mod process;
+pub mod security;
 pub mod world;
 
 use crate::{Daemon, fixtures, ok, output_within, peer, require_root};

@@ -5,6 +5,7 @@
 use super::creds;
 use super::sys::Sys;
 use crate::{Error, Result};
+use libseccomp::ScmpFilterContext;
 use oci_spec::runtime::Process;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -78,8 +79,13 @@ pub fn home_of(sys: &dyn Sys, uid: u32) -> Result<String> {
 }
 
 /// Applies the process's limits, identity and capabilities, and finds its
-/// program. Used by both init and exec processes.
-pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
+/// program, then loads `seccomp` (the container's filter, see
+/// [`super::seccomp`]). Used by both init and exec processes.
+pub fn prepare(
+    sys: &dyn Sys,
+    p: &Process,
+    seccomp: Option<&ScmpFilterContext>,
+) -> Result<Prepared> {
     creds::check_supported(p)?;
     creds::apply_rlimits(sys, p)?;
     let mut env: Vec<String> = p.env().clone().unwrap_or_default();
@@ -96,6 +102,16 @@ pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", home_of(sys, p.user().uid())?));
     }
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    let load = |f: &ScmpFilterContext| {
+        sys.seccomp_load(f)
+            .map_err(|e| Error::io("load the seccomp filter", e))
+    };
+    // Without no_new_privs only CAP_SYS_ADMIN may load a filter: before
+    // the identity and capabilities change, as runc.
+    if let Some(f) = seccomp.filter(|_| !nnp) {
+        load(f)?;
+    }
     // Identity and capabilities last: they may take away what came before.
     creds::apply_bounding(sys, p)?;
     creds::apply_ids(sys, p)?;
@@ -111,6 +127,10 @@ pub fn prepare(sys: &dyn Sys, p: &Process) -> Result<Prepared> {
     sys.eaccess_exec(&path)
         .map_err(|e| Error::io(format!("exec: {prog:?}"), e))?;
     creds::apply_no_new_privs(sys, p)?;
+    // Last, so no setup call needs the profile's permission (runc too).
+    if let Some(f) = seccomp.filter(|_| nnp) {
+        load(f)?;
+    }
     Ok(Prepared {
         path: cstr(&path.display().to_string())?,
         args: cargs,
@@ -246,9 +266,9 @@ mod tests {
                 .map(|e| e.to_str().unwrap().to_string())
                 .collect()
         };
-        let p = prepare(&sys, &process(&["sh"], &["A=1"])).unwrap();
+        let p = prepare(&sys, &process(&["sh"], &["A=1"]), None).unwrap();
         assert_eq!(env(&p), vec!["A=1", "HOME=/root"]);
-        let p = prepare(&sys, &process(&["sh"], &["HOME=/x"])).unwrap();
+        let p = prepare(&sys, &process(&["sh"], &["HOME=/x"]), None).unwrap();
         assert_eq!(env(&p), vec!["HOME=/x"]);
         let mut nobody = process(&["sh"], &[]);
         nobody.set_user(
@@ -258,7 +278,10 @@ mod tests {
                 .build()
                 .unwrap(),
         );
-        assert_eq!(env(&prepare(&sys, &nobody).unwrap()), vec!["HOME=/home"]);
+        assert_eq!(
+            env(&prepare(&sys, &nobody, None).unwrap()),
+            vec!["HOME=/home"]
+        );
         // No entry, or no passwd at all: "/".
         assert_eq!(home_of(&sys, 1000).unwrap(), "/");
         assert_eq!(home_of(&Fake::new(), 0).unwrap(), "/");
@@ -268,14 +291,14 @@ mod tests {
     fn program_is_checked_as_the_user_before_ready() {
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
-        prepare(&sys, &process(&["sh"], &[])).unwrap();
+        prepare(&sys, &process(&["sh"], &[]), None).unwrap();
         let calls = sys.calls.borrow().clone();
         let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
         assert!(at("setresuid") < at("eaccess /bin/sh"));
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
         sys.fail("eaccess", libc::EACCES);
-        let e = prepare(&sys, &process(&["sh"], &[])).unwrap_err();
+        let e = prepare(&sys, &process(&["sh"], &[]), None).unwrap_err();
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::PermissionDenied);
         assert_eq!(e.message(), "exec: \"sh\"");
     }
@@ -284,7 +307,7 @@ mod tests {
     fn prepare_chdirs_before_lookup_and_drops_privileges_last() {
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
-        let p = prepare(&sys, &process(&["sh", "-c", "true"], &["A=1"])).unwrap();
+        let p = prepare(&sys, &process(&["sh", "-c", "true"], &["A=1"]), None).unwrap();
         assert_eq!(p.path.to_str().unwrap(), "/bin/sh");
         assert_eq!(p.args.len(), 3);
         assert_eq!(p.env[0].to_str().unwrap(), "A=1");
@@ -304,13 +327,35 @@ mod tests {
     #[test]
     fn prepare_refuses_empty_args_nul_bytes_and_failed_chdir() {
         let sys = Fake::new();
-        let e = prepare(&sys, &process(&[], &[])).unwrap_err();
+        let e = prepare(&sys, &process(&[], &[]), None).unwrap_err();
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
-        let e = prepare(&sys, &process(&["/bin/a\0b"], &[])).unwrap_err();
+        let e = prepare(&sys, &process(&["/bin/a\0b"], &[]), None).unwrap_err();
         assert!(e.message().contains("NUL"), "{e}");
         sys.fail("chdir", libc::ENOENT);
-        let e = prepare(&sys, &process(&["/bin/sh"], &[])).unwrap_err();
+        let e = prepare(&sys, &process(&["/bin/sh"], &[]), None).unwrap_err();
         assert_eq!(e.message(), "chdir to /work");
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
+    }
+
+    #[test]
+    fn seccomp_loads_last_with_no_new_privs_else_before_dropping_caps() {
+        let f = ScmpFilterContext::new(libseccomp::ScmpAction::Allow).unwrap();
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        prepare(&sys, &process(&["sh"], &[]), Some(&f)).unwrap();
+        let calls = sys.calls.borrow().clone();
+        assert_eq!(calls[calls.len() - 2..], ["no_new_privs", "seccomp"]);
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        let mut p = process(&["sh"], &[]);
+        p.set_no_new_privileges(Some(false));
+        prepare(&sys, &p, Some(&f)).unwrap();
+        let calls = sys.calls.borrow().clone();
+        let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
+        assert!(at("seccomp") < at("setgroups"), "{calls:?}");
+        assert!(!calls.iter().any(|c| c == "no_new_privs"));
+        // A failed load fails the process.
+        sys.fail("seccomp", libc::EPERM);
+        assert!(prepare(&sys, &p, Some(&f)).is_err());
     }
 }

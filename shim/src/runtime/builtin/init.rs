@@ -18,6 +18,7 @@ use super::{namespaces, rootfs, sync, tty};
 use crate::cgroup::Hierarchy;
 use crate::stdio::ChildIo;
 use crate::{Error, Result};
+use libseccomp::ScmpFilterContext;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -65,6 +66,7 @@ fn io_fds(io: &ChildIo) -> Vec<RawFd> {
 /// (so it is pid 1 of a new pid namespace), reports its pid and exits.
 /// With `joins` (cgroup v1) the init joins its cgroup itself; otherwise
 /// it waits for the shim to move it there ("c").
+#[allow(clippy::too_many_arguments)]
 pub fn intermediate(
     spec: &Spec,
     rootfs: &Path,
@@ -72,6 +74,7 @@ pub fn intermediate(
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
     into: Option<OwnedFd>,
+    seccomp: Option<&ScmpFilterContext>,
     sock: OwnedFd,
 ) -> i32 {
     let r = (|| -> Result<()> {
@@ -86,7 +89,7 @@ pub fn intermediate(
             drop(into);
             // Created inside its cgroup2 group, nobody needs to move it.
             let shim_moves = shim_moves && !in_cgroup;
-            let Err(e) = init_main(&Host, spec, rootfs, io, joins, shim_moves, &sock);
+            let Err(e) = init_main(&Host, spec, rootfs, io, joins, shim_moves, seccomp, &sock);
             sync::send_error(&sock, &e);
             exit_child(1);
         }
@@ -137,6 +140,8 @@ pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
 }
 
 /// The container's init: builds its world, waits for start, executes.
+// What the init carries across the fork, one argument each.
+#[allow(clippy::too_many_arguments)]
 fn init_main(
     sys: &dyn Sys,
     spec: &Spec,
@@ -144,6 +149,7 @@ fn init_main(
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
+    seccomp: Option<&ScmpFilterContext>,
     sock: &OwnedFd,
 ) -> Result<std::convert::Infallible> {
     let nss = namespaces::of(spec);
@@ -193,7 +199,7 @@ fn init_main(
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("the spec has no process"))?;
-    let prepared: Prepared = exec::prepare(sys, process)?;
+    let prepared: Prepared = exec::prepare(sys, process, seccomp)?;
     if cgroupns.is_none() && shim_moves {
         sync::expect(sock, "c")?;
     }
@@ -225,6 +231,7 @@ pub fn exec_intermediate(
     init_pid: u32,
     cgroups_path: &str,
     process: &oci_spec::runtime::Process,
+    seccomp: Option<&ScmpFilterContext>,
     io: ChildIo,
     sock: OwnedFd,
 ) -> i32 {
@@ -262,7 +269,7 @@ pub fn exec_intermediate(
         if let Forked::Child { .. } = sync::fork_reporting_pid(&sock, "fork exec process", None)? {
             let r = (|| -> Result<std::convert::Infallible> {
                 tty::setup_stdio(&io, &sock, Some(process), None)?;
-                let p = exec::prepare(&Host, process)?;
+                let p = exec::prepare(&Host, process, seccomp)?;
                 Err(exec::exec(&p))
             })();
             let Err(e) = r;

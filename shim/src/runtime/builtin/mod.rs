@@ -5,9 +5,10 @@
 //! Every system call of container setup goes through [`sys::Sys`], one
 //! module per concern: [`namespaces`], [`rootfs`] (pivot, masked and
 //! read-only paths), [`mounts`], [`devices`], [`creds`] (rlimits, ids,
-//! capabilities), [`tty`], [`exec`], and [`sync`] (the socket to the
-//! shim, fd passing). May use `crate::cgroup`, `crate::stdio` and
-//! `berth-mount`; nothing here knows the ttrpc service.
+//! capabilities), [`tty`], [`exec`], [`seccomp`] (the spec's filter),
+//! and [`sync`] (the socket to the shim, fd passing). May use
+//! `crate::cgroup`, `crate::stdio` and `berth-mount`; nothing here knows
+//! the ttrpc service.
 
 pub mod creds;
 pub mod devices;
@@ -16,6 +17,7 @@ pub mod init;
 pub mod mounts;
 pub mod namespaces;
 pub mod rootfs;
+pub mod seccomp;
 pub mod sync;
 pub mod sys;
 pub mod tty;
@@ -24,7 +26,7 @@ use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
-use oci_spec::runtime::{LinuxResources, Spec};
+use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +34,8 @@ struct State {
     pid: u32,
     cgroup: Arc<dyn Cgroup>,
     cgroups_path: String,
+    /// The container's seccomp profile, for its exec processes too.
+    seccomp: Option<LinuxSeccomp>,
     /// The init's sync socket, until it has been started.
     sync: Option<OwnedFd>,
 }
@@ -43,13 +47,6 @@ pub struct Builtin {
 }
 
 fn unsupported(spec: &Spec) -> Result<()> {
-    if let Some(l) = spec.linux()
-        && l.seccomp().is_some()
-    {
-        return Err(Error::unimplemented(
-            "seccomp profiles are not supported by the built-in runtime yet: use runc (BinaryName)",
-        ));
-    }
     if spec.hooks().as_ref().is_some_and(|h| {
         h.prestart().is_some()
             || h.create_runtime().is_some()
@@ -62,6 +59,16 @@ fn unsupported(spec: &Spec) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Frees a filter only the child needed, and the heap its building grew:
+/// the long-lived shim should not keep it resident (see `crate::memory`).
+fn release(filter: Option<libseccomp::ScmpFilterContext>) {
+    if filter.is_some() {
+        drop(filter);
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe { libc::malloc_trim(0) };
+    }
 }
 
 /// Waits for a child the shim forked itself; gone already is fine.
@@ -107,6 +114,9 @@ impl OciRuntime for Builtin {
     fn create(&self, opts: CreateOpts) -> Result<Created> {
         unsupported(&opts.spec)?;
         let linux = opts.spec.linux().clone().unwrap_or_default();
+        // Translated before anything is made, so a profile we cannot apply
+        // fails the create cleanly; the init only loads it.
+        let filter = linux.seccomp().as_ref().map(seccomp::build).transpose()?;
         let cgroups_path = linux
             .cgroups_path()
             .clone()
@@ -143,11 +153,13 @@ impl OciRuntime for Builtin {
                 joins,
                 shim_moves,
                 into,
+                filter.as_ref(),
                 child,
             );
             init::exit_child(code)
         };
         drop(child);
+        release(filter);
         drop(opts.io); // the container holds its ends now
         drop(joins);
         drop(into);
@@ -204,6 +216,7 @@ impl OciRuntime for Builtin {
             pid,
             cgroup,
             cgroups_path,
+            seccomp: linux.seccomp().clone(),
             sync: Some(parent),
         });
         Ok(Created { pid, console })
@@ -224,16 +237,27 @@ impl OciRuntime for Builtin {
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
-        let (init_pid, path) = self.with(|s| Ok((s.pid, s.cgroups_path.clone())))?;
+        let (init_pid, path, profile) =
+            self.with(|s| Ok((s.pid, s.cgroups_path.clone(), s.seccomp.clone())))?;
+        // Exec processes get the container's filter too (runc).
+        let filter = profile.as_ref().map(seccomp::build).transpose()?;
         let (parent, child) = sync::pair()?;
         // SAFETY: as in create.
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
-            let code = init::exec_intermediate(init_pid, &path, &opts.process, opts.io, child);
+            let code = init::exec_intermediate(
+                init_pid,
+                &path,
+                &opts.process,
+                filter.as_ref(),
+                opts.io,
+                child,
+            );
             init::exit_child(code)
         };
         drop(child);
+        release(filter);
         drop(opts.io);
         let first = sync::recv(&parent);
         reap(mid);
@@ -316,6 +340,7 @@ mod tests {
             pid: 7,
             cgroup: cg,
             cgroups_path: "/default/c1".into(),
+            seccomp: None,
             sync: None,
         });
         b
