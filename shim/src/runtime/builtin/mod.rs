@@ -56,12 +56,58 @@ fn unsupported(spec: &Spec) -> Result<()> {
             || h.create_container().is_some()
             || h.start_container().is_some()
             || h.poststart().is_some()
+            || h.poststop().is_some()
     }) {
         return Err(Error::unimplemented(
             "OCI hooks are not supported by the built-in runtime yet: use runc (BinaryName)",
         ));
     }
+    if let Some(field) = ignored_field(spec) {
+        return Err(Error::unimplemented(format!(
+            "{field} is not supported by the built-in runtime: use runc (BinaryName)"
+        )));
+    }
     Ok(())
+}
+
+/// The first spec field the built-in runtime would otherwise ignore: a
+/// container must never run without something its spec asked for.
+fn ignored_field(spec: &Spec) -> Option<&'static str> {
+    if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
+        return Some("domainname");
+    }
+    if let Some(p) = spec.process() {
+        if p.io_priority().is_some() {
+            return Some("process.ioPriority");
+        }
+        if p.scheduler().is_some() {
+            return Some("process.scheduler");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            return Some("process.execCPUAffinity");
+        }
+    }
+    let l = spec.linux().as_ref()?;
+    let set = [
+        (l.intel_rdt().is_some(), "linux.intelRdt"),
+        (l.personality().is_some(), "linux.personality"),
+        (l.time_offsets().is_some(), "linux.timeOffsets"),
+        (l.memory_policy().is_some(), "linux.memoryPolicy"),
+        (
+            l.net_devices().as_ref().is_some_and(|d| !d.is_empty()),
+            "linux.netDevices",
+        ),
+        (
+            l.mount_label().as_deref().is_some_and(|m| !m.is_empty()),
+            "linux.mountLabel",
+        ),
+        (
+            l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+                || l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
+            "linux.uidMappings/gidMappings",
+        ),
+    ];
+    set.into_iter().find(|(s, _)| *s).map(|(_, f)| f)
 }
 
 /// Waits for a child the shim forked itself; gone already is fine.
@@ -345,6 +391,88 @@ mod tests {
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
         let e = rt.start("c1").unwrap_err();
         assert!(e.message().contains("already started"), "{e}");
+    }
+
+    #[test]
+    fn every_hook_kind_and_ignored_field_is_refused() {
+        use oci_spec::runtime::{
+            HookBuilder, HooksBuilder, LinuxBuilder, LinuxIntelRdtBuilder, LinuxPersonalityBuilder,
+            ProcessBuilder,
+        };
+        assert!(unsupported(&Spec::default()).is_ok());
+        let hook = || vec![HookBuilder::default().path("/bin/true").build().unwrap()];
+        // Poststop too: it used to slip through and never run.
+        let hooks = [
+            HooksBuilder::default().prestart(hook()).build(),
+            HooksBuilder::default().create_runtime(hook()).build(),
+            HooksBuilder::default().create_container(hook()).build(),
+            HooksBuilder::default().start_container(hook()).build(),
+            HooksBuilder::default().poststart(hook()).build(),
+            HooksBuilder::default().poststop(hook()).build(),
+        ];
+        for h in hooks {
+            let mut s = Spec::default();
+            s.set_hooks(Some(h.unwrap()));
+            let e = unsupported(&s).unwrap_err();
+            assert!(e.message().contains("OCI hooks"), "{e}");
+        }
+        let linux = |l: LinuxBuilder| {
+            let mut s = Spec::default();
+            s.set_linux(Some(l.build().unwrap()));
+            s
+        };
+        let cases = [
+            (
+                linux(
+                    LinuxBuilder::default()
+                        .intel_rdt(LinuxIntelRdtBuilder::default().build().unwrap()),
+                ),
+                "linux.intelRdt",
+            ),
+            (
+                linux(
+                    LinuxBuilder::default()
+                        .personality(LinuxPersonalityBuilder::default().build().unwrap()),
+                ),
+                "linux.personality",
+            ),
+            (
+                linux(LinuxBuilder::default().time_offsets(std::collections::HashMap::new())),
+                "linux.timeOffsets",
+            ),
+            (
+                linux(LinuxBuilder::default().mount_label("system_u:object_r:x")),
+                "linux.mountLabel",
+            ),
+        ];
+        for (s, field) in cases {
+            let e = unsupported(&s).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("{field} is not supported by the built-in runtime: use runc (BinaryName)")
+            );
+        }
+        let mut s = Spec::default();
+        s.set_domainname(Some("example".into()));
+        assert!(
+            unsupported(&s)
+                .unwrap_err()
+                .message()
+                .starts_with("domainname")
+        );
+        let mut s = Spec::default();
+        let mut p = s
+            .process()
+            .clone()
+            .unwrap_or(ProcessBuilder::default().build().unwrap());
+        p.set_io_priority(Some(Default::default()));
+        s.set_process(Some(p));
+        assert!(
+            unsupported(&s)
+                .unwrap_err()
+                .message()
+                .starts_with("process.ioPriority")
+        );
     }
 
     #[test]

@@ -10,25 +10,51 @@ use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 use std::path::Path;
 
-/// The propagation of `/` in the container's mount namespace: slave
-/// unless the spec asks otherwise, so nothing leaks back to the host.
-pub fn propagation(spec: &Spec) -> MsFlags {
-    match spec
+/// The propagation the spec asks for on the container's `/`, as runc reads
+/// `linux.rootfsPropagation` (the `r` forms are recursive); `None` when it
+/// asks for none. An unknown value is refused, never ignored.
+pub fn requested(spec: &Spec) -> Result<Option<MsFlags>> {
+    let Some(p) = spec
         .linux()
         .as_ref()
         .and_then(|l| l.rootfs_propagation().clone())
-        .as_deref()
-    {
-        Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
-        Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
-        _ => MsFlags::MS_SLAVE,
-    }
+    else {
+        return Ok(None);
+    };
+    let rec = MsFlags::MS_REC;
+    Ok(Some(match p.as_str() {
+        "" => return Ok(None),
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | rec,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | rec,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | rec,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | rec,
+        other => {
+            return Err(Error::invalid(format!(
+                "linux.rootfsPropagation {other:?} is not one of shared, slave, private, unbindable (optionally r-prefixed)"
+            )));
+        }
+    }))
+}
+
+/// The propagation of `/` while the rootfs is built: recursive slave
+/// unless the spec asks otherwise, so nothing leaks back to the host. An
+/// unbindable request waits for after pivot_root (see [`setup`]): made
+/// now, the rootfs could not be bound onto itself.
+pub fn propagation(spec: &Spec) -> Result<MsFlags> {
+    Ok(match requested(spec)? {
+        Some(f) if !f.contains(MsFlags::MS_UNBINDABLE) => f,
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    })
 }
 
 /// Builds the root filesystem and makes it `/`.
 pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> Result<()> {
     let root = Path::new("/");
-    sys.mount(None, root, None, propagation(spec) | MsFlags::MS_REC, None)
+    sys.mount(None, root, None, propagation(spec)?, None)
         .map_err(|e| Error::io("set mount propagation", e))?;
     sys.mount(
         Some(rootfs),
@@ -50,6 +76,12 @@ pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> 
         devices::setup(sys, rootfs, spec)?;
     }
     pivot(sys, rootfs)?;
+    // As runc does: the requested propagation once more on the new `/`
+    // itself (the first call set it on the host's copy above the rootfs).
+    if let Some(f) = requested(spec)? {
+        sys.mount(None, root, None, f, None)
+            .map_err(|e| Error::io("set rootfs propagation", e))?;
+    }
     make_cwd(sys, spec)?;
     let linux = spec.linux().clone().unwrap_or_default();
     for p in linux.masked_paths().clone().unwrap_or_default() {
@@ -336,7 +368,10 @@ mod tests {
         run(&spec(false, true), &sys).unwrap();
         assert!(sys.calls_of("mknod").is_empty());
         assert!(sys.calls_of("mount - / - MS_RDONLY").is_empty());
-        assert_eq!(propagation(&Spec::default()), MsFlags::MS_SLAVE);
+        assert_eq!(
+            propagation(&Spec::default()).unwrap(),
+            MsFlags::MS_SLAVE | MsFlags::MS_REC
+        );
     }
 
     #[test]
@@ -351,5 +386,61 @@ mod tests {
         sys.fail("mount /dev/null /proc/kcore", libc::EPERM);
         let e = run(&spec(false, false), &sys).unwrap_err();
         assert_eq!(e.message(), "mask /proc/kcore");
+    }
+
+    fn with_propagation(p: &str) -> Spec {
+        let mut s = spec(false, false);
+        let mut l = s.linux().clone().unwrap();
+        l.set_rootfs_propagation(Some(p.to_string()));
+        s.set_linux(Some(l));
+        s
+    }
+
+    #[test]
+    fn rootfs_propagation_is_set_before_binding_and_again_after_pivot() {
+        // (value, before the rootfs bind, after pivot_root)
+        let cases = [
+            ("rprivate", "MS_REC|MS_PRIVATE", Some("MS_REC|MS_PRIVATE")),
+            ("private", "MS_PRIVATE", Some("MS_PRIVATE")),
+            ("shared", "MS_SHARED", Some("MS_SHARED")),
+            ("rslave", "MS_REC|MS_SLAVE", Some("MS_REC|MS_SLAVE")),
+            // Unbindable now would stop the rootfs binding onto itself.
+            ("unbindable", "MS_REC|MS_SLAVE", Some("MS_UNBINDABLE")),
+            (
+                "runbindable",
+                "MS_REC|MS_SLAVE",
+                Some("MS_REC|MS_UNBINDABLE"),
+            ),
+            ("", "MS_REC|MS_SLAVE", None),
+        ];
+        for (value, before, after) in cases {
+            let sys = Fake::new();
+            run(&with_propagation(value), &sys).unwrap();
+            let calls = sys.calls_of("mount - / ");
+            let want: Vec<String> = std::iter::once(before)
+                .chain(after)
+                .map(|f| format!("mount - / - {f} -"))
+                .collect();
+            assert_eq!(calls, want, "{value}");
+            let pivot = sys
+                .calls
+                .borrow()
+                .iter()
+                .position(|c| c.starts_with("pivot_root"))
+                .unwrap();
+            if after.is_some() {
+                let last = sys
+                    .calls
+                    .borrow()
+                    .iter()
+                    .rposition(|c| c.starts_with("mount - / "))
+                    .unwrap();
+                assert!(last > pivot, "{value}");
+            }
+        }
+        let sys = Fake::new();
+        let e = run(&with_propagation("sideways"), &sys).unwrap_err();
+        assert!(e.message().contains("\"sideways\""), "{e}");
+        assert!(sys.calls.borrow().is_empty(), "refused before any mount");
     }
 }
