@@ -12,6 +12,7 @@
 pub mod creds;
 pub mod devices;
 pub mod exec;
+pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;
