@@ -11,6 +11,7 @@
 //! standard library freely.
 
 use super::exec::{self, Prepared};
+use super::hooks::{self, Kind};
 use super::mounts::CgroupView;
 use super::sync::Forked;
 use super::sys::{Host, Sys};
@@ -61,13 +62,20 @@ fn io_fds(io: &ChildIo) -> Vec<RawFd> {
         .collect()
 }
 
+/// Who the container is, for its hooks' state, and where its root is.
+pub struct Target<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+}
+
 /// The first child: enters/creates namespaces, forks the container's init
 /// (so it is pid 1 of a new pid namespace), reports its pid and exits.
 /// With `joins` (cgroup v1) the init joins its cgroup itself; otherwise
 /// it waits for the shim to move it there ("c").
 pub fn intermediate(
     spec: &Spec,
-    rootfs: &Path,
+    target: &Target,
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
@@ -86,7 +94,7 @@ pub fn intermediate(
             drop(into);
             // Created inside its cgroup2 group, nobody needs to move it.
             let shim_moves = shim_moves && !in_cgroup;
-            let Err(e) = init_main(&Host, spec, rootfs, io, joins, shim_moves, &sock);
+            let Err(e) = init_main(&Host, spec, target, io, joins, shim_moves, &sock);
             sync::send_error(&sock, &e);
             exit_child(1);
         }
@@ -140,7 +148,7 @@ pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
 fn init_main(
     sys: &dyn Sys,
     spec: &Spec,
-    rootfs: &Path,
+    target: &Target,
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
@@ -157,7 +165,12 @@ fn init_main(
     // meanwhile unless a cgroup namespace must be made from inside the
     // cgroup first.
     let cgroupns = has(LinuxNamespaceType::Cgroup);
-    if cgroupns.is_some() && shim_moves {
+    // The shim's hooks before pivot_root need the sync socket while we are
+    // still building; take its cgroup answer first so the two cannot cross
+    // (runc runs those hooks once the process is in its cgroup, too).
+    let shim_hooks = hooks::shim_runs_before_pivot(spec);
+    let moved_early = shim_moves && (cgroupns.is_some() || shim_hooks);
+    if moved_early {
         sync::expect(sock, "c")?;
     }
     if let Some(cg) = cgroupns {
@@ -184,7 +197,25 @@ fn init_main(
         hierarchy: &hierarchy,
         path: &cgroups_path,
     };
-    rootfs::setup(sys, spec, rootfs, &view)?;
+    // Our own pid, as runc gives the hooks the init runs itself.
+    let state = |status: &str| {
+        hooks::state_json(spec, target.id, target.bundle, status, std::process::id())
+    };
+    // As runc: prestart/createRuntime (the shim) then createContainer (us,
+    // in the container's namespaces) once the mounts are made, before
+    // pivot_root, so the hooks still see the host's paths.
+    let mut before_pivot = || -> Result<()> {
+        if shim_hooks {
+            sync::send(sock, "h")?;
+            sync::expect(sock, "h")?;
+        }
+        let create = hooks::of(spec, Kind::CreateContainer);
+        if create.is_empty() {
+            return Ok(());
+        }
+        hooks::run_all(Kind::CreateContainer, &create, &state("creating"))
+    };
+    rootfs::setup(sys, spec, target.rootfs, &view, &mut before_pivot)?;
     // After pivot_root, so a terminal is made in the container's devpts.
     tty::setup_stdio(&io, sock, spec.process().as_ref(), Some(sys))?;
     drop(io);
@@ -194,11 +225,16 @@ fn init_main(
         .as_ref()
         .ok_or_else(|| Error::invalid("the spec has no process"))?;
     let prepared: Prepared = exec::prepare(sys, process)?;
-    if cgroupns.is_none() && shim_moves {
+    if shim_moves && !moved_early {
         sync::expect(sock, "c")?;
     }
     sync::send(sock, "r")?;
     sync::expect(sock, "s")?;
+    // Last thing before the program, in the container, as runc does.
+    let start = hooks::of(spec, Kind::StartContainer);
+    if !start.is_empty() {
+        hooks::run_all(Kind::StartContainer, &start, &state("created"))?;
+    }
     Err(exec::exec(&prepared))
 }
 

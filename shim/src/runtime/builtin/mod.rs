@@ -25,6 +25,7 @@ use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
+use hooks::Kind;
 use oci_spec::runtime::{LinuxResources, Spec};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,16 @@ struct State {
     cgroups_path: String,
     /// The init's sync socket, until it has been started.
     sync: Option<OwnedFd>,
+    /// For the poststart and poststop hooks' state.
+    spec: Spec,
+    id: String,
+    bundle: std::path::PathBuf,
+}
+
+impl State {
+    fn hook_state(&self, status: &str, pid: u32) -> String {
+        hooks::state_json(&self.spec, &self.id, &self.bundle, status, pid)
+    }
 }
 
 /// The built-in runtime (one container per shim).
@@ -49,18 +60,6 @@ fn unsupported(spec: &Spec) -> Result<()> {
     {
         return Err(Error::unimplemented(
             "seccomp profiles are not supported by the built-in runtime yet: use runc (BinaryName)",
-        ));
-    }
-    if spec.hooks().as_ref().is_some_and(|h| {
-        h.prestart().is_some()
-            || h.create_runtime().is_some()
-            || h.create_container().is_some()
-            || h.start_container().is_some()
-            || h.poststart().is_some()
-            || h.poststop().is_some()
-    }) {
-        return Err(Error::unimplemented(
-            "OCI hooks are not supported by the built-in runtime yet: use runc (BinaryName)",
         ));
     }
     if let Some(field) = ignored_field(spec) {
@@ -183,15 +182,13 @@ impl OciRuntime for Builtin {
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
-            let code = init::intermediate(
-                &opts.spec,
-                &opts.rootfs,
-                opts.io,
-                joins,
-                shim_moves,
-                into,
-                child,
-            );
+            let target = init::Target {
+                id: &opts.id,
+                bundle: &opts.bundle,
+                rootfs: &opts.rootfs,
+            };
+            let code =
+                init::intermediate(&opts.spec, &target, opts.io, joins, shim_moves, into, child);
             init::exit_child(code)
         };
         drop(child);
@@ -224,8 +221,19 @@ impl OciRuntime for Builtin {
                     });
                 }
             }
-            // A terminal's master comes first when the process wants one.
-            let (m, console) = sync::recv_ready(&parent)?;
+            // The init stops before pivot_root for our create hooks ("h"),
+            // then a terminal's master comes first when the process wants one.
+            let (m, console) = loop {
+                let (m, console) = sync::recv_ready(&parent)?;
+                if m != "h" {
+                    break (m, console);
+                }
+                let state = hooks::state_json(&opts.spec, &opts.id, &opts.bundle, "creating", pid);
+                for kind in [Kind::Prestart, Kind::CreateRuntime] {
+                    hooks::run_all(kind, &hooks::of(&opts.spec, kind), &state)?;
+                }
+                sync::send(&parent, "h")?;
+            };
             if m == "r" {
                 Ok(console)
             } else {
@@ -252,6 +260,9 @@ impl OciRuntime for Builtin {
             cgroup,
             cgroups_path,
             sync: Some(parent),
+            spec: opts.spec,
+            id: opts.id,
+            bundle: opts.bundle,
         });
         Ok(Created { pid, console })
     }
@@ -265,9 +276,23 @@ impl OciRuntime for Builtin {
         sync::send(&sync, "s")?;
         // Exec closes the socket; a message means it failed.
         match sync::recv(&sync)? {
-            m if m.is_empty() => Ok(()),
-            m => Err(sync::child_error(&m)),
+            m if m.is_empty() => {}
+            m => return Err(sync::child_error(&m)),
         }
+        let (pid, post, state) = self.with(|s| {
+            Ok((
+                s.pid,
+                hooks::of(&s.spec, Kind::Poststart),
+                s.hook_state("running", s.pid),
+            ))
+        })?;
+        if let Err(e) = hooks::run_all(Kind::Poststart, &post, &state) {
+            // As runc: a failed poststart hook stops the container and the
+            // start with it.
+            signal_process(pid, libc::SIGKILL as u32)?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
@@ -314,6 +339,12 @@ impl OciRuntime for Builtin {
                 .kill_all(libc::SIGKILL)
                 .and_then(|()| s.cgroup.delete())
                 .map_err(|e| e.context(format!("delete cgroup {}", s.cgroups_path)))?;
+            // The runtime spec: a failed poststop hook is a warning, the
+            // delete goes on.
+            let post = hooks::of(&s.spec, Kind::Poststop);
+            if let Err(e) = hooks::run_all(Kind::Poststop, &post, &s.hook_state("stopped", s.pid)) {
+                eprintln!("container {}: {}", s.id, e.chain());
+            }
         }
         Ok(())
     }
@@ -364,6 +395,9 @@ mod tests {
             cgroup: cg,
             cgroups_path: "/default/c1".into(),
             sync: None,
+            spec: Spec::default(),
+            id: "c1".into(),
+            bundle: "/b".into(),
         });
         b
     }
@@ -395,14 +429,14 @@ mod tests {
     }
 
     #[test]
-    fn every_hook_kind_and_ignored_field_is_refused() {
+    fn hooks_pass_and_every_ignored_field_is_refused() {
         use oci_spec::runtime::{
             HookBuilder, HooksBuilder, LinuxBuilder, LinuxIntelRdtBuilder, LinuxPersonalityBuilder,
             ProcessBuilder,
         };
         assert!(unsupported(&Spec::default()).is_ok());
         let hook = || vec![HookBuilder::default().path("/bin/true").build().unwrap()];
-        // Poststop too: it used to slip through and never run.
+        // Every kind runs now (see hooks), none is refused.
         let hooks = [
             HooksBuilder::default().prestart(hook()).build(),
             HooksBuilder::default().create_runtime(hook()).build(),
@@ -414,8 +448,7 @@ mod tests {
         for h in hooks {
             let mut s = Spec::default();
             s.set_hooks(Some(h.unwrap()));
-            let e = unsupported(&s).unwrap_err();
-            assert!(e.message().contains("OCI hooks"), "{e}");
+            unsupported(&s).unwrap();
         }
         let linux = |l: LinuxBuilder| {
             let mut s = Spec::default();

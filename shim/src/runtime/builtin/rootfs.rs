@@ -51,8 +51,15 @@ pub fn propagation(spec: &Spec) -> Result<MsFlags> {
     })
 }
 
-/// Builds the root filesystem and makes it `/`.
-pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> Result<()> {
+/// Builds the root filesystem and makes it `/`; `before_pivot` runs once
+/// every mount is made, before pivot_root (the create hooks' point).
+pub fn setup(
+    sys: &dyn Sys,
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup: &CgroupView,
+    before_pivot: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let root = Path::new("/");
     sys.mount(None, root, None, propagation(spec)?, None)
         .map_err(|e| Error::io("set mount propagation", e))?;
@@ -75,6 +82,7 @@ pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> 
     if !dev_bound {
         devices::setup(sys, rootfs, spec)?;
     }
+    before_pivot()?;
     pivot(sys, rootfs)?;
     // As runc does: the requested propagation once more on the new `/`
     // itself (the first call set it on the host's copy above the rootfs).
@@ -261,7 +269,10 @@ mod tests {
             hierarchy: &h,
             path: "/c",
         };
-        setup(sys, spec, Path::new("/b/rootfs"), &view)
+        setup(sys, spec, Path::new("/b/rootfs"), &view, &mut || {
+            sys.calls.borrow_mut().push("before pivot".into());
+            Ok(())
+        })
     }
 
     #[test]
@@ -281,7 +292,9 @@ mod tests {
         assert_eq!(calls[0], "mount - / - MS_REC|MS_PRIVATE -");
         assert_eq!(calls[1], "mount /b/rootfs /b/rootfs - MS_BIND|MS_REC -");
         assert!(at("mount proc /b/rootfs/proc proc") < at("mknod /b/rootfs/dev/null"));
-        assert!(at("mknod") < at("pivot_root . ."));
+        assert!(at("mknod") < at("before pivot"));
+        assert_eq!(at("before pivot") + 1, at("chdir /b/rootfs"));
+        assert!(at("chdir /b/rootfs") < at("pivot_root . ."));
         assert!(at("pivot_root") < at("umount . MNT_DETACH"));
         assert_eq!(
             calls[at("mount /dev/null /proc/kcore")],
