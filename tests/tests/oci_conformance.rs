@@ -5,7 +5,7 @@
 //! Root only; needs ctr and runc (and script for `tty`). Deliberate
 //! differences: docs/compat.md.
 
-use berth_tests::conformance::{process, run, world};
+use berth_tests::conformance::{hooks, process, run, world};
 
 /// One `#[test]` per case, named as the case.
 macro_rules! cases {
@@ -35,4 +35,6 @@ cases!(
     process::pause_resume,
     process::exec,
     process::tty,
+    hooks::hooks,
+    hooks::sysctls,
 );

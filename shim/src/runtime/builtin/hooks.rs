@@ -5,7 +5,9 @@
 //! and createRuntime from the shim once the container's mounts are made,
 //! before pivot_root; createContainer from the init at the same point;
 //! startContainer from the init just before it executes the program;
-//! poststart from the shim after start; poststop from the shim at delete.
+//! poststart from the shim at the end of create (status `created`: runc
+//! runs it there, not after start); poststop from the shim at delete and
+//! after a failed create (no pid, as runc).
 
 use crate::{Error, Result};
 use oci_spec::runtime::{Hook, Hooks, Spec};

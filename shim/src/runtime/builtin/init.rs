@@ -220,6 +220,7 @@ fn init_main(
     tty::setup_stdio(&io, sock, spec.process().as_ref(), Some(sys))?;
     drop(io);
     configure(sys, spec)?;
+    rootfs::finish(sys, spec)?;
     let process = spec
         .process()
         .as_ref()

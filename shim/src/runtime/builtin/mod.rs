@@ -42,9 +42,13 @@ struct State {
     bundle: std::path::PathBuf,
 }
 
-impl State {
-    fn hook_state(&self, status: &str, pid: u32) -> String {
-        hooks::state_json(&self.spec, &self.id, &self.bundle, status, pid)
+/// Runs the poststop hooks; a failure is a warning and the delete goes on
+/// (the runtime spec). Their state has no pid, as runc's.
+fn poststop(spec: &Spec, id: &str, bundle: &std::path::Path) {
+    let post = hooks::of(spec, Kind::Poststop);
+    let state = hooks::state_json(spec, id, bundle, "stopped", 0);
+    if let Err(e) = hooks::run_all(Kind::Poststop, &post, &state) {
+        eprintln!("container {id}: {}", e.chain());
     }
 }
 
@@ -147,11 +151,9 @@ impl Builtin {
     fn cgroup(&self) -> Result<Arc<dyn Cgroup>> {
         self.with(|s| Ok(s.cgroup.clone()))
     }
-}
 
-impl OciRuntime for Builtin {
-    fn create(&self, opts: CreateOpts) -> Result<Created> {
-        unsupported(&opts.spec)?;
+    /// Create after the spec passed [`unsupported`].
+    fn create_valid(&self, opts: CreateOpts) -> Result<Created> {
         let linux = opts.spec.linux().clone().unwrap_or_default();
         let cgroups_path = linux
             .cgroups_path()
@@ -240,6 +242,17 @@ impl OciRuntime for Builtin {
                 Err(sync::child_error(&m))
             }
         })();
+        // runc runs poststart at the end of create, while the program waits
+        // for start ("created"); a failure stops the container.
+        let setup = setup.and_then(|console| {
+            let state = hooks::state_json(&opts.spec, &opts.id, &opts.bundle, "created", pid);
+            hooks::run_all(
+                Kind::Poststart,
+                &hooks::of(&opts.spec, Kind::Poststart),
+                &state,
+            )
+            .map(|()| console)
+        });
         let console = match setup {
             Ok(c) => c,
             Err(e) => {
@@ -266,6 +279,18 @@ impl OciRuntime for Builtin {
         });
         Ok(Created { pid, console })
     }
+}
+
+impl OciRuntime for Builtin {
+    fn create(&self, opts: CreateOpts) -> Result<Created> {
+        unsupported(&opts.spec)?;
+        let (spec, id, bundle) = (opts.spec.clone(), opts.id.clone(), opts.bundle.clone());
+        self.create_valid(opts).inspect_err(|_| {
+            // As runc, which destroys what a failed create made, poststop
+            // hooks included.
+            poststop(&spec, &id, &bundle);
+        })
+    }
 
     fn start(&self, _id: &str) -> Result<()> {
         let sync = self.with(|s| {
@@ -276,23 +301,9 @@ impl OciRuntime for Builtin {
         sync::send(&sync, "s")?;
         // Exec closes the socket; a message means it failed.
         match sync::recv(&sync)? {
-            m if m.is_empty() => {}
-            m => return Err(sync::child_error(&m)),
+            m if m.is_empty() => Ok(()),
+            m => Err(sync::child_error(&m)),
         }
-        let (pid, post, state) = self.with(|s| {
-            Ok((
-                s.pid,
-                hooks::of(&s.spec, Kind::Poststart),
-                s.hook_state("running", s.pid),
-            ))
-        })?;
-        if let Err(e) = hooks::run_all(Kind::Poststart, &post, &state) {
-            // As runc: a failed poststart hook stops the container and the
-            // start with it.
-            signal_process(pid, libc::SIGKILL as u32)?;
-            return Err(e);
-        }
-        Ok(())
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
@@ -339,12 +350,7 @@ impl OciRuntime for Builtin {
                 .kill_all(libc::SIGKILL)
                 .and_then(|()| s.cgroup.delete())
                 .map_err(|e| e.context(format!("delete cgroup {}", s.cgroups_path)))?;
-            // The runtime spec: a failed poststop hook is a warning, the
-            // delete goes on.
-            let post = hooks::of(&s.spec, Kind::Poststop);
-            if let Err(e) = hooks::run_all(Kind::Poststop, &post, &s.hook_state("stopped", s.pid)) {
-                eprintln!("container {}: {}", s.id, e.chain());
-            }
+            poststop(&s.spec, &s.id, &s.bundle);
         }
         Ok(())
     }

@@ -51,7 +51,7 @@ pub fn propagation(spec: &Spec) -> Result<MsFlags> {
     })
 }
 
-/// Builds the root filesystem and makes it `/`; `before_pivot` runs once
+/// Builds the root filesystem and makes it `/` (then [`finish`]); `before_pivot` runs once
 /// every mount is made, before pivot_root (the create hooks' point).
 pub fn setup(
     sys: &dyn Sys,
@@ -90,7 +90,12 @@ pub fn setup(
         sys.mount(None, root, None, f, None)
             .map_err(|e| Error::io("set rootfs propagation", e))?;
     }
-    make_cwd(sys, spec)?;
+    make_cwd(sys, spec)
+}
+
+/// Masked and read-only paths, then a read-only root: after the init has
+/// written its sysctls (runc's order; /proc/sys is usually read-only).
+pub fn finish(sys: &dyn Sys, spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mask(sys, Path::new(&p))?;
@@ -272,7 +277,8 @@ mod tests {
         setup(sys, spec, Path::new("/b/rootfs"), &view, &mut || {
             sys.calls.borrow_mut().push("before pivot".into());
             Ok(())
-        })
+        })?;
+        finish(sys, spec)
     }
 
     #[test]
