@@ -2,8 +2,9 @@
 //! the first child seals itself ([`seal`]: non-dumpable, only its own
 //! descriptors left), enters or creates namespaces and forks the container's
 //! init (pid 1 of a new pid namespace); the init joins its cgroup, builds
-//! its root filesystem, connects stdio, applies hostname and sysctls,
-//! waits for start and executes. An exec's first child joins the running
+//! its root filesystem (stopping before pivot_root for the create hooks),
+//! connects stdio, applies hostname and sysctls, masks and read-only paths,
+//! waits for start, runs startContainer hooks and executes. An exec's first child joins the running
 //! container instead. Each step goes through [`Sys`] (see its modules);
 //! this file is the sequence and the sync protocol ([`sync`]).
 //!

@@ -5,9 +5,10 @@
 //! Every system call of container setup goes through [`sys::Sys`], one
 //! module per concern: [`namespaces`], [`rootfs`] (pivot, masked and
 //! read-only paths), [`mounts`], [`devices`], [`creds`] (rlimits, ids,
-//! capabilities), [`tty`], [`exec`], and [`sync`] (the socket to the
-//! shim, fd passing). May use `crate::cgroup`, `crate::stdio` and
-//! `berth-mount`; nothing here knows the ttrpc service.
+//! capabilities), [`tty`], [`exec`], [`hooks`] (the OCI hooks and where
+//! they run), and [`sync`] (the socket to the shim, fd passing). May use
+//! `crate::cgroup`, `crate::stdio` and `berth-mount`; nothing here knows
+//! the ttrpc service.
 
 pub mod creds;
 pub mod devices;
