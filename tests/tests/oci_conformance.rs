@@ -37,4 +37,5 @@ cases!(
     process::tty,
     hooks::hooks,
     hooks::sysctls,
+    hooks::rootfs_propagation,
 );

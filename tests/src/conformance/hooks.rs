@@ -178,3 +178,37 @@ pub fn sysctls(s: &Suite) {
         }
     });
 }
+
+/// `linux.rootfsPropagation`: the propagation fields of the container's
+/// `/` in its mountinfo (peer group numbers masked), or only the exit
+/// status of a create that fails (the messages differ). `rshared` is
+/// refused by the built-in runtime (docs/compat.md).
+pub fn rootfs_propagation(s: &Suite) {
+    let probe = sh(
+        "awk '$5 == \"/\" { for (i = 7; $i != \"-\"; i++) printf \"%s \", $i; print \"end\" }' /proc/self/mountinfo | sed 's/:[0-9]*/:N/g'",
+    );
+    let values = ["rprivate", "private", "rslave", "runbindable"];
+    let obs = both(|rt| {
+        let mut o = String::new();
+        for (n, v) in (1..).zip(values) {
+            let id = s.id(rt, n);
+            let patch = |spec: &mut Value| spec["linux"]["rootfsPropagation"] = json!(v);
+            let out = s.run_patched(rt, &id, &[], &probe, &patch);
+            let shown = if out.status.success() {
+                show(&id, &out)
+            } else {
+                format!("failed ({})\n", super::normalise::code(&out))
+            };
+            o.push_str(&format!("{v}: {shown}"));
+        }
+        o
+    });
+    check("rootfs_propagation", &obs, |o| {
+        ["rprivate: exit=0", "private: exit=0", "rslave: exit=0"]
+            .iter()
+            .filter_map(|l| has_line(o, l))
+            .chain(has_line(o, "end"))
+            .chain((!o.contains("runbindable: failed")).then(|| "runbindable ran".to_string()))
+            .collect()
+    });
+}

@@ -24,8 +24,13 @@ pub fn requested(spec: &Spec) -> Result<Option<MsFlags>> {
     let rec = MsFlags::MS_REC;
     Ok(Some(match p.as_str() {
         "" => return Ok(None),
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | rec,
+        // runc first makes the rootfs's parent mount private so that
+        // pivot_root accepts a shared root; we do not, so say so.
+        "shared" | "rshared" => {
+            return Err(Error::unimplemented(format!(
+                "linux.rootfsPropagation {p:?} is not supported by the built-in runtime: use runc (BinaryName)"
+            )));
+        }
         "slave" => MsFlags::MS_SLAVE,
         "rslave" => MsFlags::MS_SLAVE | rec,
         "private" => MsFlags::MS_PRIVATE,
@@ -40,15 +45,11 @@ pub fn requested(spec: &Spec) -> Result<Option<MsFlags>> {
     }))
 }
 
-/// The propagation of `/` while the rootfs is built: recursive slave
-/// unless the spec asks otherwise, so nothing leaks back to the host. An
-/// unbindable request waits for after pivot_root (see [`setup`]): made
-/// now, the rootfs could not be bound onto itself.
+/// The propagation of `/` before the rootfs is bound onto itself:
+/// recursive slave unless the spec asks otherwise, so nothing leaks back
+/// to the host. As in runc, unbindable stops that bind (the create fails).
 pub fn propagation(spec: &Spec) -> Result<MsFlags> {
-    Ok(match requested(spec)? {
-        Some(f) if !f.contains(MsFlags::MS_UNBINDABLE) => f,
-        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-    })
+    Ok(requested(spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC))
 }
 
 /// Builds the root filesystem and makes it `/` (then [`finish`]); `before_pivot` runs once
@@ -84,12 +85,6 @@ pub fn setup(
     }
     before_pivot()?;
     pivot(sys, rootfs)?;
-    // As runc does: the requested propagation once more on the new `/`
-    // itself (the first call set it on the host's copy above the rootfs).
-    if let Some(f) = requested(spec)? {
-        sys.mount(None, root, None, f, None)
-            .map_err(|e| Error::io("set rootfs propagation", e))?;
-    }
     make_cwd(sys, spec)
 }
 
@@ -416,50 +411,35 @@ mod tests {
     }
 
     #[test]
-    fn rootfs_propagation_is_set_before_binding_and_again_after_pivot() {
-        // (value, before the rootfs bind, after pivot_root)
+    fn rootfs_propagation_is_set_once_before_binding_as_runc_maps_it() {
         let cases = [
-            ("rprivate", "MS_REC|MS_PRIVATE", Some("MS_REC|MS_PRIVATE")),
-            ("private", "MS_PRIVATE", Some("MS_PRIVATE")),
-            ("shared", "MS_SHARED", Some("MS_SHARED")),
-            ("rslave", "MS_REC|MS_SLAVE", Some("MS_REC|MS_SLAVE")),
-            // Unbindable now would stop the rootfs binding onto itself.
-            ("unbindable", "MS_REC|MS_SLAVE", Some("MS_UNBINDABLE")),
-            (
-                "runbindable",
-                "MS_REC|MS_SLAVE",
-                Some("MS_REC|MS_UNBINDABLE"),
-            ),
-            ("", "MS_REC|MS_SLAVE", None),
+            ("rprivate", "MS_REC|MS_PRIVATE"),
+            ("private", "MS_PRIVATE"),
+            ("rslave", "MS_REC|MS_SLAVE"),
+            ("slave", "MS_SLAVE"),
+            ("unbindable", "MS_UNBINDABLE"),
+            ("runbindable", "MS_REC|MS_UNBINDABLE"),
+            ("", "MS_REC|MS_SLAVE"),
         ];
-        for (value, before, after) in cases {
+        for (value, flags) in cases {
             let sys = Fake::new();
             run(&with_propagation(value), &sys).unwrap();
-            let calls = sys.calls_of("mount - / ");
-            let want: Vec<String> = std::iter::once(before)
-                .chain(after)
-                .map(|f| format!("mount - / - {f} -"))
-                .collect();
-            assert_eq!(calls, want, "{value}");
-            let pivot = sys
-                .calls
-                .borrow()
-                .iter()
-                .position(|c| c.starts_with("pivot_root"))
-                .unwrap();
-            if after.is_some() {
-                let last = sys
-                    .calls
-                    .borrow()
-                    .iter()
-                    .rposition(|c| c.starts_with("mount - / "))
-                    .unwrap();
-                assert!(last > pivot, "{value}");
-            }
+            assert_eq!(
+                sys.calls_of("mount - / "),
+                vec![format!("mount - / - {flags} -")],
+                "{value}"
+            );
+            assert!(sys.calls.borrow()[1].starts_with("mount /b/rootfs /b/rootfs"));
         }
-        let sys = Fake::new();
-        let e = run(&with_propagation("sideways"), &sys).unwrap_err();
-        assert!(e.message().contains("\"sideways\""), "{e}");
-        assert!(sys.calls.borrow().is_empty(), "refused before any mount");
+        for (value, kind) in [
+            ("sideways", berth_proto::errdefs::Kind::InvalidArgument),
+            ("rshared", berth_proto::errdefs::Kind::Unimplemented),
+        ] {
+            let sys = Fake::new();
+            let e = run(&with_propagation(value), &sys).unwrap_err();
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(e.message().contains(&format!("{value:?}")), "{e}");
+            assert!(sys.calls.borrow().is_empty(), "refused before any mount");
+        }
     }
 }
