@@ -5,7 +5,7 @@
 //! Root only; needs ctr and runc (and script for `tty`). Deliberate
 //! differences: docs/compat.md.
 
-use berth_tests::conformance::{process, run, security, world};
+use berth_tests::conformance::{hooks, process, run, security, world};
 
 /// One `#[test]` per case, named as the case.
 macro_rules! cases {
@@ -36,4 +36,7 @@ cases!(
     process::exec,
     process::tty,
     security::seccomp,
+    hooks::hooks,
+    hooks::sysctls,
+    hooks::rootfs_propagation,
 );

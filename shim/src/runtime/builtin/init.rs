@@ -2,8 +2,9 @@
 //! the first child seals itself ([`seal`]: non-dumpable, only its own
 //! descriptors left), enters or creates namespaces and forks the container's
 //! init (pid 1 of a new pid namespace); the init joins its cgroup, builds
-//! its root filesystem, connects stdio, applies hostname and sysctls,
-//! waits for start and executes. An exec's first child joins the running
+//! its root filesystem (stopping before pivot_root for the create hooks),
+//! connects stdio, applies hostname and sysctls, masks and read-only paths,
+//! waits for start, runs startContainer hooks and executes. An exec's first child joins the running
 //! container instead. Each step goes through [`Sys`] (see its modules);
 //! this file is the sequence and the sync protocol ([`sync`]).
 //!
@@ -11,6 +12,7 @@
 //! standard library freely.
 
 use super::exec::{self, Prepared};
+use super::hooks::{self, Kind};
 use super::mounts::CgroupView;
 use super::sync::Forked;
 use super::sys::{Host, Sys};
@@ -62,6 +64,13 @@ fn io_fds(io: &ChildIo) -> Vec<RawFd> {
         .collect()
 }
 
+/// Who the container is, for its hooks' state, and where its root is.
+pub struct Target<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+}
+
 /// The first child: enters/creates namespaces, forks the container's init
 /// (so it is pid 1 of a new pid namespace), reports its pid and exits.
 /// With `joins` (cgroup v1) the init joins its cgroup itself; otherwise
@@ -69,7 +78,7 @@ fn io_fds(io: &ChildIo) -> Vec<RawFd> {
 #[allow(clippy::too_many_arguments)]
 pub fn intermediate(
     spec: &Spec,
-    rootfs: &Path,
+    target: &Target,
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
@@ -89,7 +98,7 @@ pub fn intermediate(
             drop(into);
             // Created inside its cgroup2 group, nobody needs to move it.
             let shim_moves = shim_moves && !in_cgroup;
-            let Err(e) = init_main(&Host, spec, rootfs, io, joins, shim_moves, seccomp, &sock);
+            let Err(e) = init_main(&Host, spec, target, io, joins, shim_moves, seccomp, &sock);
             sync::send_error(&sock, &e);
             exit_child(1);
         }
@@ -145,7 +154,7 @@ pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
 fn init_main(
     sys: &dyn Sys,
     spec: &Spec,
-    rootfs: &Path,
+    target: &Target,
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
@@ -163,7 +172,12 @@ fn init_main(
     // meanwhile unless a cgroup namespace must be made from inside the
     // cgroup first.
     let cgroupns = has(LinuxNamespaceType::Cgroup);
-    if cgroupns.is_some() && shim_moves {
+    // The shim's hooks before pivot_root need the sync socket while we are
+    // still building; take its cgroup answer first so the two cannot cross
+    // (runc runs those hooks once the process is in its cgroup, too).
+    let shim_hooks = hooks::shim_runs_before_pivot(spec);
+    let moved_early = shim_moves && (cgroupns.is_some() || shim_hooks);
+    if moved_early {
         sync::expect(sock, "c")?;
     }
     if let Some(cg) = cgroupns {
@@ -190,21 +204,45 @@ fn init_main(
         hierarchy: &hierarchy,
         path: &cgroups_path,
     };
-    rootfs::setup(sys, spec, rootfs, &view)?;
+    // Our own pid, as runc gives the hooks the init runs itself.
+    let state = |status: &str| {
+        hooks::state_json(spec, target.id, target.bundle, status, std::process::id())
+    };
+    // As runc: prestart/createRuntime (the shim) then createContainer (us,
+    // in the container's namespaces) once the mounts are made, before
+    // pivot_root, so the hooks still see the host's paths.
+    let mut before_pivot = || -> Result<()> {
+        if shim_hooks {
+            sync::send(sock, "h")?;
+            sync::expect(sock, "h")?;
+        }
+        let create = hooks::of(spec, Kind::CreateContainer);
+        if create.is_empty() {
+            return Ok(());
+        }
+        hooks::run_all(Kind::CreateContainer, &create, &state("creating"))
+    };
+    rootfs::setup(sys, spec, target.rootfs, &view, &mut before_pivot)?;
     // After pivot_root, so a terminal is made in the container's devpts.
     tty::setup_stdio(&io, sock, spec.process().as_ref(), Some(sys))?;
     drop(io);
     configure(sys, spec)?;
+    rootfs::finish(sys, spec)?;
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("the spec has no process"))?;
     let prepared: Prepared = exec::prepare(sys, process, seccomp)?;
-    if cgroupns.is_none() && shim_moves {
+    if shim_moves && !moved_early {
         sync::expect(sock, "c")?;
     }
     sync::send(sock, "r")?;
     sync::expect(sock, "s")?;
+    // Last thing before the program, in the container, as runc does.
+    let start = hooks::of(spec, Kind::StartContainer);
+    if !start.is_empty() {
+        hooks::run_all(Kind::StartContainer, &start, &state("created"))?;
+    }
     Err(exec::exec(&prepared))
 }
 

@@ -6,13 +6,15 @@
 //! module per concern: [`namespaces`], [`rootfs`] (pivot, masked and
 //! read-only paths), [`mounts`], [`devices`], [`creds`] (rlimits, ids,
 //! capabilities), [`tty`], [`exec`], [`seccomp`] (the spec's filter),
-//! and [`sync`] (the socket to the shim, fd passing). May use
+//! [`hooks`] (the OCI hooks and where they run), and [`sync`] (the socket
+//! to the shim, fd passing). May use
 //! `crate::cgroup`, `crate::stdio` and `berth-mount`; nothing here knows
 //! the ttrpc service.
 
 pub mod creds;
 pub mod devices;
 pub mod exec;
+pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;
@@ -26,6 +28,7 @@ use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
+use hooks::Kind;
 use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -38,6 +41,20 @@ struct State {
     seccomp: Option<LinuxSeccomp>,
     /// The init's sync socket, until it has been started.
     sync: Option<OwnedFd>,
+    /// For the poststart and poststop hooks' state.
+    spec: Spec,
+    id: String,
+    bundle: std::path::PathBuf,
+}
+
+/// Runs the poststop hooks; a failure is a warning and the delete goes on
+/// (the runtime spec). Their state has no pid, as runc's.
+fn poststop(spec: &Spec, id: &str, bundle: &std::path::Path) {
+    let post = hooks::of(spec, Kind::Poststop);
+    let state = hooks::state_json(spec, id, bundle, "stopped", 0);
+    if let Err(e) = hooks::run_all(Kind::Poststop, &post, &state) {
+        eprintln!("container {id}: {}", e.chain());
+    }
 }
 
 /// The built-in runtime (one container per shim).
@@ -47,16 +64,10 @@ pub struct Builtin {
 }
 
 fn unsupported(spec: &Spec) -> Result<()> {
-    if spec.hooks().as_ref().is_some_and(|h| {
-        h.prestart().is_some()
-            || h.create_runtime().is_some()
-            || h.create_container().is_some()
-            || h.start_container().is_some()
-            || h.poststart().is_some()
-    }) {
-        return Err(Error::unimplemented(
-            "OCI hooks are not supported by the built-in runtime yet: use runc (BinaryName)",
-        ));
+    if let Some(field) = ignored_field(spec) {
+        return Err(Error::unimplemented(format!(
+            "{field} is not supported by the built-in runtime: use runc (BinaryName)"
+        )));
     }
     Ok(())
 }
@@ -69,6 +80,46 @@ fn release(filter: Option<libseccomp::ScmpFilterContext>) {
         // SAFETY: malloc_trim only returns free heap pages to the kernel.
         unsafe { libc::malloc_trim(0) };
     }
+}
+
+/// The first spec field the built-in runtime would otherwise ignore: a
+/// container must never run without something its spec asked for.
+fn ignored_field(spec: &Spec) -> Option<&'static str> {
+    if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
+        return Some("domainname");
+    }
+    if let Some(p) = spec.process() {
+        if p.io_priority().is_some() {
+            return Some("process.ioPriority");
+        }
+        if p.scheduler().is_some() {
+            return Some("process.scheduler");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            return Some("process.execCPUAffinity");
+        }
+    }
+    let l = spec.linux().as_ref()?;
+    let set = [
+        (l.intel_rdt().is_some(), "linux.intelRdt"),
+        (l.personality().is_some(), "linux.personality"),
+        (l.time_offsets().is_some(), "linux.timeOffsets"),
+        (l.memory_policy().is_some(), "linux.memoryPolicy"),
+        (
+            l.net_devices().as_ref().is_some_and(|d| !d.is_empty()),
+            "linux.netDevices",
+        ),
+        (
+            l.mount_label().as_deref().is_some_and(|m| !m.is_empty()),
+            "linux.mountLabel",
+        ),
+        (
+            l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+                || l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
+            "linux.uidMappings/gidMappings",
+        ),
+    ];
+    set.into_iter().find(|(s, _)| *s).map(|(_, f)| f)
 }
 
 /// Waits for a child the shim forked itself; gone already is fine.
@@ -108,11 +159,9 @@ impl Builtin {
     fn cgroup(&self) -> Result<Arc<dyn Cgroup>> {
         self.with(|s| Ok(s.cgroup.clone()))
     }
-}
 
-impl OciRuntime for Builtin {
-    fn create(&self, opts: CreateOpts) -> Result<Created> {
-        unsupported(&opts.spec)?;
+    /// Create after the spec passed [`unsupported`].
+    fn create_valid(&self, opts: CreateOpts) -> Result<Created> {
         let linux = opts.spec.linux().clone().unwrap_or_default();
         // Translated before anything is made, so a profile we cannot apply
         // fails the create cleanly; the init only loads it.
@@ -146,9 +195,14 @@ impl OciRuntime for Builtin {
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
+            let target = init::Target {
+                id: &opts.id,
+                bundle: &opts.bundle,
+                rootfs: &opts.rootfs,
+            };
             let code = init::intermediate(
                 &opts.spec,
-                &opts.rootfs,
+                &target,
                 opts.io,
                 joins,
                 shim_moves,
@@ -189,14 +243,36 @@ impl OciRuntime for Builtin {
                     });
                 }
             }
-            // A terminal's master comes first when the process wants one.
-            let (m, console) = sync::recv_ready(&parent)?;
+            // The init stops before pivot_root for our create hooks ("h"),
+            // then a terminal's master comes first when the process wants one.
+            let (m, console) = loop {
+                let (m, console) = sync::recv_ready(&parent)?;
+                if m != "h" {
+                    break (m, console);
+                }
+                let state = hooks::state_json(&opts.spec, &opts.id, &opts.bundle, "creating", pid);
+                for kind in [Kind::Prestart, Kind::CreateRuntime] {
+                    hooks::run_all(kind, &hooks::of(&opts.spec, kind), &state)?;
+                }
+                sync::send(&parent, "h")?;
+            };
             if m == "r" {
                 Ok(console)
             } else {
                 Err(sync::child_error(&m))
             }
         })();
+        // runc runs poststart at the end of create, while the program waits
+        // for start ("created"); a failure stops the container.
+        let setup = setup.and_then(|console| {
+            let state = hooks::state_json(&opts.spec, &opts.id, &opts.bundle, "created", pid);
+            hooks::run_all(
+                Kind::Poststart,
+                &hooks::of(&opts.spec, Kind::Poststart),
+                &state,
+            )
+            .map(|()| console)
+        });
         let console = match setup {
             Ok(c) => c,
             Err(e) => {
@@ -218,8 +294,23 @@ impl OciRuntime for Builtin {
             cgroups_path,
             seccomp: linux.seccomp().clone(),
             sync: Some(parent),
+            spec: opts.spec,
+            id: opts.id,
+            bundle: opts.bundle,
         });
         Ok(Created { pid, console })
+    }
+}
+
+impl OciRuntime for Builtin {
+    fn create(&self, opts: CreateOpts) -> Result<Created> {
+        unsupported(&opts.spec)?;
+        let (spec, id, bundle) = (opts.spec.clone(), opts.id.clone(), opts.bundle.clone());
+        self.create_valid(opts).inspect_err(|_| {
+            // As runc, which destroys what a failed create made, poststop
+            // hooks included.
+            poststop(&spec, &id, &bundle);
+        })
     }
 
     fn start(&self, _id: &str) -> Result<()> {
@@ -291,6 +382,7 @@ impl OciRuntime for Builtin {
                 .kill_all(libc::SIGKILL)
                 .and_then(|()| s.cgroup.delete())
                 .map_err(|e| e.context(format!("delete cgroup {}", s.cgroups_path)))?;
+            poststop(&s.spec, &s.id, &s.bundle);
         }
         Ok(())
     }
@@ -342,6 +434,9 @@ mod tests {
             cgroups_path: "/default/c1".into(),
             seccomp: None,
             sync: None,
+            spec: Spec::default(),
+            id: "c1".into(),
+            bundle: "/b".into(),
         });
         b
     }
@@ -370,6 +465,87 @@ mod tests {
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
         let e = rt.start("c1").unwrap_err();
         assert!(e.message().contains("already started"), "{e}");
+    }
+
+    #[test]
+    fn hooks_pass_and_every_ignored_field_is_refused() {
+        use oci_spec::runtime::{
+            HookBuilder, HooksBuilder, LinuxBuilder, LinuxIntelRdtBuilder, LinuxPersonalityBuilder,
+            ProcessBuilder,
+        };
+        assert!(unsupported(&Spec::default()).is_ok());
+        let hook = || vec![HookBuilder::default().path("/bin/true").build().unwrap()];
+        // Every kind runs now (see hooks), none is refused.
+        let hooks = [
+            HooksBuilder::default().prestart(hook()).build(),
+            HooksBuilder::default().create_runtime(hook()).build(),
+            HooksBuilder::default().create_container(hook()).build(),
+            HooksBuilder::default().start_container(hook()).build(),
+            HooksBuilder::default().poststart(hook()).build(),
+            HooksBuilder::default().poststop(hook()).build(),
+        ];
+        for h in hooks {
+            let mut s = Spec::default();
+            s.set_hooks(Some(h.unwrap()));
+            unsupported(&s).unwrap();
+        }
+        let linux = |l: LinuxBuilder| {
+            let mut s = Spec::default();
+            s.set_linux(Some(l.build().unwrap()));
+            s
+        };
+        let cases = [
+            (
+                linux(
+                    LinuxBuilder::default()
+                        .intel_rdt(LinuxIntelRdtBuilder::default().build().unwrap()),
+                ),
+                "linux.intelRdt",
+            ),
+            (
+                linux(
+                    LinuxBuilder::default()
+                        .personality(LinuxPersonalityBuilder::default().build().unwrap()),
+                ),
+                "linux.personality",
+            ),
+            (
+                linux(LinuxBuilder::default().time_offsets(std::collections::HashMap::new())),
+                "linux.timeOffsets",
+            ),
+            (
+                linux(LinuxBuilder::default().mount_label("system_u:object_r:x")),
+                "linux.mountLabel",
+            ),
+        ];
+        for (s, field) in cases {
+            let e = unsupported(&s).unwrap_err();
+            assert_eq!(
+                e.message(),
+                format!("{field} is not supported by the built-in runtime: use runc (BinaryName)")
+            );
+        }
+        let mut s = Spec::default();
+        s.set_domainname(Some("example".into()));
+        assert!(
+            unsupported(&s)
+                .unwrap_err()
+                .message()
+                .starts_with("domainname")
+        );
+        let mut s = Spec::default();
+        let mut p = s
+            .process()
+            .clone()
+            .unwrap_or(ProcessBuilder::default().build().unwrap());
+        p.set_io_priority(Some(Default::default()));
+        s.set_process(Some(p));
+        assert!(
+            unsupported(&s)
+                .unwrap_err()
+                .message()
+                .starts_with("process.ioPriority")
+        );
     }
 
     #[test]

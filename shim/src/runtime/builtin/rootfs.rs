@@ -10,25 +10,59 @@ use nix::mount::{MntFlags, MsFlags};
 use oci_spec::runtime::Spec;
 use std::path::Path;
 
-/// The propagation of `/` in the container's mount namespace: slave
-/// unless the spec asks otherwise, so nothing leaks back to the host.
-pub fn propagation(spec: &Spec) -> MsFlags {
-    match spec
+/// The propagation the spec asks for on the container's `/`, as runc reads
+/// `linux.rootfsPropagation` (the `r` forms are recursive); `None` when it
+/// asks for none. An unknown value is refused, never ignored.
+pub fn requested(spec: &Spec) -> Result<Option<MsFlags>> {
+    let Some(p) = spec
         .linux()
         .as_ref()
         .and_then(|l| l.rootfs_propagation().clone())
-        .as_deref()
-    {
-        Some("shared") | Some("rshared") => MsFlags::MS_SHARED,
-        Some("private") | Some("rprivate") => MsFlags::MS_PRIVATE,
-        _ => MsFlags::MS_SLAVE,
-    }
+    else {
+        return Ok(None);
+    };
+    let rec = MsFlags::MS_REC;
+    Ok(Some(match p.as_str() {
+        "" => return Ok(None),
+        // runc first makes the rootfs's parent mount private so that
+        // pivot_root accepts a shared root; we do not, so say so.
+        "shared" | "rshared" => {
+            return Err(Error::unimplemented(format!(
+                "linux.rootfsPropagation {p:?} is not supported by the built-in runtime: use runc (BinaryName)"
+            )));
+        }
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | rec,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | rec,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | rec,
+        other => {
+            return Err(Error::invalid(format!(
+                "linux.rootfsPropagation {other:?} is not one of shared, slave, private, unbindable (optionally r-prefixed)"
+            )));
+        }
+    }))
 }
 
-/// Builds the root filesystem and makes it `/`.
-pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> Result<()> {
+/// The propagation of `/` before the rootfs is bound onto itself:
+/// recursive slave unless the spec asks otherwise, so nothing leaks back
+/// to the host. As in runc, unbindable stops that bind (the create fails).
+pub fn propagation(spec: &Spec) -> Result<MsFlags> {
+    Ok(requested(spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC))
+}
+
+/// Builds the root filesystem and makes it `/` (then [`finish`]); `before_pivot` runs once
+/// every mount is made, before pivot_root (the create hooks' point).
+pub fn setup(
+    sys: &dyn Sys,
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup: &CgroupView,
+    before_pivot: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let root = Path::new("/");
-    sys.mount(None, root, None, propagation(spec) | MsFlags::MS_REC, None)
+    sys.mount(None, root, None, propagation(spec)?, None)
         .map_err(|e| Error::io("set mount propagation", e))?;
     sys.mount(
         Some(rootfs),
@@ -49,8 +83,14 @@ pub fn setup(sys: &dyn Sys, spec: &Spec, rootfs: &Path, cgroup: &CgroupView) -> 
     if !dev_bound {
         devices::setup(sys, rootfs, spec)?;
     }
+    before_pivot()?;
     pivot(sys, rootfs)?;
-    make_cwd(sys, spec)?;
+    make_cwd(sys, spec)
+}
+
+/// Masked and read-only paths, then a read-only root: after the init has
+/// written its sysctls (runc's order; /proc/sys is usually read-only).
+pub fn finish(sys: &dyn Sys, spec: &Spec) -> Result<()> {
     let linux = spec.linux().clone().unwrap_or_default();
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mask(sys, Path::new(&p))?;
@@ -229,7 +269,11 @@ mod tests {
             hierarchy: &h,
             path: "/c",
         };
-        setup(sys, spec, Path::new("/b/rootfs"), &view)
+        setup(sys, spec, Path::new("/b/rootfs"), &view, &mut || {
+            sys.calls.borrow_mut().push("before pivot".into());
+            Ok(())
+        })?;
+        finish(sys, spec)
     }
 
     #[test]
@@ -249,7 +293,9 @@ mod tests {
         assert_eq!(calls[0], "mount - / - MS_REC|MS_PRIVATE -");
         assert_eq!(calls[1], "mount /b/rootfs /b/rootfs - MS_BIND|MS_REC -");
         assert!(at("mount proc /b/rootfs/proc proc") < at("mknod /b/rootfs/dev/null"));
-        assert!(at("mknod") < at("pivot_root . ."));
+        assert!(at("mknod") < at("before pivot"));
+        assert_eq!(at("before pivot") + 1, at("chdir /b/rootfs"));
+        assert!(at("chdir /b/rootfs") < at("pivot_root . ."));
         assert!(at("pivot_root") < at("umount . MNT_DETACH"));
         assert_eq!(
             calls[at("mount /dev/null /proc/kcore")],
@@ -336,7 +382,10 @@ mod tests {
         run(&spec(false, true), &sys).unwrap();
         assert!(sys.calls_of("mknod").is_empty());
         assert!(sys.calls_of("mount - / - MS_RDONLY").is_empty());
-        assert_eq!(propagation(&Spec::default()), MsFlags::MS_SLAVE);
+        assert_eq!(
+            propagation(&Spec::default()).unwrap(),
+            MsFlags::MS_SLAVE | MsFlags::MS_REC
+        );
     }
 
     #[test]
@@ -351,5 +400,46 @@ mod tests {
         sys.fail("mount /dev/null /proc/kcore", libc::EPERM);
         let e = run(&spec(false, false), &sys).unwrap_err();
         assert_eq!(e.message(), "mask /proc/kcore");
+    }
+
+    fn with_propagation(p: &str) -> Spec {
+        let mut s = spec(false, false);
+        let mut l = s.linux().clone().unwrap();
+        l.set_rootfs_propagation(Some(p.to_string()));
+        s.set_linux(Some(l));
+        s
+    }
+
+    #[test]
+    fn rootfs_propagation_is_set_once_before_binding_as_runc_maps_it() {
+        let cases = [
+            ("rprivate", "MS_REC|MS_PRIVATE"),
+            ("private", "MS_PRIVATE"),
+            ("rslave", "MS_REC|MS_SLAVE"),
+            ("slave", "MS_SLAVE"),
+            ("unbindable", "MS_UNBINDABLE"),
+            ("runbindable", "MS_REC|MS_UNBINDABLE"),
+            ("", "MS_REC|MS_SLAVE"),
+        ];
+        for (value, flags) in cases {
+            let sys = Fake::new();
+            run(&with_propagation(value), &sys).unwrap();
+            assert_eq!(
+                sys.calls_of("mount - / "),
+                vec![format!("mount - / - {flags} -")],
+                "{value}"
+            );
+            assert!(sys.calls.borrow()[1].starts_with("mount /b/rootfs /b/rootfs"));
+        }
+        for (value, kind) in [
+            ("sideways", berth_proto::errdefs::Kind::InvalidArgument),
+            ("rshared", berth_proto::errdefs::Kind::Unimplemented),
+        ] {
+            let sys = Fake::new();
+            let e = run(&with_propagation(value), &sys).unwrap_err();
+            assert_eq!(e.kind(), kind, "{e}");
+            assert!(e.message().contains(&format!("{value:?}")), "{e}");
+            assert!(sys.calls.borrow().is_empty(), "refused before any mount");
+        }
     }
 }
