@@ -27,13 +27,16 @@ pub trait Cgroup: Send + Sync {
     /// does not take processes of a domain cgroup: there
     /// [`add`](Self::add) is used.
     fn self_join_files(&self) -> Result<Option<Vec<OwnedFd>>>;
-    /// True when the shim moves a new process into the cgroup2 part of
-    /// this cgroup by pid, with [`shim_move`](Self::shim_move), while the
-    /// process builds its root filesystem: that migration waits for an RCU
-    /// grace period (~10 ms) the process need not sit through. On v2 that
-    /// part is the whole cgroup; on v1 it is the group in the unified
-    /// hierarchy of a hybrid host (false on a v1 host without one).
-    fn shim_moves(&self) -> bool;
+    /// True when this cgroup has a cgroup2 part (see
+    /// [`cgroup2_dir`](Self::cgroup2_dir)): a new process is created inside
+    /// it, or, where the kernel cannot, moved there by pid with
+    /// [`shim_move`](Self::shim_move) while it builds its root filesystem
+    /// (that migration waits for an RCU grace period, ~10 ms, the process
+    /// need not sit through). On v2 that part is the whole cgroup; on v1 it
+    /// is the group in the unified hierarchy of a hybrid host.
+    fn shim_moves(&self) -> bool {
+        self.cgroup2_dir().is_some()
+    }
     /// The directory of the cgroup2 part of this cgroup (see
     /// [`shim_moves`](Self::shim_moves)), for creating a process right
     /// inside it; `None` when there is none.

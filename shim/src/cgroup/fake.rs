@@ -48,9 +48,6 @@ impl Cgroup for Fake {
     fn self_join_files(&self) -> Result<Option<Vec<OwnedFd>>> {
         self.record("self_join_files".into()).map(|()| None)
     }
-    fn shim_moves(&self) -> bool {
-        true
-    }
     fn cgroup2_dir(&self) -> Option<std::path::PathBuf> {
         None
     }

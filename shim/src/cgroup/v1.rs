@@ -274,10 +274,6 @@ impl Cgroup for V1 {
         Ok(Some(files))
     }
 
-    fn shim_moves(&self) -> bool {
-        self.unified_dir().is_some()
-    }
-
     fn cgroup2_dir(&self) -> Option<PathBuf> {
         self.unified_dir()
     }

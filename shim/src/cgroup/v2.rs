@@ -222,10 +222,6 @@ impl Cgroup for V2 {
         Ok(None)
     }
 
-    fn shim_moves(&self) -> bool {
-        true
-    }
-
     fn cgroup2_dir(&self) -> Option<PathBuf> {
         Some(self.dir.clone())
     }
