@@ -1,5 +1,5 @@
 //! OCI hooks, as the runtime spec and runc run them: each hook's `path`
-//! executed with its `args` (the first is argv[0]) and exactly its `env`,
+//! executed with its `args` (the first is `argv[0]`) and exactly its `env`,
 //! the container's state JSON on stdin, killed and failed after its
 //! `timeout`. The points (see `init` and the runtime's `mod`): prestart
 //! and createRuntime from the shim once the container's mounts are made,

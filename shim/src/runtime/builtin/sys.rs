@@ -1,5 +1,5 @@
 //! The system calls the built-in runtime makes while building a container,
-//! behind one trait: [`Host`] makes them, and under `cfg(test)` [`Fake`]
+//! behind one trait: [`Host`] makes them, and under `cfg(test)` `Fake`
 //! records them (and fails the ones it is told to), so what the runtime
 //! decides — which mounts, in which order, with which flags; which devices,
 //! limits, capabilities and ids — is unit-tested without root.
