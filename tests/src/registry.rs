@@ -165,7 +165,7 @@ pub struct Proxy {
 const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nbusy, later";
 
 impl Proxy {
-    /// Proxies 127.0.0.1:<new port> to 127.0.0.1:`to`.
+    /// Proxies `127.0.0.1:<new port>` to 127.0.0.1:`to`.
     pub fn start(to: u16) -> Proxy {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = l.local_addr().expect("addr").port();

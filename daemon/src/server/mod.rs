@@ -2,7 +2,7 @@
 //! file per API. The only place besides `daemon` that holds the whole
 //! `Core`; nothing else uses this module.
 //!
-//! [`boundary`] is the one place where daemon errors become gRPC statuses
+//! `boundary` is the one place where daemon errors become gRPC statuses
 //! and where request metadata (namespace, lease) is read; the adapters use
 //! it, and this file only declares them and serves.
 

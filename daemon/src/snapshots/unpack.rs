@@ -85,7 +85,7 @@ impl Unpacker {
         self.unpack_with(ctx, target, sn, platform, &|_| Ok(()))
     }
 
-    /// [`unpack`] for layers still arriving: `ready(layer)` returns once that
+    /// [`unpack`](Self::unpack) for layers still arriving: `ready(layer)` returns once that
     /// layer's blob is in the content store (or fails the unpack). Layers whose
     /// snapshot exists are never waited for.
     pub fn unpack_with(

@@ -19,7 +19,7 @@ pub struct V1 {
     controllers: Vec<String>,
     /// A hybrid host's cgroup2 mount (`<root>/unified`), which holds no
     /// controllers but is joined too, as runc does: the container's
-    /// processes show in it (`0::/<path>` in /proc/<pid>/cgroup).
+    /// processes show in it (`0::/<path>` in `/proc/<pid>/cgroup`).
     unified: Option<PathBuf>,
 }
 
