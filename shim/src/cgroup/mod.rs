@@ -11,6 +11,8 @@
 //! names them.
 
 pub mod base;
+pub mod bpf;
+pub mod devices;
 #[cfg(test)]
 pub mod fake;
 pub mod hierarchy;
