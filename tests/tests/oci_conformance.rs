@@ -19,6 +19,7 @@ macro_rules! cases {
 
 cases!(
     world::namespaces,
+    world::cgroup_namespace,
     world::mounts,
     world::masked_paths,
     world::readonly_paths,

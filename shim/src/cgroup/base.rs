@@ -13,8 +13,11 @@ use std::path::{Path, PathBuf};
 pub trait Cgroup: Send + Sync {
     /// The cgroup path, relative to the hierarchy root(s).
     fn path(&self) -> &str;
-    /// Applies resource limits. A memory limit below current usage is
-    /// refused with both numbers.
+    /// Applies resource limits: every field is written, or refused with an
+    /// error naming it where this hierarchy cannot enforce it. Device rules
+    /// (`devices`) replace the cgroup's when present, runc's defaults
+    /// appended. A memory limit below current usage is refused with both
+    /// numbers.
     fn apply(&self, r: &LinuxResources) -> Result<()>;
     /// Moves a process into the cgroup.
     fn add(&self, pid: u32) -> Result<()>;
@@ -198,9 +201,10 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// Polls `done` up to a second: freezing is asynchronous in the kernel.
-pub fn wait_until(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..100 {
+/// Polls `done` every 10 ms, `tries` times: freezing is asynchronous in
+/// the kernel.
+pub fn wait_until(tries: u32, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
         if done() {
             return true;
         }
@@ -239,6 +243,117 @@ pub fn io_weight(r: &LinuxResources) -> Option<u16> {
         .as_ref()
         .and_then(|b| b.weight())
         .filter(|w| *w != 0)
+}
+
+/// A spec field this hierarchy cannot enforce, refused by name.
+pub fn refuse(field: &str, why: &str) -> Error {
+    Error::unimplemented(format!("{field} is set, but {why}"))
+}
+
+/// Names `field` in the error of setting it.
+pub fn field<T>(field: &str, r: Result<T>) -> Result<T> {
+    r.map_err(|e| e.context(field))
+}
+
+/// What neither hierarchy can enforce here, refused on both (runc ignores
+/// kernel memory with a warning, and `useHierarchy` without one).
+pub fn check_memory_common(mem: &oci_spec::runtime::LinuxMemory) -> Result<()> {
+    for (v, f) in [
+        (mem.kernel(), "linux.resources.memory.kernel"),
+        (mem.kernel_tcp(), "linux.resources.memory.kernelTCP"),
+    ] {
+        // 0 and -1 ask for no limit, which is what there is.
+        if let Some(v) = v.filter(|v| *v != 0 && *v != -1) {
+            return Err(refuse(
+                &format!("{f} ({v})"),
+                "kernel memory limits are gone from the kernel (5.16 and later ignore them) and runc ignores them: drop the field",
+            ));
+        }
+    }
+    if mem.use_hierarchy() == Some(false) {
+        return Err(refuse(
+            "linux.resources.memory.useHierarchy (false)",
+            "memory accounting is always hierarchical on this kernel",
+        ));
+    }
+    Ok(())
+}
+
+/// The spec's block I/O throttles: field name, `io.max` key (v2) and
+/// `blkio.throttle.*` file (v1), and the devices.
+pub fn throttles(
+    b: &oci_spec::runtime::LinuxBlockIo,
+) -> [(
+    &'static str,
+    &'static str,
+    &'static str,
+    &[oci_spec::runtime::LinuxThrottleDevice],
+); 4] {
+    [
+        (
+            "linux.resources.blockIO.throttleReadBpsDevice",
+            "rbps",
+            "blkio.throttle.read_bps_device",
+            b.throttle_read_bps_device().as_deref().unwrap_or(&[]),
+        ),
+        (
+            "linux.resources.blockIO.throttleWriteBpsDevice",
+            "wbps",
+            "blkio.throttle.write_bps_device",
+            b.throttle_write_bps_device().as_deref().unwrap_or(&[]),
+        ),
+        (
+            "linux.resources.blockIO.throttleReadIOPSDevice",
+            "riops",
+            "blkio.throttle.read_iops_device",
+            b.throttle_read_iops_device().as_deref().unwrap_or(&[]),
+        ),
+        (
+            "linux.resources.blockIO.throttleWriteIOPSDevice",
+            "wiops",
+            "blkio.throttle.write_iops_device",
+            b.throttle_write_iops_device().as_deref().unwrap_or(&[]),
+        ),
+    ]
+}
+
+/// A hugepage size as a file name part (`2MB`); one that could leave the
+/// cgroup directory is refused.
+pub fn page_size(i: usize, h: &oci_spec::runtime::LinuxHugepageLimit) -> Result<&str> {
+    let ps = h.page_size().as_str();
+    if ps.is_empty() || ps.contains('/') || ps.contains("..") {
+        return Err(Error::invalid(format!(
+            "linux.resources.hugepageLimits[{i}].pageSize {ps:?} is not a page size (2MB, 1GB…)"
+        )));
+    }
+    Ok(ps)
+}
+
+/// `rdma.max` lines (both hierarchies), sorted by device.
+pub fn rdma_lines(r: &LinuxResources) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for (dev, l) in r.rdma().iter().flatten() {
+        if dev.is_empty() || dev.contains(char::is_whitespace) {
+            return Err(Error::invalid(format!(
+                "linux.resources.rdma: {dev:?} is not an RDMA device name"
+            )));
+        }
+        let mut line = dev.clone();
+        if let Some(h) = l.hca_handles() {
+            line.push_str(&format!(" hca_handle={h}"));
+        }
+        if let Some(o) = l.hca_objects() {
+            line.push_str(&format!(" hca_object={o}"));
+        }
+        if l.hca_handles().is_none() && l.hca_objects().is_none() {
+            return Err(Error::invalid(format!(
+                "linux.resources.rdma.{dev} sets neither hcaHandles nor hcaObjects"
+            )));
+        }
+        v.push(line);
+    }
+    v.sort();
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -77,8 +77,9 @@ impl Hierarchy {
         }
     }
 
-    /// Creates cgroup `path` and applies `res`; nothing is left behind
-    /// when that fails.
+    /// Creates cgroup `path` and applies `res` and the device rules (the
+    /// spec's, if any, then runc's defaults); nothing is left behind when
+    /// that fails.
     pub fn create(&self, path: &str, res: Option<&LinuxResources>) -> Result<Box<dyn Cgroup>> {
         if path.trim_start_matches('/').is_empty() {
             return Err(Error::invalid("the spec's cgroupsPath is empty"));
@@ -87,9 +88,13 @@ impl Hierarchy {
             Hierarchy::V1(root) => Box::new(v1::V1::create(root, path, self.controllers())?),
             Hierarchy::V2(root) => Box::new(v2::V2::create(root, path)?),
         };
-        if let Some(r) = res
-            && let Err(e) = cg.apply(r)
-        {
+        // Device rules apply to every container, the spec's or none: runc
+        // appends its defaults to an empty list too (an allow-list then).
+        let mut r = res.cloned().unwrap_or_default();
+        if r.devices().is_none() {
+            r.set_devices(Some(Vec::new()));
+        }
+        if let Err(e) = cg.apply(&r) {
             if let Err(d) = cg.delete() {
                 eprintln!("remove cgroup {path} after a failed create: {}", d.chain());
             }

@@ -2,9 +2,10 @@
 //! every hierarchy (`<root>/<controller>/<path>`).
 
 use super::base::{
-    self, Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
-    remove_dir, write,
+    self, Cgroup, OomCounter, OomWatch, check_memory_limit, field, read, read_keyed, read_pids,
+    read_u64, remove_dir, write,
 };
+use super::devices::{Emulator, container_rules};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
@@ -22,23 +23,6 @@ pub struct V1 {
     /// processes show in it (`0::/<path>` in `/proc/<pid>/cgroup`).
     unified: Option<PathBuf>,
 }
-
-/// runc's device rules for every container, after the spec's (specconv's
-/// `AllowedDevices`): mknod of any node; the default devices; ptys
-/// (136:*, /dev/ptmx 5:2); tun/tap.
-pub const DEFAULT_DEVICE_RULES: [&str; 11] = [
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:8 rwm",
-    "c 1:7 rwm",
-    "c 5:0 rwm",
-    "c 1:5 rwm",
-    "c 1:9 rwm",
-    "c 136:* rwm",
-    "c 5:2 rwm",
-    "c 10:200 rwm",
-];
 
 impl V1 {
     pub fn new(root: &Path, path: &str, controllers: Vec<String>) -> V1 {
@@ -111,7 +95,7 @@ impl V1 {
     fn need(&self, controller: &str, what: &str) -> Result<PathBuf> {
         self.dir(controller).ok_or_else(|| {
             Error::precondition(format!(
-                "{what} is set but this host has no {controller} cgroup controller"
+                "{what} needs the {controller} cgroup controller, which this host does not have"
             ))
         })
     }
@@ -123,94 +107,311 @@ impl V1 {
     }
 
     fn apply_memory(&self, mem: &oci_spec::runtime::LinuxMemory) -> Result<()> {
-        let d = self.need("memory", "a memory limit")?;
-        if let Some(limit) = mem.limit() {
+        base::check_memory_common(mem)?;
+        // Zero is unset (runc's reading), -1 no limit.
+        let limit = mem.limit().filter(|l| *l != 0);
+        let swap = mem.swap().filter(|s| *s != 0);
+        let reservation = mem.reservation().filter(|r| *r != 0);
+        // -1 (as unsigned) is unset, as for runc.
+        let swappiness = mem.swappiness().filter(|s| *s != u64::MAX);
+        if let Some(s) = swappiness.filter(|s| *s > 100) {
+            return Err(Error::invalid(format!(
+                "linux.resources.memory.swappiness {s} is out of range (0-100)"
+            )));
+        }
+        let oom_off = mem.disable_oom_killer() == Some(true);
+        if limit.is_none()
+            && swap.is_none()
+            && reservation.is_none()
+            && swappiness.is_none()
+            && !oom_off
+        {
+            return Ok(());
+        }
+        let d = self.need("memory", "linux.resources.memory")?;
+        if let Some(limit) = limit {
             check_memory_limit(limit, read_u64(&d, "memory.usage_in_bytes"))?;
         }
         // The kernel keeps memory <= memory+swap at every step: a swap
         // limit going up is written first, one going down last.
-        let swap_first = mem.swap().is_some_and(|s| {
+        let swap_first = swap.is_some_and(|s| {
             s == -1
                 || read_u64(&d, "memory.memsw.limit_in_bytes")
                     .is_some_and(|cur| u64::try_from(s).is_ok_and(|s| s > cur))
         });
-        let swap = |d: &Path| match mem.swap() {
-            Some(s) => write(d, "memory.memsw.limit_in_bytes", &s.to_string()),
+        let set_swap = |d: &Path| match swap {
+            Some(s) => field(
+                "linux.resources.memory.swap",
+                write(d, "memory.memsw.limit_in_bytes", &s.to_string()),
+            ),
             None => Ok(()),
         };
         if swap_first {
-            swap(&d)?;
+            set_swap(&d)?;
         }
-        if let Some(l) = mem.limit() {
-            write(&d, "memory.limit_in_bytes", &l.to_string())?;
+        if let Some(l) = limit {
+            field(
+                "linux.resources.memory.limit",
+                write(&d, "memory.limit_in_bytes", &l.to_string()),
+            )?;
         }
         if !swap_first {
-            swap(&d)?;
+            set_swap(&d)?;
         }
-        if let Some(r) = mem.reservation() {
-            write(&d, "memory.soft_limit_in_bytes", &r.to_string())?;
+        if let Some(r) = reservation {
+            field(
+                "linux.resources.memory.reservation",
+                write(&d, "memory.soft_limit_in_bytes", &r.to_string()),
+            )?;
         }
-        if let Some(s) = mem.swappiness() {
-            write(&d, "memory.swappiness", &s.to_string())?;
+        if oom_off {
+            field(
+                "linux.resources.memory.disableOOMKiller",
+                write(&d, "memory.oom_control", "1"),
+            )?;
         }
-        if mem.disable_oom_killer() == Some(true) {
-            write(&d, "memory.oom_control", "1")?;
+        if let Some(s) = swappiness {
+            field(
+                "linux.resources.memory.swappiness",
+                write(&d, "memory.swappiness", &s.to_string()),
+            )?;
         }
         Ok(())
     }
 
     fn apply_cpu(&self, cpu: &oci_spec::runtime::LinuxCpu) -> Result<()> {
-        if cpu.shares().is_some() || cpu.quota().is_some() || cpu.period().is_some() {
-            let d = self.need("cpu", "a CPU limit")?;
-            if let Some(s) = cpu.shares() {
-                write(&d, "cpu.shares", &s.to_string())?;
+        let rt_runtime = cpu.realtime_runtime().filter(|v| *v != 0);
+        let rt_period = cpu.realtime_period().filter(|v| *v != 0);
+        let shares = cpu.shares().filter(|s| *s != 0);
+        // Zero means unset (runc's reading); the kernel refuses it.
+        let period = cpu.period().filter(|p| *p != 0);
+        let quota = cpu.quota().filter(|q| *q != 0);
+        if shares.is_some()
+            || quota.is_some()
+            || period.is_some()
+            || cpu.burst().is_some()
+            || cpu.idle().is_some()
+            || rt_runtime.is_some()
+            || rt_period.is_some()
+        {
+            let d = self.need("cpu", "linux.resources.cpu")?;
+            if let Some(s) = shares {
+                field(
+                    "linux.resources.cpu.shares",
+                    write(&d, "cpu.shares", &s.to_string()),
+                )?;
+                // The kernel clamps: a value it changed was not applied.
+                if let Some(got) = read_u64(&d, "cpu.shares").filter(|g| *g != s) {
+                    return Err(Error::invalid(format!(
+                        "linux.resources.cpu.shares {s} is out of range: the kernel set {got}"
+                    )));
+                }
             }
-            // The period first: the quota is checked against it. Zero
-            // means unset (runc's reading); the kernel refuses it.
-            if let Some(p) = cpu.period().filter(|p| *p != 0) {
-                write(&d, "cpu.cfs_period_us", &p.to_string())?;
+            // The period first: the quota is checked against it.
+            if let Some(p) = period {
+                field(
+                    "linux.resources.cpu.period",
+                    write(&d, "cpu.cfs_period_us", &p.to_string()),
+                )?;
             }
-            if let Some(q) = cpu.quota().filter(|q| *q != 0) {
-                write(&d, "cpu.cfs_quota_us", &q.to_string())?;
+            if let Some(b) = cpu.burst() {
+                // Above the old quota the kernel refuses it: once more
+                // after the quota then.
+                if write(&d, "cpu.cfs_burst_us", &b.to_string()).is_err() && quota.is_none() {
+                    field(
+                        "linux.resources.cpu.burst",
+                        write(&d, "cpu.cfs_burst_us", &b.to_string()),
+                    )?;
+                }
+            }
+            if let Some(q) = quota {
+                field(
+                    "linux.resources.cpu.quota",
+                    write(&d, "cpu.cfs_quota_us", &q.to_string()),
+                )?;
+                if let Some(b) = cpu.burst() {
+                    field(
+                        "linux.resources.cpu.burst",
+                        write(&d, "cpu.cfs_burst_us", &b.to_string()),
+                    )?;
+                }
+            }
+            if let Some(i) = cpu.idle() {
+                field(
+                    "linux.resources.cpu.idle",
+                    write(&d, "cpu.idle", &i.to_string()),
+                )?;
+            }
+            // Real-time bandwidth: the period first, as runc (the kernel
+            // checks the runtime against it).
+            if let Some(p) = rt_period {
+                field(
+                    "linux.resources.cpu.realtimePeriod",
+                    write(&d, "cpu.rt_period_us", &p.to_string()),
+                )?;
+            }
+            if let Some(r) = rt_runtime {
+                field(
+                    "linux.resources.cpu.realtimeRuntime",
+                    write(&d, "cpu.rt_runtime_us", &r.to_string()),
+                )?;
             }
         }
         for (v, f) in [(cpu.cpus(), "cpuset.cpus"), (cpu.mems(), "cpuset.mems")] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                write(&self.need("cpuset", "a cpuset")?, f, v)?;
+                let name = format!("linux.resources.cpu.{}", &f[7..]);
+                field(&name, write(&self.need("cpuset", &name)?, f, v))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_blkio(&self, b: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
+        let weight = b.weight().filter(|w| *w != 0);
+        let leaf = b.leaf_weight().filter(|w| *w != 0);
+        let devs = b.weight_device().as_deref().unwrap_or(&[]);
+        let throttles = base::throttles(b);
+        if weight.is_none()
+            && leaf.is_none()
+            && devs.is_empty()
+            && throttles.iter().all(|t| t.3.is_empty())
+        {
+            return Ok(());
+        }
+        let d = self.need("blkio", "linux.resources.blockIO")?;
+        // Kernels with only the BFQ scheduler name the weights differently.
+        let (wfile, wdfile) = if d.join("blkio.weight").exists() {
+            ("blkio.weight", "blkio.weight_device")
+        } else {
+            ("blkio.bfq.weight", "blkio.bfq.weight_device")
+        };
+        if let Some(w) = weight {
+            field(
+                "linux.resources.blockIO.weight",
+                write(&d, wfile, &w.to_string()),
+            )?;
+        }
+        if let Some(w) = leaf {
+            field(
+                "linux.resources.blockIO.leafWeight",
+                write(&d, "blkio.leaf_weight", &w.to_string()),
+            )?;
+        }
+        for (i, wd) in devs.iter().enumerate() {
+            let dev = format!("{}:{}", wd.major(), wd.minor());
+            if let Some(w) = wd.weight().filter(|w| *w != 0) {
+                let name = format!("linux.resources.blockIO.weightDevice[{i}].weight");
+                field(&name, write(&d, wdfile, &format!("{dev} {w}")))?;
+            }
+            if let Some(w) = wd.leaf_weight().filter(|w| *w != 0) {
+                let name = format!("linux.resources.blockIO.weightDevice[{i}].leafWeight");
+                field(
+                    &name,
+                    write(&d, "blkio.leaf_weight_device", &format!("{dev} {w}")),
+                )?;
+            }
+        }
+        for (name, _, file, list) in throttles {
+            for (i, t) in list.iter().enumerate() {
+                let line = format!("{}:{} {}", t.major(), t.minor(), t.rate());
+                field(&format!("{name}[{i}]"), write(&d, file, &line))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_hugetlb(&self, limits: &[oci_spec::runtime::LinuxHugepageLimit]) -> Result<()> {
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let d = self.need("hugetlb", "linux.resources.hugepageLimits")?;
+        let mut rsvd = true;
+        for (i, h) in limits.iter().enumerate() {
+            let ps = base::page_size(i, h)?;
+            let v = h.limit().to_string();
+            let name = format!("linux.resources.hugepageLimits[{i}]");
+            field(
+                &name,
+                write(&d, &format!("hugetlb.{ps}.limit_in_bytes"), &v),
+            )?;
+            // Reservations too, where the kernel has them (5.7+).
+            let f = format!("hugetlb.{ps}.rsvd.limit_in_bytes");
+            if rsvd && d.join(&f).exists() {
+                field(&name, write(&d, &f, &v))?;
+            } else {
+                rsvd = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_network(&self, n: &oci_spec::runtime::LinuxNetwork) -> Result<()> {
+        if let Some(id) = n.class_id() {
+            let d = self.need("net_cls", "linux.resources.network.classID")?;
+            field(
+                "linux.resources.network.classID",
+                write(&d, "net_cls.classid", &id.to_string()),
+            )?;
+        }
+        for (i, p) in n.priorities().iter().flatten().enumerate() {
+            let name = format!("linux.resources.network.priorities[{i}]");
+            let d = self.need("net_prio", &name)?;
+            field(
+                &name,
+                write(
+                    &d,
+                    "net_prio.ifpriomap",
+                    &format!("{} {}", p.name(), p.priority()),
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Moves the device cgroup to the state `devs` (and runc's defaults)
+    /// describe, writing only the difference from what `devices.list`
+    /// shows, then checks the kernel got there (as runc does).
+    fn apply_devices(&self, devs: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<()> {
+        let target = Emulator::from_rules(&container_rules(devs)?)?;
+        let d = self.need("devices", "linux.resources.devices")?;
+        // A list that cannot be read is taken as allow-all: the reset to
+        // deny-all comes first then.
+        let list = read(&d, "devices.list").unwrap_or_else(|| "a *:* rwm".into());
+        let now = Emulator::from_list(&list)?;
+        for rule in now.transition(&target) {
+            let f = if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            field(
+                "linux.resources.devices",
+                write(&d, f, &rule.cgroup_string()),
+            )?;
+        }
+        // Only the kernel's list can say what took; a fake tree has none.
+        if is_cgroupfs(&d) {
+            let after = Emulator::from_list(&read(&d, "devices.list").unwrap_or_default())?;
+            let same = if target.default_allow {
+                after.default_allow
+            } else {
+                after == target
+            };
+            if !same {
+                return Err(Error::internal(format!(
+                    "device cgroup {}: devices.list does not show the rules written",
+                    d.display()
+                )));
             }
         }
         Ok(())
     }
 }
 
-/// A device rule as `devices.allow`/`devices.deny` take it (`c 1:3 rwm`).
-pub fn device_rule(d: &oci_spec::runtime::LinuxDeviceCgroup) -> String {
-    let num = |n: Option<i64>| n.filter(|n| *n >= 0).map_or("*".into(), |n| n.to_string());
-    let typ = d.typ().map_or("a".into(), |t| t.as_str().to_string());
-    format!(
-        "{typ} {}:{} {}",
-        num(d.major()),
-        num(d.minor()),
-        d.access().as_deref().unwrap_or("rwm")
-    )
-}
-
-/// The writes that set a device cgroup: the spec's rules in its order
-/// (later ones refine earlier ones), then runc's defaults, which every
-/// container gets.
-pub fn device_writes(devs: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Vec<(&'static str, String)> {
-    let spec = devs.iter().map(|dev| {
-        let f = if dev.allow() {
-            "devices.allow"
-        } else {
-            "devices.deny"
-        };
-        (f, device_rule(dev))
-    });
-    let defaults = DEFAULT_DEVICE_RULES
-        .iter()
-        .map(|r| ("devices.allow", (*r).to_string()));
-    spec.chain(defaults).collect()
+/// True when `d` is on a cgroup v1 filesystem.
+fn is_cgroupfs(d: &Path) -> bool {
+    nix::sys::statfs::statfs(d)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
 }
 
 impl Cgroup for V1 {
@@ -219,6 +420,11 @@ impl Cgroup for V1 {
     }
 
     fn apply(&self, r: &LinuxResources) -> Result<()> {
+        if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+            return Err(Error::invalid(
+                "linux.resources.unified needs a cgroup v2 host; this one is v1",
+            ));
+        }
         if let Some(mem) = r.memory() {
             self.apply_memory(mem)?;
         }
@@ -227,28 +433,27 @@ impl Cgroup for V1 {
         }
         if let Some(p) = r.pids() {
             let v = base::pids_max(p);
-            write(&self.need("pids", "a pids limit")?, "pids.max", &v)?;
+            let d = self.need("pids", "linux.resources.pids")?;
+            field("linux.resources.pids.limit", write(&d, "pids.max", &v))?;
         }
-        if let Some(w) = base::io_weight(r) {
-            let d = self.need("blkio", "a block I/O weight")?;
-            // Kernels with only the BFQ scheduler name it differently.
-            let f = if d.join("blkio.weight").exists() {
-                "blkio.weight"
-            } else {
-                "blkio.bfq.weight"
-            };
-            write(&d, f, &w.to_string())?;
+        if let Some(b) = r.block_io() {
+            self.apply_blkio(b)?;
         }
-        if let Some(devs) = r.devices() {
-            let d = self.need("devices", "a device rule")?;
-            for (f, rule) in device_writes(devs) {
-                write(&d, f, &rule)?;
+        if let Some(h) = r.hugepage_limits() {
+            self.apply_hugetlb(h)?;
+        }
+        if let Some(n) = r.network() {
+            self.apply_network(n)?;
+        }
+        let rdma = base::rdma_lines(r)?;
+        if !rdma.is_empty() {
+            let d = self.need("rdma", "linux.resources.rdma")?;
+            for line in rdma {
+                field("linux.resources.rdma", write(&d, "rdma.max", &line))?;
             }
         }
-        if r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
-            return Err(Error::invalid(
-                "unified cgroup resources need a cgroup v2 host; this one is v1",
-            ));
+        if let Some(devs) = r.devices() {
+            self.apply_devices(devs)?;
         }
         Ok(())
     }
@@ -298,7 +503,9 @@ impl Cgroup for V1 {
     fn freeze(&self) -> Result<()> {
         let d = self.need("freezer", "pausing")?;
         write(&d, "freezer.state", "FROZEN")?;
-        if !super::base::wait_until(|| read(&d, "freezer.state").as_deref() == Some("FROZEN")) {
+        if !base::wait_until(100, || {
+            read(&d, "freezer.state").as_deref() == Some("FROZEN")
+        }) {
             // Half-frozen helps nobody: let it run again.
             write(&d, "freezer.state", "THAWED")?;
             return Err(Error::internal(format!(
@@ -348,6 +555,12 @@ impl Cgroup for V1 {
             });
         }
         out.cpu = Some(cpu);
+        if let Some(d) = self.dir("blkio") {
+            out.blkio = Some(super::stats::v1_blkio(&d));
+        }
+        if let Some(d) = self.dir("hugetlb") {
+            out.hugetlb = super::stats::v1_hugetlb(&d, &super::stats::hugepage_sizes());
+        }
         if let Some(d) = self.dir("memory") {
             out.memory = Some(super::stats::v1_memory(&d));
             let oom = read_keyed(&d, "memory.oom_control");

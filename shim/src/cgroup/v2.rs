@@ -1,11 +1,15 @@
 //! cgroup v2: one unified tree. A cgroup's limits need their controllers
 //! enabled in every ancestor's `cgroup.subtree_control`, which creating
-//! the cgroup does for every controller the root offers.
+//! the cgroup does for every controller the root offers. Every field of
+//! `linux.resources` is written as runc's fs2 manager writes it, or refused
+//! by name where v2 has no file for it (runc ignores those); device rules
+//! are an eBPF program attached to the cgroup ([`super::bpf`]).
 
 use super::base::{
-    self, Cgroup, OomCounter, OomWatch, check_memory_limit, read, read_keyed, read_pids, read_u64,
-    remove_dir, write,
+    self, Cgroup, OomCounter, OomWatch, check_memory_limit, field, read, read_keyed, read_pids,
+    read_u64, refuse, remove_dir, write,
 };
+use super::devices::{Emulator, container_rules};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
@@ -14,12 +18,17 @@ use std::path::{Path, PathBuf};
 
 /// Controllers a container's limits use, enabled down to its cgroup when
 /// the host has them.
-const WANTED: [&str; 6] = ["cpu", "cpuset", "io", "memory", "pids", "hugetlb"];
+const WANTED: [&str; 7] = ["cpu", "cpuset", "io", "memory", "pids", "hugetlb", "rdma"];
+
+/// How device rules reach a cgroup: [`super::bpf::set_device_rules`]; the
+/// tests' fake trees record them instead.
+pub type DeviceSetter = fn(&Path, &Emulator) -> Result<()>;
 
 /// A cgroup on a v2 host.
 pub struct V2 {
     dir: PathBuf,
     path: String,
+    set_devices: DeviceSetter,
 }
 
 impl V2 {
@@ -28,7 +37,21 @@ impl V2 {
         V2 {
             dir: root.join(&path),
             path,
+            set_devices: super::bpf::set_device_rules,
         }
+    }
+
+    /// The same cgroup with device rules going to `f`.
+    pub fn with_device_setter(self, f: DeviceSetter) -> V2 {
+        V2 {
+            set_devices: f,
+            ..self
+        }
+    }
+
+    /// The cgroup's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Makes the cgroup, enabling the wanted controllers the root offers
@@ -55,32 +78,173 @@ impl V2 {
 
     fn apply_memory(&self, mem: &oci_spec::runtime::LinuxMemory) -> Result<()> {
         let d = &self.dir;
-        if let Some(limit) = mem.limit() {
+        base::check_memory_common(mem)?;
+        // No per-cgroup swappiness nor OOM-killer switch on v2 (runc
+        // ignores both there): refused rather than silently dropped.
+        if let Some(s) = mem.swappiness().filter(|s| *s != u64::MAX) {
+            return Err(refuse(
+                &format!("linux.resources.memory.swappiness ({s})"),
+                "cgroup v2 has no per-cgroup swappiness (the host's vm.swappiness applies)",
+            ));
+        }
+        if mem.disable_oom_killer() == Some(true) {
+            return Err(refuse(
+                "linux.resources.memory.disableOOMKiller",
+                "cgroup v2 cannot turn the OOM killer off for a cgroup",
+            ));
+        }
+        let limit = mem.limit().unwrap_or(0);
+        if limit != 0 {
             check_memory_limit(limit, read_u64(d, "memory.current"))?;
-            write(d, "memory.max", &max_or(limit))?;
         }
-        if let Some(r) = mem.reservation() {
-            write(d, "memory.low", &max_or(r))?;
+        if let Some(swap) = swap_max(limit, mem.swap().unwrap_or(0))? {
+            // Without swap accounting there is no file; "no swap limit"
+            // and "no swap" need none (as runc).
+            let r = write(d, "memory.swap.max", &swap);
+            let missing = !d.join("memory.swap.max").exists() && (swap == "max" || swap == "0");
+            if !missing {
+                field("linux.resources.memory.swap", r)?;
+            }
         }
-        if let Some(swap) = swap_max(mem.limit(), mem.swap())? {
-            write(d, "memory.swap.max", &swap)?;
+        // Zero is unset, as for runc.
+        if limit != 0 {
+            field(
+                "linux.resources.memory.limit",
+                write(d, "memory.max", &max_or(limit)),
+            )?;
         }
-        // memory.swappiness has no v2 file: the kernel's global setting
-        // applies (runc ignores it on v2 too).
+        if let Some(r) = mem.reservation().filter(|r| *r != 0) {
+            field(
+                "linux.resources.memory.reservation",
+                write(d, "memory.low", &max_or(r)),
+            )?;
+        }
         Ok(())
     }
 
     fn apply_cpu(&self, cpu: &oci_spec::runtime::LinuxCpu) -> Result<()> {
         let d = &self.dir;
+        if cpu.realtime_runtime().is_some_and(|v| v != 0)
+            || cpu.realtime_period().is_some_and(|v| v != 0)
+        {
+            return Err(refuse(
+                "linux.resources.cpu.realtimeRuntime/realtimePeriod",
+                "cgroup v2 has no real-time CPU bandwidth per cgroup",
+            ));
+        }
+        if let Some(idle) = cpu.idle() {
+            field(
+                "linux.resources.cpu.idle",
+                write(d, "cpu.idle", &idle.to_string()),
+            )?;
+        }
         if let Some(s) = cpu.shares().filter(|s| *s != 0) {
-            write(d, "cpu.weight", &cpu_weight(s).to_string())?;
+            field(
+                "linux.resources.cpu.shares",
+                write(d, "cpu.weight", &cpu_weight(s).to_string()),
+            )?;
+        }
+        // A burst above the current quota is refused (EINVAL) until the
+        // quota is written: then it is written again, after (as runc).
+        let burst = cpu.burst().map(|b| b.to_string());
+        let mut burst_after = None;
+        if let Some(b) = &burst
+            && let Err(e) = write(d, "cpu.max.burst", b)
+        {
+            let einval = e.kind() == berth_proto::errdefs::Kind::InvalidArgument;
+            if !einval || cpu.quota().unwrap_or(0) == 0 {
+                return Err(e.context("linux.resources.cpu.burst"));
+            }
+            burst_after = Some(b);
         }
         if let Some(v) = cpu_max(cpu.quota(), cpu.period()) {
-            write(d, "cpu.max", &v)?;
+            field("linux.resources.cpu.quota/period", write(d, "cpu.max", &v))?;
         }
-        for (v, f) in [(cpu.cpus(), "cpuset.cpus"), (cpu.mems(), "cpuset.mems")] {
+        if let Some(b) = burst_after {
+            field("linux.resources.cpu.burst", write(d, "cpu.max.burst", b))?;
+        }
+        for (v, f, name) in [
+            (cpu.cpus(), "cpuset.cpus", "linux.resources.cpu.cpus"),
+            (cpu.mems(), "cpuset.mems", "linux.resources.cpu.mems"),
+        ] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                write(d, f, v)?;
+                field(name, write(d, f, v))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_io(&self, b: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
+        let d = &self.dir;
+        if b.leaf_weight().is_some_and(|w| w != 0) {
+            return Err(refuse(
+                "linux.resources.blockIO.leafWeight",
+                "cgroup v2 has no leaf weights",
+            ));
+        }
+        let devs = b.weight_device().as_deref().unwrap_or(&[]);
+        for (i, wd) in devs.iter().enumerate() {
+            if wd.leaf_weight().is_some_and(|w| w != 0) {
+                return Err(refuse(
+                    &format!("linux.resources.blockIO.weightDevice[{i}].leafWeight"),
+                    "cgroup v2 has no leaf weights",
+                ));
+            }
+        }
+        // BFQ's own file takes the blkio range as is; io.weight (the
+        // default scheduler's, iocost) wants it converted.
+        let bfq = d.join("io.bfq.weight").exists();
+        if let Some(w) = b.weight().filter(|w| *w != 0) {
+            let r = if bfq {
+                write(d, "io.bfq.weight", &w.to_string())
+            } else {
+                write(d, "io.weight", &io_weight(w).to_string())
+            };
+            field("linux.resources.blockIO.weight", r)?;
+        }
+        // Per-device weights: BFQ's file when it takes them (it then reads
+        // "default N", not a bare number), else io.weight's own per-device
+        // lines. runc writes only the first and ignores them otherwise.
+        let bfq_per_device =
+            bfq && read(d, "io.bfq.weight").is_some_and(|s| s.parse::<u64>().is_err());
+        for (i, wd) in devs.iter().enumerate() {
+            let Some(w) = wd.weight().filter(|w| *w != 0) else {
+                continue;
+            };
+            let (file, v) = if bfq_per_device {
+                ("io.bfq.weight", u64::from(w))
+            } else {
+                ("io.weight", io_weight(w))
+            };
+            let line = format!("{}:{} {v}", wd.major(), wd.minor());
+            field(
+                &format!("linux.resources.blockIO.weightDevice[{i}]"),
+                write(d, file, &line),
+            )?;
+        }
+        for (name, key, _, list) in base::throttles(b) {
+            for (i, t) in list.iter().enumerate() {
+                let line = format!("{}:{} {key}={}", t.major(), t.minor(), t.rate());
+                field(&format!("{name}[{i}]"), write(d, "io.max", &line))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_hugetlb(&self, limits: &[oci_spec::runtime::LinuxHugepageLimit]) -> Result<()> {
+        let mut rsvd = true;
+        for (i, h) in limits.iter().enumerate() {
+            let ps = base::page_size(i, h)?;
+            let v = max_or(h.limit());
+            let name = format!("linux.resources.hugepageLimits[{i}]");
+            field(&name, write(&self.dir, &format!("hugetlb.{ps}.max"), &v))?;
+            // Reservations too, where the kernel has them (5.7+): else a
+            // page reserved by mmap but not faulted in escapes the limit.
+            let f = format!("hugetlb.{ps}.rsvd.max");
+            if rsvd && self.dir.join(&f).exists() {
+                field(&name, write(&self.dir, &f, &v))?;
+            } else {
+                rsvd = false;
             }
         }
         Ok(())
@@ -127,23 +291,34 @@ fn max_or(v: i64) -> String {
     if v < 0 { "max".into() } else { v.to_string() }
 }
 
-/// OCI's swap is memory+swap; v2's `memory.swap.max` is swap alone.
-fn swap_max(limit: Option<i64>, swap: Option<i64>) -> Result<Option<String>> {
-    match (limit, swap) {
-        (_, None) => Ok(None),
-        (_, Some(s)) if s < 0 => Ok(Some("max".into())),
-        (Some(l), Some(s)) if l >= 0 => {
-            if s < l {
-                return Err(Error::invalid(format!(
-                    "memory+swap limit {s} is below the memory limit {l}"
-                )));
-            }
-            Ok(Some((s - l).to_string()))
-        }
-        (_, Some(s)) => Err(Error::invalid(format!(
-            "a memory+swap limit ({s}) needs a memory limit on cgroup v2"
-        ))),
+/// `memory.swap.max` for OCI's memory+swap limit (v2's file is swap
+/// alone), as runc converts it: 0 is unset, -1 no limit; an unlimited
+/// memory with no swap setting means unlimited swap too.
+fn swap_max(limit: i64, swap: i64) -> Result<Option<String>> {
+    if limit == -1 && swap == 0 {
+        return Ok(Some("max".into()));
     }
+    match swap {
+        0 => return Ok(None),
+        -1 => return Ok(Some("max".into())),
+        _ => {}
+    }
+    if limit == 0 || limit == -1 {
+        return Err(Error::invalid(format!(
+            "linux.resources.memory.swap ({swap}) needs a memory limit on cgroup v2, whose swap limit is swap alone"
+        )));
+    }
+    if limit < 0 || swap < 0 {
+        return Err(Error::invalid(format!(
+            "linux.resources.memory: limit {limit} and swap {swap} are not limits"
+        )));
+    }
+    if swap < limit {
+        return Err(Error::invalid(format!(
+            "linux.resources.memory.swap ({swap}, memory+swap) is below the memory limit {limit}"
+        )));
+    }
+    Ok(Some((swap - limit).to_string()))
 }
 
 /// v1 CPU shares (2–262144) as a v2 weight (1–10000), as runc maps them.
@@ -178,18 +353,39 @@ impl Cgroup for V2 {
     }
 
     fn apply(&self, r: &LinuxResources) -> Result<()> {
+        if let Some(n) = r.network()
+            && (n.class_id().is_some() || n.priorities().as_ref().is_some_and(|p| !p.is_empty()))
+        {
+            return Err(refuse(
+                "linux.resources.network (classID, priorities)",
+                "cgroup v2 has no net_cls or net_prio controller",
+            ));
+        }
+        if let Some(p) = r.pids() {
+            let v = base::pids_max(p);
+            field(
+                "linux.resources.pids.limit",
+                write(&self.dir, "pids.max", &v),
+            )?;
+        }
         if let Some(mem) = r.memory() {
             self.apply_memory(mem)?;
+        }
+        if let Some(b) = r.block_io() {
+            self.apply_io(b)?;
         }
         if let Some(cpu) = r.cpu() {
             self.apply_cpu(cpu)?;
         }
-        if let Some(p) = r.pids() {
-            let v = base::pids_max(p);
-            write(&self.dir, "pids.max", &v)?;
+        if let Some(devs) = r.devices() {
+            let e = Emulator::from_rules(&container_rules(devs)?)?;
+            (self.set_devices)(&self.dir, &e)?;
         }
-        if let Some(w) = base::io_weight(r) {
-            write(&self.dir, "io.weight", &io_weight(w).to_string())?;
+        if let Some(h) = r.hugepage_limits() {
+            self.apply_hugetlb(h)?;
+        }
+        for line in base::rdma_lines(r)? {
+            field("linux.resources.rdma", write(&self.dir, "rdma.max", &line))?;
         }
         // Raw v2 settings, file by file; sorted so a failure is repeatable.
         let mut unified: Vec<_> = r
@@ -202,15 +398,14 @@ impl Cgroup for V2 {
         for (file, value) in unified {
             if file.contains('/') || file.starts_with("cgroup.") {
                 return Err(Error::invalid(format!(
-                    "unified cgroup resource {file:?} is not a controller file"
+                    "linux.resources.unified: {file:?} is not a controller file"
                 )));
             }
-            write(&self.dir, &file, &value)?;
+            field(
+                &format!("linux.resources.unified[{file:?}]"),
+                write(&self.dir, &file, &value),
+            )?;
         }
-        // Device rules on v2 need an eBPF program attached to the cgroup,
-        // which the built-in runtime does not load yet (neither did its
-        // cgroups-rs predecessor); the container's /dev holds only the
-        // nodes the spec lists.
         Ok(())
     }
 
@@ -238,16 +433,25 @@ impl Cgroup for V2 {
     }
 
     fn freeze(&self) -> Result<()> {
+        if !self.dir.join("cgroup.freeze").exists() {
+            return Err(Error::precondition(format!(
+                "cgroup {}: no cgroup.freeze (the v2 freezer needs Linux 5.2)",
+                self.path
+            )));
+        }
         write(&self.dir, "cgroup.freeze", "1")?;
+        // cgroup.freeze says what was asked; cgroup.events says when every
+        // process has stopped. runc waits up to 10 s for it too.
         let frozen = || {
             read_keyed(&self.dir, "cgroup.events")
                 .get("frozen")
                 .is_some_and(|f| *f == 1)
         };
-        if !super::base::wait_until(frozen) {
+        if !base::wait_until(1000, frozen) {
+            // Half-frozen helps nobody: let it run again.
             write(&self.dir, "cgroup.freeze", "0")?;
             return Err(Error::internal(format!(
-                "cgroup {}: processes did not freeze within a second",
+                "cgroup {}: processes did not freeze within 10 seconds",
                 self.path
             )));
         }
@@ -263,67 +467,11 @@ impl Cgroup for V2 {
         if sig == libc::SIGKILL && self.dir.join("cgroup.kill").exists() {
             return write(&self.dir, "cgroup.kill", "1");
         }
-        super::base::kill_each(&self.procs()?, sig)
+        base::kill_each(&self.procs()?, sig)
     }
 
     fn stats(&self) -> m::Metrics {
-        let d = &self.dir;
-        let cpu = read_keyed(d, "cpu.stat");
-        let c = |k: &str| cpu.get(k).copied().unwrap_or(0);
-        let mem = read_keyed(d, "memory.stat");
-        let s = |k: &str| mem.get(k).copied().unwrap_or(0);
-        let events = read_keyed(d, "memory.events");
-        m::Metrics {
-            pids: Some(m::PidsStat {
-                current: read_u64(d, "pids.current").unwrap_or(0),
-                limit: read_u64(d, "pids.max").unwrap_or(0),
-            }),
-            cpu: Some(m::CpuStat {
-                usage: Some(m::CpuUsage {
-                    total: c("usage_usec") * 1000,
-                    kernel: c("system_usec") * 1000,
-                    user: c("user_usec") * 1000,
-                    per_cpu: Vec::new(),
-                }),
-                throttling: Some(m::Throttle {
-                    periods: c("nr_periods"),
-                    throttled_periods: c("nr_throttled"),
-                    throttled_time: c("throttled_usec") * 1000,
-                }),
-            }),
-            memory: Some(m::MemoryStat {
-                cache: s("file"),
-                rss: s("anon"),
-                rss_huge: s("anon_thp"),
-                mapped_file: s("file_mapped"),
-                dirty: s("file_dirty"),
-                writeback: s("file_writeback"),
-                pg_fault: s("pgfault"),
-                pg_maj_fault: s("pgmajfault"),
-                inactive_anon: s("inactive_anon"),
-                active_anon: s("active_anon"),
-                inactive_file: s("inactive_file"),
-                active_file: s("active_file"),
-                unevictable: s("unevictable"),
-                usage: Some(m::MemoryEntry {
-                    limit: read_u64(d, "memory.max").unwrap_or(0),
-                    usage: read_u64(d, "memory.current").unwrap_or(0),
-                    max: read_u64(d, "memory.peak").unwrap_or(0),
-                    failcnt: events.get("max").copied().unwrap_or(0),
-                }),
-                swap: Some(m::MemoryEntry {
-                    limit: read_u64(d, "memory.swap.max").unwrap_or(0),
-                    usage: read_u64(d, "memory.swap.current").unwrap_or(0),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            memory_oom_control: Some(m::MemoryOomControl {
-                oom_kill: events.get("oom_kill").copied().unwrap_or(0),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        super::stats::v2(&self.dir)
     }
 
     fn oom_watch(&self) -> Result<OomWatch> {
@@ -331,7 +479,7 @@ impl Cgroup for V2 {
         // seen by inotify) and its oom_kill count tells kills apart from
         // the other events it counts.
         let path = self.dir.join("memory.events");
-        let seen = super::base::oom_kills(&read(&self.dir, "memory.events").unwrap_or_default());
+        let seen = base::oom_kills(&read(&self.dir, "memory.events").unwrap_or_default());
         Ok(OomWatch {
             fd: inotify_modify(&path)?,
             counter: OomCounter::MemoryEvents { path, seen },
@@ -344,211 +492,4 @@ impl Cgroup for V2 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::base::tests::tree;
-    use super::*;
-    use oci_spec::runtime::{
-        LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
-        LinuxResourcesBuilder,
-    };
-
-    fn file(root: &Path, rel: &str) -> String {
-        std::fs::read_to_string(root.join(rel)).unwrap()
-    }
-
-    #[test]
-    fn create_enables_offered_controllers_down_the_path() {
-        let root = tree("v2create");
-        std::fs::write(
-            root.join("cgroup.controllers"),
-            "cpuset cpu io memory pids rdma\n",
-        )
-        .unwrap();
-        std::fs::write(root.join("cgroup.subtree_control"), "memory\n").unwrap();
-        let cg = V2::create(&root, "/default/c1").unwrap();
-        assert_eq!(
-            file(&root, "cgroup.subtree_control"),
-            "+cpu +cpuset +io +pids"
-        );
-        assert_eq!(
-            file(&root, "default/cgroup.subtree_control"),
-            "+cpu +cpuset +io +memory +pids"
-        );
-        assert!(root.join("default/c1").is_dir());
-        assert!(
-            !root.join("default/c1/cgroup.subtree_control").exists(),
-            "the leaf keeps its controllers to itself"
-        );
-        cg.delete().unwrap();
-        assert!(!root.join("default/c1").exists());
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn limits_are_converted_to_v2_files() {
-        let root = tree("v2limits");
-        let cg = V2::create(&root, "c").unwrap();
-        let res = LinuxResourcesBuilder::default()
-            .memory(
-                LinuxMemoryBuilder::default()
-                    .limit(64i64 << 20)
-                    .swap(96i64 << 20)
-                    .reservation(-1i64)
-                    .build()
-                    .unwrap(),
-            )
-            .cpu(
-                LinuxCpuBuilder::default()
-                    .shares(1024u64)
-                    .quota(50000i64)
-                    .period(200000u64)
-                    .mems("0")
-                    .build()
-                    .unwrap(),
-            )
-            .pids(LinuxPidsBuilder::default().limit(100i64).build().unwrap())
-            .block_io(
-                LinuxBlockIoBuilder::default()
-                    .weight(500u16)
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap();
-        cg.apply(&res).unwrap();
-        assert_eq!(file(&root, "c/memory.max"), "67108864");
-        assert_eq!(file(&root, "c/memory.swap.max"), (32u64 << 20).to_string());
-        assert_eq!(file(&root, "c/memory.low"), "max");
-        assert_eq!(file(&root, "c/cpu.weight"), "39");
-        assert_eq!(file(&root, "c/cpu.max"), "50000 200000");
-        assert_eq!(file(&root, "c/cpuset.mems"), "0");
-        assert_eq!(file(&root, "c/pids.max"), "100");
-        assert_eq!(file(&root, "c/io.weight"), io_weight(500).to_string());
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn conversions_follow_runc() {
-        assert_eq!(cpu_weight(2), 1);
-        assert_eq!(cpu_weight(262_144), 10_000);
-        assert_eq!(cpu_max(None, None), None);
-        assert_eq!(
-            cpu_max(Some(-1), Some(100_000)).as_deref(),
-            Some("max 100000")
-        );
-        assert_eq!(cpu_max(Some(25_000), None).as_deref(), Some("25000 100000"));
-        assert_eq!(io_weight(10), 1);
-        assert_eq!(io_weight(1000), 10_000);
-        assert_eq!(
-            swap_max(Some(100), Some(-1)).unwrap().as_deref(),
-            Some("max")
-        );
-        assert!(swap_max(Some(100), Some(50)).is_err());
-        assert!(swap_max(None, Some(50)).is_err());
-        assert_eq!(swap_max(Some(100), None).unwrap(), None);
-    }
-
-    #[test]
-    fn refused_limits_and_missing_files_fail_by_name() {
-        let root = tree("v2refuse");
-        let cg = V2::new(&root, "gone");
-        let res = LinuxResourcesBuilder::default()
-            .pids(LinuxPidsBuilder::default().limit(5i64).build().unwrap())
-            .build()
-            .unwrap();
-        // No such cgroup: the write fails and says which file.
-        let e = cg.apply(&res).unwrap_err();
-        assert!(e.message().contains("gone/pids.max"), "{e}");
-        let cg = V2::create(&root, "c").unwrap();
-        std::fs::write(root.join("c/memory.current"), "5000\n").unwrap();
-        let res = LinuxResourcesBuilder::default()
-            .memory(
-                LinuxMemoryBuilder::default()
-                    .limit(4096i64)
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap();
-        assert!(
-            cg.apply(&res)
-                .unwrap_err()
-                .message()
-                .contains("current usage of 5000")
-        );
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn procs_stats_oom_and_freeze_from_files() {
-        let root = tree("v2stats");
-        let cg = V2::create(&root, "c").unwrap();
-        let d = root.join("c");
-        std::fs::write(d.join("cgroup.procs"), "30\n4\n").unwrap();
-        std::fs::write(
-            d.join("cpu.stat"),
-            "usage_usec 7\nuser_usec 5\nsystem_usec 2\n",
-        )
-        .unwrap();
-        std::fs::write(d.join("memory.stat"), "anon 4096\nfile 8192\n").unwrap();
-        std::fs::write(d.join("memory.current"), "12288\n").unwrap();
-        std::fs::write(d.join("memory.max"), "max\n").unwrap();
-        std::fs::write(d.join("memory.events"), "low 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
-        std::fs::write(d.join("pids.current"), "2\n").unwrap();
-        std::fs::write(d.join("cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
-        assert_eq!(cg.procs().unwrap(), vec![4, 30]);
-        let s = cg.stats();
-        let usage = s.cpu.unwrap().usage.unwrap();
-        assert_eq!((usage.total, usage.user, usage.kernel), (7000, 5000, 2000));
-        let mem = s.memory.unwrap();
-        assert_eq!((mem.rss, mem.cache), (4096, 8192));
-        let u = mem.usage.unwrap();
-        assert_eq!((u.usage, u.limit, u.failcnt), (12288, 0, 3));
-        assert_eq!(s.memory_oom_control.unwrap().oom_kill, 1);
-        assert_eq!(s.pids.unwrap().current, 2);
-        cg.freeze().unwrap();
-        assert_eq!(file(&root, "c/cgroup.freeze"), "1");
-        cg.thaw().unwrap();
-        assert_eq!(file(&root, "c/cgroup.freeze"), "0");
-        assert!(cg.self_join_files().unwrap().is_none());
-        // OOM kills: counted from memory.events when inotify says it changed.
-        let mut w = cg.oom_watch().unwrap();
-        std::fs::write(d.join("memory.events"), "low 0\nmax 4\noom 2\noom_kill 3\n").unwrap();
-        assert_eq!(w.counter.drain(&w.fd).unwrap(), 2);
-        let again = w.counter.drain(&w.fd).unwrap_err();
-        assert_eq!(again.kind(), std::io::ErrorKind::WouldBlock, "drained");
-        cg.add(99).unwrap();
-        assert_eq!(file(&root, "c/cgroup.procs"), "99");
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    /// Against the host's real cgroup2 mount (needs root, so run with
-    /// `--ignored`): a process added, frozen and thawed, killed through
-    /// `cgroup.kill`, and the cgroup removed.
-    #[test]
-    #[ignore]
-    fn real_cgroup2_mount() {
-        let root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-            PathBuf::from("/sys/fs/cgroup")
-        } else {
-            PathBuf::from("/sys/fs/cgroup/unified")
-        };
-        let cg = V2::create(&root, &format!("berth-unit-{}", std::process::id())).unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("100")
-            .spawn()
-            .unwrap();
-        cg.add(child.id()).unwrap();
-        assert_eq!(cg.procs().unwrap(), vec![child.id()]);
-        cg.freeze().unwrap();
-        cg.thaw().unwrap();
-        cg.kill_all(libc::SIGKILL).unwrap();
-        let st = child.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&st),
-            Some(libc::SIGKILL)
-        );
-        cg.delete().unwrap();
-        assert!(!cg.dir.exists());
-    }
-}
+mod tests;

@@ -45,6 +45,44 @@ pub fn namespaces(s: &Suite) {
     });
 }
 
+/// A container in a cgroup namespace of its own: made once the process is
+/// in its cgroup in every hierarchy (on a hybrid host the unified one
+/// too), so each line of /proc/self/cgroup is the namespace's root.
+pub fn cgroup_namespace(s: &Suite) {
+    let probe = "cat /proc/self/cgroup; readlink /proc/self/ns/cgroup";
+    let cgroupns = |spec: &mut serde_json::Value| {
+        if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+            nss.push(json!({"type": "cgroup"}));
+        }
+    };
+    let host_ns = std::fs::read_link("/proc/self/ns/cgroup")
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let obs = both(|rt| {
+        let a = s.id(rt, 1);
+        let out = show(&a, &s.run_patched(rt, &a, &[], &sh(probe), &cgroupns));
+        // Hierarchy numbers and the namespace's inode are the host's.
+        out.lines()
+            .map(|l| match l.split_once(':') {
+                Some((n, rest)) if n.parse::<u32>().is_ok() => format!("N:{rest}\n"),
+                _ if l.starts_with("cgroup:[") => {
+                    format!("ns {}\n", if l == host_ns { "host" } else { "own" })
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect::<String>()
+    });
+    check("cgroup_namespace", &obs, |o| {
+        let mut p = lines(&["exit=0", "ns own", "N::/"])(o);
+        for l in o.lines().filter(|l| l.starts_with("N:")) {
+            if !l.ends_with(":/") {
+                p.push(format!("not at its namespace's root: {l}"));
+            }
+        }
+        p
+    });
+}
+
 pub fn mounts(s: &Suite) {
     let src = s.d.dir.path().join("bind-src");
     std::fs::create_dir_all(&src).unwrap();

@@ -1,6 +1,7 @@
 //! The v1 hierarchy against fake cgroupfs trees in a temporary directory.
 use super::super::base::tests::tree;
 use super::*;
+use crate::cgroup::devices::DEFAULTS;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
     LinuxPidsBuilder, LinuxResourcesBuilder,
@@ -108,20 +109,17 @@ fn limits_land_in_their_files() {
     assert_eq!(file(&root, "cpu,cpuacct/c/cpu.cfs_period_us"), "100000");
     assert_eq!(file(&root, "cpuset/c/cpuset.cpus"), "1");
     assert_eq!(file(&root, "pids/c/pids.max"), "max");
-    // Files keep the last write: the deny-all came first, runc's
-    // defaults last.
+    // No devices.list read: taken as allow-all, so the deny-all comes
+    // first, then the allow-list in (major, minor) order.
     assert_eq!(file(&root, "devices/c/devices.deny"), "a *:* rwm");
-    assert_eq!(file(&root, "devices/c/devices.allow"), "c 10:200 rwm");
+    assert_eq!(file(&root, "devices/c/devices.allow"), "c 136:* rwm");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
-fn device_rules_are_the_specs_then_runcs_defaults() {
-    let deny_all = LinuxDeviceCgroupBuilder::default()
-        .allow(false)
-        .access("rwm")
-        .build()
-        .unwrap();
+fn device_rules_move_from_devices_list_to_the_target() {
+    let (root, cs) = fake_root("v1dev");
+    let cg = V1::create(&root, "c", cs).unwrap();
     let fuse = LinuxDeviceCgroupBuilder::default()
         .allow(true)
         .typ(LinuxDeviceType::C)
@@ -130,27 +128,206 @@ fn device_rules_are_the_specs_then_runcs_defaults() {
         .access("rwm")
         .build()
         .unwrap();
-    let w = device_writes(&[deny_all, fuse]);
-    assert_eq!(w[0], ("devices.deny", "a *:* rwm".to_string()));
-    assert_eq!(w[1], ("devices.allow", "c 10:229 rwm".to_string()));
-    let defaults: Vec<&str> = w[2..].iter().map(|(_, r)| r.as_str()).collect();
-    assert_eq!(
-        defaults,
+    let res = |devs| {
+        LinuxResourcesBuilder::default()
+            .devices(devs)
+            .build()
+            .unwrap()
+    };
+    // The kernel already shows the default allow-list: only fuse is new,
+    // and no deny-all comes first (no moment without /dev/null).
+    let mut list: String = DEFAULTS.iter().map(|r| r.cgroup_string() + "\n").collect();
+    std::fs::write(root.join("devices/c/devices.list"), &list).unwrap();
+    cg.apply(&res(vec![fuse.clone()])).unwrap();
+    assert_eq!(file(&root, "devices/c/devices.allow"), "c 10:229 rwm");
+    assert!(!root.join("devices/c/devices.deny").exists());
+    // From fuse to none: fuse is taken away, nothing else.
+    list.push_str("c 10:229 rwm\n");
+    std::fs::write(root.join("devices/c/devices.list"), &list).unwrap();
+    std::fs::remove_file(root.join("devices/c/devices.allow")).unwrap();
+    cg.apply(&res(vec![])).unwrap();
+    assert_eq!(file(&root, "devices/c/devices.deny"), "c 10:229 rwm");
+    assert!(!root.join("devices/c/devices.allow").exists());
+    // A refused rule is named and nothing is written.
+    std::fs::remove_file(root.join("devices/c/devices.deny")).unwrap();
+    let hole = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .typ(LinuxDeviceType::C)
+        .major(136)
+        .minor(3)
+        .access("rw")
+        .build()
+        .unwrap();
+    let all = LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(LinuxDeviceType::C)
+        .major(136)
+        .access("rwm")
+        .build()
+        .unwrap();
+    let e = cg.apply(&res(vec![all, hole])).unwrap_err();
+    assert!(e.message().contains("punch a hole"), "{e}");
+    assert!(!root.join("devices/c/devices.deny").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn every_v1_file_and_refusal() {
+    let mut cs: Vec<String> = CONTROLLERS.iter().map(|s| s.to_string()).collect();
+    cs.extend(["blkio", "hugetlb", "net_cls,net_prio", "rdma"].map(String::from));
+    let root = tree("v1every");
+    for c in &cs {
+        std::fs::create_dir_all(root.join(c)).unwrap();
+    }
+    std::fs::write(root.join("cpuset/cpuset.cpus"), "0-3\n").unwrap();
+    std::fs::write(root.join("cpuset/cpuset.mems"), "0\n").unwrap();
+    let cg = V1::create(&root, "c", cs).unwrap();
+    std::fs::write(root.join("blkio/c/blkio.weight"), "500\n").unwrap();
+    std::fs::write(
+        root.join("hugetlb/c/hugetlb.2MB.rsvd.limit_in_bytes"),
+        "0\n",
+    )
+    .unwrap();
+    let thr = |rate: u64| {
         vec![
-            "c *:* m",
-            "b *:* m",
-            "c 1:3 rwm",
-            "c 1:8 rwm",
-            "c 1:7 rwm",
-            "c 5:0 rwm",
-            "c 1:5 rwm",
-            "c 1:9 rwm",
-            "c 136:* rwm",
-            "c 5:2 rwm",
-            "c 10:200 rwm",
+            oci_spec::runtime::LinuxThrottleDeviceBuilder::default()
+                .major(8)
+                .minor(0)
+                .rate(rate)
+                .build()
+                .unwrap(),
         ]
-    );
-    assert!(w[2..].iter().all(|(f, _)| *f == "devices.allow"));
+    };
+    let res = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .swappiness(10u64)
+                .build()
+                .unwrap(),
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .realtime_period(1_000_000u64)
+                .realtime_runtime(950_000i64)
+                .burst(500u64)
+                .idle(1i64)
+                .build()
+                .unwrap(),
+        )
+        .block_io(
+            oci_spec::runtime::LinuxBlockIoBuilder::default()
+                .weight(300u16)
+                .leaf_weight(200u16)
+                .weight_device(vec![
+                    oci_spec::runtime::LinuxWeightDeviceBuilder::default()
+                        .major(8)
+                        .minor(0)
+                        .weight(400u16)
+                        .leaf_weight(100u16)
+                        .build()
+                        .unwrap(),
+                ])
+                .throttle_read_bps_device(thr(1))
+                .throttle_write_bps_device(thr(2))
+                .throttle_read_iops_device(thr(3))
+                .throttle_write_iops_device(thr(4))
+                .build()
+                .unwrap(),
+        )
+        .hugepage_limits(vec![
+            oci_spec::runtime::LinuxHugepageLimitBuilder::default()
+                .page_size("2MB")
+                .limit(8i64 << 20)
+                .build()
+                .unwrap(),
+        ])
+        .network(
+            oci_spec::runtime::LinuxNetworkBuilder::default()
+                .class_id(0x100001u32)
+                .priorities(vec![
+                    oci_spec::runtime::LinuxInterfacePriorityBuilder::default()
+                        .name("eth0")
+                        .priority(5u32)
+                        .build()
+                        .unwrap(),
+                ])
+                .build()
+                .unwrap(),
+        )
+        .rdma(
+            [(
+                "mlx4_0".to_string(),
+                oci_spec::runtime::LinuxRdmaBuilder::default()
+                    .hca_objects(10u32)
+                    .build()
+                    .unwrap(),
+            )]
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>(),
+        )
+        .build()
+        .unwrap();
+    cg.apply(&res).unwrap();
+    for (f, want) in [
+        ("memory/c/memory.swappiness", "10"),
+        ("cpu,cpuacct/c/cpu.rt_period_us", "1000000"),
+        ("cpu,cpuacct/c/cpu.rt_runtime_us", "950000"),
+        ("cpu,cpuacct/c/cpu.cfs_burst_us", "500"),
+        ("cpu,cpuacct/c/cpu.idle", "1"),
+        ("blkio/c/blkio.weight", "300"),
+        ("blkio/c/blkio.leaf_weight", "200"),
+        ("blkio/c/blkio.weight_device", "8:0 400"),
+        ("blkio/c/blkio.leaf_weight_device", "8:0 100"),
+        ("blkio/c/blkio.throttle.read_bps_device", "8:0 1"),
+        ("blkio/c/blkio.throttle.write_bps_device", "8:0 2"),
+        ("blkio/c/blkio.throttle.read_iops_device", "8:0 3"),
+        ("blkio/c/blkio.throttle.write_iops_device", "8:0 4"),
+        ("hugetlb/c/hugetlb.2MB.limit_in_bytes", "8388608"),
+        ("hugetlb/c/hugetlb.2MB.rsvd.limit_in_bytes", "8388608"),
+        ("net_cls,net_prio/c/net_cls.classid", "1048577"),
+        ("net_cls,net_prio/c/net_prio.ifpriomap", "eth0 5"),
+        ("rdma/c/rdma.max", "mlx4_0 hca_object=10"),
+    ] {
+        assert_eq!(file(&root, f), want, "{f}");
+    }
+    // Refused on v1 too: kernel memory, and swappiness out of range.
+    for (m, name) in [
+        (
+            LinuxMemoryBuilder::default().kernel(1i64 << 20),
+            "linux.resources.memory.kernel",
+        ),
+        (
+            LinuxMemoryBuilder::default().kernel_tcp(1i64 << 20),
+            "linux.resources.memory.kernelTCP",
+        ),
+        (
+            LinuxMemoryBuilder::default().swappiness(101u64),
+            "linux.resources.memory.swappiness 101",
+        ),
+    ] {
+        let r = LinuxResourcesBuilder::default()
+            .memory(m.build().unwrap())
+            .build()
+            .unwrap();
+        let e = cg.apply(&r).unwrap_err();
+        assert!(e.message().contains(name), "{name}: {e}");
+    }
+    // -1 swappiness is unset, kernel memory -1/0 no limit: nothing to do.
+    std::fs::remove_file(root.join("memory/c/memory.swappiness")).unwrap();
+    let r = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .swappiness(u64::MAX)
+                .kernel(-1i64)
+                .kernel_tcp(0i64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    cg.apply(&r).unwrap();
+    assert!(!root.join("memory/c/memory.swappiness").exists());
+    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
@@ -219,7 +396,10 @@ fn limit_below_usage_or_missing_controller_fails() {
         .build()
         .unwrap();
     let e = cg.apply(&pids).unwrap_err();
-    assert!(e.message().contains("no pids cgroup controller"), "{e}");
+    assert!(
+        e.message().contains("needs the pids cgroup controller"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 
@@ -254,7 +434,11 @@ fn oom_killer_zero_weight_and_unified_settings() {
         .build()
         .unwrap();
     let e = cg.apply(&res).unwrap_err();
-    assert!(e.message().contains("cgroup v2"), "{e}");
+    assert!(
+        e.message()
+            .contains("linux.resources.unified needs a cgroup v2"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
 
