@@ -18,6 +18,7 @@ mod events;
 mod image;
 mod images;
 mod leases;
+mod metrics;
 mod namespaces;
 pub mod output;
 mod registry;

@@ -3,7 +3,6 @@
 //! files (each failure naming the file and value).
 
 use crate::{Error, Result};
-use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
 use oci_spec::runtime::LinuxResources;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -57,9 +56,9 @@ pub trait Cgroup: Send + Sync {
     fn kill_all(&self, sig: i32) -> Result<()> {
         kill_each(&self.procs()?, sig)
     }
-    /// Statistics in containerd's cgroup v1 metrics format (what clients
-    /// of this shim decode on either host).
-    fn stats(&self) -> Metrics;
+    /// Statistics in containerd's type for this hierarchy (v1 or v2
+    /// Metrics), as its runc shim answers Stats.
+    fn stats(&self) -> super::stats::Stats;
     /// What to watch for OOM kills in the cgroup.
     fn oom_watch(&self) -> Result<OomWatch>;
     /// Removes the cgroup (retrying briefly while its processes exit); one

@@ -27,3 +27,4 @@ pub use base::{Cgroup, OomCounter, OomWatch, join_self};
 #[cfg(test)]
 pub use fake::Fake;
 pub use hierarchy::{Hierarchy, ROOT};
+pub use stats::Stats;

@@ -1,13 +1,31 @@
-//! Statistics read from cgroup files, in containerd's cgroup v1 metrics
-//! format (what clients of this shim decode on either host). On v2 the
-//! files are read as containerd's cgroup2 manager reads them (memory.stat,
-//! memory.events, cpu.stat, pids, io.stat, hugetlb) and each value lands in
-//! the v1 field of the same meaning; v2's statistics are recursive, so the
-//! `total_*` fields repeat their non-total twins.
+//! Statistics read from cgroup files in containerd's types, as its runc
+//! shim answers Stats: `io.containerd.cgroups.v1.Metrics` from a v1 cgroup
+//! (a hybrid host's too), `io.containerd.cgroups.v2.Metrics` from a v2 one,
+//! each file read as containerd's manager for that hierarchy reads it.
 
 use super::base::{read, read_keyed, read_u64};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
+use berth_proto::pb::io::containerd::cgroups::v2 as m2;
 use std::path::Path;
+
+/// A cgroup's statistics, in containerd's type for the hierarchy they were
+/// read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stats {
+    V1(m::Metrics),
+    V2(m2::Metrics),
+}
+
+impl Stats {
+    /// Packed as containerd packs them (type URL = the message's full
+    /// name), for the Stats answer.
+    pub fn to_any(&self) -> prost_types::Any {
+        match self {
+            Stats::V1(m) => berth_proto::typeurl::pack(m),
+            Stats::V2(m) => berth_proto::typeurl::pack(m),
+        }
+    }
+}
 
 /// containerd's memory statistics from a v1 memory cgroup.
 pub fn v1_memory(d: &Path) -> m::MemoryStat {
@@ -146,9 +164,9 @@ pub fn v1_hugetlb(d: &Path, sizes: &[String]) -> Vec<m::HugetlbStat> {
         .collect()
 }
 
-/// A v2 limit file: `max` is no limit, which containerd's v2 stats give as
-/// the largest number; absent is 0.
-fn v2_limit(d: &Path, f: &str) -> u64 {
+/// A v2 file holding one number or `max`, read as containerd's v2
+/// manager reads it: `max` is the largest number, absent or unreadable 0.
+fn v2_number(d: &Path, f: &str) -> u64 {
     match read(d, f).as_deref() {
         Some("max") => u64::MAX,
         Some(v) => v.parse().unwrap_or(0),
@@ -156,127 +174,91 @@ fn v2_limit(d: &Path, f: &str) -> u64 {
     }
 }
 
-/// A v2 cgroup's statistics, with the host's hugepage sizes.
-pub fn v2(d: &Path) -> m::Metrics {
-    v2_with(d, &hugepage_sizes())
-}
-
-/// A v2 cgroup's statistics for the given hugepage sizes.
-pub fn v2_with(d: &Path, hugepage_sizes: &[String]) -> m::Metrics {
+/// A v2 cgroup's statistics in containerd's v2 type, each file read as
+/// containerd's v2 manager reads it.
+pub fn v2(d: &Path) -> m2::Metrics {
     let cpu = read_keyed(d, "cpu.stat");
     let c = |k: &str| cpu.get(k).copied().unwrap_or(0);
     let mem = read_keyed(d, "memory.stat");
     let s = |k: &str| mem.get(k).copied().unwrap_or(0);
     let events = read_keyed(d, "memory.events");
     let ev = |k: &str| events.get(k).copied().unwrap_or(0);
-    let memory_limit = v2_limit(d, "memory.max");
-    let swap_limit = v2_limit(d, "memory.swap.max");
-    m::Metrics {
-        hugetlb: hugepage_sizes
-            .iter()
-            .filter(|ps| d.join(format!("hugetlb.{ps}.current")).exists())
-            .map(|ps| m::HugetlbStat {
-                usage: read_u64(d, &format!("hugetlb.{ps}.current")).unwrap_or(0),
-                // v2 keeps no peak; the limit is what containerd's v2
-                // stats give (`max`).
-                max: v2_limit(d, &format!("hugetlb.{ps}.max")),
-                failcnt: read_keyed(d, &format!("hugetlb.{ps}.events"))
-                    .get("max")
-                    .copied()
-                    .unwrap_or(0),
-                pagesize: ps.clone(),
-            })
-            .collect(),
-        pids: Some(m::PidsStat {
-            current: read_u64(d, "pids.current").unwrap_or(0),
-            // No limit reads 0 here, as containerd's v1 stats have it.
-            limit: read_u64(d, "pids.max").unwrap_or(0),
+    m2::Metrics {
+        pids: Some(m2::PidsStat {
+            current: v2_number(d, "pids.current"),
+            limit: v2_number(d, "pids.max"),
         }),
-        cpu: Some(m::CpuStat {
-            usage: Some(m::CpuUsage {
-                total: c("usage_usec") * 1000,
-                kernel: c("system_usec") * 1000,
-                user: c("user_usec") * 1000,
-                per_cpu: Vec::new(),
-            }),
-            throttling: Some(m::Throttle {
-                periods: c("nr_periods"),
-                throttled_periods: c("nr_throttled"),
-                throttled_time: c("throttled_usec") * 1000,
-            }),
+        cpu: Some(m2::CpuStat {
+            usage_usec: c("usage_usec"),
+            user_usec: c("user_usec"),
+            system_usec: c("system_usec"),
+            nr_periods: c("nr_periods"),
+            nr_throttled: c("nr_throttled"),
+            throttled_usec: c("throttled_usec"),
         }),
-        memory: Some(m::MemoryStat {
-            cache: s("file"),
-            rss: s("anon"),
-            rss_huge: s("anon_thp"),
-            mapped_file: s("file_mapped"),
-            dirty: s("file_dirty"),
-            writeback: s("file_writeback"),
-            pg_fault: s("pgfault"),
-            pg_maj_fault: s("pgmajfault"),
+        memory: Some(m2::MemoryStat {
+            anon: s("anon"),
+            file: s("file"),
+            kernel_stack: s("kernel_stack"),
+            slab: s("slab"),
+            sock: s("sock"),
+            shmem: s("shmem"),
+            file_mapped: s("file_mapped"),
+            file_dirty: s("file_dirty"),
+            file_writeback: s("file_writeback"),
+            anon_thp: s("anon_thp"),
             inactive_anon: s("inactive_anon"),
             active_anon: s("active_anon"),
             inactive_file: s("inactive_file"),
             active_file: s("active_file"),
             unevictable: s("unevictable"),
-            hierarchical_memory_limit: memory_limit,
-            hierarchical_swap_limit: swap_limit,
-            total_cache: s("file"),
-            total_rss: s("anon"),
-            total_rss_huge: s("anon_thp"),
-            total_mapped_file: s("file_mapped"),
-            total_dirty: s("file_dirty"),
-            total_writeback: s("file_writeback"),
-            total_pg_fault: s("pgfault"),
-            total_pg_maj_fault: s("pgmajfault"),
-            total_inactive_anon: s("inactive_anon"),
-            total_active_anon: s("active_anon"),
-            total_inactive_file: s("inactive_file"),
-            total_active_file: s("active_file"),
-            total_unevictable: s("unevictable"),
-            usage: Some(m::MemoryEntry {
-                limit: memory_limit,
-                usage: read_u64(d, "memory.current").unwrap_or(0),
-                max: read_u64(d, "memory.peak").unwrap_or(0),
-                // Times the limit was hit (v1's failcnt).
-                failcnt: ev("max"),
-            }),
-            swap: Some(m::MemoryEntry {
-                limit: swap_limit,
-                usage: read_u64(d, "memory.swap.current").unwrap_or(0),
-                max: read_u64(d, "memory.swap.peak").unwrap_or(0),
-                failcnt: read_keyed(d, "memory.swap.events")
-                    .get("max")
-                    .copied()
-                    .unwrap_or(0),
-            }),
-            // Kernel memory is part of memory.current on v2; the v1
-            // entry's usage is memory.stat's "kernel" (5.18+).
-            kernel: mem.get("kernel").map(|k| m::MemoryEntry {
-                usage: *k,
-                ..Default::default()
-            }),
-            kernel_tcp: mem.get("sock").map(|k| m::MemoryEntry {
-                usage: *k,
-                ..Default::default()
-            }),
-            ..Default::default()
+            slab_reclaimable: s("slab_reclaimable"),
+            slab_unreclaimable: s("slab_unreclaimable"),
+            pgfault: s("pgfault"),
+            pgmajfault: s("pgmajfault"),
+            // Kernels since 5.9 split these two by anon/file; the type
+            // (containerd 1.6's) has only the old keys, which such a
+            // kernel no longer writes: 0, as containerd reports them.
+            workingset_refault: s("workingset_refault"),
+            workingset_activate: s("workingset_activate"),
+            workingset_nodereclaim: s("workingset_nodereclaim"),
+            pgrefill: s("pgrefill"),
+            pgscan: s("pgscan"),
+            pgsteal: s("pgsteal"),
+            pgactivate: s("pgactivate"),
+            pgdeactivate: s("pgdeactivate"),
+            pglazyfree: s("pglazyfree"),
+            pglazyfreed: s("pglazyfreed"),
+            thp_fault_alloc: s("thp_fault_alloc"),
+            thp_collapse_alloc: s("thp_collapse_alloc"),
+            usage: v2_number(d, "memory.current"),
+            usage_limit: v2_number(d, "memory.max"),
+            swap_usage: v2_number(d, "memory.swap.current"),
+            swap_limit: v2_number(d, "memory.swap.max"),
         }),
-        blkio: Some(v2_io(d)),
-        memory_oom_control: Some(m::MemoryOomControl {
+        // Left out when the file is (no memory controller), as containerd
+        // does.
+        memory_events: (!events.is_empty()).then(|| m2::MemoryEvents {
+            low: ev("low"),
+            high: ev("high"),
+            max: ev("max"),
+            oom: ev("oom"),
             oom_kill: ev("oom_kill"),
-            // v2 cannot disable the OOM killer; a cgroup under OOM shows
-            // only as a count.
-            ..Default::default()
         }),
+        rdma: Some(m2::RdmaStat {
+            current: v2_rdma(d, "rdma.current"),
+            limit: v2_rdma(d, "rdma.max"),
+        }),
+        io: Some(m2::IoStat { usage: v2_io(d) }),
+        hugetlb: v2_hugetlb(d),
     }
 }
 
-/// io.stat (`8:0 rbytes=1 wbytes=2 rios=3 wios=4 …`) as v1's recursive
-/// service bytes and serviced counts (`Read`/`Write`), as runc maps it.
-fn v2_io(d: &Path) -> m::BlkIoStat {
-    let mut out = m::BlkIoStat::default();
+/// io.stat, one entry per device line (`8:0 rbytes=1 wbytes=2 rios=3
+/// wios=4 dbytes=0 dios=0`); keys the type has no field for are skipped.
+fn v2_io(d: &Path) -> Vec<m2::IoEntry> {
     let text = read(d, "io.stat").unwrap_or_default();
+    let mut out = Vec::new();
     for line in text.lines() {
         let mut parts = line.split_whitespace();
         let Some((maj, min)) = parts.next().and_then(|dev| dev.split_once(':')) else {
@@ -285,28 +267,108 @@ fn v2_io(d: &Path) -> m::BlkIoStat {
         let (Ok(major), Ok(minor)) = (maj.parse(), min.parse()) else {
             continue;
         };
-        for kv in parts {
-            let Some((k, v)) = kv.split_once('=') else {
-                continue;
-            };
-            let Ok(value) = v.parse() else { continue };
-            let (list, op) = match k {
-                "rbytes" => (&mut out.io_service_bytes_recursive, "Read"),
-                "wbytes" => (&mut out.io_service_bytes_recursive, "Write"),
-                "rios" => (&mut out.io_serviced_recursive, "Read"),
-                "wios" => (&mut out.io_serviced_recursive, "Write"),
-                _ => continue,
-            };
-            list.push(m::BlkIoEntry {
-                op: op.into(),
-                device: String::new(),
-                major,
-                minor,
-                value,
-            });
+        let mut e = m2::IoEntry {
+            major,
+            minor,
+            ..Default::default()
+        };
+        for (k, v) in parts.filter_map(|kv| kv.split_once('=')) {
+            let Ok(v) = v.parse() else { continue };
+            match k {
+                "rbytes" => e.rbytes = v,
+                "wbytes" => e.wbytes = v,
+                "rios" => e.rios = v,
+                "wios" => e.wios = v,
+                _ => {}
+            }
         }
+        out.push(e);
     }
     out
+}
+
+/// rdma.current or rdma.max, one entry per device line
+/// (`mlx4_0 hca_handle=2 hca_object=max`); `max` is the largest u32.
+fn v2_rdma(d: &Path, f: &str) -> Vec<m2::RdmaEntry> {
+    let text = read(d, f).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        // A device line has its name and both keys.
+        let [device, kvs @ ..] = parts.as_slice() else {
+            continue;
+        };
+        if kvs.len() != 2 {
+            continue;
+        }
+        let mut e = m2::RdmaEntry {
+            device: device.to_string(),
+            ..Default::default()
+        };
+        for (k, v) in kvs.iter().filter_map(|kv| kv.split_once('=')) {
+            let v = match v {
+                "max" => u32::MAX,
+                v => match v.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+            };
+            match k {
+                "hca_handle" => e.hca_handles = v,
+                "hca_object" => e.hca_objects = v,
+                _ => {}
+            }
+        }
+        out.push(e);
+    }
+    out
+}
+
+/// The page size a hugetlb file name part (`2MB`) means, in kB, for
+/// ordering; inverse of [`size_name`].
+fn size_kb(name: &str) -> Option<u64> {
+    let split = name.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = name.split_at(split);
+    let shift = match unit {
+        "KB" => 0,
+        "MB" => 10,
+        "GB" => 20,
+        "TB" => 30,
+        "PB" => 40,
+        _ => return None,
+    };
+    n.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// hugetlb.<size>.current and .max, one entry per page size the cgroup has
+/// files for (as containerd finds them: by listing the directory), smallest
+/// first.
+fn v2_hugetlb(d: &Path) -> Vec<m2::HugeTlbStat> {
+    let mut sizes: Vec<(u64, String)> = std::fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let mut parts = name.split('.');
+            let (Some("hugetlb"), Some(size), Some("current" | "max"), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return None;
+            };
+            Some((size_kb(size).unwrap_or(u64::MAX), size.to_string()))
+        })
+        .collect();
+    sizes.sort();
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .map(|(_, ps)| m2::HugeTlbStat {
+            current: v2_number(d, &format!("hugetlb.{ps}.current")),
+            max: v2_number(d, &format!("hugetlb.{ps}.max")),
+            pagesize: ps,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -323,83 +385,207 @@ mod tests {
     }
 
     #[test]
-    fn v2_files_map_to_containerd_fields() {
+    fn hugepage_size_names_read_back() {
+        for kb in [64, 2048, 1_048_576, 1536] {
+            assert_eq!(size_kb(&size_name(kb)), Some(kb));
+        }
+        assert_eq!(size_kb("2mb"), None);
+        assert_eq!(size_kb("MB"), None);
+    }
+
+    #[test]
+    fn v2_files_map_to_containerd_v2_fields() {
         let d = tree("statsv2");
         let w = |f: &str, v: &str| std::fs::write(d.join(f), v).unwrap();
         w(
             "cpu.stat",
-            "usage_usec 7\nuser_usec 5\nsystem_usec 2\nnr_periods 10\nnr_throttled 3\nthrottled_usec 4\n",
+            "usage_usec 7\nuser_usec 5\nsystem_usec 2\nnr_periods 10\nnr_throttled 3\nthrottled_usec 4\nnr_bursts 0\n",
         );
-        w(
-            "memory.stat",
-            "anon 4096\nfile 8192\nfile_mapped 1\nfile_dirty 2\nanon_thp 3\npgfault 9\npgmajfault 1\nkernel 512\nsock 64\n",
-        );
+        // One of every memory.stat key the type has, each a distinct value
+        // (field number n gets n * 100), and keys it has not.
+        let keys = [
+            "anon",
+            "file",
+            "kernel_stack",
+            "slab",
+            "sock",
+            "shmem",
+            "file_mapped",
+            "file_dirty",
+            "file_writeback",
+            "anon_thp",
+            "inactive_anon",
+            "active_anon",
+            "inactive_file",
+            "active_file",
+            "unevictable",
+            "slab_reclaimable",
+            "slab_unreclaimable",
+            "pgfault",
+            "pgmajfault",
+            "workingset_refault",
+            "workingset_activate",
+            "workingset_nodereclaim",
+            "pgrefill",
+            "pgscan",
+            "pgsteal",
+            "pgactivate",
+            "pgdeactivate",
+            "pglazyfree",
+            "pglazyfreed",
+            "thp_fault_alloc",
+            "thp_collapse_alloc",
+        ];
+        let mut stat: String = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} {}\n", (i + 1) * 100))
+            .collect();
+        stat.push_str("kernel 77\nworkingset_refault_anon 5\n");
+        w("memory.stat", &stat);
         w("memory.current", "12288\n");
-        w("memory.peak", "20000\n");
         w("memory.max", "max\n");
-        w("memory.swap.max", "1000\n");
         w("memory.swap.current", "10\n");
-        w("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        w("memory.swap.max", "1000\n");
+        w(
+            "memory.events",
+            "low 1\nhigh 2\nmax 3\noom 4\noom_kill 5\noom_group_kill 0\n",
+        );
         w("pids.current", "2\n");
         w("pids.max", "max\n");
         w(
             "io.stat",
             "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=5 wbytes=0 rios=1 wios=0\n",
         );
+        w("rdma.current", "mlx4_0 hca_handle=2 hca_object=20\n");
+        w(
+            "rdma.max",
+            "mlx4_0 hca_handle=max hca_object=100\nbad line\n",
+        );
+        w("hugetlb.1GB.current", "0\n");
+        w("hugetlb.1GB.max", "max\n");
         w("hugetlb.2MB.current", "4194304\n");
         w("hugetlb.2MB.max", "8388608\n");
+        // Neither usage nor a limit: not an entry of its own.
         w("hugetlb.2MB.events", "max 2\n");
-        let s = v2_with(&d, &["2MB".into(), "1GB".into()]);
+        w("hugetlb.2MB.rsvd.current", "0\n");
+
+        let s = v2(&d);
         let cpu = s.cpu.unwrap();
-        let u = cpu.usage.unwrap();
-        assert_eq!((u.total, u.user, u.kernel), (7000, 5000, 2000));
-        let t = cpu.throttling.unwrap();
         assert_eq!(
-            (t.periods, t.throttled_periods, t.throttled_time),
-            (10, 3, 4000)
+            (
+                cpu.usage_usec,
+                cpu.user_usec,
+                cpu.system_usec,
+                cpu.nr_periods,
+                cpu.nr_throttled,
+                cpu.throttled_usec
+            ),
+            (7, 5, 2, 10, 3, 4)
         );
         let mem = s.memory.unwrap();
+        // The message's fields in number order, against the values written.
+        let got = [
+            mem.anon,
+            mem.file,
+            mem.kernel_stack,
+            mem.slab,
+            mem.sock,
+            mem.shmem,
+            mem.file_mapped,
+            mem.file_dirty,
+            mem.file_writeback,
+            mem.anon_thp,
+            mem.inactive_anon,
+            mem.active_anon,
+            mem.inactive_file,
+            mem.active_file,
+            mem.unevictable,
+            mem.slab_reclaimable,
+            mem.slab_unreclaimable,
+            mem.pgfault,
+            mem.pgmajfault,
+            mem.workingset_refault,
+            mem.workingset_activate,
+            mem.workingset_nodereclaim,
+            mem.pgrefill,
+            mem.pgscan,
+            mem.pgsteal,
+            mem.pgactivate,
+            mem.pgdeactivate,
+            mem.pglazyfree,
+            mem.pglazyfreed,
+            mem.thp_fault_alloc,
+            mem.thp_collapse_alloc,
+        ];
+        let want: Vec<u64> = (1..=keys.len() as u64).map(|n| n * 100).collect();
+        assert_eq!(got.to_vec(), want);
         assert_eq!(
-            (mem.rss, mem.cache, mem.total_rss, mem.total_cache),
-            (4096, 8192, 4096, 8192)
+            (mem.usage, mem.usage_limit, mem.swap_usage, mem.swap_limit),
+            (12288, u64::MAX, 10, 1000)
         );
-        assert_eq!((mem.mapped_file, mem.dirty, mem.rss_huge), (1, 2, 3));
-        assert_eq!((mem.pg_fault, mem.pg_maj_fault), (9, 1));
-        let u = mem.usage.unwrap();
+        let ev = s.memory_events.unwrap();
         assert_eq!(
-            (u.usage, u.limit, u.max, u.failcnt),
-            (12288, u64::MAX, 20000, 3)
+            (ev.low, ev.high, ev.max, ev.oom, ev.oom_kill),
+            (1, 2, 3, 4, 5)
         );
-        let sw = mem.swap.unwrap();
-        assert_eq!((sw.usage, sw.limit), (10, 1000));
-        assert_eq!(mem.kernel.unwrap().usage, 512);
-        assert_eq!(mem.kernel_tcp.unwrap().usage, 64);
-        assert_eq!(s.memory_oom_control.unwrap().oom_kill, 1);
         let p = s.pids.unwrap();
-        assert_eq!((p.current, p.limit), (2, 0));
-        let io = s.blkio.unwrap();
-        let bytes: Vec<_> = io
-            .io_service_bytes_recursive
+        assert_eq!((p.current, p.limit), (2, u64::MAX), "max is the largest");
+        let io: Vec<_> =
+            s.io.unwrap()
+                .usage
+                .iter()
+                .map(|e| (e.major, e.minor, e.rbytes, e.wbytes, e.rios, e.wios))
+                .collect();
+        assert_eq!(io, vec![(8, 0, 100, 200, 1, 2), (253, 1, 5, 0, 1, 0)]);
+        let rdma = s.rdma.unwrap();
+        let entries = |v: &[m2::RdmaEntry]| -> Vec<(String, u32, u32)> {
+            v.iter()
+                .map(|e| (e.device.clone(), e.hca_handles, e.hca_objects))
+                .collect()
+        };
+        assert_eq!(entries(&rdma.current), vec![("mlx4_0".into(), 2, 20)]);
+        assert_eq!(entries(&rdma.limit), vec![("mlx4_0".into(), u32::MAX, 100)]);
+        let h: Vec<_> = s
+            .hugetlb
             .iter()
-            .map(|e| (e.major, e.minor, e.op.as_str(), e.value))
+            .map(|h| (h.pagesize.as_str(), h.current, h.max))
             .collect();
-        assert_eq!(
-            bytes,
-            vec![
-                (8, 0, "Read", 100),
-                (8, 0, "Write", 200),
-                (253, 1, "Read", 5),
-                (253, 1, "Write", 0)
-            ]
-        );
-        assert_eq!(io.io_serviced_recursive.len(), 4);
-        assert_eq!(s.hugetlb.len(), 1, "only sizes the cgroup has");
-        let h = &s.hugetlb[0];
-        assert_eq!(
-            (h.pagesize.as_str(), h.usage, h.max, h.failcnt),
-            ("2MB", 4194304, 8388608, 2)
-        );
+        assert_eq!(h, vec![("2MB", 4194304, 8388608), ("1GB", 0, u64::MAX)]);
+
+        // Packed with containerd's type URL, and decodes back whole.
+        let any = Stats::V2(v2(&d)).to_any();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
+        let back: m2::Metrics = berth_proto::typeurl::unpack(&any).unwrap();
+        assert_eq!(back, v2(&d));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn v2_without_controller_files() {
+        // A cgroup with no controllers enabled has only cpu.stat's core
+        // keys: the rest read 0, memory events are left out, as
+        // containerd's v2 manager leaves them.
+        let d = tree("statsv2bare");
+        std::fs::write(
+            d.join("cpu.stat"),
+            "usage_usec 9\nuser_usec 4\nsystem_usec 5\n",
+        )
+        .unwrap();
+        let s = v2(&d);
+        assert_eq!(s.cpu.unwrap().usage_usec, 9);
+        assert_eq!(s.memory.unwrap(), m2::MemoryStat::default());
+        assert!(s.memory_events.is_none());
+        assert_eq!(s.pids.unwrap(), m2::PidsStat::default());
+        assert!(s.io.unwrap().usage.is_empty());
+        assert!(s.hugetlb.is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn v1_stats_keep_the_v1_type() {
+        let any = Stats::V1(m::Metrics::default()).to_any();
+        assert_eq!(any.type_url, "io.containerd.cgroups.v1.Metrics");
     }
 
     #[test]

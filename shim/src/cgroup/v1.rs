@@ -524,7 +524,7 @@ impl Cgroup for V1 {
         )
     }
 
-    fn stats(&self) -> m::Metrics {
+    fn stats(&self) -> super::stats::Stats {
         let mut out = m::Metrics::default();
         if let Some(d) = self.dir("pids") {
             out.pids = Some(m::PidsStat {
@@ -571,7 +571,7 @@ impl Cgroup for V1 {
                 oom_kill: get("oom_kill"),
             });
         }
-        out
+        super::stats::Stats::V1(out)
     }
 
     fn oom_watch(&self) -> Result<OomWatch> {

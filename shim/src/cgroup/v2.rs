@@ -10,8 +10,8 @@ use super::base::{
     read_u64, refuse, remove_dir, write,
 };
 use super::devices::{Emulator, container_rules};
+use super::stats::Stats;
 use crate::{Error, Result};
-use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -470,8 +470,8 @@ impl Cgroup for V2 {
         base::kill_each(&self.procs()?, sig)
     }
 
-    fn stats(&self) -> m::Metrics {
-        super::stats::v2(&self.dir)
+    fn stats(&self) -> Stats {
+        Stats::V2(super::stats::v2(&self.dir))
     }
 
     fn oom_watch(&self) -> Result<OomWatch> {
