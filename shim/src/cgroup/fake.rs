@@ -1,7 +1,7 @@
 //! A recording [`Cgroup`] for tests of the code that drives one.
 
+use super::base::Stats;
 use super::base::{Cgroup, OomWatch};
-use super::stats::Stats;
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
 use oci_spec::runtime::LinuxResources;

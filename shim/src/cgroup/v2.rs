@@ -5,12 +5,12 @@
 //! by name where v2 has no file for it (runc ignores those); device rules
 //! are an eBPF program attached to the cgroup ([`super::bpf`]).
 
+use super::base::Stats;
 use super::base::{
     self, Cgroup, OomCounter, OomWatch, check_memory_limit, field, read, read_keyed, read_pids,
     read_u64, refuse, remove_dir, write,
 };
 use super::devices::{Emulator, container_rules};
-use super::stats::Stats;
 use crate::{Error, Result};
 use oci_spec::runtime::LinuxResources;
 use std::os::fd::{AsRawFd, OwnedFd};
