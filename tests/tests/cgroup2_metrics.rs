@@ -247,5 +247,7 @@ fn ctr_reads_the_v2_metrics_of_a_cgroup2_container() {
             "m2",
             &["--runc-binary", runc.to_str().unwrap()],
         );
+        // runc ran it: it kept its state under this daemon's state dir.
+        assert!(d.dir.path().join("state/runc").join(NS).is_dir());
     }
 }
