@@ -5,7 +5,8 @@
 //! Layers, each using only those below it: [`error`] and [`cli`]; then
 //! [`output`] and `ctx` (the connection every command gets); then the shared
 //! client pieces (`image`: resolving and unpacking, `stdio`: process I/O,
-//! `spec`: the OCI spec); then the command groups; then `commands`, the
+//! `spec`: the OCI spec, `metrics`: a task's cgroup v1 or v2 statistics);
+//! then the command groups; then `commands`, the
 //! dispatcher, which only this root calls.
 
 mod archive;
@@ -18,6 +19,7 @@ mod events;
 mod image;
 mod images;
 mod leases;
+mod metrics;
 mod namespaces;
 pub mod output;
 mod registry;

@@ -4,11 +4,10 @@ use crate::cli::{Containers, Format, Tasks};
 use crate::ctx::Ctx;
 use crate::error::CtlError;
 use crate::error::ExitCode;
-use crate::output::{Table, human_size, labels as fmt_labels, rfc3339};
+use crate::output::{Table, labels as fmt_labels, rfc3339};
 use crate::stdio::{Attached, CaughtSignals, Fifos, RawTerminal, terminal_size};
 use anyhow::{Result, bail};
 use berth_proto::pb::containerd::v1::types::Status;
-use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
 use berth_proto::services::containers::v1 as capi;
 use berth_proto::services::containers::v1::containers_client::ContainersClient;
 use berth_proto::services::snapshots::v1 as sapi;
@@ -237,53 +236,18 @@ pub async fn tasks(ctx: &Ctx, t: Tasks) -> Result<()> {
                 .into_iter()
                 .next()
                 .ok_or_else(|| CtlError(format!("no metrics for task {id}: is it running?")))?;
-            let data: Metrics = m
+            let s = m
                 .data
                 .as_ref()
-                .and_then(berth_proto::typeurl::unpack)
+                .and_then(crate::metrics::decode)
                 .ok_or_else(|| {
                     CtlError("the metrics are in a format berthctl does not know".into())
                 })?;
-            let mem = data.memory.unwrap_or_default();
-            let usage = mem.usage.unwrap_or_default();
-            let cpu = data
-                .cpu
-                .clone()
-                .unwrap_or_default()
-                .usage
-                .unwrap_or_default();
-            let pids = data.pids.unwrap_or_default();
             if ctx.format == Format::Json {
-                println!(
-                    "{}",
-                    json!({"id": id, "memory": {"usage": usage.usage, "limit": usage.limit, "max": usage.max},
-                           "cpu": {"total_ns": cpu.total, "kernel_ns": cpu.kernel, "user_ns": cpu.user},
-                           "pids": {"current": pids.current, "limit": pids.limit}})
-                );
+                println!("{}", s.json(&id));
             } else {
                 let mut tb = Table::new(&["METRIC", "VALUE"]);
-                for (k, v) in [
-                    ("memory.usage", human_size(usage.usage as i64)),
-                    (
-                        "memory.limit",
-                        if usage.limit >= (1 << 62) {
-                            "unlimited".into()
-                        } else {
-                            human_size(usage.limit as i64)
-                        },
-                    ),
-                    ("memory.max_usage", human_size(usage.max as i64)),
-                    ("cpu.usage", format!("{:.3}s", cpu.total as f64 / 1e9)),
-                    ("pids.current", pids.current.to_string()),
-                    (
-                        "pids.limit",
-                        if pids.limit == 0 {
-                            "unlimited".into()
-                        } else {
-                            pids.limit.to_string()
-                        },
-                    ),
-                ] {
+                for (k, v) in s.rows() {
                     tb.row(vec![k.to_string(), v], json!({}));
                 }
                 tb.print(ctx.format)?;

@@ -490,7 +490,13 @@ async fn metrics_cover_live_tasks_matching_the_filter() {
     e.svc.reap_gone().await;
     let ids = |v: Vec<berth_proto::types::Metric>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
     let all = e.svc.metrics(NS, &Filter::default()).await.unwrap();
-    assert_eq!(all[0].data.as_ref().unwrap().value, b"a");
+    // The runtime's Any passes through as it came (type and bytes): the
+    // client decodes containerd's v1 or v2 type by its URL.
+    let data = all[0].data.as_ref().unwrap();
+    assert_eq!(
+        (data.type_url.as_str(), data.value.as_slice()),
+        ("fake/stats", &b"a"[..])
+    );
     assert_eq!(ids(all), ["a", "b"]);
     let f = Filter::parse_all(&["id==b"]).unwrap();
     assert_eq!(ids(e.svc.metrics(NS, &f).await.unwrap()), ["b"]);

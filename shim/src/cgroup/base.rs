@@ -3,7 +3,7 @@
 //! files (each failure naming the file and value).
 
 use crate::{Error, Result};
-use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
+use berth_proto::pb::io::containerd::cgroups::{v1, v2};
 use oci_spec::runtime::LinuxResources;
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -57,14 +57,33 @@ pub trait Cgroup: Send + Sync {
     fn kill_all(&self, sig: i32) -> Result<()> {
         kill_each(&self.procs()?, sig)
     }
-    /// Statistics in containerd's cgroup v1 metrics format (what clients
-    /// of this shim decode on either host).
-    fn stats(&self) -> Metrics;
+    /// Statistics in containerd's type for this hierarchy (v1 or v2
+    /// Metrics), as its runc shim answers Stats.
+    fn stats(&self) -> Stats;
     /// What to watch for OOM kills in the cgroup.
     fn oom_watch(&self) -> Result<OomWatch>;
     /// Removes the cgroup (retrying briefly while its processes exit); one
     /// that is already gone is fine.
     fn delete(&self) -> Result<()>;
+}
+
+/// A cgroup's statistics, in containerd's type for the hierarchy they were
+/// read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stats {
+    V1(v1::Metrics),
+    V2(v2::Metrics),
+}
+
+impl Stats {
+    /// Packed as containerd packs them (type URL = the message's full
+    /// name), for the Stats answer.
+    pub fn to_any(&self) -> prost_types::Any {
+        match self {
+            Stats::V1(m) => berth_proto::typeurl::pack(m),
+            Stats::V2(m) => berth_proto::typeurl::pack(m),
+        }
+    }
 }
 
 /// Signals each pid; one that already exited is fine.

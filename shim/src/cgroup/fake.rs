@@ -1,5 +1,6 @@
 //! A recording [`Cgroup`] for tests of the code that drives one.
 
+use super::base::Stats;
 use super::base::{Cgroup, OomWatch};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
@@ -66,8 +67,8 @@ impl Cgroup for Fake {
     fn kill_all(&self, sig: i32) -> Result<()> {
         self.record(format!("kill_all {sig}"))
     }
-    fn stats(&self) -> Metrics {
-        Metrics::default()
+    fn stats(&self) -> Stats {
+        Stats::V1(Metrics::default())
     }
     fn oom_watch(&self) -> Result<OomWatch> {
         self.record("oom_watch".into())?;

@@ -104,6 +104,25 @@ impl Hierarchy {
     }
 }
 
+/// The cgroup2 path in a `/proc/<pid>/cgroup` file's text: its `0::` line.
+pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
+/// The directory, under the cgroup2 mount `root`, of the cgroup `pid` is
+/// in: how containerd's runc shim finds a container's v2 cgroup. A process
+/// that is gone is NotFound.
+pub fn unified_dir(root: &Path, pid: u32) -> Result<PathBuf> {
+    let f = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&f).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::not_found(format!("process {pid} is gone")),
+        _ => Error::io(format!("read {f}"), e),
+    })?;
+    let path = unified_path(&text)
+        .ok_or_else(|| Error::internal(format!("{f} has no cgroup2 (0::) line")))?;
+    Ok(root.join(path.trim_start_matches('/')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +148,23 @@ mod tests {
         assert_eq!(h, Hierarchy::V2(root.clone()));
         assert!(h.controllers().is_empty());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn unified_path_is_the_0_line() {
+        let hybrid = "12:memory:/default/c1\n1:name=systemd:/default/c1\n0::/default/c1\n";
+        assert_eq!(unified_path(hybrid), Some("/default/c1"));
+        assert_eq!(unified_path("0::/\n"), Some("/"));
+        assert_eq!(unified_path("4:cpu,cpuacct:/x\n"), None, "v1 only");
+        // Our own cgroup, read from the kernel (any host but a v1-only
+        // one has a 0:: line), lands under the root.
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        if let Some(p) = unified_path(&own) {
+            let me = unified_dir(Path::new("/r"), std::process::id()).unwrap();
+            assert_eq!(me, Path::new("/r").join(p.trim_start_matches('/')));
+        }
+        let gone = unified_dir(Path::new("/r"), u32::MAX).unwrap_err();
+        assert_eq!(gone.kind(), berth_proto::errdefs::Kind::NotFound);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod stats;
 pub mod v1;
 pub mod v2;
 
-pub use base::{Cgroup, OomCounter, OomWatch, join_self};
+pub use base::{Cgroup, OomCounter, OomWatch, Stats, join_self};
 #[cfg(test)]
 pub use fake::Fake;
 pub use hierarchy::{Hierarchy, ROOT};

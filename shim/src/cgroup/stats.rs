@@ -1,13 +1,64 @@
-//! Statistics read from cgroup files, in containerd's cgroup v1 metrics
-//! format (what clients of this shim decode on either host). On v2 the
-//! files are read as containerd's cgroup2 manager reads them (memory.stat,
-//! memory.events, cpu.stat, pids, io.stat, hugetlb) and each value lands in
-//! the v1 field of the same meaning; v2's statistics are recursive, so the
-//! `total_*` fields repeat their non-total twins.
+//! Statistics read from cgroup files in containerd's types, as its runc
+//! shim answers Stats: `io.containerd.cgroups.v1.Metrics` from a v1 cgroup
+//! (a hybrid host's too), `io.containerd.cgroups.v2.Metrics` from a v2 one,
+//! each file read as containerd's manager for that hierarchy reads it.
 
 use super::base::{read, read_keyed, read_u64};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
-use std::path::Path;
+use berth_proto::pb::io::containerd::cgroups::v2 as m2;
+use std::path::{Path, PathBuf};
+
+/// A v1 cgroup's statistics, from the directory of each controller it has
+/// (`dir("memory")`; `None` for one the host lacks).
+pub fn v1(dir: impl Fn(&str) -> Option<PathBuf>) -> m::Metrics {
+    let mut out = m::Metrics::default();
+    if let Some(d) = dir("pids") {
+        out.pids = Some(m::PidsStat {
+            current: read_u64(&d, "pids.current").unwrap_or(0),
+            limit: read_u64(&d, "pids.max").unwrap_or(0),
+        });
+    }
+    let mut cpu = m::CpuStat::default();
+    if let Some(d) = dir("cpuacct") {
+        cpu.usage = Some(m::CpuUsage {
+            total: read_u64(&d, "cpuacct.usage").unwrap_or(0),
+            kernel: read_u64(&d, "cpuacct.usage_sys").unwrap_or(0),
+            user: read_u64(&d, "cpuacct.usage_user").unwrap_or(0),
+            per_cpu: read(&d, "cpuacct.usage_percpu")
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect(),
+        });
+    }
+    if let Some(d) = dir("cpu") {
+        let s = read_keyed(&d, "cpu.stat");
+        let get = |k: &str| s.get(k).copied().unwrap_or(0);
+        cpu.throttling = Some(m::Throttle {
+            periods: get("nr_periods"),
+            throttled_periods: get("nr_throttled"),
+            throttled_time: get("throttled_time"),
+        });
+    }
+    out.cpu = Some(cpu);
+    if let Some(d) = dir("blkio") {
+        out.blkio = Some(v1_blkio(&d));
+    }
+    if let Some(d) = dir("hugetlb") {
+        out.hugetlb = v1_hugetlb(&d, &hugepage_sizes());
+    }
+    if let Some(d) = dir("memory") {
+        out.memory = Some(v1_memory(&d));
+        let oom = read_keyed(&d, "memory.oom_control");
+        let get = |k: &str| oom.get(k).copied().unwrap_or(0);
+        out.memory_oom_control = Some(m::MemoryOomControl {
+            oom_kill_disable: get("oom_kill_disable"),
+            under_oom: get("under_oom"),
+            oom_kill: get("oom_kill"),
+        });
+    }
+    out
+}
 
 /// containerd's memory statistics from a v1 memory cgroup.
 pub fn v1_memory(d: &Path) -> m::MemoryStat {
@@ -146,9 +197,9 @@ pub fn v1_hugetlb(d: &Path, sizes: &[String]) -> Vec<m::HugetlbStat> {
         .collect()
 }
 
-/// A v2 limit file: `max` is no limit, which containerd's v2 stats give as
-/// the largest number; absent is 0.
-fn v2_limit(d: &Path, f: &str) -> u64 {
+/// A v2 file holding one number or `max`, read as containerd's v2
+/// manager reads it: `max` is the largest number, absent or unreadable 0.
+fn v2_number(d: &Path, f: &str) -> u64 {
     match read(d, f).as_deref() {
         Some("max") => u64::MAX,
         Some(v) => v.parse().unwrap_or(0),
@@ -156,127 +207,91 @@ fn v2_limit(d: &Path, f: &str) -> u64 {
     }
 }
 
-/// A v2 cgroup's statistics, with the host's hugepage sizes.
-pub fn v2(d: &Path) -> m::Metrics {
-    v2_with(d, &hugepage_sizes())
-}
-
-/// A v2 cgroup's statistics for the given hugepage sizes.
-pub fn v2_with(d: &Path, hugepage_sizes: &[String]) -> m::Metrics {
+/// A v2 cgroup's statistics in containerd's v2 type, each file read as
+/// containerd's v2 manager reads it.
+pub fn v2(d: &Path) -> m2::Metrics {
     let cpu = read_keyed(d, "cpu.stat");
     let c = |k: &str| cpu.get(k).copied().unwrap_or(0);
     let mem = read_keyed(d, "memory.stat");
     let s = |k: &str| mem.get(k).copied().unwrap_or(0);
     let events = read_keyed(d, "memory.events");
     let ev = |k: &str| events.get(k).copied().unwrap_or(0);
-    let memory_limit = v2_limit(d, "memory.max");
-    let swap_limit = v2_limit(d, "memory.swap.max");
-    m::Metrics {
-        hugetlb: hugepage_sizes
-            .iter()
-            .filter(|ps| d.join(format!("hugetlb.{ps}.current")).exists())
-            .map(|ps| m::HugetlbStat {
-                usage: read_u64(d, &format!("hugetlb.{ps}.current")).unwrap_or(0),
-                // v2 keeps no peak; the limit is what containerd's v2
-                // stats give (`max`).
-                max: v2_limit(d, &format!("hugetlb.{ps}.max")),
-                failcnt: read_keyed(d, &format!("hugetlb.{ps}.events"))
-                    .get("max")
-                    .copied()
-                    .unwrap_or(0),
-                pagesize: ps.clone(),
-            })
-            .collect(),
-        pids: Some(m::PidsStat {
-            current: read_u64(d, "pids.current").unwrap_or(0),
-            // No limit reads 0 here, as containerd's v1 stats have it.
-            limit: read_u64(d, "pids.max").unwrap_or(0),
+    m2::Metrics {
+        pids: Some(m2::PidsStat {
+            current: v2_number(d, "pids.current"),
+            limit: v2_number(d, "pids.max"),
         }),
-        cpu: Some(m::CpuStat {
-            usage: Some(m::CpuUsage {
-                total: c("usage_usec") * 1000,
-                kernel: c("system_usec") * 1000,
-                user: c("user_usec") * 1000,
-                per_cpu: Vec::new(),
-            }),
-            throttling: Some(m::Throttle {
-                periods: c("nr_periods"),
-                throttled_periods: c("nr_throttled"),
-                throttled_time: c("throttled_usec") * 1000,
-            }),
+        cpu: Some(m2::CpuStat {
+            usage_usec: c("usage_usec"),
+            user_usec: c("user_usec"),
+            system_usec: c("system_usec"),
+            nr_periods: c("nr_periods"),
+            nr_throttled: c("nr_throttled"),
+            throttled_usec: c("throttled_usec"),
         }),
-        memory: Some(m::MemoryStat {
-            cache: s("file"),
-            rss: s("anon"),
-            rss_huge: s("anon_thp"),
-            mapped_file: s("file_mapped"),
-            dirty: s("file_dirty"),
-            writeback: s("file_writeback"),
-            pg_fault: s("pgfault"),
-            pg_maj_fault: s("pgmajfault"),
+        memory: Some(m2::MemoryStat {
+            anon: s("anon"),
+            file: s("file"),
+            kernel_stack: s("kernel_stack"),
+            slab: s("slab"),
+            sock: s("sock"),
+            shmem: s("shmem"),
+            file_mapped: s("file_mapped"),
+            file_dirty: s("file_dirty"),
+            file_writeback: s("file_writeback"),
+            anon_thp: s("anon_thp"),
             inactive_anon: s("inactive_anon"),
             active_anon: s("active_anon"),
             inactive_file: s("inactive_file"),
             active_file: s("active_file"),
             unevictable: s("unevictable"),
-            hierarchical_memory_limit: memory_limit,
-            hierarchical_swap_limit: swap_limit,
-            total_cache: s("file"),
-            total_rss: s("anon"),
-            total_rss_huge: s("anon_thp"),
-            total_mapped_file: s("file_mapped"),
-            total_dirty: s("file_dirty"),
-            total_writeback: s("file_writeback"),
-            total_pg_fault: s("pgfault"),
-            total_pg_maj_fault: s("pgmajfault"),
-            total_inactive_anon: s("inactive_anon"),
-            total_active_anon: s("active_anon"),
-            total_inactive_file: s("inactive_file"),
-            total_active_file: s("active_file"),
-            total_unevictable: s("unevictable"),
-            usage: Some(m::MemoryEntry {
-                limit: memory_limit,
-                usage: read_u64(d, "memory.current").unwrap_or(0),
-                max: read_u64(d, "memory.peak").unwrap_or(0),
-                // Times the limit was hit (v1's failcnt).
-                failcnt: ev("max"),
-            }),
-            swap: Some(m::MemoryEntry {
-                limit: swap_limit,
-                usage: read_u64(d, "memory.swap.current").unwrap_or(0),
-                max: read_u64(d, "memory.swap.peak").unwrap_or(0),
-                failcnt: read_keyed(d, "memory.swap.events")
-                    .get("max")
-                    .copied()
-                    .unwrap_or(0),
-            }),
-            // Kernel memory is part of memory.current on v2; the v1
-            // entry's usage is memory.stat's "kernel" (5.18+).
-            kernel: mem.get("kernel").map(|k| m::MemoryEntry {
-                usage: *k,
-                ..Default::default()
-            }),
-            kernel_tcp: mem.get("sock").map(|k| m::MemoryEntry {
-                usage: *k,
-                ..Default::default()
-            }),
-            ..Default::default()
+            slab_reclaimable: s("slab_reclaimable"),
+            slab_unreclaimable: s("slab_unreclaimable"),
+            pgfault: s("pgfault"),
+            pgmajfault: s("pgmajfault"),
+            // Kernels since 5.9 split these two by anon/file; the type
+            // (containerd 1.6's) has only the old keys, which such a
+            // kernel no longer writes: 0, as containerd reports them.
+            workingset_refault: s("workingset_refault"),
+            workingset_activate: s("workingset_activate"),
+            workingset_nodereclaim: s("workingset_nodereclaim"),
+            pgrefill: s("pgrefill"),
+            pgscan: s("pgscan"),
+            pgsteal: s("pgsteal"),
+            pgactivate: s("pgactivate"),
+            pgdeactivate: s("pgdeactivate"),
+            pglazyfree: s("pglazyfree"),
+            pglazyfreed: s("pglazyfreed"),
+            thp_fault_alloc: s("thp_fault_alloc"),
+            thp_collapse_alloc: s("thp_collapse_alloc"),
+            usage: v2_number(d, "memory.current"),
+            usage_limit: v2_number(d, "memory.max"),
+            swap_usage: v2_number(d, "memory.swap.current"),
+            swap_limit: v2_number(d, "memory.swap.max"),
         }),
-        blkio: Some(v2_io(d)),
-        memory_oom_control: Some(m::MemoryOomControl {
+        // Left out when the file is (no memory controller), as containerd
+        // does.
+        memory_events: (!events.is_empty()).then(|| m2::MemoryEvents {
+            low: ev("low"),
+            high: ev("high"),
+            max: ev("max"),
+            oom: ev("oom"),
             oom_kill: ev("oom_kill"),
-            // v2 cannot disable the OOM killer; a cgroup under OOM shows
-            // only as a count.
-            ..Default::default()
         }),
+        rdma: Some(m2::RdmaStat {
+            current: v2_rdma(d, "rdma.current"),
+            limit: v2_rdma(d, "rdma.max"),
+        }),
+        io: Some(m2::IoStat { usage: v2_io(d) }),
+        hugetlb: v2_hugetlb(d),
     }
 }
 
-/// io.stat (`8:0 rbytes=1 wbytes=2 rios=3 wios=4 …`) as v1's recursive
-/// service bytes and serviced counts (`Read`/`Write`), as runc maps it.
-fn v2_io(d: &Path) -> m::BlkIoStat {
-    let mut out = m::BlkIoStat::default();
+/// io.stat, one entry per device line (`8:0 rbytes=1 wbytes=2 rios=3
+/// wios=4 dbytes=0 dios=0`); keys the type has no field for are skipped.
+fn v2_io(d: &Path) -> Vec<m2::IoEntry> {
     let text = read(d, "io.stat").unwrap_or_default();
+    let mut out = Vec::new();
     for line in text.lines() {
         let mut parts = line.split_whitespace();
         let Some((maj, min)) = parts.next().and_then(|dev| dev.split_once(':')) else {
@@ -285,144 +300,109 @@ fn v2_io(d: &Path) -> m::BlkIoStat {
         let (Ok(major), Ok(minor)) = (maj.parse(), min.parse()) else {
             continue;
         };
-        for kv in parts {
-            let Some((k, v)) = kv.split_once('=') else {
-                continue;
-            };
-            let Ok(value) = v.parse() else { continue };
-            let (list, op) = match k {
-                "rbytes" => (&mut out.io_service_bytes_recursive, "Read"),
-                "wbytes" => (&mut out.io_service_bytes_recursive, "Write"),
-                "rios" => (&mut out.io_serviced_recursive, "Read"),
-                "wios" => (&mut out.io_serviced_recursive, "Write"),
-                _ => continue,
-            };
-            list.push(m::BlkIoEntry {
-                op: op.into(),
-                device: String::new(),
-                major,
-                minor,
-                value,
-            });
+        let mut e = m2::IoEntry {
+            major,
+            minor,
+            ..Default::default()
+        };
+        for (k, v) in parts.filter_map(|kv| kv.split_once('=')) {
+            let Ok(v) = v.parse() else { continue };
+            match k {
+                "rbytes" => e.rbytes = v,
+                "wbytes" => e.wbytes = v,
+                "rios" => e.rios = v,
+                "wios" => e.wios = v,
+                _ => {}
+            }
         }
+        out.push(e);
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cgroup::base::tests::tree;
-
-    #[test]
-    fn hugepage_size_names() {
-        assert_eq!(size_name(2048), "2MB");
-        assert_eq!(size_name(1_048_576), "1GB");
-        assert_eq!(size_name(64), "64KB");
-        assert_eq!(size_name(1536), "1536KB");
+/// rdma.current or rdma.max, one entry per device line
+/// (`mlx4_0 hca_handle=2 hca_object=max`); `max` is the largest u32.
+fn v2_rdma(d: &Path, f: &str) -> Vec<m2::RdmaEntry> {
+    let text = read(d, f).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        // A device line has its name and both keys.
+        let [device, kvs @ ..] = parts.as_slice() else {
+            continue;
+        };
+        if kvs.len() != 2 {
+            continue;
+        }
+        let mut e = m2::RdmaEntry {
+            device: device.to_string(),
+            ..Default::default()
+        };
+        for (k, v) in kvs.iter().filter_map(|kv| kv.split_once('=')) {
+            let v = match v {
+                "max" => u32::MAX,
+                v => match v.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+            };
+            match k {
+                "hca_handle" => e.hca_handles = v,
+                "hca_object" => e.hca_objects = v,
+                _ => {}
+            }
+        }
+        out.push(e);
     }
-
-    #[test]
-    fn v2_files_map_to_containerd_fields() {
-        let d = tree("statsv2");
-        let w = |f: &str, v: &str| std::fs::write(d.join(f), v).unwrap();
-        w(
-            "cpu.stat",
-            "usage_usec 7\nuser_usec 5\nsystem_usec 2\nnr_periods 10\nnr_throttled 3\nthrottled_usec 4\n",
-        );
-        w(
-            "memory.stat",
-            "anon 4096\nfile 8192\nfile_mapped 1\nfile_dirty 2\nanon_thp 3\npgfault 9\npgmajfault 1\nkernel 512\nsock 64\n",
-        );
-        w("memory.current", "12288\n");
-        w("memory.peak", "20000\n");
-        w("memory.max", "max\n");
-        w("memory.swap.max", "1000\n");
-        w("memory.swap.current", "10\n");
-        w("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
-        w("pids.current", "2\n");
-        w("pids.max", "max\n");
-        w(
-            "io.stat",
-            "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n253:1 rbytes=5 wbytes=0 rios=1 wios=0\n",
-        );
-        w("hugetlb.2MB.current", "4194304\n");
-        w("hugetlb.2MB.max", "8388608\n");
-        w("hugetlb.2MB.events", "max 2\n");
-        let s = v2_with(&d, &["2MB".into(), "1GB".into()]);
-        let cpu = s.cpu.unwrap();
-        let u = cpu.usage.unwrap();
-        assert_eq!((u.total, u.user, u.kernel), (7000, 5000, 2000));
-        let t = cpu.throttling.unwrap();
-        assert_eq!(
-            (t.periods, t.throttled_periods, t.throttled_time),
-            (10, 3, 4000)
-        );
-        let mem = s.memory.unwrap();
-        assert_eq!(
-            (mem.rss, mem.cache, mem.total_rss, mem.total_cache),
-            (4096, 8192, 4096, 8192)
-        );
-        assert_eq!((mem.mapped_file, mem.dirty, mem.rss_huge), (1, 2, 3));
-        assert_eq!((mem.pg_fault, mem.pg_maj_fault), (9, 1));
-        let u = mem.usage.unwrap();
-        assert_eq!(
-            (u.usage, u.limit, u.max, u.failcnt),
-            (12288, u64::MAX, 20000, 3)
-        );
-        let sw = mem.swap.unwrap();
-        assert_eq!((sw.usage, sw.limit), (10, 1000));
-        assert_eq!(mem.kernel.unwrap().usage, 512);
-        assert_eq!(mem.kernel_tcp.unwrap().usage, 64);
-        assert_eq!(s.memory_oom_control.unwrap().oom_kill, 1);
-        let p = s.pids.unwrap();
-        assert_eq!((p.current, p.limit), (2, 0));
-        let io = s.blkio.unwrap();
-        let bytes: Vec<_> = io
-            .io_service_bytes_recursive
-            .iter()
-            .map(|e| (e.major, e.minor, e.op.as_str(), e.value))
-            .collect();
-        assert_eq!(
-            bytes,
-            vec![
-                (8, 0, "Read", 100),
-                (8, 0, "Write", 200),
-                (253, 1, "Read", 5),
-                (253, 1, "Write", 0)
-            ]
-        );
-        assert_eq!(io.io_serviced_recursive.len(), 4);
-        assert_eq!(s.hugetlb.len(), 1, "only sizes the cgroup has");
-        let h = &s.hugetlb[0];
-        assert_eq!(
-            (h.pagesize.as_str(), h.usage, h.max, h.failcnt),
-            ("2MB", 4194304, 8388608, 2)
-        );
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn v1_blkio_and_hugetlb() {
-        let d = tree("statsv1io");
-        std::fs::write(
-            d.join("blkio.throttle.io_service_bytes"),
-            "8:0 Read 4096\n8:0 Write 0\nTotal 4096\n",
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("blkio.throttle.io_serviced"),
-            "8:0 Read 1\nTotal 1\n",
-        )
-        .unwrap();
-        std::fs::write(d.join("hugetlb.2MB.usage_in_bytes"), "2097152\n").unwrap();
-        std::fs::write(d.join("hugetlb.2MB.failcnt"), "1\n").unwrap();
-        let b = v1_blkio(&d);
-        assert_eq!(b.io_service_bytes_recursive.len(), 2);
-        assert_eq!(b.io_service_bytes_recursive[0].value, 4096);
-        assert_eq!(b.io_serviced_recursive[0].op, "Read");
-        let h = v1_hugetlb(&d, &["2MB".into()]);
-        assert_eq!((h[0].usage, h[0].failcnt), (2097152, 1));
-        std::fs::remove_dir_all(&d).unwrap();
-    }
+    out
 }
+
+/// The page size a hugetlb file name part (`2MB`) means, in kB, for
+/// ordering; inverse of [`size_name`].
+fn size_kb(name: &str) -> Option<u64> {
+    let split = name.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = name.split_at(split);
+    let shift = match unit {
+        "KB" => 0,
+        "MB" => 10,
+        "GB" => 20,
+        "TB" => 30,
+        "PB" => 40,
+        _ => return None,
+    };
+    n.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// hugetlb.<size>.current and .max, one entry per page size the cgroup has
+/// files for (as containerd finds them: by listing the directory), smallest
+/// first.
+fn v2_hugetlb(d: &Path) -> Vec<m2::HugeTlbStat> {
+    let mut sizes: Vec<(u64, String)> = std::fs::read_dir(d)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let mut parts = name.split('.');
+            let (Some("hugetlb"), Some(size), Some("current" | "max"), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return None;
+            };
+            Some((size_kb(size).unwrap_or(u64::MAX), size.to_string()))
+        })
+        .collect();
+    sizes.sort();
+    sizes.dedup();
+    sizes
+        .into_iter()
+        .map(|(_, ps)| m2::HugeTlbStat {
+            current: v2_number(d, &format!("hugetlb.{ps}.current")),
+            max: v2_number(d, &format!("hugetlb.{ps}.max")),
+            pagesize: ps,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

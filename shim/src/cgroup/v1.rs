@@ -2,12 +2,11 @@
 //! every hierarchy (`<root>/<controller>/<path>`).
 
 use super::base::{
-    self, Cgroup, OomCounter, OomWatch, check_memory_limit, field, read, read_keyed, read_pids,
-    read_u64, remove_dir, write,
+    self, Cgroup, OomCounter, OomWatch, check_memory_limit, field, read, read_pids, read_u64,
+    remove_dir, write,
 };
 use super::devices::{Emulator, container_rules};
 use crate::{Error, Result};
-use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -524,54 +523,8 @@ impl Cgroup for V1 {
         )
     }
 
-    fn stats(&self) -> m::Metrics {
-        let mut out = m::Metrics::default();
-        if let Some(d) = self.dir("pids") {
-            out.pids = Some(m::PidsStat {
-                current: read_u64(&d, "pids.current").unwrap_or(0),
-                limit: read_u64(&d, "pids.max").unwrap_or(0),
-            });
-        }
-        let mut cpu = m::CpuStat::default();
-        if let Some(d) = self.dir("cpuacct") {
-            cpu.usage = Some(m::CpuUsage {
-                total: read_u64(&d, "cpuacct.usage").unwrap_or(0),
-                kernel: read_u64(&d, "cpuacct.usage_sys").unwrap_or(0),
-                user: read_u64(&d, "cpuacct.usage_user").unwrap_or(0),
-                per_cpu: read(&d, "cpuacct.usage_percpu")
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .filter_map(|v| v.parse().ok())
-                    .collect(),
-            });
-        }
-        if let Some(d) = self.dir("cpu") {
-            let s = read_keyed(&d, "cpu.stat");
-            let get = |k: &str| s.get(k).copied().unwrap_or(0);
-            cpu.throttling = Some(m::Throttle {
-                periods: get("nr_periods"),
-                throttled_periods: get("nr_throttled"),
-                throttled_time: get("throttled_time"),
-            });
-        }
-        out.cpu = Some(cpu);
-        if let Some(d) = self.dir("blkio") {
-            out.blkio = Some(super::stats::v1_blkio(&d));
-        }
-        if let Some(d) = self.dir("hugetlb") {
-            out.hugetlb = super::stats::v1_hugetlb(&d, &super::stats::hugepage_sizes());
-        }
-        if let Some(d) = self.dir("memory") {
-            out.memory = Some(super::stats::v1_memory(&d));
-            let oom = read_keyed(&d, "memory.oom_control");
-            let get = |k: &str| oom.get(k).copied().unwrap_or(0);
-            out.memory_oom_control = Some(m::MemoryOomControl {
-                oom_kill_disable: get("oom_kill_disable"),
-                under_oom: get("under_oom"),
-                oom_kill: get("oom_kill"),
-            });
-        }
-        out
+    fn stats(&self) -> super::base::Stats {
+        super::base::Stats::V1(super::stats::v1(|c| self.dir(c)))
     }
 
     fn oom_watch(&self) -> Result<OomWatch> {

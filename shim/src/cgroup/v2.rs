@@ -5,13 +5,13 @@
 //! by name where v2 has no file for it (runc ignores those); device rules
 //! are an eBPF program attached to the cgroup ([`super::bpf`]).
 
+use super::base::Stats;
 use super::base::{
     self, Cgroup, OomCounter, OomWatch, check_memory_limit, field, read, read_keyed, read_pids,
     read_u64, refuse, remove_dir, write,
 };
 use super::devices::{Emulator, container_rules};
 use crate::{Error, Result};
-use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -470,8 +470,8 @@ impl Cgroup for V2 {
         base::kill_each(&self.procs()?, sig)
     }
 
-    fn stats(&self) -> m::Metrics {
-        super::stats::v2(&self.dir)
+    fn stats(&self) -> Stats {
+        Stats::V2(super::stats::v2(&self.dir))
     }
 
     fn oom_watch(&self) -> Result<OomWatch> {

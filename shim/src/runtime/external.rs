@@ -3,6 +3,7 @@
 //! built-in runtime is tested against.
 
 use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
+use crate::cgroup::{Hierarchy, Stats};
 use crate::{Error, Result};
 use berth_proto::pb::io::containerd::cgroups::v1 as m;
 use oci_spec::runtime::LinuxResources;
@@ -93,6 +94,20 @@ impl External {
             ));
         }
         Ok(out.stdout)
+    }
+
+    /// The pid of the container's init, from the runtime's `state`; a
+    /// container that is not running is NotFound.
+    fn init_pid(&self, id: &str) -> Result<u32> {
+        let mut c = self.cmd();
+        c.arg("state").arg(id);
+        let out = self.run(c, "state")?;
+        let v: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| Error::caused(berth_proto::errdefs::Kind::Internal, "state output", e))?;
+        match v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()) {
+            Some(pid) if pid > 0 => Ok(pid),
+            _ => Err(Error::not_found(format!("container {id} is not running"))),
+        }
     }
 
     fn bundle(&self) -> Result<PathBuf> {
@@ -369,7 +384,14 @@ impl OciRuntime for External {
         self.run(c, "update").map(|_| ())
     }
 
-    fn stats(&self, id: &str) -> Result<m::Metrics> {
+    fn stats(&self, id: &str) -> Result<Stats> {
+        // On a cgroup2 host containerd's runc shim reads the container's
+        // cgroup itself, found from its init's pid, and answers the v2
+        // type; runc's own statistics are v1-shaped.
+        if let Hierarchy::V2(root) = Hierarchy::detect() {
+            let dir = crate::cgroup::hierarchy::unified_dir(&root, self.init_pid(id)?)?;
+            return Ok(Stats::V2(crate::cgroup::stats::v2(&dir)));
+        }
         let mut c = self.cmd();
         c.arg("events").arg("--stats").arg(id);
         let out = self.run(c, "events --stats")?;
@@ -387,7 +409,7 @@ impl OciRuntime for External {
             max: u(&format!("{p}/max")),
             failcnt: u(&format!("{p}/failcnt")),
         };
-        Ok(m::Metrics {
+        Ok(Stats::V1(m::Metrics {
             pids: Some(m::PidsStat {
                 current: u("/pids/current"),
                 limit: u("/pids/limit"),
@@ -417,7 +439,7 @@ impl OciRuntime for External {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
     }
 
     fn oom_watch(&self, _id: &str) -> Option<crate::cgroup::OomWatch> {

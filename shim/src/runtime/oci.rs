@@ -3,7 +3,6 @@
 
 use crate::stdio::ChildIo;
 use crate::{Error, Result};
-use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use std::path::PathBuf;
 
@@ -54,7 +53,9 @@ pub trait OciRuntime: Send + Sync {
     /// Pids of every process of the container.
     fn pids(&self, id: &str) -> Result<Vec<u32>>;
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<()>;
-    fn stats(&self, id: &str) -> Result<Metrics>;
+    /// The container's cgroup statistics in containerd's type for its
+    /// hierarchy (see [`crate::cgroup::Stats`]).
+    fn stats(&self, id: &str) -> Result<crate::cgroup::Stats>;
     /// Where OOM kills in the container are heard, if the runtime can tell.
     fn oom_watch(&self, id: &str) -> Option<crate::cgroup::OomWatch>;
 }

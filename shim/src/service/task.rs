@@ -11,7 +11,6 @@ use berth_proto::pb::containerd::task::v2 as api;
 use berth_proto::pb::containerd::task::v2::task_ttrpc;
 use berth_proto::time::timestamp;
 use berth_proto::ttrpc::{Context, Status as TStatus};
-use berth_proto::typeurl;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,7 +159,7 @@ impl task_ttrpc::Task for Service {
             self.0.check_id(&req.id)?;
             let m = self.0.runtime()?.stats(&self.0.id)?;
             Ok(api::StatsResponse {
-                stats: Some(typeurl::pack(&m)),
+                stats: Some(m.to_any()),
             })
         })())
     }

@@ -469,7 +469,9 @@ fn procs_stats_freeze_and_join_files() {
         "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
     )
     .unwrap();
-    let s = cg.stats();
+    let crate::cgroup::Stats::V1(s) = cg.stats() else {
+        panic!("a v1 cgroup's stats are containerd's v1 type")
+    };
     let pids = s.pids.unwrap();
     assert_eq!((pids.current, pids.limit), (2, 0));
     let cpu = s.cpu.unwrap();

@@ -527,7 +527,15 @@ fn procs_oom_and_freeze_from_files() {
     std::fs::write(d.join("memory.events"), "low 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
     std::fs::write(d.join("memory.stat"), "anon 4096\n").unwrap();
     assert_eq!(cg.procs().unwrap(), vec![4, 30]);
-    assert_eq!(cg.stats().memory.unwrap().rss, 4096);
+    let crate::cgroup::Stats::V2(s) = cg.stats() else {
+        panic!("a v2 cgroup's stats are containerd's v2 type")
+    };
+    assert_eq!(s.memory.unwrap().anon, 4096);
+    assert_eq!(s.memory_events.unwrap().oom_kill, 1);
+    assert_eq!(
+        cg.stats().to_any().type_url,
+        "io.containerd.cgroups.v2.Metrics"
+    );
     // No cgroup.freeze: the kernel has no v2 freezer.
     let e = cg.freeze().unwrap_err();
     assert_eq!(e.kind(), Kind::FailedPrecondition);

@@ -27,7 +27,6 @@ pub mod tty;
 use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::{Error, Result};
-use berth_proto::pb::io::containerd::cgroups::v1::Metrics;
 use hooks::Kind;
 use oci_spec::runtime::{LinuxResources, LinuxSeccomp, Spec};
 use std::os::fd::OwnedFd;
@@ -403,7 +402,7 @@ impl OciRuntime for Builtin {
         self.cgroup()?.apply(resources)
     }
 
-    fn stats(&self, _id: &str) -> Result<Metrics> {
+    fn stats(&self, _id: &str) -> Result<crate::cgroup::Stats> {
         Ok(self.cgroup()?.stats())
     }
 

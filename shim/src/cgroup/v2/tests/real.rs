@@ -130,6 +130,44 @@ fn real_placement_freeze_and_kill() {
 }
 
 #[test]
+fn real_stats_are_the_v2_type_with_the_kernels_cpu_time() {
+    let Some(root) = cgroup2_root("real_stats_are_the_v2_type_with_the_kernels_cpu_time") else {
+        return;
+    };
+    let g = Guard::new(&root, "stats");
+    let cg = &g.0;
+    // Busy for a while, then waiting: its CPU time is in cpu.stat, which
+    // a cgroup has with no controller enabled.
+    let mut child = spawn_in(
+        cg,
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo busy-done; sleep 100",
+    );
+    let pid = child.id();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "busy-done\n");
+    // The external runtime's way to the cgroup: the init's pid.
+    assert_eq!(
+        crate::cgroup::hierarchy::unified_dir(&root, pid).unwrap(),
+        cg.dir()
+    );
+    let stats = cg.stats();
+    assert_eq!(stats.to_any().type_url, "io.containerd.cgroups.v2.Metrics");
+    let Stats::V2(m) = stats else {
+        panic!("v1 stats from a v2 cgroup")
+    };
+    let cpu = m.cpu.unwrap();
+    assert!(cpu.usage_usec > 0, "{cpu:?}");
+    assert!(cpu.usage_usec >= cpu.user_usec, "{cpu:?}");
+    cg.kill_all(libc::SIGKILL).unwrap();
+    assert_eq!(output(child), "", "nothing on stderr");
+}
+
+#[test]
 fn real_freeze_stops_a_running_process() {
     let Some(root) = cgroup2_root("real_freeze_stops_a_running_process") else {
         return;
