@@ -202,6 +202,46 @@ pub fn user_namespaces(s: &Suite) {
             s.create_and_start(&c)
         ));
         s.remove(&c);
+        // Without the mount point it cannot make (busybox has no /run), a
+        // spec ctr has no flags for: a new cgroup namespace, made inside
+        // the user namespace, and a user of its own with a group.
+        let c = id(10);
+        let patch = |spec: &mut serde_json::Value| {
+            let nss = json!({"namespaces": [{"type": "user"}, {"type": "cgroup"}],
+                "uidMappings": maps, "gidMappings": maps});
+            with_linux(nss)(spec);
+            if let Some(m) = spec["mounts"].as_array_mut() {
+                m.retain(|m| m["destination"] != "/run");
+            }
+            spec["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10]});
+        };
+        let probe = "id; grep -E '^(Uid|Gid|Groups|CapEff):' /proc/self/status; \
+            grep -E '^(0::|[0-9]+:memory:)' /proc/self/cgroup";
+        let out = s.run_patched(rt, &c, &[], &sh(probe), &patch);
+        o.push_str(&format!(
+            "own user and cgroup namespace:\n{}",
+            show(&c, &out)
+        ));
+        // The shim's cgroup namespace by path, joined before the user
+        // namespace is made (the user namespace could not join it).
+        let c = id(11);
+        let with_ns = format!("cgroup:/proc/{}/ns/cgroup", std::process::id());
+        let mut flags = MAP.to_vec();
+        flags.extend(["--with-ns", &with_ns]);
+        let probe = "[ $(readlink /proc/self/ns/cgroup) = $CG ] && echo cgroup joined; \
+            grep -E '^0::' /proc/self/cgroup";
+        let cg = format!(
+            "CG={}",
+            std::fs::read_link("/proc/self/ns/cgroup")
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+        flags.extend(["--env", &cg]);
+        let out = show(&c, &s.run(rt, &c, &flags, &sh(probe)));
+        o.push_str(&format!(
+            "cgroup namespace by path:\n{}",
+            out.replace(&c, "<id>")
+        ));
         // A terminal: made inside, owned by the container's root.
         if let Some(script) = crate::peer("script") {
             let c = id(9);
@@ -274,6 +314,12 @@ pub fn user_namespaces(s: &Suite) {
             "maps leaving root unmapped: create refused",
             "--net-host: exit=1 names sysfs=true",
             "rootfs not remapped: create refused",
+            "uid=1000 gid=1000 groups=10",
+            "Uid:\t1000\t1000\t1000\t1000",
+            "Groups:\t10 ",
+            "CapEff:\t0000000000000000",
+            "0::/",
+            "cgroup joined",
         ] {
             p.extend(has_line(rest, want));
         }

@@ -1,7 +1,10 @@
 //! What runs in the forked children of the built-in runtime, in order:
 //! the first child seals itself ([`seal`]: non-dumpable, only its own
-//! descriptors left), enters or creates namespaces and forks the container's
-//! init (pid 1 of a new pid namespace); the init joins its cgroup, builds
+//! descriptors left), sets the OOM score (and rlimits, for a user
+//! namespace) as the shim could, enters or creates namespaces (a new user
+//! namespace alone, mapped by the shim: see [`userns`]) and forks the
+//! container's init (pid 1 of a new pid namespace); the init joins its
+//! cgroup, becomes root in its user namespace if it has one, builds
 //! its root filesystem (stopping before pivot_root for the create hooks),
 //! connects stdio, applies hostname and sysctls, masks and read-only paths,
 //! waits for start, runs startContainer hooks and executes. An exec's first child joins the running
