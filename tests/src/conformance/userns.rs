@@ -23,6 +23,7 @@ const PROBE: &str = "cat /proc/self/uid_map /proc/self/gid_map; \
     mknod /tmp/n c 1 3 2>&1; echo mknod=$?; \
     mount -t tmpfs t /tmp 2>&1; echo mount=$?; \
     echo x > /dev/null && echo null=writable; head -c 4 /dev/zero | wc -c; \
+    echo reopened > /dev/stdout; stat -L -c 'stdout %u:%g %a' /proc/self/fd/1; \
     ulimit -Hn; echo ---; cat /proc/self/mountinfo";
 
 /// The lines a host tool reads about process `pid`.
@@ -117,7 +118,7 @@ pub fn user_namespaces(s: &Suite) {
         let ns = userns_of(pid);
         let exec_probe = "cat /proc/self/uid_map; id; grep -E '^(CapEff|CapBnd):' /proc/self/status; \
             [ $(readlink /proc/self/ns/user) = $(readlink /proc/1/ns/user) ] && echo user shared with init; \
-            echo FOO=$FOO";
+            echo FOO=$FOO; echo reopened > /dev/stderr";
         let mut args = vec!["tasks", "exec", "--exec-id", "e1", &b];
         args.extend(sh(exec_probe));
         o.push_str(&format!("exec:\n{}", show(&b, &s.ctr(&args))));
@@ -283,6 +284,9 @@ pub fn user_namespaces(s: &Suite) {
             "mount=1",
             "null=writable",
             "4",
+            // The pipes are the container's root's (ctr's IoUid/IoGid).
+            "reopened",
+            "stdout 0:0 600",
             "/proc on / root=/ proc proc rw,nosuid,nodev,noexec,relatime | rw",
             "/sys on / root=/ sysfs sysfs ro,nosuid,nodev,noexec,relatime | ro",
         ] {
@@ -304,6 +308,7 @@ pub fn user_namespaces(s: &Suite) {
             "CapEff:\t00000000a80425fb",
             "user shared with init",
             "FOO=init",
+            "reopened",
             "host Uid:\t101000\t101000\t101000\t101000",
             "host Gid:\t101000\t101000\t101000\t101000",
             "true",
