@@ -72,6 +72,65 @@ fn with_linux(patch: serde_json::Value) -> impl Fn(&mut serde_json::Value) {
     }
 }
 
+/// A log every hook of a container appends `<kind> uid=<uid> map=<first
+/// line of its uid_map>` to: a host directory anyone may write (the
+/// container's users do), bound at the same path into the container, where
+/// startContainer runs.
+struct HookLog(std::path::PathBuf);
+
+impl HookLog {
+    fn new(case: &str, rt: Rt) -> HookLog {
+        let d = std::env::temp_dir().join(format!(
+            "berth-conf-{case}-{}-{}",
+            rt.name(),
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&d).expect("hook log directory");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let log = d.join("log");
+        std::fs::write(&log, "").expect("hook log");
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        HookLog(d)
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.0.join("log")
+    }
+
+    fn patch(&self, spec: &mut serde_json::Value) {
+        let log = self.path().display().to_string();
+        let mut hooks = serde_json::Map::new();
+        for k in [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop",
+        ] {
+            let body = format!(
+                "echo \"{k} uid=$(id -u) map=$(head -n 1 /proc/self/uid_map | tr -s ' ' | sed 's/^ //')\" >> {log}"
+            );
+            hooks.insert(
+                k.to_string(),
+                json!([{"path": "/bin/sh", "args": ["sh", "-c", body],
+                        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "timeout": 20}]),
+            );
+        }
+        spec["hooks"] = serde_json::Value::Object(hooks);
+        spec["mounts"].as_array_mut().expect("mounts").push(json!({
+            "destination": self.0, "type": "bind", "source": self.0,
+            "options": ["rbind", "rw"],
+        }));
+    }
+}
+
+impl Drop for HookLog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The deliberate difference of docs/compat.md, checked for what each
 /// runtime does: runc ignores maps without a user namespace (its check is
 /// unreachable from a spec), the built-in runtime refuses them.
@@ -206,7 +265,11 @@ pub fn user_namespaces(s: &Suite) {
         // Without the mount point it cannot make (busybox has no /run), a
         // spec ctr has no flags for: a new cgroup namespace, made inside
         // the user namespace, and a user of its own with a group.
+        // Its hooks log who runs them, and in which user namespace: the
+        // shim's on the host, createContainer and startContainer in the
+        // container (the latter as its user, just before the program).
         let c = id(10);
+        let hooks = HookLog::new(s.case, rt);
         let patch = |spec: &mut serde_json::Value| {
             let nss = json!({"namespaces": [{"type": "user"}, {"type": "cgroup"}],
                 "uidMappings": maps, "gidMappings": maps});
@@ -215,6 +278,7 @@ pub fn user_namespaces(s: &Suite) {
                 m.retain(|m| m["destination"] != "/run");
             }
             spec["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10]});
+            hooks.patch(spec);
         };
         let probe = "id; grep -E '^(Uid|Gid|Groups|CapEff):' /proc/self/status; \
             grep -E '^(0::|[0-9]+:memory:)' /proc/self/cgroup";
@@ -223,6 +287,8 @@ pub fn user_namespaces(s: &Suite) {
             "own user and cgroup namespace:\n{}",
             show(&c, &out)
         ));
+        let logged = std::fs::read_to_string(hooks.path()).unwrap_or_default();
+        o.push_str(&format!("its hooks:\n{logged}"));
         // The shim's cgroup namespace by path, joined before the user
         // namespace is made (the user namespace could not join it).
         let c = id(11);
@@ -324,6 +390,12 @@ pub fn user_namespaces(s: &Suite) {
             "Groups:\t10 ",
             "CapEff:\t0000000000000000",
             "0::/",
+            "prestart uid=0 map=0 0 4294967295",
+            "createRuntime uid=0 map=0 0 4294967295",
+            "createContainer uid=0 map=0 100000 65536",
+            "poststart uid=0 map=0 0 4294967295",
+            "startContainer uid=1000 map=0 100000 65536",
+            "poststop uid=0 map=0 0 4294967295",
             "cgroup joined",
         ] {
             p.extend(has_line(rest, want));

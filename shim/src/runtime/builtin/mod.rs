@@ -121,22 +121,6 @@ fn ignored_field(spec: &Spec) -> Option<&'static str> {
     set.into_iter().find(|(s, _)| *s).map(|(_, f)| f)
 }
 
-/// The first message of a create's first child, its init's pid (or its
-/// failure); when it made a user namespace it asks for its maps first
-/// (`u`), which the shim writes and confirms (see [`userns`]).
-fn first_message(sock: &OwnedFd, mid: u32, user: Option<&userns::UserNs>) -> Result<String> {
-    let m = sync::recv(sock)?;
-    if m != "u" {
-        return Ok(m);
-    }
-    let u = user
-        .filter(|u| u.create)
-        .ok_or_else(|| Error::internal("the container process asked for user namespace maps"))?;
-    userns::write_maps(&sys::Host, mid, u)?;
-    sync::send(sock, "u")?;
-    sync::recv(sock)
-}
-
 /// Waits for a child the shim forked itself; gone already is fine.
 fn reap(pid: nix::unistd::Pid) {
     if nix::sys::wait::waitpid(pid, None).is_err() {
@@ -233,7 +217,12 @@ impl Builtin {
         drop(opts.io); // the container holds its ends now
         drop(joins);
         drop(into);
-        let first = first_message(&parent, mid.as_raw().unsigned_abs(), user.as_ref());
+        let first = userns::first_message(
+            &sys::Host,
+            &parent,
+            mid.as_raw().unsigned_abs(),
+            user.as_ref(),
+        );
         if first.is_err() {
             // It may be waiting for maps that will not come.
             // SAFETY: our own child, not reaped yet.

@@ -14,9 +14,11 @@
 //! runc 1.1 does, a user namespace joined by path needs the mappings too;
 //! they are not written (the namespace has its own).
 
+use super::sync;
 use super::sys::Sys;
 use crate::{Error, Result};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// The user namespace a spec asks for, validated.
@@ -111,6 +113,28 @@ pub fn write_maps(sys: &dyn Sys, pid: u32, ns: &UserNs) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The shim's side: the first message of a create's first child, its
+/// init's pid (or its failure); when it made a user namespace it asks for
+/// its maps first (`u`), which the shim writes (as the process `mid`'s)
+/// and confirms.
+pub fn first_message(
+    sys: &dyn Sys,
+    sock: &OwnedFd,
+    mid: u32,
+    user: Option<&UserNs>,
+) -> Result<String> {
+    let m = sync::recv(sock)?;
+    if m != "u" {
+        return Ok(m);
+    }
+    let u = user
+        .filter(|u| u.create)
+        .ok_or_else(|| Error::internal("the container process asked for user namespace maps"))?;
+    write_maps(sys, mid, u)?;
+    sync::send(sock, "u")?;
+    sync::recv(sock)
 }
 
 /// Becomes root of the user namespace the process is in, as runc's init
@@ -292,6 +316,50 @@ mod tests {
             "write gid_map \"0 200000 65536\" of the container's user namespace"
         );
         assert!(e.chain().contains("Invalid argument"), "{}", e.chain());
+    }
+
+    #[test]
+    fn the_shim_maps_the_namespace_its_child_asks_for_then_reads_the_pid() {
+        let ns = UserNs {
+            create: true,
+            uid_map: "0 100000 65536\n".into(),
+            gid_map: "0 100000 65536\n".into(),
+            setgroups: true,
+        };
+        let (shim, child) = sync::pair().unwrap();
+        sync::send(&child, "u").unwrap();
+        sync::send(&child, "p42").unwrap();
+        let sys = Fake::new();
+        assert_eq!(first_message(&sys, &shim, 7, Some(&ns)).unwrap(), "p42");
+        assert_eq!(
+            sync::recv(&child).unwrap(),
+            "u",
+            "told the maps are written"
+        );
+        assert_eq!(sys.calls_of("write /proc/7/").len(), 2);
+        // No request: nothing written, the pid (or failure) comes first.
+        let sys = Fake::new();
+        sync::send(&child, "eboom").unwrap();
+        assert_eq!(first_message(&sys, &shim, 7, Some(&ns)).unwrap(), "eboom");
+        assert!(sys.calls.borrow().is_empty());
+        // A request for a namespace the spec joins (or lacks) is a bug.
+        let joined = UserNs {
+            create: false,
+            ..ns.clone()
+        };
+        for user in [None, Some(&joined)] {
+            sync::send(&child, "u").unwrap();
+            let sys = Fake::new();
+            let e = first_message(&sys, &shim, 7, user).unwrap_err();
+            assert_eq!(e.kind(), berth_proto::errdefs::Kind::Internal);
+            assert!(sys.calls.borrow().is_empty());
+        }
+        // Maps the kernel refuses fail the create before the child goes on.
+        sync::send(&child, "u").unwrap();
+        let sys = Fake::new();
+        sys.fail("write /proc/7/uid_map", libc::EPERM);
+        assert!(first_message(&sys, &shim, 7, Some(&ns)).is_err());
+        assert_eq!(sync::try_recv(&child), None, "never told to go on");
     }
 
     #[test]
