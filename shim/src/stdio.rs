@@ -224,8 +224,44 @@ fn devnull(write: bool) -> Result<OwnedFd> {
     .map_err(|e| Error::sys("open /dev/null", e))
 }
 
-/// Connects the client's FIFOs to a new process's I/O.
-pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(ChildIo, ShimIo)> {
+/// Who owns the pipes a process gets as stdio: the runtime options'
+/// `IoUid`/`IoGid` (`ctr run --uidmap` sets them to the host ids of the
+/// container's root). containerd's shim gives the pipes to them so that the
+/// process may reopen its stdio (`/dev/stdout`), which a pipe owned by a
+/// root the container's user namespace does not map refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoOwner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Gives a pipe (through either end) to `owner`, unless that is root.
+fn give(fd: &OwnedFd, owner: IoOwner) -> Result<()> {
+    if owner == IoOwner::default() {
+        return Ok(());
+    }
+    nix::unistd::fchown(
+        fd,
+        Some(nix::unistd::Uid::from_raw(owner.uid)),
+        Some(nix::unistd::Gid::from_raw(owner.gid)),
+    )
+    .map_err(|e| {
+        Error::sys(
+            format!("chown stdio pipe to {}:{}", owner.uid, owner.gid),
+            e,
+        )
+    })
+}
+
+/// Connects the client's FIFOs to a new process's I/O; the pipes the
+/// process gets are `owner`'s.
+pub fn setup(
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+    terminal: bool,
+    owner: IoOwner,
+) -> Result<(ChildIo, ShimIo)> {
     let mut child = ChildIo::default();
     let mut shim = ShimIo::default();
     if terminal {
@@ -256,6 +292,7 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
             devnull(true)?
         } else if path.starts_with("file://") {
             let (r, w) = pipe()?;
+            give(&w, owner)?;
             shim.outputs.push(copy_to_file(
                 std::sync::Arc::new(async_fd(r)?),
                 open_log(path)?,
@@ -263,6 +300,7 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
             w
         } else {
             let (r, w) = pipe()?;
+            give(&w, owner)?;
             let out = std::sync::Arc::new(async_fd(open_fifo(path, OFlag::O_RDWR)?)?);
             shim.outputs
                 .push(copy(std::sync::Arc::new(async_fd(r)?), out));
@@ -278,6 +316,7 @@ pub fn setup(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<
         devnull(false)?
     } else {
         let (r, w) = pipe()?;
+        give(&r, owner)?;
         let inp = std::sync::Arc::new(async_fd(open_fifo(stdin, OFlag::O_RDONLY)?)?);
         // When the client closes its end, the container sees EOF: the copy
         // ends and drops the pipe's write end.
@@ -339,6 +378,40 @@ pub fn resize(console: &AsyncFd<OwnedFd>, width: u32, height: u32) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipes_go_to_the_io_owner_and_dev_null_stays_roots() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("berth-stdio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = format!("file://{}", dir.join("out.log").display());
+        let owner = IoOwner {
+            uid: 100000,
+            gid: 100001,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let meta = |fd: &Option<OwnedFd>| {
+            let fd = fd.as_ref().unwrap().as_raw_fd();
+            std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap()
+        };
+        let (child, _shim) = setup("", &log, "", false, IoOwner::default()).unwrap();
+        assert_eq!(meta(&child.stdout).uid(), nix::unistd::geteuid().as_raw());
+        // Giving a pipe away takes root.
+        if nix::unistd::geteuid().is_root() {
+            let (child, _shim) = setup("", &log, "", false, owner).unwrap();
+            let out = meta(&child.stdout);
+            assert_eq!((out.uid(), out.gid()), (100000, 100001));
+            // /dev/null is shared with the host: never given away.
+            let null = std::fs::metadata("/dev/null").unwrap();
+            assert_eq!(meta(&child.stdin).rdev(), null.rdev());
+            assert_eq!(meta(&child.stderr).uid(), null.uid());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn window_size_is_refused_not_wrapped() {

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod normalise;
 pub mod process;
 pub mod security;
+pub mod userns;
 pub mod world;
 
 use crate::{Daemon, fixtures, ok, output_within, peer, require_root};

@@ -5,7 +5,7 @@
 //! Root only; needs ctr and runc (and script for `tty`). Deliberate
 //! differences: docs/compat.md.
 
-use berth_tests::conformance::{hooks, process, run, security, world};
+use berth_tests::conformance::{hooks, process, run, security, userns, world};
 
 /// One `#[test]` per case, named as the case.
 macro_rules! cases {
@@ -40,4 +40,5 @@ cases!(
     hooks::hooks,
     hooks::sysctls,
     hooks::rootfs_propagation,
+    userns::user_namespaces,
 );

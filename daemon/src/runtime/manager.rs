@@ -114,6 +114,17 @@ impl ShimManager {
         ] {
             private::dir(&d, mode).map_err(|e| io_err(format!("create {}", d.display()), e))?;
         }
+        if let Some(gid) = remapped_root_gid(spec) {
+            // As containerd: a container in a user namespace reaches its
+            // rootfs through the bundle as its own root, whose host gid
+            // this is; that group may pass, nobody else.
+            std::os::unix::fs::chown(&bundle, None, Some(gid))
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o710))
+                })
+                .map_err(|e| io_err(format!("open {} to gid {gid}", bundle.display()), e))?;
+        }
         private::create_file(&bundle.join("config.json"))
             .and_then(|mut f| f.write_all(spec))
             .map_err(|e| io_err("write config.json", e))?;
@@ -273,6 +284,19 @@ impl ShimManager {
     }
 }
 
+/// The host gid of the container's gid 0 when the spec maps gids (a user
+/// namespace), as containerd reads it; a spec that does not parse has none
+/// (the shim refuses it).
+fn remapped_root_gid(spec: &[u8]) -> Option<u32> {
+    let spec: serde_json::Value = serde_json::from_slice(spec).ok()?;
+    spec["linux"]["gidMappings"]
+        .as_array()?
+        .iter()
+        .find(|m| m["containerID"].as_u64() == Some(0))
+        .and_then(|m| u32::try_from(m["hostID"].as_u64()?).ok())
+        .filter(|g| *g != 0)
+}
+
 /// Removes a bundle; a leftover is replaced on the next create of its id.
 pub fn remove_bundle(bundle: &Path) {
     let _ = std::fs::remove_dir_all(bundle);
@@ -342,6 +366,27 @@ mod tests {
         assert_eq!(mode(&tasks.join("ns")), 0o711);
         assert_eq!(mode(&b), 0o700);
         assert_eq!(mode(&b.join("config.json")), 0o600);
+    }
+
+    #[test]
+    fn a_remapped_root_group_may_pass_through_its_bundle() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(&dir);
+        let spec = br#"{"linux":{"gidMappings":[
+            {"containerID":1,"hostID":300000,"size":5},
+            {"containerID":0,"hostID":200000,"size":1}]}}"#;
+        let b = m.write_bundle("ns", "c1", spec).unwrap();
+        let md = std::fs::metadata(&b).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o710);
+        assert_eq!((md.uid(), md.gid()), (0, 200000));
+        // Without a mapping of gid 0, or a spec that does not parse: closed.
+        for spec in [&br#"{"linux":{"gidMappings":[]}}"#[..], b"{", b"{}"] {
+            let b = m.write_bundle("ns", "c2", spec).unwrap();
+            let md = std::fs::metadata(&b).unwrap();
+            assert_eq!(md.permissions().mode() & 0o7777, 0o700);
+            assert_eq!(md.gid(), 0);
+        }
     }
 
     #[tokio::test]

@@ -32,6 +32,9 @@ struct Inner {
     runtime: Option<Arc<dyn OciRuntime>>,
     procs: Procs,
     rootfs: Option<PathBuf>,
+    /// Who owns the stdio pipes of the container's processes (the create's
+    /// runtime options), for its execs too, as containerd's shim.
+    io_owner: crate::stdio::IoOwner,
     deleted: bool,
     /// Exits of pids not (yet) known: a fast process can exit before its
     /// pid is recorded.
@@ -272,8 +275,13 @@ impl Shim {
             self.lock().rootfs = Some(dir.clone());
             dir
         };
+        let owner = crate::stdio::IoOwner {
+            uid: opts.io_uid,
+            gid: opts.io_gid,
+        };
+        self.lock().io_owner = owner;
         let (child_io, mut shim_io) =
-            match crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal) {
+            match crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal, owner) {
                 Ok(v) => v,
                 Err(e) => {
                     self.undo_rootfs();
@@ -501,8 +509,9 @@ impl Shim {
                     e,
                 )
             })?;
+        let owner = self.lock().io_owner;
         let (child_io, shim_io) =
-            crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal)?;
+            crate::stdio::setup(&req.stdin, &req.stdout, &req.stderr, req.terminal, owner)?;
         let stdio = stdio_of(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         let mut p = Proc::new(stdio, shim_io);
         p.pending = Some((process, child_io));

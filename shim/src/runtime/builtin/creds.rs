@@ -87,14 +87,22 @@ pub fn apply_bounding(sys: &dyn Sys, p: &Process) -> Result<()> {
 }
 
 /// Supplementary groups, gid and uid; capabilities are kept across the
-/// uid change so the spec's sets can be applied after it.
+/// uid change so the spec's sets can be applied after it. In a user
+/// namespace whose `setgroups` is `deny` (one made unprivileged and
+/// joined) the groups are left alone, as runc does: the kernel refuses
+/// any change.
 pub fn apply_ids(sys: &dyn Sys, p: &Process) -> Result<()> {
     let user = p.user();
     let gids = user.additional_gids().clone().unwrap_or_default();
     sys.keep_caps(true)
         .map_err(|e| Error::io("set keep-capabilities", e))?;
-    sys.setgroups(&gids)
-        .map_err(|e| Error::io(format!("set supplementary groups {gids:?}"), e))?;
+    let denied = sys
+        .read_file(std::path::Path::new("/proc/self/setgroups"))
+        .is_ok_and(|s| s.trim() == "deny");
+    if !denied {
+        sys.setgroups(&gids)
+            .map_err(|e| Error::io(format!("set supplementary groups {gids:?}"), e))?;
+    }
     sys.setresgid(user.gid())
         .map_err(|e| Error::io(format!("set gid {}", user.gid()), e))?;
     sys.setresuid(user.uid())
@@ -227,6 +235,16 @@ mod tests {
                 "keep_caps false"
             ]
         );
+        // `allow` (what the shim leaves) changes nothing; `deny` skips.
+        for (setgroups, want) in [("allow\n", 1), ("deny\n", 0)] {
+            let sys = Fake::new();
+            sys.files
+                .borrow_mut()
+                .insert("/proc/self/setgroups".into(), setgroups.into());
+            apply_ids(&sys, &process()).unwrap();
+            assert_eq!(sys.calls_of("setgroups").len(), want, "{setgroups}");
+            assert_eq!(sys.calls_of("setresuid 1000").len(), 1);
+        }
         let sys = Fake::new();
         sys.fail("setresuid", libc::EPERM);
         let e = apply_ids(&sys, &process()).unwrap_err();

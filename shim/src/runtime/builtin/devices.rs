@@ -1,11 +1,16 @@
 //! /dev in a new container: the default character devices, the spec's
 //! devices, and the standard links, unless the host's /dev is bound in.
+//! In a user namespace mknod is not allowed (it needs CAP_MKNOD in the
+//! host's), so each node is the host's, bound onto an empty file, as runc
+//! does (runc also binds when mknod is refused for lack of permission).
 
 use super::mounts::{mkdir_p, secure_join};
+use super::namespaces;
 use super::sys::Sys;
 use crate::{Error, Result};
+use nix::mount::MsFlags;
 use nix::sys::stat::SFlag;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::path::Path;
 
 /// Devices every container gets (name, major, minor), as runc.
@@ -32,24 +37,59 @@ fn device_number(n: i64, what: &str, path: &Path) -> Result<u64> {
         .map_err(|_| Error::invalid(format!("device {}: {what} number {n}", path.display())))
 }
 
-fn make(sys: &dyn Sys, p: &Path, kind: SFlag, mode: u32, maj: u64, min: u64) -> Result<()> {
-    // Usually absent; one that cannot be removed makes mknod say why.
-    sys.remove_file(p)
-        .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
-    sys.mknod(p, kind, mode, nix::sys::stat::makedev(maj, min))
-        .map_err(|e| Error::io(format!("create device {}", p.display()), e))
+/// How a device node came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    Node,
+    /// The host's node bound on: its mode and owner are the host's.
+    Bound,
+}
+
+/// Makes the node `p` (the container's `path`): mknod, or the host's node
+/// at `path` bound on when `bind` or mknod is refused for permission.
+fn make(
+    sys: &dyn Sys,
+    p: &Path,
+    path: &Path,
+    node: (SFlag, u32, u64, u64),
+    bind: bool,
+) -> Result<Made> {
+    let (kind, mode, maj, min) = node;
+    if !bind {
+        // Usually absent; one that cannot be removed makes mknod say why.
+        sys.remove_file(p)
+            .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+        match sys.mknod(p, kind, mode, nix::sys::stat::makedev(maj, min)) {
+            Ok(()) => return Ok(Made::Node),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {}
+            Err(e) => return Err(Error::io(format!("create device {}", p.display()), e)),
+        }
+    }
+    if sys.kind(p).is_none() {
+        sys.create_file(p)
+            .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
+    }
+    sys.mount(Some(path), p, None, MsFlags::MS_BIND, None)
+        .map_err(|e| Error::io(format!("bind device {} from the host", path.display()), e))?;
+    Ok(Made::Bound)
 }
 
 /// Creates the device nodes and links under `rootfs`/dev.
 pub fn setup(sys: &dyn Sys, rootfs: &Path, spec: &Spec) -> Result<()> {
     let dev = rootfs.join("dev");
     mkdir_p(sys, &dev)?;
+    let bind = namespaces::of(spec)
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
     for (name, maj, min) in DEFAULT_DEVICES {
         let p = dev.join(name);
-        make(sys, &p, SFlag::S_IFCHR, 0o666, *maj, *min)?;
-        // mknod honours the umask; set the mode it should have.
-        sys.chmod(&p, 0o666)
-            .map_err(|e| Error::io(format!("chmod {}", p.display()), e))?;
+        let host = Path::new("/dev").join(name);
+        let node = (SFlag::S_IFCHR, 0o666, *maj, *min);
+        if make(sys, &p, &host, node, bind)? == Made::Node {
+            // mknod honours the umask; set the mode it should have.
+            sys.chmod(&p, 0o666)
+                .map_err(|e| Error::io(format!("chmod {}", p.display()), e))?;
+        }
     }
     for d in spec
         .linux()
@@ -57,6 +97,11 @@ pub fn setup(sys: &dyn Sys, rootfs: &Path, spec: &Spec) -> Result<()> {
         .and_then(|l| l.devices().clone())
         .unwrap_or_default()
     {
+        // runc leaves /dev/ptmx to the link below; a host node bound there
+        // could not be replaced by it.
+        if bind && d.path() == Path::new("/dev/ptmx") {
+            continue;
+        }
         let p = secure_join(rootfs, d.path());
         if let Some(parent) = p.parent() {
             mkdir_p(sys, parent)?;
@@ -67,14 +112,15 @@ pub fn setup(sys: &dyn Sys, rootfs: &Path, spec: &Spec) -> Result<()> {
             _ => SFlag::S_IFCHR,
         };
         let mode = d.file_mode().unwrap_or(0o666);
-        make(
-            sys,
-            &p,
+        let node = (
             kind,
             mode,
             device_number(d.major(), "major", d.path())?,
             device_number(d.minor(), "minor", d.path())?,
-        )?;
+        );
+        if make(sys, &p, d.path(), node, bind)? == Made::Bound {
+            continue;
+        }
         // The spec's mode, whatever the umask (runc makes nodes under 0).
         sys.chmod(&p, mode)
             .map_err(|e| Error::io(format!("chmod {}", p.display()), e))?;
@@ -175,8 +221,84 @@ mod tests {
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
         assert!(e.message().contains("major number -1"), "{e}");
         let sys = Fake::new();
-        sys.fail("mknod /r/dev/zero", libc::EPERM);
+        sys.fail("mknod /r/dev/zero", libc::EROFS);
         let e = setup(&sys, Path::new("/r"), &Spec::default()).unwrap_err();
         assert_eq!(e.message(), "create device /r/dev/zero");
+    }
+
+    #[test]
+    fn a_refused_mknod_binds_the_hosts_node_as_runc() {
+        let sys = Fake::new();
+        sys.fail("mknod /r/dev/zero", libc::EPERM);
+        setup(&sys, Path::new("/r"), &Spec::default()).unwrap();
+        let zero: Vec<_> = sys
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.contains("/r/dev/zero"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            zero,
+            vec![
+                "rm /r/dev/zero",
+                "mknod /r/dev/zero S_IFCHR 666 1:5",
+                "create /r/dev/zero",
+                "mount /dev/zero /r/dev/zero - MS_BIND -",
+            ]
+        );
+        assert_eq!(sys.calls_of("mknod").len(), DEFAULT_DEVICES.len());
+    }
+
+    #[test]
+    fn in_a_user_namespace_every_node_is_the_hosts_bound_on() {
+        use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+        let fuse = LinuxDeviceBuilder::default()
+            .path("/dev/fuse")
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(229)
+            .file_mode(0o620u32)
+            .build()
+            .unwrap();
+        let ptmx = LinuxDeviceBuilder::default()
+            .path("/dev/ptmx")
+            .typ(LinuxDeviceType::C)
+            .major(5)
+            .minor(2)
+            .build()
+            .unwrap();
+        let mut spec = spec_with(fuse);
+        let mut l = spec.linux().clone().unwrap();
+        let mut devs = l.devices().clone().unwrap();
+        devs.push(ptmx);
+        l.set_devices(Some(devs));
+        l.set_namespaces(Some(vec![
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::User)
+                .build()
+                .unwrap(),
+        ]));
+        spec.set_linux(Some(l));
+        let sys = Fake::new();
+        setup(&sys, Path::new("/r"), &spec).unwrap();
+        assert!(sys.calls_of("mknod").is_empty());
+        assert!(sys.calls_of("chmod").is_empty(), "the host's mode");
+        assert!(sys.calls_of("chown").is_empty(), "the host's owner");
+        let binds = sys.calls_of("mount");
+        assert_eq!(binds.len(), DEFAULT_DEVICES.len() + 1, "{binds:?}");
+        assert_eq!(binds[0], "mount /dev/null /r/dev/null - MS_BIND -");
+        assert_eq!(binds[6], "mount /dev/fuse /r/dev/fuse - MS_BIND -");
+        assert_eq!(sys.calls_of("create").len(), DEFAULT_DEVICES.len() + 1);
+        let calls = sys.calls.borrow().clone();
+        assert_eq!(
+            calls[calls.len() - 2..],
+            ["rm /r/dev/ptmx", "symlink /r/dev/ptmx pts/ptmx"]
+        );
+        let sys = Fake::new();
+        sys.fail("mount /dev/fuse", libc::ENOENT);
+        let e = setup(&sys, Path::new("/r"), &spec).unwrap_err();
+        assert_eq!(e.message(), "bind device /dev/fuse from the host");
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::NotFound);
     }
 }

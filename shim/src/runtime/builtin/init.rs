@@ -1,7 +1,10 @@
 //! What runs in the forked children of the built-in runtime, in order:
 //! the first child seals itself ([`seal`]: non-dumpable, only its own
-//! descriptors left), enters or creates namespaces and forks the container's
-//! init (pid 1 of a new pid namespace); the init joins its cgroup, builds
+//! descriptors left), sets the OOM score (and rlimits, for a user
+//! namespace) as the shim could, enters or creates namespaces (a new user
+//! namespace alone, mapped by the shim: see [`userns`]) and forks the
+//! container's init (pid 1 of a new pid namespace); the init joins its
+//! cgroup, becomes root in its user namespace if it has one, builds
 //! its root filesystem (stopping before pivot_root for the create hooks),
 //! connects stdio, applies hostname and sysctls, masks and read-only paths,
 //! waits for start, runs startContainer hooks and executes. An exec's first child joins the running
@@ -16,7 +19,8 @@ use super::hooks::{self, Kind};
 use super::mounts::CgroupView;
 use super::sync::Forked;
 use super::sys::{Host, Sys};
-use super::{namespaces, rootfs, sync, tty};
+use super::userns::{self, UserNs};
+use super::{creds, namespaces, rootfs, sync, tty};
 use crate::cgroup::Hierarchy;
 use crate::stdio::ChildIo;
 use crate::{Error, Result};
@@ -49,10 +53,39 @@ pub fn seal(sys: &dyn Sys, keep: &[RawFd]) -> Result<()> {
         .map_err(|e| Error::io("close the shim's descriptors", e))
 }
 
-/// Seals the first child of a create, then enters its namespaces.
-fn enter_new(sys: &dyn Sys, keep: &[RawFd], plan: &namespaces::Plan) -> Result<()> {
+/// Seals the first child of a create, sets what it must set as the shim
+/// (see [`as_the_shim`]), then enters its namespaces; `map_user` has the
+/// shim map a new user namespace.
+fn enter_new(
+    sys: &dyn Sys,
+    keep: &[RawFd],
+    plan: &namespaces::Plan,
+    spec: &Spec,
+    map_user: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     seal(sys, keep)?;
-    namespaces::enter(sys, plan)
+    as_the_shim(sys, spec, namespaces::enters_user(plan))?;
+    namespaces::enter(sys, plan, map_user)
+}
+
+/// What runc sets from outside the container's user namespace, inherited
+/// from here on: the OOM score (lowering it needs CAP_SYS_RESOURCE in the
+/// host's user namespace; runc writes it before any namespace, for every
+/// container) and, for a process that will be in a user namespace, its
+/// rlimits (raising a hard limit needs the same; runc's parent sets them
+/// with prlimit; the init sets them again, unchanged, later).
+pub fn as_the_shim(sys: &dyn Sys, spec: &Spec, userns: bool) -> Result<()> {
+    let Some(p) = spec.process() else {
+        return Ok(());
+    };
+    if let Some(adj) = p.oom_score_adj() {
+        sys.write(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
+            .map_err(|e| Error::io("set oom_score_adj", e))?;
+    }
+    if userns {
+        creds::apply_rlimits(sys, p)?;
+    }
+    Ok(())
 }
 
 /// The descriptors of a child's stdio.
@@ -84,6 +117,7 @@ pub fn intermediate(
     shim_moves: bool,
     into: Option<OwnedFd>,
     seccomp: Option<&ScmpFilterContext>,
+    user: Option<&UserNs>,
     sock: OwnedFd,
 ) -> i32 {
     let r = (|| -> Result<()> {
@@ -92,13 +126,20 @@ pub fn intermediate(
         keep.extend(io_fds(&io));
         keep.extend(joins.iter().flatten().map(|f| f.as_raw_fd()));
         keep.extend(into.iter().map(|f| f.as_raw_fd()));
-        enter_new(&Host, &keep, &plan)?;
+        // The shim writes the new user namespace's maps meanwhile.
+        let mut map_user = || {
+            sync::send(&sock, "u")?;
+            sync::expect(&sock, "u")
+        };
+        enter_new(&Host, &keep, &plan, spec, &mut map_user)?;
         let forked = sync::fork_reporting_pid(&sock, "fork the container init", into.as_ref())?;
         if let Forked::Child { in_cgroup } = forked {
             drop(into);
             // Created inside its cgroup2 group, nobody needs to move it.
             let shim_moves = shim_moves && !in_cgroup;
-            let Err(e) = init_main(&Host, spec, target, io, joins, shim_moves, seccomp, &sock);
+            let Err(e) = init_main(
+                &Host, spec, target, io, joins, shim_moves, seccomp, user, &sock,
+            );
             sync::send_error(&sock, &e);
             exit_child(1);
         }
@@ -114,8 +155,9 @@ pub fn intermediate(
 }
 
 /// Hostname (in a new UTS namespace only), loopback up (in a new network
-/// namespace only), sysctls and the OOM score:
-/// what the init sets in its namespaces before the program runs.
+/// namespace only) and sysctls: what the init sets in its namespaces
+/// before the program runs (the OOM score was set before them: see
+/// [`as_the_shim`]).
 pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
     let nss = namespaces::of(spec);
     let new_uts = nss
@@ -141,10 +183,6 @@ pub fn configure(sys: &dyn Sys, spec: &Spec) -> Result<()> {
         sys.write(&p, &v)
             .map_err(|e| Error::io(format!("sysctl {k}"), e))?;
     }
-    if let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
-        sys.write(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
-            .map_err(|e| Error::io("set oom_score_adj", e))?;
-    }
     Ok(())
 }
 
@@ -159,6 +197,7 @@ fn init_main(
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
     seccomp: Option<&ScmpFilterContext>,
+    user: Option<&UserNs>,
     sock: &OwnedFd,
 ) -> Result<std::convert::Infallible> {
     let nss = namespaces::of(spec);
@@ -167,11 +206,14 @@ fn init_main(
     if let Some(files) = joins {
         crate::cgroup::join_self(&files)?;
     }
+    if let Some(u) = user {
+        userns::become_root(sys, u)?;
+    }
     // When the shim moves us (the cgroup2 part, see Cgroup::shim_moves),
     // that costs it an RCU grace period; build the root filesystem
     // meanwhile unless a cgroup namespace must be made from inside the
-    // cgroup first.
-    let cgroupns = has(LinuxNamespaceType::Cgroup);
+    // cgroup first (one given by path was joined with the others).
+    let cgroupns = has(LinuxNamespaceType::Cgroup).filter(|n| n.path().is_none());
     // The shim's hooks before pivot_root need the sync socket while we are
     // still building; take its cgroup answer first so the two cannot cross
     // (runc runs those hooks once the process is in its cgroup, too).
@@ -180,13 +222,9 @@ fn init_main(
     if moved_early {
         sync::expect(sock, "c")?;
     }
-    if let Some(cg) = cgroupns {
-        match cg.path() {
-            Some(p) => namespaces::join(sys, p, CloneFlags::CLONE_NEWCGROUP)?,
-            None => sys
-                .unshare(CloneFlags::CLONE_NEWCGROUP)
-                .map_err(|e| Error::io("create cgroup namespace", e))?,
-        }
+    if cgroupns.is_some() {
+        sys.unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| Error::io("create cgroup namespace", e))?;
     }
     if has(LinuxNamespaceType::Mount).is_none() {
         return Err(Error::unimplemented(
@@ -247,16 +285,22 @@ fn init_main(
 }
 
 /// Seals the first child of an exec, puts it in the container's cgroup
-/// (while the host's cgroupfs is still its view), then joins `nss` in
-/// order: the mount namespace last, so every path is the host's /proc.
+/// (while the host's cgroupfs is still its view), sets the process's
+/// rlimits if it is to join a user namespace (see [`as_the_shim`]), then
+/// joins `nss` in order: the user namespace first, the mount namespace
+/// last, so every path is the host's /proc.
 fn join_running(
     sys: &dyn Sys,
     keep: &[RawFd],
     nss: &[(PathBuf, CloneFlags)],
+    process: &oci_spec::runtime::Process,
     join_cgroup: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     seal(sys, keep)?;
     join_cgroup()?;
+    if nss.iter().any(|(_, f)| *f == CloneFlags::CLONE_NEWUSER) {
+        creds::apply_rlimits(sys, process)?;
+    }
     for (path, flag) in nss {
         namespaces::join(sys, path, *flag)?;
     }
@@ -270,6 +314,7 @@ pub fn exec_intermediate(
     cgroups_path: &str,
     process: &oci_spec::runtime::Process,
     seccomp: Option<&ScmpFilterContext>,
+    user: Option<&UserNs>,
     io: ChildIo,
     sock: OwnedFd,
 ) -> i32 {
@@ -303,9 +348,14 @@ pub fn exec_intermediate(
                 None => cg.add(std::process::id()),
             }
         };
-        join_running(&Host, &keep, &nss, join_cgroup)?;
+        join_running(&Host, &keep, &nss, process, join_cgroup)?;
+        let joined_user = nss.iter().any(|(_, f)| *f == CloneFlags::CLONE_NEWUSER);
         if let Forked::Child { .. } = sync::fork_reporting_pid(&sock, "fork exec process", None)? {
             let r = (|| -> Result<std::convert::Infallible> {
+                // As the init: root inside before its terminal is made.
+                if let Some(u) = user.filter(|_| joined_user) {
+                    userns::become_root(&Host, u)?;
+                }
                 tty::setup_stdio(&io, &sock, Some(process), None)?;
                 let p = exec::prepare(&Host, process, seccomp)?;
                 Err(exec::exec(&p))
@@ -363,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn hostname_only_in_a_new_uts_namespace_then_sysctls_and_oom_score() {
+    fn hostname_only_in_a_new_uts_namespace_then_sysctls() {
         let sys = Fake::new();
         configure(&sys, &spec(None)).unwrap();
         assert_eq!(
@@ -372,7 +422,6 @@ mod tests {
                 "sethostname box",
                 "write /proc/sys/kernel/shm_rmid_forced 1",
                 "write /proc/sys/net/ipv4/ip_forward 1",
-                "write /proc/self/oom_score_adj -500",
             ]
         );
         let sys = Fake::new();
@@ -395,12 +444,16 @@ mod tests {
         ];
         let plan = namespaces::plan(&nss).unwrap();
         let sys = Fake::new();
-        enter_new(&sys, &[9, 4], &plan).unwrap();
+        let s = spec(None);
+        let mut no_map = || -> Result<()> { panic!("no user namespace to map") };
+        enter_new(&sys, &[9, 4], &plan, &s, &mut no_map).unwrap();
         assert_eq!(
             *sys.calls.borrow(),
             vec![
                 "dumpable false",
                 "close_fds_except [4, 9]",
+                // As runc, before any namespace: inherited from here on.
+                "write /proc/self/oom_score_adj -500",
                 "setns /var/run/netns/x CLONE_NEWNET",
                 "unshare CLONE_NEWPID",
             ]
@@ -409,7 +462,7 @@ mod tests {
         for step in ["dumpable", "close_fds_except"] {
             let sys = Fake::new();
             sys.fail(step, libc::EPERM);
-            assert!(enter_new(&sys, &[4], &plan).is_err());
+            assert!(enter_new(&sys, &[4], &plan, &s, &mut no_map).is_err());
             assert!(sys.calls_of("setns").is_empty(), "{step}");
             assert!(sys.calls_of("unshare").is_empty(), "{step}");
         }
@@ -426,7 +479,8 @@ mod tests {
             sys.calls.borrow_mut().push("join cgroup".into());
             Ok(())
         };
-        join_running(&sys, &[5, 3, 6], &nss, cgroup).unwrap();
+        let process = ProcessBuilder::default().build().unwrap();
+        join_running(&sys, &[5, 3, 6], &nss, &process, cgroup).unwrap();
         assert_eq!(
             *sys.calls.borrow(),
             vec![
@@ -439,9 +493,76 @@ mod tests {
         );
         let sys = Fake::new();
         sys.fail("close_fds_except", libc::EMFILE);
-        let e = join_running(&sys, &[3], &nss, || panic!("joined a cgroup unsealed")).unwrap_err();
+        let e = join_running(&sys, &[3], &nss, &process, || {
+            panic!("joined a cgroup unsealed")
+        })
+        .unwrap_err();
         assert_eq!(e.message(), "close the shim's descriptors");
         assert!(sys.calls_of("setns").is_empty());
+    }
+
+    #[test]
+    fn an_exec_into_a_user_namespace_sets_its_rlimits_before_joining() {
+        let nss = vec![
+            (PathBuf::from("/proc/7/ns/user"), CloneFlags::CLONE_NEWUSER),
+            (PathBuf::from("/proc/7/ns/mnt"), CloneFlags::CLONE_NEWNS),
+        ];
+        let process = ProcessBuilder::default().build().unwrap();
+        let sys = Fake::new();
+        join_running(&sys, &[3], &nss, &process, || Ok(())).unwrap();
+        let calls = sys.calls.borrow().clone();
+        assert_eq!(
+            calls[2..],
+            [
+                format!("setrlimit {} 1024 1024", libc::RLIMIT_NOFILE),
+                "setns /proc/7/ns/user CLONE_NEWUSER".to_string(),
+                "setns /proc/7/ns/mnt CLONE_NEWNS".to_string(),
+            ]
+        );
+    }
+
+    fn userns_spec() -> Spec {
+        let ns = |t| LinuxNamespaceBuilder::default().typ(t).build().unwrap();
+        let mut s = spec(None);
+        let mut l = s.linux().clone().unwrap();
+        l.set_namespaces(Some(vec![
+            ns(LinuxNamespaceType::User),
+            ns(LinuxNamespaceType::Pid),
+            ns(LinuxNamespaceType::Mount),
+        ]));
+        s.set_linux(Some(l));
+        s
+    }
+
+    #[test]
+    fn a_create_with_a_user_namespace_sets_limits_then_has_it_mapped_first() {
+        let s = userns_spec();
+        let plan = namespaces::plan(&namespaces::of(&s)).unwrap();
+        let sys = Fake::new();
+        let mut map = || -> Result<()> {
+            sys.calls.borrow_mut().push("shim maps".into());
+            Ok(())
+        };
+        enter_new(&sys, &[3], &plan, &s, &mut map).unwrap();
+        assert_eq!(
+            sys.calls.borrow()[2..],
+            [
+                "write /proc/self/oom_score_adj -500".to_string(),
+                // Raising a hard limit needs the host's CAP_SYS_RESOURCE.
+                format!("setrlimit {} 1024 1024", libc::RLIMIT_NOFILE),
+                "unshare CLONE_NEWUSER".to_string(),
+                "shim maps".to_string(),
+                "unshare CLONE_NEWNS|CLONE_NEWPID".to_string(),
+            ]
+        );
+        // Without a user namespace the init sets them, as before.
+        let sys = Fake::new();
+        as_the_shim(&sys, &s, false).unwrap();
+        assert!(sys.calls_of("setrlimit").is_empty());
+        let sys = Fake::new();
+        sys.fail("write /proc/self/oom_score_adj", libc::EACCES);
+        let e = as_the_shim(&sys, &s, true).unwrap_err();
+        assert_eq!(e.message(), "set oom_score_adj");
     }
 
     #[test]

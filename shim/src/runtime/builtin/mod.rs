@@ -6,8 +6,9 @@
 //! module per concern: [`namespaces`], [`rootfs`] (pivot, masked and
 //! read-only paths), [`mounts`], [`devices`], [`creds`] (rlimits, ids,
 //! capabilities), [`tty`], [`exec`], [`seccomp`] (the spec's filter),
-//! [`hooks`] (the OCI hooks and where they run), and [`sync`] (the socket
-//! to the shim, fd passing). May use
+//! [`hooks`] (the OCI hooks and where they run), [`userns`] (user
+//! namespaces and their maps), and [`sync`] (the socket to the shim, fd
+//! passing). May use
 //! `crate::cgroup`, `crate::stdio` and `berth-mount`; nothing here knows
 //! the ttrpc service.
 
@@ -23,6 +24,7 @@ pub mod seccomp;
 pub mod sync;
 pub mod sys;
 pub mod tty;
+pub mod userns;
 
 use super::oci::{CreateOpts, Created, ExecOpts, OciRuntime, signal_process};
 use crate::cgroup::{Cgroup, Hierarchy};
@@ -40,6 +42,8 @@ struct State {
     seccomp: Option<LinuxSeccomp>,
     /// The init's sync socket, until it has been started.
     sync: Option<OwnedFd>,
+    /// The container's user namespace, which its exec processes join.
+    userns: Option<userns::UserNs>,
     /// For the poststart and poststop hooks' state.
     spec: Spec,
     id: String,
@@ -112,11 +116,6 @@ fn ignored_field(spec: &Spec) -> Option<&'static str> {
             l.mount_label().as_deref().is_some_and(|m| !m.is_empty()),
             "linux.mountLabel",
         ),
-        (
-            l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-                || l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
-            "linux.uidMappings/gidMappings",
-        ),
     ];
     set.into_iter().find(|(s, _)| *s).map(|(_, f)| f)
 }
@@ -159,8 +158,8 @@ impl Builtin {
         self.with(|s| Ok(s.cgroup.clone()))
     }
 
-    /// Create after the spec passed [`unsupported`].
-    fn create_valid(&self, opts: CreateOpts) -> Result<Created> {
+    /// Create after the spec passed [`unsupported`] and [`userns::of`].
+    fn create_valid(&self, opts: CreateOpts, user: Option<userns::UserNs>) -> Result<Created> {
         let linux = opts.spec.linux().clone().unwrap_or_default();
         // Translated before anything is made, so a profile we cannot apply
         // fails the create cleanly; the init only loads it.
@@ -207,6 +206,7 @@ impl Builtin {
                 shim_moves,
                 into,
                 filter.as_ref(),
+                user.as_ref(),
                 child,
             );
             init::exit_child(code)
@@ -216,7 +216,19 @@ impl Builtin {
         drop(opts.io); // the container holds its ends now
         drop(joins);
         drop(into);
-        let first = sync::recv(&parent);
+        let first = userns::first_message(
+            &sys::Host,
+            &parent,
+            mid.as_raw().unsigned_abs(),
+            user.as_ref(),
+        );
+        if first.is_err() {
+            // It may be waiting for maps that will not come.
+            // SAFETY: our own child, not reaped yet.
+            unsafe {
+                libc::kill(mid.as_raw(), libc::SIGKILL);
+            }
+        }
         reap(mid);
         let shim_moves_it = shim_moves && !first.as_deref().is_ok_and(sync::placed_in_cgroup);
         let pid = match first.and_then(|m| sync::pid_or_error(&m)) {
@@ -293,6 +305,7 @@ impl Builtin {
             cgroups_path,
             seccomp: linux.seccomp().clone(),
             sync: Some(parent),
+            userns: user,
             spec: opts.spec,
             id: opts.id,
             bundle: opts.bundle,
@@ -304,8 +317,9 @@ impl Builtin {
 impl OciRuntime for Builtin {
     fn create(&self, opts: CreateOpts) -> Result<Created> {
         unsupported(&opts.spec)?;
+        let user = userns::of(&opts.spec, nix::unistd::getegid().as_raw())?;
         let (spec, id, bundle) = (opts.spec.clone(), opts.id.clone(), opts.bundle.clone());
-        self.create_valid(opts).inspect_err(|_| {
+        self.create_valid(opts, user).inspect_err(|_| {
             // As runc, which destroys what a failed create made, poststop
             // hooks included.
             poststop(&spec, &id, &bundle);
@@ -327,8 +341,14 @@ impl OciRuntime for Builtin {
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
-        let (init_pid, path, profile) =
-            self.with(|s| Ok((s.pid, s.cgroups_path.clone(), s.seccomp.clone())))?;
+        let (init_pid, path, profile, user) = self.with(|s| {
+            Ok((
+                s.pid,
+                s.cgroups_path.clone(),
+                s.seccomp.clone(),
+                s.userns.clone(),
+            ))
+        })?;
         // Exec processes get the container's filter too (runc).
         let filter = profile.as_ref().map(seccomp::build).transpose()?;
         let (parent, child) = sync::pair()?;
@@ -341,6 +361,7 @@ impl OciRuntime for Builtin {
                 &path,
                 &opts.process,
                 filter.as_ref(),
+                user.as_ref(),
                 opts.io,
                 child,
             );
@@ -433,6 +454,7 @@ mod tests {
             cgroups_path: "/default/c1".into(),
             seccomp: None,
             sync: None,
+            userns: None,
             spec: Spec::default(),
             id: "c1".into(),
             bundle: "/b".into(),

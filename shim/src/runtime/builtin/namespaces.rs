@@ -16,11 +16,7 @@ pub fn flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
         LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
         LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
         LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-        LinuxNamespaceType::User => {
-            return Err(Error::unimplemented(
-                "user namespaces are not supported by the built-in runtime yet: use runc (BinaryName)",
-            ));
-        }
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
         LinuxNamespaceType::Time => {
             return Err(Error::unimplemented(
                 "time namespaces are not supported by the built-in runtime",
@@ -38,39 +34,70 @@ pub fn of(spec: &Spec) -> Vec<LinuxNamespace> {
 }
 
 /// What the first child does before forking the init: namespaces to join
-/// (by path) and the ones to create. The cgroup namespace is left out: the
-/// init makes or joins it once it is in its cgroup.
+/// (by path, in [`JOIN_ORDER`]), whether to make a user namespace (alone,
+/// first, so it owns the others; see [`super::userns`]), and the other
+/// namespaces to create. A new cgroup namespace is left out: the init makes
+/// it once it is in its cgroup.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
     pub join: Vec<(PathBuf, CloneFlags)>,
+    pub new_user: bool,
     pub create: CloneFlags,
 }
+
+/// The order joins happen in, as runc's: the user namespace first (its
+/// capabilities are what the other joins are checked against), the mount
+/// namespace last (every path is still the shim's until then; runc opens
+/// them all first for the same reason).
+pub const JOIN_ORDER: [CloneFlags; 7] = [
+    CloneFlags::CLONE_NEWUSER,
+    CloneFlags::CLONE_NEWIPC,
+    CloneFlags::CLONE_NEWUTS,
+    CloneFlags::CLONE_NEWNET,
+    CloneFlags::CLONE_NEWPID,
+    CloneFlags::CLONE_NEWCGROUP,
+    CloneFlags::CLONE_NEWNS,
+];
 
 pub fn plan(nss: &[LinuxNamespace]) -> Result<Plan> {
     let mut p = Plan {
         join: Vec::new(),
+        new_user: false,
         create: CloneFlags::empty(),
     };
     for ns in nss {
         let f = flag(ns.typ())?;
-        if f == CloneFlags::CLONE_NEWCGROUP {
-            continue;
-        }
         match ns.path() {
             Some(path) => p.join.push((path.clone(), f)),
+            None if f == CloneFlags::CLONE_NEWUSER => p.new_user = true,
+            None if f == CloneFlags::CLONE_NEWCGROUP => {}
             None => p.create |= f,
         }
     }
+    p.join
+        .sort_by_key(|(_, f)| JOIN_ORDER.iter().position(|o| o == f));
     Ok(p)
 }
 
-/// Joins, then creates, as planned.
-pub fn enter(sys: &dyn Sys, p: &Plan) -> Result<()> {
+/// Joins, then creates, as planned; `map_user` runs right after a new user
+/// namespace is made, before anything else is created in it (the shim
+/// writes its maps then).
+pub fn enter(sys: &dyn Sys, p: &Plan, map_user: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     for (path, f) in &p.join {
         join(sys, path, *f)?;
     }
+    if p.new_user {
+        sys.unshare(CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| Error::io("create user namespace", e))?;
+        map_user()?;
+    }
     sys.unshare(p.create)
         .map_err(|e| Error::io("create namespaces", e))
+}
+
+/// Whether the process ends in a user namespace of the spec's.
+pub fn enters_user(p: &Plan) -> bool {
+    p.new_user || p.join.iter().any(|(_, f)| *f == CloneFlags::CLONE_NEWUSER)
 }
 
 /// Joins the namespace at `path`.
@@ -94,9 +121,11 @@ pub fn loopback_up(sys: &dyn Sys, nss: &[LinuxNamespace]) -> Result<()> {
 }
 
 /// The namespaces of a running container an exec joins, in the order it
-/// joins them (the mount namespace last: after it, /proc is the
-/// container's). `/proc/<init>/ns/<name>` for each.
-pub const EXEC_ORDER: [(&str, CloneFlags); 6] = [
+/// joins them (as [`JOIN_ORDER`]: the user namespace first, the mount
+/// namespace last: after it, /proc is the container's).
+/// `/proc/<init>/ns/<name>` for each.
+pub const EXEC_ORDER: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
@@ -133,8 +162,9 @@ mod tests {
             vec![(PathBuf::from("/var/run/netns/x"), CloneFlags::CLONE_NEWNET)]
         );
         assert_eq!(p.create, CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS);
+        assert!(!p.new_user);
         let sys = Fake::new();
-        enter(&sys, &p).unwrap();
+        enter(&sys, &p, &mut || panic!("no user namespace to map")).unwrap();
         assert_eq!(
             *sys.calls.borrow(),
             vec![
@@ -142,6 +172,75 @@ mod tests {
                 "unshare CLONE_NEWNS|CLONE_NEWPID".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn joins_go_user_first_mount_last_as_runc_orders_them() {
+        let nss = [
+            ns(LinuxNamespaceType::Mount, Some("/proc/7/ns/mnt")),
+            ns(LinuxNamespaceType::Network, Some("/proc/7/ns/net")),
+            ns(LinuxNamespaceType::Cgroup, Some("/proc/7/ns/cgroup")),
+            ns(LinuxNamespaceType::User, Some("/proc/7/ns/user")),
+            ns(LinuxNamespaceType::Ipc, Some("/proc/7/ns/ipc")),
+        ];
+        let p = plan(&nss).unwrap();
+        let order: Vec<_> = p
+            .join
+            .iter()
+            .map(|(path, _)| path.display().to_string())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "/proc/7/ns/user",
+                "/proc/7/ns/ipc",
+                "/proc/7/ns/net",
+                "/proc/7/ns/cgroup",
+                "/proc/7/ns/mnt"
+            ]
+        );
+        assert!(!p.new_user);
+        assert!(enters_user(&p), "joined by path");
+        assert_eq!(p.create, CloneFlags::empty());
+    }
+
+    #[test]
+    fn a_new_user_namespace_is_made_alone_and_mapped_before_the_rest() {
+        let nss = [
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Network, Some("/var/run/netns/x")),
+            ns(LinuxNamespaceType::User, None),
+            ns(LinuxNamespaceType::Mount, None),
+        ];
+        let p = plan(&nss).unwrap();
+        assert!(p.new_user && enters_user(&p));
+        assert_eq!(p.create, CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS);
+        let sys = Fake::new();
+        enter(&sys, &p, &mut || {
+            sys.calls.borrow_mut().push("map".into());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            *sys.calls.borrow(),
+            vec![
+                // Joined as the shim (a host-owned namespace would refuse a
+                // process already inside the new user namespace).
+                "setns /var/run/netns/x CLONE_NEWNET",
+                "unshare CLONE_NEWUSER",
+                "map",
+                "unshare CLONE_NEWNS|CLONE_NEWPID",
+            ]
+        );
+        // Nothing is made in a namespace whose maps were not written.
+        let sys = Fake::new();
+        let e = enter(&sys, &p, &mut || Err(Error::internal("no maps"))).unwrap_err();
+        assert_eq!(e.message(), "no maps");
+        assert_eq!(sys.calls_of("unshare"), vec!["unshare CLONE_NEWUSER"]);
+        let sys = Fake::new();
+        sys.fail("unshare CLONE_NEWUSER", libc::ENOSPC);
+        let e = enter(&sys, &p, &mut || panic!("mapped a namespace never made")).unwrap_err();
+        assert_eq!(e.message(), "create user namespace");
     }
 
     #[test]
@@ -164,11 +263,14 @@ mod tests {
     }
 
     #[test]
-    fn user_and_time_namespaces_are_refused_by_name() {
-        let e = plan(&[ns(LinuxNamespaceType::User, None)]).unwrap_err();
+    fn time_namespaces_are_refused_by_name() {
+        let e = plan(&[ns(LinuxNamespaceType::Time, None)]).unwrap_err();
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::Unimplemented);
-        assert!(e.message().contains("user namespaces"), "{e}");
-        assert!(plan(&[ns(LinuxNamespaceType::Time, None)]).is_err());
+        assert!(e.message().contains("time namespaces"), "{e}");
+        assert_eq!(
+            flag(LinuxNamespaceType::User).unwrap(),
+            CloneFlags::CLONE_NEWUSER
+        );
     }
 
     #[test]
@@ -176,7 +278,7 @@ mod tests {
         let sys = Fake::new();
         sys.fail("setns", libc::EINVAL);
         let p = plan(&[ns(LinuxNamespaceType::Network, Some("/proc/7/ns/net"))]).unwrap();
-        let e = enter(&sys, &p).unwrap_err();
+        let e = enter(&sys, &p, &mut || Ok(())).unwrap_err();
         assert_eq!(e.message(), "join namespace /proc/7/ns/net");
         assert!(sys.calls_of("unshare").is_empty(), "stops at the failure");
     }

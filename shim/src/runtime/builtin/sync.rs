@@ -1,8 +1,9 @@
 //! The sync socket between the shim and the children building a
 //! container (a SEQPACKET pair, one message per packet): the child sends
-//! `p<pid>` (the grandchild's pid), `m` with the terminal master attached,
-//! `r` (ready) or `e<message>` (failure); the shim answers `c` (in its
-//! cgroup) and `s` (start). A successful exec closes the child's end
+//! `u` (it made a user namespace: write its maps), `p<pid>` (the
+//! grandchild's pid), `m` with the terminal master attached, `r` (ready)
+//! or `e<message>` (failure); the shim answers `u` (maps written), `c` (in
+//! its cgroup) and `s` (start). A successful exec closes the child's end
 //! (close-on-exec), which the shim reads as success.
 
 use crate::{Error, Result};
