@@ -31,7 +31,7 @@ fn hooks_patch<'a>(log: &'a str, fail: Option<&'a str>) -> impl Fn(&mut Value) +
         let mut hooks = serde_json::Map::new();
         for k in KINDS {
             let body = if fail == Some(k) {
-                format!("{script}; exit 7")
+                format!("{script}; echo hook-{k}-out; echo hook-{k}-says-no >&2; exit 7")
             } else {
                 script.clone()
             };
@@ -106,13 +106,22 @@ pub fn hooks(s: &Suite) {
             &sh("true"),
             &hooks_patch(&log_b, Some("createRuntime")),
         );
-        let failed = s.create_and_start(&b);
+        let (failed, why) = s.create_and_start_why(&b);
         if s.ctr(&["containers", "info", &b]).status.success() {
             s.remove(&b);
         }
+        // What the client hears names the failure and carries the hook's
+        // output (the wording differs between the runtimes).
+        let why = why.unwrap_or_default();
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let said = |t: &str| yes(why.contains(t));
         format!(
-            "run:\n{ran}hooks:\n{}failing createRuntime: {failed}\nhooks:\n{}",
+            "run:\n{ran}hooks:\n{}failing createRuntime: {failed}\n\
+             error has exit status 7: {}\nerror has stdout: {}\nerror has stderr: {}\nhooks:\n{}",
             dir.read(1, &a),
+            yes(why.contains("exit status 7") || why.contains("exit status: 7")),
+            said("hook-createRuntime-out"),
+            said("hook-createRuntime-says-no"),
             dir.read(2, &b)
         )
     });
@@ -148,6 +157,13 @@ pub fn hooks(s: &Suite) {
             p.push(format!("a failing createRuntime ran {after:?}"));
         }
         p.extend(has_line(failed, ": create refused"));
+        for l in [
+            "error has exit status 7: yes",
+            "error has stdout: yes",
+            "error has stderr: yes",
+        ] {
+            p.extend(has_line(failed, l));
+        }
         p
     });
 }
