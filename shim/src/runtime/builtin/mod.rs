@@ -6,11 +6,12 @@
 //! module per concern: [`namespaces`], [`rootfs`] (pivot, masked and
 //! read-only paths), [`mounts`], [`devices`], [`creds`] (rlimits, ids,
 //! capabilities), [`tty`], [`exec`], [`seccomp`] (the spec's filter),
-//! [`hooks`] (the OCI hooks and where they run), and [`sync`] (the socket
-//! to the shim, fd passing). May use
+//! [`hooks`] (the OCI hooks and where they run), [`apparmor`] (the
+//! process's profile), and [`sync`] (the socket to the shim, fd passing). May use
 //! `crate::cgroup`, `crate::stdio` and `berth-mount`; nothing here knows
 //! the ttrpc service.
 
+pub mod apparmor;
 pub mod creds;
 pub mod devices;
 pub mod exec;

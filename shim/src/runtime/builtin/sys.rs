@@ -95,6 +95,10 @@ pub trait Sys {
     /// Points stdin, stdout and stderr at /dev/null (unless listed) and
     /// closes every other descriptor not in `keep`.
     fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()>;
+    /// Writes `data` in one write(2) to an existing file that must be on
+    /// procfs (an LSM attribute: what a container's image or mounts put
+    /// there instead must not take the write).
+    fn write_procfs(&self, path: &Path, data: &str) -> io::Result<()>;
 }
 
 fn caps_err(e: caps::errors::CapsError) -> io::Error {
@@ -340,6 +344,28 @@ impl Sys for Host {
         gaps.push((from, u32::MAX));
         for (lo, hi) in gaps {
             close_range(lo, hi)?;
+        }
+        Ok(())
+    }
+
+    fn write_procfs(&self, path: &Path, data: &str) -> io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        let fs = nix::sys::statfs::fstatfs(&f)?;
+        if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+            return Err(io::Error::other(format!(
+                "{} is not on procfs",
+                path.display()
+            )));
+        }
+        // One write: the kernel takes an attribute whole or not at all.
+        let n = f.write(data.as_bytes())?;
+        if n != data.len() {
+            return Err(io::Error::other(format!(
+                "short write to {}: {n} of {} bytes",
+                path.display(),
+                data.len()
+            )));
         }
         Ok(())
     }
@@ -595,5 +621,8 @@ impl Sys for Fake {
         let mut v = keep.to_vec();
         v.sort_unstable();
         self.record(format!("close_fds_except {v:?}"))
+    }
+    fn write_procfs(&self, path: &Path, data: &str) -> io::Result<()> {
+        self.record(format!("write_procfs {} {data}", path.display()))
     }
 }
