@@ -4,7 +4,7 @@
 //! process from its next execve — the container's program. Written in the
 //! container (its /proc), after the identity changes and before the
 //! program is looked up, as runc's exec does; the file must be on procfs
-//! (a container image cannot put a file of its own there).
+//! ([`Sys::write`]: a container image cannot put a file of its own there).
 //!
 //! runc tries the write whether or not AppArmor is enabled, and a host
 //! without it refuses the write (`EINVAL`), which fails the create; so does
@@ -41,7 +41,7 @@ pub fn apply(sys: &dyn Sys, profile: Option<&str>) -> Result<()> {
     } else {
         EXEC_OLD
     };
-    sys.write_procfs(Path::new(path), &format!("exec {profile}"))
+    sys.write(Path::new(path), &format!("exec {profile}"))
         .map_err(|e| {
             let what = format!(
                 "apply AppArmor profile {profile:?} (process.apparmorProfile): write {path}"
@@ -79,7 +79,7 @@ mod tests {
         apply(&sys, Some("docker-default")).unwrap();
         assert_eq!(
             *sys.calls.borrow(),
-            vec!["write_procfs /proc/self/attr/apparmor/exec exec docker-default"]
+            vec!["write /proc/self/attr/apparmor/exec exec docker-default"]
         );
         // Without the per-LSM directory, the old file.
         let sys = Fake::new();
@@ -87,7 +87,7 @@ mod tests {
         apply(&sys, Some("my profile")).unwrap();
         assert_eq!(
             *sys.calls.borrow(),
-            vec!["write_procfs /proc/self/attr/exec exec my profile"]
+            vec!["write /proc/self/attr/exec exec my profile"]
         );
         // No profile, or an empty one: nothing written.
         for p in [None, Some("")] {
@@ -101,7 +101,7 @@ mod tests {
     fn a_refused_write_fails_and_says_whether_apparmor_is_enabled() {
         // This host's case: no AppArmor, the kernel refuses the write.
         let sys = Fake::new();
-        sys.fail("write_procfs", libc::EINVAL);
+        sys.fail("write /proc/self/attr", libc::EINVAL);
         let e = apply(&sys, Some("p")).unwrap_err();
         assert_eq!(e.kind(), Kind::FailedPrecondition);
         assert_eq!(
@@ -114,7 +114,7 @@ mod tests {
         let sys = Fake::new();
         apparmor_host(&sys);
         sys.with(EXEC, PathKind::File);
-        sys.fail("write_procfs", libc::ENOENT);
+        sys.fail("write /proc/self/attr", libc::ENOENT);
         let e = apply(&sys, Some("absent")).unwrap_err();
         assert_eq!(e.kind(), Kind::NotFound);
         assert!(!e.message().contains("not enabled"), "{e}");

@@ -337,19 +337,17 @@ mod tests {
         prepare(&sys, &p, None).unwrap();
         let calls = sys.calls.borrow().clone();
         let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
-        assert_eq!(
-            calls[at("write_procfs")],
-            "write_procfs /proc/self/attr/exec exec docker-default"
-        );
-        assert!(at("setresuid") < at("write_procfs"));
-        assert!(at("dumpable false") < at("write_procfs"));
-        assert!(at("write_procfs") < at("eaccess /bin/sh"));
-        assert!(at("write_procfs") < at("no_new_privs"));
+        let aa = at("write /proc/self/attr");
+        assert_eq!(calls[aa], "write /proc/self/attr/exec exec docker-default");
+        assert!(at("setresuid") < aa);
+        assert!(at("dumpable false") < aa);
+        assert!(aa < at("eaccess /bin/sh"));
+        assert!(aa < at("no_new_privs"));
         // Refused (no AppArmor on the host): the process fails before
         // its program is even looked up.
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
-        sys.fail("write_procfs", libc::EINVAL);
+        sys.fail("write /proc/self/attr", libc::EINVAL);
         let e = prepare(&sys, &p, None).unwrap_err();
         assert!(e.message().contains("process.apparmorProfile"), "{e}");
         assert!(sys.calls_of("eaccess").is_empty());
@@ -357,7 +355,7 @@ mod tests {
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
         prepare(&sys, &process(&["sh"], &[]), None).unwrap();
-        assert!(sys.calls_of("write_procfs").is_empty());
+        assert!(sys.calls_of("write /proc/self/attr").is_empty());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;
+pub mod procfs;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sync;

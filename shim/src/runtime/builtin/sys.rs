@@ -48,7 +48,8 @@ pub trait Sys {
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
     /// Creates `link` pointing at `target`, unless something is at `link`.
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
-    /// Writes a whole (procfs) file.
+    /// Writes a procfs file whole, in one write(2); anything not on procfs
+    /// (what a container's image or mounts put there) is refused.
     fn write(&self, path: &Path, data: &str) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
     /// Sets IFF_UP on the network interface `name` of this process's
@@ -95,10 +96,6 @@ pub trait Sys {
     /// Points stdin, stdout and stderr at /dev/null (unless listed) and
     /// closes every other descriptor not in `keep`.
     fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()>;
-    /// Writes `data` in one write(2) to an existing file that must be on
-    /// procfs (an LSM attribute: what a container's image or mounts put
-    /// there instead must not take the write).
-    fn write_procfs(&self, path: &Path, data: &str) -> io::Result<()>;
 }
 
 fn caps_err(e: caps::errors::CapsError) -> io::Error {
@@ -184,7 +181,7 @@ impl Sys for Host {
     }
 
     fn write(&self, path: &Path, data: &str) -> io::Result<()> {
-        std::fs::write(path, data)
+        super::procfs::write(path, data)
     }
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
@@ -344,28 +341,6 @@ impl Sys for Host {
         gaps.push((from, u32::MAX));
         for (lo, hi) in gaps {
             close_range(lo, hi)?;
-        }
-        Ok(())
-    }
-
-    fn write_procfs(&self, path: &Path, data: &str) -> io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
-        let fs = nix::sys::statfs::fstatfs(&f)?;
-        if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
-            return Err(io::Error::other(format!(
-                "{} is not on procfs",
-                path.display()
-            )));
-        }
-        // One write: the kernel takes an attribute whole or not at all.
-        let n = f.write(data.as_bytes())?;
-        if n != data.len() {
-            return Err(io::Error::other(format!(
-                "short write to {}: {n} of {} bytes",
-                path.display(),
-                data.len()
-            )));
         }
         Ok(())
     }
@@ -621,8 +596,5 @@ impl Sys for Fake {
         let mut v = keep.to_vec();
         v.sort_unstable();
         self.record(format!("close_fds_except {v:?}"))
-    }
-    fn write_procfs(&self, path: &Path, data: &str) -> io::Result<()> {
-        self.record(format!("write_procfs {} {data}", path.display()))
     }
 }
