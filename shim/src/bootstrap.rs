@@ -53,6 +53,10 @@ fn require(flags: &Flags) -> Result<()> {
 pub fn start(flags: &Flags) -> Result<()> {
     require(flags)?;
     let bundle = bundle_dir(flags)?;
+    // Before anything else: what serves and forks into the container must
+    // not run from the host's writable binary (CVE-2019-5736; the bundle
+    // is the overlay's spare layer). Returns in the sealed execution.
+    crate::exe_seal::ensure(&bundle)?;
     // Runtime options may arrive on stdin; Create carries them too, so
     // what came here is only drained (containerd waits for us to read it).
     let mut opts = Vec::new();

@@ -21,6 +21,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod error;
 pub mod events;
+pub mod exe_seal;
 pub mod flags;
 pub mod memory;
 pub mod runtime;

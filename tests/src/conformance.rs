@@ -265,6 +265,12 @@ impl Suite {
     /// stdio, and starts it if that worked: `create refused`, `start
     /// refused` or `ran`. A task that was made is waited for and deleted.
     pub fn create_and_start(&self, id: &str) -> String {
+        self.create_and_start_why(id).0
+    }
+
+    /// [`Suite::create_and_start`], with the error message of a refused
+    /// create or start.
+    pub fn create_and_start_why(&self, id: &str) -> (String, Option<String>) {
         use berth_proto::services::snapshots::v1 as sapi;
         use berth_proto::services::tasks::v1 as tapi;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -298,16 +304,16 @@ impl Suite {
                 rootfs,
                 ..Default::default()
             };
-            if tc.create(request(NS, create)).await.is_err() {
-                return "create refused".to_string();
+            if let Err(e) = tc.create(request(NS, create)).await {
+                return ("create refused".to_string(), Some(e.message().to_string()));
             }
             let start = tapi::StartRequest {
                 container_id: id.into(),
                 exec_id: String::new(),
             };
-            let answer = match tc.start(request(NS, start)).await {
-                Ok(_) => "ran",
-                Err(_) => "start refused",
+            let (answer, why) = match tc.start(request(NS, start)).await {
+                Ok(_) => ("ran", None),
+                Err(e) => ("start refused", Some(e.message().to_string())),
             };
             let wait = tapi::WaitRequest {
                 container_id: id.into(),
@@ -327,7 +333,7 @@ impl Suite {
                 container_id: id.into(),
             };
             let _ = tc.delete(request(NS, delete)).await;
-            answer.to_string()
+            (answer.to_string(), why)
         })
     }
 

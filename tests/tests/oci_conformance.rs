@@ -37,6 +37,7 @@ cases!(
     process::exec,
     process::tty,
     security::seccomp,
+    security::apparmor,
     hooks::hooks,
     hooks::sysctls,
     hooks::rootfs_propagation,

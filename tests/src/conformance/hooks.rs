@@ -31,7 +31,7 @@ fn hooks_patch<'a>(log: &'a str, fail: Option<&'a str>) -> impl Fn(&mut Value) +
         let mut hooks = serde_json::Map::new();
         for k in KINDS {
             let body = if fail == Some(k) {
-                format!("{script}; exit 7")
+                format!("{script}; echo hook-{k}-out; echo hook-{k}-says-no >&2; exit 7")
             } else {
                 script.clone()
             };
@@ -106,13 +106,22 @@ pub fn hooks(s: &Suite) {
             &sh("true"),
             &hooks_patch(&log_b, Some("createRuntime")),
         );
-        let failed = s.create_and_start(&b);
+        let (failed, why) = s.create_and_start_why(&b);
         if s.ctr(&["containers", "info", &b]).status.success() {
             s.remove(&b);
         }
+        // What the client hears names the failure and carries the hook's
+        // output (the wording differs between the runtimes).
+        let why = why.unwrap_or_default();
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let said = |t: &str| yes(why.contains(t));
         format!(
-            "run:\n{ran}hooks:\n{}failing createRuntime: {failed}\nhooks:\n{}",
+            "run:\n{ran}hooks:\n{}failing createRuntime: {failed}\n\
+             error has exit status 7: {}\nerror has stdout: {}\nerror has stderr: {}\nhooks:\n{}",
             dir.read(1, &a),
+            yes(why.contains("exit status 7") || why.contains("exit status: 7")),
+            said("hook-createRuntime-out"),
+            said("hook-createRuntime-says-no"),
             dir.read(2, &b)
         )
     });
@@ -148,6 +157,13 @@ pub fn hooks(s: &Suite) {
             p.push(format!("a failing createRuntime ran {after:?}"));
         }
         p.extend(has_line(failed, ": create refused"));
+        for l in [
+            "error has exit status 7: yes",
+            "error has stdout: yes",
+            "error has stderr: yes",
+        ] {
+            p.extend(has_line(failed, l));
+        }
         p
     });
 }
@@ -179,36 +195,242 @@ pub fn sysctls(s: &Suite) {
     });
 }
 
-/// `linux.rootfsPropagation`: the propagation fields of the container's
-/// `/` in its mountinfo (peer group numbers masked), or only the exit
-/// status of a create that fails (the messages differ). `rshared` is
-/// refused by the built-in runtime (docs/compat.md).
+/// The daemon's state directory bound onto itself and made shared, for one
+/// case: the containers' rootfs mounts (the shim makes them in bundles
+/// there) are then shared with the host, as on a host whose `/` is shared
+/// (systemd's default), so what a runtime does about the rootfs's mount
+/// is seen. Unmounted when dropped.
+struct SharedState(std::ffi::CString);
+
+impl SharedState {
+    fn new(dir: &std::path::Path) -> SharedState {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("no NUL");
+        let mount = |flags: libc::c_ulong, what: &str| {
+            // SAFETY: mount(2) with valid NUL-terminated paths and no data.
+            let r = unsafe {
+                libc::mount(
+                    c.as_ptr(),
+                    c.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(
+                r,
+                0,
+                "{what} {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            );
+        };
+        mount(libc::MS_BIND | libc::MS_REC, "bind");
+        let guard = SharedState(c.clone());
+        mount(libc::MS_SHARED, "make shared");
+        guard
+    }
+}
+
+impl Drop for SharedState {
+    fn drop(&mut self) {
+        // SAFETY: umount2 with a valid NUL-terminated path.
+        if unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) } != 0 {
+            eprintln!("unmount {:?}: {}", self.0, std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// The peer groups of the host's (this process's) mounts.
+fn host_groups() -> std::collections::HashSet<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .flat_map(|l| l.split(' ').skip(6).take_while(|f| *f != "-"))
+        .filter_map(|f| f.strip_prefix("shared:").map(str::to_string))
+        .collect()
+}
+
+/// Mounts of the host at or under `dir`.
+fn host_mounts_under(dir: &std::path::Path) -> usize {
+    let d = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| *p == d || p.starts_with(&format!("{d}/")))
+        .count()
+}
+
+/// A mount's propagation fields with each peer group named by whose it
+/// is: `host` (a group of the host's mounts: what the container mounts
+/// there reaches the host, or the host's mounts reach the container) or
+/// `own` (a group of the container's own). A private mount has none.
+fn normalise_groups(fields: &str, host: &std::collections::HashSet<String>) -> String {
+    fields
+        .split_whitespace()
+        .map(|f| match f.split_once(':') {
+            Some((k, n)) => format!("{k}:{}", if host.contains(n) { "host" } else { "own" }),
+            None => f.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Values whose result runc 1.4 changed (it sets a shared or unbindable
+/// propagation on the new `/` after pivot_root, and its rootfs mount is
+/// always made private first; its main branch since makes it a slave for
+/// slave values): what an older runc shows for each, given a shared rootfs
+/// mount. The built-in runtime does what the newest runc does.
+const OLD_RUNC: [(&str, &str); 4] = [
+    ("slave", "slave: exit=0 | /: | /proc: | left on host: 0"),
+    ("shared", "shared: exit=0 | /: | /proc: | left on host: 0"),
+    ("rshared", "rshared: exit=0 | /: | /proc: | left on host: 0"),
+    (
+        "unbindable",
+        "unbindable: exit=0 | /: | /proc: | left on host: 0",
+    ),
+];
+
+/// `linux.rootfsPropagation`, on a rootfs mount shared with the host: the
+/// propagation fields of the running container's `/` and `/proc` (peer
+/// groups named as the host's or its own), or only the exit status of a
+/// start that fails (the messages differ), and whether any mount is left
+/// on the host under the container's bundle (a bind that propagated back).
 pub fn rootfs_propagation(s: &Suite) {
-    let probe = sh(
-        "awk '$5 == \"/\" { for (i = 7; $i != \"-\"; i++) printf \"%s \", $i; print \"end\" }' /proc/self/mountinfo | sed 's/:[0-9]*/:N/g'",
-    );
-    let values = ["rprivate", "private", "rslave", "runbindable"];
-    let obs = both(|rt| {
+    let _shared = SharedState::new(&s.d.state());
+    let values = [
+        "rprivate",
+        "private",
+        "rslave",
+        "slave",
+        "shared",
+        "rshared",
+        "unbindable",
+        "runbindable",
+    ];
+    // The container's mountinfo and the host's are read at one moment,
+    // while the container runs: a peer group's number is only its own
+    // while some mount is in the group.
+    let observe = |rt: Rt| {
         let mut o = String::new();
         for (n, v) in (1..).zip(values) {
             let id = s.id(rt, n);
             let patch = |spec: &mut Value| spec["linux"]["rootfsPropagation"] = json!(v);
-            let out = s.run_patched(rt, &id, &[], &probe, &patch);
+            s.create_patched(rt, &id, &[], &["sleep", "60"], &patch);
+            let out = s.ctr(&["tasks", "start", "-d", &id]);
             let shown = if out.status.success() {
-                show(&id, &out)
+                let pid = s.task(&id).map_or(0, |(p, _)| p);
+                let inside =
+                    std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+                let host = host_groups();
+                let field = |point: &str| {
+                    inside
+                        .lines()
+                        .map(|l| l.split(' ').collect::<Vec<_>>())
+                        .find(|f| f.get(4) == Some(&point))
+                        .map(|f| {
+                            let opt: Vec<&str> =
+                                f[6..].iter().take_while(|x| **x != "-").copied().collect();
+                            normalise_groups(&opt.join(" "), &host)
+                        })
+                        .unwrap_or_else(|| "<absent>".into())
+                };
+                let sep = |f: String| if f.is_empty() { f } else { format!(" {f}") };
+                format!(
+                    "exit=0 | /:{} | /proc:{}",
+                    sep(field("/")),
+                    sep(field("/proc"))
+                )
             } else {
-                format!("failed ({})\n", super::normalise::code(&out))
+                format!("failed ({})", super::normalise::code(&out))
             };
-            o.push_str(&format!("{v}: {shown}"));
+            s.remove(&id);
+            let bundle =
+                s.d.state()
+                    .join("io.containerd.runtime.v2.task")
+                    .join(super::NS)
+                    .join(&id);
+            let left = host_mounts_under(&bundle);
+            o.push_str(&format!("{v}: {shown} | left on host: {left}\n"));
         }
         o
-    });
-    check("rootfs_propagation", &obs, |o| {
-        ["rprivate: exit=0", "private: exit=0", "rslave: exit=0"]
+    };
+    let (builtin, runc) = both(observe);
+    let line = |o: &str, v: &str| -> String {
+        o.lines()
+            .find(|l| l.starts_with(&format!("{v}: ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    // Compared on both: everything where every runc agrees, and for the
+    // rest that each runs without leaking a mount to the host or sharing a
+    // peer group with it.
+    let common = |o: &str| {
+        let mut c = String::new();
+        for v in values {
+            let l = line(o, v);
+            if OLD_RUNC.iter().all(|(old, _)| *old != v) {
+                c.push_str(&l);
+            } else {
+                let ran = l.contains("exit=0");
+                // A mount in a host peer group propagates to the host.
+                let host = l.contains("shared:host");
+                let left = l.rsplit_once("left on host: ").map_or("?", |(_, n)| n);
+                c.push_str(&format!(
+                    "{v}: ran={ran} shared with host={host} left on host: {left}"
+                ));
+            }
+            c.push('\n');
+        }
+        c
+    };
+    check(
+        "rootfs_propagation",
+        &(common(&builtin), common(&runc)),
+        |o| {
+            [
+                "rprivate: exit=0 | /: | /proc: | left on host: 0",
+                "private: exit=0 | /: | /proc: | left on host: 0",
+                "rslave: exit=0 | /: master:host | /proc: | left on host: 0",
+                // Old runc refuses to bind the rootfs, the newest to bind
+                // /dev/null over a masked file: both fail, and so do we.
+                "runbindable: failed (1) | left on host: 0",
+                "slave: ran=true shared with host=false left on host: 0",
+                "shared: ran=true shared with host=false left on host: 0",
+                "rshared: ran=true shared with host=false left on host: 0",
+                "unbindable: ran=true shared with host=false left on host: 0",
+            ]
             .iter()
             .filter_map(|l| has_line(o, l))
-            .chain(has_line(o, "end"))
-            .chain((!o.contains("runbindable: failed")).then(|| "runbindable ran".to_string()))
             .collect()
-    });
+        },
+    );
+    // The values runc 1.4 changed: the built-in runtime as the newest
+    // runc; runc as itself, new or old.
+    let want = [
+        "slave: exit=0 | /: master:host | /proc: | left on host: 0",
+        "shared: exit=0 | /: shared:own | /proc: | left on host: 0",
+        "rshared: exit=0 | /: shared:own | /proc: shared:own | left on host: 0",
+        "unbindable: exit=0 | /: unbindable | /proc: | left on host: 0",
+    ];
+    let mut problems: Vec<String> = want
+        .iter()
+        .filter_map(|l| has_line(&builtin, l).map(|p| format!("built-in: {p}")))
+        .collect();
+    for ((v, old), new) in OLD_RUNC.iter().zip(want) {
+        let r = line(&runc, v);
+        if r == new {
+            continue;
+        }
+        if r == *old {
+            eprintln!("conformance rootfs_propagation: runc shows {v} as runc before 1.4 did: {r}");
+        } else {
+            problems.push(format!("runc: {r:?} is neither {new:?} nor {old:?}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "OCI conformance case `rootfs_propagation` failed:\n- {}\n\n=== built-in observed:\n{builtin}\n=== runc observed:\n{runc}",
+        problems.join("\n- ")
+    );
 }

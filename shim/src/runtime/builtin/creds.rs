@@ -47,15 +47,12 @@ fn set_of(s: &Option<oci_spec::runtime::Capabilities>) -> CapsHashSet {
         .unwrap_or_default()
 }
 
-/// Refuses what the built-in runtime cannot apply, before anything runs.
+/// Refuses what the built-in runtime cannot apply, before anything runs
+/// (an AppArmor profile it applies: see [`super::apparmor`]).
 pub fn check_supported(p: &Process) -> Result<()> {
-    if p.apparmor_profile()
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-        || p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())
-    {
+    if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(Error::unimplemented(
-            "AppArmor/SELinux labels are not supported by the built-in runtime: use runc (BinaryName)",
+            "SELinux labels (process.selinuxLabel) are not supported by the built-in runtime: use runc (BinaryName)",
         ));
     }
     Ok(())
@@ -274,11 +271,15 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_refused() {
+    fn selinux_labels_are_refused_apparmor_profiles_are_not() {
         let mut p = process();
-        p.set_apparmor_profile(Some("docker-default".into()));
+        p.set_selinux_label(Some("system_u:system_r:container_t:s0".into()));
         let e = check_supported(&p).unwrap_err();
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::Unimplemented);
+        assert!(e.message().contains("process.selinuxLabel"), "{e}");
+        let mut p = process();
+        p.set_apparmor_profile(Some("docker-default".into()));
+        assert!(check_supported(&p).is_ok());
         assert!(check_supported(&process()).is_ok());
     }
 }

@@ -1,9 +1,10 @@
 //! The last steps of a container process: its working directory, its
 //! program found on its `PATH`, its limits and identity (see [`creds`]),
-//! then `execve` with nothing but stdio inherited.
+//! its AppArmor profile (see [`apparmor`]), then `execve` with nothing but
+//! stdio inherited.
 
-use super::creds;
 use super::sys::Sys;
+use super::{apparmor, creds};
 use crate::{Error, Result};
 use libseccomp::ScmpFilterContext;
 use oci_spec::runtime::Process;
@@ -120,6 +121,9 @@ pub fn prepare(
     // be 1: non-dumpable again until the program's execve (runc does too).
     sys.set_dumpable(false)
         .map_err(|e| Error::io("make the container process non-dumpable", e))?;
+    // Where runc's exec applies it (its init does so a little earlier, as
+    // root; the profile only takes hold at execve either way).
+    apparmor::apply(sys, p.apparmor_profile().as_deref())?;
     // As the container's user, before the process reports ready: what
     // cannot run fails the create (or the exec's start), not a later
     // Start, as runc.
@@ -322,6 +326,36 @@ mod tests {
         assert!(at("dumpable false") < at("eaccess"));
         // oci-spec's default process has no_new_privileges: last of all.
         assert_eq!(calls.last().unwrap(), "no_new_privs");
+    }
+
+    #[test]
+    fn the_apparmor_profile_is_written_as_the_user_before_the_lookup() {
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        let mut p = process(&["sh"], &[]);
+        p.set_apparmor_profile(Some("docker-default".into()));
+        prepare(&sys, &p, None).unwrap();
+        let calls = sys.calls.borrow().clone();
+        let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
+        let aa = at("write /proc/self/attr");
+        assert_eq!(calls[aa], "write /proc/self/attr/exec exec docker-default");
+        assert!(at("setresuid") < aa);
+        assert!(at("dumpable false") < aa);
+        assert!(aa < at("eaccess /bin/sh"));
+        assert!(aa < at("no_new_privs"));
+        // Refused (no AppArmor on the host): the process fails before
+        // its program is even looked up.
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        sys.fail("write /proc/self/attr", libc::EINVAL);
+        let e = prepare(&sys, &p, None).unwrap_err();
+        assert!(e.message().contains("process.apparmorProfile"), "{e}");
+        assert!(sys.calls_of("eaccess").is_empty());
+        // Without a profile nothing is written.
+        let sys = Fake::new();
+        sys.with("/bin/sh", Kind::File);
+        prepare(&sys, &process(&["sh"], &[]), None).unwrap();
+        assert!(sys.calls_of("write /proc/self/attr").is_empty());
     }
 
     #[test]

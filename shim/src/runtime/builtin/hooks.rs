@@ -7,11 +7,13 @@
 //! startContainer from the init just before it executes the program;
 //! poststart from the shim at the end of create (status `created`: runc
 //! runs it there, not after start); poststop from the shim at delete and
-//! after a failed create (no pid, as runc).
+//! after a failed create (no pid, as runc). A failure's error carries the
+//! hook's exit status (or timeout) and the end of its stdout and stderr, as
+//! runc's does.
 
 use crate::{Error, Result};
 use oci_spec::runtime::{Hook, Hooks, Spec};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -94,8 +96,56 @@ pub fn run_all(kind: Kind, hooks: &[Hook], state: &str) -> Result<()> {
     Ok(())
 }
 
+/// How much of each of a failed hook's output streams its error keeps:
+/// the end, where the reason usually is. Two streams of this size fit in
+/// one message of the init's sync socket with room to spare.
+pub const OUTPUT_TAIL: usize = 2048;
+
+/// The last [`OUTPUT_TAIL`] bytes of one output stream.
+#[derive(Default)]
+struct Tail {
+    buf: Vec<u8>,
+    cut: bool,
+}
+
+impl Tail {
+    fn push(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() > OUTPUT_TAIL {
+            self.buf.drain(..self.buf.len() - OUTPUT_TAIL);
+            self.cut = true;
+        }
+    }
+
+    /// The kept text (`…` first when the start was dropped).
+    fn text(&self) -> String {
+        let s = String::from_utf8_lossy(&self.buf);
+        let s = s.trim_end();
+        if self.cut {
+            format!("…{s}")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+/// `what`, then the hook's non-empty output streams (runc puts both in
+/// its hook errors: what the hook printed is what says why it failed).
+fn with_output(what: String, out: &Tail, err: &Tail) -> String {
+    let mut m = what;
+    for (name, t) in [("stdout", out), ("stderr", err)] {
+        let text = t.text();
+        if !text.is_empty() {
+            m.push_str(&format!(", {name}: {text}"));
+        }
+    }
+    m
+}
+
 /// Runs one hook to completion: success is exit status 0 within its
-/// timeout (none: it may take as long as it likes, as in runc).
+/// timeout (none: it may take as long as it likes, as in runc). A failure
+/// names the exit status (or the timeout) and ends with what the hook
+/// wrote to stdout and stderr (their last [`OUTPUT_TAIL`] bytes each).
 pub fn run(hook: &Hook, state: &str) -> Result<()> {
     let args = hook.args().clone().unwrap_or_default();
     let mut cmd = Command::new(hook.path());
@@ -111,47 +161,200 @@ pub fn run(hook: &Hook, state: &str) -> Result<()> {
                 .filter_map(|kv| kv.split_once('=')),
         )
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Error::io("start", e))?;
-    if let Some(mut stdin) = child.stdin.take()
-        && let Err(e) = stdin.write_all(state.as_bytes())
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        // A hook need not read its state; anything else is our failure.
-        kill(&mut child);
-        return Err(Error::io("write the state to the hook", e));
-    }
     let timeout = hook
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Duration::from_secs(t as u64));
-    let status = wait(&mut child, timeout)?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::internal(format!("failed: {status}")))
+    let mut io = Pipes::of(&mut child, state.as_bytes());
+    let r = io.pump(&mut child, timeout);
+    let (out, err) = (&io.out, &io.err);
+    match r {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(Error::internal(with_output(
+            format!("failed: {status}"),
+            out,
+            err,
+        ))),
+        Err(Stop::Timeout(t)) => Err(Error::new(
+            berth_proto::errdefs::Kind::DeadlineExceeded,
+            with_output(
+                format!("timed out after {}s and was killed", t.as_secs()),
+                out,
+                err,
+            ),
+        )),
+        Err(Stop::Failed(e)) => {
+            kill(&mut child);
+            Err(e)
+        }
     }
 }
 
-/// Waits for a hook, killing it when it outlives `timeout`.
-fn wait(child: &mut std::process::Child, timeout: Option<Duration>) -> Result<ExitStatus> {
-    let Some(timeout) = timeout else {
-        return child.wait().map_err(|e| Error::io("wait", e));
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(s) = child.try_wait().map_err(|e| Error::io("wait", e))? {
-            return Ok(s);
+/// Why [`Pipes::pump`] stopped before the hook exited.
+enum Stop {
+    Timeout(Duration),
+    Failed(Error),
+}
+
+/// A hook's three pipes: the state still to write to its stdin, and the
+/// ends of its stdout and stderr so far. Driven by poll(2) from this one
+/// thread: the shim and the init must not start threads (they fork).
+struct Pipes<'a> {
+    stdin: Option<std::process::ChildStdin>,
+    state: &'a [u8],
+    stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::process::ChildStderr>,
+    out: Tail,
+    err: Tail,
+}
+
+/// Makes a pipe end non-blocking: a hook that stops reading its state, or
+/// never writes, must not stop us from noticing its exit or timeout.
+fn nonblocking(fd: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+impl<'a> Pipes<'a> {
+    fn of(child: &mut std::process::Child, state: &'a [u8]) -> Pipes<'a> {
+        Pipes {
+            stdin: child.stdin.take(),
+            state,
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            out: Tail::default(),
+            err: Tail::default(),
         }
-        if Instant::now() >= deadline {
-            kill(child);
-            return Err(Error::new(
-                berth_proto::errdefs::Kind::DeadlineExceeded,
-                format!("timed out after {}s and was killed", timeout.as_secs()),
-            ));
+    }
+
+    /// Feeds stdin and collects stdout and stderr until the hook exits
+    /// (then whatever it left in the pipes), or kills it at `timeout`.
+    /// Its exit, not the pipes' end, is what we wait for: a daemon the
+    /// hook started may hold them open for ever.
+    fn pump(
+        &mut self,
+        child: &mut std::process::Child,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<ExitStatus, Stop> {
+        let fail = |what: &str, e: std::io::Error| Stop::Failed(Error::io(what.to_string(), e));
+        for r in [
+            self.stdin.as_ref().map(nonblocking),
+            self.stdout.as_ref().map(nonblocking),
+            self.stderr.as_ref().map(nonblocking),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            r.map_err(|e| fail("make the hook's pipes non-blocking", e))?;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(s) = child.try_wait().map_err(|e| fail("wait", e))? {
+                self.read_available();
+                return Ok(s);
+            }
+            if let (Some(d), Some(t)) = (deadline, timeout)
+                && Instant::now() >= d
+            {
+                kill(child);
+                self.read_available();
+                return Err(Stop::Timeout(t));
+            }
+            self.wait_ready(Duration::from_millis(10));
+            self.write_state()
+                .map_err(|e| fail("write the state to the hook", e))?;
+            self.read_available();
+        }
+    }
+
+    /// Sleeps until a pipe is ready or `tick` has passed (the hook's exit
+    /// has no descriptor here, so it is looked for once a tick).
+    fn wait_ready(&self, tick: Duration) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut fds = Vec::with_capacity(3);
+        if let Some(p) = &self.stdin {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLOUT));
+        }
+        for p in [
+            self.stdout.as_ref().map(AsFd::as_fd),
+            self.stderr.as_ref().map(AsFd::as_fd),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fds.push(PollFd::new(p, PollFlags::POLLIN));
+        }
+        let ms = PollTimeout::try_from(tick).unwrap_or(PollTimeout::MAX);
+        if poll(&mut fds, ms).is_err() {
+            // EINTR or the like: the loop looks again after the tick.
+        }
+    }
+
+    /// Writes as much of the state as the pipe takes now; the hook's
+    /// stdin closes once it is all written (or the hook closed its end,
+    /// which a hook that does not read its state may do).
+    fn write_state(&mut self) -> std::io::Result<()> {
+        let Some(p) = self.stdin.as_mut() else {
+            return Ok(());
+        };
+        while !self.state.is_empty() {
+            match p.write(self.state) {
+                Ok(n) => self.state = &self.state[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.stdin = None;
+        Ok(())
+    }
+
+    /// Reads what stdout and stderr hold now; a stream at its end (or
+    /// failing) is closed.
+    fn read_available(&mut self) {
+        let mut buf = [0u8; 4096];
+        for (pipe, tail) in [
+            (&mut self.stdout as &mut dyn Source, &mut self.out),
+            (&mut self.stderr as &mut dyn Source, &mut self.err),
+        ] {
+            loop {
+                match pipe.read_some(&mut buf) {
+                    Some(Ok(0)) | None => {
+                        pipe.close();
+                        break;
+                    }
+                    Some(Ok(n)) => tail.push(&buf[..n]),
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Some(Err(_)) => {
+                        pipe.close();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An output pipe of the hook, if still open.
+trait Source {
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<std::io::Result<usize>>;
+    fn close(&mut self);
+}
+
+impl<R: Read> Source for Option<R> {
+    fn read_some(&mut self, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        self.as_mut().map(|r| r.read(buf))
+    }
+    fn close(&mut self) {
+        *self = None;
     }
 }
 
@@ -273,6 +476,81 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.message(), "start");
+    }
+
+    #[test]
+    fn a_failed_hook_says_its_status_and_the_end_of_its_output() {
+        let e = run_all(
+            Kind::Poststart,
+            &[sh("echo to-out; echo to-err >&2; exit 7", None)],
+            "{}",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message(),
+            "poststart hook /bin/sh: failed: exit status: 7, stdout: to-out, stderr: to-err"
+        );
+        // Killed by a signal; only stderr said something.
+        let e = run(&sh("echo dying >&2; kill -TERM $$", None), "{}").unwrap_err();
+        assert_eq!(e.message(), "failed: signal: 15 (SIGTERM), stderr: dying");
+        // Long output: only its end, marked as cut.
+        let e = run(
+            &sh(
+                "i=0; while [ $i -lt 2000 ]; do echo line$i >&2; i=$((i+1)); done; exit 1",
+                None,
+            ),
+            "{}",
+        )
+        .unwrap_err();
+        let (_, err) = e.message().split_once(", stderr: ").unwrap();
+        assert!(err.starts_with('…') && err.ends_with("line1999"), "{err}");
+        assert!(err.len() <= OUTPUT_TAIL + '…'.len_utf8(), "{}", err.len());
+        assert!(!err.contains("line0\n"));
+    }
+
+    #[test]
+    fn a_timed_out_hook_says_so_with_its_output() {
+        let e = run(
+            &sh("echo started; echo waiting >&2; sleep 30", Some(1)),
+            "{}",
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::DeadlineExceeded);
+        assert_eq!(
+            e.message(),
+            "timed out after 1s and was killed, stdout: started, stderr: waiting"
+        );
+    }
+
+    #[test]
+    fn a_hook_is_done_when_it_exits_even_if_its_output_stays_open() {
+        // Its background child keeps stdout and stderr open for 15 s; a
+        // big state it never reads must not block either, nor must lots
+        // of output while the state is still being written.
+        let start = Instant::now();
+        let e = run(
+            &sh(
+                "(sleep 15 &); head -c 300000 /dev/zero; echo bye >&2; exit 2",
+                None,
+            ),
+            &"x".repeat(1 << 20),
+        )
+        .unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            e.message().starts_with("failed: exit status: 2, stdout: …"),
+            "{e}"
+        );
+        assert!(e.message().ends_with(", stderr: bye"), "{e}");
+        // And a hook that reads its whole state gets all of it.
+        let (_d, p) = out("big-state");
+        let state = "y".repeat(1 << 20);
+        run(&sh(&format!("cat > {}", p.display()), None), &state).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), state);
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! read-only paths), [`mounts`], [`devices`], [`creds`] (rlimits, ids,
 //! capabilities), [`tty`], [`exec`], [`seccomp`] (the spec's filter),
 //! [`hooks`] (the OCI hooks and where they run), [`userns`] (user
-//! namespaces and their maps), and [`sync`] (the socket to the shim, fd
-//! passing). May use
+//! namespaces and their maps), [`apparmor`] (the process's profile), and
+//! [`sync`] (the socket to the shim, fd passing). May use
 //! `crate::cgroup`, `crate::stdio` and `berth-mount`; nothing here knows
 //! the ttrpc service.
 
+pub mod apparmor;
 pub mod creds;
 pub mod devices;
 pub mod exec;
@@ -19,6 +20,7 @@ pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;
+pub mod procfs;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sync;

@@ -1,6 +1,7 @@
 //! The container's root filesystem, in its own mount namespace: mount
-//! propagation, the rootfs bound onto itself, the spec's mounts, /dev,
-//! pivot_root, then masked and read-only paths.
+//! propagation (`/`, then the mount the rootfs is on), the rootfs bound
+//! onto itself, the spec's mounts, /dev, pivot_root, the propagation of
+//! the new `/` when shared or unbindable, then masked and read-only paths.
 
 use super::devices;
 use super::mounts::{CgroupView, mount_one};
@@ -24,13 +25,8 @@ pub fn requested(spec: &Spec) -> Result<Option<MsFlags>> {
     let rec = MsFlags::MS_REC;
     Ok(Some(match p.as_str() {
         "" => return Ok(None),
-        // runc first makes the rootfs's parent mount private so that
-        // pivot_root accepts a shared root; we do not, so say so.
-        "shared" | "rshared" => {
-            return Err(Error::unimplemented(format!(
-                "linux.rootfsPropagation {p:?} is not supported by the built-in runtime: use runc (BinaryName)"
-            )));
-        }
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | rec,
         "slave" => MsFlags::MS_SLAVE,
         "rslave" => MsFlags::MS_SLAVE | rec,
         "private" => MsFlags::MS_PRIVATE,
@@ -45,11 +41,54 @@ pub fn requested(spec: &Spec) -> Result<Option<MsFlags>> {
     }))
 }
 
-/// The propagation of `/` before the rootfs is bound onto itself:
-/// recursive slave unless the spec asks otherwise, so nothing leaks back
-/// to the host. As in runc, unbindable stops that bind (the create fails).
-pub fn propagation(spec: &Spec) -> Result<MsFlags> {
-    Ok(requested(spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC))
+/// The propagation of `/` before the rootfs is bound onto itself unless
+/// the spec asks otherwise: recursive slave, so nothing leaks back to the
+/// host.
+pub const DEFAULT_PROPAGATION: MsFlags = MsFlags::MS_SLAVE.union(MsFlags::MS_REC);
+
+/// What the mount the rootfs is on gets before the rootfs is bound onto
+/// itself (runc's `rootfsParentMountPropagation`): never shared, or
+/// pivot_root refuses the new root and the bind would propagate to the
+/// host's mount namespace. Slave when `/` is to be one, so mounts the host
+/// makes under the rootfs still reach the container; private otherwise.
+fn parent_propagation(root: MsFlags) -> MsFlags {
+    if root.contains(MsFlags::MS_SLAVE) {
+        MsFlags::MS_SLAVE
+    } else {
+        MsFlags::MS_PRIVATE
+    }
+}
+
+/// Sets `flags` on the mount `rootfs` is on: on `rootfs` itself if it is
+/// a mount point, else on the nearest one above (the kernel answers
+/// `EINVAL` for a path that is no mount point), as runc does.
+fn set_parent_propagation(sys: &dyn Sys, rootfs: &Path, flags: MsFlags) -> Result<()> {
+    let mut at = rootfs;
+    loop {
+        match sys.mount(None, at, None, flags, None) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && at != Path::new("/") => {
+                at = at
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("/"));
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!(
+                        "make the mount of the rootfs ({}) {}",
+                        at.display(),
+                        if flags.contains(MsFlags::MS_SLAVE) {
+                            "a slave"
+                        } else {
+                            "private"
+                        }
+                    ),
+                    e,
+                ));
+            }
+        }
+    }
 }
 
 /// Builds the root filesystem and makes it `/` (then [`finish`]); `before_pivot` runs once
@@ -62,8 +101,11 @@ pub fn setup(
     before_pivot: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let root = Path::new("/");
-    sys.mount(None, root, None, propagation(spec)?, None)
+    let wanted = requested(spec)?;
+    let flags = wanted.unwrap_or(DEFAULT_PROPAGATION);
+    sys.mount(None, root, None, flags, None)
         .map_err(|e| Error::io("set mount propagation", e))?;
+    set_parent_propagation(sys, rootfs, parent_propagation(flags))?;
     sys.mount(
         Some(rootfs),
         rootfs,
@@ -85,6 +127,13 @@ pub fn setup(
     }
     before_pivot()?;
     pivot(sys, rootfs)?;
+    // Shared and unbindable are set on the new `/` itself, now that it is
+    // no longer the host's: the private parent left it private (runc since
+    // 1.4). Private and slave are what the steps before made it.
+    if let Some(f) = wanted.filter(|f| !f.intersects(MsFlags::MS_PRIVATE | MsFlags::MS_SLAVE)) {
+        sys.mount(None, root, None, f, None)
+            .map_err(|e| Error::io("set the propagation of the new /", e))?;
+    }
     make_cwd(sys, spec)
 }
 
@@ -291,7 +340,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {prefix} in {calls:?}"))
         };
         assert_eq!(calls[0], "mount - / - MS_REC|MS_PRIVATE -");
-        assert_eq!(calls[1], "mount /b/rootfs /b/rootfs - MS_BIND|MS_REC -");
+        assert_eq!(calls[1], "mount - /b/rootfs - MS_PRIVATE -");
+        assert_eq!(calls[2], "mount /b/rootfs /b/rootfs - MS_BIND|MS_REC -");
         assert!(at("mount proc /b/rootfs/proc proc") < at("mknod /b/rootfs/dev/null"));
         assert!(at("mknod") < at("before pivot"));
         assert_eq!(at("before pivot") + 1, at("chdir /b/rootfs"));
@@ -382,10 +432,7 @@ mod tests {
         run(&spec(false, true), &sys).unwrap();
         assert!(sys.calls_of("mknod").is_empty());
         assert!(sys.calls_of("mount - / - MS_RDONLY").is_empty());
-        assert_eq!(
-            propagation(&Spec::default()).unwrap(),
-            MsFlags::MS_SLAVE | MsFlags::MS_REC
-        );
+        assert_eq!(requested(&Spec::default()).unwrap(), None);
     }
 
     #[test]
@@ -411,35 +458,93 @@ mod tests {
     }
 
     #[test]
-    fn rootfs_propagation_is_set_once_before_binding_as_runc_maps_it() {
+    fn rootfs_propagation_is_set_on_slash_then_the_rootfs_mount_then_the_new_slash() {
+        // (value, on / first, on the rootfs's mount, on the new / after pivot)
         let cases = [
-            ("rprivate", "MS_REC|MS_PRIVATE"),
-            ("private", "MS_PRIVATE"),
-            ("rslave", "MS_REC|MS_SLAVE"),
-            ("slave", "MS_SLAVE"),
-            ("unbindable", "MS_UNBINDABLE"),
-            ("runbindable", "MS_REC|MS_UNBINDABLE"),
-            ("", "MS_REC|MS_SLAVE"),
+            ("rprivate", "MS_REC|MS_PRIVATE", "MS_PRIVATE", None),
+            ("private", "MS_PRIVATE", "MS_PRIVATE", None),
+            ("rslave", "MS_REC|MS_SLAVE", "MS_SLAVE", None),
+            ("slave", "MS_SLAVE", "MS_SLAVE", None),
+            ("", "MS_REC|MS_SLAVE", "MS_SLAVE", None),
+            ("shared", "MS_SHARED", "MS_PRIVATE", Some("MS_SHARED")),
+            (
+                "rshared",
+                "MS_REC|MS_SHARED",
+                "MS_PRIVATE",
+                Some("MS_REC|MS_SHARED"),
+            ),
+            (
+                "unbindable",
+                "MS_UNBINDABLE",
+                "MS_PRIVATE",
+                Some("MS_UNBINDABLE"),
+            ),
+            (
+                "runbindable",
+                "MS_REC|MS_UNBINDABLE",
+                "MS_PRIVATE",
+                Some("MS_REC|MS_UNBINDABLE"),
+            ),
         ];
-        for (value, flags) in cases {
+        for (value, first, parent, after) in cases {
             let sys = Fake::new();
             run(&with_propagation(value), &sys).unwrap();
+            let calls = sys.calls.borrow().clone();
+            assert_eq!(calls[0], format!("mount - / - {first} -"), "{value}");
             assert_eq!(
-                sys.calls_of("mount - / "),
-                vec![format!("mount - / - {flags} -")],
+                calls[1],
+                format!("mount - /b/rootfs - {parent} -"),
                 "{value}"
             );
-            assert!(sys.calls.borrow()[1].starts_with("mount /b/rootfs /b/rootfs"));
+            assert!(calls[2].starts_with("mount /b/rootfs /b/rootfs"), "{value}");
+            let slash: Vec<_> = sys.calls_of("mount - / ");
+            let pivoted = calls.iter().position(|c| c == "chdir /").unwrap();
+            match after {
+                None => assert_eq!(slash.len(), 1, "{value}: {slash:?}"),
+                Some(f) => {
+                    assert_eq!(slash.len(), 2, "{value}: {slash:?}");
+                    assert_eq!(calls[pivoted + 1], format!("mount - / - {f} -"), "{value}");
+                }
+            }
         }
-        for (value, kind) in [
-            ("sideways", berth_proto::errdefs::Kind::InvalidArgument),
-            ("rshared", berth_proto::errdefs::Kind::Unimplemented),
-        ] {
-            let sys = Fake::new();
-            let e = run(&with_propagation(value), &sys).unwrap_err();
-            assert_eq!(e.kind(), kind, "{e}");
-            assert!(e.message().contains(&format!("{value:?}")), "{e}");
-            assert!(sys.calls.borrow().is_empty(), "refused before any mount");
-        }
+        let sys = Fake::new();
+        let e = run(&with_propagation("sideways"), &sys).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument, "{e}");
+        assert!(e.message().contains("\"sideways\""), "{e}");
+        assert!(sys.calls.borrow().is_empty(), "refused before any mount");
+    }
+
+    #[test]
+    fn the_rootfs_mount_is_the_nearest_mount_point_above_it() {
+        // /b/rootfs and /b are no mount points (EINVAL): / is.
+        let sys = Fake::new();
+        sys.fail("mount - /b/rootfs - MS_PRIVATE", libc::EINVAL);
+        sys.fail("mount - /b - MS_PRIVATE", libc::EINVAL);
+        run(&with_propagation("rshared"), &sys).unwrap();
+        let calls = sys.calls.borrow().clone();
+        assert_eq!(
+            calls[1..4],
+            [
+                "mount - /b/rootfs - MS_PRIVATE -",
+                "mount - /b - MS_PRIVATE -",
+                "mount - / - MS_PRIVATE -",
+            ]
+        );
+        assert!(calls[4].starts_with("mount /b/rootfs /b/rootfs"));
+        // Any other failure fails the create, naming the mount.
+        let sys = Fake::new();
+        sys.fail("mount - /b/rootfs - MS_SLAVE", libc::EPERM);
+        let e = run(&with_propagation("rslave"), &sys).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "make the mount of the rootfs (/b/rootfs) a slave"
+        );
+        assert!(sys.calls_of("mount /b/rootfs /b/rootfs").is_empty());
+        // EINVAL at / itself is a failure too.
+        let sys = Fake::new();
+        sys.fail("mount - /b", libc::EINVAL);
+        sys.fail("mount - / - MS_PRIVATE -", libc::EINVAL);
+        let e = run(&with_propagation("shared"), &sys).unwrap_err();
+        assert_eq!(e.message(), "make the mount of the rootfs (/) private");
     }
 }

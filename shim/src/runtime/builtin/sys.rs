@@ -48,7 +48,8 @@ pub trait Sys {
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
     /// Creates `link` pointing at `target`, unless something is at `link`.
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
-    /// Writes a whole (procfs) file.
+    /// Writes a procfs file whole, in one write(2); anything not on procfs
+    /// (what a container's image or mounts put there) is refused.
     fn write(&self, path: &Path, data: &str) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
     /// Sets IFF_UP on the network interface `name` of this process's
@@ -180,7 +181,7 @@ impl Sys for Host {
     }
 
     fn write(&self, path: &Path, data: &str) -> io::Result<()> {
-        std::fs::write(path, data)
+        super::procfs::write(path, data)
     }
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
