@@ -160,6 +160,10 @@ pub fn apparmor(s: &Suite) {
         ["exit=0", "berth-conformance (enforce)", "group=1"]
             .iter()
             .filter_map(|l| has_line(o, l))
+            .collect()
+    });
+}
+
 /// The init's script: what it sees under the agent, kept for the exec to
 /// show (a detached init's stdout goes nowhere), then it stays.
 const NOTIFIED_INIT: &str = "{ echo init-ppid=$PPID; mkdir /tmp/init-dir 2>&1; \

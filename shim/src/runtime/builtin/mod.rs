@@ -75,10 +75,8 @@ fn unsupported(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// The filter a forked child loads, compiled in that child: building it
-/// left ~100 KiB of libseccomp's heap resident in the long-lived shim even
-/// after `malloc_trim` (see `crate::memory`). A profile libseccomp refuses
-/// is the child's reported failure.
+/// The filter a forked child loads, compiled there: libseccomp's heap must
+/// not stay in the long-lived shim (`crate::memory`). Failing, the child's.
 fn compile_in_child(profile: Option<&LinuxSeccomp>, sock: &OwnedFd) -> Option<seccomp::Program> {
     match profile.map(seccomp::compile).transpose() {
         Ok(f) => f,
@@ -263,8 +261,7 @@ impl Builtin {
             let about =
                 seccomp::listener::About::new(&opts.spec, &opts.id, &opts.bundle, "creating", pid);
             let (m, console) = loop {
-                let profile = linux.seccomp().as_ref();
-                let (m, console) = seccomp::listener::recv_ready(&parent, profile, &about, pid)?;
+                let (m, console) = seccomp::listener::recv_ready(&parent, &about, pid)?;
                 if m != "h" {
                     break (m, console);
                 }
@@ -347,16 +344,9 @@ impl OciRuntime for Builtin {
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
-        let (init_pid, path, profile, user, about) = self.with(|s| {
-            let profile = s.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let (init_pid, path, user, about) = self.with(|s| {
             let about = seccomp::listener::About::new(&s.spec, &s.id, &s.bundle, "running", s.pid);
-            Ok((
-                s.pid,
-                s.cgroups_path.clone(),
-                profile,
-                s.userns.clone(),
-                about,
-            ))
+            Ok((s.pid, s.cgroups_path.clone(), s.userns.clone(), about))
         })?;
         let (parent, child) = sync::pair()?;
         // SAFETY: as in create.
@@ -364,7 +354,7 @@ impl OciRuntime for Builtin {
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
             // Exec processes get the container's filter too (runc).
-            let filter = compile_in_child(profile.as_ref(), &child);
+            let filter = compile_in_child(about.profile.as_ref(), &child);
             let code = init::exec_intermediate(
                 init_pid,
                 &path,
@@ -387,7 +377,7 @@ impl OciRuntime for Builtin {
         // descriptor (forwarded); then the exec itself (the socket closes)
         // or its failure.
         let failed = |e: Error| e.context(format!("exec {}", opts.exec_id));
-        match seccomp::listener::recv_ready(&parent, profile.as_ref(), &about, pid) {
+        match seccomp::listener::recv_ready(&parent, &about, pid) {
             Ok((m, console)) if m.is_empty() => Ok(Created { pid, console }),
             Ok((m, _)) => Err(failed(sync::child_error(&m))),
             Err(e) => {

@@ -110,8 +110,10 @@ struct ProcessState<'a> {
     state: State<'a>,
 }
 
-/// Who the message is about: the container, as the state shows it.
+/// What the shim tells a listener about: the container's profile, and the
+/// container as its state shows it (copied, so no lock is held meanwhile).
 pub struct About {
+    pub profile: Option<LinuxSeccomp>,
     version: String,
     id: String,
     bundle: std::path::PathBuf,
@@ -125,6 +127,7 @@ impl About {
     pub fn new(spec: &Spec, id: &str, bundle: &Path, status: &'static str, init_pid: u32) -> About {
         let annotations = spec.annotations().clone().unwrap_or_default();
         About {
+            profile: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
             version: spec.version().clone(),
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
@@ -187,17 +190,14 @@ pub fn send(path: &Path, msg: &str, fd: &OwnedFd) -> Result<()> {
 /// In the shim: if `msg` from process `pid` names its listener
 /// descriptor, passes it to the listener and lets the process go on
 /// (`Ok(true)`); `Ok(false)` for any other message.
-pub fn forward(
-    sock: &OwnedFd,
-    msg: &str,
-    s: Option<&LinuxSeccomp>,
-    a: &About,
-    pid: u32,
-) -> Result<bool> {
+pub fn forward(sock: &OwnedFd, msg: &str, a: &About, pid: u32) -> Result<bool> {
     let Some(fd) = named_fd(msg) else {
         return Ok(false);
     };
-    let s = s.ok_or_else(|| Error::internal("seccomp: a listener descriptor without a profile"))?;
+    let s = a
+        .profile
+        .as_ref()
+        .ok_or_else(|| Error::internal("seccomp: a listener descriptor without a profile"))?;
     let path = s
         .listener_path()
         .as_deref()
@@ -211,17 +211,12 @@ pub fn forward(
 
 /// `sync::recv_ready` for a process that may name a listener descriptor
 /// first: forwards it (see [`forward`]) and reads on.
-pub fn recv_ready(
-    sock: &OwnedFd,
-    s: Option<&LinuxSeccomp>,
-    a: &About,
-    pid: u32,
-) -> Result<(String, Option<OwnedFd>)> {
+pub fn recv_ready(sock: &OwnedFd, a: &About, pid: u32) -> Result<(String, Option<OwnedFd>)> {
     let mut console = None;
     loop {
         let (m, c) = sync::recv_ready(sock)?;
         console = console.or(c);
-        if !forward(sock, &m, s, a, pid)? {
+        if !forward(sock, &m, a, pid)? {
             return Ok((m, console));
         }
     }
@@ -305,7 +300,16 @@ mod tests {
         let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let mut s = profile(Some("m"));
         s.set_listener_path(Some(path.clone()));
-        let spec = SpecBuilder::default().version("1.0.2").build().unwrap();
+        let spec = SpecBuilder::default()
+            .version("1.0.2")
+            .linux(
+                oci_spec::runtime::LinuxBuilder::default()
+                    .seccomp(s)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
         let (shim, child) = sync::pair().unwrap();
         // Our own process plays the container's: a pipe stands for the
         // listener descriptor; pidfd_getfd copies it from ourselves.
@@ -316,7 +320,7 @@ mod tests {
         let t = std::thread::spawn(move || hand_over(&child, Some(r)));
         let msg = sync::recv(&shim).unwrap();
         assert_eq!(named_fd(&msg), Some(r_no));
-        assert!(forward(&shim, &msg, Some(&s), &about, me).unwrap());
+        assert!(forward(&shim, &msg, &about, me).unwrap());
         t.join().unwrap().unwrap();
         let (text, fds) = receive(&l);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -329,7 +333,7 @@ mod tests {
         let mut b = [0u8; 1];
         assert_eq!(nix::unistd::read(&fds[0], &mut b).unwrap(), 1);
         // Other messages are not ours; no listener is a create error.
-        assert!(!forward(&shim, "r", Some(&s), &about, me).unwrap());
+        assert!(!forward(&shim, "r", &about, me).unwrap());
         std::fs::remove_file(&path).unwrap();
         let e = send(&path, "{}", &w).unwrap_err();
         assert!(
