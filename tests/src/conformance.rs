@@ -8,6 +8,7 @@
 //! answer). Containers are driven by the real `ctr` (and `berthctl` where
 //! ctr has no flag), in namespace [`NS`], with ids `conf-<case>-<b|r>…`.
 
+pub mod agent;
 pub mod hooks;
 pub mod normalise;
 pub mod process;

@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+/// The name of a dockerd runtime (`docker run --runtime`) that runs on the
+/// shim's built-in runtime: dockerd 20.10 passes a runtime's `path` as
+/// the runc options' `BinaryName`, and an empty one is the built-in.
+pub const BUILTIN_RUNTIME: &str = "berth-builtin";
+
 /// The docker CLI that matches Debian's dockerd. `/usr/local/bin/docker`
 /// on some machines is an unrelated newer client that shadows it on PATH.
 pub const DOCKER_CLI: &str = "/usr/bin/docker";
@@ -62,6 +67,7 @@ impl Dockerd {
             "features": {"buildkit": false},
             "registry-mirrors": [],
             "insecure-registries": [],
+            "runtimes": {BUILTIN_RUNTIME: {"path": ""}},
         });
         let config_file = dir.path().join("daemon.json");
         std::fs::write(&config_file, config.to_string()).expect("write daemon.json");

@@ -13,7 +13,7 @@
 use berth_proto::pb::containerd::events::TaskExit;
 use berth_proto::services::events::v1 as events;
 use berth_proto::services::events::v1::events_client::EventsClient;
-use berth_tests::dockerd::{DOCKER_CLI, Dockerd};
+use berth_tests::dockerd::{BUILTIN_RUNTIME, DOCKER_CLI, Dockerd};
 use berth_tests::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -542,6 +542,102 @@ fn docker_runs_builds_and_signals_on_berthd() {
     execs.sort();
     assert_eq!(execs, vec![0, 5]);
 
+    assert_berthd_empty(&d);
+}
+
+/// What a process sees of Docker's default seccomp profile: the status
+/// lines, calls the profile denies (unshare and mount without
+/// CAP_SYS_ADMIN, the keyring, personalities other than the few allowed),
+/// and calls newer than the profile (`set_mempolicy_home_node`, 450, after
+/// its `futex_waitv`, 449; a number no kernel has), which runc answers
+/// with ENOSYS.
+const PROFILE_PROBE: &str = "grep '^Seccomp' /proc/self/status; /probe unshare-user \
+    unshare-mount mount-tmpfs keyctl add_key personality-query personality-bsd \
+    nr:450 nr:1000 getpid personality-linux32";
+
+const PROFILE_EXPECTED: &[&str] = &[
+    "Seccomp:\t2",
+    "Seccomp_filters:\t1",
+    "unshare-user=EPERM",
+    "unshare-mount=EPERM",
+    "mount-tmpfs=EPERM",
+    "keyctl=EPERM",
+    "add_key=EPERM",
+    "personality-query=0",
+    "personality-bsd=EPERM",
+    "nr:450=ENOSYS",
+    "nr:1000=ENOSYS",
+    "getpid=0",
+    "personality-linux32=0",
+];
+
+/// Docker's default seccomp profile (dockerd puts it in every spec) is
+/// enforced the same on the shim's built-in runtime (a dockerd runtime with
+/// an empty path, see [`BUILTIN_RUNTIME`]) as on runc, for a container's
+/// init and an exec.
+#[test]
+fn docker_default_seccomp_profile_as_under_runc() {
+    let Some((dockerd, cli)) = peers() else {
+        return;
+    };
+    let Some(probe) = syscall_probe() else {
+        return;
+    };
+    let d = Daemon::start();
+    let dk = Dockerd::start(&dockerd, &cli, &d.sock);
+    load_busybox(&dk);
+    let mount = format!("{}:/probe:ro", probe.display());
+    let mut seen = Vec::new();
+    for rt in ["runc", BUILTIN_RUNTIME] {
+        let name = format!("seccomp-{rt}");
+        let args = [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            rt,
+            "-v",
+            &mount,
+            "--name",
+            &name,
+            "busybox",
+            "sh",
+            "-c",
+            PROFILE_PROBE,
+        ];
+        let init = ok(&format!("run on {rt}"), dk.docker(&args));
+        let id = run_d(
+            &dk,
+            &format!("{name}-d"),
+            &["--runtime", rt, "-v", &mount, "busybox", "sleep", "600"],
+        );
+        let exec = ok(
+            &format!("exec on {rt}"),
+            dk.docker(&["exec", &id, "sh", "-c", PROFILE_PROBE]),
+        );
+        let runtime: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                d.state()
+                    .join("io.containerd.runtime.v2.task/moby")
+                    .join(&id)
+                    .join("runtime.json"),
+            )
+            .expect("the task's runtime choice"),
+        )
+        .expect("runtime.json");
+        ok("rm -f", dk.docker(&["rm", "-f", &id]));
+        seen.push((rt, runtime["binary"].clone(), init, exec));
+    }
+    // The built-in runtime was the one that ran the second pair.
+    assert_eq!(seen[0].1, "runc");
+    assert_eq!(seen[1].1, "", "{:?}", seen[1].1);
+    for (rt, _, init, exec) in &seen {
+        for (what, out) in [("init", init), ("exec", exec)] {
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines, PROFILE_EXPECTED, "{what} on {rt}");
+        }
+    }
     assert_berthd_empty(&d);
 }
 

@@ -1,8 +1,9 @@
 //! Benchmark (not a test): `run --rm true` latency (median of 25, driven by
 //! the real ctr), shim memory (RSS and PSS per shim with 50 containers) and
 //! daemon RSS — for berthd with its built-in runtime, and for
-//! containerd + runc when installed, side by side; then berthd's latency
-//! with its own client, berthctl.
+//! containerd + runc when installed, side by side, each without and with
+//! containerd's default seccomp profile (`ctr run --seccomp`); then
+//! berthd's latency with its own client, berthctl.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-run`
 //!
@@ -147,17 +148,19 @@ fn berthctl_median(d: &Daemon) -> f64 {
     times[times.len() / 2].as_secs_f64() * 1000.0
 }
 
-fn containerd_figures(ctr: &Path) -> Option<Figures> {
+/// The runs measured on each daemon: plain, and with the default profile.
+const FLAGS: [&[&str]; 2] = [&[], &["--seccomp"]];
+
+fn containerd_figures(ctr: &Path) -> Option<Vec<Figures>> {
     let containerd = peer("containerd")?;
     peer("containerd-shim-runc-v2")?;
     let c = berth_tests::containerd::Containerd::start(&containerd, "", None);
-    Some(measure(
-        ctr,
-        &c.sock,
-        &[],
-        "containerd-shim-runc-v2",
-        c.pid(),
-    ))
+    Some(
+        FLAGS
+            .iter()
+            .map(|f| measure(ctr, &c.sock, f, "containerd-shim-runc-v2", c.pid()))
+            .collect(),
+    )
 }
 
 /// Drops a file's pages from the page cache (see the module doc); a file
@@ -195,7 +198,10 @@ fn main() {
         }
     }
     let d = Daemon::start();
-    let b = measure(&ctr, &d.sock, &[], "containerd-shim-berth-v2", d.pid());
+    let b: Vec<Figures> = FLAGS
+        .iter()
+        .map(|f| measure(&ctr, &d.sock, f, "containerd-shim-berth-v2", d.pid()))
+        .collect();
     let own = berthctl_median(&d);
     let c = containerd_figures(&ctr);
     println!(
@@ -211,9 +217,13 @@ fn main() {
             name, f.median_ms, f.shim_rss_kib, f.shim_pss_kib, f.daemon_rss_kib
         )
     };
-    row("berthd + built-in runtime", &b);
+    row("berthd + built-in runtime", &b[0]);
+    row("  --seccomp", &b[1]);
     match &c {
-        Some(c) => row("containerd 1.6 + runc", c),
+        Some(c) => {
+            row("containerd 1.6 + runc", &c[0]);
+            row("  --seccomp", &c[1]);
+        }
         None => println!("{:<26} {:>10}", "containerd + runc", "n/a"),
     }
     println!("berthd with berthctl as the client: run --rm true {own:.1} ms (median of {RUNS})");

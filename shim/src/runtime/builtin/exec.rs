@@ -3,12 +3,13 @@
 //! its AppArmor profile (see [`apparmor`]), then `execve` with nothing but
 //! stdio inherited.
 
+use super::seccomp::{self, Program};
 use super::sys::Sys;
 use super::{apparmor, creds};
 use crate::{Error, Result};
-use libseccomp::ScmpFilterContext;
 use oci_spec::runtime::Process;
 use std::ffi::CString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// Used when the process's environment has no `PATH` (runc's default).
@@ -81,11 +82,12 @@ pub fn home_of(sys: &dyn Sys, uid: u32) -> Result<String> {
 
 /// Applies the process's limits, identity and capabilities, and finds its
 /// program, then loads `seccomp` (the container's filter, see
-/// [`super::seccomp`]). Used by both init and exec processes.
+/// [`super::seccomp`]; a listener descriptor goes to the shim over the
+/// sync socket given with it). Used by both init and exec processes.
 pub fn prepare(
     sys: &dyn Sys,
     p: &Process,
-    seccomp: Option<&ScmpFilterContext>,
+    seccomp: Option<(&Program, &OwnedFd)>,
 ) -> Result<Prepared> {
     creds::check_supported(p)?;
     creds::apply_rlimits(sys, p)?;
@@ -104,9 +106,12 @@ pub fn prepare(
         env.push(format!("HOME={}", home_of(sys, p.user().uid())?));
     }
     let nnp = p.no_new_privileges().unwrap_or(false);
-    let load = |f: &ScmpFilterContext| {
-        sys.seccomp_load(f)
-            .map_err(|e| Error::io("load the seccomp filter", e))
+    let load = |(f, sock): (&Program, &OwnedFd)| {
+        let notify = sys
+            .seccomp_load(f)
+            .map_err(|e| Error::io("load the seccomp filter", e))?;
+        // At once, before any other call the profile could notify (runc).
+        seccomp::hand_over(sock, notify)
     };
     // Without no_new_privs only CAP_SYS_ADMIN may load a filter: before
     // the identity and capabilities change, as runc.
@@ -373,23 +378,28 @@ mod tests {
 
     #[test]
     fn seccomp_loads_last_with_no_new_privs_else_before_dropping_caps() {
-        let f = ScmpFilterContext::new(libseccomp::ScmpAction::Allow).unwrap();
+        let prog = Program {
+            filter: vec![],
+            flags: 0,
+        };
+        let (sock, _shim) = super::super::sync::pair().unwrap();
+        let f = (&prog, &sock);
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
-        prepare(&sys, &process(&["sh"], &[]), Some(&f)).unwrap();
+        prepare(&sys, &process(&["sh"], &[]), Some(f)).unwrap();
         let calls = sys.calls.borrow().clone();
         assert_eq!(calls[calls.len() - 2..], ["no_new_privs", "seccomp"]);
         let sys = Fake::new();
         sys.with("/bin/sh", Kind::File);
         let mut p = process(&["sh"], &[]);
         p.set_no_new_privileges(Some(false));
-        prepare(&sys, &p, Some(&f)).unwrap();
+        prepare(&sys, &p, Some(f)).unwrap();
         let calls = sys.calls.borrow().clone();
         let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap();
         assert!(at("seccomp") < at("setgroups"), "{calls:?}");
         assert!(!calls.iter().any(|c| c == "no_new_privs"));
         // A failed load fails the process.
         sys.fail("seccomp", libc::EPERM);
-        assert!(prepare(&sys, &p, Some(&f)).is_err());
+        assert!(prepare(&sys, &p, Some(f)).is_err());
     }
 }

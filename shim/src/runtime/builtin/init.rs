@@ -17,6 +17,7 @@
 use super::exec::{self, Prepared};
 use super::hooks::{self, Kind};
 use super::mounts::CgroupView;
+use super::seccomp::Program;
 use super::sync::Forked;
 use super::sys::{Host, Sys};
 use super::userns::{self, UserNs};
@@ -24,7 +25,6 @@ use super::{creds, namespaces, rootfs, sync, tty};
 use crate::cgroup::Hierarchy;
 use crate::stdio::ChildIo;
 use crate::{Error, Result};
-use libseccomp::ScmpFilterContext;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -116,7 +116,7 @@ pub fn intermediate(
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
     into: Option<OwnedFd>,
-    seccomp: Option<&ScmpFilterContext>,
+    seccomp: Option<&Program>,
     user: Option<&UserNs>,
     sock: OwnedFd,
 ) -> i32 {
@@ -196,7 +196,7 @@ fn init_main(
     io: ChildIo,
     joins: Option<Vec<OwnedFd>>,
     shim_moves: bool,
-    seccomp: Option<&ScmpFilterContext>,
+    seccomp: Option<&Program>,
     user: Option<&UserNs>,
     sock: &OwnedFd,
 ) -> Result<std::convert::Infallible> {
@@ -270,10 +270,12 @@ fn init_main(
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("the spec has no process"))?;
-    let prepared: Prepared = exec::prepare(sys, process, seccomp)?;
+    // Before the filter: handing over a listener descriptor expects the
+    // shim's next message to be its answer.
     if shim_moves && !moved_early {
         sync::expect(sock, "c")?;
     }
+    let prepared: Prepared = exec::prepare(sys, process, seccomp.map(|p| (p, sock)))?;
     sync::send(sock, "r")?;
     sync::expect(sock, "s")?;
     // Last thing before the program, in the container, as runc does.
@@ -313,7 +315,7 @@ pub fn exec_intermediate(
     init_pid: u32,
     cgroups_path: &str,
     process: &oci_spec::runtime::Process,
-    seccomp: Option<&ScmpFilterContext>,
+    seccomp: Option<&Program>,
     user: Option<&UserNs>,
     io: ChildIo,
     sock: OwnedFd,
@@ -357,7 +359,7 @@ pub fn exec_intermediate(
                     userns::become_root(&Host, u)?;
                 }
                 tty::setup_stdio(&io, &sock, Some(process), None)?;
-                let p = exec::prepare(&Host, process, seccomp)?;
+                let p = exec::prepare(&Host, process, seccomp.map(|p| (p, &sock)))?;
                 Err(exec::exec(&p))
             })();
             let Err(e) = r;

@@ -40,8 +40,6 @@ struct State {
     pid: u32,
     cgroup: Arc<dyn Cgroup>,
     cgroups_path: String,
-    /// The container's seccomp profile, for its exec processes too.
-    seccomp: Option<LinuxSeccomp>,
     /// The init's sync socket, until it has been started.
     sync: Option<OwnedFd>,
     /// The container's user namespace, which its exec processes join.
@@ -77,13 +75,15 @@ fn unsupported(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Frees a filter only the child needed, and the heap its building grew:
-/// the long-lived shim should not keep it resident (see `crate::memory`).
-fn release(filter: Option<libseccomp::ScmpFilterContext>) {
-    if filter.is_some() {
-        drop(filter);
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe { libc::malloc_trim(0) };
+/// The filter a forked child loads, compiled there: libseccomp's heap must
+/// not stay in the long-lived shim (`crate::memory`). Failing, the child's.
+fn compile_in_child(profile: Option<&LinuxSeccomp>, sock: &OwnedFd) -> Option<seccomp::Program> {
+    match profile.map(seccomp::compile).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            sync::send_error(sock, &e);
+            init::exit_child(1)
+        }
     }
 }
 
@@ -163,9 +163,8 @@ impl Builtin {
     /// Create after the spec passed [`unsupported`] and [`userns::of`].
     fn create_valid(&self, opts: CreateOpts, user: Option<userns::UserNs>) -> Result<Created> {
         let linux = opts.spec.linux().clone().unwrap_or_default();
-        // Translated before anything is made, so a profile we cannot apply
-        // fails the create cleanly; the init only loads it.
-        let filter = linux.seccomp().as_ref().map(seccomp::build).transpose()?;
+        // What needs no libseccomp is checked before anything is made.
+        linux.seccomp().as_ref().map(seccomp::check).transpose()?;
         let cgroups_path = linux
             .cgroups_path()
             .clone()
@@ -195,6 +194,7 @@ impl Builtin {
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
+            let filter = compile_in_child(linux.seccomp().as_ref(), &child);
             let target = init::Target {
                 id: &opts.id,
                 bundle: &opts.bundle,
@@ -214,7 +214,6 @@ impl Builtin {
             init::exit_child(code)
         };
         drop(child);
-        release(filter);
         drop(opts.io); // the container holds its ends now
         drop(joins);
         drop(into);
@@ -257,9 +256,12 @@ impl Builtin {
                 }
             }
             // The init stops before pivot_root for our create hooks ("h"),
-            // then a terminal's master comes first when the process wants one.
+            // then a terminal's master comes first when the process wants one,
+            // then its seccomp listener descriptor (forwarded) if it has one.
+            let about =
+                seccomp::listener::About::new(&opts.spec, &opts.id, &opts.bundle, "creating", pid);
             let (m, console) = loop {
-                let (m, console) = sync::recv_ready(&parent)?;
+                let (m, console) = seccomp::listener::recv_ready(&parent, &about, pid)?;
                 if m != "h" {
                     break (m, console);
                 }
@@ -305,7 +307,6 @@ impl Builtin {
             pid,
             cgroup,
             cgroups_path,
-            seccomp: linux.seccomp().clone(),
             sync: Some(parent),
             userns: user,
             spec: opts.spec,
@@ -343,21 +344,17 @@ impl OciRuntime for Builtin {
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
-        let (init_pid, path, profile, user) = self.with(|s| {
-            Ok((
-                s.pid,
-                s.cgroups_path.clone(),
-                s.seccomp.clone(),
-                s.userns.clone(),
-            ))
+        let (init_pid, path, user, about) = self.with(|s| {
+            let about = seccomp::listener::About::new(&s.spec, &s.id, &s.bundle, "running", s.pid);
+            Ok((s.pid, s.cgroups_path.clone(), s.userns.clone(), about))
         })?;
-        // Exec processes get the container's filter too (runc).
-        let filter = profile.as_ref().map(seccomp::build).transpose()?;
         let (parent, child) = sync::pair()?;
         // SAFETY: as in create.
         let fork = unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))?;
         let nix::unistd::ForkResult::Parent { child: mid } = fork else {
             drop(parent);
+            // Exec processes get the container's filter too (runc).
+            let filter = compile_in_child(about.profile.as_ref(), &child);
             let code = init::exec_intermediate(
                 init_pid,
                 &path,
@@ -370,18 +367,25 @@ impl OciRuntime for Builtin {
             init::exit_child(code)
         };
         drop(child);
-        release(filter);
         drop(opts.io);
         let first = sync::recv(&parent);
         reap(mid);
         let pid = first
             .and_then(|m| sync::pid_or_error(&m))
             .map_err(|e| e.context(format!("exec {}", opts.exec_id)))?;
-        // A terminal's master may come first; then the exec itself (the
-        // socket closes) or its failure.
-        match sync::recv_ready(&parent)? {
-            (m, console) if m.is_empty() => Ok(Created { pid, console }),
-            (m, _) => Err(sync::child_error(&m).context(format!("exec {}", opts.exec_id))),
+        // A terminal's master may come first, then a seccomp listener
+        // descriptor (forwarded); then the exec itself (the socket closes)
+        // or its failure.
+        let failed = |e: Error| e.context(format!("exec {}", opts.exec_id));
+        match seccomp::listener::recv_ready(&parent, &about, pid) {
+            Ok((m, console)) if m.is_empty() => Ok(Created { pid, console }),
+            Ok((m, _)) => Err(failed(sync::child_error(&m))),
+            Err(e) => {
+                // SAFETY: kill our own half-made exec process.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                reap(nix::unistd::Pid::from_raw(pid as i32));
+                Err(failed(e))
+            }
         }
     }
 
@@ -454,7 +458,6 @@ mod tests {
             pid: 7,
             cgroup: cg,
             cgroups_path: "/default/c1".into(),
-            seccomp: None,
             sync: None,
             userns: None,
             spec: Spec::default(),

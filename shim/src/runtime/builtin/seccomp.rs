@@ -1,10 +1,17 @@
 //! The spec's `linux.seccomp` as runc builds it, through libseccomp: the
 //! default action and errno, every rule's action, errno and argument
 //! conditions, the extra architectures and the filter flags. [`build`]
-//! only translates (no privilege needed, unit-tested); the process loads
-//! the result through `Sys::seccomp_load` as its last step before exec
-//! (see `exec::prepare`). What we cannot do as runc does (NOTIFY, which
-//! needs the listener protocol) is refused, never skipped.
+//! only translates (no privilege needed, unit-tested); [`compile`] turns
+//! that into the program the process loads (`Sys::seccomp_load`) as its
+//! last step before exec (see `exec::prepare`), with runc's `-ENOSYS` stub
+//! in front ([`enosys`]); the shim's forked child compiles it, so none of
+//! libseccomp's heap stays in the shim, which only runs [`check`]. With
+//! `SCMP_ACT_NOTIFY` the load yields a listener descriptor, which goes to
+//! the agent at `listenerPath` through the shim ([`listener`]), as runc
+//! does it.
+
+pub mod enosys;
+pub mod listener;
 
 use crate::{Error, Result};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
@@ -12,6 +19,57 @@ use libseccomp::{ScmpSyscall, error::SeccompError};
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction as A, LinuxSeccompFilterFlag as F, LinuxSeccompOperator as O,
 };
+use std::io::{Read, Seek};
+use std::os::fd::AsFd;
+
+pub use listener::hand_over;
+
+/// What a container process loads: the BPF program and `seccomp(2)`'s
+/// flags. Made in the shim before the fork, so the child only loads it.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub filter: Vec<libc::sock_filter>,
+    pub flags: libc::c_ulong,
+}
+
+impl Program {
+    /// Whether loading it yields a listener descriptor.
+    pub fn notifies(&self) -> bool {
+        self.flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER != 0
+    }
+}
+
+/// What loading a [`Program`] gives: its listener descriptor if it notifies.
+pub type Loaded = std::io::Result<Option<std::os::fd::OwnedFd>>;
+
+/// Loads `p` into this process with `seccomp(2)` (`Sys::seccomp_load` on
+/// the host), as runc does once it has patched libseccomp's program.
+pub fn load(p: &Program) -> Loaded {
+    use std::io::Error as E;
+    let prog = libc::sock_fprog {
+        len: u16::try_from(p.filter.len()).map_err(|_| E::from_raw_os_error(libc::E2BIG))?,
+        filter: p.filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `p.filter`, which outlives the call; the
+    // kernel copies the program.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            p.flags,
+            &raw const prog,
+        )
+    };
+    if r < 0 {
+        return Err(E::last_os_error());
+    }
+    if !p.notifies() {
+        return Ok(None);
+    }
+    let fd = i32::try_from(r).map_err(|_| E::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: with NEW_LISTENER the kernel returns a new descriptor.
+    Ok(Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+}
 
 fn bad(what: impl std::fmt::Display, e: SeccompError) -> Error {
     Error::invalid(format!("seccomp: {what}: {e}"))
@@ -33,12 +91,43 @@ pub fn action(a: A, errno: Option<u32>) -> Result<ScmpAction> {
         ),
         A::ScmpActLog => ScmpAction::Log,
         A::ScmpActAllow => ScmpAction::Allow,
-        A::ScmpActNotify => {
-            return Err(Error::unimplemented(
-                "seccomp: SCMP_ACT_NOTIFY (listenerPath) is not supported by the built-in runtime yet: use runc (BinaryName)",
-            ));
-        }
+        A::ScmpActNotify => ScmpAction::Notify,
     })
+}
+
+/// runc's limits on `SCMP_ACT_NOTIFY`: not the default action, and not on
+/// `write`, which the process needs to tell its runtime about the listener
+/// descriptor (see [`listener`]); and someone to send it to. Whether the
+/// profile notifies. No libseccomp needed: the shim checks this itself.
+pub fn check(s: &LinuxSeccomp) -> Result<bool> {
+    if s.default_action() == A::ScmpActNotify {
+        return Err(Error::invalid(
+            "seccomp: SCMP_ACT_NOTIFY cannot be used as default action",
+        ));
+    }
+    let rules = s.syscalls().iter().flatten();
+    let notify: Vec<_> = rules.filter(|r| r.action() == A::ScmpActNotify).collect();
+    if notify
+        .iter()
+        .any(|r| r.names().iter().any(|n| n == "write"))
+    {
+        return Err(Error::invalid(
+            "seccomp: SCMP_ACT_NOTIFY cannot be used for the write syscall",
+        ));
+    }
+    if notify.is_empty() {
+        return Ok(false);
+    }
+    // runc loads the filter, then fails the create; nothing to load here.
+    if s.listener_path()
+        .as_ref()
+        .is_none_or(|p| p.as_os_str().is_empty())
+    {
+        return Err(Error::invalid(
+            "seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath",
+        ));
+    }
+    Ok(true)
 }
 
 fn compare(op: O, value: u64, two: Option<u64>) -> (ScmpCompareOp, u64) {
@@ -119,12 +208,60 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     Ok(f)
 }
 
+/// libseccomp's program for `f` (`seccomp_export_bpf`), read back from a
+/// memory file (libseccomp 2.5 has no in-memory export).
+pub fn export(f: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
+    let fd = nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::sys("seccomp: create a memory file", e))?;
+    f.export_bpf(fd.as_fd())
+        .map_err(|e| bad("export the filter", e))?;
+    let mut file = std::fs::File::from(fd);
+    let mut raw = Vec::new();
+    file.rewind()
+        .and_then(|()| file.read_to_end(&mut raw))
+        .map_err(|e| Error::io("seccomp: read the exported filter", e))?;
+    // struct sock_filter, in host byte order: code u16, jt u8, jf u8, k u32.
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
+}
+
+/// The program and flags runc would load for `s`.
+pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
+    let notifies = check(s)?;
+    let filter = export(&build(s)?)?;
+    // The flags libseccomp would pass; TSYNC is moot (one thread).
+    let mut flags = 0;
+    for flag in s.flags().iter().flatten() {
+        flags |= match flag {
+            F::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+            F::SeccompFilterFlagSpecAllow => libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            F::SeccompFilterFlagWaitKillableRecv => libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+            F::SeccompFilterFlagTsync => 0,
+        };
+    }
+    if notifies {
+        flags |= libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    }
+    Ok(Program {
+        filter: enosys::patch(s, filter)?,
+        flags,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use oci_spec::runtime::{
         Arch, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder,
     };
+    use std::os::fd::AsRawFd;
 
     /// libseccomp's readable dump of the filter.
     fn pfc(f: &ScmpFilterContext) -> String {
@@ -168,9 +305,7 @@ mod tests {
         assert_eq!(action(A::ScmpActTrap, None).unwrap(), ScmpAction::Trap);
         assert_eq!(action(A::ScmpActLog, None).unwrap(), ScmpAction::Log);
         assert_eq!(action(A::ScmpActAllow, None).unwrap(), ScmpAction::Allow);
-        let e = action(A::ScmpActNotify, None).unwrap_err();
-        assert_eq!(e.kind(), berth_proto::errdefs::Kind::Unimplemented);
-        assert!(e.message().contains("NOTIFY"), "{e}");
+        assert_eq!(action(A::ScmpActNotify, None).unwrap(), ScmpAction::Notify);
     }
 
     #[test]
@@ -259,15 +394,40 @@ mod tests {
     }
 
     #[test]
-    fn notify_rule_and_flags() {
+    fn notify_as_runc_allows_it_and_flags() {
+        let notify = |names: &[&str]| {
+            LinuxSeccompBuilder::default()
+                .default_action(A::ScmpActAllow)
+                .syscalls(vec![rule(names, A::ScmpActNotify).build().unwrap()])
+        };
+        let s = notify(&["getppid"]).build().unwrap();
+        assert!(build(&s).is_ok());
+        // Nobody to send the descriptor to: refused before anything runs.
+        let e = compile(&s).unwrap_err();
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
+        assert!(e.message().contains("listenerPath"), "{e}");
+        let p = compile(&notify(&["getppid"]).listener_path("/a").build().unwrap()).unwrap();
+        assert!(p.notifies());
+        // The process names its descriptor with write(2): never notified.
+        let e = compile(
+            &notify(&["mkdir", "write"])
+                .listener_path("/a")
+                .build()
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message(),
+            "seccomp: SCMP_ACT_NOTIFY cannot be used for the write syscall"
+        );
         let s = LinuxSeccompBuilder::default()
-            .default_action(A::ScmpActAllow)
-            .syscalls(vec![rule(&["getpid"], A::ScmpActNotify).build().unwrap()])
+            .default_action(A::ScmpActNotify)
+            .listener_path("/a")
             .build()
             .unwrap();
         assert_eq!(
-            build(&s).unwrap_err().kind(),
-            berth_proto::errdefs::Kind::Unimplemented
+            compile(&s).unwrap_err().message(),
+            "seccomp: SCMP_ACT_NOTIFY cannot be used as default action"
         );
         let s = LinuxSeccompBuilder::default()
             .default_action(A::ScmpActErrno)
@@ -277,5 +437,95 @@ mod tests {
         let f = build(&s).unwrap();
         assert!(f.get_ctl_log().unwrap());
         assert!(!f.get_ctl_tsync().unwrap());
+        let p = compile(&s).unwrap();
+        assert_eq!(p.flags, libc::SECCOMP_FILTER_FLAG_LOG);
+        assert!(!p.notifies());
+    }
+
+    /// Loads `p` in a forked child (no_new_privs, so no privilege needed)
+    /// and returns what each syscall (no arguments) answered there: the
+    /// value, or minus the errno.
+    fn answers_under(p: &Program, calls: &[libc::c_long]) -> Vec<i64> {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // SAFETY: the child only makes system calls and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                drop(r);
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                let mut out = [0i64; 8];
+                if load(p).is_ok() {
+                    for (o, nr) in out.iter_mut().zip(calls) {
+                        // SAFETY: the syscalls probed take no pointers.
+                        let v = unsafe { libc::syscall(*nr, 0, 0, 0) };
+                        *o = if v < 0 {
+                            -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+                        } else {
+                            v
+                        };
+                    }
+                }
+                let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_ne_bytes()).collect();
+                // SAFETY: write and _exit only.
+                unsafe {
+                    libc::write(w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                    libc::_exit(0)
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(w);
+                let mut buf = Vec::new();
+                std::fs::File::from(r).read_to_end(&mut buf).unwrap();
+                nix::sys::wait::waitpid(child, None).unwrap();
+                buf.chunks_exact(8)
+                    .take(calls.len())
+                    .map(|c| i64::from_ne_bytes(c.try_into().unwrap()))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn syscalls_newer_than_the_profile_get_enosys_as_under_runc() {
+        // Allowed: what the child needs, and close_range (436), so the
+        // profile knows nothing above 436 on x86_64.
+        let s = LinuxSeccompBuilder::default()
+            .default_action(A::ScmpActErrno)
+            .architectures(vec![
+                Arch::ScmpArchX86_64,
+                Arch::ScmpArchX86,
+                Arch::ScmpArchX32,
+            ])
+            .syscalls(vec![
+                rule(
+                    &["write", "exit_group", "exit", "getpid", "close_range"],
+                    A::ScmpActAllow,
+                )
+                .build()
+                .unwrap(),
+            ])
+            .build()
+            .unwrap();
+        let p = compile(&s).unwrap();
+        // getpid allowed; getppid (110, known to the profile's range)
+        // gets the default EPERM; process_madvise (440) and a number no
+        // kernel has get ENOSYS.
+        let got = answers_under(&p, &[libc::SYS_getpid, libc::SYS_getppid, 440, 1000]);
+        assert!(got[0] > 0, "{got:?}");
+        assert_eq!(got[1..], [-1, -38, -38]);
+        // Without the stub (what libseccomp alone builds) the new ones get
+        // EPERM too: the stub is what makes the difference.
+        let plain = Program {
+            filter: export(&build(&s).unwrap()).unwrap(),
+            flags: 0,
+        };
+        let got = answers_under(&plain, &[libc::SYS_getppid, 440]);
+        assert_eq!(got, [-1, -1]);
+        // An errno default of ENOSYS already: same answers, no stub.
+        let mut s = s;
+        s.set_default_errno_ret(Some(38));
+        let p = compile(&s).unwrap();
+        assert_eq!(p.filter.len(), plain.filter.len());
+        assert_eq!(answers_under(&p, &[libc::SYS_getppid, 440]), [-38, -38]);
     }
 }

@@ -91,8 +91,8 @@ pub trait Sys {
     /// root's and pass the ptrace access check only with CAP_SYS_PTRACE
     /// in the initial user namespace.
     fn set_dumpable(&self, on: bool) -> io::Result<()>;
-    /// Loads a seccomp filter into this process (`seccomp(2)`).
-    fn seccomp_load(&self, f: &libseccomp::ScmpFilterContext) -> io::Result<()>;
+    /// Loads a seccomp filter (`seccomp(2)`): see `seccomp::load`.
+    fn seccomp_load(&self, p: &super::seccomp::Program) -> super::seccomp::Loaded;
     /// Points stdin, stdout and stderr at /dev/null (unless listed) and
     /// closes every other descriptor not in `keep`.
     fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()>;
@@ -311,8 +311,8 @@ impl Sys for Host {
         // SAFETY: PR_SET_DUMPABLE takes only integer arguments.
         last_os(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) })
     }
-    fn seccomp_load(&self, f: &libseccomp::ScmpFilterContext) -> io::Result<()> {
-        f.load().map_err(|e| io::Error::other(e.to_string()))
+    fn seccomp_load(&self, p: &super::seccomp::Program) -> super::seccomp::Loaded {
+        super::seccomp::load(p)
     }
 
     fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()> {
@@ -589,8 +589,8 @@ impl Sys for Fake {
     fn set_dumpable(&self, on: bool) -> io::Result<()> {
         self.record(format!("dumpable {on}"))
     }
-    fn seccomp_load(&self, _: &libseccomp::ScmpFilterContext) -> io::Result<()> {
-        self.record("seccomp".into())
+    fn seccomp_load(&self, _: &super::seccomp::Program) -> super::seccomp::Loaded {
+        self.record("seccomp".into()).map(|()| None)
     }
     fn close_fds_except(&self, keep: &[RawFd]) -> io::Result<()> {
         let mut v = keep.to_vec();
