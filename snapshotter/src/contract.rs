@@ -68,6 +68,12 @@ pub struct Usage {
     pub inodes: i64,
 }
 
+/// Label asking prepare/view for a tree remapped to these uids
+/// (`container:host:length`), as containerd's remapping snapshotters read it.
+pub const UID_MAPPING: &str = "containerd.io/snapshot/uidmapping";
+/// The gid counterpart of [`UID_MAPPING`].
+pub const GID_MAPPING: &str = "containerd.io/snapshot/gidmapping";
+
 /// A store of snapshots: filesystem states related as parent and child.
 ///
 /// The contract every implementation keeps (checked by [`testsuite`](crate::testsuite)):
@@ -94,6 +100,11 @@ pub struct Usage {
 /// * **Usage** counts only the snapshot's own changes, never its parents'.
 /// * **Labels** are the only mutable property ([`update`](Self::update) with
 ///   `labels` / `labels.<key>` field paths; no paths replaces them all).
+/// * **Id remapping.** The labels [`UID_MAPPING`] / [`GID_MAPPING`]
+///   (`ctr run --remap-labels`) ask for a tree owned by a user namespace's
+///   ids. A snapshotter that cannot shift ownership refuses them on
+///   prepare/view (`Unimplemented`, creating nothing) instead of handing
+///   back a tree the container's root does not own.
 /// * **Crash safety.** Metadata changes are transactional, and directories
 ///   are created under temporary names and renamed into place inside the
 ///   transaction, so a crash leaves at worst unreferenced directories, which

@@ -2,12 +2,13 @@
 //! layout. Each snapshot owns `<root>/snapshots/<id>/fs` (and `work` for
 //! overlay); metadata lives in `<root>/metadata.redb`.
 
-use crate::contract::{Info, Kind, Labels, Snapshotter, Usage};
+use crate::contract::{GID_MAPPING, Info, Kind, Labels, Snapshotter, UID_MAPPING, Usage};
 use crate::error::{Error, Result};
 use crate::fsutil::disk_usage;
 use crate::mount::Mount;
 use crate::mount::private;
 use crate::storage::Store;
+use berth_proto::errdefs::Kind as ErrKind;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,21 @@ impl<L: Layout> Dirs<L> {
     }
 
     fn create(&self, key: &str, parent: &str, kind: Kind, labels: Labels) -> Result<Vec<Mount>> {
+        // Shifting ownership would mean chown-copying every parent (or
+        // idmapped mounts); until then the container would get a tree its
+        // remapped root cannot write, so say so instead.
+        if let Some(l) = [UID_MAPPING, GID_MAPPING]
+            .into_iter()
+            .find(|l| labels.contains_key(*l))
+        {
+            return Err(Error::new(
+                ErrKind::Unimplemented,
+                format!(
+                    "snapshotter {} does not remap ids (label {l}): drop --remap-labels; `ctr run --uidmap/--gidmap` alone remaps a copy of the snapshot",
+                    self.layout.name()
+                ),
+            ));
+        }
         let tmp = tempfile::Builder::new()
             .prefix("new-")
             .tempdir_in(self.root.join("snapshots"))

@@ -30,6 +30,7 @@ pub const CASES: &[(&str, bool, Case)] = &[
     ),
     ("walk_with_filters", false, walk_with_filters),
     ("update_labels", false, update_labels),
+    ("remap_labels_refused", false, remap_labels_refused),
     ("committed_has_no_mounts", false, committed_has_no_mounts),
     ("concurrent_prepare_one_key", false, concurrent_prepare),
     (
@@ -86,6 +87,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!($factory;
             basic_lifecycle, same_key_twice, view_cannot_commit,
             remove_with_and_without_children, walk_with_filters, update_labels,
+            remap_labels_refused,
             committed_has_no_mounts, concurrent_prepare_one_key,
             cleanup_after_interrupted_prepare, parent_chain_contents,
             view_is_readonly, usage_excludes_parents, deleted_files_and_dirs_in_child,
@@ -155,6 +157,30 @@ fn same_key_twice(s: &dyn Snapshotter, _: &Path) {
         "failed commit keeps the active snapshot"
     );
     err_kind(s.prepare("", "", no_labels()), ErrKind::InvalidArgument);
+}
+
+/// Neither built-in snapshotter shifts ownership: the remapping labels are
+/// refused and nothing is created under the key.
+fn remap_labels_refused(s: &dyn Snapshotter, _: &Path) {
+    s.prepare("base", "", no_labels()).unwrap();
+    s.commit("B", "base", no_labels()).unwrap();
+    for label in [crate::contract::UID_MAPPING, crate::contract::GID_MAPPING] {
+        let labels: Labels = [(label.to_string(), "0:100000:65536".to_string())].into();
+        for view in [false, true] {
+            let r = if view {
+                s.view("k", "B", labels.clone())
+            } else {
+                s.prepare("k", "B", labels.clone())
+            };
+            let e = r.expect_err("remapping labels must be refused");
+            assert_eq!(e.kind(), ErrKind::Unimplemented, "{e}");
+            assert!(e.to_string().contains(label), "{e}");
+            err_kind(s.stat("k"), ErrKind::NotFound);
+        }
+    }
+    // Other labels still pass.
+    let ok: Labels = [("x".to_string(), "y".to_string())].into();
+    s.prepare("k", "B", ok).unwrap();
 }
 
 fn view_cannot_commit(s: &dyn Snapshotter, _: &Path) {
