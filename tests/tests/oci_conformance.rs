@@ -43,6 +43,7 @@ cases!(
     security::seccomp_refused,
     hooks::hooks,
     hooks::sysctls,
+    hooks::oom_score_adj,
     hooks::rootfs_propagation,
     userns::user_namespaces,
 );

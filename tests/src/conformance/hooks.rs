@@ -195,6 +195,37 @@ pub fn sysctls(s: &Suite) {
     });
 }
 
+/// `process.oomScoreAdj` is the init's and, as runc's nsexec writes it for
+/// every process it starts, each exec's too (not the shim's own score).
+pub fn oom_score_adj(s: &Suite) {
+    let patch = |spec: &mut Value| spec["process"]["oomScoreAdj"] = json!(321);
+    let obs = both(|rt| {
+        let id = s.id(rt, 1);
+        s.create_patched(rt, &id, &[], &["sleep", "300"], &patch);
+        crate::ok(
+            &format!("{}: start {id}", s.case),
+            s.ctr(&["tasks", "start", "-d", "--null-io", &id]),
+        );
+        let host = s
+            .task(&id)
+            .and_then(|(pid, _)| std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).ok())
+            .unwrap_or_default();
+        let mut args = vec!["tasks", "exec", "--exec-id", "e1", &id];
+        args.extend(sh("cat /proc/1/oom_score_adj /proc/self/oom_score_adj"));
+        let exec = show(&id, &s.ctr(&args));
+        s.remove(&id);
+        format!("init from the host: {host}exec reads init, self:\n{exec}")
+    });
+    check("oom_score_adj", &obs, |o| {
+        let want = "init from the host: 321\nexec reads init, self:\nexit=0\n321\n321\n";
+        if o == want {
+            vec![]
+        } else {
+            vec![format!("read {o:?}, want {want:?}")]
+        }
+    });
+}
+
 /// The daemon's state directory bound onto itself and made shared, for one
 /// case: the containers' rootfs mounts (the shim makes them in bundles
 /// there) are then shared with the host, as on a host whose `/` is shared

@@ -78,14 +78,31 @@ pub fn as_the_shim(sys: &dyn Sys, spec: &Spec, userns: bool) -> Result<()> {
     let Some(p) = spec.process() else {
         return Ok(());
     };
-    if let Some(adj) = p.oom_score_adj() {
-        sys.write(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
-            .map_err(|e| Error::io("set oom_score_adj", e))?;
-    }
+    set_oom_score_adj(sys, p.oom_score_adj())?;
     if userns {
         creds::apply_rlimits(sys, p)?;
     }
     Ok(())
+}
+
+/// Writes the process's own OOM score, if the spec sets one.
+fn set_oom_score_adj(sys: &dyn Sys, adj: Option<i32>) -> Result<()> {
+    match adj {
+        Some(adj) => sys
+            .write(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
+            .map_err(|e| Error::io("set oom_score_adj", e)),
+        None => Ok(()),
+    }
+}
+
+/// The running container an exec joins: its init, cgroup, user namespace
+/// and the OOM score its spec gives every process (runc's nsexec writes it
+/// for execs too).
+pub struct Running {
+    pub init_pid: u32,
+    pub cgroups_path: String,
+    pub user: Option<UserNs>,
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The descriptors of a child's stdio.
@@ -312,15 +329,15 @@ fn join_running(
 /// The first child of an exec: joins the container's namespaces and cgroup,
 /// forks the process (so it is in the pid namespace), reports its pid.
 pub fn exec_intermediate(
-    init_pid: u32,
-    cgroups_path: &str,
+    c: &Running,
     process: &oci_spec::runtime::Process,
     seccomp: Option<&Program>,
-    user: Option<&UserNs>,
     io: ChildIo,
     sock: OwnedFd,
 ) -> i32 {
+    let (init_pid, cgroups_path, user) = (c.init_pid, c.cgroups_path.as_str(), c.user.as_ref());
     let r = (|| -> Result<()> {
+        set_oom_score_adj(&Host, c.oom_score_adj)?;
         let mut keep = vec![sock.as_raw_fd()];
         keep.extend(io_fds(&io));
         // Only the namespaces that differ from the shim's.

@@ -344,9 +344,15 @@ impl OciRuntime for Builtin {
     }
 
     fn exec(&self, _id: &str, opts: ExecOpts) -> Result<Created> {
-        let (init_pid, path, user, about) = self.with(|s| {
+        let (running, about) = self.with(|s| {
             let about = seccomp::listener::About::new(&s.spec, &s.id, &s.bundle, "running", s.pid);
-            Ok((s.pid, s.cgroups_path.clone(), s.userns.clone(), about))
+            let running = init::Running {
+                init_pid: s.pid,
+                cgroups_path: s.cgroups_path.clone(),
+                user: s.userns.clone(),
+                oom_score_adj: s.spec.process().as_ref().and_then(|p| p.oom_score_adj()),
+            };
+            Ok((running, about))
         })?;
         let (parent, child) = sync::pair()?;
         // SAFETY: as in create.
@@ -355,15 +361,8 @@ impl OciRuntime for Builtin {
             drop(parent);
             // Exec processes get the container's filter too (runc).
             let filter = compile_in_child(about.profile.as_ref(), &child);
-            let code = init::exec_intermediate(
-                init_pid,
-                &path,
-                &opts.process,
-                filter.as_ref(),
-                user.as_ref(),
-                opts.io,
-                child,
-            );
+            let code =
+                init::exec_intermediate(&running, &opts.process, filter.as_ref(), opts.io, child);
             init::exit_child(code)
         };
         drop(child);
