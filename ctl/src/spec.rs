@@ -76,7 +76,7 @@ fn parse_mount(m: &str) -> Result<Value> {
 
 /// The OCI spec for `args` of the run: containerd's defaults, the image's
 /// configuration, then the flags.
-pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
+pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
     let icfg = &image_cfg["config"];
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -86,14 +86,14 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
             .collect()
     };
     let mut args: Vec<String> = strings(&icfg["Entrypoint"]);
-    if a.command.is_empty() {
+    if a.command().is_empty() {
         args.extend(strings(&icfg["Cmd"]));
     } else {
-        args.extend(a.command.iter().cloned());
+        args.extend(a.command().iter().cloned());
     }
     if args.is_empty() {
         bail!(CtlError(
-            "the image has no command; give one after the container id".into()
+            "the image has no command; give one after the image".into()
         ));
     }
     let mut env: Vec<String> = strings(&icfg["Env"]);
@@ -101,9 +101,17 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     for e in &a.env {
-        let key = e.split('=').next().unwrap_or_default();
-        env.retain(|x| x.split('=').next() != Some(key));
-        env.push(e.clone());
+        // `-e KEY` passes the caller's value, and nothing when it is unset.
+        let e = match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => continue,
+            },
+        };
+        let key = e.split('=').next().unwrap_or_default().to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(e);
     }
     if a.tty {
         env.push("TERM=xterm".into());
@@ -176,7 +184,8 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
         let quota = quota as i64;
         resources["cpu"] = json!({"quota": quota, "period": period});
     }
-    if let Some(p) = a.pids_limit {
+    // -1 is docker's "no limit": nothing is set.
+    if let Some(p) = a.pids_limit.filter(|p| *p > 0) {
         resources["pids"] = json!({"limit": p});
     }
     let mut spec = json!({
@@ -192,11 +201,11 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
             "noNewPrivileges": true,
         },
         "root": {"path": "rootfs"},
-        "hostname": a.hostname.clone().unwrap_or_else(|| a.id.chars().take(63).collect()),
+        "hostname": a.hostname.clone().unwrap_or_else(|| id.chars().take(63).collect()),
         "mounts": mounts,
         "linux": {
             "resources": resources,
-            "cgroupsPath": format!("/{ns}/{}", a.id),
+            "cgroupsPath": format!("/{ns}/{id}"),
             "namespaces": namespaces,
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
