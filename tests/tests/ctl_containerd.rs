@@ -237,8 +237,9 @@ fn scenario(t: &Target) {
         &[
             "run",
             "--rm",
-            "busybox",
+            "--name",
             "r1",
+            "busybox",
             "sh",
             "-c",
             "echo out; echo err >&2; exit 3",
@@ -251,7 +252,7 @@ fn scenario(t: &Target) {
     );
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(
-        t.ok(&["run", "--rm", bb, "r2", "echo", "from-oci"]),
+        t.ok(&["run", "--rm", "--name", "r2", bb, "echo", "from-oci"]),
         "from-oci\n"
     );
     assert!(t.ok(&["containers", "ls", "-q"]).trim().is_empty());
@@ -264,8 +265,9 @@ fn scenario(t: &Target) {
             "run",
             "--rm",
             "-i",
-            "busybox",
+            "--name",
             "i1",
+            "busybox",
             "sh",
             "-c",
             "sleep 1; sha256sum",
@@ -280,8 +282,9 @@ fn scenario(t: &Target) {
         "native",
         "run",
         "--rm",
-        "busybox",
+        "--name",
         "n1",
+        "busybox",
         "true",
     ]);
     let native = t.ok(&["snapshots", "--snapshotter", "native", "ls"]);
@@ -292,8 +295,9 @@ fn scenario(t: &Target) {
         t.ok(&[
             "run",
             "-d",
-            "busybox",
+            "--name",
             "d1",
+            "busybox",
             "sh",
             "-c",
             "echo started; exec sleep 300"
@@ -355,7 +359,10 @@ fn scenario(t: &Target) {
     assert_eq!(lines(&t.ok(&["images", "ls", "-q"])), [busybox]);
     let out = t.ok(&["images", "import", exported.to_str().unwrap()]);
     assert!(out.contains(&format!("image: {bb}")), "{out}");
-    assert_eq!(t.ok(&["run", "--rm", bb, "r3", "echo", "back"]), "back\n");
+    assert_eq!(
+        t.ok(&["run", "--rm", "--name", "r3", bb, "echo", "back"]),
+        "back\n"
+    );
 
     let seen = events.expect(&[
         "/images/create",
