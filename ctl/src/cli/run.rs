@@ -31,7 +31,7 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub interactive: bool,
     /// Environment variable: KEY=VALUE, or KEY to pass this shell's value
-    /// (left out when unset, as docker does).
+    /// (KEY is unset when this shell has none, as with docker).
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
     /// Extra mounts: type=bind,src=/a,dst=/b,options=rbind:ro
@@ -78,9 +78,9 @@ pub struct RunArgs {
     /// Platform of the image to run (default: this host's).
     #[arg(long)]
     pub platform: Option<String>,
-    /// IMAGE, then the command and its arguments (default: the image's).
-    /// One list, so that option parsing stops at IMAGE as docker's does:
-    /// everything after it, options included, belongs to the command.
+    /// The image, then the command and its arguments (default: the image's).
+    // One list, so that option parsing stops at IMAGE as docker's does:
+    // everything after it, options included, belongs to the command.
     #[arg(
         value_name = "IMAGE [COMMAND] [ARG...]",
         required = true,
