@@ -3,6 +3,9 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+mod run;
+pub use run::RunArgs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "berthctl",
@@ -401,69 +404,6 @@ pub enum Plugins {
     /// List plugins.
     #[command(visible_alias = "list")]
     Ls { filters: Vec<String> },
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Remove the container when it exits.
-    #[arg(long)]
-    pub rm: bool,
-    /// Start the container and return.
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Allocate a terminal.
-    #[arg(short, long)]
-    pub tty: bool,
-    /// Keep stdin open and forward it.
-    #[arg(short, long)]
-    pub interactive: bool,
-    /// Environment variables (KEY=VALUE).
-    #[arg(long)]
-    pub env: Vec<String>,
-    /// Extra mounts: type=bind,src=/a,dst=/b,options=rbind:ro
-    #[arg(long = "mount")]
-    pub mounts: Vec<String>,
-    /// Memory limit in bytes.
-    #[arg(long)]
-    pub memory_limit: Option<i64>,
-    /// CPU quota, in CPUs (e.g. 0.5).
-    #[arg(long)]
-    pub cpus: Option<f64>,
-    /// Maximum number of processes.
-    #[arg(long)]
-    pub pids_limit: Option<i64>,
-    /// User as uid[:gid].
-    #[arg(long, short = 'u')]
-    pub user: Option<String>,
-    /// Working directory.
-    #[arg(long)]
-    pub cwd: Option<String>,
-    /// Hostname (default: the container id).
-    #[arg(long)]
-    pub hostname: Option<String>,
-    /// Share the host's network namespace.
-    #[arg(long)]
-    pub net_host: bool,
-    /// Container labels (key=value).
-    #[arg(long = "label")]
-    pub labels: Vec<String>,
-    /// Runtime name.
-    #[arg(long, default_value = "io.containerd.runc.v2")]
-    pub runtime: String,
-    /// Have the shim drive this runc-compatible binary (runc, crun) instead
-    /// of its built-in runtime, like ctr's --runc-binary.
-    #[arg(long)]
-    pub runc_binary: Option<String>,
-    /// Platform of the image to run (default: this host's).
-    #[arg(long)]
-    pub platform: Option<String>,
-    /// Image to run.
-    pub image: String,
-    /// Container id.
-    pub id: String,
-    /// Command and arguments (default: the image's).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

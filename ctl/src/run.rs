@@ -31,10 +31,10 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     }
     // Like nerdctl: an image stored under the exact name wins (imports
     // without a registry name), otherwise the docker-normalized name.
-    let img = match resolve(ctx, &a.image, a.platform.as_deref()).await {
+    let img = match resolve(ctx, a.image(), a.platform.as_deref()).await {
         Err(e) if is_not_found(&e) => {
-            let name = berth_proto::reference::normalize(&a.image).map_err(CtlError)?;
-            if name == a.image {
+            let name = berth_proto::reference::normalize(a.image()).map_err(CtlError)?;
+            if name == a.image() {
                 return Err(e);
             }
             resolve(ctx, &name, a.platform.as_deref()).await?
@@ -42,6 +42,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         r => r?,
     };
     let snapshotter = ctx.snapshotter.clone();
+    let id = container_name(ctx, a.name.as_deref(), &snapshotter).await?;
     let lease = Lease::create(ctx).await?;
     // From here on a signal must not end berthctl half-way: during setup
     // it stops the run and removes what was made; once the task exists it
@@ -50,12 +51,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let created = std::sync::atomic::AtomicBool::new(false);
     let setup = async {
         ensure_unpacked(ctx, &img, &snapshotter, &lease).await?;
-        let spec = build_spec(&ctx.ns, &a, &img.config)?;
+        let spec = build_spec(&ctx.ns, &id, &a, &img.config)?;
         let mounts = SnapshotsClient::new(ctx.ch.clone())
             .prepare(with_lease(
                 ctx.req(sapi::PrepareSnapshotRequest {
                     snapshotter: snapshotter.clone(),
-                    key: a.id.clone(),
+                    key: id.clone(),
                     parent: img.top().to_string(),
                     labels: HashMap::new(),
                 }),
@@ -65,7 +66,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             .into_inner()
             .mounts;
         let container = capi::Container {
-            id: a.id.clone(),
+            id: id.clone(),
             labels: a
                 .labels
                 .iter()
@@ -87,7 +88,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 value: serde_json::to_vec(&spec)?,
             }),
             snapshotter: snapshotter.clone(),
-            snapshot_key: a.id.clone(),
+            snapshot_key: id.clone(),
             ..Default::default()
         };
         ContainersClient::new(ctx.ch.clone())
@@ -104,10 +105,10 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             // The snapshot is only under our lease until the container
             // exists; after that the container is ours to remove.
             if created.load(std::sync::atomic::Ordering::Relaxed) {
-                cleanup(ctx, &a.id, &snapshotter).await;
+                cleanup(ctx, &id, &snapshotter).await;
             }
             lease.done(ctx).await;
-            eprintln!("berthctl: interrupted before {} started; nothing was left behind", a.id);
+            eprintln!("berthctl: interrupted before {id} started; nothing was left behind");
             return Err(ExitCode(128 + sig).into());
         }
     };
@@ -119,9 +120,9 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         }
     };
     lease.done(ctx).await;
-    let code = run_task(ctx, &a, mounts, caught).await;
+    let code = run_task(ctx, &id, &a, mounts, caught).await;
     if a.rm {
-        cleanup(ctx, &a.id, &snapshotter).await;
+        cleanup(ctx, &id, &snapshotter).await;
     }
     match code? {
         0 => Ok(()),
@@ -131,6 +132,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
 
 async fn run_task(
     ctx: &Ctx,
+    id: &str,
     a: &RunArgs,
     rootfs: Vec<berth_proto::types::Mount>,
     caught: CaughtSignals,
@@ -140,7 +142,7 @@ async fn run_task(
     let fifos = if a.detach {
         None
     } else {
-        Some(Fifos::create(&a.id, interactive, a.tty)?)
+        Some(Fifos::create(id, interactive, a.tty)?)
     };
     let attached = match &fifos {
         Some(f) => Some(Attached::start(f, interactive)?),
@@ -151,7 +153,7 @@ async fn run_task(
         "file://{}/{}/{}.log",
         std::env::var("BERTH_LOG_DIR").unwrap_or_else(|_| "/var/log/berth".into()),
         ctx.ns,
-        a.id
+        id
     );
     let (stdin, stdout, stderr) = fifos.as_ref().map_or_else(
         || {
@@ -166,7 +168,7 @@ async fn run_task(
     let caught = (!a.detach).then_some(caught);
     tasks
         .create(ctx.req(tapi::CreateTaskRequest {
-            container_id: a.id.clone(),
+            container_id: id.to_string(),
             rootfs,
             stdin,
             stdout,
@@ -176,13 +178,13 @@ async fn run_task(
         }))
         .await?;
     if interactive && let Some(f) = &fifos {
-        Attached::forward_stdin(f, ctx, &a.id, "")?;
+        Attached::forward_stdin(f, ctx, id, "")?;
     }
     // Wait before start, so even an instant exit is seen.
     let waiter = (!a.detach).then(|| {
         let mut t = tasks.clone();
         let req = ctx.req(tapi::WaitRequest {
-            container_id: a.id.clone(),
+            container_id: id.to_string(),
             exec_id: String::new(),
         });
         tokio::spawn(async move { t.wait(req).await })
@@ -190,12 +192,12 @@ async fn run_task(
     let _raw = (a.tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
     tasks
         .start(ctx.req(tapi::StartRequest {
-            container_id: a.id.clone(),
+            container_id: id.to_string(),
             exec_id: String::new(),
         }))
         .await?;
     if a.detach {
-        println!("{}", a.id);
+        println!("{id}");
         return Ok(0);
     }
     if a.tty
@@ -203,14 +205,14 @@ async fn run_task(
     {
         let _ = tasks
             .resize_pty(ctx.req(tapi::ResizePtyRequest {
-                container_id: a.id.clone(),
+                container_id: id.to_string(),
                 exec_id: String::new(),
                 width: w,
                 height: h,
             }))
             .await;
     }
-    let fwd = caught.map(|c| c.forward(ctx, &a.id, "", a.tty));
+    let fwd = caught.map(|c| c.forward(ctx, id, "", a.tty));
     let w = match waiter {
         Some(h) => h.await.map_err(|e| CtlError(format!("wait: {e}")))?,
         None => return Ok(0),
@@ -222,6 +224,58 @@ async fn run_task(
         at.drain().await;
     }
     Ok(w?.into_inner().exit_status)
+}
+
+/// The container's ID: `--name`, or a generated name. containerd has
+/// only IDs, so the name is the ID. Docker generates adjective_noun names;
+/// a random 12-hex-digit one (the length of docker's short IDs) needs no
+/// word list and is as easy to type.
+async fn container_name(ctx: &Ctx, name: Option<&str>, snapshotter: &str) -> Result<String> {
+    if let Some(n) = name {
+        if name_taken(ctx, n, snapshotter).await? {
+            bail!(CtlError(format!(
+                "the container name {n:?} is already in use: remove that container or pick another --name"
+            )));
+        }
+        return Ok(n.to_string());
+    }
+    for _ in 0..16 {
+        let n = generate_name();
+        if !name_taken(ctx, &n, snapshotter).await? {
+            return Ok(n);
+        }
+    }
+    bail!(CtlError(
+        "could not generate an unused container name; give one with --name".into()
+    ))
+}
+
+/// A random name: 12 lower-case hex digits.
+pub(crate) fn generate_name() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Whether a container, or a snapshot run would create, already has this ID.
+async fn name_taken(ctx: &Ctx, id: &str, snapshotter: &str) -> Result<bool> {
+    match ContainersClient::new(ctx.ch.clone())
+        .get(ctx.req(capi::GetContainerRequest { id: id.into() }))
+        .await
+    {
+        Ok(_) => return Ok(true),
+        Err(s) if s.code() == tonic::Code::NotFound => {}
+        Err(s) => return Err(s.into()),
+    }
+    match SnapshotsClient::new(ctx.ch.clone())
+        .stat(ctx.req(sapi::StatSnapshotRequest {
+            snapshotter: snapshotter.into(),
+            key: id.into(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+        Err(s) => Err(s.into()),
+    }
 }
 
 /// Removes a run's task, container and snapshot.

@@ -76,7 +76,7 @@ fn parse_mount(m: &str) -> Result<Value> {
 
 /// The OCI spec for `args` of the run: containerd's defaults, the image's
 /// configuration, then the flags.
-pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
+pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
     let icfg = &image_cfg["config"];
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -86,14 +86,14 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
             .collect()
     };
     let mut args: Vec<String> = strings(&icfg["Entrypoint"]);
-    if a.command.is_empty() {
+    if a.command().is_empty() {
         args.extend(strings(&icfg["Cmd"]));
     } else {
-        args.extend(a.command.iter().cloned());
+        args.extend(a.command().iter().cloned());
     }
     if args.is_empty() {
         bail!(CtlError(
-            "the image has no command; give one after the container id".into()
+            "the image has no command; give one after the image".into()
         ));
     }
     let mut env: Vec<String> = strings(&icfg["Env"]);
@@ -101,9 +101,21 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     for e in &a.env {
-        let key = e.split('=').next().unwrap_or_default();
-        env.retain(|x| x.split('=').next() != Some(key));
-        env.push(e.clone());
+        // `-e KEY` passes the caller's value; when the caller has none it
+        // unsets KEY (the image's too), as docker's daemon does.
+        let e = match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => match std::env::var(e) {
+                Ok(v) => format!("{e}={v}"),
+                Err(_) => {
+                    env.retain(|x| x.split('=').next() != Some(e.as_str()));
+                    continue;
+                }
+            },
+        };
+        let key = e.split('=').next().unwrap_or_default().to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(e);
     }
     if a.tty {
         env.push("TERM=xterm".into());
@@ -176,7 +188,8 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
         let quota = quota as i64;
         resources["cpu"] = json!({"quota": quota, "period": period});
     }
-    if let Some(p) = a.pids_limit {
+    // -1 is docker's "no limit": nothing is set.
+    if let Some(p) = a.pids_limit.filter(|p| *p > 0) {
         resources["pids"] = json!({"limit": p});
     }
     let mut spec = json!({
@@ -192,11 +205,11 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
             "noNewPrivileges": true,
         },
         "root": {"path": "rootfs"},
-        "hostname": a.hostname.clone().unwrap_or_else(|| a.id.chars().take(63).collect()),
+        "hostname": a.hostname.clone().unwrap_or_else(|| id.chars().take(63).collect()),
         "mounts": mounts,
         "linux": {
             "resources": resources,
-            "cgroupsPath": format!("/{ns}/{}", a.id),
+            "cgroupsPath": format!("/{ns}/{id}"),
             "namespaces": namespaces,
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
@@ -212,4 +225,80 @@ pub fn build_spec(ns: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
         spec["process"]["consoleSize"] = json!({"height": h, "width": w});
     }
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn spec(args: &[&str]) -> Value {
+        let mut v = vec!["berthctl", "run"];
+        v.extend_from_slice(args);
+        let Command::Run(a) = Cli::try_parse_from(v).unwrap().command else {
+            panic!("not run");
+        };
+        let cfg = json!({"config": {"Env": ["A=image", "B=image"], "Cmd": ["sh"]}});
+        build_spec("ns", "web", &a, &cfg).unwrap()
+    }
+
+    #[test]
+    fn flags_reach_the_spec() {
+        let s = spec(&[
+            "-e",
+            "A=flag",
+            "-w",
+            "/srv",
+            "-m",
+            "64m",
+            "--pids-limit",
+            "9",
+            "bb",
+            "ls",
+            "-l",
+        ]);
+        assert_eq!(s["process"]["args"], json!(["ls", "-l"]));
+        assert_eq!(s["process"]["cwd"], "/srv");
+        assert_eq!(s["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(s["linux"]["resources"]["pids"]["limit"], 9);
+        assert_eq!(s["linux"]["cgroupsPath"], "/ns/web");
+        assert_eq!(s["hostname"], "web");
+        let env = s["process"]["env"].as_array().unwrap();
+        assert!(env.contains(&json!("A=flag")) && !env.contains(&json!("A=image")));
+        assert!(env.contains(&json!("B=image")));
+        // No command given: the image's.
+        assert_eq!(spec(&["bb"])["process"]["args"], json!(["sh"]));
+        // -1 is no limit at all.
+        assert!(spec(&["--pids-limit", "-1", "bb"])["linux"]["resources"]["pids"].is_null());
+    }
+
+    #[test]
+    fn env_key_alone_takes_the_callers_value() {
+        // PATH is set for any test process; the name below is not.
+        let path = std::env::var("PATH").unwrap();
+        let s = spec(&[
+            "-e",
+            "PATH",
+            "-e",
+            "BERTH_TEST_SURELY_UNSET_8F3A",
+            "-e",
+            "B",
+            "bb",
+        ]);
+        let env = s["process"]["env"].as_array().unwrap();
+        assert!(env.contains(&json!(format!("PATH={path}"))), "{env:?}");
+        assert!(
+            !env.iter()
+                .any(|e| e.as_str().unwrap().starts_with("BERTH_TEST_SURELY_UNSET")),
+            "{env:?}"
+        );
+        // Unset for the caller: the image's value goes too, as in docker.
+        if std::env::var("B").is_err() {
+            assert!(
+                !env.iter().any(|e| e.as_str().unwrap().starts_with("B=")),
+                "{env:?}"
+            );
+        }
+    }
 }

@@ -178,15 +178,16 @@ impl Suite {
         args
     }
 
-    /// `berthctl run --rm [--runc-binary] FLAGS busybox ID CMD…`: for what
+    /// `berthctl run [--runc-binary] --name ID FLAGS busybox CMD…`: for what
     /// ctr 1.6 has no flag for (`--user`, `--hostname`, `--pids-limit`).
     pub fn berthctl_run(&self, rt: Rt, id: &str, flags: &[&str], cmd: &[&str]) -> Output {
         let mut args = vec!["run".to_string()];
         if rt == Rt::Runc {
             args.extend(["--runc-binary".into(), self.runc.display().to_string()]);
         }
+        args.extend(["--name".into(), id.to_string()]);
         args.extend(flags.iter().map(|s| s.to_string()));
-        args.extend([IMAGE.to_string(), id.to_string()]);
+        args.push(IMAGE.to_string());
         args.extend(cmd.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         output_within(

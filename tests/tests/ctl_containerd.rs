@@ -237,8 +237,9 @@ fn scenario(t: &Target) {
         &[
             "run",
             "--rm",
-            "busybox",
+            "--name",
             "r1",
+            "busybox",
             "sh",
             "-c",
             "echo out; echo err >&2; exit 3",
@@ -251,7 +252,7 @@ fn scenario(t: &Target) {
     );
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(
-        t.ok(&["run", "--rm", bb, "r2", "echo", "from-oci"]),
+        t.ok(&["run", "--rm", "--name", "r2", bb, "echo", "from-oci"]),
         "from-oci\n"
     );
     assert!(t.ok(&["containers", "ls", "-q"]).trim().is_empty());
@@ -264,8 +265,9 @@ fn scenario(t: &Target) {
             "run",
             "--rm",
             "-i",
-            "busybox",
+            "--name",
             "i1",
+            "busybox",
             "sh",
             "-c",
             "sleep 1; sha256sum",
@@ -280,8 +282,9 @@ fn scenario(t: &Target) {
         "native",
         "run",
         "--rm",
-        "busybox",
+        "--name",
         "n1",
+        "busybox",
         "true",
     ]);
     let native = t.ok(&["snapshots", "--snapshotter", "native", "ls"]);
@@ -292,8 +295,9 @@ fn scenario(t: &Target) {
         t.ok(&[
             "run",
             "-d",
-            "busybox",
+            "--name",
             "d1",
+            "busybox",
             "sh",
             "-c",
             "echo started; exec sleep 300"
@@ -304,6 +308,46 @@ fn scenario(t: &Target) {
     assert_eq!(d1["status"], "RUNNING", "{d1}");
     assert!(d1["pid"].as_u64().unwrap() > 1);
     assert_eq!(lines(&t.ok(&["tasks", "ls", "-q"])), ["d1"]);
+    // docker's grammar. The name is the ID: a taken one is refused and the
+    // running container is left alone.
+    let err = fails(
+        "a taken name",
+        t.run(t.ns, &["run", "--rm", "--name", "d1", "busybox", "true"]),
+    );
+    assert!(err.contains("\"d1\" is already in use"), "{err}");
+    assert_eq!(t.task("d1")["status"], "RUNNING");
+    // Everything after IMAGE is the command's, options included.
+    assert_eq!(
+        t.ok(&[
+            "run",
+            "--rm",
+            "-e",
+            "X=1",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $X $0",
+            "--rm"
+        ]),
+        "1 --rm\n"
+    );
+    // A bad value is a usage error naming the flag, before anything exists.
+    let err = fails(
+        "memory 0",
+        t.run(t.ns, &["run", "--rm", "-m", "0", "busybox", "true"]),
+    );
+    assert!(err.contains("--memory"), "{err}");
+    // No --name: a generated one, printed by -d, usable by later commands.
+    let generated = t.ok(&["run", "-d", "busybox", "sleep", "300"]);
+    let generated = generated.trim();
+    assert!(
+        generated.len() == 12 && generated.chars().all(|c| c.is_ascii_hexdigit()),
+        "{generated}"
+    );
+    assert_eq!(t.task(generated)["status"], "RUNNING");
+    t.ok(&["tasks", "rm", "-f", generated]);
+    t.ok(&["containers", "rm", generated]);
+    assert_eq!(lines(&t.ok(&["containers", "ls", "-q"])), ["d1"]);
     let ex = t.run(
         t.ns,
         &["tasks", "exec", "d1", "sh", "-c", "echo from-exec; exit 4"],
@@ -355,7 +399,10 @@ fn scenario(t: &Target) {
     assert_eq!(lines(&t.ok(&["images", "ls", "-q"])), [busybox]);
     let out = t.ok(&["images", "import", exported.to_str().unwrap()]);
     assert!(out.contains(&format!("image: {bb}")), "{out}");
-    assert_eq!(t.ok(&["run", "--rm", bb, "r3", "echo", "back"]), "back\n");
+    assert_eq!(
+        t.ok(&["run", "--rm", "--name", "r3", bb, "echo", "back"]),
+        "back\n"
+    );
 
     let seen = events.expect(&[
         "/images/create",

@@ -63,7 +63,7 @@ fn nobody_cannot_reach_rootfs_specs_metadata_or_stores() {
         "run -d",
         d.berthctl(
             "default",
-            &["run", "-d", "busybox", "perm1", "sleep", "600"],
+            &["run", "-d", "--name", "perm1", "busybox", "sleep", "600"],
         ),
     );
     let root = d.root();

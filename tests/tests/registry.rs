@@ -131,7 +131,15 @@ fn push_pull_round_trip() {
         "run",
         d.berthctl(
             "default",
-            &["run", "--rm", &remote, "rt1", "echo", "hi-from-registry"],
+            &[
+                "run",
+                "--rm",
+                "--name",
+                "rt1",
+                &remote,
+                "echo",
+                "hi-from-registry",
+            ],
         ),
     );
     assert_eq!(run.trim(), "hi-from-registry");
@@ -641,8 +649,9 @@ fn multi_platform_push_and_pull() {
             &[
                 "run",
                 "--rm",
-                &name,
+                "--name",
                 "mp1",
+                &name,
                 "/bin/busybox",
                 "echo",
                 "multi-ok",

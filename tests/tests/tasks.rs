@@ -229,9 +229,9 @@ fn isolation_and_runc_as_oracle() {
     let d = Daemon::start();
     import_busybox(&d);
     let run = |id: &str, extra: &[&str], cmd: &str| {
-        let mut args = vec!["run", "--rm", "--hostname", "box"];
+        let mut args = vec!["run", "--rm", "--hostname", "box", "--name", id];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&["busybox", id, "sh", "-c", cmd]);
+        args.extend_from_slice(&["busybox", "sh", "-c", cmd]);
         d.berthctl("default", &args)
     };
     let builtin = ok("builtin", run("iso1", &[], PROBE));
@@ -343,8 +343,9 @@ async fn memory_limit_kills_and_reports_oom() {
                 "--rm",
                 "--memory-limit",
                 "16777216",
-                "busybox",
+                "--name",
                 "oom1",
+                "busybox",
                 "sh",
                 "-c",
             ])
@@ -455,7 +456,15 @@ fn restart_keeps_containers_running() {
             "run -d",
             d.berthctl(
                 "default",
-                &["run", "-d", "busybox", &format!("k{i}"), "sleep", "600"],
+                &[
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("k{i}"),
+                    "busybox",
+                    "sleep",
+                    "600",
+                ],
             ),
         );
     }
@@ -466,8 +475,9 @@ fn restart_keeps_containers_running() {
             &[
                 "run",
                 "-d",
-                "busybox",
+                "--name",
                 "dier",
+                "busybox",
                 "sh",
                 "-c",
                 "sleep 1; exit 7",
@@ -570,8 +580,9 @@ fn run_forwards_signals_and_returns_the_exit_code() {
             &[
                 "run",
                 "--rm",
-                "busybox",
+                "--name",
                 "sig1",
+                "busybox",
                 "sh",
                 "-c",
                 "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.05; done",
@@ -616,7 +627,14 @@ fn run_interrupted_while_unpacking_leaves_nothing() {
     let mut run = d
         .berthctl_command(
             "default",
-            &["run", "--rm", "docker.io/local/big:big", "int1", "true"],
+            &[
+                "run",
+                "--rm",
+                "--name",
+                "int1",
+                "docker.io/local/big:big",
+                "true",
+            ],
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -671,12 +689,13 @@ fn terminals_with(d: &Daemon, script: &std::path::Path, runc: Option<&str>) {
         None => ("builtin", vec![]),
         Some(r) => ("runc", vec!["--runc-binary", r]),
     };
-    // run [runtime] FLAGS IMAGE ID CMD...
+    // run [runtime] --name ID FLAGS IMAGE CMD...
     let run = |flags: &[&'static str], id: &str, cmd: &[&'static str]| -> Vec<String> {
         let mut args = vec!["run"];
         args.extend_from_slice(&runtime);
+        args.extend_from_slice(&["--name", id]);
         args.extend_from_slice(flags);
-        args.extend_from_slice(&[image, id]);
+        args.push(image);
         args.extend_from_slice(cmd);
         args.into_iter().map(String::from).collect()
     };

@@ -134,8 +134,9 @@ fn berthctl_median(d: &Daemon) -> f64 {
                 &[
                     "run",
                     "--rm",
-                    "docker.io/library/busybox:latest",
+                    "--name",
                     &id,
+                    "docker.io/library/busybox:latest",
                     "true",
                 ],
             ),
