@@ -435,3 +435,23 @@ fn container_ids_are_unique_across_namespaces() {
     assert_eq!(a.len(), 64);
     assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
 }
+
+#[test]
+fn netns_paths_cannot_escape_their_folder() {
+    let d = NetnsDir::new(Path::new("/run/berth"));
+    assert_eq!(
+        d.path("default", "c1").unwrap(),
+        PathBuf::from("/run/berth/netns/default/c1")
+    );
+    for (ns, id) in [
+        ("..", "c"),
+        ("a/b", "c"),
+        ("default", ""),
+        ("default", "../x"),
+    ] {
+        let err = d.path(ns, id).unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidArgument, "{ns}/{id}");
+    }
+    // Listing a namespace that has none is empty, not an error.
+    assert!(d.list("nothing-here").unwrap().is_empty());
+}
