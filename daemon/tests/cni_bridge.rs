@@ -177,6 +177,12 @@ async fn run() {
         ips.push(ip);
     }
     assert_ne!(ips[0], ips[1]);
+    // Loopback is up in a fresh namespace: a local connection works.
+    let lo_ok = in_netns(&paths[0], || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on lo");
+        std::net::TcpStream::connect(l.local_addr().expect("addr")).is_ok()
+    });
+    assert!(lo_ok, "lo is not up in the new namespace");
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(m.netns().root()), 0o700);
     assert_eq!(mode(&m.netns().root().join("default")), 0o700);

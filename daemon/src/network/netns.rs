@@ -1,13 +1,43 @@
 //! Network namespaces that outlive any process: each is bind-mounted at
 //! `<state>/netns/<containerd namespace>/<id>`, made (as containerd's netns
 //! package does) by a thread of its own that unshares its network
-//! namespace and binds `/proc/self/task/<tid>/ns/net`, then exits. The
-//! folders are owner-only: nobody but root can open them.
+//! namespace, sets `lo` up and binds `/proc/self/task/<tid>/ns/net`, then
+//! exits. The folders are owner-only: nobody but root can open them.
 
 use crate::error::{Error, Result, io_err};
 use berth_snapshotter::mount::private;
 use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
+
+/// Sets IFF_UP on `lo` of the calling thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let last = |r: libc::c_int| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: socket takes only integer arguments.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    last(s)?;
+    // SAFETY: `s` is a fresh descriptor nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into
+    // `req`, which outlives the call.
+    last(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    let up = libc::c_short::try_from(libc::IFF_UP).map_err(std::io::Error::other)?;
+    // SAFETY: SIOCGIFFLAGS just filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= up };
+    // SAFETY: SIOCSIFFLAGS reads `req`, which outlives the call.
+    last(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
+}
 
 /// Where a daemon's namespaces live.
 #[derive(Debug, Clone)]
@@ -68,6 +98,9 @@ impl NetnsDir {
         // runtime ever runs in the new namespace.
         let made = std::thread::spawn(move || -> std::io::Result<()> {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+            // Loopback up, as every container expects (runc leaves a
+            // joined namespace as it finds it; CNI plugins add eth0 only).
+            loopback_up()?;
             let tid = nix::unistd::gettid();
             let src = format!("/proc/self/task/{tid}/ns/net");
             nix::mount::mount(
