@@ -43,6 +43,19 @@ connect_timeout_secs = 10
 read_timeout_secs = 30
 retries = 3
 
+[network]
+# CNI plugin binaries, searched in this order (Debian's
+# containernetworking-plugins installs to /usr/lib/cni).
+cni_bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+# Networks as CNI conflists (*.conflist); berthd writes the default
+# network and the networks users create here.
+cni_conf_dir = "/etc/berth/cni/net.d"
+# The network containers join unless told otherwise; created on first use
+# (bridge berth0, 10.88.0.0/16, host-local IPAM, portmap, firewall).
+default_network = "bridge"
+# Give up on a CNI plugin call after this many seconds.
+plugin_timeout_secs = 60
+
 # Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
 # runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
 # io.containerd.runc.v2 (ctr's default) runs berth's own shim. To use
@@ -62,6 +75,7 @@ pub struct Config {
     pub gc: GcConfig,
     pub log: Log,
     pub registry: RegistryConfig,
+    pub network: NetworkConfig,
     pub runtimes: std::collections::BTreeMap<String, RuntimeEntry>,
 }
 
@@ -86,6 +100,67 @@ impl Default for RegistryConfig {
             retries: 3,
         }
     }
+}
+
+/// Where berthd finds CNI plugins and networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_conf_dir: PathBuf,
+    pub default_network: String,
+    pub plugin_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            cni_conf_dir: "/etc/berth/cni/net.d".into(),
+            default_network: "bridge".into(),
+            plugin_timeout_secs: 60,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Why this section cannot be used, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.cni_bin_dirs.is_empty() {
+            return Some("network.cni_bin_dirs is empty: CNI plugins could not be found".into());
+        }
+        if let Some(d) = self.cni_bin_dirs.iter().find(|d| !d.is_absolute()) {
+            return Some(format!(
+                "network.cni_bin_dirs: {} is not an absolute path",
+                d.display()
+            ));
+        }
+        if !self.cni_conf_dir.is_absolute() {
+            return Some(format!(
+                "network.cni_conf_dir: {} is not an absolute path",
+                self.cni_conf_dir.display()
+            ));
+        }
+        if !valid_network_name(&self.default_network) {
+            return Some(format!(
+                "network.default_network: {:?} is not a valid network name \
+                 (letters, digits, '_', '.', '-'; starting with a letter or digit; at most 64)",
+                self.default_network
+            ));
+        }
+        if self.plugin_timeout_secs == 0 {
+            return Some("network.plugin_timeout_secs must be at least 1".into());
+        }
+        None
+    }
+}
+
+/// A network name: also a file name and a CNI network name.
+pub fn valid_network_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Configuration of one runtime name.
@@ -125,6 +200,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             log: Log::default(),
             registry: RegistryConfig::default(),
+            network: NetworkConfig::default(),
             runtimes: Default::default(),
         }
     }
@@ -170,6 +246,8 @@ pub enum ConfigError {
     },
     #[error("config {path}: version {version} is not supported (this berthd reads version 1)")]
     Version { path: PathBuf, version: u32 },
+    #[error("config {path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
 }
 
 impl Config {
@@ -193,6 +271,12 @@ impl Config {
             return Err(ConfigError::Version {
                 path: path.into(),
                 version: cfg.version,
+            });
+        }
+        if let Some(msg) = cfg.network.problem() {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                msg,
             });
         }
         Ok(cfg)
@@ -244,5 +328,44 @@ mod tests {
         ));
         std::fs::write(&bad, "root = ").unwrap();
         assert!(matches!(Config::load(&bad), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn network_section_is_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        for (text, want) in [
+            ("[network]\ncni_bin_dirs = []", "is empty"),
+            (
+                "[network]\ncni_bin_dirs = [\"bin\"]",
+                "bin is not an absolute",
+            ),
+            (
+                "[network]\ncni_conf_dir = \"net.d\"",
+                "net.d is not an absolute",
+            ),
+            (
+                "[network]\ndefault_network = \"../x\"",
+                "not a valid network name",
+            ),
+            ("[network]\nplugin_timeout_secs = 0", "at least 1"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let err = Config::load(&f).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{text}: {err}");
+            assert!(err.to_string().contains(want), "{text}: {err}");
+        }
+        std::fs::write(
+            &f,
+            "[network]\ncni_conf_dir = \"/tmp/x\"\ndefault_network = \"n1\"",
+        )
+        .unwrap();
+        let cfg = Config::load(&f).unwrap();
+        assert_eq!(cfg.network.cni_conf_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.network.default_network, "n1");
+        assert!(toml::from_str::<Config>("[network]\nbogus = 1").is_err());
+        assert!(
+            valid_network_name("a.b-c_1") && !valid_network_name("-a") && !valid_network_name("")
+        );
     }
 }

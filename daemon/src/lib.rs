@@ -4,7 +4,8 @@
 //! namespaces, leases and the collection trigger), [`content`], [`images`],
 //! [`snapshots`] (with diff and unpack), [`transfer`] (archives and
 //! registries), [`gc`] (which reads every store; no store reads it),
-//! [`runtime`] (tasks run by shims). Single files: [`containers`],
+//! [`runtime`] (tasks run by shims), [`network`] (CNI networks and
+//! network namespaces). Single files: [`containers`],
 //! [`events`]. [`core`] wires them together for [`daemon`] and the
 //! gRPC/ttrpc adapters in [`server`]; [`instance`] keeps one daemon per
 //! root and socket.
@@ -20,6 +21,7 @@ pub mod gc;
 pub mod images;
 pub mod instance;
 pub mod metadata;
+pub mod network;
 pub mod runtime;
 pub mod server;
 pub mod snapshots;

@@ -1,0 +1,26 @@
+//! Container networking through CNI plugins, owned by berthd.
+//!
+//! Owns the CNI exec protocol ([`cni`]: plugin lookup, environment,
+//! stdin, results, errors, timeouts), the result cache under
+//! `<state>/cni/results` ([`cache`]), networks as conflists in
+//! `network.cni_conf_dir` ([`conflist`], with [`subnet`] arithmetic),
+//! network namespaces bind-mounted under `<state>/netns` ([`netns`]) and
+//! the [`NetworkManager`] that ties them: ADD along a chain with
+//! `prevResult`, DEL in reverse with the cached result, CHECK.
+//! May use `config`, `error` and `berth-snapshotter`'s `private` modes;
+//! nothing else of ours, and no store uses this (the task service will).
+
+pub mod cache;
+pub mod cni;
+pub mod conflist;
+pub mod manager;
+pub mod netns;
+pub mod subnet;
+
+#[cfg(test)]
+mod tests;
+
+pub use cni::{Attachment, Command, Exec};
+pub use conflist::{NetConfList, NetworkSpec};
+pub use manager::{DEFAULT_SUBNET, NetworkManager, cni_container_id};
+pub use netns::NetnsDir;
