@@ -83,6 +83,50 @@ pub enum Command {
     /// Show the daemon's plugins.
     #[command(subcommand)]
     Plugins(Plugins),
+    /// Manage networks (CNI, host-wide: not per namespace).
+    #[command(subcommand)]
+    Network(Network),
+}
+
+#[derive(Subcommand, Debug, PartialEq)]
+pub enum Network {
+    /// Create a bridge network.
+    Create {
+        name: String,
+        /// Subnet in CIDR form (default: the first free /24 of 10.89.0.0/16).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address (default: the subnet's first address).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No masquerading and no default route (no outside access).
+        #[arg(long)]
+        internal: bool,
+    },
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print names only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks in detail (JSON).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (no container may use them).
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every user network no container uses.
+    Prune {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

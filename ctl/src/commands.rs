@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Tasks(t) => crate::tasks::tasks(&ctx, t).await,
         Command::Events(a) => crate::events::run(&ctx, a).await,
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
+        Command::Network(c) => crate::networks::run(&ctx, c).await,
     }
 }
 

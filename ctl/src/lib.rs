@@ -21,6 +21,7 @@ mod images;
 mod leases;
 mod metrics;
 mod namespaces;
+mod networks;
 pub mod output;
 mod registry;
 mod run;

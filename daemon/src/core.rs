@@ -2,7 +2,7 @@
 //! and the gRPC adapters in `server` hold a [`Core`]; every store and
 //! service below takes just the stores it uses, so none imports this module.
 
-use crate::config::RegistryConfig;
+use crate::config::{NetworkConfig, RegistryConfig};
 use crate::containers::Containers;
 use crate::content::{Blobs, ContentStore};
 use crate::error::{Result, io_err};
@@ -13,6 +13,7 @@ use crate::metadata::Db;
 use crate::metadata::leases::Leases;
 use crate::metadata::namespaces::Namespaces;
 use crate::metadata::trigger::GcTrigger;
+use crate::network::NetworkManager;
 use crate::runtime::{RuntimeConfig, ShimManager, ShimRuntime, TaskService, Tasks};
 use crate::snapshots::Snapshots;
 use crate::snapshots::unpack::Unpacker;
@@ -21,6 +22,13 @@ use berth_snapshotter::mount::private;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The configuration sections the services take.
+pub struct Settings {
+    pub runtimes: RuntimeConfig,
+    pub registry: RegistryConfig,
+    pub network: NetworkConfig,
+}
 
 /// Everything a daemon holds.
 pub struct Core {
@@ -43,6 +51,8 @@ pub struct Core {
     pub uuid: String,
     /// How to reach image registries.
     pub registry: RegistryConfig,
+    /// CNI networks (host-wide, not per namespace).
+    pub networks: Arc<NetworkManager>,
 }
 
 impl Core {
@@ -55,8 +65,15 @@ impl Core {
             gc_delay,
             "",
             "",
-            RuntimeConfig::default(),
-            RegistryConfig::default(),
+            Settings {
+                runtimes: RuntimeConfig::default(),
+                registry: RegistryConfig::default(),
+                // Networks under the state dir, never the host's /etc/cni.
+                network: NetworkConfig {
+                    cni_conf_dir: state.join("net.d"),
+                    ..NetworkConfig::default()
+                },
+            },
         )
     }
 
@@ -68,9 +85,13 @@ impl Core {
         gc_delay: Duration,
         grpc_address: &str,
         ttrpc_address: &str,
-        runtimes: RuntimeConfig,
-        registry: RegistryConfig,
+        settings: Settings,
     ) -> Result<Arc<Core>> {
+        let Settings {
+            runtimes,
+            registry,
+            network,
+        } = settings;
         // Traversable but not listable, even when an admin created them
         // 0755: what lies below decides who reaches it (containerd: 0711).
         for d in [root, state] {
@@ -130,6 +151,7 @@ impl Core {
             content,
             uuid,
             registry,
+            networks: Arc::new(NetworkManager::new(&network, state)),
         }))
     }
 }

@@ -53,8 +53,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Duration::from_millis(cfg.gc.schedule_delay_ms),
         &cfg.grpc.address.display().to_string(),
         &cfg.ttrpc_address().display().to_string(),
-        runtimes,
-        cfg.registry.clone(),
+        crate::core::Settings {
+            runtimes,
+            registry: cfg.registry.clone(),
+            network: cfg.network.clone(),
+        },
     )
     .with_context(|| format!("open stores under {}", cfg.root.display()))?;
     // Clean up whatever a crash left half-done (orphaned uploads, blobs).

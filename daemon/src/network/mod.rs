@@ -24,3 +24,13 @@ pub use cni::{Attachment, Command, Exec};
 pub use conflist::{NetConfList, NetworkSpec};
 pub use manager::{DEFAULT_SUBNET, NetworkManager, cni_container_id};
 pub use netns::NetnsDir;
+
+/// The container label listing the networks a container joins
+/// (comma-separated names). Set when a container is created; the network
+/// service refuses to remove a network any container's label names.
+pub const NETWORKS_LABEL: &str = "berth.networks";
+
+/// The network names in a [`NETWORKS_LABEL`] value.
+pub fn networks_in_label(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|n| !n.is_empty())
+}

@@ -112,6 +112,8 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
     ] {
         v.push(plugin("io.containerd.grpc.v1", id, &[], &[]));
     }
+    // berth's own API, berth.services.networks.v1.
+    v.push(plugin("io.containerd.grpc.v1", "networks", &[], &[]));
     v.push(plugin("io.containerd.ttrpc.v1", "events", &[], &[]));
     v
 }

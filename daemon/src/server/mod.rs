@@ -15,6 +15,7 @@ mod images;
 mod introspection;
 mod leases;
 mod namespaces;
+mod networks;
 mod rpclog;
 mod snapshots;
 mod tasks;
@@ -85,6 +86,11 @@ pub async fn serve_grpc(
         .add_service(api::events::v1::events_server::EventsServer::new(
             events::EventsService(core.clone()),
         ))
+        .add_service(
+            berth_proto::pb::berth::services::networks::v1::networks_server::NetworksServer::new(
+                networks::NetworksService(core.clone()),
+            ),
+        )
         .add_service(api::streaming::v1::streaming_server::StreamingServer::new(
             transfer::StreamingService(streams.clone()),
         ))
