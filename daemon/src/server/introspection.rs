@@ -112,6 +112,8 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
     ] {
         v.push(plugin("io.containerd.grpc.v1", id, &[], &[]));
     }
+    // berth's own service (berth.services.volumes.v1), not containerd's.
+    v.push(plugin("io.berth.grpc.v1", "volumes", &[], &[]));
     v.push(plugin("io.containerd.ttrpc.v1", "events", &[], &[]));
     v
 }
