@@ -106,7 +106,11 @@ impl Core {
             state.join("tmpmounts"),
         ));
         let containers = Arc::new(Containers::new(db.clone(), events.clone(), gc.clone()));
-        let volumes = Arc::new(Volumes::open(&root.join("volumes"), containers.clone())?);
+        let volumes = Arc::new(Volumes::open(
+            &root.join("volumes"),
+            db.clone(),
+            containers.clone(),
+        )?);
         let tasks = Arc::new(TaskService::new(
             ShimRuntime::new(ShimManager::new(
                 state,

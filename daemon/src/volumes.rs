@@ -14,6 +14,7 @@
 
 use crate::containers::Containers;
 use crate::error::{Error, Result, io_err};
+use crate::metadata::Db;
 use crate::types::{Labels, now, validate_labels};
 use berth_snapshotter::mount::private;
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,7 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// The volume store.
 pub struct Volumes {
     root: PathBuf,
+    db: Arc<Db>,
     containers: Arc<Containers>,
     /// Serializes create/delete/prune so a check (exists, unused) holds
     /// until the change it guards is made.
@@ -70,7 +72,7 @@ pub struct Volumes {
 impl Volumes {
     /// Opens the store at `root` (`<daemon root>/volumes`), clearing what a
     /// crash left half-made or half-removed.
-    pub fn open(root: &Path, containers: Arc<Containers>) -> Result<Volumes> {
+    pub fn open(root: &Path, db: Arc<Db>, containers: Arc<Containers>) -> Result<Volumes> {
         private::dir(root, private::OWNER_ONLY)
             .map_err(|e| io_err(format!("create {}", root.display()), e))?;
         for ns in read_dir(root)? {
@@ -85,6 +87,7 @@ impl Volumes {
         }
         Ok(Volumes {
             root: root.to_path_buf(),
+            db,
             containers,
             lock: Mutex::new(()),
         })
@@ -126,6 +129,9 @@ impl Volumes {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        // Like every object, a volume makes its namespace exist.
+        self.db
+            .write(|w| crate::metadata::namespaces::ensure(w, ns))?;
         let ns_dir = self.ns_dir(ns);
         private::dir(&ns_dir, private::OWNER_ONLY)
             .map_err(|e| io_err(format!("create {}", ns_dir.display()), e))?;
@@ -329,8 +335,8 @@ mod tests {
     fn store(dir: &Path) -> Volumes {
         let db = Arc::new(Db::open(&dir.join("meta.redb")).unwrap());
         let (gc, _rx) = GcTrigger::new();
-        let containers = Arc::new(Containers::new(db, Arc::new(Exchange::new()), gc));
-        Volumes::open(&dir.join("volumes"), containers).unwrap()
+        let containers = Arc::new(Containers::new(db.clone(), Arc::new(Exchange::new()), gc));
+        Volumes::open(&dir.join("volumes"), db, containers).unwrap()
     }
 
     #[test]

@@ -211,6 +211,9 @@ fn store_is_private_and_namespaced() {
         d.berthctl("nsb", &["volume", "inspect", "secret"]),
     );
     fails("rm in b", d.berthctl("nsb", &["volume", "rm", "secret"]));
+    // A namespace holding volumes is not empty.
+    let err = fails("ns rm", d.berthctl("default", &["namespaces", "rm", "nsa"]));
+    assert!(err.contains("volumes"), "{err}");
 
     let vols = d.root().join("volumes");
     let data = vols.join("nsa/secret/_data");
