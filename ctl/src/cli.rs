@@ -4,7 +4,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 mod run;
-pub use run::RunArgs;
+mod volume;
+pub use run::{RunArgs, VolumeArg, VolumeSource};
+pub use volume::Volume;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,6 +82,9 @@ pub enum Command {
     Tasks(Tasks),
     /// Print events as they happen.
     Events(EventsArgs),
+    /// Manage volumes.
+    #[command(subcommand, visible_alias = "volumes")]
+    Volume(Volume),
     /// Show the daemon's plugins.
     #[command(subcommand)]
     Plugins(Plugins),

@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Containers(c) => crate::tasks::containers(&ctx, c).await,
         Command::Tasks(t) => crate::tasks::tasks(&ctx, t).await,
         Command::Events(a) => crate::events::run(&ctx, a).await,
+        Command::Volume(c) => crate::volumes::run(&ctx, c).await,
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
         Command::Network(c) => crate::networks::run(&ctx, c).await,
     }

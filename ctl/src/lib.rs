@@ -30,6 +30,7 @@ mod spec;
 mod stdio;
 mod tasks;
 mod transfer;
+mod volumes;
 
 pub use error::{CtlError, status_error};
 

@@ -2,7 +2,7 @@
 //! from the spec [`crate::spec`] builds, runs its task attached (through
 //! [`crate::stdio`]) or detached, and cleans up with `--rm`.
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, VolumeSource};
 use crate::ctx::Ctx;
 use crate::error::{CtlError, ExitCode};
 use crate::image::{Lease, ensure_unpacked, resolve};
@@ -16,8 +16,10 @@ use berth_proto::services::snapshots::v1 as sapi;
 use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_proto::services::tasks::v1 as tapi;
 use berth_proto::services::tasks::v1::tasks_client::TasksClient;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 fn is_not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<tonic::Status>()
@@ -51,7 +53,8 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let created = std::sync::atomic::AtomicBool::new(false);
     let setup = async {
         ensure_unpacked(ctx, &img, &snapshotter, &lease).await?;
-        let spec = build_spec(&ctx.ns, &id, &a, &img.config)?;
+        let mut spec = build_spec(&ctx.ns, &id, &a, &img.config)?;
+        let volumes = volume_mounts(ctx, &a, &mut spec).await?;
         let mounts = SnapshotsClient::new(ctx.ch.clone())
             .prepare(with_lease(
                 ctx.req(sapi::PrepareSnapshotRequest {
@@ -65,14 +68,20 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             .await?
             .into_inner()
             .mounts;
+        copy_up(&mounts, &volumes)?;
+        let mut labels: HashMap<String, String> = a
+            .labels
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        if !volumes.is_empty() {
+            let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+            labels.insert(VOLUMES_LABEL.into(), names.join(","));
+        }
         let container = capi::Container {
             id: id.clone(),
-            labels: a
-                .labels
-                .iter()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            labels,
             image: img.name.clone(),
             runtime: Some(capi::container::Runtime {
                 name: a.runtime.clone(),
@@ -276,6 +285,97 @@ async fn name_taken(ctx: &Ctx, id: &str, snapshotter: &str) -> Result<bool> {
         Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
         Err(s) => Err(s.into()),
     }
+}
+
+/// The container label listing the named volumes a run mounted.
+const VOLUMES_LABEL: &str = "berth.volumes";
+
+/// A named volume a run mounts, and whether to fill it from the image.
+struct NamedVolume {
+    name: String,
+    mountpoint: PathBuf,
+    target: String,
+    fill: bool,
+}
+
+/// Adds `-v` mounts to `spec`, creating named volumes on first use;
+/// returns the named ones.
+async fn volume_mounts(ctx: &Ctx, a: &RunArgs, spec: &mut Value) -> Result<Vec<NamedVolume>> {
+    let mut named = Vec::new();
+    let Some(mounts) = spec["mounts"].as_array_mut() else {
+        bail!(CtlError("the spec has no mounts list".into()));
+    };
+    for v in &a.volumes {
+        let source = match &v.source {
+            VolumeSource::Host(p) => p.clone(),
+            VolumeSource::Named(n) => {
+                let r = crate::volumes::ensure(ctx, n).await?;
+                let mp = PathBuf::from(r.volume.unwrap_or_default().mountpoint);
+                // docker fills a volume from the image only while it is
+                // empty, so a second container never overwrites data.
+                let empty = std::fs::read_dir(&mp)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                named.push(NamedVolume {
+                    name: n.clone(),
+                    mountpoint: mp.clone(),
+                    target: v.target.clone(),
+                    fill: empty,
+                });
+                mp
+            }
+        };
+        let mode = if v.readonly { "ro" } else { "rw" };
+        mounts.push(json!({
+            "destination": v.target,
+            "type": "bind",
+            "source": source,
+            "options": ["rbind", mode],
+        }));
+    }
+    Ok(named)
+}
+
+/// Copies what the image holds at each empty volume's path into it (as
+/// docker does), through a temporary mount of the container's rootfs.
+fn copy_up(rootfs: &[berth_proto::types::Mount], volumes: &[NamedVolume]) -> Result<()> {
+    if !volumes.iter().any(|v| v.fill) {
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("berthctl-copyup-")
+        .tempdir()?;
+    let mounts: Vec<berth_mount::Mount> = rootfs.iter().cloned().map(Into::into).collect();
+    berth_mount::mount_all(&mounts, tmp.path())
+        .map_err(|e| CtlError(format!("mount the rootfs to fill volumes: {e}")))?;
+    let copied = (|| {
+        for v in volumes.iter().filter(|v| v.fill) {
+            let src = tmp.path().join(v.target.trim_start_matches('/'));
+            // Only a real directory of the image's (a symlink could point
+            // anywhere on the host from here).
+            if !std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            // cp -a keeps owners, modes, times, links and special files,
+            // which is what the container expects to find.
+            let st = std::process::Command::new("cp")
+                .arg("-a")
+                .arg("--")
+                .arg(src.join("."))
+                .arg(&v.mountpoint)
+                .status()
+                .map_err(|e| CtlError(format!("run cp to fill volume {}: {e}", v.name)))?;
+            if !st.success() {
+                bail!(CtlError(format!(
+                    "filling volume {} from the image's {} failed ({st})",
+                    v.name, v.target
+                )));
+            }
+        }
+        Ok(())
+    })();
+    let _ = berth_mount::unmount(tmp.path());
+    copied
 }
 
 /// Removes a run's task, container and snapshot.

@@ -18,6 +18,7 @@ use crate::runtime::{RuntimeConfig, ShimManager, ShimRuntime, TaskService, Tasks
 use crate::snapshots::Snapshots;
 use crate::snapshots::unpack::Unpacker;
 use crate::transfer::stores::ImageStores;
+use crate::volumes::Volumes;
 use berth_snapshotter::mount::private;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub struct Core {
     pub tasks: Arc<Tasks>,
     /// Unpacks images into snapshots (one, so concurrent unpacks share work).
     pub unpacker: Arc<Unpacker>,
+    pub volumes: Arc<Volumes>,
     /// This installation's identity, persisted in the metadata database.
     pub uuid: String,
     /// How to reach image registries.
@@ -125,6 +127,11 @@ impl Core {
             state.join("tmpmounts"),
         ));
         let containers = Arc::new(Containers::new(db.clone(), events.clone(), gc.clone()));
+        let volumes = Arc::new(Volumes::open(
+            &root.join("volumes"),
+            db.clone(),
+            containers.clone(),
+        )?);
         let tasks = Arc::new(TaskService::new(
             ShimRuntime::new(ShimManager::new(
                 state,
@@ -140,6 +147,7 @@ impl Core {
             state: state.to_path_buf(),
             images: Arc::new(Images::new(db.clone(), events.clone(), gc.clone())),
             containers,
+            volumes,
             namespaces: Namespaces::new(db.clone(), events.clone()),
             leases: Arc::new(Leases::new(db.clone(), gc.clone())),
             tasks,

@@ -27,3 +27,4 @@ pub mod server;
 pub mod snapshots;
 pub mod transfer;
 pub mod types;
+pub mod volumes;

@@ -34,6 +34,10 @@ pub struct RunArgs {
     /// (KEY is unset when this shell has none, as with docker).
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
+    /// Volume or bind mount: NAME:/path[:ro|rw] (a named volume, created on
+    /// first use) or /host/path:/path[:ro|rw] (the host path must exist).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]", value_parser = parse_volume)]
+    pub volumes: Vec<VolumeArg>,
     /// Extra mounts: type=bind,src=/a,dst=/b,options=rbind:ro
     #[arg(long = "mount")]
     pub mounts: Vec<String>,
@@ -113,6 +117,82 @@ pub fn parse_name(s: &str) -> Result<String, String> {
             "invalid container name {s:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-]* is allowed"
         ))
     }
+}
+
+/// Where a `-v` mount comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// A named volume of the daemon's.
+    Named(String),
+    /// A host path (absolute, existing).
+    Host(std::path::PathBuf),
+}
+
+/// One `-v SRC:DST[:MODE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeArg {
+    pub source: VolumeSource,
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// `-v`: docker's short volume syntax. A source starting with `/` is a host
+/// path (which must exist: docker's `-v` would create it, but its `--mount`
+/// refuses, and a typo silently becoming an empty directory helps no one);
+/// anything else names a volume.
+pub fn parse_volume(s: &str) -> Result<VolumeArg, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, None),
+        [src, dst, mode] => (*src, *dst, Some(*mode)),
+        [_] => {
+            return Err(format!(
+                "{s:?}: anonymous volumes are not supported; give SRC:DST (e.g. data:{s})"
+            ));
+        }
+        _ => return Err(format!("{s:?}: expected SRC:DST[:ro|rw]")),
+    };
+    let readonly = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(m) => {
+            return Err(format!(
+                "{s:?}: unsupported mode {m:?} (only ro and rw are supported)"
+            ));
+        }
+    };
+    if !dst.starts_with('/') {
+        return Err(format!(
+            "{s:?}: the container path {dst:?} must be absolute"
+        ));
+    }
+    if std::path::Path::new(dst) == std::path::Path::new("/") {
+        return Err(format!("{s:?}: cannot mount a volume over /"));
+    }
+    let source = if src.starts_with('/') {
+        let p = std::path::PathBuf::from(src);
+        if !p.exists() {
+            return Err(format!("{s:?}: the host path {src} does not exist"));
+        }
+        VolumeSource::Host(p)
+    } else {
+        let mut chars = src.chars();
+        let ok = src.len() >= 2
+            && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Err(format!(
+                "{s:?}: {src:?} is not a valid volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+); \
+                 a host path must be absolute"
+            ));
+        }
+        VolumeSource::Named(src.to_string())
+    };
+    Ok(VolumeArg {
+        source,
+        target: dst.to_string(),
+        readonly,
+    })
 }
 
 /// docker's minimum memory limit: below it the container cannot start.
@@ -208,6 +288,53 @@ mod tests {
 
     fn refused(args: &[&str]) -> String {
         run(args).expect_err("accepted").to_string()
+    }
+
+    #[test]
+    fn volume_flags_parse_like_dockers() {
+        let r = run(&[
+            "-v",
+            "data:/srv",
+            "-v",
+            "/tmp:/h:ro",
+            "--volume",
+            "x1:/y:rw",
+            "bb",
+        ])
+        .unwrap();
+        assert_eq!(
+            r.volumes,
+            [
+                VolumeArg {
+                    source: VolumeSource::Named("data".into()),
+                    target: "/srv".into(),
+                    readonly: false
+                },
+                VolumeArg {
+                    source: VolumeSource::Host("/tmp".into()),
+                    target: "/h".into(),
+                    readonly: true
+                },
+                VolumeArg {
+                    source: VolumeSource::Named("x1".into()),
+                    target: "/y".into(),
+                    readonly: false
+                },
+            ]
+        );
+        for (bad, why) in [
+            ("data:rel", "must be absolute"),
+            ("data:/", "over /"),
+            ("/srv", "anonymous volumes"),
+            ("data:/a:z", "unsupported mode"),
+            ("a/b:/x", "not a valid volume name"),
+            ("d:/x", "not a valid volume name"),
+            ("/no/such/berth/path:/x", "does not exist"),
+            ("a:b:c:d", "expected SRC:DST"),
+        ] {
+            let e = refused(&["-v", bad, "bb"]);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod snapshots;
 mod tasks;
 mod transfer;
 mod version;
+mod volumes;
 
 use crate::core::Core;
 use std::future::Future;
@@ -97,6 +98,11 @@ pub async fn serve_grpc(
         .add_service(api::transfer::v1::transfer_server::TransferServer::new(
             transfer::TransferService::new(core.clone(), streams),
         ))
+        .add_service(
+            berth_proto::pb::berth::services::volumes::v1::volumes_server::VolumesServer::new(
+                volumes::VolumesService(core.clone()),
+            ),
+        )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,

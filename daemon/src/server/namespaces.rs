@@ -83,10 +83,15 @@ impl Namespaces for NamespacesService {
         let held = tokio::task::spawn_blocking(move || core.snapshots.ns_has_snapshots(&n))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        let held: Vec<String> = held
+        let mut held: Vec<String> = held
             .iter()
             .map(|s| format!("snapshots on {s:?} snapshotter"))
             .collect();
+        // Volumes live outside the database; a namespace holding them is
+        // not empty either.
+        if !self.0.volumes.list(&name)?.is_empty() {
+            held.push("volumes".into());
+        }
         self.0.namespaces.delete(&name, &held)?;
         Ok(Response::new(()))
     }
