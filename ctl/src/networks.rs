@@ -8,7 +8,6 @@ use anyhow::Result;
 use berth_proto::pb::berth::services::networks::v1 as api;
 use berth_proto::pb::berth::services::networks::v1::networks_client::NetworksClient;
 use serde_json::{Value, json};
-use std::io::BufRead;
 use tonic::Code;
 
 pub(crate) async fn run(ctx: &Ctx, c: Network) -> Result<()> {
@@ -98,7 +97,11 @@ pub(crate) async fn run(ctx: &Ctx, c: Network) -> Result<()> {
             }
         }
         Network::Prune { force } => {
-            if !force && !confirm()? {
+            if !force
+                && !crate::output::confirm(
+                    "This will remove all custom networks not used by at least one container.",
+                )?
+            {
                 return Ok(());
             }
             let mut removed = Vec::new();
@@ -145,20 +148,6 @@ async fn list(
         .networks)
 }
 
-/// docker's question before pruning; anything but y/yes declines.
-fn confirm() -> Result<bool> {
-    eprint!(
-        "WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] "
-    );
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(answer_is_yes(&line))
-}
-
-fn answer_is_yes(line: &str) -> bool {
-    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-}
-
 fn inspect_json(n: &api::Network) -> Value {
     let config: Value = serde_json::from_slice(&n.config).unwrap_or(Value::Null);
     json!({
@@ -185,8 +174,8 @@ fn inspect_json(n: &api::Network) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::answer_is_yes;
     use crate::cli::{Cli, Command, Network};
+    use crate::output::answer_is_yes;
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Network, clap::Error> {

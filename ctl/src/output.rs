@@ -103,6 +103,20 @@ pub fn labels(l: &std::collections::HashMap<String, String>) -> String {
     v.join(",")
 }
 
+/// docker's question before a prune, on stderr; anything but y/yes
+/// (any case) declines.
+pub fn confirm(warning: &str) -> anyhow::Result<bool> {
+    use std::io::BufRead;
+    eprint!("WARNING! {warning}\nAre you sure you want to continue? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(answer_is_yes(&line))
+}
+
+pub fn answer_is_yes(line: &str) -> bool {
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@ use anyhow::{Result, bail};
 use berth_proto::pb::berth::services::volumes::v1 as vapi;
 use berth_proto::pb::berth::services::volumes::v1::volumes_client::VolumesClient;
 use serde_json::{Value, json};
-use std::io::BufRead as _;
 
 fn to_json(v: &vapi::Volume) -> Value {
     json!({
@@ -108,15 +107,12 @@ pub(crate) async fn run(ctx: &Ctx, c: Volume) -> Result<()> {
             }
         }
         Volume::Prune { force } => {
-            if !force {
-                eprint!(
-                    "WARNING! This will remove all volumes not used by at least one container.\nAre you sure you want to continue? [y/N] "
-                );
-                let mut answer = String::new();
-                std::io::stdin().lock().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    return Ok(());
-                }
+            if !force
+                && !crate::output::confirm(
+                    "This will remove all volumes not used by at least one container.",
+                )?
+            {
+                return Ok(());
             }
             let r = cl
                 .prune(ctx.req(vapi::PruneVolumesRequest {}))
