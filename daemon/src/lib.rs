@@ -15,6 +15,7 @@ pub mod containers;
 pub mod content;
 pub mod core;
 pub mod daemon;
+pub mod durable;
 pub mod error;
 pub mod events;
 pub mod gc;

@@ -152,9 +152,9 @@ impl Volumes {
             let mut f = private::create_file(&staging.join(META))?;
             f.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)?;
             f.sync_all()?;
-            sync_dir(&staging)?;
+            crate::durable::sync_dir(&staging)?;
             std::fs::rename(&staging, ns_dir.join(&name))?;
-            sync_dir(&ns_dir)
+            crate::durable::sync_dir(&ns_dir)
         })();
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&staging);
@@ -268,7 +268,7 @@ impl Volumes {
         let ns_dir = self.ns_dir(ns);
         let gone = ns_dir.join(format!(".rm-{name}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::rename(ns_dir.join(name), &gone)
-            .and_then(|()| sync_dir(&ns_dir))
+            .and_then(|()| crate::durable::sync_dir(&ns_dir))
             .map_err(|e| io_err(format!("remove volume {name}"), e))?;
         let bytes = du(&gone.join(DATA));
         std::fs::remove_dir_all(&gone).map_err(|e| io_err(format!("remove volume {name}"), e))?;
@@ -303,10 +303,6 @@ fn read_dir(dir: &Path) -> Result<Vec<String>> {
         out.push(e.file_name().to_string_lossy().into_owned());
     }
     Ok(out)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Bytes the regular files under `dir` hold (links not followed; what

@@ -4,7 +4,7 @@ use crate::error::{Result, io_err};
 use crate::types::Digest;
 use berth_snapshotter::mount::private;
 use sha2::Digest as _;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -83,7 +83,5 @@ fn list_names(dir: &Path) -> Result<Vec<String>> {
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io_err(format!("sync {}", dir.display()), e))
+    crate::durable::sync_dir(dir).map_err(|e| io_err(format!("sync {}", dir.display()), e))
 }

@@ -119,7 +119,5 @@ pub fn write_atomic(path: &Path, bytes: &[u8], owner_only: bool) -> Result<()> {
         f.sync_all().map_err(werr)?;
     }
     std::fs::rename(&tmp, path).map_err(|e| io_err(format!("rename to {}", path.display()), e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(format!("sync {}", dir.display()), e))
+    crate::durable::sync_dir(dir).map_err(|e| io_err(format!("sync {}", dir.display()), e))
 }

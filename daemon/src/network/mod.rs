@@ -7,7 +7,7 @@
 //! network namespaces bind-mounted under `<state>/netns` ([`netns`]) and
 //! the [`NetworkManager`] that ties them: ADD along a chain with
 //! `prevResult`, DEL in reverse with the cached result, CHECK.
-//! May use `config`, `error` and `berth-snapshotter`'s `private` modes;
+//! May use `config`, `durable`, `error` and `berth-snapshotter`'s `private` modes;
 //! nothing else of ours, and no store uses this (the task service will).
 
 pub mod cache;
