@@ -28,9 +28,9 @@ pub use netns::NetnsDir;
 /// The container label listing the networks a container joins
 /// (comma-separated names). Set when a container is created; the network
 /// service refuses to remove a network any container's label names.
-pub const NETWORKS_LABEL: &str = "berth.networks";
+pub const NETWORKS_LABEL: &str = berth_proto::labels::NETWORKS;
 
 /// The network names in a [`NETWORKS_LABEL`] value.
 pub fn networks_in_label(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').map(str::trim).filter(|n| !n.is_empty())
+    berth_proto::labels::items(value)
 }

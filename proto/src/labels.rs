@@ -1,0 +1,209 @@
+//! The container labels through which a client (berthctl, or any
+//! containerd client) asks berthd for networking, and the value formats
+//! both sides parse. berthd reads them when the container's task is
+//! created; the containerd API itself is unchanged.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// The CNI networks the container joins, comma-separated, in interface
+/// order (`eth0`, `eth1`, …). Absent or empty: berthd does no networking
+/// and the spec's network namespace is used as it is.
+pub const NETWORKS: &str = "berth.networks";
+/// Published ports, comma-separated [`PortMapping`]s; they are set up on
+/// the first network (through its `portmap` plugin).
+pub const PORTS: &str = "berth.ports";
+/// Name servers for `/etc/resolv.conf`, comma-separated IPv4 addresses
+/// (absent: the host's, minus loopback ones).
+pub const DNS: &str = "berth.dns";
+/// Extra `/etc/hosts` entries, comma-separated `NAME:IPV4` (docker's
+/// `--add-host`).
+pub const EXTRA_HOSTS: &str = "berth.extra-hosts";
+
+/// The items of a comma-separated label value.
+pub fn items(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// One published port: docker's `[HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortMapping {
+    /// `None`: every host address.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+impl PortMapping {
+    /// Parses docker's syntax; the message says what is wrong and what is
+    /// accepted. Ranges, random host ports and IPv6 are not supported.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let usage =
+            "use [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp], e.g. 8080:80 or 127.0.0.1:8080:80/udp";
+        let (addr, protocol) = match s.rsplit_once('/') {
+            Some((a, "tcp")) => (a, Protocol::Tcp),
+            Some((a, "udp")) => (a, Protocol::Udp),
+            Some((_, p)) => {
+                return Err(format!(
+                    "port {s:?}: protocol {p:?} is not supported (tcp or udp)"
+                ));
+            }
+            None => (s, Protocol::Tcp),
+        };
+        let parts: Vec<&str> = addr.split(':').collect();
+        let (ip, host, ctr) = match parts.as_slice() {
+            [h, c] => (None, *h, *c),
+            [i, h, c] => (Some(*i), *h, *c),
+            [_] => {
+                return Err(format!(
+                    "port {s:?}: a host port is required (random host ports are not supported); {usage}"
+                ));
+            }
+            _ => return Err(format!("port {s:?}: {usage} (IPv6 is not supported)")),
+        };
+        let port = |what: &str, p: &str| -> Result<u16, String> {
+            if p.contains('-') {
+                return Err(format!(
+                    "port {s:?}: port ranges are not supported; {usage}"
+                ));
+            }
+            match p.parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "port {s:?}: {what} port {p:?} is not a number from 1 to 65535; {usage}"
+                )),
+                Ok(n) => Ok(n),
+            }
+        };
+        let host_ip = match ip {
+            None | Some("") => None,
+            Some(i) => Some(i.parse::<Ipv4Addr>().map_err(|_| {
+                format!("port {s:?}: host address {i:?} is not an IPv4 address; {usage}")
+            })?),
+        };
+        Ok(PortMapping {
+            host_ip: host_ip.filter(|ip| !ip.is_unspecified()),
+            host_port: port("host", host)?,
+            container_port: port("container", ctr)?,
+            protocol,
+        })
+    }
+
+    /// Whether both claim the same host port: same protocol and port, and
+    /// addresses that overlap (an unspecified one overlaps every address).
+    pub fn conflicts_with(&self, other: &PortMapping) -> bool {
+        self.protocol == other.protocol
+            && self.host_port == other.host_port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
+/// The canonical form (what the label holds): `[HOSTIP:]HOSTPORT:CTRPORT/PROTO`.
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        write!(
+            f,
+            "{}:{}/{}",
+            self.host_port,
+            self.container_port,
+            self.protocol.as_str()
+        )
+    }
+}
+
+/// One `--add-host NAME:IPV4`.
+pub fn parse_extra_host(s: &str) -> Result<(String, Ipv4Addr), String> {
+    let (name, ip) = s
+        .split_once(':')
+        .ok_or_else(|| format!("extra host {s:?}: use NAME:IPV4, e.g. db:10.0.0.5"))?;
+    let ok_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !ok_name {
+        return Err(format!(
+            "extra host {s:?}: {name:?} is not a host name (letters, digits, '-', '.', '_')"
+        ));
+    }
+    let ip = ip
+        .parse::<Ipv4Addr>()
+        .map_err(|_| format!("extra host {s:?}: {ip:?} is not an IPv4 address"))?;
+    Ok((name.to_string(), ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse_to_their_canonical_form() {
+        for (input, canonical) in [
+            ("8080:80", "8080:80/tcp"),
+            ("8080:80/udp", "8080:80/udp"),
+            ("127.0.0.1:8080:80", "127.0.0.1:8080:80/tcp"),
+            ("0.0.0.0:53:53/udp", "53:53/udp"),
+            (":81:80", "81:80/tcp"),
+        ] {
+            let p = PortMapping::parse(input).unwrap();
+            assert_eq!(p.to_string(), canonical, "{input}");
+            assert_eq!(PortMapping::parse(canonical).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn bad_ports_say_what_is_wrong() {
+        for (input, says) in [
+            ("80", "a host port is required"),
+            ("0:80", "host port \"0\""),
+            ("8080:70000", "container port \"70000\""),
+            ("8000-8001:80", "ranges"),
+            ("8080:80/sctp", "protocol \"sctp\""),
+            ("::1:8080:80", "IPv6"),
+            ("localhost:8080:80", "not an IPv4 address"),
+        ] {
+            let e = PortMapping::parse(input).unwrap_err();
+            assert!(e.contains(says), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn conflicts_need_the_same_port_protocol_and_overlapping_address() {
+        let p = |s| PortMapping::parse(s).unwrap();
+        assert!(p("8080:80").conflicts_with(&p("8080:81")));
+        assert!(p("8080:80").conflicts_with(&p("127.0.0.1:8080:80")));
+        assert!(!p("8080:80").conflicts_with(&p("8080:80/udp")));
+        assert!(!p("8080:80").conflicts_with(&p("8081:80")));
+        assert!(!p("127.0.0.1:8080:80").conflicts_with(&p("127.0.0.2:8080:80")));
+    }
+
+    #[test]
+    fn extra_hosts() {
+        assert_eq!(
+            parse_extra_host("db:10.0.0.5").unwrap(),
+            ("db".to_string(), Ipv4Addr::new(10, 0, 0, 5))
+        );
+        assert!(parse_extra_host("db").unwrap_err().contains("NAME:IPV4"));
+        assert!(parse_extra_host("d b:1.2.3.4").is_err());
+        assert!(parse_extra_host("db:x").unwrap_err().contains("IPv4"));
+        assert_eq!(items(" a, ,b ,").collect::<Vec<_>>(), vec!["a", "b"]);
+    }
+}
