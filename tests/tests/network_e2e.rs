@@ -169,12 +169,26 @@ fn in_subnet(ip: Ipv4Addr, net: [u8; 3]) -> bool {
     ip.octets()[..3] == net
 }
 
-/// A shell loop fetching `url` with busybox wget until it answers (the
-/// server may still be starting): prints the body, fails after ~10s.
-fn fetch(url: &str) -> String {
+/// A shell loop asking `host` for / over HTTP with busybox nc until it
+/// answers (the server may still be starting), printing the response;
+/// fails after ~10s. Not wget: busybox-static's wget (glibc getaddrinfo)
+/// crashes resolving any name in an image without glibc's NSS modules,
+/// while nc and ping resolve through /etc/hosts fine.
+fn fetch(host: &str) -> String {
     format!(
-        "i=0; while [ $i -lt 40 ]; do wget -q -T 2 -O- {url} && exit 0; i=$((i+1)); sleep 0.25; done; exit 1"
+        "i=0; while [ $i -lt 40 ]; do \
+         r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 80) && [ -n \"$r\" ] && {{ echo \"$r\"; exit 0; }}; \
+         i=$((i+1)); sleep 0.25; done; exit 1"
     )
+}
+
+/// The body of an HTTP response `fetch` printed, asserting a 200.
+fn http_body(resp: &str) -> &str {
+    assert!(
+        resp.starts_with("HTTP/1.") && resp.split(' ').nth(1) == Some("200"),
+        "{resp}"
+    );
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim()
 }
 
 /// The `nameserver` addresses of a resolv.conf.
@@ -232,17 +246,17 @@ fn networking_end_to_end() {
     let labels = n.labels("srv");
     assert_eq!(labels["berth.networks"], "a", "{labels}");
     assert!(n.netns_file("srv").exists());
-    let by_name = n.run(&["--net", "a", "busybox", "sh", "-c", &fetch("http://srv/")]);
-    assert_eq!(by_name.trim(), "hello-srv");
+    let by_name = n.run(&["--net", "a", "busybox", "sh", "-c", &fetch("srv")]);
+    assert_eq!(http_body(&by_name), "hello-srv");
     let by_ip = n.run(&[
         "--net",
         "a",
         "busybox",
         "sh",
         "-c",
-        &fetch(&format!("http://{srv_ip}/")),
+        &fetch(&srv_ip.to_string()),
     ]);
-    assert_eq!(by_ip.trim(), "hello-srv");
+    assert_eq!(http_body(&by_ip), "hello-srv");
 
     // /etc/hosts is kept current: a container joining a shows up in srv's,
     // srv in the newcomer's, and the newcomer goes when it is removed.
@@ -271,19 +285,8 @@ fn networking_end_to_end() {
     // reachable by address from there.
     let hosts_b = n.run(&["--net", "b", "busybox", "cat", "/etc/hosts"]);
     assert!(!hosts_b.split_whitespace().any(|w| w == "srv"), "{hosts_b}");
-    let err = n.fails(&[
-        "run",
-        "--rm",
-        "--net",
-        "b",
-        "busybox",
-        "wget",
-        "-q",
-        "-T",
-        "3",
-        "-O-",
-        &format!("http://{srv_ip}/"),
-    ]);
+    let probe = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {srv_ip} 80");
+    let err = n.fails(&["run", "--rm", "--net", "b", "busybox", "sh", "-c", &probe]);
     eprintln!("network b -> srv by IP (must fail): {}", err.trim());
 
     // On both networks: eth0 on a, eth1 on b, in the order given.
@@ -489,8 +492,8 @@ fn networking_end_to_end() {
     n.d.restart();
     let body = http_get(published, "/", Duration::from_secs(10)).expect("port after restart");
     assert_eq!(body.trim(), "hello-web");
-    let by_name = n.run(&["--net", "a", "busybox", "sh", "-c", &fetch("http://srv/")]);
-    assert_eq!(by_name.trim(), "hello-srv");
+    let by_name = n.run(&["--net", "a", "busybox", "sh", "-c", &fetch("srv")]);
+    assert_eq!(http_body(&by_name), "hello-srv");
     assert_eq!(
         LeakCounts::now(&n.state()),
         running,
