@@ -15,7 +15,7 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// The plugins berthd's bridge networks use.
 pub const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "portmap", "firewall"];
 /// Tools the re-exec and the counters need.
-pub const NET_TOOLS: [&str; 4] = ["unshare", "mount", "iptables-save", "ip"];
+pub const NET_TOOLS: [&str; 3] = ["unshare", "mount", "iptables-save"];
 
 /// Set in the re-executed process: it is already inside the namespaces.
 const INNER: &str = "BERTH_PRIVATE_NETNS_INNER";

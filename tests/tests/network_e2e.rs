@@ -128,6 +128,17 @@ impl Net {
             .collect()
     }
 
+    /// What a refused `run` must not leave: containers, snapshots,
+    /// leases, and the network leftovers.
+    fn objects(&self) -> (String, String, String, LeakCounts) {
+        (
+            self.ok(&["containers", "ls", "-q"]),
+            self.ok(&["snapshots", "ls"]),
+            self.ok(&["leases", "ls", "-q"]),
+            LeakCounts::now(&self.state()),
+        )
+    }
+
     /// Removes the tasks (killing running ones) and containers `ids`.
     fn remove(&self, ids: &[&str]) {
         let tasks = self.ok(&["tasks", "ls", "-q"]);
@@ -438,11 +449,7 @@ fn networking_end_to_end() {
     // A taken host port: published by web (also from another network),
     // or held by a socket of the host's. Refused naming the port, and
     // nothing is left: no container, netns file or IP reservation.
-    let before = (
-        n.containers(),
-        reservations(&n.ipam()),
-        LeakCounts::now(&n.state()),
-    );
+    let before = n.objects();
     for (id, net) in [("taken1", "bridge"), ("taken2", "a")] {
         let out = n.ctl(&[
             "run", "--rm", "--name", id, "--net", net, "-p", "8080:80", "busybox", "true",
@@ -460,11 +467,7 @@ fn networking_end_to_end() {
     ]);
     assert!(err.contains("8181"), "{err}");
     eprintln!("port held by a host socket: {}", err.trim());
-    let after = (
-        n.containers(),
-        reservations(&n.ipam()),
-        LeakCounts::now(&n.state()),
-    );
+    let after = n.objects();
     assert_eq!(after, before, "a refused run left something");
     drop(held);
     n.run(&["--name", "free", "-p", "8181:80", "busybox", "true"]);
