@@ -225,7 +225,7 @@ fn gateway(a: [u8; 3]) -> IpAddr {
 
 const NET_A: [u8; 3] = [10, 201, 0];
 const NET_B: [u8; 3] = [10, 202, 0];
-const DEFAULT_GW: [u8; 3] = [10, 88, 0];
+const DEFAULT_NET: [u8; 3] = [10, 88, 0];
 
 #[test]
 fn networking_end_to_end() {
@@ -327,11 +327,11 @@ fn networking_end_to_end() {
     // at the bridge's gateway address from this (the "host") namespace.
     n.serve("web", &["-p", "8080:80"], "hello-web");
     let web_ip = n.ip_of("web", "eth0");
-    assert!(in_subnet(web_ip, DEFAULT_GW), "web got {web_ip}");
+    assert!(in_subnet(web_ip, DEFAULT_NET), "web got {web_ip}");
     let labels = n.labels("web");
     assert_eq!(labels["berth.networks"], "bridge", "{labels}");
     assert_eq!(labels["berth.ports"], "8080:80/tcp", "{labels}");
-    let published = SocketAddr::new(gateway(DEFAULT_GW), 8080);
+    let published = SocketAddr::new(gateway(DEFAULT_NET), 8080);
     let body = http_get(published, "/", Duration::from_secs(10)).expect("published port");
     assert_eq!(body.trim(), "hello-web");
     assert!(links().iter().any(|l| l == "berth0"), "{:?}", links());
@@ -591,7 +591,7 @@ fn no_leaks_after_many_runs_and_a_crash() {
     n.ok(&[
         "run", "-d", "--name", "gone", "-p", "9104:80", "busybox", "sleep", "600",
     ]);
-    let keep1 = SocketAddr::new(gateway(DEFAULT_GW), 9101);
+    let keep1 = SocketAddr::new(gateway(DEFAULT_NET), 9101);
     // keep2 publishes on its first network, a: reachable at any local
     // address, its gateway included.
     let keep2 = SocketAddr::new(gateway([10, 203, 0]), 9102);
