@@ -13,7 +13,7 @@ use crate::metadata::Db;
 use crate::metadata::leases::Leases;
 use crate::metadata::namespaces::Namespaces;
 use crate::metadata::trigger::GcTrigger;
-use crate::network::NetworkManager;
+use crate::network::{NetworkManager, TaskNetworks};
 use crate::runtime::{RuntimeConfig, ShimManager, ShimRuntime, TaskService, Tasks};
 use crate::snapshots::Snapshots;
 use crate::snapshots::unpack::Unpacker;
@@ -132,16 +132,20 @@ impl Core {
             db.clone(),
             containers.clone(),
         )?);
-        let tasks = Arc::new(TaskService::new(
-            ShimRuntime::new(ShimManager::new(
-                state,
-                grpc_address,
-                ttrpc_address,
-                runtimes,
-            )),
-            containers.clone(),
-            events.clone(),
-        ));
+        let networks = Arc::new(NetworkManager::new(&network, state));
+        let tasks = Arc::new(
+            TaskService::new(
+                ShimRuntime::new(ShimManager::new(
+                    state,
+                    grpc_address,
+                    ttrpc_address,
+                    runtimes,
+                )),
+                containers.clone(),
+                events.clone(),
+            )
+            .with_networks(Arc::new(TaskNetworks::new(networks.clone(), state))),
+        );
         Ok(Arc::new(Core {
             root: root.to_path_buf(),
             state: state.to_path_buf(),
@@ -159,7 +163,7 @@ impl Core {
             content,
             uuid,
             registry,
-            networks: Arc::new(NetworkManager::new(&network, state)),
+            networks,
         }))
     }
 }

@@ -30,6 +30,10 @@ pub struct Cached {
     /// entry is written first, so a crash mid-ADD still leaves what DEL
     /// needs).
     pub result: Value,
+    /// Who holds the attachment (`namespace/id`), for messages such as a
+    /// taken port's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 pub const KIND: &str = "berthCniCacheV1";
@@ -83,6 +87,38 @@ impl Cache {
             ));
         }
         Ok(Some(c))
+    }
+
+    /// Every cached ADD, of every network (attachments of containers that
+    /// are gone are found this way at restart). An unreadable entry is
+    /// skipped with a warning rather than blocking every other teardown.
+    pub fn entries(&self) -> Result<Vec<Cached>> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(format!("read {}", self.dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for net in rd.filter_map(|e| e.ok()) {
+            let Ok(files) = std::fs::read_dir(net.path()) else {
+                continue;
+            };
+            for f in files.filter_map(|e| e.ok()) {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                match std::fs::read(f.path())
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Cached>(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(c) if c.kind == KIND => out.push(c),
+                    Ok(c) => tracing::warn!("{}: kind {:?}; skipped", f.path().display(), c.kind),
+                    Err(e) => tracing::warn!("{}: {e}; skipped", f.path().display()),
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn remove(&self, network: &str, att: &Attachment) -> Result<()> {

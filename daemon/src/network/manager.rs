@@ -158,6 +158,28 @@ impl NetworkManager {
         att: &Attachment,
         runtime_config: &Map<String, Value>,
     ) -> Result<Value> {
+        self.add_with(name, att, runtime_config, None).await
+    }
+
+    /// [`add`](Self::add) for a container, recording `owner` (`ns/id`).
+    pub async fn add_owned(
+        &self,
+        name: &str,
+        att: &Attachment,
+        runtime_config: &Map<String, Value>,
+        owner: &str,
+    ) -> Result<Value> {
+        self.add_with(name, att, runtime_config, Some(owner.to_string()))
+            .await
+    }
+
+    async fn add_with(
+        &self,
+        name: &str,
+        att: &Attachment,
+        runtime_config: &Map<String, Value>,
+        owner: Option<String>,
+    ) -> Result<Value> {
         let net = self.network(name).await?;
         if self.cache.load(name, att)?.is_some() {
             return Err(Error::already_exists(format!(
@@ -173,6 +195,7 @@ impl NetworkManager {
             config: net.raw.clone(),
             runtime_config: Value::Object(runtime_config.clone()),
             result: Value::Null,
+            owner,
         };
         // Written before any plugin runs: after a crash mid-ADD, DEL still
         // finds the configuration to undo.
@@ -267,6 +290,11 @@ impl NetworkManager {
                 .map_err(|e| e.context(format!("check network {name:?}")))?;
         }
         Ok(())
+    }
+
+    /// Every attachment (completed or not) of every network.
+    pub fn attachments(&self) -> Result<Vec<Cached>> {
+        self.cache.entries()
     }
 
     /// The cached result of an attachment, if it completed.

@@ -6,16 +6,21 @@
 //! `network.cni_conf_dir` ([`conflist`], with [`subnet`] arithmetic),
 //! network namespaces bind-mounted under `<state>/netns` ([`netns`]) and
 //! the [`NetworkManager`] that ties them: ADD along a chain with
-//! `prevResult`, DEL in reverse with the cached result, CHECK.
+//! `prevResult`, DEL in reverse with the cached result, CHECK. On top,
+//! [`TaskNetworks`] ([`tasknet`]) gives a task what its container's labels
+//! ask for (namespace, attachments, published ports, and the `/etc` files
+//! of [`etc`]) and takes it away again.
 //! May use `config`, `durable`, `error` and `berth-snapshotter`'s `private` modes;
-//! nothing else of ours, and no store uses this (the task service will).
+//! nothing else of ours. The task service uses it; no store does.
 
 pub mod cache;
 pub mod cni;
 pub mod conflist;
+pub mod etc;
 pub mod manager;
 pub mod netns;
 pub mod subnet;
+pub mod tasknet;
 
 #[cfg(test)]
 mod tests;
@@ -24,6 +29,7 @@ pub use cni::{Attachment, Command, Exec};
 pub use conflist::{NetConfList, NetworkSpec};
 pub use manager::{DEFAULT_SUBNET, NetworkManager, cni_container_id};
 pub use netns::NetnsDir;
+pub use tasknet::TaskNetworks;
 
 /// The container label listing the networks a container joins
 /// (comma-separated names). Set when a container is created; the network

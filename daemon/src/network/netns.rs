@@ -149,6 +149,20 @@ impl NetnsDir {
         Ok(())
     }
 
+    /// The containerd namespaces with a folder here.
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        let rd = match std::fs::read_dir(&self.root) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(format!("read {}", self.root.display()), e)),
+        };
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
     /// The ids with a namespace file in `ns` (restart reconciliation).
     pub fn list(&self, ns: &str) -> Result<Vec<String>> {
         let dir = self.root.join(ns);

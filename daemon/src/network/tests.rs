@@ -24,14 +24,14 @@ case "@TYPE@:$CNI_COMMAND" in
 esac
 "#;
 
-struct Env {
+pub(super) struct Env {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    cfg: NetworkConfig,
+    pub(super) root: PathBuf,
+    pub(super) cfg: NetworkConfig,
 }
 
 impl Env {
-    fn new(plugins: &[&str]) -> Env {
+    pub(super) fn new(plugins: &[&str]) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let bin = root.join("bin");
@@ -71,12 +71,12 @@ impl Env {
         }
     }
 
-    fn manager(&self) -> NetworkManager {
+    pub(super) fn manager(&self) -> NetworkManager {
         NetworkManager::new(&self.cfg, &self.root.join("state"))
     }
 
     /// Every call so far: (type, command, CNI_* env, stdin).
-    fn calls(&self) -> Vec<(String, String, String, Value)> {
+    pub(super) fn calls(&self) -> Vec<(String, String, String, Value)> {
         let mut names: Vec<String> = std::fs::read_dir(self.root.join("log"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

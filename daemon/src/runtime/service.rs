@@ -11,6 +11,7 @@ use super::contract::{CreateTask, Exit, TaskRuntime};
 use crate::containers::Containers;
 use crate::error::{Error, Result};
 use crate::events::Exchange;
+use crate::network::TaskNetworks;
 use crate::types::{now, timestamp};
 use berth_proto::errdefs::Kind;
 use berth_proto::filters::{Adaptor, Filter};
@@ -20,6 +21,7 @@ use berth_proto::pb::containerd::v1::types::{Process, ProcessInfo, Status};
 use berth_proto::services::tasks::v1::CreateTaskRequest;
 use berth_proto::types::Metric;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -57,6 +59,11 @@ pub struct TaskService<R: TaskRuntime> {
     containers: Arc<Containers>,
     events: Arc<Exchange>,
     registry: Mutex<HashMap<Key, Entry<R::Task>>>,
+    /// Networking of tasks whose containers ask for it (none in unit
+    /// tests of the registry).
+    networks: Option<Arc<TaskNetworks>>,
+    /// A teardown failed: the watcher reconciles networking again.
+    retry_networks: AtomicBool,
 }
 
 /// What Tasks.List filters see of a task.
@@ -68,25 +75,6 @@ impl Adaptor for Id<'_> {
             ("id" | "container_id", 1) => Some(self.0.to_string()),
             _ => None,
         }
-    }
-}
-
-/// What containerd's Metrics filters see of a task.
-struct MetricFields<'a> {
-    id: &'a str,
-    namespace: &'a str,
-    runtime: &'a str,
-}
-
-impl Adaptor for MetricFields<'_> {
-    fn field(&self, path: &[String]) -> Option<String> {
-        let v = match (path.first()?.as_str(), path.len()) {
-            ("id", 1) => self.id,
-            ("namespace", 1) => self.namespace,
-            ("runtime", 1) => self.runtime,
-            _ => return None,
-        };
-        Some(v.to_string())
     }
 }
 
@@ -112,6 +100,46 @@ impl<R: TaskRuntime> TaskService<R> {
             containers,
             events,
             registry: Mutex::new(HashMap::new()),
+            networks: None,
+            retry_networks: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets up and tears down the networks tasks' containers ask for.
+    pub fn with_networks(mut self, networks: Arc<TaskNetworks>) -> Self {
+        self.networks = Some(networks);
+        self
+    }
+
+    /// Tears down a task's networking; a failure is logged and retried by
+    /// the watcher (the task itself is gone either way).
+    async fn detach(&self, ns: &str, id: &str) {
+        if let Some(n) = &self.networks
+            && let Err(e) = n.detach(ns, id).await
+        {
+            tracing::warn!("task {ns}/{id}: {}; retrying later", e.chain());
+            self.retry_networks.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Tears down the networking of every task not in the registry.
+    async fn reconcile_networks(&self) {
+        let Some(n) = &self.networks else {
+            return;
+        };
+        let live: std::collections::HashSet<Key> = self
+            .reg()
+            .iter()
+            .filter(|(_, e)| !matches!(e, Entry::Dead(..)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        match n.reconcile(&live).await {
+            Ok(0) => {}
+            Ok(k) => tracing::info!(containers = k, "tore down networking left behind"),
+            Err(e) => {
+                tracing::warn!("reconcile networking: {}; retrying later", e.chain());
+                self.retry_networks.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -191,17 +219,32 @@ impl<R: TaskRuntime> TaskService<R> {
             }
             reg.insert(k.clone(), Entry::Creating);
         }
+        // The bundle's spec: pointed at the network namespace and files
+        // when the container asks for networks.
+        let spec = match &self.networks {
+            Some(n) => match n.attach(ns, &c.id, &c.record.labels, spec.value).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.reg().remove(&k);
+                    return Err(e);
+                }
+            },
+            None => spec.value,
+        };
         let created = self
             .runtime
             .create(CreateTask {
                 ns: ns.to_string(),
                 id: c.id.clone(),
                 runtime,
-                spec: spec.value,
+                spec,
                 runtime_options: c.record.runtime_options.clone().map(Into::into),
                 request,
             })
             .await;
+        if created.is_err() {
+            self.detach(ns, &c.id).await;
+        }
         let mut reg = self.reg();
         match created {
             Ok(created) => {
@@ -229,6 +272,11 @@ impl<R: TaskRuntime> TaskService<R> {
     /// its exit. A task whose runtime died is forgotten with its saved exit.
     pub async fn delete(&self, ns: &str, id: &str) -> Result<shimapi::DeleteResponse> {
         let k = key(ns, id);
+        // Normally torn down when the shim died; repeated in case that
+        // failed. While the entry stays, no new task can take the id.
+        if self.dead_exit(ns, id).is_some() {
+            self.detach(ns, id).await;
+        }
         let dead = {
             let mut reg = self.reg();
             match reg.get(&k) {
@@ -261,6 +309,8 @@ impl<R: TaskRuntime> TaskService<R> {
         }
         let h = self.live(ns, id)?;
         let r = self.runtime.delete(&h.task, "").await?;
+        // Before the id is free again, so a new task of it cannot race.
+        self.detach(ns, id).await;
         // Forget the task before stopping its runtime, so that the watcher
         // does not take the shutdown for a death.
         {
@@ -401,46 +451,6 @@ impl<R: TaskRuntime> TaskService<R> {
         self.runtime.update(&h.task, resources, annotations).await
     }
 
-    /// Statistics of the live tasks of a namespace that `filter` (on id,
-    /// namespace and runtime, as containerd's) matches, by id.
-    pub async fn metrics(&self, ns: &str, filter: &Filter) -> Result<Vec<Metric>> {
-        let mut live: Vec<(String, Arc<Handle<R::Task>>)> = self
-            .reg()
-            .iter()
-            .filter_map(|((n, id), e)| match e {
-                Entry::Live(h) if n == ns => Some((id.clone(), h.clone())),
-                _ => None,
-            })
-            .collect();
-        live.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut metrics = Vec::new();
-        for (id, h) in live {
-            let runtime = self
-                .containers
-                .get(ns, &id)
-                .map(|c| c.record.runtime)
-                .unwrap_or_default();
-            let fields = MetricFields {
-                id: &id,
-                namespace: ns,
-                runtime: &runtime,
-            };
-            if !filter.matches(&fields) {
-                continue;
-            }
-            match self.runtime.stats(&h.task).await {
-                Ok(data) => metrics.push(Metric {
-                    timestamp: Some(timestamp(now())),
-                    id,
-                    data,
-                }),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(metrics)
-    }
-
     /// Waits for a process to exit. If the task's runtime dies meanwhile,
     /// the init's wait ends with the exit the runtime saved.
     pub async fn wait(&self, ns: &str, id: &str, exec_id: &str) -> Result<shimapi::WaitResponse> {
@@ -465,7 +475,14 @@ impl<R: TaskRuntime> TaskService<R> {
     /// A task's runtime went away: clean up after it, keep the task as
     /// stopped with the exit it saved and publish TaskExit, once.
     async fn mark_dead(&self, ns: &str, id: &str, h: &Arc<Handle<R::Task>>) {
-        let exit = *h.reaped.get_or_init(|| self.runtime.cleanup(&h.task)).await;
+        let exit = *h
+            .reaped
+            .get_or_init(|| async {
+                let exit = self.runtime.cleanup(&h.task).await;
+                self.detach(ns, id).await;
+                exit
+            })
+            .await;
         let k = key(ns, id);
         {
             let mut reg = self.reg();
@@ -512,6 +529,9 @@ impl<R: TaskRuntime> TaskService<R> {
             loop {
                 tokio::time::sleep(WATCH_INTERVAL).await;
                 this.reap_gone().await;
+                if this.retry_networks.swap(false, Ordering::Relaxed) {
+                    this.reconcile_networks().await;
+                }
             }
         });
     }
@@ -533,6 +553,7 @@ impl<R: TaskRuntime> TaskService<R> {
         }
         let cleaned = futures::future::join_all(dead.into_iter().map(|f| async move {
             let exit = self.runtime.cleanup(&f.task).await;
+            self.detach(&f.ns, &f.id).await;
             (f, exit)
         }))
         .await;
@@ -547,5 +568,11 @@ impl<R: TaskRuntime> TaskService<R> {
         if n > 0 {
             tracing::info!(tasks = n, "restored tasks from a previous run");
         }
+        // Networking of tasks that no longer exist at all (a crash mid-
+        // create or mid-delete).
+        self.reconcile_networks().await;
     }
 }
+
+#[path = "service_metrics.rs"]
+mod metrics;
