@@ -3,8 +3,10 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+mod net;
 mod run;
 mod volume;
+pub use net::NetArg;
 pub use run::{RunArgs, VolumeArg, VolumeSource};
 pub use volume::Volume;
 

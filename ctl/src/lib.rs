@@ -25,6 +25,7 @@ mod networks;
 pub mod output;
 mod registry;
 mod run;
+mod run_net;
 mod snapshots;
 mod spec;
 mod stdio;
@@ -39,6 +40,11 @@ use clap::Parser;
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = cli::Cli::parse();
+    if let cli::Command::Run(r) = &cli.command
+        && let Err(e) = run_net::request(r)
+    {
+        run_net::usage_error(e).exit();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -31,6 +31,8 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     if a.rm && a.detach {
         bail!(CtlError("--rm and --detach cannot be used together".into()));
     }
+    // Checked before anything is made: a missing network fails here.
+    let networks = crate::run_net::networks(ctx, &a).await?;
     // Like nerdctl: an image stored under the exact name wins (imports
     // without a registry name), otherwise the docker-normalized name.
     let img = match resolve(ctx, a.image(), a.platform.as_deref()).await {
@@ -75,6 +77,11 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
+        labels.extend(
+            crate::run_net::labels(&a, &networks)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+        );
         if !volumes.is_empty() {
             let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
             labels.insert(VOLUMES_LABEL.into(), names.join(","));
@@ -129,8 +136,15 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         }
     };
     lease.done(ctx).await;
-    let code = run_task(ctx, &id, &a, mounts, caught).await;
-    if a.rm {
+    let mut started = false;
+    let code = run_task(ctx, &id, &a, mounts, caught, &mut started).await;
+    // A task that never started (berthd refusing a taken port, a runtime
+    // failing to create it) leaves nothing: a container that cannot run
+    // would only hold its name, ports and snapshot.
+    if !started && code.is_err() {
+        stop_unstarted(ctx, &id).await;
+    }
+    if a.rm || (!started && code.is_err()) {
         cleanup(ctx, &id, &snapshotter).await;
     }
     match code? {
@@ -145,6 +159,7 @@ async fn run_task(
     a: &RunArgs,
     rootfs: Vec<berth_proto::types::Mount>,
     caught: CaughtSignals,
+    started: &mut bool,
 ) -> Result<u32> {
     let mut tasks = TasksClient::new(ctx.ch.clone());
     let interactive = a.interactive || a.tty;
@@ -205,6 +220,7 @@ async fn run_task(
             exec_id: String::new(),
         }))
         .await?;
+    *started = true;
     if a.detach {
         println!("{id}");
         return Ok(0);
@@ -376,6 +392,27 @@ fn copy_up(rootfs: &[berth_proto::types::Mount], volumes: &[NamedVolume]) -> Res
     })();
     let _ = berth_mount::unmount(tmp.path());
     copied
+}
+
+/// Ends a task that was created but failed to start (if it exists), so
+/// that it can be deleted.
+async fn stop_unstarted(ctx: &Ctx, id: &str) {
+    let mut tasks = TasksClient::new(ctx.ch.clone());
+    let killed = tasks
+        .kill(ctx.req(tapi::KillRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+            signal: 9,
+            all: true,
+        }))
+        .await;
+    if killed.is_ok() {
+        let wait = tasks.wait(ctx.req(tapi::WaitRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        }));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+    }
 }
 
 /// Removes a run's task, container and snapshot.

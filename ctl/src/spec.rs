@@ -154,7 +154,8 @@ pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if a.net_host {
+    if a.host_network() {
+        // As ctr's --net-host: the host's name files, read-only.
         for f in ["/etc/hosts", "/etc/resolv.conf"] {
             if Path::new(f).exists() {
                 mounts.push(json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}));
@@ -216,7 +217,9 @@ pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     });
-    if a.net_host {
+    // On the host's network the host's name, unless one is asked for
+    // (the UTS namespace is still the container's own).
+    if a.host_network() && a.hostname.is_none() {
         spec["hostname"] = Value::Null;
     }
     if a.tty
@@ -271,6 +274,68 @@ mod tests {
         assert_eq!(spec(&["bb"])["process"]["args"], json!(["sh"]));
         // -1 is no limit at all.
         assert!(spec(&["--pids-limit", "-1", "bb"])["linux"]["resources"]["pids"].is_null());
+    }
+
+    fn network_ns(s: &Value) -> Option<&Value> {
+        s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == "network")
+    }
+
+    fn mounted(s: &Value, dst: &str) -> Option<Value> {
+        s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dst)
+            .cloned()
+    }
+
+    #[test]
+    fn networks_keep_a_new_network_namespace() {
+        // berthd gives it a path (the netns it sets up) in the bundle only.
+        for args in [
+            &["bb"][..],
+            &["--net", "none", "bb"][..],
+            &["--net", "a", "--net", "b", "-p", "80:80", "bb"][..],
+        ] {
+            let s = spec(args);
+            assert_eq!(
+                network_ns(&s),
+                Some(&json!({"type": "network"})),
+                "{args:?}"
+            );
+            assert!(mounted(&s, "/etc/hosts").is_none(), "{args:?}");
+            assert_eq!(s["hostname"], "web", "{args:?}");
+        }
+        assert_eq!(spec(&["--hostname", "box", "bb"])["hostname"], "box");
+    }
+
+    #[test]
+    fn host_network_shares_the_hosts_namespace_and_name_files() {
+        for args in [&["--net", "host", "bb"][..], &["--net-host", "bb"][..]] {
+            let s = spec(args);
+            assert_eq!(network_ns(&s), None, "{args:?}");
+            for f in ["/etc/hosts", "/etc/resolv.conf"] {
+                if Path::new(f).exists() {
+                    assert_eq!(
+                        mounted(&s, f),
+                        Some(json!({"destination": f, "type": "bind", "source": f,
+                                    "options": ["rbind", "ro"]})),
+                        "{args:?}"
+                    );
+                }
+            }
+            // Other namespaces stay the container's own.
+            assert_eq!(s["linux"]["namespaces"].as_array().unwrap().len(), 4);
+            assert!(s["hostname"].is_null(), "{args:?}");
+        }
+        assert_eq!(
+            spec(&["--net", "host", "--hostname", "h1", "bb"])["hostname"],
+            "h1"
+        );
     }
 
     #[test]

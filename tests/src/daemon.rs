@@ -211,7 +211,7 @@ impl Daemon {
             quote(bin("berthctl").to_str().unwrap()),
             quote(self.sock.to_str().unwrap()),
         );
-        for a in args {
+        for a in &without_network(args) {
             cmd.push(' ');
             cmd.push_str(&quote(a));
         }
@@ -237,8 +237,17 @@ impl Drop for Daemon {
 }
 
 /// `berthctl` against the API socket `sock` in namespace `ns`, blind to the
-/// caller's `BERTH_*` settings, its FIFOs and logs under `dir`.
+/// caller's `BERTH_*` settings, its FIFOs and logs under `dir`. A `run`
+/// that names no network gets `--net none` (see [`without_network`]).
 pub fn berthctl_at(sock: &Path, dir: &Path, ns: &str, args: &[&str]) -> Command {
+    berthctl_at_default_net(sock, dir, ns, &without_network(args))
+}
+
+/// [`berthctl_at`] without the `--net none` it adds: `run` joins the
+/// daemon's default network unless told otherwise. Only for tests of that
+/// choice against a daemon without networks (containerd), or a berthd in a
+/// private network namespace (`unshare --net --mount`).
+pub fn berthctl_at_default_net(sock: &Path, dir: &Path, ns: &str, args: &[&str]) -> Command {
     let mut c = Command::new(bin("berthctl"));
     c.arg("--address")
         .arg(sock)
@@ -251,6 +260,40 @@ pub fn berthctl_at(sock: &Path, dir: &Path, ns: &str, args: &[&str]) -> Command 
         .env("BERTH_FIFO_DIR", dir.join("fifo"))
         .env("BERTH_LOG_DIR", dir.join("logs"));
     c
+}
+
+/// berthctl's arguments, with `--net none` right after `run` when they name
+/// no network (`--net`, `--network`, `--net-host`). The tests run on the
+/// host's network, where `run`'s default (berthd's default network) would
+/// make a bridge, addresses and iptables rules: those are made only by
+/// tests in a private network namespace, which name their networks. Any
+/// mention of a network flag, even in the container's command, leaves the
+/// arguments alone (so none is ever added next to another).
+pub fn without_network<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    let names_net = |a: &&str| {
+        ["--net", "--network", "--net-host"].contains(a)
+            || a.starts_with("--net=")
+            || a.starts_with("--network=")
+    };
+    if args.iter().any(names_net) {
+        return out;
+    }
+    // The subcommand is the first word that is neither a global option nor
+    // the value of one.
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        match *a {
+            "--address" | "-n" | "--namespace" | "--format" | "--snapshotter" => i += 2,
+            a if a.starts_with('-') => i += 1,
+            "run" => {
+                out.splice(i + 1..i + 1, ["--net", "none"]);
+                break;
+            }
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Waits until `child` (a daemon called `what`) accepts connections on
@@ -273,4 +316,39 @@ pub fn wait_listening(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_network;
+
+    #[test]
+    fn run_gets_no_network_unless_it_names_one() {
+        assert_eq!(
+            without_network(&["run", "--rm", "busybox", "true"]),
+            ["run", "--net", "none", "--rm", "busybox", "true"]
+        );
+        assert_eq!(
+            without_network(&["--format", "json", "-n", "run", "run", "-d", "bb"]),
+            [
+                "--format", "json", "-n", "run", "run", "--net", "none", "-d", "bb"
+            ]
+        );
+        for named in [
+            &["run", "--net", "host", "bb"][..],
+            &["run", "--network=n1", "bb"][..],
+            &["run", "--net-host", "bb"][..],
+            &["--format=json", "run", "--net=none", "bb"][..],
+        ] {
+            assert_eq!(without_network(named), named);
+        }
+        // Not a run: untouched, even with "run" further on.
+        for other in [
+            &["tasks", "exec", "c1", "run"][..],
+            &["images", "ls"][..],
+            &[][..],
+        ] {
+            assert_eq!(without_network(other), other);
+        }
+    }
 }

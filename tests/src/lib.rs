@@ -24,7 +24,7 @@ mod process;
 pub mod registry;
 pub mod token;
 
-pub use daemon::{Daemon, berthctl_at, wait_listening};
+pub use daemon::{Daemon, berthctl_at, berthctl_at_default_net, wait_listening, without_network};
 pub use guard::remove_cgroups;
 pub use images::*;
 pub use openssl::{run_openssl, self_signed};

@@ -419,6 +419,8 @@ fn scenario(t: &Target) {
     ]);
     assert!(seen.contains("d1") && seen.contains(t.ns), "{seen}");
 
+    networking(t);
+
     // Pull needs a Transfer service; without one it says so and makes nothing.
     if !t.transfer {
         let err = fails(
@@ -431,6 +433,132 @@ fn scenario(t: &Target) {
         );
         assert_eq!(lines(&t.ok(&["images", "ls", "-q"])).len(), 2);
     }
+}
+
+/// `run`'s network modes that need no bridge (the tests share the host's
+/// network), and failures that must leave nothing behind.
+fn networking(t: &Target) {
+    let nothing_left = |what: &str, id: &str| {
+        assert!(
+            t.ok(&["containers", "ls", "-q"]).trim().is_empty(),
+            "{what}: a container is left"
+        );
+        assert!(
+            !t.ok(&["snapshots", "ls"]).contains(id),
+            "{what}: {id}'s snapshot is left"
+        );
+        assert!(
+            t.ok(&["leases", "ls", "-q"]).trim().is_empty(),
+            "{what}: a lease is left"
+        );
+    };
+    // A task that cannot be created (here its runtime binary fails) takes
+    // its container and snapshot with it, even without --rm.
+    fails(
+        "a failing runtime",
+        t.run(
+            t.ns,
+            &[
+                "run",
+                "--runc-binary",
+                "/bin/false",
+                "--name",
+                "tf",
+                "busybox",
+                "true",
+            ],
+        ),
+    );
+    nothing_left("failed task create", "tf");
+
+    // none: a namespace of its own with only lo.
+    let devs = t.ok(&[
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "busybox",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    let ifaces: Vec<&str> = devs
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(i, _)| i.trim()))
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{devs}");
+    // host: the host's interfaces and its /etc/hosts (read-only).
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert_eq!(
+        t.ok(&[
+            "run",
+            "--rm",
+            "--net",
+            "host",
+            "busybox",
+            "cat",
+            "/etc/hosts"
+        ]),
+        hosts
+    );
+    let host_devs = std::fs::read_to_string("/proc/net/dev").unwrap();
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--net-host",
+        "busybox",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    assert_eq!(out.lines().count(), host_devs.lines().count(), "{out}");
+    let err = fails(
+        "write the host's /etc/hosts",
+        t.run(
+            t.ns,
+            &[
+                "run",
+                "--rm",
+                "--net",
+                "host",
+                "busybox",
+                "sh",
+                "-c",
+                "echo x >> /etc/hosts",
+            ],
+        ),
+    );
+    assert!(err.contains("Read-only file system"), "{err}");
+
+    // Flags that need a network are usage errors with host or none.
+    let out = t.run(
+        t.ns,
+        &[
+            "run", "--rm", "--net", "none", "-p", "8080:80", "busybox", "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("-p/--publish cannot be used with --net none"),
+        "{err}"
+    );
+    // An unknown network fails before anything is made; a daemon without
+    // networks (containerd) says so.
+    let err = fails(
+        "an unknown network",
+        t.run(
+            t.ns,
+            &[
+                "run", "--rm", "--net", "nosuch", "--name", "nn", "busybox", "true",
+            ],
+        ),
+    );
+    let says = if t.transfer {
+        "--net nosuch: no such network"
+    } else {
+        "--net nosuch: this daemon has no networks service"
+    };
+    assert!(err.contains(says), "{err}");
+    nothing_left("unknown network", "nn");
 }
 
 #[test]
@@ -469,4 +597,29 @@ fn berthctl_drives_containerd() {
         ns: cg.0,
         transfer: false,
     });
+    // Without the harness's --net none: containerd has no networks, so the
+    // default is none (as ctr's), and flags that need one say why.
+    let own = |args: &[&str]| berthctl_at_default_net(&c.sock, c.dir.path(), cg.0, args);
+    let devs = ok(
+        "run on the default network",
+        own(&["run", "--rm", "busybox", "cat", "/proc/net/dev"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        devs.lines().filter(|l| l.contains(':')).count(),
+        1,
+        "{devs}"
+    );
+    assert!(devs.contains("lo:"), "{devs}");
+    let err = fails(
+        "publish on containerd",
+        own(&["run", "--rm", "-p", "8080:80", "busybox", "true"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("-p/--publish needs a network") && err.contains("containerd has none"),
+        "{err}"
+    );
 }

@@ -340,6 +340,10 @@ async fn memory_limit_kills_and_reports_oom() {
                 "--address",
                 &sock,
                 "run",
+                // On the host's network: no default bridge (as the harness's
+                // berthctl helpers add).
+                "--net",
+                "none",
                 "--rm",
                 "--memory-limit",
                 "16777216",
