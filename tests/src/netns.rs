@@ -4,7 +4,6 @@
 //! networked container can leave behind (IP reservations, netns mounts,
 //! veths, iptables rules).
 
-use crate::paths::bin;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -96,25 +95,6 @@ pub fn network_config(conf_dir: &Path) -> String {
         "[network]\ncni_bin_dirs = [\"{CNI_BIN_DIR}\"]\ncni_conf_dir = \"{}\"\n",
         conf_dir.display()
     )
-}
-
-/// `berthctl` against the daemon at `sock` exactly as given: unlike the
-/// harness's helpers, which pick `--net none` for tests on the host's
-/// network, nothing is added, so a `run` without `--net` joins the
-/// daemon's default network. FIFOs and logs go under `dir`.
-pub fn berthctl_raw(sock: &Path, dir: &Path, ns: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(bin("berthctl"));
-    c.arg("--address")
-        .arg(sock)
-        .arg("--namespace")
-        .arg(ns)
-        .args(args)
-        .env_remove("BERTH_ADDRESS")
-        .env_remove("BERTH_NAMESPACE")
-        .env_remove("BERTH_SNAPSHOTTER")
-        .env("BERTH_FIFO_DIR", dir.join("fifo"))
-        .env("BERTH_LOG_DIR", dir.join("logs"));
-    c
 }
 
 /// `GET path` over HTTP/1.0 at `addr`, retried until `limit` passes (a

@@ -88,7 +88,7 @@ impl Net {
 
     /// berthctl with exactly `args` (no `--net none` added).
     fn ctl(&self, args: &[&str]) -> Output {
-        berthctl_raw(&self.d.sock, self.d.dir.path(), self.ns, args)
+        berthctl_at_default_net(&self.d.sock, self.d.dir.path(), self.ns, args)
             .output()
             .expect("run berthctl")
     }

@@ -19,8 +19,7 @@
 //! after `cp` than after a cold start. Evicting first makes runs comparable.
 
 use berth_tests::netns::{
-    CNI_BIN_DIR, berthctl_raw, in_private_network, network_config, network_prerequisites,
-    private_network,
+    CNI_BIN_DIR, in_private_network, network_config, network_prerequisites, private_network,
 };
 use berth_tests::*;
 use std::path::Path;
@@ -253,7 +252,7 @@ fn network_bench() {
     let conf = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start_with_config(&network_config(&conf.path().join("net.d")));
     let ctl = |args: &[&str]| {
-        let mut c = berthctl_raw(&d.sock, d.dir.path(), "bench", args);
+        let mut c = berthctl_at_default_net(&d.sock, d.dir.path(), "bench", args);
         c.stdout(Stdio::null());
         c
     };
