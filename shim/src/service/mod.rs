@@ -49,6 +49,8 @@ pub struct Shim {
     publisher: Publisher,
     inner: Mutex<Inner>,
     shutdown: Notify,
+    /// The socket this shim serves on (empty: none to remove).
+    socket: String,
 }
 
 fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(u32, i32)> {
