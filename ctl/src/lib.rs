@@ -16,21 +16,27 @@ mod content;
 mod ctx;
 pub mod error;
 mod events;
+mod exec;
 mod image;
 mod images;
 mod leases;
+mod lifecycle;
 mod metrics;
 mod namespaces;
+mod netinfo;
 mod networks;
 pub mod output;
+mod ps;
 mod registry;
 mod run;
 mod run_net;
 mod snapshots;
 mod spec;
+mod spec_more;
 mod stdio;
 mod tasks;
 mod transfer;
+mod userdb;
 mod volumes;
 
 pub use error::{CtlError, status_error};
@@ -41,7 +47,7 @@ use clap::Parser;
 pub fn main() -> i32 {
     let cli = cli::Cli::parse();
     if let cli::Command::Run(r) = &cli.command
-        && let Err(e) = run_net::request(r)
+        && let Err(e) = run_net::request(r).and_then(|_| r.more.check())
     {
         run_net::usage_error(e).exit();
     }
