@@ -69,8 +69,13 @@ pub fn capabilities(defaults: &[&str], add: &[String], drop: &[String]) -> Vec<S
     caps
 }
 
+/// Every capability this host can give: those in berthctl's own bounding
+/// set (as docker takes its daemon's), so that a host (or an outer
+/// container) without one does not fail every privileged run.
 fn all_caps() -> Vec<String> {
-    let mut v: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    let known = caps::all();
+    let have = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| known.clone());
+    let mut v: Vec<String> = known.intersection(&have).map(|c| c.to_string()).collect();
     v.sort();
     v
 }
