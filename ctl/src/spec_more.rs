@@ -198,6 +198,128 @@ mod tests {
         assert!(all.contains(&"CAP_NET_ADMIN".to_string()));
     }
 
+    fn spec(args: &[&str], image: Value) -> Result<Value> {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let mut v = vec!["berthctl", "run"];
+        v.extend_from_slice(args);
+        let Command::Run(a) = Cli::try_parse_from(v).unwrap().command else {
+            panic!("not run");
+        };
+        crate::spec::build_spec("ns", "c1", &a, &json!({ "config": image }))
+    }
+
+    #[test]
+    fn entrypoint_replaces_the_images_and_its_command() {
+        let img = json!({"Entrypoint": ["/init"], "Cmd": ["serve"]});
+        let args = |a: &[&str]| spec(a, img.clone()).map(|s| s["process"]["args"].clone());
+        assert_eq!(args(&["bb"]).unwrap(), json!(["/init", "serve"]));
+        assert_eq!(args(&["bb", "x"]).unwrap(), json!(["/init", "x"]));
+        assert_eq!(args(&["--entrypoint", "sh", "bb"]).unwrap(), json!(["sh"]));
+        assert_eq!(
+            args(&["--entrypoint", "sh", "bb", "-c", "id"]).unwrap(),
+            json!(["sh", "-c", "id"])
+        );
+        assert_eq!(
+            args(&["--entrypoint", "", "bb", "ls"]).unwrap(),
+            json!(["ls"])
+        );
+        let e = args(&["--entrypoint", "", "bb"]).unwrap_err().to_string();
+        assert!(e.contains("no command"), "{e}");
+    }
+
+    #[test]
+    fn privilege_flags_reach_the_spec() {
+        let s = spec(&["bb"], json!({"Cmd": ["sh"]})).unwrap();
+        assert!(s["root"]["readonly"].is_null());
+        assert!(s["linux"]["seccomp"].is_null());
+        assert_eq!(s["linux"]["maskedPaths"].as_array().map(Vec::len), Some(10));
+        let caps = &s["process"]["capabilities"]["bounding"];
+        assert!(
+            caps.as_array().unwrap().contains(&json!("CAP_CHOWN")),
+            "{caps}"
+        );
+        let s = spec(
+            &[
+                "--read-only",
+                "--cap-drop",
+                "CHOWN",
+                "--cap-add",
+                "sys_time",
+                "bb",
+            ],
+            json!({"Cmd": ["sh"]}),
+        )
+        .unwrap();
+        assert_eq!(s["root"]["readonly"], true);
+        let caps = s["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(!caps.contains(&json!("CAP_CHOWN")) && caps.contains(&json!("CAP_SYS_TIME")));
+        let s = spec(
+            &["--privileged", "--cap-drop", "ALL", "bb"],
+            json!({"Cmd": ["sh"]}),
+        )
+        .unwrap();
+        assert!(
+            s["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len()
+                > 30
+        );
+        assert_eq!(s["linux"]["maskedPaths"], json!([]));
+        assert_eq!(s["linux"]["readonlyPaths"], json!([]));
+        assert_eq!(
+            s["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
+        let sys = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["type"] == "sysfs")
+            .unwrap();
+        assert!(
+            sys["options"].as_array().unwrap().contains(&json!("rw")),
+            "{sys}"
+        );
+        let s = spec(
+            &["--security-opt", "no-new-privileges=false", "bb"],
+            json!({"Cmd": ["sh"]}),
+        )
+        .unwrap();
+        assert_eq!(s["process"]["noNewPrivileges"], false);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.json");
+        std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#).unwrap();
+        let opt = format!("seccomp={}", p.display());
+        let s = spec(&["--security-opt", &opt, "bb"], json!({"Cmd": ["sh"]})).unwrap();
+        assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    }
+
+    #[test]
+    fn env_files_come_before_e() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("env");
+        std::fs::write(&p, "A=file\nB=file\n").unwrap();
+        let s = spec(
+            &["--env-file", p.to_str().unwrap(), "-e", "B=flag", "bb"],
+            json!({"Env": ["A=image"], "Cmd": ["sh"]}),
+        )
+        .unwrap();
+        let env = s["process"]["env"].as_array().unwrap();
+        assert!(
+            env.contains(&json!("A=file")) && env.contains(&json!("B=flag")),
+            "{env:?}"
+        );
+        assert!(
+            !env.contains(&json!("A=image")) && !env.contains(&json!("B=file")),
+            "{env:?}"
+        );
+    }
+
     #[test]
     fn host_devices_are_listed_without_the_containers_own() {
         let devs = host_devices(Path::new("/dev"));

@@ -15,6 +15,8 @@ use anyhow::Result;
 use berth_proto::client::with_lease;
 use berth_proto::services::snapshots::v1 as sapi;
 use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use berth_proto::services::tasks::v1 as tapi;
+use berth_proto::services::tasks::v1::tasks_client::TasksClient;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Read;
@@ -210,11 +212,20 @@ pub async fn apply_to_run(
 /// `exec -u`: resolves `spec` in the running container's files (through
 /// its init's /proc/<pid>/root).
 pub async fn for_exec(ctx: &Ctx, id: &str, spec: &str) -> Result<User> {
-    let task = crate::ps::get_task(ctx, id).await?;
-    let pid = task
-        .filter(|t| crate::ps::is_live(Some(t)))
-        .map(|t| t.pid)
-        .ok_or_else(|| CtlError(format!("container {id} is not running")))?;
+    use berth_proto::pb::containerd::v1::types::Status;
+    let task = TasksClient::new(ctx.ch.clone())
+        .get(ctx.req(tapi::GetRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        }))
+        .await?
+        .into_inner()
+        .process
+        .unwrap_or_default();
+    if task.status != Status::Running as i32 || task.pid == 0 {
+        return Err(CtlError(format!("container {id} is not running")).into());
+    }
+    let pid = task.pid;
     resolve_in_root(Path::new(&format!("/proc/{pid}/root")), spec, "--user")
 }
 

@@ -249,6 +249,21 @@ fn start_attached_wait_and_multiple_names() {
     let out = ctl(&d, &["start", "-a", "once"]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    // A container with a terminal starts again too.
+    ok(
+        "run -dt",
+        ctl(
+            &d,
+            &[
+                "run", "-d", "-t", "--name", "tty", "busybox", "sleep", "1000",
+            ],
+        ),
+    );
+    ok("stop tty", ctl(&d, &["stop", "-t", "0", "tty"]));
+    ok("start tty", ctl(&d, &["start", "tty"]));
+    assert_eq!(ok("ps -q", ctl(&d, &["ps", "-q"])).trim(), "tty");
+    assert_eq!(inspect(&d, "tty")["config"]["tty"], true);
+    ok("rm -f tty", ctl(&d, &["rm", "-f", "tty"]));
     // Several at once, one of them missing: the others are done, exit 1.
     ok(
         "run -d two",
@@ -351,6 +366,14 @@ fn top_inspect_exec_and_stats() {
         ),
     );
     assert_eq!(out.trim(), "1 over /tmp 65534:65534");
+    // One FOO in the environment, the -e one (a program's getenv takes
+    // the first of duplicates).
+    let env = ok(
+        "exec env",
+        ctl(&d, &["exec", "-e", "FOO=over", "box", "env"]),
+    );
+    let foo: Vec<&str> = env.lines().filter(|l| l.starts_with("FOO=")).collect();
+    assert_eq!(foo, ["FOO=over"], "{env}");
     assert_eq!(
         ok(
             "exec -u n:g",
@@ -393,6 +416,30 @@ fn top_inspect_exec_and_stats() {
     assert!(s["memory_usage"].as_u64().unwrap() > 0, "{s}");
     assert!(s["pids"].as_u64().unwrap() >= 1, "{s}");
     assert!(s["cpu_percent"].as_f64().unwrap() >= 0.0, "{s}");
+    // Live: a sample a second, until interrupted.
+    let mut child = d
+        .berthctl_command("default", &["--format", "json", "stats", "box"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(15));
+        // SAFETY: signalling our own child by pid (at worst already reaped).
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let t = Instant::now();
+    for _ in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert_eq!(v[0]["name"], "box", "{v}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(watchdog);
 
     // Not running: a clear message.
     ok("stop", ctl(&d, &["stop", "-t", "0", "box"]));
@@ -553,6 +600,7 @@ fn run_flags_for_users_env_entrypoint_and_privileges() {
         (&["--env-file", "/no/such/env"][..], "--env-file"),
         (&["-u", "a:b:c"][..], "--user"),
         (&["--init"][..], "--init is not supported"),
+        (&["--restart", "always"][..], "--restart and --rm"),
     ] {
         let mut v = args.to_vec();
         v.extend_from_slice(&["busybox", "true"]);

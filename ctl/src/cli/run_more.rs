@@ -61,8 +61,14 @@ pub enum SecurityOpt {
 
 impl RunMoreArgs {
     /// What clap cannot check while parsing a value: flags that do not
-    /// combine, and flags berth refuses.
-    pub fn check(&self) -> Result<(), String> {
+    /// combine (`rm`: whether `--rm` was given), and flags berth refuses.
+    pub fn check(&self, rm: bool) -> Result<(), String> {
+        if rm && self.restart.is_some_and(|p| p != RestartPolicy::No) {
+            return Err(
+                "--restart and --rm cannot be used together: a removed container cannot restart"
+                    .into(),
+            );
+        }
         if self.init {
             return Err(
                 "--init is not supported: berth has no init process to run as PID 1; \
@@ -283,7 +289,7 @@ mod tests {
         assert_eq!(m.no_new_privileges(), Some(false));
         assert_eq!(m.restart, Some(RestartPolicy::OnFailure(Some(3))));
         assert_eq!(r.user.as_deref(), Some("nobody:nogroup"));
-        assert!(m.check().is_ok());
+        assert!(m.check(false).is_ok());
         let r = run(&["bb"]).unwrap();
         assert_eq!(r.more.seccomp(), None);
         assert_eq!(r.more.restart, None);
@@ -323,10 +329,19 @@ mod tests {
         let r = run(&["--init", "bb"]).unwrap();
         assert!(
             r.more
-                .check()
+                .check(false)
                 .unwrap_err()
                 .contains("--init is not supported")
         );
+        let r = run(&["--rm", "--restart", "always", "bb"]).unwrap();
+        assert!(
+            r.more
+                .check(r.rm)
+                .unwrap_err()
+                .contains("--restart and --rm")
+        );
+        let r = run(&["--rm", "--restart", "no", "bb"]).unwrap();
+        assert!(r.more.check(r.rm).is_ok());
         let r = run(&[
             "--security-opt",
             "seccomp=unconfined",
@@ -335,7 +350,7 @@ mod tests {
             "bb",
         ])
         .unwrap();
-        assert!(r.more.check().unwrap_err().contains("more than once"));
+        assert!(r.more.check(false).unwrap_err().contains("more than once"));
     }
 
     #[test]
