@@ -23,10 +23,10 @@ use std::time::Duration;
 
 pub async fn run(ctx: &Ctx, c: Command) -> Result<()> {
     match c {
-        Command::Stop(a) => each(&a.names, |id| stop(ctx, id, a.time)).await,
+        Command::Stop(a) => each(&a.names, |id| stop(ctx, id, a.time, a.signal)).await,
         Command::Restart(a) => {
             each(&a.names, |id| async move {
-                stop(ctx, id, a.time).await?;
+                stop(ctx, id, a.time, a.signal).await?;
                 start(ctx, id).await
             })
             .await
@@ -140,10 +140,20 @@ fn waiter(ctx: &Ctx, id: &str) -> tokio::task::JoinHandle<Result<u32, tonic::Sta
     tokio::spawn(async move { cl.wait(req).await.map(|r| r.into_inner().exit_status) })
 }
 
-/// `stop`: SIGTERM, SIGKILL (to every process) after `grace` seconds
-/// (-1: never). A container that is not running is left as it is.
-async fn stop(ctx: &Ctx, id: &str, grace: i64) -> Result<()> {
-    get_container(ctx, id).await?;
+/// `stop`: `sig` (default: the image's stop signal, else SIGTERM), then
+/// SIGKILL (to every process) after `grace` seconds (-1: never). A
+/// container that is not running is left as it is.
+async fn stop(ctx: &Ctx, id: &str, grace: i64, sig: Option<u32>) -> Result<()> {
+    let c = get_container(ctx, id).await?;
+    let sig = match sig {
+        Some(s) => s,
+        None => match c.labels.get(crate::spec_more::STOP_SIGNAL) {
+            Some(s) => crate::cli::parse_signal(s).map_err(|e| {
+                CtlError(format!("{id}'s image stop signal: {e} (give one with -s)"))
+            })?,
+            None => libc::SIGTERM as u32,
+        },
+    };
     mark_stopped(ctx, id, true).await?;
     let task = get_task(ctx, id).await?;
     if !is_live(task.as_ref()) {
@@ -151,7 +161,7 @@ async fn stop(ctx: &Ctx, id: &str, grace: i64) -> Result<()> {
     }
     let state = state_name(task.as_ref());
     let mut done = waiter(ctx, id);
-    if let Err(e) = signal(ctx, id, libc::SIGTERM as u32, false).await
+    if let Err(e) = signal(ctx, id, sig, false).await
         && is_live(get_task(ctx, id).await?.as_ref())
     {
         return Err(e.into());

@@ -81,7 +81,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         labels.extend(
             crate::run_net::labels(&a, &networks)
                 .into_iter()
-                .chain(crate::spec_more::labels(&a))
+                .chain(crate::spec_more::labels(&a, &img.config))
                 .map(|(k, v)| (k.to_string(), v)),
         );
         if !volumes.is_empty() {

@@ -120,12 +120,21 @@ pub fn apply(a: &RunArgs, defaults: &[&str], spec: &mut Value) -> Result<()> {
     Ok(())
 }
 
-/// The labels of `--restart`.
-pub fn labels(a: &RunArgs) -> Vec<(&'static str, String)> {
+/// The label in which containerd's clients (ctr, nerdctl) keep the image's
+/// STOPSIGNAL for `stop`.
+pub const STOP_SIGNAL: &str = "io.containerd.image.config.stop-signal";
+
+/// The labels of `--restart`, and the image's stop signal.
+pub fn labels(a: &RunArgs, image_cfg: &Value) -> Vec<(&'static str, String)> {
+    let stop = image_cfg["config"]["StopSignal"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(|s| (STOP_SIGNAL, s.to_string()));
     a.more
         .restart
         .iter()
         .map(|p| (L::RESTART, p.to_string()))
+        .chain(stop)
         .collect()
 }
 
@@ -297,6 +306,36 @@ mod tests {
         let opt = format!("seccomp={}", p.display());
         let s = spec(&["--security-opt", &opt, "bb"], json!({"Cmd": ["sh"]})).unwrap();
         assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    }
+
+    #[test]
+    fn labels_carry_the_restart_policy_and_stop_signal() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let Command::Run(a) = Cli::try_parse_from(["berthctl", "run", "--restart", "always", "bb"])
+            .unwrap()
+            .command
+        else {
+            panic!("not run");
+        };
+        let cfg = json!({"config": {"StopSignal": "SIGQUIT"}});
+        assert_eq!(
+            labels(&a, &cfg),
+            [
+                (L::RESTART, "always".to_string()),
+                (STOP_SIGNAL, "SIGQUIT".to_string())
+            ]
+        );
+        assert!(
+            labels(
+                &RunArgs {
+                    more: Default::default(),
+                    ..a
+                },
+                &json!({})
+            )
+            .is_empty()
+        );
     }
 
     #[test]

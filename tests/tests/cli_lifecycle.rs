@@ -181,6 +181,33 @@ fn ps_stop_start_restart_kill_rm_and_wait() {
     let e = fails("kill stopped", ctl(&d, &["kill", "sig"]));
     assert!(e.contains("sig is not running"), "{e}");
 
+    // stop -s: another signal first (the image's STOPSIGNAL otherwise).
+    ok(
+        "run -d quitter",
+        ctl(
+            &d,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "quitter",
+                "busybox",
+                "sh",
+                "-c",
+                "trap 'exit 9' QUIT; while true; do sleep 0.1; done",
+            ],
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    ok(
+        "stop -s",
+        ctl(&d, &["stop", "-s", "QUIT", "-t", "20", "quitter"]),
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(ps_entry(&d, "quitter")["exit_code"], 9);
+    ok("rm quitter", ctl(&d, &["rm", "quitter"]));
+
     // rm refuses a running container, saying what to do.
     let e = fails("rm running", ctl(&d, &["rm", "web"]));
     assert!(

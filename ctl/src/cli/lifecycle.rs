@@ -30,6 +30,9 @@ pub struct StopArgs {
         value_parser = parse_grace
     )]
     pub time: i64,
+    /// Signal to stop with (default: the image's STOPSIGNAL, else TERM).
+    #[arg(short, long, value_parser = parse_signal)]
+    pub signal: Option<u32>,
     #[arg(required = true, value_name = "CONTAINER")]
     pub names: Vec<String>,
 }
@@ -203,7 +206,11 @@ mod tests {
         let Command::Stop(s) = parse(&["stop", "a"]).unwrap() else {
             panic!()
         };
-        assert_eq!(s.time, 10);
+        assert_eq!((s.time, s.signal), (10, None));
+        let Command::Stop(s) = parse(&["stop", "-s", "QUIT", "a"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.signal, Some(libc::SIGQUIT as u32));
         let Command::Restart(s) = parse(&["restart", "-t", "-1", "a"]).unwrap() else {
             panic!()
         };
