@@ -40,6 +40,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Volume(c) => crate::volumes::run(&ctx, c).await,
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
         Command::Network(c) => crate::networks::run(&ctx, c).await,
+        c @ (Command::Ps(_) | Command::Inspect(_)) => crate::ps::run(&ctx, c).await,
+        c @ (Command::Exec(_) | Command::Top(_) | Command::Stats(_)) => {
+            crate::exec::run(&ctx, c).await
+        }
+        c @ (Command::Stop(_)
+        | Command::Start(_)
+        | Command::Restart(_)
+        | Command::Kill(_)
+        | Command::Rm(_)
+        | Command::Wait(_)) => crate::lifecycle::run(&ctx, c).await,
     }
 }
 

@@ -5,7 +5,8 @@
 //! Layers, each using only those below it: [`error`] and [`cli`]; then
 //! [`output`] and `ctx` (the connection every command gets); then the shared
 //! client pieces (`image`: resolving and unpacking, `stdio`: process I/O,
-//! `spec`: the OCI spec, `metrics`: a task's cgroup v1 or v2 statistics);
+//! `spec` and `spec_more`: the OCI spec, `userdb`: `-u` names, `netinfo`:
+//! a container's addresses, `metrics`: a task's cgroup v1 or v2 statistics);
 //! then the command groups; then `commands`, the
 //! dispatcher, which only this root calls.
 
@@ -16,21 +17,27 @@ mod content;
 mod ctx;
 pub mod error;
 mod events;
+mod exec;
 mod image;
 mod images;
 mod leases;
+mod lifecycle;
 mod metrics;
 mod namespaces;
+mod netinfo;
 mod networks;
 pub mod output;
+mod ps;
 mod registry;
 mod run;
 mod run_net;
 mod snapshots;
 mod spec;
+mod spec_more;
 mod stdio;
 mod tasks;
 mod transfer;
+mod userdb;
 mod volumes;
 
 pub use error::{CtlError, status_error};
@@ -41,7 +48,7 @@ use clap::Parser;
 pub fn main() -> i32 {
     let cli = cli::Cli::parse();
     if let cli::Command::Run(r) = &cli.command
-        && let Err(e) = run_net::request(r)
+        && let Err(e) = run_net::request(r).and_then(|_| r.more.check(r.rm))
     {
         run_net::usage_error(e).exit();
     }

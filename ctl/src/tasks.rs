@@ -337,7 +337,7 @@ pub async fn tasks(ctx: &Ctx, t: Tasks) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn exec(
+pub(crate) async fn exec(
     ctx: &Ctx,
     id: &str,
     exec_id: Option<String>,
@@ -377,13 +377,16 @@ async fn exec(
             .flatten()
             .filter_map(|v| v.as_str().map(String::from))
             .collect();
-        e.extend(env);
+        // One value per name: a program's getenv sees the first.
+        for kv in env {
+            let key = kv.split('=').next().unwrap_or_default();
+            e.retain(|x| x.split('=').next() != Some(key));
+            e.push(kv);
+        }
         process["env"] = json!(e);
     }
     if let Some(u) = user {
-        let (a, b) = u.split_once(':').unwrap_or((&u, "0"));
-        process["user"] = json!({"uid": a.parse::<u32>().map_err(|_| CtlError(format!("--user {u:?}: numeric uid[:gid]")))?,
-                                 "gid": b.parse::<u32>().unwrap_or(0)});
+        process["user"] = crate::userdb::for_exec(ctx, id, &u).await?.json();
     }
     let exec_id = exec_id
         .unwrap_or_else(|| format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));

@@ -3,6 +3,7 @@
 //! before anything is created.
 
 use super::net::{NetArg, parse_add_host, parse_dns, parse_net, parse_publish};
+use super::run_more::{RunMoreArgs, parse_user};
 use berth_proto::labels::PortMapping;
 use clap::Args;
 use std::net::Ipv4Addr;
@@ -60,8 +61,9 @@ pub struct RunArgs {
     /// Maximum number of processes (-1: unlimited).
     #[arg(long, value_parser = parse_pids_limit, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
-    /// User as uid[:gid].
-    #[arg(long, short = 'u')]
+    /// User as USER[:GROUP], names (from the image's /etc/passwd and
+    /// /etc/group) or numbers.
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]", value_parser = parse_user)]
     pub user: Option<String>,
     /// Working directory inside the container.
     #[arg(short = 'w', long = "workdir", visible_alias = "cwd")]
@@ -109,6 +111,8 @@ pub struct RunArgs {
     /// Platform of the image to run (default: this host's).
     #[arg(long)]
     pub platform: Option<String>,
+    #[command(flatten)]
+    pub more: RunMoreArgs,
     /// The image, then the command and its arguments (default: the image's).
     // One list, so that option parsing stops at IMAGE as docker's does:
     // everything after it, options included, belongs to the command.
