@@ -221,21 +221,8 @@ async fn fresh_task(ctx: &Ctx, id: &str, stdio: [String; 3]) -> Result<bool> {
         terminal,
         ..Default::default()
     };
-    // Right after the old task's delete its shim may still answer on the
-    // socket the new one will use, be reused, then exit under berthd
-    // ("connect to shim … unavailable"); a failed create leaves nothing,
-    // so it is tried again once that shim is gone.
-    let mut attempt = 0;
-    loop {
-        match tasks.create(ctx.req(req.clone())).await {
-            Ok(_) => return Ok(terminal),
-            Err(s) if s.code() == tonic::Code::Unavailable && attempt < 4 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            Err(s) => return Err(s.into()),
-        }
-    }
+    tasks.create(ctx.req(req)).await?;
+    Ok(terminal)
 }
 
 async fn start_task(ctx: &Ctx, id: &str) -> Result<()> {
