@@ -7,6 +7,8 @@ mod lifecycle;
 mod net;
 mod run;
 mod run_more;
+#[cfg(test)]
+mod testing;
 mod volume;
 pub use lifecycle::*;
 pub use net::NetArg;

@@ -184,14 +184,8 @@ pub fn parse_signal(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
-
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        let mut v = vec!["berthctl"];
-        v.extend_from_slice(args);
-        Cli::try_parse_from(v).map(|c| c.command)
-    }
+    use crate::cli::Command;
+    use crate::cli::testing::{assert_bad_value, parse};
 
     #[test]
     fn docker_forms_parse() {
@@ -269,13 +263,7 @@ mod tests {
             (&["kill", "-s", "0", "a"][..], "--signal"),
             (&["exec", "-u", "a:b:c", "web", "id"][..], "--user"),
         ] {
-            let e = parse(args).expect_err("accepted");
-            assert_eq!(
-                e.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{args:?}"
-            );
-            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+            assert_bad_value(parse(args), args, flag, &[]);
         }
         for args in [&["stop"][..], &["rm"][..], &["inspect"][..], &["wait"][..]] {
             let e = parse(args).expect_err("accepted");

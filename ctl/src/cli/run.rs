@@ -310,17 +310,7 @@ pub fn parse_pids_limit(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
-
-    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
-        let mut v = vec!["berthctl", "run"];
-        v.extend_from_slice(args);
-        match Cli::try_parse_from(v)?.command {
-            Command::Run(r) => Ok(r),
-            c => panic!("parsed as {c:?}"),
-        }
-    }
+    use crate::cli::testing::{assert_bad_value, parse_run as run};
 
     fn refused(args: &[&str]) -> String {
         run(args).expect_err("accepted").to_string()
@@ -481,13 +471,7 @@ mod tests {
             (&["--pids-limit", "0", "bb"][..], "--pids-limit"),
             (&["--pids-limit", "-2", "bb"][..], "--pids-limit"),
         ] {
-            let e = run(args).expect_err("accepted");
-            assert_eq!(
-                e.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{args:?}"
-            );
-            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+            assert_bad_value(run(args), args, flag, &[]);
         }
         // The message docker users know, with this host's count.
         assert_eq!(cpus_in_range("0.5", 2), Ok(0.5));

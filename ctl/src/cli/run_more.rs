@@ -244,17 +244,7 @@ fn check_seccomp(v: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command, RunArgs};
-    use clap::Parser;
-
-    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
-        let mut v = vec!["berthctl", "run"];
-        v.extend_from_slice(args);
-        match Cli::try_parse_from(v)?.command {
-            Command::Run(r) => Ok(r),
-            c => panic!("parsed as {c:?}"),
-        }
-    }
+    use crate::cli::testing::{assert_bad_value, parse_run as run};
 
     #[test]
     fn flags_parse() {
@@ -318,13 +308,7 @@ mod tests {
             (&["-u", ":1", "bb"][..], "--user"),
             (&["-u", "", "bb"][..], "--user"),
         ] {
-            let e = run(args).expect_err("accepted");
-            assert_eq!(
-                e.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{args:?}"
-            );
-            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+            assert_bad_value(run(args), args, flag, &[]);
         }
         let r = run(&["--init", "bb"]).unwrap();
         assert!(

@@ -49,8 +49,7 @@ pub struct Shim {
     publisher: Publisher,
     inner: Mutex<Inner>,
     shutdown: Notify,
-    /// The socket this shim serves on (empty: none to remove).
-    socket: String,
+    socket: String, // served on; Shutdown removes it (empty: none)
 }
 
 fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(u32, i32)> {
