@@ -62,15 +62,8 @@ fn parse_mount(m: &str) -> Result<Value> {
 /// configuration, then the flags.
 pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
     let icfg = &image_cfg["config"];
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect()
-    };
     let args = crate::spec_more::args(a, icfg)?;
-    let mut env: Vec<String> = strings(&icfg["Env"]);
+    let mut env: Vec<String> = crate::spec_more::strings(&icfg["Env"]);
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }

@@ -12,17 +12,20 @@ use serde_json::{Value, json};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+/// The strings of an image config's string list (`Env`, `Cmd`, ...);
+/// anything else is none.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
 /// The process's arguments, docker's way: the image's entrypoint and then
 /// the command given (or the image's); `--entrypoint` replaces the
 /// entrypoint and drops the image's command (`""`: no entrypoint).
 pub fn args(a: &RunArgs, icfg: &Value) -> Result<Vec<String>> {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect()
-    };
     let mut args: Vec<String> = match a.more.entrypoint.as_deref() {
         None => strings(&icfg["Entrypoint"]),
         Some("") => Vec::new(),
