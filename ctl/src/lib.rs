@@ -33,7 +33,7 @@ mod tasks;
 mod transfer;
 mod volumes;
 
-pub use error::{CtlError, status_error};
+pub use error::{CtlError, connect_error, status_error};
 
 use clap::Parser;
 
@@ -42,6 +42,15 @@ pub fn main() -> i32 {
     let cli = cli::Cli::parse();
     if let cli::Command::Run(r) = &cli.command
         && let Err(e) = run_net::request(r)
+    {
+        run_net::usage_error(e).exit();
+    }
+    if let cli::Command::Run(r) = &cli.command
+        && let Some(e) = stdio::tty_refusal(
+            r.tty,
+            r.detach,
+            std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        )
     {
         run_net::usage_error(e).exit();
     }
@@ -65,11 +74,7 @@ pub fn main() -> i32 {
             if let Some(code) = e.downcast_ref::<error::ExitCode>() {
                 return code.0;
             }
-            let mut msg = e.to_string();
-            if let Some(s) = e.downcast_ref::<tonic::Status>() {
-                msg = error::status_error(s).0;
-            }
-            eprintln!("berthctl: {}", msg.lines().next().unwrap_or_default());
+            eprintln!("berthctl: {}", error::one_line(&e));
             1
         }
     }
