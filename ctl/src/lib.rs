@@ -33,7 +33,7 @@ mod tasks;
 mod transfer;
 mod volumes;
 
-pub use error::{CtlError, connect_error, status_error};
+pub use error::{CtlError, status_error};
 
 use clap::Parser;
 
