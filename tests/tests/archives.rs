@@ -469,7 +469,7 @@ fn berthctl_errors_are_one_clear_line() {
         .unwrap();
     let err = fails("no daemon", out);
     assert!(
-        err.contains("/nonexistent/berth.sock") && err.contains("berthd running"),
+        err.contains("no berthd at /nonexistent/berth.sock: is it running?"),
         "{err}"
     );
 
