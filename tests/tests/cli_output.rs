@@ -367,3 +367,33 @@ fn the_checker_catches_what_it_looks_for() {
     type_problems("", &good, &mut p);
     assert!(p.is_empty(), "{p:#?}");
 }
+
+#[test]
+fn pull_prints_the_image_as_json() {
+    let Some(reg_bin) = peer("docker-registry") else {
+        return;
+    };
+    let Some(d) = daemon() else {
+        return;
+    };
+    let reg = berth_tests::registry::Registry::start(&reg_bin);
+    d.import(&fixtures().join("busybox-docker.tar"), &[]);
+    let remote = format!("{}/bb:1", reg.host());
+    ok(
+        "tag",
+        d.berthctl("default", &["images", "tag", "busybox", &remote]),
+    );
+    ok("push", d.berthctl("default", &["images", "push", &remote]));
+    ok("rm", d.berthctl("default", &["images", "rm", &remote]));
+    // Progress goes to stderr: stdout is one JSON document.
+    let v = json(&d, &["images", "pull", &remote]);
+    assert_typed("images pull", &v);
+    assert_eq!(v["name"], remote.as_str(), "{v:#}");
+    assert!(v["size"].as_u64().is_some_and(|s| s > 0), "{v:#}");
+    assert!(
+        v["digest"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:")),
+        "{v:#}"
+    );
+}
