@@ -52,6 +52,15 @@ pub fn main() -> i32 {
     {
         run_net::usage_error(e).exit();
     }
+    if let cli::Command::Run(r) = &cli.command
+        && let Some(e) = stdio::tty_refusal(
+            r.tty,
+            r.detach,
+            std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        )
+    {
+        run_net::usage_error(e).exit();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,11 +81,7 @@ pub fn main() -> i32 {
             if let Some(code) = e.downcast_ref::<error::ExitCode>() {
                 return code.0;
             }
-            let mut msg = e.to_string();
-            if let Some(s) = e.downcast_ref::<tonic::Status>() {
-                msg = error::status_error(s).0;
-            }
-            eprintln!("berthctl: {}", msg.lines().next().unwrap_or_default());
+            eprintln!("berthctl: {}", error::one_line(&e));
             1
         }
     }

@@ -8,7 +8,7 @@
 //! network namespaces). Single files: [`containers`],
 //! [`events`]. [`core`] wires them together for [`daemon`] and the
 //! gRPC/ttrpc adapters in [`server`]; [`instance`] keeps one daemon per
-//! root and socket.
+//! root and socket; [`notify`] tells systemd when it serves.
 
 pub mod config;
 pub mod containers;
@@ -23,6 +23,7 @@ pub mod images;
 pub mod instance;
 pub mod metadata;
 pub mod network;
+pub mod notify;
 pub mod runtime;
 pub mod server;
 pub mod snapshots;
