@@ -20,6 +20,53 @@ pub const DNS: &str = "berth.dns";
 /// `--add-host`).
 pub const EXTRA_HOSTS: &str = "berth.extra-hosts";
 
+/// `json-file`: berthd keeps the container's output (see
+/// [`crate::jsonlog`]) when its task is created with no stdout and stderr.
+pub const LOG_DRIVER: &str = "berth.log-driver";
+/// The one [`LOG_DRIVER`] there is.
+pub const JSON_FILE: &str = "json-file";
+/// The container's [`RestartPolicy`], applied by berthd when its task exits.
+pub const RESTART: &str = "berth.restart";
+/// How often berthd restarted the container (kept across berthd restarts).
+pub const RESTART_COUNT: &str = "berth.restart-count";
+/// `true` once the user stopped the container: berthd does not restart it.
+pub const STOPPED: &str = "berth.stopped";
+
+/// When berthd restarts a container's task (docker's `--restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    /// After a non-zero exit, at most this many times (`None`: no limit).
+    OnFailure(Option<u32>),
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Parses `no|on-failure[:N]|always|unless-stopped`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let usage = "use no, on-failure[:MAX-RETRIES], always or unless-stopped";
+        match s.split_once(':') {
+            None => match s {
+                "" | "no" => Ok(RestartPolicy::No),
+                "on-failure" => Ok(RestartPolicy::OnFailure(None)),
+                "always" => Ok(RestartPolicy::Always),
+                "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+                _ => Err(format!("restart policy {s:?} is not known; {usage}")),
+            },
+            Some(("on-failure", n)) => match n.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(RestartPolicy::OnFailure(Some(n))),
+                _ => Err(format!(
+                    "restart policy {s:?}: the maximum retry count must be a positive number"
+                )),
+            },
+            Some(_) => Err(format!(
+                "restart policy {s:?}: only on-failure takes a maximum retry count; {usage}"
+            )),
+        }
+    }
+}
+
 /// The items of a comma-separated label value.
 pub fn items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
@@ -193,6 +240,24 @@ mod tests {
         assert!(!p("8080:80").conflicts_with(&p("8080:80/udp")));
         assert!(!p("8080:80").conflicts_with(&p("8081:80")));
         assert!(!p("127.0.0.1:8080:80").conflicts_with(&p("127.0.0.2:8080:80")));
+    }
+
+    #[test]
+    fn restart_policies() {
+        use RestartPolicy::*;
+        for (s, p) in [
+            ("no", No),
+            ("", No),
+            ("always", Always),
+            ("unless-stopped", UnlessStopped),
+            ("on-failure", OnFailure(None)),
+            ("on-failure:2", OnFailure(Some(2))),
+        ] {
+            assert_eq!(RestartPolicy::parse(s), Ok(p), "{s}");
+        }
+        for s in ["sometimes", "always:3", "on-failure:0", "on-failure:x"] {
+            assert!(RestartPolicy::parse(s).is_err(), "{s}");
+        }
     }
 
     #[test]

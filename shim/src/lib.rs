@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod exe_seal;
 pub mod flags;
+pub mod logfile;
 pub mod memory;
 pub mod runtime;
 pub mod service;
