@@ -3,9 +3,11 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+mod logs;
 mod net;
 mod run;
 mod volume;
+pub use logs::LogsArgs;
 pub use net::NetArg;
 pub use run::{RunArgs, VolumeArg, VolumeSource};
 pub use volume::Volume;
@@ -93,6 +95,8 @@ pub enum Command {
     /// Manage networks (CNI, host-wide: not per namespace).
     #[command(subcommand)]
     Network(Network),
+    /// Print a container's output (kept by berthd for containers berthctl runs).
+    Logs(LogsArgs),
 }
 
 #[derive(Subcommand, Debug, PartialEq)]

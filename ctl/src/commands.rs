@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Volume(c) => crate::volumes::run(&ctx, c).await,
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
         Command::Network(c) => crate::networks::run(&ctx, c).await,
+        Command::Logs(a) => crate::logs::run(&ctx, a).await,
     }
 }
 

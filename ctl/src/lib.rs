@@ -19,6 +19,7 @@ mod events;
 mod image;
 mod images;
 mod leases;
+mod logs;
 mod metrics;
 mod namespaces;
 mod networks;
