@@ -202,6 +202,21 @@ mod tests {
     }
 
     #[test]
+    fn dockers_flags_parse() {
+        use clap::Parser;
+        let c = crate::cli::Cli::try_parse_from([
+            "berthctl", "-n", "ns1", "logs", "-f", "--tail", "3", "-t", "--since", "5m", "web",
+        ])
+        .unwrap();
+        let crate::cli::Command::Logs(a) = c.command else {
+            panic!("{c:?}")
+        };
+        assert!(a.follow && a.timestamps);
+        assert_eq!((a.tail.as_str(), a.since.as_deref()), ("3", Some("5m")));
+        assert_eq!((c.namespace.as_str(), a.container.as_str()), ("ns1", "web"));
+    }
+
+    #[test]
     fn timestamps_have_nine_digits() {
         assert_eq!(stamp(1_500_000_000), "1970-01-01T00:00:01.500000000Z");
     }

@@ -8,8 +8,9 @@ pub struct LogsArgs {
     /// restart too).
     #[arg(short, long)]
     pub follow: bool,
-    /// Only the last N lines ("all": every line).
-    #[arg(short = 'n', long, default_value = "all")]
+    /// Only the last N lines ("all": every line). docker's `-n` is
+    /// berthctl's `--namespace`.
+    #[arg(long, default_value = "all")]
     pub tail: String,
     /// Only lines written since a time: RFC 3339 (2024-05-01T10:00:00Z),
     /// Unix seconds (1714557600[.5]), or a duration ago (10m, 1h30m).
