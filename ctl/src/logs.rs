@@ -37,9 +37,9 @@ fn parse_tail(s: &str) -> Result<i64> {
     if s == "all" {
         return Ok(-1);
     }
-    s.parse::<u32>().map(i64::from).map_err(|_| {
-        CtlError(format!("--tail {s:?}: give a number of lines or \"all\"")).into()
-    })
+    s.parse::<u32>()
+        .map(i64::from)
+        .map_err(|_| CtlError(format!("--tail {s:?}: give a number of lines or \"all\"")).into())
 }
 
 /// `--since`: RFC 3339, Unix seconds, or a duration before `now` (all in
@@ -194,7 +194,10 @@ mod tests {
             parse_since("2023-11-14T22:13:20Z", now).unwrap(),
             1_700_000_000_000_000_000
         );
-        assert_eq!(parse_since("1700000000.5", now).unwrap(), 1_700_000_000_500_000_000);
+        assert_eq!(
+            parse_since("1700000000.5", now).unwrap(),
+            1_700_000_000_500_000_000
+        );
         assert_eq!(parse_since("10m", now).unwrap(), now - 600_000_000_000);
         assert_eq!(parse_since("1h30m", now).unwrap(), now - 5_400_000_000_000);
         let e = parse_since("yesterday", now).unwrap_err().to_string();

@@ -6,6 +6,7 @@
 //! removing them with the container.
 
 use crate::config::LogsConfig;
+use crate::containers::Container;
 use crate::error::{Error, Result, io_err};
 use crate::types::Labels;
 use berth_proto::jsonlog::{self, Destination, Entry};
@@ -73,6 +74,23 @@ impl LogStore {
             uri("stderr")
         };
         Ok((uri("stdout"), stderr))
+    }
+
+    /// A new task's stdout and stderr: a container labelled
+    /// `berth.log-driver=json-file` whose task is created without either
+    /// gets its json-file log; otherwise they are the request's.
+    pub fn stdio(
+        &self,
+        ns: &str,
+        c: &Container,
+        terminal: bool,
+        stdout: String,
+        stderr: String,
+    ) -> Result<(String, String)> {
+        if Self::wanted(&c.record.labels) && stdout.is_empty() && stderr.is_empty() {
+            return self.destinations(ns, &c.id, terminal);
+        }
+        Ok((stdout, stderr))
     }
 
     /// Removes a container's log (every rotated file); none is fine.

@@ -23,7 +23,10 @@ fn times(v: &[Entry]) -> Vec<i64> {
 #[test]
 fn tail_and_since_select_the_last_entries_at_or_after_a_time() {
     let all: Vec<Entry> = (1..=10).map(entry).collect();
-    assert_eq!(times(&select(all.clone(), None, -1)), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        times(&select(all.clone(), None, -1)),
+        (1..=10).collect::<Vec<_>>()
+    );
     assert_eq!(times(&select(all.clone(), None, 3)), vec![8, 9, 10]);
     assert_eq!(times(&select(all.clone(), None, 0)), Vec::<i64>::new());
     assert_eq!(times(&select(all.clone(), None, 50)).len(), 10);
@@ -45,7 +48,10 @@ fn destinations_are_per_namespace_and_container_and_removed_with_it() {
     let (out, err) = store.destinations("ns1", "c1", false).unwrap();
     let d = Destination::parse(&out).unwrap();
     assert_eq!(d.path, root.join("logs/ns1/c1/c1-json.log"));
-    assert_eq!((d.stream.as_str(), d.max_size, d.max_files), ("stdout", 100, 2));
+    assert_eq!(
+        (d.stream.as_str(), d.max_size, d.max_files),
+        ("stdout", 100, 2)
+    );
     assert_eq!(Destination::parse(&err).unwrap().stream, "stderr");
     let mode = std::fs::metadata(root.join("logs/ns1/c1")).unwrap().mode();
     assert_eq!(mode & 0o777, 0o700);
@@ -56,9 +62,14 @@ fn destinations_are_per_namespace_and_container_and_removed_with_it() {
     store.destinations("ns2", "c1", false).unwrap();
     store.remove("ns1", "c1").unwrap();
     assert!(!root.join("logs/ns1/c1").exists());
-    assert!(root.join("logs/ns2/c1").exists(), "other namespaces keep theirs");
+    assert!(
+        root.join("logs/ns2/c1").exists(),
+        "other namespaces keep theirs"
+    );
     store.remove("ns1", "c1").unwrap();
-    assert!(LogStore::wanted(&[(LOG_DRIVER.to_string(), JSON_FILE.to_string())].into()));
+    assert!(LogStore::wanted(
+        &[(LOG_DRIVER.to_string(), JSON_FILE.to_string())].into()
+    ));
     assert!(!LogStore::wanted(&Labels::new()));
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -73,7 +84,8 @@ fn a_follower_reads_every_entry_once_across_rotations() {
     let mut w = Writer::open(&path, 150, 4).unwrap();
     let mut seen = Vec::new();
     for t in 0..60 {
-        w.write("stdout", t, format!("line {t}\n").as_bytes()).unwrap();
+        w.write("stdout", t, format!("line {t}\n").as_bytes())
+            .unwrap();
         // Polled now and then: some rotations happen between polls.
         if t % 3 == 0 {
             seen.extend(times(&f.poll()));
@@ -108,7 +120,10 @@ fn a_half_written_line_waits_for_its_end() {
         .unwrap();
     let got = f.poll();
     assert_eq!(got.len(), 1);
-    assert_eq!((got[0].stream.as_str(), got[0].log.as_slice()), ("stderr", &b"hello\n"[..]));
+    assert_eq!(
+        (got[0].stream.as_str(), got[0].log.as_slice()),
+        ("stderr", &b"hello\n"[..])
+    );
     // Emptied (one file kept): read again from the start, as the file
     // shrank (a follower that polls only once the file has grown past its
     // old size again misses that much; docker's follower too).

@@ -25,14 +25,26 @@ fn policies_decide_as_dockers() {
     assert!(!r(No, 1, 0, false, Exit));
     assert!(r(Always, 0, 100, false, Exit));
     assert!(r(Always, 1, 0, false, Exit));
-    assert!(!r(Always, 137, 0, true, Exit), "a user's stop is not undone");
-    assert!(r(Always, 137, 0, true, DaemonStart), "but always comes back with berthd");
+    assert!(
+        !r(Always, 137, 0, true, Exit),
+        "a user's stop is not undone"
+    );
+    assert!(
+        r(Always, 137, 0, true, DaemonStart),
+        "but always comes back with berthd"
+    );
     assert!(r(UnlessStopped, 0, 0, false, Exit));
     assert!(!r(UnlessStopped, 137, 0, true, DaemonStart));
     assert!(r(OnFailure(Some(2)), 1, 0, false, Exit));
     assert!(r(OnFailure(Some(2)), 1, 1, false, Exit));
-    assert!(!r(OnFailure(Some(2)), 1, 2, false, Exit), "at most N restarts");
-    assert!(!r(OnFailure(Some(2)), 0, 0, false, Exit), "success is not a failure");
+    assert!(
+        !r(OnFailure(Some(2)), 1, 2, false, Exit),
+        "at most N restarts"
+    );
+    assert!(
+        !r(OnFailure(Some(2)), 0, 0, false, Exit),
+        "success is not a failure"
+    );
     assert!(!r(OnFailure(None), 1, 0, true, Exit));
     assert!(r(OnFailure(None), 3, 1000, false, DaemonStart));
 }

@@ -22,6 +22,7 @@ pub mod cgroup;
 pub mod error;
 pub mod events;
 pub mod exe_seal;
+pub mod fdio;
 pub mod flags;
 pub mod logfile;
 pub mod memory;

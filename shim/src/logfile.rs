@@ -3,12 +3,13 @@
 //! file by size. The shim outlives berthd, so logging goes on while berthd
 //! restarts.
 
-use crate::stdio::{AsyncFd, async_read};
+use crate::fdio::async_read;
 use crate::{Error, Result};
 use berth_proto::jsonlog::{Destination, LineSplitter, Writer};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 /// One log file, shared by the streams written to it.

@@ -3,10 +3,11 @@
 //! pseudo-terminal the container process uses. Output is copied until the process side closes; the copy
 //! tasks are awaited before an exit is reported, so no output is lost.
 
+use crate::fdio::async_read;
 use crate::{Error, Result};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-pub use tokio::io::unix::AsyncFd;
+use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 /// The container side of a process's I/O, handed to the runtime.
@@ -66,17 +67,6 @@ pub fn async_fd(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
     nonblocking(&fd)?;
     // SAFETY: an OwnedFd keeps the same open descriptor for its lifetime.
     unsafe { AsyncFd::register(fd) }.map_err(|e| Error::io("register fd", e.into()))
-}
-
-pub(crate) async fn async_read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        let mut g = fd.readable().await?;
-        match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(std::io::Error::from)) {
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0), // pty closed
-            Ok(r) => return r,
-            Err(_would_block) => continue,
-        }
-    }
 }
 
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> std::io::Result<()> {

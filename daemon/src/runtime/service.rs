@@ -109,8 +109,7 @@ impl<R: TaskRuntime> TaskService<R> {
         }
     }
 
-    /// Gives tasks of containers labelled `berth.log-driver=json-file`
-    /// that are created without stdout and stderr a json-file log.
+    /// Gives tasks a json-file log where [`LogStore::stdio`] says.
     pub fn with_logs(mut self, logs: Arc<LogStore>) -> Self {
         self.logs = Some(logs);
         self
@@ -210,14 +209,8 @@ impl<R: TaskRuntime> TaskService<R> {
             r.runtime_path
         };
         let (stdout, stderr) = match &self.logs {
-            Some(l)
-                if LogStore::wanted(&c.record.labels)
-                    && r.stdout.is_empty()
-                    && r.stderr.is_empty() =>
-            {
-                l.destinations(ns, &c.id, r.terminal)?
-            }
-            _ => (r.stdout, r.stderr),
+            Some(l) => l.stdio(ns, &c, r.terminal, r.stdout, r.stderr)?,
+            None => (r.stdout, r.stderr),
         };
         // As in containerd, the rootfs is what the request names; none means
         // the spec's root.path as is (dockerd mounts its own layers), even if

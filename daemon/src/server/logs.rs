@@ -94,7 +94,7 @@ impl Logs for LogsService {
                 }
                 // Asking the shim is dearer than a read: every few polls.
                 idle += 1;
-                if idle % 5 == 0 && !writing(&core, &ns, &r.id).await {
+                if idle.is_multiple_of(5) && !writing(&core, &ns, &r.id).await {
                     // What the task wrote before it stopped.
                     send(&tx, select(f.poll(), since, -1)).await;
                     return;
