@@ -70,6 +70,17 @@ fn a_detached_containers_output_is_kept_read_and_removed() {
     let Some(d) = daemon("") else {
         return;
     };
+    // Listed as containerd lists its gRPC plugins.
+    let plugins: serde_json::Value =
+        serde_json::from_str(&ctl(&d, &["--format", "json", "plugins", "ls"])).unwrap();
+    let listed = plugins.as_array().unwrap().iter();
+    assert_eq!(
+        listed
+            .filter(|p| p["type"] == "io.containerd.grpc.v1" && p["id"] == "logs")
+            .count(),
+        1,
+        "{plugins}"
+    );
     ctl(
         &d,
         &[
