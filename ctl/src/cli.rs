@@ -3,13 +3,19 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+mod lifecycle;
 mod logs;
 mod net;
 mod run;
+mod run_more;
+#[cfg(test)]
+mod testing;
 mod volume;
+pub use lifecycle::*;
 pub use logs::LogsArgs;
 pub use net::NetArg;
 pub use run::{RunArgs, VolumeArg, VolumeSource};
+pub use run_more::{EnvFile, RunMoreArgs, SecurityOpt};
 pub use volume::Volume;
 
 #[derive(Parser, Debug)]
@@ -97,6 +103,28 @@ pub enum Command {
     Network(Network),
     /// Print a container's output (kept by berthd for containers berthctl runs).
     Logs(LogsArgs),
+    /// List containers, with their state (docker's `ps`).
+    Ps(PsArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after a grace period.
+    Stop(StopArgs),
+    /// Start stopped containers again.
+    Start(StartArgs),
+    /// Stop containers, then start them again.
+    Restart(StopArgs),
+    /// Send a signal to containers (SIGKILL by default).
+    Kill(KillArgs),
+    /// Remove containers: task, container and snapshot.
+    Rm(RmArgs),
+    /// Wait until containers exit; prints their exit codes.
+    Wait(NamesArgs),
+    /// Show a container's processes (as ps(1) on the host sees them).
+    Top(TopArgs),
+    /// Show containers in detail (JSON).
+    Inspect(NamesArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Live resource usage of containers.
+    Stats(StatsArgs),
 }
 
 #[derive(Subcommand, Debug, PartialEq)]

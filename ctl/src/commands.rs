@@ -3,7 +3,6 @@
 
 use crate::cli::{Cli, Command, Format, Plugins};
 use crate::ctx::Ctx;
-use crate::error::CtlError;
 use crate::output::Table;
 use anyhow::Result;
 use berth_proto::services::introspection::v1 as introspection;
@@ -15,11 +14,7 @@ use serde_json::json;
 pub async fn run(cli: Cli) -> Result<()> {
     let ch = berth_proto::client::connect(&cli.address)
         .await
-        .map_err(|e| {
-            CtlError(format!(
-                "{e} (is berthd running? set --address or BERTH_ADDRESS)"
-            ))
-        })?;
+        .map_err(|e| crate::error::connect_error(&cli.address, &e))?;
     let ctx = Ctx {
         ch,
         ns: cli.namespace.clone(),
@@ -41,6 +36,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
         Command::Network(c) => crate::networks::run(&ctx, c).await,
         Command::Logs(a) => crate::logs::run(&ctx, a).await,
+        c @ (Command::Ps(_) | Command::Inspect(_)) => crate::ps::run(&ctx, c).await,
+        c @ (Command::Exec(_) | Command::Top(_) | Command::Stats(_)) => {
+            crate::exec::run(&ctx, c).await
+        }
+        c @ (Command::Stop(_)
+        | Command::Start(_)
+        | Command::Restart(_)
+        | Command::Kill(_)
+        | Command::Rm(_)
+        | Command::Wait(_)) => crate::lifecycle::run(&ctx, c).await,
     }
 }
 
@@ -82,14 +87,15 @@ async fn plugins(ctx: &Ctx, filters: Vec<String>) -> Result<()> {
             Some(e) => format!("error: {}", e.message),
             None => "ok".into(),
         };
-        let platforms = if platforms.is_empty() {
+        let shown = if platforms.is_empty() {
             "-".into()
         } else {
             platforms.join(",")
         };
         t.row(
-            vec![p.r#type.clone(), p.id.clone(), platforms.clone(), status.clone()],
-            json!({"type": p.r#type, "id": p.id, "platforms": platforms, "status": status, "exports": p.exports}),
+            vec![p.r#type.clone(), p.id.clone(), shown, status.clone()],
+            json!({"type": p.r#type, "id": p.id, "platforms": platforms, "status": status,
+                   "capabilities": p.capabilities, "exports": p.exports}),
         );
     }
     t.print(ctx.format)?;

@@ -4,7 +4,7 @@
 use crate::cli::Content;
 use crate::ctx::{Ctx, label_mask, parse_labels};
 use crate::error::CtlError;
-use crate::output::{Table, ago, human_size, labels as fmt_labels, rfc3339};
+use crate::output::{Table, ago, human_size, labels as fmt_labels, time_json};
 use anyhow::{Context as _, Result};
 use berth_proto::services::content::v1 as content;
 use berth_proto::services::content::v1::content_client::ContentClient;
@@ -35,7 +35,8 @@ pub(crate) async fn run(ctx: &Ctx, c: Content) -> Result<()> {
                             fmt_labels(&i.labels),
                         ],
                         json!({"digest": i.digest, "size": i.size,
-                               "created_at": rfc3339(i.created_at.as_ref()), "labels": i.labels}),
+                               "created_at": time_json(i.created_at.as_ref()),
+                               "updated_at": time_json(i.updated_at.as_ref()), "labels": i.labels}),
                     );
                 }
             }

@@ -1,13 +1,15 @@
-//! `berthctl events`: follows the daemon's event stream, rendering each
-//! payload it knows.
+//! `berthctl events`: follows the daemon's event stream. Each payload is
+//! decoded by its type URL (see [`crate::output::payload_json`]): a JSON
+//! object per line with `--format json`, `key=value` fields in table mode.
 
 use crate::cli::{EventsArgs, Format};
 use crate::ctx::Ctx;
-use crate::output::rfc3339;
+use crate::output::{payload_json, payload_text, rfc3339, time_json};
 use anyhow::Result;
 use berth_proto::services::events::v1 as events;
 use berth_proto::services::events::v1::events_client::EventsClient;
 use serde_json::json;
+use std::io::Write;
 use tokio_stream::StreamExt;
 
 pub(crate) async fn run(ctx: &Ctx, a: EventsArgs) -> Result<()> {
@@ -18,62 +20,30 @@ pub(crate) async fn run(ctx: &Ctx, a: EventsArgs) -> Result<()> {
         .into_inner();
     while let Some(env) = s.next().await {
         let env = env?;
-        let ev = env.event.as_ref().map(describe_event).unwrap_or_default();
-        if ctx.format == Format::Json {
-            println!(
-                "{}",
-                json!({"timestamp": rfc3339(env.timestamp.as_ref()), "namespace": env.namespace,
-                       "topic": env.topic, "event": ev})
-            );
+        let line = if ctx.format == Format::Json {
+            let (ty, ev) = match &env.event {
+                Some(any) => (
+                    json!(berth_proto::typeurl::type_name(&any.type_url)),
+                    payload_json(any),
+                ),
+                None => (serde_json::Value::Null, serde_json::Value::Null),
+            };
+            json!({"timestamp": time_json(env.timestamp.as_ref()), "namespace": env.namespace,
+                   "topic": env.topic, "type": ty, "event": ev})
+            .to_string()
         } else {
-            println!(
+            format!(
                 "{} {} {} {}",
                 rfc3339(env.timestamp.as_ref()),
                 env.namespace,
                 env.topic,
-                ev
-            );
-        }
+                env.event.as_ref().map(payload_text).unwrap_or_default()
+            )
+        };
+        // Flushed per event: a pipe reader (jq, grep) sees each as it comes.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
     }
     Ok(())
-}
-
-/// A readable rendering of an event payload.
-fn describe_event(any: &prost_types::Any) -> String {
-    use berth_proto::pb::containerd::events as ev;
-    use berth_proto::pb::containerd::services::images::v1 as im;
-    use berth_proto::typeurl::unpack;
-    macro_rules! try_types {
-        ($($t:ty),*) => {$(
-            if let Some(m) = unpack::<$t>(any) {
-                return format!("{m:?}");
-            }
-        )*};
-    }
-    try_types!(
-        ev::NamespaceCreate,
-        ev::NamespaceUpdate,
-        ev::NamespaceDelete,
-        ev::ContentCreate,
-        ev::ContentDelete,
-        im::ImageCreate,
-        im::ImageUpdate,
-        im::ImageDelete,
-        ev::ContainerCreate,
-        ev::ContainerUpdate,
-        ev::ContainerDelete,
-        ev::SnapshotPrepare,
-        ev::SnapshotCommit,
-        ev::SnapshotRemove,
-        ev::TaskCreate,
-        ev::TaskStart,
-        ev::TaskExit,
-        ev::TaskDelete,
-        ev::TaskOom,
-        ev::TaskExecAdded,
-        ev::TaskExecStarted,
-        ev::TaskPaused,
-        ev::TaskResumed
-    );
-    format!("{} ({} bytes)", any.type_url, any.value.len())
 }

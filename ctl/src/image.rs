@@ -124,6 +124,32 @@ pub fn platform_matches(want: &str, p: &Value) -> bool {
         && (variant.is_empty() || pv.is_empty() || variant == pv)
 }
 
+/// The stored name of image `name`: `name` itself when an image has that
+/// exact name (imports without a registry name), else its docker-normalized
+/// form (`busybox` → `docker.io/library/busybox:latest`), as `run` finds
+/// images. Not found either way: the error names what the user typed.
+pub async fn local_name(ctx: &Ctx, name: &str) -> Result<String> {
+    let mut ic = ImagesClient::new(ctx.ch.clone());
+    let get = |n: &str| images::GetImageRequest {
+        name: n.to_string(),
+    };
+    match ic.get(ctx.req(get(name))).await {
+        Ok(_) => Ok(name.to_string()),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            let not_found = || CtlError(format!("image {name} not found"));
+            let Ok(n) = berth_proto::reference::normalize(name) else {
+                return Err(not_found().into());
+            };
+            match ic.get(ctx.req(get(&n))).await {
+                Ok(_) => Ok(n),
+                Err(s) if s.code() == tonic::Code::NotFound => Err(not_found().into()),
+                Err(s) => Err(s.into()),
+            }
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
 /// Resolves an image for `platform` (default: the host's).
 pub async fn resolve(ctx: &Ctx, name: &str, platform: Option<&str>) -> Result<Resolved> {
     let img = ImagesClient::new(ctx.ch.clone())

@@ -6,7 +6,7 @@
 use crate::cli::Images;
 use crate::ctx::{Ctx, label_mask, parse_labels};
 use crate::error::CtlError;
-use crate::output::{Table, human_size, labels as fmt_labels, rfc3339};
+use crate::output::{Table, human_size, labels as fmt_labels, time_json};
 use anyhow::{Result, bail};
 use berth_proto::services::images::v1 as images;
 use berth_proto::services::images::v1::images_client::ImagesClient;
@@ -29,21 +29,26 @@ pub(crate) async fn run(ctx: &Ctx, c: Images) -> Result<()> {
             let mut t = Table::new(&["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"]);
             for i in list {
                 let target = i.target.clone().unwrap_or_default();
+                // Unknown (content missing) is "-" for people, null in JSON.
                 let (size, platforms) = match walk(ctx, &target).await {
-                    Ok((s, p)) => (human_size(s), p.join(",")),
-                    Err(_) => ("-".into(), "-".into()),
+                    Ok((s, p)) => (Some(s), Some(p)),
+                    Err(_) => (None, None),
                 };
                 t.row(
                     vec![
                         i.name.clone(),
                         target.media_type.clone(),
                         target.digest.clone(),
-                        size.clone(),
-                        platforms.clone(),
+                        size.map_or_else(|| "-".into(), human_size),
+                        platforms
+                            .as_ref()
+                            .map_or_else(|| "-".into(), |p| p.join(",")),
                         fmt_labels(&i.labels),
                     ],
                     json!({"name": i.name, "media_type": target.media_type, "digest": target.digest,
-                           "size": size, "platforms": platforms, "labels": i.labels}),
+                           "size": size, "platforms": platforms, "labels": i.labels,
+                           "created_at": time_json(i.created_at.as_ref()),
+                           "updated_at": time_json(i.updated_at.as_ref())}),
                 );
             }
             t.print(ctx.format)?;
@@ -59,6 +64,9 @@ pub(crate) async fn run(ctx: &Ctx, c: Images) -> Result<()> {
         Images::Export(a) => crate::transfer::export(ctx, a).await?,
         Images::Rm { names, sync } => {
             for name in names {
+                let name = crate::image::local_name(ctx, &name).await.map_err(|e| {
+                    CtlError(format!("remove {name}: {}", crate::error::one_line(&e)))
+                })?;
                 cl.delete(ctx.req(images::DeleteImageRequest {
                     name: name.clone(),
                     sync,
@@ -116,6 +124,7 @@ pub(crate) async fn run(ctx: &Ctx, c: Images) -> Result<()> {
             println!("{}", target.display());
         }
         Images::Inspect { name } => {
+            let name = crate::image::local_name(ctx, &name).await?;
             let img = cl
                 .get(ctx.req(images::GetImageRequest { name }))
                 .await?
@@ -131,8 +140,8 @@ pub(crate) async fn run(ctx: &Ctx, c: Images) -> Result<()> {
             let out = json!({
                 "name": img.name,
                 "labels": img.labels,
-                "created_at": rfc3339(img.created_at.as_ref()),
-                "updated_at": rfc3339(img.updated_at.as_ref()),
+                "created_at": time_json(img.created_at.as_ref()),
+                "updated_at": time_json(img.updated_at.as_ref()),
                 "target": {"media_type": target.media_type, "digest": target.digest, "size": target.size},
                 "manifest": manifest,
                 "config": config,
@@ -157,6 +166,7 @@ async fn mount_image(
     use berth_proto::services::snapshots::v1 as sapi;
     let target = std::fs::canonicalize(target)
         .map_err(|e| CtlError(format!("{}: {e}", target.display())))?;
+    let name = &crate::image::local_name(ctx, name).await?;
     let chain = crate::image::resolve(ctx, name, platform)
         .await?
         .top()

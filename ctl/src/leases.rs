@@ -3,7 +3,7 @@
 use crate::cli::Leases;
 use crate::ctx::{Ctx, parse_labels};
 use crate::error::CtlError;
-use crate::output::{Table, labels as fmt_labels, rfc3339};
+use crate::output::{Table, labels as fmt_labels, rfc3339, time_json};
 use anyhow::{Result, bail};
 use berth_proto::services::leases::v1 as leases;
 use berth_proto::services::leases::v1::leases_client::LeasesClient;
@@ -26,7 +26,7 @@ pub(crate) async fn run(ctx: &Ctx, c: Leases) -> Result<()> {
             for l in list {
                 t.row(
                     vec![l.id.clone(), rfc3339(l.created_at.as_ref()), fmt_labels(&l.labels)],
-                    json!({"id": l.id, "created_at": rfc3339(l.created_at.as_ref()), "labels": l.labels}),
+                    json!({"id": l.id, "created_at": time_json(l.created_at.as_ref()), "labels": l.labels}),
                 );
             }
             t.print(ctx.format)?;

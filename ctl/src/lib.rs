@@ -5,7 +5,8 @@
 //! Layers, each using only those below it: [`error`] and [`cli`]; then
 //! [`output`] and `ctx` (the connection every command gets); then the shared
 //! client pieces (`image`: resolving and unpacking, `stdio`: process I/O,
-//! `spec`: the OCI spec, `metrics`: a task's cgroup v1 or v2 statistics);
+//! `spec` and `spec_more`: the OCI spec, `userdb`: `-u` names, `netinfo`:
+//! a container's addresses, `metrics`: a task's cgroup v1 or v2 statistics);
 //! then the command groups; then `commands`, the
 //! dispatcher, which only this root calls.
 
@@ -16,22 +17,28 @@ mod content;
 mod ctx;
 pub mod error;
 mod events;
+mod exec;
 mod image;
 mod images;
 mod leases;
+mod lifecycle;
 mod logs;
 mod metrics;
 mod namespaces;
+mod netinfo;
 mod networks;
 pub mod output;
+mod ps;
 mod registry;
 mod run;
 mod run_net;
 mod snapshots;
 mod spec;
+mod spec_more;
 mod stdio;
 mod tasks;
 mod transfer;
+mod userdb;
 mod volumes;
 
 pub use error::{CtlError, status_error};
@@ -42,7 +49,16 @@ use clap::Parser;
 pub fn main() -> i32 {
     let cli = cli::Cli::parse();
     if let cli::Command::Run(r) = &cli.command
-        && let Err(e) = run_net::request(r)
+        && let Err(e) = run_net::request(r).and_then(|_| r.more.check(r.rm))
+    {
+        run_net::usage_error(e).exit();
+    }
+    if let cli::Command::Run(r) = &cli.command
+        && let Some(e) = stdio::tty_refusal(
+            r.tty,
+            r.detach,
+            std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        )
     {
         run_net::usage_error(e).exit();
     }
@@ -66,11 +82,7 @@ pub fn main() -> i32 {
             if let Some(code) = e.downcast_ref::<error::ExitCode>() {
                 return code.0;
             }
-            let mut msg = e.to_string();
-            if let Some(s) = e.downcast_ref::<tonic::Status>() {
-                msg = error::status_error(s).0;
-            }
-            eprintln!("berthctl: {}", msg.lines().next().unwrap_or_default());
+            eprintln!("berthctl: {}", error::one_line(&e));
             1
         }
     }

@@ -3,7 +3,7 @@
 use crate::cli::{Format, Network};
 use crate::ctx::Ctx;
 use crate::error::{CtlError, status_error};
-use crate::output::{Table, rfc3339};
+use crate::output::{Table, time_json};
 use anyhow::Result;
 use berth_proto::pb::berth::services::networks::v1 as api;
 use berth_proto::pb::berth::services::networks::v1::networks_client::NetworksClient;
@@ -50,7 +50,8 @@ pub(crate) async fn run(ctx: &Ctx, c: Network) -> Result<()> {
                         n.internal.to_string(),
                     ],
                     json!({"name": n.name, "driver": n.driver, "subnets": n.subnets,
-                           "gateway": n.gateway, "internal": n.internal, "default": n.default}),
+                           "gateway": n.gateway, "internal": n.internal, "default": n.default,
+                           "created_at": time_json(n.created_at.as_ref())}),
                 );
             }
             t.print(ctx.format)?;
@@ -153,7 +154,7 @@ fn inspect_json(n: &api::Network) -> Value {
     json!({
         "Name": n.name,
         "Driver": n.driver,
-        "Created": n.created_at.as_ref().map(|t| rfc3339(Some(t))),
+        "Created": time_json(n.created_at.as_ref()),
         "Internal": n.internal,
         "Default": n.default,
         "IPAM": {

@@ -337,12 +337,19 @@ pub async fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
         }),
     };
     run(ctx, req, p).await?;
-    println!("{name}");
+    if ctx.format == crate::cli::Format::Json {
+        // One object, the image as stored (progress went to stderr).
+        let v = crate::output::images_json(&ctx.ch, &ctx.ns, std::slice::from_ref(&name)).await?;
+        let img = v.as_array().and_then(|a| a.first()).cloned();
+        println!("{}", serde_json::to_string_pretty(&img)?);
+    } else {
+        println!("{name}");
+    }
     Ok(())
 }
 
 pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
-    let local = resolve_name(ctx, &a.reference).await?;
+    let local = crate::image::local_name(ctx, &a.reference).await?;
     let target = berth_proto::reference::normalize(&a.reference).map_err(CtlError)?;
     let p = prepare(ctx, &a.registry, &target, "push").await?;
     let store = tt::ImageStore {
@@ -371,7 +378,7 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
 
 /// Runs the transfer while showing its progress.
 async fn run(ctx: &Ctx, req: TransferRequest, p: Prepared) -> Result<()> {
-    let shown = show_progress(p.progress);
+    let shown = show_progress(p.progress, ctx.format);
     let result = TransferClient::new(ctx.ch.clone())
         .transfer(ctx.req(req))
         .await;
@@ -381,28 +388,8 @@ async fn run(ctx: &Ctx, req: TransferRequest, p: Prepared) -> Result<()> {
     Ok(())
 }
 
-/// The image named exactly `name`, else its docker-normalized form.
-async fn resolve_name(ctx: &Ctx, name: &str) -> Result<String> {
-    let mut ic = ImagesClient::new(ctx.ch.clone());
-    match ic
-        .get(ctx.req(images::GetImageRequest {
-            name: name.to_string(),
-        }))
-        .await
-    {
-        Ok(_) => Ok(name.to_string()),
-        Err(s) if s.code() == tonic::Code::NotFound => {
-            let n = berth_proto::reference::normalize(name).map_err(CtlError)?;
-            ic.get(ctx.req(images::GetImageRequest { name: n.clone() }))
-                .await?;
-            Ok(n)
-        }
-        Err(s) => Err(s.into()),
-    }
-}
-
 pub async fn tag(ctx: &Ctx, source: &str, target: &str, force: bool) -> Result<()> {
-    let src = resolve_name(ctx, source).await?;
+    let src = crate::image::local_name(ctx, source).await?;
     let dst = berth_proto::reference::normalize(target).map_err(CtlError)?;
     let mut ic = ImagesClient::new(ctx.ch.clone());
     let mut img = ic
@@ -443,9 +430,9 @@ pub async fn tag(ctx: &Ctx, source: &str, target: &str, force: bool) -> Result<(
 
 /// Shows the daemon's progress reports: a bar per blob on a terminal,
 /// one line per finished step otherwise.
-fn show_progress(mut s: Stream) -> tokio::task::JoinHandle<()> {
+fn show_progress(mut s: Stream, format: crate::cli::Format) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let tty = interactive();
+        let tty = interactive() && format != crate::cli::Format::Json;
         let multi = MultiProgress::new();
         let style = ProgressStyle::with_template(
             "{prefix:30} {msg:11} [{bar:25}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
@@ -491,7 +478,7 @@ fn show_progress(mut s: Stream) -> tokio::task::JoinHandle<()> {
             if tty {
                 let _ = multi.println(line);
             } else {
-                println!("{line}");
+                crate::output::progress(format, &line);
             }
         }
         for pb in bars.values() {

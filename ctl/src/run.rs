@@ -56,6 +56,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
     let setup = async {
         ensure_unpacked(ctx, &img, &snapshotter, &lease).await?;
         let mut spec = build_spec(&ctx.ns, &id, &a, &img.config)?;
+        crate::userdb::apply_to_run(ctx, &img, &lease, a.user.as_deref(), &mut spec).await?;
         let volumes = volume_mounts(ctx, &a, &mut spec).await?;
         let mounts = SnapshotsClient::new(ctx.ch.clone())
             .prepare(with_lease(
@@ -80,6 +81,7 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
         labels.extend(
             crate::run_net::labels(&a, &networks)
                 .into_iter()
+                .chain(crate::spec_more::labels(&a, &img.config))
                 .map(|(k, v)| (k.to_string(), v)),
         );
         // berthd keeps the output of tasks created without stdio (run -d,

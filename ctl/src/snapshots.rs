@@ -3,7 +3,7 @@
 use crate::cli::{Format, Snapshots, SnapshotsArgs};
 use crate::ctx::Ctx;
 use crate::error::CtlError;
-use crate::output::{Table, human_size, labels as fmt_labels, rfc3339};
+use crate::output::{Table, human_size, labels as fmt_labels, time_json};
 use anyhow::{Result, bail};
 use berth_proto::services::snapshots::v1 as api;
 use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
@@ -80,36 +80,15 @@ pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
                 t.row(
                     vec![i.name.clone(), i.parent.clone(), kind(i.kind).into()],
                     json!({"key": i.name, "parent": i.parent, "kind": kind(i.kind), "labels": i.labels,
-                           "created_at": rfc3339(i.created_at.as_ref())}),
+                           "created_at": time_json(i.created_at.as_ref()),
+                           "updated_at": time_json(i.updated_at.as_ref())}),
                 );
             }
             t.print(ctx.format)?;
         }
         Snapshots::Tree => {
             let all = list(ctx, &sn, vec![]).await?;
-            let mut children: HashMap<String, Vec<String>> = HashMap::new();
-            for i in &all {
-                children
-                    .entry(i.parent.clone())
-                    .or_default()
-                    .push(i.name.clone());
-            }
-            for v in children.values_mut() {
-                v.sort();
-            }
-            fn print(n: &str, depth: usize, children: &HashMap<String, Vec<String>>) {
-                if depth == 0 {
-                    println!("{n}");
-                } else {
-                    println!("{}\\_ {n}", "  ".repeat(depth - 1));
-                }
-                for c in children.get(n).into_iter().flatten() {
-                    print(c, depth + 1, children);
-                }
-            }
-            for root in children.get("").cloned().unwrap_or_default() {
-                print(&root, 0, &children);
-            }
+            print_tree(ctx.format, &all)?;
         }
         Snapshots::Info { key } => {
             let i = cl
@@ -122,7 +101,7 @@ pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
                 .info
                 .unwrap_or_default();
             let v = json!({"name": i.name, "parent": i.parent, "kind": kind(i.kind), "labels": i.labels,
-                           "created": rfc3339(i.created_at.as_ref()), "updated": rfc3339(i.updated_at.as_ref())});
+                           "created": time_json(i.created_at.as_ref()), "updated": time_json(i.updated_at.as_ref())});
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Snapshots::Usage { key } => {
@@ -237,6 +216,61 @@ pub async fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<()> {
                 .unwrap_or_default();
             println!("{}", fmt_labels(&i.labels));
         }
+    }
+    Ok(())
+}
+
+/// Snapshots as a tree of parents and children: indented lines for
+/// people, nested objects (`key`, `kind`, `children`) in JSON. A snapshot
+/// whose parent is not listed is a root too.
+fn print_tree(format: Format, all: &[api::Info]) -> Result<()> {
+    let known: std::collections::HashSet<&str> = all.iter().map(|i| i.name.as_str()).collect();
+    let mut children: HashMap<&str, Vec<&api::Info>> = HashMap::new();
+    let mut roots = Vec::new();
+    for i in all {
+        if known.contains(i.parent.as_str()) {
+            children.entry(i.parent.as_str()).or_default().push(i);
+        } else {
+            roots.push(i);
+        }
+    }
+    roots.sort_by(|a, b| a.name.cmp(&b.name));
+    for v in children.values_mut() {
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    fn node(i: &api::Info, children: &HashMap<&str, Vec<&api::Info>>) -> serde_json::Value {
+        let kids: Vec<_> = children
+            .get(i.name.as_str())
+            .into_iter()
+            .flatten()
+            .map(|c| node(c, children))
+            .collect();
+        json!({"key": i.name, "parent": i.parent, "kind": kind(i.kind), "children": kids})
+    }
+    fn lines(
+        i: &api::Info,
+        depth: usize,
+        children: &HashMap<&str, Vec<&api::Info>>,
+        out: &mut String,
+    ) {
+        if depth == 0 {
+            out.push_str(&format!("{}\n", i.name));
+        } else {
+            out.push_str(&format!("{}\\_ {}\n", "  ".repeat(depth - 1), i.name));
+        }
+        for c in children.get(i.name.as_str()).into_iter().flatten() {
+            lines(c, depth + 1, children, out);
+        }
+    }
+    if format == Format::Json {
+        let v: Vec<_> = roots.iter().map(|r| node(r, &children)).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mut out = String::new();
+        for r in roots {
+            lines(r, 0, &children, &mut out);
+        }
+        print!("{out}");
     }
     Ok(())
 }

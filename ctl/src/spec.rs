@@ -27,22 +27,6 @@ const DEFAULT_CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-/// `--user`: `uid[:gid]` (numbers; names are looked up in the image's files
-/// only by runtimes that mount it, so they are refused here).
-fn parse_user(u: &str) -> Result<(u32, u32)> {
-    let (a, b) = u.split_once(':').unwrap_or((u, ""));
-    let uid: u32 = a
-        .parse()
-        .map_err(|_| CtlError(format!("--user {u:?}: give numeric uid[:gid]")))?;
-    let gid: u32 = if b.is_empty() {
-        0
-    } else {
-        b.parse()
-            .map_err(|_| CtlError(format!("--user {u:?}: give numeric uid[:gid]")))?
-    };
-    Ok((uid, gid))
-}
-
 /// `--mount type=bind,src=/a,dst=/b,options=rbind:ro`.
 fn parse_mount(m: &str) -> Result<Value> {
     let mut kv: HashMap<&str, &str> = HashMap::new();
@@ -78,29 +62,13 @@ fn parse_mount(m: &str) -> Result<Value> {
 /// configuration, then the flags.
 pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<Value> {
     let icfg = &image_cfg["config"];
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect()
-    };
-    let mut args: Vec<String> = strings(&icfg["Entrypoint"]);
-    if a.command().is_empty() {
-        args.extend(strings(&icfg["Cmd"]));
-    } else {
-        args.extend(a.command().iter().cloned());
-    }
-    if args.is_empty() {
-        bail!(CtlError(
-            "the image has no command; give one after the image".into()
-        ));
-    }
-    let mut env: Vec<String> = strings(&icfg["Env"]);
+    let args = crate::spec_more::args(a, icfg)?;
+    let mut env: Vec<String> = crate::spec_more::strings(&icfg["Env"]);
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
-    for e in &a.env {
+    // --env-file first: -e overrides it, as in docker.
+    for e in a.more.env_files.iter().flat_map(|f| &f.0).chain(&a.env) {
         // `-e KEY` passes the caller's value; when the caller has none it
         // unsets KEY (the image's too), as docker's daemon does.
         let e = match e.split_once('=') {
@@ -130,14 +98,9 @@ pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<
                 .map(String::from)
         })
         .unwrap_or_else(|| "/".into());
-    let (uid, gid) = match a
-        .user
-        .as_deref()
-        .or_else(|| icfg["User"].as_str().filter(|s| !s.is_empty()))
-    {
-        Some(u) => parse_user(u)?,
-        None => (0, 0),
-    };
+    // Root until `-u` (or the image's user) is resolved in the image's
+    // /etc/passwd and /etc/group: see crate::userdb.
+    let (uid, gid) = (0, 0);
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -227,6 +190,7 @@ pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<
     {
         spec["process"]["consoleSize"] = json!({"height": h, "width": w});
     }
+    crate::spec_more::apply(a, DEFAULT_CAPS, &mut spec)?;
     Ok(spec)
 }
 

@@ -164,6 +164,16 @@ fn unread(tx: &pipe::Sender) -> i32 {
 }
 
 /// Puts the local terminal in raw mode until dropped.
+/// Why `-t` cannot be used here, if it cannot: berthctl forwards its own
+/// stdin to the process's terminal, so stdin must be a terminal too. From
+/// a pipe or file the process never sees the end of the input (a terminal
+/// has none) and the run would hang. Detached runs forward nothing.
+pub fn tty_refusal(tty: bool, detach: bool, stdin_is_terminal: bool) -> Option<String> {
+    (tty && !detach && !stdin_is_terminal).then(|| {
+        "the input device is not a TTY: -t needs a terminal on stdin; drop -t (use -i alone) to pipe input".to_string()
+    })
+}
+
 pub struct RawTerminal(Option<nix::sys::termios::Termios>);
 
 impl RawTerminal {
@@ -300,5 +310,22 @@ impl CaughtSignals {
                     .await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tty_refusal;
+
+    #[test]
+    fn tty_needs_a_terminal_on_stdin() {
+        assert!(
+            tty_refusal(true, false, false)
+                .unwrap()
+                .contains("not a TTY")
+        );
+        assert_eq!(tty_refusal(true, false, true), None);
+        assert_eq!(tty_refusal(true, true, false), None);
+        assert_eq!(tty_refusal(false, false, false), None);
     }
 }

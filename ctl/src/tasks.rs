@@ -4,7 +4,7 @@ use crate::cli::{Containers, Format, Tasks};
 use crate::ctx::Ctx;
 use crate::error::CtlError;
 use crate::error::ExitCode;
-use crate::output::{Table, labels as fmt_labels, rfc3339};
+use crate::output::{Table, labels as fmt_labels, time_json};
 use crate::stdio::{Attached, CaughtSignals, Fifos, RawTerminal, terminal_size};
 use anyhow::{Result, bail};
 use berth_proto::pb::containerd::v1::types::Status;
@@ -63,7 +63,8 @@ pub async fn containers(ctx: &Ctx, c: Containers) -> Result<()> {
                 t.row(
                     vec![c.id.clone(), c.image.clone(), rt.clone()],
                     json!({"id": c.id, "image": c.image, "runtime": rt, "labels": c.labels,
-                           "created_at": rfc3339(c.created_at.as_ref())}),
+                           "created_at": time_json(c.created_at.as_ref()),
+                           "updated_at": time_json(c.updated_at.as_ref())}),
                 );
             }
             t.print(ctx.format)?;
@@ -84,7 +85,7 @@ pub async fn containers(ctx: &Ctx, c: Containers) -> Result<()> {
                 "id": c.id, "image": c.image, "labels": c.labels,
                 "runtime": c.runtime.map(|r| r.name),
                 "snapshotter": c.snapshotter, "snapshot_key": c.snapshot_key,
-                "created_at": rfc3339(c.created_at.as_ref()), "updated_at": rfc3339(c.updated_at.as_ref()),
+                "created_at": time_json(c.created_at.as_ref()), "updated_at": time_json(c.updated_at.as_ref()),
                 "spec": spec,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -174,7 +175,7 @@ pub async fn tasks(ctx: &Ctx, t: Tasks) -> Result<()> {
                 tb.row(
                     vec![id.clone(), p.pid.to_string(), st.to_string()],
                     json!({"id": id, "pid": p.pid, "status": st, "exit_status": p.exit_status,
-                           "exited_at": rfc3339(p.exited_at.as_ref())}),
+                           "exited_at": time_json(p.exited_at.as_ref())}),
                 );
             }
             tb.print(ctx.format)?;
@@ -347,7 +348,7 @@ pub async fn tasks(ctx: &Ctx, t: Tasks) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn exec(
+pub(crate) async fn exec(
     ctx: &Ctx,
     id: &str,
     exec_id: Option<String>,
@@ -387,13 +388,19 @@ async fn exec(
             .flatten()
             .filter_map(|v| v.as_str().map(String::from))
             .collect();
-        e.extend(env);
+        // One value per name: a program's getenv sees the first.
+        for kv in env {
+            let key = kv.split('=').next().unwrap_or_default();
+            e.retain(|x| x.split('=').next() != Some(key));
+            e.push(kv);
+        }
         process["env"] = json!(e);
     }
     if let Some(u) = user {
-        let (a, b) = u.split_once(':').unwrap_or((&u, "0"));
-        process["user"] = json!({"uid": a.parse::<u32>().map_err(|_| CtlError(format!("--user {u:?}: numeric uid[:gid]")))?,
-                                 "gid": b.parse::<u32>().unwrap_or(0)});
+        process["user"] = crate::userdb::for_exec(ctx, id, &u).await?.json();
+    }
+    if let Some(e) = crate::stdio::tty_refusal(tty, detach, std::io::stdin().is_terminal()) {
+        bail!(CtlError(e));
     }
     let exec_id = exec_id
         .unwrap_or_else(|| format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));

@@ -3,7 +3,7 @@
 //! credits; progress comes back on a second stream. A daemon without those
 //! services (containerd 1.6) gets the client-side path of [`crate::archive`].
 
-use crate::cli::{ExportArgs, ImportArgs};
+use crate::cli::{ExportArgs, Format, ImportArgs};
 use crate::ctx::{Ctx, interactive, parse_kv_labels};
 use crate::error::CtlError;
 use crate::image::platform;
@@ -88,14 +88,16 @@ fn bar(total: u64, what: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
-/// Prints progress events from the daemon (plain lines when not on a terminal).
-/// (On stderr when `to_stderr`: the archive itself goes to stdout.)
+/// Prints progress events from the daemon (plain lines when not on a terminal);
+/// returns the names of the images reported made.
+/// (On stderr when `to_stderr`: the archive itself, or a JSON result, goes to stdout.)
 fn spawn_progress(
     mut s: Stream,
     pb: Option<ProgressBar>,
     to_stderr: bool,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<Vec<String>> {
     tokio::spawn(async move {
+        let mut images = Vec::new();
         while let Some(Ok(msg)) = s.rx.next().await {
             if let Some(p) = typeurl::unpack::<tt::Progress>(&msg)
                 && matches!(p.event.as_str(), "image" | "unpacked" | "exported")
@@ -105,18 +107,40 @@ fn spawn_progress(
                     None if to_stderr => eprintln!("{}: {}", p.event, p.name),
                     None => println!("{}: {}", p.event, p.name),
                 }
+                if p.event == "image" && !images.contains(&p.name) {
+                    images.push(p.name);
+                }
             }
         }
         drop(s.tx);
+        images
     })
 }
 
+/// `images import`: progress lines, or with `--format json` (progress on
+/// stderr) the imported images as a JSON array.
 pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
+    let names = import_names(ctx, a).await?;
+    if ctx.format == Format::Json {
+        let v = crate::output::images_json(&ctx.ch, &ctx.ns, &names).await?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(())
+}
+
+async fn import_names(ctx: &Ctx, a: ImportArgs) -> Result<Vec<String>> {
     let (mut reader, total): (Box<dyn Read + Send>, u64) = if a.file.as_os_str() == "-" {
         (Box::new(std::io::stdin()), 0)
     } else {
-        let f =
-            std::fs::File::open(&a.file).with_context(|| format!("open {}", a.file.display()))?;
+        // The OS's reason too ("No such file or directory"), in the one
+        // line berthctl prints.
+        let f = std::fs::File::open(&a.file).map_err(|e| {
+            CtlError(format!(
+                "open {}: {}",
+                a.file.display(),
+                crate::error::io_reason(&e)
+            ))
+        })?;
         let n = f.metadata().map(|m| m.len()).unwrap_or(0);
         (Box::new(f), n)
     };
@@ -167,7 +191,7 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
             progress_stream: progress.id.clone(),
         }),
     };
-    let printer = spawn_progress(progress, pb.clone(), false);
+    let printer = spawn_progress(progress, pb.clone(), ctx.format == Format::Json);
     let mut tc = TransferClient::new(ctx.ch.clone());
     let call = tc.transfer(ctx.req(req));
     // Feed the archive as the daemon grants credit.
@@ -211,12 +235,12 @@ pub async fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
     });
     let result = call.await;
     feeder.abort();
-    let _ = printer.await;
+    let names = printer.await.unwrap_or_default();
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
     result?;
-    Ok(())
+    Ok(names)
 }
 
 /// The export's output: stdout for "-", else a new file that is removed
@@ -232,20 +256,46 @@ fn create_output(a: &ExportArgs) -> Result<Box<dyn Write + Send>> {
     })
 }
 
-pub async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
+pub async fn export(ctx: &Ctx, mut a: ExportArgs) -> Result<()> {
+    // Short names as `run` takes them; a missing image fails here, before
+    // the output file exists.
+    for n in &mut a.names {
+        *n = crate::image::local_name(ctx, n).await?;
+    }
     // Which path to take is known before the output file is made.
     let to_stdout = a.file.as_os_str() == "-";
     let data = match open(ctx, "export").await {
         Err(e) if lacks_transfer(&e) => None,
         r => Some(r?),
     };
+    // Caught from here: an interrupted export must not leave a partial
+    // archive behind either.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let mut out = create_output(&a)?;
-    let result = match data {
-        None => crate::archive::export(ctx, &a, &mut out).await,
-        Some(data) => export_transfer(ctx, &a, data, out).await,
+    let work = async {
+        match data {
+            None => crate::archive::export(ctx, &a, &mut out).await,
+            Some(data) => export_transfer(ctx, &a, data, out).await,
+        }
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = int.recv() => Err(crate::error::ExitCode(128 + libc::SIGINT).into()),
+        _ = term.recv() => Err(crate::error::ExitCode(128 + libc::SIGTERM).into()),
     };
     if result.is_err() && !to_stdout {
         let _ = std::fs::remove_file(&a.file);
+        if result
+            .as_ref()
+            .is_err_and(|e| e.is::<crate::error::ExitCode>())
+        {
+            eprintln!(
+                "berthctl: interrupted: removed the partial {}",
+                a.file.display()
+            );
+        }
     }
     result
 }

@@ -4,7 +4,7 @@
 use crate::cli::Volume;
 use crate::ctx::{Ctx, parse_kv_labels};
 use crate::error::{CtlError, status_error};
-use crate::output::{Table, labels as fmt_labels, rfc3339};
+use crate::output::{Table, labels as fmt_labels, rfc3339, time_json};
 use anyhow::{Result, bail};
 use berth_proto::pb::berth::services::volumes::v1 as vapi;
 use berth_proto::pb::berth::services::volumes::v1::volumes_client::VolumesClient;
@@ -16,7 +16,7 @@ fn to_json(v: &vapi::Volume) -> Value {
         "Driver": "local",
         "Mountpoint": v.mountpoint,
         "Labels": v.labels,
-        "CreatedAt": rfc3339(v.created_at.as_ref()),
+        "CreatedAt": time_json(v.created_at.as_ref()),
         "Scope": "local",
     })
 }
@@ -118,6 +118,13 @@ pub(crate) async fn run(ctx: &Ctx, c: Volume) -> Result<()> {
                 .prune(ctx.req(vapi::PruneVolumesRequest {}))
                 .await?
                 .into_inner();
+            if ctx.format == crate::cli::Format::Json {
+                println!(
+                    "{}",
+                    json!({"deleted": r.deleted, "reclaimed_bytes": r.reclaimed_bytes})
+                );
+                return Ok(());
+            }
             if !r.deleted.is_empty() {
                 println!("Deleted Volumes:");
                 r.deleted.iter().for_each(|n| println!("{n}"));

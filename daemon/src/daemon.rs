@@ -103,6 +103,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         state = %cfg.state.display(),
         "berthd ready"
     );
+    tokio::spawn(crate::notify::ready_when_serving(
+        grpc_path.clone(),
+        Duration::from_secs(60),
+    ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -115,6 +119,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             anyhow::bail!("gRPC server stopped unexpectedly");
         }
     }
+    crate::notify::stopping();
     let _ = stop_tx.send(true);
     // Give in-flight requests a moment; long streams (events) are cut.
     let _ = tokio::time::timeout(Duration::from_secs(5), ttrpc_task).await;

@@ -8,7 +8,7 @@
 //! network namespaces). Single files: [`containers`],
 //! [`events`]. [`core`] wires them together for [`daemon`] and the
 //! gRPC/ttrpc adapters in [`server`]; [`instance`] keeps one daemon per
-//! root and socket.
+//! root and socket; [`notify`] tells systemd when it serves.
 
 pub mod config;
 pub mod containers;
@@ -24,6 +24,7 @@ pub mod instance;
 pub mod logs;
 pub mod metadata;
 pub mod network;
+pub mod notify;
 pub mod restart;
 pub mod runtime;
 pub mod server;

@@ -69,9 +69,12 @@ fn main() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cfg.log.level))?;
+    // Colour only for a person at a terminal: log files and the journal
+    // get plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

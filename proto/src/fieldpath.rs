@@ -32,6 +32,23 @@ pub fn any_field(any: &Any, path: &[String]) -> Option<String> {
     message_field(&msg, path)
 }
 
+/// The message `any` carries as a JSON object with protobuf field names,
+/// every field present (defaults too, so consumers see stable types),
+/// 64-bit integers as JSON numbers (not the proto3 mapping's strings) and
+/// timestamps in RFC 3339. `None` when the type is unknown or the bytes do
+/// not decode (or a nested `Any` holds an unknown type).
+pub fn any_json(any: &Any) -> Option<serde_json::Value> {
+    let name = crate::typeurl::type_name(&any.type_url);
+    let desc = pool()?.get_message_by_name(name)?;
+    let msg = DynamicMessage::decode(desc, any.value.as_slice()).ok()?;
+    let opts = prost_reflect::SerializeOptions::new()
+        .stringify_64_bit_integers(false)
+        .use_proto_field_name(true)
+        .skip_default_fields(false);
+    msg.serialize_with_options(serde_json::value::Serializer, &opts)
+        .ok()
+}
+
 fn message_field(msg: &DynamicMessage, path: &[String]) -> Option<String> {
     let (first, rest) = path.split_first()?;
     let field = msg.descriptor().get_field_by_name(first)?;
@@ -113,6 +130,39 @@ mod tests {
             value: vec![],
         };
         assert_eq!(any_field(&unknown, &path("id")), None);
+    }
+
+    #[test]
+    fn payloads_as_typed_json() {
+        let exit = crate::typeurl::pack(&TaskExit {
+            container_id: "web".into(),
+            id: "web".into(),
+            pid: 42,
+            exit_status: 3,
+            exited_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+        });
+        let v = any_json(&exit).unwrap();
+        assert_eq!(v["container_id"], "web");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["exit_status"], 3);
+        assert_eq!(v["exited_at"], "2023-11-14T22:13:20.000000005Z");
+        let prep = crate::typeurl::pack(&crate::pb::containerd::events::SnapshotPrepare {
+            key: "j2".into(),
+            parent: String::new(),
+            snapshotter: "overlayfs".into(),
+        });
+        let v = any_json(&prep).unwrap();
+        assert_eq!(v["key"], "j2");
+        // Defaults are present: a consumer sees every field's type.
+        assert_eq!(v["parent"], "");
+        let unknown = Any {
+            type_url: "example.Unknown".into(),
+            value: vec![],
+        };
+        assert_eq!(any_json(&unknown), None);
     }
 
     #[test]

@@ -20,49 +20,68 @@ pub const DNS: &str = "berth.dns";
 /// `--add-host`).
 pub const EXTRA_HOSTS: &str = "berth.extra-hosts";
 
+/// The restart policy berthd applies when the container's task exits:
+/// [`RestartPolicy`] in its canonical form (`run --restart`).
+pub const RESTART: &str = "berth.restart";
+/// `"true"` once the user stopped or killed the container (`berthctl
+/// stop`/`kill`), cleared by `berthctl start`: berthd does not restart a
+/// container with it, so a stop is never undone.
+pub const STOPPED: &str = "berth.stopped";
+/// How often berthd restarted the container (kept across berthd restarts).
+pub const RESTART_COUNT: &str = "berth.restart-count";
 /// `json-file`: berthd keeps the container's output (see
 /// [`crate::jsonlog`]) when its task is created with no stdout and stderr.
 pub const LOG_DRIVER: &str = "berth.log-driver";
 /// The one [`LOG_DRIVER`] there is.
 pub const JSON_FILE: &str = "json-file";
-/// The container's [`RestartPolicy`], applied by berthd when its task exits.
-pub const RESTART: &str = "berth.restart";
-/// How often berthd restarted the container (kept across berthd restarts).
-pub const RESTART_COUNT: &str = "berth.restart-count";
-/// `true` once the user stopped the container: berthd does not restart it.
-pub const STOPPED: &str = "berth.stopped";
 
-/// When berthd restarts a container's task (docker's `--restart`).
+/// docker's `--restart` policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
     No,
-    /// After a non-zero exit, at most this many times (`None`: no limit).
+    /// On a non-zero exit, at most this many times (`None`: no limit).
     OnFailure(Option<u32>),
     Always,
     UnlessStopped,
 }
 
 impl RestartPolicy {
-    /// Parses `no|on-failure[:N]|always|unless-stopped`.
+    /// Parses `no|on-failure[:N]|always|unless-stopped`; the message says
+    /// what is accepted.
     pub fn parse(s: &str) -> Result<Self, String> {
         let usage = "use no, on-failure[:MAX-RETRIES], always or unless-stopped";
         match s.split_once(':') {
             None => match s {
-                "" | "no" => Ok(RestartPolicy::No),
-                "on-failure" => Ok(RestartPolicy::OnFailure(None)),
-                "always" => Ok(RestartPolicy::Always),
-                "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+                "no" => Ok(Self::No),
+                "on-failure" => Ok(Self::OnFailure(None)),
+                "always" => Ok(Self::Always),
+                "unless-stopped" => Ok(Self::UnlessStopped),
                 _ => Err(format!("restart policy {s:?} is not known; {usage}")),
             },
             Some(("on-failure", n)) => match n.parse::<u32>() {
-                Ok(n) if n > 0 => Ok(RestartPolicy::OnFailure(Some(n))),
-                _ => Err(format!(
-                    "restart policy {s:?}: the maximum retry count must be a positive number"
+                // docker: 0 retries is no limit, like on-failure alone.
+                Ok(0) => Ok(Self::OnFailure(None)),
+                Ok(n) => Ok(Self::OnFailure(Some(n))),
+                Err(_) => Err(format!(
+                    "restart policy {s:?}: the maximum retry count {n:?} is not a number"
                 )),
             },
-            Some(_) => Err(format!(
-                "restart policy {s:?}: only on-failure takes a maximum retry count; {usage}"
+            Some((p, _)) => Err(format!(
+                "restart policy {s:?}: only on-failure takes a retry count ({p} does not); {usage}"
             )),
+        }
+    }
+}
+
+/// The canonical form (what the label holds).
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::No => f.write_str("no"),
+            Self::OnFailure(None) => f.write_str("on-failure"),
+            Self::OnFailure(Some(n)) => write!(f, "on-failure:{n}"),
+            Self::Always => f.write_str("always"),
+            Self::UnlessStopped => f.write_str("unless-stopped"),
         }
     }
 }
@@ -244,19 +263,36 @@ mod tests {
 
     #[test]
     fn restart_policies() {
-        use RestartPolicy::*;
-        for (s, p) in [
-            ("no", No),
-            ("", No),
-            ("always", Always),
-            ("unless-stopped", UnlessStopped),
-            ("on-failure", OnFailure(None)),
-            ("on-failure:2", OnFailure(Some(2))),
+        for (input, want, canonical) in [
+            ("no", RestartPolicy::No, "no"),
+            ("always", RestartPolicy::Always, "always"),
+            (
+                "unless-stopped",
+                RestartPolicy::UnlessStopped,
+                "unless-stopped",
+            ),
+            ("on-failure", RestartPolicy::OnFailure(None), "on-failure"),
+            ("on-failure:0", RestartPolicy::OnFailure(None), "on-failure"),
+            (
+                "on-failure:2",
+                RestartPolicy::OnFailure(Some(2)),
+                "on-failure:2",
+            ),
         ] {
-            assert_eq!(RestartPolicy::parse(s), Ok(p), "{s}");
+            let p = RestartPolicy::parse(input).unwrap();
+            assert_eq!(p, want, "{input}");
+            assert_eq!(p.to_string(), canonical);
+            assert_eq!(RestartPolicy::parse(canonical).unwrap(), p);
         }
-        for s in ["sometimes", "always:3", "on-failure:0", "on-failure:x"] {
-            assert!(RestartPolicy::parse(s).is_err(), "{s}");
+        for (bad, says) in [
+            ("sometimes", "not known"),
+            ("", "not known"),
+            ("on-failure:x", "not a number"),
+            ("on-failure:-1", "not a number"),
+            ("always:3", "only on-failure"),
+        ] {
+            let e = RestartPolicy::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
         .with_writer(std::io::stderr)
+        // Plain text for log files and the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let sn: Arc<dyn Snapshotter> = match cli.kind {
         Type::Overlayfs => Arc::new(Overlay::open(&cli.root)?),

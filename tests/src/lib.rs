@@ -15,6 +15,7 @@ mod daemon;
 pub mod dockerd;
 pub mod guard;
 mod images;
+pub mod netns;
 mod openssl;
 mod paths;
 mod peers;

@@ -272,8 +272,8 @@ fn on_failure_2_restarts_exactly_twice() {
             "-d",
             "--name",
             "of",
-            "--label",
-            "berth.restart=on-failure:2",
+            "--restart",
+            "on-failure:2",
             "busybox",
             "sh",
             "-c",
@@ -324,8 +324,8 @@ fn always_comes_back_after_a_berthd_restart_and_a_users_stop_holds() {
                 "-d",
                 "--name",
                 name,
-                "--label",
-                &format!("berth.restart={policy}"),
+                "--restart",
+                policy,
                 "busybox",
                 "sh",
                 "-c",
@@ -339,10 +339,9 @@ fn always_comes_back_after_a_berthd_restart_and_a_users_stop_holds() {
     for id in ["al", "st", "us"] {
         eventually("running", 10, || status(&d, id) == "RUNNING");
     }
-    // Stopped by the user (as `berthctl stop` marks it): not restarted.
+    // Stopped by the user (`kill` marks it berth.stopped): not restarted.
     for id in ["st", "us"] {
-        ctl(&d, &["containers", "label", id, "berth.stopped=true"]);
-        ctl(&d, &["tasks", "kill", "-s", "SIGKILL", id]);
+        ctl(&d, &["kill", id]);
     }
     // Killed behind berthd's back while it is down.
     let pid = task(&d, "al").unwrap()["pid"].as_i64().unwrap();
@@ -373,8 +372,7 @@ fn always_comes_back_after_a_berthd_restart_and_a_users_stop_holds() {
     assert_eq!(status(&d, "us"), "STOPPED");
     assert_eq!(count(&logs(&d, &["us"]).0, "run"), 1);
     // And while berthd runs, a user's stop holds for `always` too.
-    ctl(&d, &["containers", "label", "al", "berth.stopped=true"]);
-    ctl(&d, &["tasks", "kill", "-s", "SIGKILL", "al"]);
+    ctl(&d, &["stop", "-t", "1", "al"]);
     eventually("al stopped", 10, || status(&d, "al") == "STOPPED");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(status(&d, "al"), "STOPPED");

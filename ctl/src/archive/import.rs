@@ -70,8 +70,13 @@ struct Named {
     target: Descriptor,
 }
 
-/// `berthctl images import` without a Transfer service.
-pub(crate) async fn import(ctx: &Ctx, a: &ImportArgs, reader: Box<dyn Read + Send>) -> Result<()> {
+/// `berthctl images import` without a Transfer service; returns the
+/// names of the images made.
+pub(crate) async fn import(
+    ctx: &Ctx,
+    a: &ImportArgs,
+    reader: Box<dyn Read + Send>,
+) -> Result<Vec<String>> {
     let labels = parse_kv_labels(&a.labels)?;
     if let Some(p) = &a.platform {
         platform(p)?;
@@ -89,7 +94,7 @@ async fn import_leased(
     reader: Box<dyn Read + Send>,
     labels: &HashMap<String, String>,
     lease: &str,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let mut archive = tar::Archive::new(reader);
     let mut small: HashMap<String, Vec<u8>> = HashMap::new();
     let mut members = Members::default();
@@ -220,10 +225,11 @@ async fn import_leased(
             let img = crate::image::resolve_target(ctx, &n.name, &n.target.digest, Some(&platform))
                 .await?;
             ensure_unpacked(ctx, &img, &ctx.snapshotter, &lease).await?;
-            println!("unpacked: {}", n.name);
+            crate::output::progress(ctx.format, &format!("unpacked: {}", n.name));
         }
     }
     let mut ic = ImagesClient::new(ctx.ch.clone());
+    let mut made = Vec::new();
     for n in named {
         let image = images::Image {
             name: n.name.clone(),
@@ -249,9 +255,10 @@ async fn import_leased(
                 r?;
             }
         }
-        println!("image: {}", n.name);
+        crate::output::progress(ctx.format, &format!("image: {}", n.name));
+        made.push(n.name);
     }
-    Ok(())
+    Ok(made)
 }
 
 async fn oci_images(

@@ -52,17 +52,7 @@ pub fn parse_add_host(s: &str) -> Result<(String, Ipv4Addr), String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::cli::{Cli, Command, RunArgs};
-    use clap::Parser;
-
-    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
-        let mut v = vec!["berthctl", "run"];
-        v.extend_from_slice(args);
-        match Cli::try_parse_from(v)?.command {
-            Command::Run(r) => Ok(r),
-            c => panic!("parsed as {c:?}"),
-        }
-    }
+    use crate::cli::testing::{assert_bad_value, parse_run as run};
 
     #[test]
     fn bad_values_are_usage_errors_naming_the_flag() {
@@ -90,14 +80,7 @@ mod tests {
             (&["--add-host", "db", "bb"][..], "--add-host", "NAME:IPV4"),
             (&["--add-host", "db:h", "bb"][..], "--add-host", "IPv4"),
         ] {
-            let e = run(args).expect_err("accepted");
-            assert_eq!(
-                e.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{args:?}"
-            );
-            let e = e.to_string();
-            assert!(e.contains(flag) && e.contains(says), "{args:?}: {e}");
+            assert_bad_value(run(args), args, flag, &[says]);
         }
     }
 }

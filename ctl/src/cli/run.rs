@@ -3,6 +3,7 @@
 //! before anything is created.
 
 use super::net::{NetArg, parse_add_host, parse_dns, parse_net, parse_publish};
+use super::run_more::{RunMoreArgs, parse_user};
 use berth_proto::labels::PortMapping;
 use clap::Args;
 use std::net::Ipv4Addr;
@@ -60,8 +61,9 @@ pub struct RunArgs {
     /// Maximum number of processes (-1: unlimited).
     #[arg(long, value_parser = parse_pids_limit, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
-    /// User as uid[:gid].
-    #[arg(long, short = 'u')]
+    /// User as USER[:GROUP], names (from the image's /etc/passwd and
+    /// /etc/group) or numbers.
+    #[arg(long, short = 'u', value_name = "USER[:GROUP]", value_parser = parse_user)]
     pub user: Option<String>,
     /// Working directory inside the container.
     #[arg(short = 'w', long = "workdir", visible_alias = "cwd")]
@@ -109,6 +111,8 @@ pub struct RunArgs {
     /// Platform of the image to run (default: this host's).
     #[arg(long)]
     pub platform: Option<String>,
+    #[command(flatten)]
+    pub more: RunMoreArgs,
     /// The image, then the command and its arguments (default: the image's).
     // One list, so that option parsing stops at IMAGE as docker's does:
     // everything after it, options included, belongs to the command.
@@ -306,17 +310,7 @@ pub fn parse_pids_limit(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
-
-    fn run(args: &[&str]) -> Result<RunArgs, clap::Error> {
-        let mut v = vec!["berthctl", "run"];
-        v.extend_from_slice(args);
-        match Cli::try_parse_from(v)?.command {
-            Command::Run(r) => Ok(r),
-            c => panic!("parsed as {c:?}"),
-        }
-    }
+    use crate::cli::testing::{assert_bad_value, parse_run as run};
 
     fn refused(args: &[&str]) -> String {
         run(args).expect_err("accepted").to_string()
@@ -477,13 +471,7 @@ mod tests {
             (&["--pids-limit", "0", "bb"][..], "--pids-limit"),
             (&["--pids-limit", "-2", "bb"][..], "--pids-limit"),
         ] {
-            let e = run(args).expect_err("accepted");
-            assert_eq!(
-                e.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{args:?}"
-            );
-            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+            assert_bad_value(run(args), args, flag, &[]);
         }
         // The message docker users know, with this host's count.
         assert_eq!(cpus_in_range("0.5", 2), Ok(0.5));

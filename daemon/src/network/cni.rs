@@ -145,6 +145,7 @@ impl Exec {
                 .env("CNI_IFNAME", &a.ifname)
                 .env("CNI_ARGS", join_args(&a.args));
         }
+        let started = std::time::Instant::now();
         let mut child =
             spawn(&mut c).map_err(|e| io_err(format!("{what}: run {}", bin.display()), e))?;
         let input = serde_json::to_vec(config)
@@ -169,6 +170,12 @@ impl Exec {
             }
         };
         let _ = writer.await;
+        tracing::debug!(
+            plugin = kind,
+            command = cmd.as_str(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "CNI plugin call"
+        );
         if !out.status.success() {
             return Err(plugin_failure(&what, &out));
         }

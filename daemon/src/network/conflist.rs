@@ -136,7 +136,7 @@ pub fn bridge_name(network: &str, default_network: &str) -> String {
 }
 
 /// A bridge network conflist: bridge, host-local IPAM (reservations in
-/// `ipam_dir`), portmap, firewall.
+/// `ipam_dir`), portmap, firewall (isolated from other bridges).
 pub fn bridge_conflist(
     name: &str,
     bridge: &str,
@@ -171,7 +171,9 @@ pub fn bridge_conflist(
                 "ipam": ipam,
             },
             { "type": "portmap", "capabilities": { "portMappings": true } },
-            { "type": "firewall" },
+            // Only this bridge may reach its containers, as docker isolates
+            // its networks: without it the host forwards between bridges.
+            { "type": "firewall", "ingressPolicy": "same-bridge" },
         ],
     })
 }

@@ -141,20 +141,10 @@ impl EtcDir {
         self.root.join(ns).join(id)
     }
 
-    /// Writes a container's files and record (the folders owner-only; the
+    /// Writes a container's files and record (its folder owner-only; the
     /// files world-readable, as a container user other than root reads
     /// them through the bind mounts).
-    /// With `gid` (the host group of a user namespace's root), the
-    /// container's folder is 0710 and that group's, as its bundle is: the
-    /// runtime mounts the files from inside the user namespace.
-    pub fn write(
-        &self,
-        ns: &str,
-        r: &Record,
-        hosts: &str,
-        resolv: &str,
-        gid: Option<u32>,
-    ) -> Result<PathBuf> {
+    pub fn write(&self, ns: &str, r: &Record, hosts: &str, resolv: &str) -> Result<PathBuf> {
         let dir = self.dir(ns, &r.id);
         // The upper levels only pass through: nobody else can list them.
         for d in [&self.root, &self.root.join(ns)] {
@@ -163,14 +153,6 @@ impl EtcDir {
         }
         private::dir(&dir, private::OWNER_ONLY)
             .map_err(|e| io_err(format!("create {}", dir.display()), e))?;
-        if let Some(g) = gid {
-            use std::os::unix::fs::PermissionsExt;
-            std::os::unix::fs::chown(&dir, None, Some(g))
-                .and_then(|()| {
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710))
-                })
-                .map_err(|e| io_err(format!("give {} to group {g}", dir.display()), e))?;
-        }
         let record = serde_json::to_vec(r).map_err(|e| {
             crate::error::Error::internal(format!("encode the record of {}: {e}", r.id))
         })?;
@@ -320,7 +302,7 @@ mod tests {
         let etc = EtcDir::new(tmp.path());
         let r = rec("c1", "c1", &[("a", "10.1.0.2")]);
         let dir = etc
-            .write("ns", &r, "one\n", "nameserver 1.1.1.1\n", None)
+            .write("ns", &r, "one\n", "nameserver 1.1.1.1\n")
             .unwrap();
         use std::os::unix::fs::MetadataExt;
         let ino = std::fs::metadata(dir.join("hosts")).unwrap().ino();

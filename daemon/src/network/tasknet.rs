@@ -321,13 +321,7 @@ impl TaskNetworks {
             let _g = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
             let mut all = self.etc.records(ns)?;
             all.retain(|r| r.id != id);
-            let dir = self.etc.write(
-                ns,
-                &me,
-                &etc::hosts(&me, &all),
-                &resolv,
-                userns_root_gid(spec),
-            )?;
+            let dir = self.etc.write(ns, &me, &etc::hosts(&me, &all), &resolv)?;
             all.push(me.clone());
             self.refresh_peers(ns, &all, &me);
             dir
@@ -464,18 +458,20 @@ fn check_new_netns(spec: &Value, id: &str) -> Result<()> {
                 n["path"]
             )))
         }
+        Some(_)
+            if nss
+                .iter()
+                .any(|n| n.get("type").and_then(Value::as_str) == Some("user")) =>
+        {
+            // The namespace berthd makes belongs to the host's user
+            // namespace: a container in its own could not mount /sys in it.
+            Err(Error::precondition(format!(
+                "container {id} joins networks (label {}) and has a user namespace: berth cannot give a user-namespaced container CNI networks yet; drop one of them",
+                labels::NETWORKS
+            )))
+        }
         Some(_) => Ok(()),
     }
-}
-
-/// The host group of the container's root when the spec maps users.
-fn userns_root_gid(spec: &Value) -> Option<u32> {
-    spec.pointer("/linux/gidMappings")?
-        .as_array()?
-        .iter()
-        .find(|m| m.get("containerID").and_then(Value::as_u64) == Some(0))
-        .and_then(|m| m.get("hostID")?.as_u64())
-        .and_then(|g| u32::try_from(g).ok())
 }
 
 /// The bundle's spec: the namespace by path, and the files bind-mounted

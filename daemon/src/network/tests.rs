@@ -328,6 +328,7 @@ async fn networks_default_user_duplicates_and_overlaps() {
     let p = &def.plugins;
     let types: Vec<&str> = p.iter().map(|p| p["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["bridge", "portmap", "firewall"]);
+    assert_eq!(p[2]["ingressPolicy"], "same-bridge");
     assert_eq!(p[0]["bridge"], "berth0");
     assert_eq!(p[0]["ipMasq"], true);
     assert_eq!(p[0]["ipam"]["type"], "host-local");

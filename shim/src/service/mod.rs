@@ -49,6 +49,7 @@ pub struct Shim {
     publisher: Publisher,
     inner: Mutex<Inner>,
     shutdown: Notify,
+    socket: String, // served on; Shutdown removes it (empty: none)
 }
 
 fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(u32, i32)> {

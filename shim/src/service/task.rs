@@ -179,6 +179,11 @@ impl task_ttrpc::Task for Service {
             g.procs.init().is_none() || g.deleted
         };
         if done {
+            // Before answering: the caller may start a new shim for this id
+            // as soon as we reply, and that one must neither find this
+            // shim's socket (and reuse a shim about to exit) nor lose its
+            // own to a removal of ours that comes later.
+            remove_socket(&self.0.socket);
             self.0.shutdown.notify_one();
         }
         Ok(())
@@ -234,6 +239,7 @@ pub fn serve(flags: &Flags, std_l: std::os::unix::net::UnixListener) -> Result<(
             publisher,
             inner: Mutex::new(Inner::default()),
             shutdown: Notify::new(),
+            socket: flags.socket.clone(),
         });
         let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
             .map_err(|e| Error::io("watch SIGCHLD", e))?;
@@ -246,18 +252,16 @@ pub fn serve(flags: &Flags, std_l: std::os::unix::net::UnixListener) -> Result<(
         let server = berth_proto::ttrpc::Server::new()
             .register(task_ttrpc::TaskServer(Arc::new(Service(shim.clone()))));
         let s2 = shim.clone();
-        let sock = flags.socket.clone();
+        // The socket was removed by Shutdown; removing it again here could
+        // take a new shim's socket of the same path. A shim that ends any
+        // other way leaves a stale socket, which `start` and `delete` clear.
         server
             .serve(listener, async move {
                 s2.shutdown.notified().await;
-                // A new shim for the same id must not find this one.
-                remove_socket(&sock);
                 // Let the Shutdown reply and the last events go out.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             })
             .await
-            .map_err(|e| Error::io("serve", e))?;
-        remove_socket(&flags.socket);
-        Ok(())
+            .map_err(|e| Error::io("serve", e))
     })
 }

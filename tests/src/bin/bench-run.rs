@@ -3,7 +3,13 @@
 //! daemon RSS — for berthd with its built-in runtime, and for
 //! containerd + runc when installed, side by side, each without and with
 //! containerd's default seccomp profile (`ctr run --seccomp`); then
-//! berthd's latency with its own client, berthctl.
+//! berthd's latency with its own client, berthctl; then, inside a private
+//! network namespace (the bench runs itself again under `unshare --net
+//! --mount`, so no bridge or rule touches the host's network), berthctl's
+//! `run --rm` with a bridge network and a published port against
+//! `--net none`, their difference being the cost of network setup alone
+//! (netns, CNI ADD and DEL), and containerd + nerdctl's equivalent when
+//! nerdctl is installed.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-run`
 //!
@@ -12,6 +18,9 @@
 //! then maps a whole folio, so the same shim showed ~200 KiB more RSS right
 //! after `cp` than after a cold start. Evicting first makes runs comparable.
 
+use berth_tests::netns::{
+    CNI_BIN_DIR, in_private_network, network_config, network_prerequisites, private_network,
+};
 use berth_tests::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -185,7 +194,141 @@ fn evict(path: &Path) {
     }
 }
 
+/// Median of `RUNS` timed `cmd(i)` runs after two warm-up ones (the
+/// first networked run also writes the default network and its bridge).
+fn median_ms(what: &str, mut cmd: impl FnMut(usize) -> Command) -> f64 {
+    let mut times = Vec::new();
+    for i in 0..RUNS + 2 {
+        let mut c = cmd(i);
+        let t = Instant::now();
+        ok(what, c.output().expect(what));
+        if i >= 2 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// `nerdctl run --rm -p 8080:80 busybox true` on containerd's default
+/// bridge network (CNI plugins from the same directory as berthd's), or
+/// None when containerd is not installed.
+fn nerdctl_median(nerdctl: &Path) -> Option<f64> {
+    let containerd = peer("containerd")?;
+    let c = berth_tests::containerd::Containerd::start(&containerd, "", None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = |args: &[&str]| {
+        let mut cmd = Command::new(nerdctl);
+        cmd.arg("--address")
+            .arg(&c.sock)
+            .args(["--namespace", "bench", "--cni-path", CNI_BIN_DIR])
+            .arg("--cni-netconfpath")
+            .arg(dir.path().join("net.d"))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .stdout(Stdio::null());
+        cmd
+    };
+    let img = fixtures().join("busybox-docker.tar");
+    ok(
+        "nerdctl load",
+        n(&["load", "-i", img.to_str().unwrap()]).output().unwrap(),
+    );
+    Some(median_ms("nerdctl run --rm -p", |_| {
+        n(&[
+            "run",
+            "--rm",
+            "-p",
+            "8080:80",
+            "docker.io/library/busybox:latest",
+            "true",
+        ])
+    }))
+}
+
+/// The networked rows, measured inside the private network namespace.
+fn network_bench() {
+    let conf = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with_config(&network_config(&conf.path().join("net.d")));
+    let ctl = |args: &[&str]| {
+        let mut c = berthctl_at_default_net(&d.sock, d.dir.path(), "bench", args);
+        c.stdout(Stdio::null());
+        c
+    };
+    let img = fixtures().join("busybox-docker.tar");
+    ok(
+        "import",
+        ctl(&["images", "import", img.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    let none = median_ms("run --rm --net none", |i| {
+        ctl(&[
+            "run",
+            "--rm",
+            "--name",
+            &format!("none{i}"),
+            "--net",
+            "none",
+            "busybox",
+            "true",
+        ])
+    });
+    let bridge = median_ms("run --rm --net bridge -p", |i| {
+        ctl(&[
+            "run",
+            "--rm",
+            "--name",
+            &format!("br{i}"),
+            "--net",
+            "bridge",
+            "-p",
+            "8080:80",
+            "busybox",
+            "true",
+        ])
+    });
+    let nerdctl = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("nerdctl"))
+            .find(|p| p.is_file())
+    });
+    println!();
+    println!("run --rm true with networking (median of {RUNS}, berthctl client, private netns)");
+    println!("{:<48} {:>10}", "setup", "run ms");
+    println!("{:<48} {none:>10.1}", "berthd, --net none");
+    println!(
+        "{:<48} {bridge:>10.1}",
+        "berthd, bridge network + published port"
+    );
+    println!(
+        "{:<48} {:>10.1}",
+        "  network setup alone (difference)",
+        bridge - none
+    );
+    match nerdctl.map(|p| (nerdctl_median(&p), p)) {
+        Some((Some(ms), _)) => println!(
+            "{:<48} {ms:>10.1}",
+            "containerd + nerdctl, bridge + published port"
+        ),
+        Some((None, p)) => println!(
+            "{:<48} {:>10}  ({} found, but containerd is not installed)",
+            "containerd + nerdctl, bridge + published port",
+            "n/a",
+            p.display()
+        ),
+        None => println!(
+            "{:<48} {:>10}  (nerdctl is not installed)",
+            "containerd + nerdctl, bridge + published port", "n/a"
+        ),
+    }
+}
+
 fn main() {
+    if in_private_network() {
+        return network_bench();
+    }
     if !require_root("the run benchmark") {
         return;
     }
@@ -228,4 +371,13 @@ fn main() {
         None => println!("{:<26} {:>10}", "containerd + runc", "n/a"),
     }
     println!("berthd with berthctl as the client: run --rm true {own:.1} ms (median of {RUNS})");
+    drop(d);
+    // Bridges and iptables rules are made in a namespace of their own.
+    match network_prerequisites() {
+        Some(why) => println!("\nrun --rm with networking: not measured: {why}"),
+        None => {
+            let st = private_network(&[]).status().expect("run unshare");
+            assert!(st.success(), "the networked runs failed: {st}");
+        }
+    }
 }
