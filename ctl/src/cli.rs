@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 mod lifecycle;
+mod logs;
 mod net;
 mod run;
 mod run_more;
@@ -11,6 +12,7 @@ mod run_more;
 mod testing;
 mod volume;
 pub use lifecycle::*;
+pub use logs::LogsArgs;
 pub use net::NetArg;
 pub use run::{RunArgs, VolumeArg, VolumeSource};
 pub use run_more::{EnvFile, RunMoreArgs, SecurityOpt};
@@ -99,6 +101,8 @@ pub enum Command {
     /// Manage networks (CNI, host-wide: not per namespace).
     #[command(subcommand)]
     Network(Network),
+    /// Print a container's output (kept by berthd for containers berthctl runs).
+    Logs(LogsArgs),
     /// List containers, with their state (docker's `ps`).
     Ps(PsArgs),
     /// Stop containers: SIGTERM, then SIGKILL after a grace period.

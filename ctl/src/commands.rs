@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Volume(c) => crate::volumes::run(&ctx, c).await,
         Command::Plugins(Plugins::Ls { filters }) => plugins(&ctx, filters).await,
         Command::Network(c) => crate::networks::run(&ctx, c).await,
+        Command::Logs(a) => crate::logs::run(&ctx, a).await,
         c @ (Command::Ps(_) | Command::Inspect(_)) => crate::ps::run(&ctx, c).await,
         c @ (Command::Exec(_) | Command::Top(_) | Command::Stats(_)) => {
             crate::exec::run(&ctx, c).await

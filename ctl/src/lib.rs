@@ -22,6 +22,7 @@ mod image;
 mod images;
 mod leases;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod namespaces;
 mod netinfo;

@@ -84,6 +84,12 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<()> {
                 .chain(crate::spec_more::labels(&a, &img.config))
                 .map(|(k, v)| (k.to_string(), v)),
         );
+        // berthd keeps the output of tasks created without stdio (run -d,
+        // restarts) in a json-file log: `berthctl logs`.
+        labels.insert(
+            berth_proto::labels::LOG_DRIVER.into(),
+            berth_proto::labels::JSON_FILE.into(),
+        );
         if !volumes.is_empty() {
             let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
             labels.insert(VOLUMES_LABEL.into(), names.join(","));
@@ -174,23 +180,10 @@ async fn run_task(
         Some(f) => Some(Attached::start(f, interactive)?),
         None => None,
     };
-    // Detached tasks log to a file the shim appends to; `tasks attach` follows it.
-    let log = format!(
-        "file://{}/{}/{}.log",
-        std::env::var("BERTH_LOG_DIR").unwrap_or_else(|_| "/var/log/berth".into()),
-        ctx.ns,
-        id
-    );
-    let (stdin, stdout, stderr) = fifos.as_ref().map_or_else(
-        || {
-            (
-                String::new(),
-                log.clone(),
-                if a.tty { String::new() } else { log.clone() },
-            )
-        },
-        |f| (f.stdin.clone(), f.stdout.clone(), f.stderr.clone()),
-    );
+    // Detached tasks get no stdio: berthd logs them (label berth.log-driver).
+    let (stdin, stdout, stderr) = fifos.as_ref().map_or_else(Default::default, |f| {
+        (f.stdin.clone(), f.stdout.clone(), f.stderr.clone())
+    });
     let caught = (!a.detach).then_some(caught);
     tasks
         .create(ctx.req(tapi::CreateTaskRequest {

@@ -301,6 +301,16 @@ pub async fn tasks(ctx: &Ctx, t: Tasks) -> Result<()> {
                 .into_inner()
                 .process
                 .unwrap_or_default();
+            if p.stdout.starts_with(berth_proto::jsonlog::SCHEME) {
+                let a = crate::cli::LogsArgs {
+                    follow: true,
+                    tail: "all".into(),
+                    since: None,
+                    timestamps: false,
+                    container: id,
+                };
+                return crate::logs::run(ctx, a).await;
+            }
             let Some(log) = p.stdout.strip_prefix("file://") else {
                 bail!(CtlError(format!(
                     "task {id} has no log to attach to: only tasks started with `berthctl run -d` keep one"

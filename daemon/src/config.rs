@@ -56,6 +56,14 @@ default_network = "bridge"
 # Give up on a CNI plugin call after this many seconds.
 plugin_timeout_secs = 60
 
+[logs]
+# Containers made by berthctl (label berth.log-driver = "json-file") log
+# in docker's json-file format to <root>/logs/<namespace>/<id>/<id>-json.log.
+# The file is rotated once it reaches max_size bytes (0: never), keeping
+# max_files files in all (1: the file is emptied instead).
+max_size = 10485760
+max_files = 3
+
 # Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
 # runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
 # io.containerd.runc.v2 (ctr's default) runs berth's own shim. To use
@@ -76,6 +84,7 @@ pub struct Config {
     pub log: Log,
     pub registry: RegistryConfig,
     pub network: NetworkConfig,
+    pub logs: LogsConfig,
     pub runtimes: std::collections::BTreeMap<String, RuntimeEntry>,
 }
 
@@ -178,6 +187,23 @@ pub struct Grpc {
     pub gid: u32,
 }
 
+/// Rotation of the json-file logs berthd keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            max_size: 10 << 20,
+            max_files: 3,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GcConfig {
@@ -201,6 +227,7 @@ impl Default for Config {
             log: Log::default(),
             registry: RegistryConfig::default(),
             network: NetworkConfig::default(),
+            logs: LogsConfig::default(),
             runtimes: Default::default(),
         }
     }
@@ -271,6 +298,12 @@ impl Config {
             return Err(ConfigError::Version {
                 path: path.into(),
                 version: cfg.version,
+            });
+        }
+        if cfg.logs.max_files == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                msg: "logs.max_files must be at least 1 (the file being written)".into(),
             });
         }
         if let Some(msg) = cfg.network.problem() {

@@ -2,13 +2,14 @@
 //! and the gRPC adapters in `server` hold a [`Core`]; every store and
 //! service below takes just the stores it uses, so none imports this module.
 
-use crate::config::{NetworkConfig, RegistryConfig};
+use crate::config::{LogsConfig, NetworkConfig, RegistryConfig};
 use crate::containers::Containers;
 use crate::content::{Blobs, ContentStore};
 use crate::error::{Result, io_err};
 use crate::events::Exchange;
 use crate::gc::Collector;
 use crate::images::Images;
+use crate::logs::LogStore;
 use crate::metadata::Db;
 use crate::metadata::leases::Leases;
 use crate::metadata::namespaces::Namespaces;
@@ -29,6 +30,7 @@ pub struct Settings {
     pub runtimes: RuntimeConfig,
     pub registry: RegistryConfig,
     pub network: NetworkConfig,
+    pub logs: LogsConfig,
 }
 
 /// Everything a daemon holds.
@@ -55,6 +57,8 @@ pub struct Core {
     pub registry: RegistryConfig,
     /// CNI networks (host-wide, not per namespace).
     pub networks: Arc<NetworkManager>,
+    /// The json-file logs of containers.
+    pub logs: Arc<LogStore>,
 }
 
 impl Core {
@@ -75,6 +79,7 @@ impl Core {
                     cni_conf_dir: state.join("net.d"),
                     ..NetworkConfig::default()
                 },
+                logs: LogsConfig::default(),
             },
         )
     }
@@ -93,6 +98,7 @@ impl Core {
             runtimes,
             registry,
             network,
+            logs,
         } = settings;
         // Traversable but not listable, even when an admin created them
         // 0755: what lies below decides who reaches it (containerd: 0711).
@@ -133,6 +139,7 @@ impl Core {
             containers.clone(),
         )?);
         let networks = Arc::new(NetworkManager::new(&network, state));
+        let logs = Arc::new(LogStore::new(root, logs));
         let tasks = Arc::new(
             TaskService::new(
                 ShimRuntime::new(ShimManager::new(
@@ -144,7 +151,8 @@ impl Core {
                 containers.clone(),
                 events.clone(),
             )
-            .with_networks(Arc::new(TaskNetworks::new(networks.clone(), state))),
+            .with_networks(Arc::new(TaskNetworks::new(networks.clone(), state)))
+            .with_logs(logs.clone()),
         );
         Ok(Arc::new(Core {
             root: root.to_path_buf(),
@@ -164,6 +172,7 @@ impl Core {
             uuid,
             registry,
             networks,
+            logs,
         }))
     }
 }

@@ -57,6 +57,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             runtimes,
             registry: cfg.registry.clone(),
             network: cfg.network.clone(),
+            logs: cfg.logs,
         },
     )
     .with_context(|| format!("open stores under {}", cfg.root.display()))?;
@@ -87,6 +88,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
     core.tasks.restore().await;
     core.tasks.watch();
+    // After restore: the tasks found stopped exited while berthd was down.
+    crate::restart::RestartManager::new(
+        core.containers.clone(),
+        core.tasks.clone(),
+        core.snapshots.clone(),
+        core.events.clone(),
+    )
+    .start();
     let grpc_task = tokio::spawn(server::serve_grpc(core.clone(), grpc, wait(stop_rx)));
     tracing::info!(
         address = %grpc_path.display(),

@@ -27,6 +27,13 @@ pub const RESTART: &str = "berth.restart";
 /// stop`/`kill`), cleared by `berthctl start`: berthd does not restart a
 /// container with it, so a stop is never undone.
 pub const STOPPED: &str = "berth.stopped";
+/// How often berthd restarted the container (kept across berthd restarts).
+pub const RESTART_COUNT: &str = "berth.restart-count";
+/// `json-file`: berthd keeps the container's output (see
+/// [`crate::jsonlog`]) when its task is created with no stdout and stderr.
+pub const LOG_DRIVER: &str = "berth.log-driver";
+/// The one [`LOG_DRIVER`] there is.
+pub const JSON_FILE: &str = "json-file";
 
 /// docker's `--restart` policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

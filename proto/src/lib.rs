@@ -17,6 +17,7 @@ pub mod errdefs;
 pub mod fieldpath;
 pub mod filters;
 pub mod identifiers;
+pub mod jsonlog;
 pub mod labels;
 pub mod metadata;
 pub mod reference;

@@ -3,6 +3,7 @@
 //! pseudo-terminal the container process uses. Output is copied until the process side closes; the copy
 //! tasks are awaited before an exit is reported, so no output is lost.
 
+use crate::fdio::async_read;
 use crate::{Error, Result};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -47,6 +48,8 @@ struct PendingConsole {
 enum Output {
     Fifo(std::sync::Arc<AsyncFd<OwnedFd>>),
     File(std::fs::File),
+    /// A json-file log berthd keeps, and the stream written to it.
+    Log(crate::logfile::Shared, String),
 }
 
 fn nonblocking(fd: &impl AsFd) -> Result<()> {
@@ -64,17 +67,6 @@ pub fn async_fd(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
     nonblocking(&fd)?;
     // SAFETY: an OwnedFd keeps the same open descriptor for its lifetime.
     unsafe { AsyncFd::register(fd) }.map_err(|e| Error::io("register fd", e.into()))
-}
-
-async fn read(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        let mut g = fd.readable().await?;
-        match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(std::io::Error::from)) {
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0), // pty closed
-            Ok(r) => return r,
-            Err(_would_block) => continue,
-        }
-    }
 }
 
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut buf: &[u8]) -> std::io::Result<()> {
@@ -96,7 +88,7 @@ fn copy(
     tokio::spawn(async move {
         let mut buf = vec![0u8; 32 << 10];
         loop {
-            match read(&from, &mut buf).await {
+            match async_read(&from, &mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     if write_all(&to, &buf[..n]).await.is_err() {
@@ -141,7 +133,7 @@ fn copy_input(
                 }
             } else {
                 tokio::select! {
-                    r = read(&from, &mut buf) => match r {
+                    r = async_read(&from, &mut buf) => match r {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     },
@@ -165,7 +157,7 @@ fn copy_to_file(from: std::sync::Arc<AsyncFd<OwnedFd>>, mut to: std::fs::File) -
     tokio::spawn(async move {
         let mut buf = vec![0u8; 32 << 10];
         loop {
-            match read(&from, &mut buf).await {
+            match async_read(&from, &mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     if to.write_all(&buf[..n]).is_err() {
@@ -269,7 +261,10 @@ pub fn setup(
         // as the request returns); the master arrives from the runtime.
         child.terminal = true;
         let mut p = PendingConsole::default();
-        if stdout.starts_with("file://") {
+        if stdout.starts_with(berth_proto::jsonlog::SCHEME) {
+            let (w, stream) = crate::logfile::Opened::default().open(stdout)?;
+            p.output = Some(Output::Log(w, stream));
+        } else if stdout.starts_with("file://") {
             p.output = Some(Output::File(open_log(stdout)?));
         } else if !stdout.is_empty() {
             // O_RDWR: never blocks, and the client's reader sees EOF once we close.
@@ -287,9 +282,20 @@ pub fn setup(
         shim.pending_console = Some(p);
         return Ok((child, shim));
     }
+    let mut logs = crate::logfile::Opened::default();
     for (path, is_err) in [(stdout, false), (stderr, true)] {
         let fd = if path.is_empty() {
             devnull(true)?
+        } else if path.starts_with(berth_proto::jsonlog::SCHEME) {
+            let (r, w) = pipe()?;
+            give(&w, owner)?;
+            let (log, stream) = logs.open(path)?;
+            shim.outputs.push(crate::logfile::copy_to_log(
+                std::sync::Arc::new(async_fd(r)?),
+                log,
+                stream,
+            ));
+            w
         } else if path.starts_with("file://") {
             let (r, w) = pipe()?;
             give(&w, owner)?;
@@ -333,6 +339,10 @@ pub fn attach_console(shim: &mut ShimIo, master: OwnedFd) -> Result<()> {
     match p.output {
         Some(Output::File(f)) => shim.outputs.push(copy_to_file(master.clone(), f)),
         Some(Output::Fifo(out)) => shim.outputs.push(copy(master.clone(), out)),
+        Some(Output::Log(w, stream)) => {
+            shim.outputs
+                .push(crate::logfile::copy_to_log(master.clone(), w, stream))
+        }
         None => {}
     }
     if let Some(inp) = p.input {
@@ -378,6 +388,7 @@ pub fn resize(console: &AsyncFd<OwnedFd>, width: u32, height: u32) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn pipes_go_to_the_io_owner_and_dev_null_stays_roots() {
@@ -410,6 +421,67 @@ mod tests {
             assert_eq!(meta(&child.stdin).rdev(), null.rdev());
             assert_eq!(meta(&child.stderr).uid(), null.uid());
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn both_streams_go_to_one_json_log_as_lines() {
+        use berth_proto::jsonlog::{Destination, decode};
+        let dir = std::env::temp_dir().join(format!("berth-jsonlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("c1").join("c1-json.log");
+        let uri = |stream: &str| {
+            Destination {
+                path: path.clone(),
+                stream: stream.into(),
+                max_size: 0,
+                max_files: 1,
+            }
+            .uri()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let entries = rt.block_on(async {
+            let (child, shim) = setup(
+                "",
+                &uri("stdout"),
+                &uri("stderr"),
+                false,
+                IoOwner::default(),
+            )
+            .unwrap();
+            let out = std::fs::File::from(child.stdout.unwrap());
+            let err = std::fs::File::from(child.stderr.unwrap());
+            use std::io::Write;
+            (&out).write_all(b"one\ntw").unwrap();
+            (&out).write_all(b"o\n").unwrap();
+            // The output copy reads stdout before stderr is written.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (&err).write_all(b"oops\nno newline").unwrap();
+            drop((out, err));
+            for o in shim.outputs {
+                o.await.unwrap();
+            }
+            std::fs::read(&path).unwrap()
+        });
+        let got: Vec<(String, Vec<u8>)> = entries
+            .split_inclusive(|b| *b == b'\n')
+            .map(|l| decode(l).unwrap())
+            .map(|e| (e.stream, e.log))
+            .collect();
+        let want = [
+            ("stdout", &b"one\n"[..]),
+            ("stdout", b"two\n"),
+            ("stderr", b"oops\n"),
+            ("stderr", b"no newline"),
+        ];
+        let want: Vec<(String, Vec<u8>)> = want
+            .iter()
+            .map(|(s, l)| (s.to_string(), l.to_vec()))
+            .collect();
+        assert_eq!(got, want);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

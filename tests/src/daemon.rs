@@ -221,7 +221,6 @@ impl Daemon {
             .env_remove("BERTH_ADDRESS")
             .env_remove("BERTH_NAMESPACE")
             .env("BERTH_FIFO_DIR", self.dir.path().join("fifo"))
-            .env("BERTH_LOG_DIR", self.dir.path().join("logs"))
             .output()
             .expect("run script")
     }
@@ -237,7 +236,7 @@ impl Drop for Daemon {
 }
 
 /// `berthctl` against the API socket `sock` in namespace `ns`, blind to the
-/// caller's `BERTH_*` settings, its FIFOs and logs under `dir`. A `run`
+/// caller's `BERTH_*` settings, its FIFOs under `dir`. A `run`
 /// that names no network gets `--net none` (see [`without_network`]).
 pub fn berthctl_at(sock: &Path, dir: &Path, ns: &str, args: &[&str]) -> Command {
     berthctl_at_default_net(sock, dir, ns, &without_network(args))
@@ -257,8 +256,7 @@ pub fn berthctl_at_default_net(sock: &Path, dir: &Path, ns: &str, args: &[&str])
         .env_remove("BERTH_ADDRESS")
         .env_remove("BERTH_NAMESPACE")
         .env_remove("BERTH_SNAPSHOTTER")
-        .env("BERTH_FIFO_DIR", dir.join("fifo"))
-        .env("BERTH_LOG_DIR", dir.join("logs"));
+        .env("BERTH_FIFO_DIR", dir.join("fifo"));
     c
 }
 

@@ -57,7 +57,13 @@ fn the_readme_quick_tour_runs_in_order() {
         "the tour failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         out.status
     );
-    for says in ["hi\n", "web answers by name", "MODE", "/tmp\nnobody\n"] {
+    for says in [
+        "hi\n",
+        "web answers by name",
+        "MODE",
+        "/tmp\nnobody\n",
+        "hello from the log",
+    ] {
         assert!(stdout.contains(says), "no {says:?} in:\n{stdout}");
     }
     // What the tour made it also removed: no container is left.

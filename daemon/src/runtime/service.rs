@@ -11,6 +11,7 @@ use super::contract::{CreateTask, Exit, TaskRuntime};
 use crate::containers::Containers;
 use crate::error::{Error, Result};
 use crate::events::Exchange;
+use crate::logs::LogStore;
 use crate::network::TaskNetworks;
 use crate::types::{now, timestamp};
 use berth_proto::errdefs::Kind;
@@ -64,6 +65,8 @@ pub struct TaskService<R: TaskRuntime> {
     networks: Option<Arc<TaskNetworks>>,
     /// A teardown failed: the watcher reconciles networking again.
     retry_networks: AtomicBool,
+    /// Where tasks of containers that ask for it log (json-file).
+    logs: Option<Arc<LogStore>>,
 }
 
 /// What Tasks.List filters see of a task.
@@ -102,7 +105,19 @@ impl<R: TaskRuntime> TaskService<R> {
             registry: Mutex::new(HashMap::new()),
             networks: None,
             retry_networks: AtomicBool::new(false),
+            logs: None,
         }
+    }
+
+    /// Gives tasks a json-file log where [`LogStore::stdio`] says.
+    pub fn with_logs(mut self, logs: Arc<LogStore>) -> Self {
+        self.logs = Some(logs);
+        self
+    }
+
+    /// Every task the daemon knows of (namespace, id).
+    pub fn keys(&self) -> Vec<(String, String)> {
+        self.reg().keys().cloned().collect()
     }
 
     /// Sets up and tears down the networks tasks' containers ask for.
@@ -193,6 +208,10 @@ impl<R: TaskRuntime> TaskService<R> {
         } else {
             r.runtime_path
         };
+        let (stdout, stderr) = match &self.logs {
+            Some(l) => l.stdio(ns, &c, r.terminal, r.stdout, r.stderr)?,
+            None => (r.stdout, r.stderr),
+        };
         // As in containerd, the rootfs is what the request names; none means
         // the spec's root.path as is (dockerd mounts its own layers), even if
         // the container has a snapshot: the client fetches mounts itself.
@@ -202,8 +221,8 @@ impl<R: TaskRuntime> TaskService<R> {
             rootfs: r.rootfs,
             terminal: r.terminal,
             stdin: r.stdin,
-            stdout: r.stdout,
-            stderr: r.stderr,
+            stdout,
+            stderr,
             checkpoint: String::new(),
             parent_checkpoint: String::new(),
             options: r.options,

@@ -139,7 +139,13 @@ impl Containers for ContainersService {
 
     async fn delete(&self, req: Request<DeleteContainerRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
-        self.0.containers.delete(&ns, &req.into_inner().id)?;
+        let id = req.into_inner().id;
+        self.0.containers.delete(&ns, &id)?;
+        // The container's log goes with it (a shim still writing, its task
+        // not deleted, writes on to an unlinked file).
+        if let Err(e) = self.0.logs.remove(&ns, &id) {
+            tracing::warn!("container {ns}/{id}: {}", e.chain());
+        }
         Ok(Response::new(()))
     }
 }

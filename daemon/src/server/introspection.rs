@@ -112,10 +112,11 @@ pub fn plugin_list(core: &Core) -> Vec<Plugin> {
     ] {
         v.push(plugin("io.containerd.grpc.v1", id, &[], &[]));
     }
-    // berth's own APIs (berth.services.networks.v1, berth.services.volumes.v1),
-    // gRPC services like containerd's.
+    // berth's own APIs (berth.services.networks.v1, berth.services.volumes.v1,
+    // berth.services.logs.v1), gRPC services like containerd's.
     v.push(plugin("io.containerd.grpc.v1", "networks", &[], &[]));
     v.push(plugin("io.containerd.grpc.v1", "volumes", &[], &[]));
+    v.push(plugin("io.containerd.grpc.v1", "logs", &[], &[]));
     v.push(plugin("io.containerd.ttrpc.v1", "events", &[], &[]));
     v
 }

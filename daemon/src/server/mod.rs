@@ -14,6 +14,7 @@ mod events;
 mod images;
 mod introspection;
 mod leases;
+mod logs;
 mod namespaces;
 mod networks;
 mod rpclog;
@@ -90,6 +91,11 @@ pub async fn serve_grpc(
         .add_service(
             berth_proto::pb::berth::services::networks::v1::networks_server::NetworksServer::new(
                 networks::NetworksService(core.clone()),
+            ),
+        )
+        .add_service(
+            berth_proto::pb::berth::services::logs::v1::logs_server::LogsServer::new(
+                logs::LogsService(core.clone()),
             ),
         )
         .add_service(api::streaming::v1::streaming_server::StreamingServer::new(

@@ -48,9 +48,18 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
 
 /// Stops whatever a dead shim left running and releases its resources.
 pub fn cleanup_after_crash(bundle: &Path, id: &str, pid: u32) -> Result<()> {
-    let choice: Choice = crate::bundle::Bundle::new(bundle)
+    let mut choice: Choice = crate::bundle::Bundle::new(bundle)
         .read_runtime()
         .unwrap_or_default();
+    if !choice.binary.is_empty() && choice.root.is_empty() {
+        // Recorded without its state directory: where it would be now.
+        let ns = bundle
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        choice.root = external::state_root("", bundle, &ns);
+    }
     if !choice.binary.is_empty() {
         return choice.build().delete(id);
     }

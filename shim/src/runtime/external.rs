@@ -26,7 +26,8 @@ pub struct External {
 /// `<exec-root>/runtime-runc` holds `moby/` and `plugins.moby/` apart);
 /// otherwise `<state>/runc/<ns>` of the daemon that made the bundle
 /// (`<state>/io.containerd.runtime.v2.task/<ns>/<id>`), so that two
-/// daemons never share runtime state.
+/// daemons never share runtime state; for a bundle laid out otherwise,
+/// `<bundle>/runc/<ns>` (never a fixed host path another daemon could use).
 pub fn state_root(root: &str, bundle: &std::path::Path, ns: &str) -> String {
     if !root.is_empty() {
         return std::path::Path::new(root)
@@ -45,28 +46,18 @@ pub fn state_root(root: &str, bundle: &std::path::Path, ns: &str) -> String {
         .and_then(|p| p.parent());
     match state {
         Some(state) => state.join("runc").join(ns),
-        // A bundle laid out otherwise: berthd's default state directory.
-        None => std::path::Path::new("/run/berth/runc").join(ns),
+        None => bundle.join("runc").join(ns),
     }
     .to_string_lossy()
     .to_string()
 }
 
 impl External {
+    /// `root` is the runtime's state directory ([`state_root`]).
     pub fn new(binary: &str, root: &str, systemd: bool) -> Self {
-        let root = if root.is_empty() {
-            format!(
-                "/run/berth/runtime/{}",
-                std::path::Path::new(binary)
-                    .file_name()
-                    .map_or("runc".into(), |n| n.to_string_lossy().to_string())
-            )
-        } else {
-            root.to_string()
-        };
         Self {
             binary: binary.to_string(),
-            root,
+            root: root.to_string(),
             systemd,
             bundle: Mutex::new(None),
         }
@@ -460,10 +451,10 @@ mod tests {
             "/x/runtime-runc/moby"
         );
         assert_eq!(state_root("", bundle, "moby"), "/s/runc/moby");
-        // A bundle laid out otherwise falls back to berthd's default state.
+        // A bundle laid out otherwise keeps it inside.
         assert_eq!(
             state_root("", Path::new("/tmp/b"), "default"),
-            "/run/berth/runc/default"
+            "/tmp/b/runc/default"
         );
     }
 }

@@ -1,0 +1,273 @@
+//! Container logs in docker's json-file format, as the shim writes them
+//! and berthd reads them: one JSON object a line,
+//! `{"log":"line\n","stream":"stdout","time":"<RFC 3339, nanoseconds>"}`,
+//! in `<dir>/<id>-json.log`, rotated by size to `…-json.log.1`, `.2`, …
+//! (the highest is the oldest).
+//!
+//! berthd hands the shim a destination as a stdio URI
+//! (`berth-log:///path?stream=stdout&max-size=N&max-files=M`, see
+//! [`Destination`]), so the shim, which outlives berthd, keeps writing
+//! while berthd restarts.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The stdio URI scheme of a json-file destination.
+pub const SCHEME: &str = "berth-log://";
+
+/// The longest line kept whole (docker's limit too): longer ones are cut
+/// into entries without a newline, so a runaway line cannot exhaust memory.
+pub const MAX_LINE: usize = 16 << 10;
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// Nanoseconds since the epoch.
+    pub time: i64,
+    /// The bytes, with their newline if the line had one.
+    pub log: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line<'a> {
+    log: std::borrow::Cow<'a, str>,
+    stream: std::borrow::Cow<'a, str>,
+    time: std::borrow::Cow<'a, str>,
+}
+
+/// Go's RFC3339Nano in UTC, as docker writes it: trailing zeros of the
+/// fraction dropped (and the fraction too when it is zero).
+pub fn format_time(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let base = chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    if frac == 0 {
+        return format!("{base}Z");
+    }
+    let f = format!("{frac:09}");
+    format!("{base}.{}Z", f.trim_end_matches('0'))
+}
+
+/// Parses an RFC 3339 time (any offset, any fraction) to nanoseconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
+/// One line of the file, newline included. Bytes that are not UTF-8 become
+/// U+FFFD, as in docker (JSON strings are Unicode).
+pub fn encode(stream: &str, time: i64, log: &[u8]) -> Vec<u8> {
+    let line = Line {
+        log: String::from_utf8_lossy(log),
+        stream: stream.into(),
+        time: format_time(time).into(),
+    };
+    // Serialising strings into a Vec cannot fail.
+    let mut out = serde_json::to_vec(&line).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// Parses one line of the file; `None` for one that is not an entry (a
+/// line cut short by a crash, say).
+pub fn decode(line: &[u8]) -> Option<Entry> {
+    let l: Line = serde_json::from_slice(line).ok()?;
+    Some(Entry {
+        stream: l.stream.into_owned(),
+        time: parse_time(&l.time)?,
+        log: l.log.into_owned().into_bytes(),
+    })
+}
+
+/// The file a container's log is written to, in `dir`.
+pub fn log_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}-json.log"))
+}
+
+/// The `n`th rotated file of `path` (0 is `path` itself).
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return path.to_path_buf();
+    }
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    s.into()
+}
+
+/// The files of a log, oldest first: the rotated ones that exist (from
+/// `.1` up to the first missing one), then `path` itself if it exists.
+pub fn files(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = (0..)
+        .map(|n| rotated(path, n))
+        .skip(1)
+        .take_while(|p| p.exists())
+        .collect();
+    out.reverse();
+    if path.exists() {
+        out.push(path.to_path_buf());
+    }
+    out
+}
+
+/// Where and how the shim writes one stream of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub path: PathBuf,
+    pub stream: String,
+    /// Rotate once the file has this many bytes; 0: never.
+    pub max_size: u64,
+    /// Files kept, the current one included (at least 1: then the file is
+    /// emptied instead of rotated).
+    pub max_files: u32,
+}
+
+impl Destination {
+    /// The stdio URI of this destination. The path must not hold `?`.
+    pub fn uri(&self) -> String {
+        format!(
+            "{SCHEME}{}?stream={}&max-size={}&max-files={}",
+            self.path.display(),
+            self.stream,
+            self.max_size,
+            self.max_files
+        )
+    }
+
+    /// Parses a URI made by [`uri`](Self::uri).
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        let rest = uri
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| format!("{uri:?} is not a {SCHEME} URI"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !path.starts_with('/') {
+            return Err(format!("{uri:?}: the log path must be absolute"));
+        }
+        let mut d = Destination {
+            path: path.into(),
+            stream: "stdout".into(),
+            max_size: 0,
+            max_files: 1,
+        };
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{uri:?}: {k}={v:?} is not a number"))
+            };
+            match k {
+                "stream" if v == "stdout" || v == "stderr" => d.stream = v.into(),
+                "max-size" => d.max_size = num(v)?,
+                "max-files" => {
+                    d.max_files = u32::try_from(num(v)?)
+                        .map_err(|_| format!("{uri:?}: max-files={v} is too large"))?
+                        .max(1)
+                }
+                _ => return Err(format!("{uri:?}: unknown parameter {kv:?}")),
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// Appends entries to a log file, rotating it by size as docker's
+/// json-file driver does: before an entry is written, a file that has
+/// reached `max_size` is renamed to `.1` (`.1` to `.2`, …, the oldest
+/// dropped) and a new one started.
+#[derive(Debug)]
+pub struct Writer {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    // Container output may hold secrets: owner-only.
+    std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().create(true).append(true),
+        0o600,
+    )
+    .open(path)
+}
+
+impl Writer {
+    /// Opens (appending to) the log at `path`; its directory must exist.
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<Self> {
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+        })
+    }
+
+    /// Writes one entry (one line of the file).
+    pub fn write(&mut self, stream: &str, time: i64, log: &[u8]) -> std::io::Result<()> {
+        if self.max_size > 0 && self.size >= self.max_size {
+            self.rotate()?;
+        }
+        let line = encode(stream, time, log);
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if self.max_files == 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        for n in (1..self.max_files - 1).rev() {
+            match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Cuts a stream's bytes into log lines: complete lines (with their
+/// newline), and lines longer than [`MAX_LINE`] in pieces.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Takes `data`; returns the lines it completes.
+    pub fn push(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for &b in data {
+            self.pending.push(b);
+            if b == b'\n' || self.pending.len() >= MAX_LINE {
+                out.push(std::mem::take(&mut self.pending));
+            }
+        }
+        out
+    }
+
+    /// What is left of an unfinished line (at the end of the output).
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    }
+}
+
+#[cfg(test)]
+#[path = "jsonlog_tests.rs"]
+mod tests;
