@@ -333,7 +333,7 @@ async fn put(
     lease: &Lease,
 ) -> Result<(String, i64)> {
     let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)));
-    let size = data.len() as i64;
+    let size = i64::try_from(data.len())?;
     let msgs = vec![
         content::WriteContentRequest {
             action: content::WriteAction::Stat as i32,

@@ -130,7 +130,7 @@ fn reclaimable_text(reclaimable: i64, size: i64) -> String {
     if size <= 0 {
         return format!("{} (0%)", human_size(reclaimable.max(0)));
     }
-    let pct = (reclaimable as f64 * 100.0 / size as f64).round() as i64;
+    let pct = (i128::from(reclaimable) * 100 + i128::from(size) / 2) / i128::from(size);
     format!("{} ({pct}%)", human_size(reclaimable))
 }
 
