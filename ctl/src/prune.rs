@@ -4,12 +4,14 @@
 //! (as moby's containerd store does with `moby-dangling@`), e.g. `commit`
 //! without a name, or the image a `commit` took the name from.
 
-use crate::cli::{Format, Network, PruneArgs, Volume};
+use crate::cli::{Format, PruneArgs};
 use crate::ctx::Ctx;
 use crate::error::{CtlError, status_error};
 use crate::output::{Table, confirm, human_size};
 use crate::ps::is_live;
 use anyhow::Result;
+use berth_proto::pb::berth::services::networks::v1 as napi;
+use berth_proto::pb::berth::services::networks::v1::networks_client::NetworksClient;
 use berth_proto::pb::berth::services::volumes::v1 as vapi;
 use berth_proto::pb::berth::services::volumes::v1::volumes_client::VolumesClient;
 use berth_proto::pb::containerd::v1::types::Process;
@@ -291,24 +293,80 @@ fn report(ctx: &Ctx, what: &str, names: &[String]) {
     }
 }
 
-fn total(ctx: &Ctx, containers: &[String], images: &[String], bytes: i64) {
-    if ctx.format == Format::Json {
-        println!(
-            "{}",
-            json!({"containers": containers, "images": images, "reclaimed_bytes": bytes})
-        );
-    } else {
-        println!("Total reclaimed space: {}", human_size(bytes));
+/// What a prune removed, printed once (one JSON object in JSON mode).
+#[derive(Default)]
+struct Pruned {
+    containers: Vec<String>,
+    networks: Vec<String>,
+    volumes: Vec<String>,
+    images: Vec<String>,
+    bytes: i64,
+}
+
+impl Pruned {
+    fn print(&self, ctx: &Ctx) {
+        if ctx.format == Format::Json {
+            println!(
+                "{}",
+                json!({"containers": self.containers, "networks": self.networks,
+                       "volumes": self.volumes, "images": self.images,
+                       "reclaimed_bytes": self.bytes})
+            );
+            return;
+        }
+        report(ctx, "Containers", &self.containers);
+        report(ctx, "Networks", &self.networks);
+        report(ctx, "Volumes", &self.volumes);
+        report(ctx, "Images", &self.images);
+        println!("Total reclaimed space: {}", human_size(self.bytes));
     }
+}
+
+/// Removes the user networks no container uses (the daemon refuses those
+/// in use; prune leaves them).
+async fn prune_networks(ctx: &Ctx) -> Result<Vec<String>> {
+    let mut cl = NetworksClient::new(ctx.ch.clone());
+    let list = cl
+        .list(ctx.req(napi::ListNetworksRequest {}))
+        .await
+        .map_err(|s| status_error(&s))?
+        .into_inner()
+        .networks;
+    let mut gone = Vec::new();
+    for n in list.into_iter().filter(|n| !n.default) {
+        match cl
+            .delete(ctx.req(napi::DeleteNetworkRequest {
+                name: n.name.clone(),
+            }))
+            .await
+        {
+            Ok(_) => gone.push(n.name),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) => {}
+            Err(s) => {
+                return Err(
+                    CtlError(format!("remove network {}: {}", n.name, status_error(&s))).into(),
+                );
+            }
+        }
+    }
+    Ok(gone)
 }
 
 pub(crate) async fn container_prune(ctx: &Ctx, force: bool) -> Result<()> {
     if !force && !confirm("This will remove all stopped containers.")? {
         return Ok(());
     }
-    let (gone, bytes) = prune_containers(ctx).await?;
-    report(ctx, "Containers", &gone);
-    total(ctx, &gone, &[], bytes);
+    let (containers, bytes) = prune_containers(ctx).await?;
+    Pruned {
+        containers,
+        bytes,
+        ..Default::default()
+    }
+    .print(ctx);
     Ok(())
 }
 
@@ -321,9 +379,13 @@ pub(crate) async fn image_prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     if !a.force && !confirm(warning)? {
         return Ok(());
     }
-    let (gone, bytes) = prune_images(ctx, a.all).await?;
-    report(ctx, "Images", &gone);
-    total(ctx, &[], &gone, bytes);
+    let (images, bytes) = prune_images(ctx, a.all).await?;
+    Pruned {
+        images,
+        bytes,
+        ..Default::default()
+    }
+    .print(ctx);
     Ok(())
 }
 
@@ -348,15 +410,22 @@ pub(crate) async fn system_prune(ctx: &Ctx, all: bool, force: bool, volumes: boo
         return Ok(());
     }
     // Containers first, so that what they used becomes unused.
-    let (cgone, cbytes) = prune_containers(ctx).await?;
-    report(ctx, "Containers", &cgone);
-    crate::networks::run(ctx, Network::Prune { force: true }).await?;
+    let mut p = Pruned::default();
+    (p.containers, p.bytes) = prune_containers(ctx).await?;
+    p.networks = prune_networks(ctx).await?;
     if volumes {
-        crate::volumes::run(ctx, Volume::Prune { force: true }).await?;
+        let r = VolumesClient::new(ctx.ch.clone())
+            .prune(ctx.req(vapi::PruneVolumesRequest {}))
+            .await
+            .map_err(|s| status_error(&s))?
+            .into_inner();
+        p.volumes = r.deleted;
+        p.bytes += i64::try_from(r.reclaimed_bytes).unwrap_or(i64::MAX);
     }
-    let (igone, ibytes) = prune_images(ctx, all).await?;
-    report(ctx, "Images", &igone);
-    total(ctx, &cgone, &igone, cbytes + ibytes);
+    let (images, bytes) = prune_images(ctx, all).await?;
+    p.images = images;
+    p.bytes += bytes;
+    p.print(ctx);
     Ok(())
 }
 

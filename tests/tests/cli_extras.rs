@@ -370,6 +370,35 @@ fn system_df_and_the_prunes() {
         "the running container survived"
     );
 
+    // Volumes only with --volumes; JSON mode prints one typed object.
+    ok("volume create", ctl(&d, &["volume", "create", "unused"]));
+    std::fs::write(
+        std::path::Path::new(
+            json(&d, &["volume", "inspect", "unused"])[0]["Mountpoint"]
+                .as_str()
+                .unwrap(),
+        )
+        .join("data"),
+        vec![0u8; 4096],
+    )
+    .unwrap();
+    let df = json(&d, &["system", "df"]);
+    let vols = df
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Local Volumes")
+        .cloned()
+        .unwrap();
+    assert_eq!(vols["total"], 1, "{df}");
+    assert!(vols["size"].as_i64().unwrap() >= 4096, "{df}");
+    ok("prune keeps volumes", ctl(&d, &["system", "prune", "-f"]));
+    assert_eq!(names(&d, &["volume", "ls", "-q"]), ["unused"]);
+    let p = json(&d, &["system", "prune", "-f", "--volumes"]);
+    assert_eq!(p["volumes"], serde_json::json!(["unused"]), "{p}");
+    assert!(p["reclaimed_bytes"].as_i64().unwrap() >= 4096, "{p}");
+    assert!(names(&d, &["volume", "ls", "-q"]).is_empty());
+
     // image prune: dangling only; -a also named images no container uses.
     ok(
         "run s2",
