@@ -3,17 +3,21 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+mod extras;
 mod lifecycle;
 mod logs;
 mod net;
+mod resources;
 mod run;
 mod run_more;
 #[cfg(test)]
 mod testing;
 mod volume;
+pub use extras::*;
 pub use lifecycle::*;
 pub use logs::LogsArgs;
 pub use net::NetArg;
+pub use resources::{Leases, Tasks};
 pub use run::{RunArgs, VolumeArg, VolumeSource};
 pub use run_more::{EnvFile, RunMoreArgs, SecurityOpt};
 pub use volume::Volume;
@@ -75,7 +79,7 @@ pub enum Command {
     #[command(subcommand)]
     Content(Content),
     /// Manage images.
-    #[command(subcommand, visible_alias = "i")]
+    #[command(subcommand, visible_aliases = ["i", "image"])]
     Images(Images),
     /// Manage leases.
     #[command(subcommand)]
@@ -85,7 +89,7 @@ pub enum Command {
     /// Run a container from an image.
     Run(RunArgs),
     /// Manage containers (metadata).
-    #[command(subcommand, visible_alias = "c")]
+    #[command(subcommand, visible_aliases = ["c", "container"])]
     Containers(Containers),
     /// Manage tasks (running containers).
     #[command(subcommand, visible_alias = "t")]
@@ -125,6 +129,15 @@ pub enum Command {
     Exec(ExecArgs),
     /// Live resource usage of containers.
     Stats(StatsArgs),
+    /// Copy files between a container and the host.
+    Cp(CpArgs),
+    /// Make an image from a container's changes.
+    Commit(CommitArgs),
+    /// Disk usage and pruning.
+    #[command(subcommand)]
+    System(System),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion { shell: Shell },
 }
 
 #[derive(Subcommand, Debug, PartialEq)]
@@ -301,6 +314,8 @@ pub enum Images {
     },
     /// Unmount a path mounted by `images mount` and drop its snapshot.
     Unmount { target: PathBuf },
+    /// Remove dangling images (with -a: every image no container uses).
+    Prune(PruneArgs),
 }
 
 /// How to reach and log in to a registry.
@@ -445,37 +460,6 @@ pub struct ExportArgs {
     pub skip_manifest_json: bool,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum Leases {
-    /// List leases.
-    #[command(visible_alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-        filters: Vec<String>,
-    },
-    /// Create a lease; prints its id.
-    Create {
-        /// Lease id (generated when absent).
-        #[arg(long)]
-        id: Option<String>,
-        /// Expire after this long (e.g. 24h; 0 = never).
-        #[arg(long, short = 'x', default_value = "24h")]
-        expires: String,
-        /// Labels, as key=value.
-        labels: Vec<String>,
-    },
-    /// Remove leases.
-    #[command(visible_alias = "remove")]
-    Rm {
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Wait until what they held is collected.
-        #[arg(long)]
-        sync: bool,
-    },
-}
-
 #[derive(Args, Debug)]
 pub struct EventsArgs {
     /// Filters (e.g. topic~=/images/, namespace==default).
@@ -512,70 +496,6 @@ pub enum Containers {
         #[arg(required = true)]
         labels: Vec<String>,
     },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Tasks {
-    /// List tasks.
-    #[command(visible_alias = "list")]
-    Ls {
-        #[arg(short, long)]
-        quiet: bool,
-    },
-    /// Start a created task.
-    Start { id: String },
-    /// Signal a task (SIGTERM by default).
-    Kill {
-        id: String,
-        /// Signal name or number.
-        #[arg(short, long, default_value = "SIGTERM")]
-        signal: String,
-        /// Signal every process of the task.
-        #[arg(short, long)]
-        all: bool,
-        /// Signal this exec process instead.
-        #[arg(long)]
-        exec_id: Option<String>,
-    },
-    /// Run another process in a task.
-    Exec {
-        /// Exec id (default: generated).
-        #[arg(long)]
-        exec_id: Option<String>,
-        #[arg(short, long)]
-        tty: bool,
-        #[arg(short, long)]
-        interactive: bool,
-        #[arg(long)]
-        cwd: Option<String>,
-        #[arg(long)]
-        env: Vec<String>,
-        #[arg(long, short = 'u')]
-        user: Option<String>,
-        /// Start it and return.
-        #[arg(short, long)]
-        detach: bool,
-        id: String,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<String>,
-    },
-    /// Processes of a task.
-    Ps { id: String },
-    /// Resource usage of a task.
-    Metrics { id: String },
-    /// Freeze a task.
-    Pause { id: String },
-    /// Thaw a task.
-    Resume { id: String },
-    /// Delete stopped tasks.
-    #[command(visible_alias = "remove")]
-    Rm {
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Kill the task first if it runs.
-        #[arg(short, long)]
-        force: bool,
-    },
-    /// Attach to a running task's output (and input).
-    Attach { id: String },
+    /// Remove every stopped container.
+    Prune(ForceArgs),
 }

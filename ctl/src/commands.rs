@@ -1,7 +1,7 @@
 //! The command dispatcher: dials the daemon and hands each command group to
 //! its module; the one-call commands (`version`, `plugins ls`) live here.
 
-use crate::cli::{Cli, Command, Format, Plugins};
+use crate::cli::{Cli, Command, Format, Plugins, System};
 use crate::ctx::Ctx;
 use crate::output::Table;
 use anyhow::Result;
@@ -46,6 +46,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         | Command::Kill(_)
         | Command::Rm(_)
         | Command::Wait(_)) => crate::lifecycle::run(&ctx, c).await,
+        Command::Cp(a) => crate::cp::run(&ctx, a).await,
+        Command::Commit(a) => crate::commit::run(&ctx, a).await,
+        Command::System(System::Df) => crate::prune::df(&ctx).await,
+        Command::System(System::Prune {
+            all,
+            force,
+            volumes,
+        }) => crate::prune::system_prune(&ctx, all, force, volumes).await,
+        Command::Completion { shell } => crate::completion::print(shell),
     }
 }
 

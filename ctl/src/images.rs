@@ -104,6 +104,7 @@ pub(crate) async fn run(ctx: &Ctx, c: Images) -> Result<()> {
             rw,
             platform,
         } => mount_image(ctx, &name, &target, rw, platform.as_deref()).await?,
+        Images::Prune(a) => crate::prune::image_prune(ctx, a).await?,
         Images::Unmount { target } => {
             let target = std::fs::canonicalize(&target)
                 .map_err(|e| CtlError(format!("{}: {e}", target.display())))?;

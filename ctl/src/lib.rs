@@ -13,7 +13,10 @@
 mod archive;
 pub mod cli;
 mod commands;
+mod commit;
+mod completion;
 mod content;
+mod cp;
 mod ctx;
 pub mod error;
 mod events;
@@ -28,8 +31,10 @@ mod namespaces;
 mod netinfo;
 mod networks;
 pub mod output;
+mod prune;
 mod ps;
 mod registry;
+mod rootfs;
 mod run;
 mod run_net;
 mod snapshots;
@@ -48,6 +53,16 @@ use clap::Parser;
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = cli::Cli::parse();
+    // Needs no daemon.
+    if let cli::Command::Completion { shell } = &cli.command {
+        return match completion::print(*shell) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("berthctl: {e}");
+                1
+            }
+        };
+    }
     if let cli::Command::Run(r) = &cli.command
         && let Err(e) = run_net::request(r).and_then(|_| r.more.check(r.rm))
     {

@@ -297,7 +297,7 @@ async fn kill(ctx: &Ctx, id: &str, sig: u32) -> Result<()> {
 
 /// `rm`: the task (killed first with `force`), the container, then its
 /// snapshot.
-async fn rm(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
+pub(crate) async fn rm(ctx: &Ctx, id: &str, force: bool) -> Result<()> {
     let c = get_container(ctx, id).await?;
     let task = get_task(ctx, id).await?;
     if is_live(task.as_ref()) {

@@ -123,6 +123,7 @@ pub async fn containers(ctx: &Ctx, c: Containers) -> Result<()> {
                 println!("{id}");
             }
         }
+        Containers::Prune(a) => crate::prune::container_prune(ctx, a.force).await?,
         Containers::Label { id, labels } => {
             let l = crate::ctx::parse_labels(&labels);
             let mask = crate::ctx::label_mask(&l);
