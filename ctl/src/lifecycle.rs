@@ -87,12 +87,16 @@ where
     Ok(())
 }
 
-/// Sets or clears the [`L::STOPPED`] label.
+/// Sets or clears the [`L::STOPPED`] label; a start by hand also resets
+/// the restart count, as docker's does.
 async fn mark_stopped(ctx: &Ctx, id: &str, stopped: bool) -> Result<()> {
-    let labels = HashMap::from([(
+    let mut labels = HashMap::from([(
         L::STOPPED.to_string(),
         if stopped { "true" } else { "" }.to_string(),
     )]);
+    if !stopped {
+        labels.insert(L::RESTART_COUNT.to_string(), String::new());
+    }
     ContainersClient::new(ctx.ch.clone())
         .update(ctx.req(capi::UpdateContainerRequest {
             update_mask: Some(label_mask(&labels)),

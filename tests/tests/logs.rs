@@ -289,6 +289,12 @@ fn on_failure_2_restarts_exactly_twice() {
     assert_eq!(count(&logs(&d, &["of"]).0, "run"), 3, "{}", d.log());
     assert_eq!(restart_count(&d, "of"), 2);
     assert_eq!(task(&d, "of").unwrap()["exit_status"], 3);
+    // A start by hand begins the count again, as docker's does: two more.
+    ctl(&d, &["start", "of"]);
+    eventually("two more restarts", 20, || {
+        count(&logs(&d, &["of"]).0, "run") == 6 && status(&d, "of") == "STOPPED"
+    });
+    assert_eq!(restart_count(&d, "of"), 2);
 
     // A success is not a failure: no restart.
     ctl(
