@@ -228,22 +228,11 @@ fn stats_row(
 
 async fn stats(ctx: &Ctx, a: StatsArgs) -> Result<()> {
     let names = if a.names.is_empty() {
-        let mut v: Vec<String> = TasksClient::new(ctx.ch.clone())
-            .list(ctx.req(tapi::ListTasksRequest {
-                filter: String::new(),
-            }))
+        let mut v: Vec<String> = crate::ps::tasks_by_container(ctx)
             .await?
-            .into_inner()
-            .tasks
             .into_iter()
-            .filter(|p| is_live(Some(p)))
-            .map(|p| {
-                if p.container_id.is_empty() {
-                    p.id
-                } else {
-                    p.container_id
-                }
-            })
+            .filter(|(_, p)| is_live(Some(p)))
+            .map(|(id, _)| id)
             .collect();
         v.sort();
         v

@@ -21,10 +21,8 @@ use berth_proto::services::images::v1 as iapi;
 use berth_proto::services::images::v1::images_client::ImagesClient;
 use berth_proto::services::snapshots::v1 as sapi;
 use berth_proto::services::snapshots::v1::snapshots_client::SnapshotsClient;
-use berth_proto::services::tasks::v1 as tapi;
-use berth_proto::services::tasks::v1::tasks_client::TasksClient;
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Name prefix of images without a name of their own.
 pub(crate) const DANGLING: &str = "berth-dangling";
@@ -46,16 +44,7 @@ async fn containers(ctx: &Ctx) -> Result<Vec<(capi::Container, Option<Process>)>
         .await?
         .into_inner()
         .containers;
-    let mut tasks: HashMap<String, Process> = TasksClient::new(ctx.ch.clone())
-        .list(ctx.req(tapi::ListTasksRequest {
-            filter: String::new(),
-        }))
-        .await?
-        .into_inner()
-        .tasks
-        .into_iter()
-        .map(|t| (t.id.clone(), t))
-        .collect();
+    let mut tasks = crate::ps::tasks_by_container(ctx).await?;
     Ok(list
         .into_iter()
         .map(|c| {

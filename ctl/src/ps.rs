@@ -213,13 +213,9 @@ fn state_json(task: Option<&Process>, started: Option<i64>, now: i64) -> Value {
     })
 }
 
-async fn ps(ctx: &Ctx, all: bool, quiet: bool) -> Result<()> {
-    let mut list = ContainersClient::new(ctx.ch.clone())
-        .list(ctx.req(capi::ListContainersRequest { filters: vec![] }))
-        .await?
-        .into_inner()
-        .containers;
-    let tasks: HashMap<String, Process> = TasksClient::new(ctx.ch.clone())
+/// Every task of the namespace, by the id of its container.
+pub(crate) async fn tasks_by_container(ctx: &Ctx) -> Result<HashMap<String, Process>> {
+    Ok(TasksClient::new(ctx.ch.clone())
         .list(ctx.req(tapi::ListTasksRequest {
             filter: String::new(),
         }))
@@ -236,7 +232,16 @@ async fn ps(ctx: &Ctx, all: bool, quiet: bool) -> Result<()> {
             };
             (id, p)
         })
-        .collect();
+        .collect())
+}
+
+async fn ps(ctx: &Ctx, all: bool, quiet: bool) -> Result<()> {
+    let mut list = ContainersClient::new(ctx.ch.clone())
+        .list(ctx.req(capi::ListContainersRequest { filters: vec![] }))
+        .await?
+        .into_inner()
+        .containers;
+    let tasks = tasks_by_container(ctx).await?;
     // Newest first, as docker lists them.
     list.sort_by_key(|c| std::cmp::Reverse(c.created_at.as_ref().map(|t| (t.seconds, t.nanos))));
     let now = chrono::Utc::now().timestamp();
