@@ -47,6 +47,20 @@ fn ps_entry(d: &Daemon, name: &str) -> Value {
         .unwrap_or_else(|| panic!("{name} not in {all}"))
 }
 
+/// Waits until the container's shell has set its trap (it touches
+/// /tmp/ready after `trap`): a signal sent before that reaches PID 1 with
+/// its default action, which the kernel ignores for a namespace's init.
+fn wait_ready(d: &Daemon, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctl(d, &["exec", name, "test", "-e", "/tmp/ready"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "{name} never set its trap");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn lines(s: &str) -> Vec<&str> {
     let mut v: Vec<&str> = s.lines().collect();
     v.sort();
@@ -170,11 +184,11 @@ fn ps_stop_start_restart_kill_rm_and_wait() {
                 "busybox",
                 "sh",
                 "-c",
-                "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+                "trap 'exit 42' USR1; touch /tmp/ready; while true; do sleep 0.1; done",
             ],
         ),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_ready(&d, "sig");
     ok("kill -s USR1", ctl(&d, &["kill", "-s", "USR1", "sig"]));
     assert_eq!(ok("wait sig", ctl(&d, &["wait", "sig"])).trim(), "42");
     assert_eq!(inspect(&d, "sig")["labels"]["berth.stopped"], "true");
@@ -194,11 +208,11 @@ fn ps_stop_start_restart_kill_rm_and_wait() {
                 "busybox",
                 "sh",
                 "-c",
-                "trap 'exit 9' QUIT; while true; do sleep 0.1; done",
+                "trap 'exit 9' QUIT; touch /tmp/ready; while true; do sleep 0.1; done",
             ],
         ),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    wait_ready(&d, "quitter");
     let t = Instant::now();
     ok(
         "stop -s",

@@ -277,6 +277,13 @@ fn every_listing_prints_typed_json() {
         &["network", "ls"],
         &["plugins", "ls"],
         &["version"],
+        // The container commands in docker's grammar.
+        &["ps", "-a"],
+        &["inspect", "outweb"],
+        &["top", "outweb"],
+        &["stats", "--no-stream", "outweb"],
+        &["system", "df"],
+        &["network", "inspect", "bridge"],
     ] {
         let v = json(&d, args);
         assert_typed(&args.join(" "), &v);

@@ -113,6 +113,17 @@ fn nobody_cannot_reach_rootfs_specs_metadata_or_stores() {
             "list the snapshots",
             vec!["ls".into(), s(&root.join("snapshots/overlayfs/snapshots"))],
         ),
+        (
+            "list the logs",
+            vec!["ls".into(), s(&root.join("logs/default"))],
+        ),
+        (
+            "read the container's log",
+            vec![
+                "cat".into(),
+                s(&root.join("logs/default/perm1/perm1-json.log")),
+            ],
+        ),
     ];
     let mut reached = Vec::new();
     for (what, args) in &probes {
