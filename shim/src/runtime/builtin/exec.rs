@@ -181,6 +181,50 @@ fn cloexec_from_3() -> Result<()> {
     Ok(())
 }
 
+/// Every signal back to its default action and unblocked: ignored
+/// dispositions and the mask survive execve, and the shim inherits them
+/// from whoever started berthd (a shell's background job ignores SIGQUIT
+/// and SIGINT), while a container must start clean (runc's Go runtime
+/// handles, and so resets, every signal).
+fn reset_signals() {
+    /// The kernel's `struct sigaction` (libc's wrappers refuse the
+    /// real-time signals they reserve, which a parent may have ignored).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads `dfl`, which outlives the call,
+            // and writes nothing (no old action asked for).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+    }
+    // SAFETY: an empty set, filled by sigemptyset, installed as the mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Executes the prepared program; returns only its failure.
 pub fn exec(p: &Prepared) -> Error {
     // Nothing but stdio crosses into the container: descriptors the shim
@@ -189,6 +233,7 @@ pub fn exec(p: &Prepared) -> Error {
     if let Err(e) = cloexec_from_3() {
         return e;
     }
+    reset_signals();
     match nix::unistd::execve(&p.path, &p.args, &p.env) {
         Err(e) => Error::sys(format!("exec {:?}", p.path), e),
         Ok(never) => match never {},
