@@ -388,6 +388,18 @@ impl TaskNetworks {
         }
     }
 
+    /// [`detach`](Self::detach) for any task, networked or not: without
+    /// its namespace or files there is nothing to tear down, and no file
+    /// is read (task deletes pay nothing for networking they never had).
+    /// Attachments left with neither (a DEL that failed after the
+    /// namespace went) are [`reconcile`](Self::reconcile)'s.
+    pub async fn detach_task(&self, ns: &str, id: &str) -> Result<()> {
+        if !self.mgr.netns().path(ns, id)?.exists() && !self.etc.dir(ns, id).exists() {
+            return Ok(());
+        }
+        self.detach(ns, id).await
+    }
+
     /// Tears down every attachment, namespace and file whose task is not
     /// in `live` (tasks that died while berthd was down, or a crash mid-
     /// create or mid-delete); returns how many containers it cleaned.

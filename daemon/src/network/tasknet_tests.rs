@@ -165,6 +165,7 @@ async fn a_container_without_networks_is_left_alone() {
     let n = networks(&env);
     let out = n.attach("ns", "c", &labels(&[]), spec()).await.unwrap();
     assert_eq!(out, spec());
+    n.detach_task("ns", "c").await.unwrap();
     assert!(env.calls().is_empty());
     assert!(!env.root.join("state/netns").exists());
 }
@@ -221,7 +222,7 @@ async fn attach_names_peers_publishes_ports_and_detach_undoes_it() {
         .unwrap();
     assert_eq!(std::fs::read_to_string(&hosts1).unwrap(), h1);
 
-    n.detach("ns", "c3").await.unwrap();
+    n.detach_task("ns", "c3").await.unwrap();
     assert!(!std::fs::read_to_string(&hosts1).unwrap().contains("c3"));
     // A restart that finds only ns/c1 alive cleans the rest.
     let live: HashSet<(String, String)> = [("ns".to_string(), "c1".to_string())].into();

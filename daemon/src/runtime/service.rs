@@ -130,7 +130,7 @@ impl<R: TaskRuntime> TaskService<R> {
     /// the watcher (the task itself is gone either way).
     async fn detach(&self, ns: &str, id: &str) {
         if let Some(n) = &self.networks
-            && let Err(e) = n.detach(ns, id).await
+            && let Err(e) = n.detach_task(ns, id).await
         {
             tracing::warn!("task {ns}/{id}: {}; retrying later", e.chain());
             self.retry_networks.store(true, Ordering::Relaxed);
