@@ -34,3 +34,5 @@ pub mod pb {
 pub use metadata::{LEASE_HEADER, NAMESPACE_HEADER, NAMESPACE_TTRPC_HEADER};
 pub use pb::containerd::services;
 pub use pb::containerd::types;
+/// Kubernetes' Container Runtime Interface (`runtime.v1`).
+pub use pb::runtime::v1 as cri;
