@@ -41,6 +41,12 @@ pub struct NetworkManager {
     /// Serializes changes to the conf dir (duplicate and overlap checks
     /// read it, then write).
     conf_lock: tokio::sync::Mutex<()>,
+    /// Serializes plugin chains (ADD and DEL), host-wide: plugins create
+    /// shared host state on first use (portmap's CNI-HOSTPORT-* chains,
+    /// the bridge) without locking, so two first ADDs at once fail with
+    /// "Chain already exists". podman and netavark lock their network
+    /// setup for the same reason.
+    chain_lock: tokio::sync::Mutex<()>,
 }
 
 impl NetworkManager {
@@ -58,6 +64,7 @@ impl NetworkManager {
             cache: Cache::new(cni.join("results")),
             netns: NetnsDir::new(state),
             conf_lock: tokio::sync::Mutex::new(()),
+            chain_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -201,12 +208,15 @@ impl NetworkManager {
         // finds the configuration to undo.
         self.cache.store(&entry)?;
         let mut prev: Option<Value> = None;
+        let chain = self.chain_lock.lock().await;
         for p in &net.plugins {
             let kind = plugin_type(p);
             let cfg = plugin_config(&net, p, prev.as_ref(), runtime_config);
             match self.exec.run(kind, Command::Add, Some(att), &cfg).await {
                 Ok(r) => prev = Some(r),
                 Err(e) => {
+                    // The undo takes the lock itself.
+                    drop(chain);
                     let e = e.context(format!("attach to network {name:?}"));
                     return Err(match self.del(name, att).await {
                         Ok(()) => e,
@@ -218,6 +228,7 @@ impl NetworkManager {
                 }
             }
         }
+        drop(chain);
         entry.result = prev.unwrap_or(Value::Null);
         self.cache.store(&entry)?;
         Ok(entry.result)
@@ -236,6 +247,7 @@ impl NetworkManager {
         let prev = (!entry.result.is_null()).then_some(&entry.result);
         let rc = runtime_config_of(&entry);
         let mut failed = Vec::new();
+        let _chain = self.chain_lock.lock().await;
         for p in net.plugins.iter().rev() {
             let cfg = plugin_config(&net, p, prev, &rc);
             if let Err(e) = self

@@ -20,6 +20,11 @@ case "@TYPE@:$CNI_COMMAND" in
   fail:ADD) echo '{"cniVersion":"1.0.0","code":7,"msg":"bad config","details":"field x"}'; exit 1 ;;
   garbage:*) echo boom >&2; exit 2 ;;
   slow:*) exec sleep 30 ;;
+  excl:ADD|excl:DEL)
+    # Fails when another plugin call runs at the same time.
+    mkdir "@LOG@.busy" 2>/dev/null || { echo '{"cniVersion":"1.0.0","code":11,"msg":"overlapping call"}'; exit 1; }
+    sleep 0.2; rmdir "@LOG@.busy"
+    if [ "$CNI_COMMAND" = ADD ]; then echo '{"cniVersion":"1.0.0","ips":[]}'; fi ;;
   *:ADD) echo '{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.'$n'/24"}],"by":"@TYPE@"}' ;;
 esac
 "#;
@@ -38,7 +43,7 @@ impl Env {
         for d in ["bin", "log", "net.d", "state"] {
             std::fs::create_dir(root.join(d)).unwrap();
         }
-        for t in ["okA", "okB", "okC", "fail", "garbage", "slow"] {
+        for t in ["okA", "okB", "okC", "fail", "garbage", "slow", "excl"] {
             let p = bin.join(t);
             let text = SCRIPT
                 .replace("@LOG@", &root.join("log").display().to_string())
@@ -227,6 +232,43 @@ async fn a_plugin_error_is_reported_clearly_and_undone() {
     assert!(env.calls()[2].3.get("prevResult").is_none());
     assert!(m.result("net", &att()).unwrap().is_none());
     assert!(!env.root.join("state/cni/results/net").exists());
+}
+
+/// Plugins set up shared host state (portmap's chains) without locking:
+/// concurrent ADDs and DELs must not overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugin_chains_never_overlap() {
+    let env = Env::new(&["excl"]);
+    let m = std::sync::Arc::new(env.manager());
+    let atts: Vec<Attachment> = (0..4)
+        .map(|i| Attachment {
+            container_id: cni_container_id("default", &format!("c{i}")),
+            ..att()
+        })
+        .collect();
+    let run = |del: bool| {
+        let tasks: Vec<_> = atts
+            .iter()
+            .cloned()
+            .map(|a| {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    if del {
+                        m.del("net", &a).await.map(|_| ())
+                    } else {
+                        m.add("net", &a, &Default::default()).await.map(|_| ())
+                    }
+                })
+            })
+            .collect();
+        futures::future::join_all(tasks)
+    };
+    for r in run(false).await {
+        r.unwrap().unwrap();
+    }
+    for r in run(true).await {
+        r.unwrap().unwrap();
+    }
 }
 
 #[tokio::test]
