@@ -1,0 +1,7 @@
+//! CRI v1 (temporary module root on the cri-containers branch until the
+//! skeleton lands).
+
+pub mod seccomp_default;
+pub mod security;
+pub mod spec;
+pub mod spec_mounts;
