@@ -239,6 +239,34 @@ pub fn resolve_user(
     })
 }
 
+/// Reads `rel` (e.g. `etc/passwd`) inside `root` with every symlink
+/// resolved within it (a hostile image cannot point at the host's files);
+/// `None` when it does not exist.
+pub fn read_in_root(root: &std::path::Path, rel: &str) -> std::io::Result<Option<String>> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
+    use nix::sys::stat::Mode;
+    use std::io::Read;
+    let dir = open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(&dir, rel, how) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut s = String::new();
+    // Bounded: an image's "passwd" could be anything.
+    std::fs::File::from(fd)
+        .take(16 << 20)
+        .read_to_string(&mut s)?;
+    Ok(Some(s))
+}
+
 /// The profile asked for: the structured field, else the deprecated path
 /// (`runtime/default`, `docker/default`, `unconfined`, `localhost/<path>`).
 fn profile(

@@ -9,6 +9,7 @@
 mod boundary;
 mod containers;
 mod content;
+mod cri_runtime;
 mod diff;
 mod events;
 mod images;
@@ -29,11 +30,13 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use cri_runtime::cri_service;
 pub use introspection::plugin_list;
 
 /// Serves the gRPC API on the unix socket `address` until `shutdown`.
 pub async fn serve_grpc(
     core: Arc<Core>,
+    cri: Option<Arc<crate::cri::CriService>>,
     listener: tokio::net::UnixListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
@@ -109,6 +112,11 @@ pub async fn serve_grpc(
                 volumes::VolumesService(core.clone()),
             ),
         )
+        .add_optional_service(cri.map(|c| {
+            berth_proto::cri::runtime_service_server::RuntimeServiceServer::new(
+                cri_runtime::CriRuntime(c),
+            )
+        }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
