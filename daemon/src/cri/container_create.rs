@@ -156,11 +156,10 @@ impl CriService {
         })
         .await
         .map_err(|e| Error::internal(format!("unpack task: {e}")))??;
-        let mounts =
-            self.snapshots
-                .prepare(&ctx, DEFAULT_SNAPSHOTTER, id, &chain, Default::default())?;
+        self.snapshots
+            .prepare(&ctx, DEFAULT_SNAPSHOTTER, id, &chain, Default::default())?;
         let made = self
-            .create_record(id, name, config, sb, pid, &img, mounts)
+            .create_record(id, name, config, sb, pid, &img, &chain)
             .await;
         if made.is_err() {
             let _ = self.snapshots.remove(NAMESPACE, DEFAULT_SNAPSHOTTER, id);
@@ -177,15 +176,25 @@ impl CriService {
         sb: &store::Sandbox,
         pid: u32,
         img: &ResolvedImage,
-        mounts: Vec<berth_snapshotter::mount::Mount>,
+        chain: &str,
     ) -> Result<CriContainer> {
-        // The image's user database, read through a temporary mount of the
-        // new rootfs (the image's files, as the process will see them).
+        // The image's user database, read through a temporary read-only
+        // view of the image (as berthctl run does), removed right after.
+        let view = format!("{id}-users");
+        let ctx = Ctx::new(NAMESPACE);
+        let mounts =
+            self.snapshots
+                .view(&ctx, DEFAULT_SNAPSHOTTER, &view, chain, Default::default())?;
         let tmp = self.state.join("tmpmounts");
-        let (passwd, group) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let users = tokio::task::spawn_blocking(move || -> Result<_> {
             std::fs::create_dir_all(&tmp).map_err(|e| io_err("create tmpmounts", e))?;
-            let m = berth_snapshotter::mount::TempMount::new(&mounts, Some(&tmp))
-                .map_err(|e| Error::internal(format!("mount the rootfs to read its users: {e}")))?;
+            let m = berth_snapshotter::mount::TempMount::new(&mounts, Some(&tmp)).map_err(|e| {
+                Error::with_source(
+                    berth_proto::errdefs::Kind::Internal,
+                    "mount the image to read its users",
+                    e,
+                )
+            })?;
             let root = m.path().to_path_buf();
             let read = |f: &str| {
                 super::security::read_in_root(&root, f)
@@ -194,7 +203,11 @@ impl CriService {
             Ok((read("etc/passwd")?, read("etc/group")?))
         })
         .await
-        .map_err(|e| Error::internal(format!("read users task: {e}")))??;
+        .map_err(|e| Error::internal(format!("read users task: {e}")));
+        if let Err(e) = self.snapshots.remove(NAMESPACE, DEFAULT_SNAPSHOTTER, &view) {
+            tracing::warn!(container = id, "CRI: remove the users view: {}", e.chain());
+        }
+        let (passwd, group) = users??;
         let pod_config = sb.meta.config.clone().unwrap_or_default();
         let nsopts = config
             .linux
