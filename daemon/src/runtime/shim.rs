@@ -204,6 +204,24 @@ impl TaskRuntime for ShimRuntime {
         t.call("Update", &req).await
     }
 
+    async fn reopen_log(&self, t: &ShimTask) -> Result<()> {
+        use berth_proto::pb::berth::shim::v1::{ReopenLogRequest, logs_ttrpc::SERVICE};
+        let req = ReopenLogRequest { id: t.id.clone() };
+        let r: Result<()> = t.client()?.call_service(SERVICE, "ReopenLog", &req).await;
+        r.map_err(|e| {
+            if e.kind() == berth_proto::errdefs::Kind::Unimplemented {
+                Error::unimplemented(format!(
+                    "the shim of task {} ({}) cannot reopen logs: {}",
+                    t.id,
+                    t.binary.display(),
+                    e.message()
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
     async fn stats(&self, t: &ShimTask) -> Result<Option<prost_types::Any>> {
         let r: shimapi::StatsResponse = t
             .call("Stats", &shimapi::StatsRequest { id: t.id.clone() })
