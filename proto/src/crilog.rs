@@ -68,7 +68,7 @@ impl Format {
 }
 
 /// The stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stream {
     Stdout,
     Stderr,
