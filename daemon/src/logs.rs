@@ -85,12 +85,7 @@ impl LogStore {
     /// file reopened, see `TaskService::reopen_log`). Makes the file's
     /// directories if missing (mode 0755, as containerd). A relative path,
     /// or one holding a `?` (which a stdio URI cannot carry), is refused.
-    pub fn cri_stdio(
-        &self,
-        path: &Path,
-        terminal: bool,
-        max_line: usize,
-    ) -> Result<(String, String)> {
+    pub fn cri_stdio(path: &Path, terminal: bool, max_line: usize) -> Result<(String, String)> {
         if !path.is_absolute() {
             return Err(Error::invalid(format!(
                 "log path {} is not absolute",

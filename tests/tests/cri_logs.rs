@@ -144,6 +144,8 @@ async fn logs_in_cri_format_and_reopen(d: &Daemon, id: &str, runc: Option<&Path>
     }
     run.extend(["busybox", "sh", "-c", SCRIPT]);
     ctl(d, &run);
+    // `run -d` logs to a json-file berthd keeps: reopenable too.
+    reopen(d, id).await.expect("ReopenLog of a json-file log");
     // The container stays; its task goes, so that ours can be created.
     ctl(d, &["tasks", "rm", "-f", id]);
     let dir = d.dir.path().join("pods/default_pod_uid").join(id);

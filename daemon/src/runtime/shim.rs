@@ -354,6 +354,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reopen_log_on_a_shim_without_berths_logs_service_is_unimplemented() {
+        // A shim serving no Logs service, as containerd's do not.
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("shim.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(berth_proto::ttrpc::Server::new().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let address = format!("unix://{}", sock.display());
+        let task = ShimTask {
+            ns: "ns".into(),
+            id: "c1".into(),
+            bundle: dir.path().join("bundle"),
+            binary: "/usr/bin/containerd-shim-runc-v2".into(),
+            client: Some(ShimClient::connect(&address, "ns").await.unwrap()),
+        };
+        let err = runtime(&dir, "/bin/false")
+            .reopen_log(&task)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::Unimplemented);
+        assert!(
+            err.message().starts_with(
+                "the shim of task c1 (/usr/bin/containerd-shim-runc-v2) cannot reopen logs"
+            ),
+            "{err}"
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn a_dead_shim_is_gone_unavailable_and_cleaned_up_as_killed() {
         let dir = tempfile::tempdir().unwrap();
         let rt = runtime(&dir, "/bin/false");
