@@ -21,7 +21,7 @@
 //! Destinations are `berth-log://` stdio URIs with `format=cri` (see
 //! [`crate::jsonlog::Destination`]).
 
-use crate::jsonlog::{format_time, parse_time};
+use crate::time::{format_time, parse_time};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
