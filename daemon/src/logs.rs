@@ -81,7 +81,9 @@ impl LogStore {
     /// `log_directory` joined with the container's `log_path`): both
     /// streams in the one file (with a terminal only stdout, and stderr is
     /// empty), lines longer than `max_line` cut into partial pieces (0:
-    /// never). Not rotated by berthd (the kubelet rotates, then has the
+    /// never; containerd's `max_container_log_line_size`, where any
+    /// non-positive value means no limit, maps negative to 0). Not rotated
+    /// by berthd (the kubelet rotates, then has the
     /// file reopened, see `TaskService::reopen_log`). Makes the file's
     /// directories if missing (mode 0755, as containerd). A relative path,
     /// or one holding a `?` (which a stdio URI cannot carry), is refused.

@@ -4,8 +4,8 @@
 //! runtime and with runc: both streams in one file, long lines cut into
 //! partial pieces, and the reopen after the kubelet renamed the file
 //! (`berth.shim.v1.Logs/ReopenLog`, what CRI ReopenContainerLog calls):
-//! output goes on in a new file at the path, the old one left intact.
-//! Root only.
+//! output goes on in a new file at the path, the old one left intact;
+//! `berthctl tasks attach` follows the file. Root only.
 
 use berth_proto::client::request;
 use berth_proto::crilog::{Line, Stream, read_file};
@@ -216,8 +216,28 @@ async fn logs_in_cri_format_and_reopen(d: &Daemon, id: &str, runc: Option<&Path>
         "{id}: the old file is intact"
     );
 
+    // `berthctl tasks attach` follows the CRI file until the task exits.
+    let attach = d
+        .berthctl_command("default", &["tasks", "attach", id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Stopped: the unterminated end is a partial line; nothing to reopen.
     ctl(d, &["tasks", "kill", "-s", "SIGKILL", id]);
+    let attached = tokio::task::spawn_blocking(move || attach.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(attached.status.success(), "{id}: {attached:?}");
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&attached.stdout).as_ref(),
+            String::from_utf8_lossy(&attached.stderr).as_ref()
+        ),
+        ("after\nunterminated", "after-err\n"),
+        "{id}"
+    );
     let ch = d.channel().await;
     TasksClient::new(ch.clone())
         .wait(request(
