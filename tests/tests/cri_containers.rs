@@ -14,246 +14,12 @@
 //! `sleep`, on the host's network of the private namespace) until
 //! RunPodSandbox lands; everything the containers do goes through the CRI.
 
-use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+mod cri_support;
+
 use berth_proto::cri::{self as c};
-use berth_proto::pb::berth::cri::v1::SandboxMetadata;
-use berth_proto::services::containers::v1 as capi;
-use berth_proto::services::containers::v1::containers_client::ContainersClient;
-use berth_tests::netns::*;
 use berth_tests::*;
-use prost::Message;
-use std::sync::Mutex;
+use cri_support::*;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn body_here(name: &str) -> bool {
-    if in_private_network() {
-        return true;
-    }
-    if !require_root("containers mount overlay snapshots and join namespaces") {
-        return false;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    run_test_in_private_network(name);
-    false
-}
-
-type Rt = RuntimeServiceClient<Channel>;
-
-/// A berthd with busybox in `k8s.io` and a pod; the pod's cgroups and the
-/// containers' are removed when dropped (after the daemon).
-struct Pod {
-    d: Daemon,
-    id: String,
-    image: String,
-    logs: tempfile::TempDir,
-    _cgroups: Cgroups,
-}
-
-struct Cgroups;
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        remove_cgroups("/k8s.io");
-    }
-}
-
-const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-impl Pod {
-    async fn start() -> Pod {
-        // The private namespace's loopback, which the pod's host network is.
-        ok(
-            "lo up",
-            std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .output()
-                .expect("run ip"),
-        );
-        let d = Daemon::start();
-        let tar = fixtures().join("busybox-docker.tar");
-        ok(
-            "import",
-            d.berthctl(
-                "k8s.io",
-                &["images", "import", tar.to_str().expect("utf-8")],
-            ),
-        );
-        let image = ok("images ls", d.berthctl("k8s.io", &["images", "ls", "-q"]))
-            .lines()
-            .next()
-            .expect("an image")
-            .to_string();
-        let logs = tempfile::tempdir().expect("tempdir");
-        // The infra task: a sleeping busybox on the (private) host network.
-        ok(
-            "run infra",
-            d.berthctl(
-                "k8s.io",
-                &[
-                    "run", "-d", "--net", "host", "--name", POD_ID, &image, "sleep", "3600",
-                ],
-            ),
-        );
-        let meta = SandboxMetadata {
-            id: POD_ID.into(),
-            name: "pod_default_uid1_0".into(),
-            config: Some(c::PodSandboxConfig {
-                metadata: Some(c::PodSandboxMetadata {
-                    name: "pod".into(),
-                    uid: "uid1".into(),
-                    namespace: "default".into(),
-                    attempt: 0,
-                }),
-                hostname: "podhost".into(),
-                log_directory: logs.path().to_string_lossy().into_owned(),
-                ..Default::default()
-            }),
-            created_at: 1,
-            ..Default::default()
-        };
-        let mut cc = ContainersClient::new(d.channel().await);
-        cc.update(berth_proto::client::request(
-            "k8s.io",
-            capi::UpdateContainerRequest {
-                container: Some(capi::Container {
-                    id: POD_ID.into(),
-                    labels: [("io.cri-containerd.kind".to_string(), "sandbox".to_string())].into(),
-                    extensions: [(
-                        "berth.cri".to_string(),
-                        prost_types::Any {
-                            type_url: "berth.cri.v1.SandboxMetadata".into(),
-                            value: meta.encode_to_vec(),
-                        },
-                    )]
-                    .into(),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec![
-                        "labels.io.cri-containerd.kind".into(),
-                        "extensions.berth.cri".into(),
-                    ],
-                }),
-            },
-        ))
-        .await
-        .expect("make the record a CRI sandbox");
-        Pod {
-            d,
-            id: POD_ID.into(),
-            image,
-            logs,
-            _cgroups: Cgroups,
-        }
-    }
-
-    async fn rt(&self) -> Rt {
-        RuntimeServiceClient::new(self.d.channel().await)
-    }
-
-    fn config(&self, name: &str, cmd: &[&str]) -> c::ContainerConfig {
-        c::ContainerConfig {
-            metadata: Some(c::ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(c::ImageSpec {
-                image: self.image.clone(),
-                ..Default::default()
-            }),
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            labels: [("name".to_string(), name.to_string())].into(),
-            log_path: format!("{name}/0.log"),
-            ..Default::default()
-        }
-    }
-
-    async fn create(&self, rt: &mut Rt, config: c::ContainerConfig) -> String {
-        rt.create_container(c::CreateContainerRequest {
-            pod_sandbox_id: self.id.clone(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log()))
-        .into_inner()
-        .container_id
-    }
-
-    async fn run(&self, rt: &mut Rt, config: c::ContainerConfig) -> String {
-        let id = self.create(rt, config).await;
-        rt.start_container(c::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log()));
-        id
-    }
-}
-
-async fn status(rt: &mut Rt, id: &str) -> c::ContainerStatus {
-    rt.container_status(c::ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .expect("ContainerStatus")
-    .into_inner()
-    .status
-    .expect("status")
-}
-
-async fn wait_state(
-    rt: &mut Rt,
-    id: &str,
-    want: c::ContainerState,
-    limit: Duration,
-) -> c::ContainerStatus {
-    let start = Instant::now();
-    loop {
-        let s = status(rt, id).await;
-        if s.state == want as i32 {
-            return s;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{id} never reached {want:?}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn exec_sync(
-    rt: &mut Rt,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<c::ExecSyncResponse, tonic::Status> {
-    rt.exec_sync(c::ExecSyncRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    })
-    .await
-    .map(|r| r.into_inner())
-}
-
-async fn list_ids(rt: &mut Rt, f: c::ContainerFilter) -> Vec<String> {
-    let mut ids: Vec<String> = rt
-        .list_containers(c::ListContainersRequest { filter: Some(f) })
-        .await
-        .expect("ListContainers")
-        .into_inner()
-        .containers
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    ids.sort();
-    ids
-}
 
 #[test]
 fn containers_of_a_pod() {
@@ -359,21 +125,40 @@ async fn containers_of_a_pod_body() {
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "podhost 0\n");
 
-    // The log at the kubelet's path.
+    // The log at the kubelet's path, in the CRI format; reopened on ask.
     let log = pod.logs.path().join("client/0.log");
     let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("out") && text.contains("err") {
-            break;
+    let lines = loop {
+        let text = std::fs::read(&log).unwrap_or_default();
+        let lines: Vec<(&str, bool, String)> = text
+            .split_inclusive(|b| *b == b'\n')
+            .map(|l| {
+                let p = berth_proto::crilog::parse_line(l).expect("a CRI log line");
+                let content = String::from_utf8_lossy(&p.content).into_owned();
+                (p.stream.as_str(), p.partial, content)
+            })
+            .collect();
+        if lines.len() >= 2 || start.elapsed() > Duration::from_secs(5) {
+            break lines;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "log {}: {text:?}",
-            log.display()
-        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let mut lines = lines;
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            ("stderr", false, "err\n".into()),
+            ("stdout", false, "out\n".into())
+        ]
+    );
+    std::fs::rename(&log, log.with_extension("old")).expect("rotate");
+    rt.reopen_container_log(c::ReopenContainerLogRequest {
+        container_id: client.clone(),
+    })
+    .await
+    .expect("ReopenContainerLog");
+    assert!(log.exists(), "a new log file after the reopen");
 
     // OOM: 8 MiB and a 64 MiB buffer.
     let mut hog = pod.config(

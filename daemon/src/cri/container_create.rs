@@ -352,39 +352,15 @@ impl CriService {
         Ok(())
     }
 
-    /// The stdout/stderr URIs writing the container's log at `path` (none
-    /// without a log path). The CRI log format arrives with the cri-logs
-    /// work (`LogStore::cri_stdio`); until then the log is written in the
-    /// json-file format at the kubelet's path, behind this one function.
+    /// The stdout/stderr URIs writing the container's log at `path` in the
+    /// CRI format, long lines cut at `max_container_log_line_size` (none
+    /// without a log path).
     fn log_stdio(&self, path: &str, terminal: bool) -> Result<(String, String)> {
         if path.is_empty() {
             return Ok((String::new(), String::new()));
         }
-        let p = Path::new(path);
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| io_err(format!("create {}", dir.display()), e))?;
-        }
-        if path.contains('?') {
-            return Err(Error::invalid(format!(
-                "log path {path:?} holds a '?', which a stdio URI cannot carry"
-            )));
-        }
-        let uri = |stream: &str| {
-            berth_proto::jsonlog::Destination {
-                path: p.to_path_buf(),
-                stream: stream.into(),
-                max_size: 0,
-                max_files: 1,
-            }
-            .uri()
-        };
-        let stderr = if terminal {
-            String::new()
-        } else {
-            uri("stderr")
-        };
-        Ok((uri("stdout"), stderr))
+        let max = usize::try_from(self.config.max_container_log_line_size).unwrap_or(0);
+        crate::logs::LogStore::cri_stdio(Path::new(path), terminal, max)
     }
 
     /// Makes the stdin FIFO and holds its write end, so the container's

@@ -1,0 +1,243 @@
+//! The pod the CRI container tests run in, and small RuntimeService
+//! helpers (shared by the test files that use them).
+
+use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
+use berth_proto::cri::{self as c};
+use berth_proto::pb::berth::cri::v1::SandboxMetadata;
+use berth_proto::services::containers::v1 as capi;
+use berth_proto::services::containers::v1::containers_client::ContainersClient;
+use berth_tests::netns::*;
+use berth_tests::*;
+use prost::Message;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn body_here(name: &str) -> bool {
+    if in_private_network() {
+        return true;
+    }
+    if !require_root("containers mount overlay snapshots and join namespaces") {
+        return false;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    run_test_in_private_network(name);
+    false
+}
+
+pub type Rt = RuntimeServiceClient<Channel>;
+
+/// A berthd with busybox in `k8s.io` and a pod; the pod's cgroups and the
+/// containers' are removed when dropped (after the daemon).
+pub struct Pod {
+    pub d: Daemon,
+    pub id: String,
+    pub image: String,
+    pub logs: tempfile::TempDir,
+    _cgroups: Cgroups,
+}
+
+struct Cgroups;
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        remove_cgroups("/k8s.io");
+    }
+}
+
+pub const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+impl Pod {
+    pub async fn start() -> Pod {
+        // The private namespace's loopback, which the pod's host network is.
+        ok(
+            "lo up",
+            std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .output()
+                .expect("run ip"),
+        );
+        let d = Daemon::start();
+        let tar = fixtures().join("busybox-docker.tar");
+        ok(
+            "import",
+            d.berthctl(
+                "k8s.io",
+                &["images", "import", tar.to_str().expect("utf-8")],
+            ),
+        );
+        let image = ok("images ls", d.berthctl("k8s.io", &["images", "ls", "-q"]))
+            .lines()
+            .next()
+            .expect("an image")
+            .to_string();
+        let logs = tempfile::tempdir().expect("tempdir");
+        // The infra task: a sleeping busybox on the (private) host network.
+        ok(
+            "run infra",
+            d.berthctl(
+                "k8s.io",
+                &[
+                    "run", "-d", "--net", "host", "--name", POD_ID, &image, "sleep", "3600",
+                ],
+            ),
+        );
+        let meta = SandboxMetadata {
+            id: POD_ID.into(),
+            name: "pod_default_uid1_0".into(),
+            config: Some(c::PodSandboxConfig {
+                metadata: Some(c::PodSandboxMetadata {
+                    name: "pod".into(),
+                    uid: "uid1".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                hostname: "podhost".into(),
+                log_directory: logs.path().to_string_lossy().into_owned(),
+                ..Default::default()
+            }),
+            created_at: 1,
+            ..Default::default()
+        };
+        let mut cc = ContainersClient::new(d.channel().await);
+        cc.update(berth_proto::client::request(
+            "k8s.io",
+            capi::UpdateContainerRequest {
+                container: Some(capi::Container {
+                    id: POD_ID.into(),
+                    labels: [("io.cri-containerd.kind".to_string(), "sandbox".to_string())].into(),
+                    extensions: [(
+                        "berth.cri".to_string(),
+                        prost_types::Any {
+                            type_url: "berth.cri.v1.SandboxMetadata".into(),
+                            value: meta.encode_to_vec(),
+                        },
+                    )]
+                    .into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![
+                        "labels.io.cri-containerd.kind".into(),
+                        "extensions.berth.cri".into(),
+                    ],
+                }),
+            },
+        ))
+        .await
+        .expect("make the record a CRI sandbox");
+        Pod {
+            d,
+            id: POD_ID.into(),
+            image,
+            logs,
+            _cgroups: Cgroups,
+        }
+    }
+
+    pub async fn rt(&self) -> Rt {
+        RuntimeServiceClient::new(self.d.channel().await)
+    }
+
+    pub fn config(&self, name: &str, cmd: &[&str]) -> c::ContainerConfig {
+        c::ContainerConfig {
+            metadata: Some(c::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(c::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            labels: [("name".to_string(), name.to_string())].into(),
+            log_path: format!("{name}/0.log"),
+            ..Default::default()
+        }
+    }
+
+    pub async fn create(&self, rt: &mut Rt, config: c::ContainerConfig) -> String {
+        rt.create_container(c::CreateContainerRequest {
+            pod_sandbox_id: self.id.clone(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log()))
+        .into_inner()
+        .container_id
+    }
+
+    pub async fn run(&self, rt: &mut Rt, config: c::ContainerConfig) -> String {
+        let id = self.create(rt, config).await;
+        rt.start_container(c::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log()));
+        id
+    }
+}
+
+pub async fn status(rt: &mut Rt, id: &str) -> c::ContainerStatus {
+    rt.container_status(c::ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+pub async fn wait_state(
+    rt: &mut Rt,
+    id: &str,
+    want: c::ContainerState,
+    limit: Duration,
+) -> c::ContainerStatus {
+    let start = Instant::now();
+    loop {
+        let s = status(rt, id).await;
+        if s.state == want as i32 {
+            return s;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{id} never reached {want:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn exec_sync(
+    rt: &mut Rt,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<c::ExecSyncResponse, tonic::Status> {
+    rt.exec_sync(c::ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+pub async fn list_ids(rt: &mut Rt, f: c::ContainerFilter) -> Vec<String> {
+    let mut ids: Vec<String> = rt
+        .list_containers(c::ListContainersRequest { filter: Some(f) })
+        .await
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    ids
+}
