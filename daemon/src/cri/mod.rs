@@ -9,6 +9,10 @@
 
 pub mod container;
 pub mod sandbox;
+pub mod sandbox_files;
+pub mod sandbox_image;
+pub mod sandbox_spec;
+pub mod sandbox_status;
 pub mod status;
 pub mod store;
 
