@@ -93,6 +93,7 @@ impl CriService {
             image: &image.config,
             files_dir: &dir,
             shm: &shm,
+            restrict_oom_score_adj: self.config.restrict_oom_score_adj,
         })?;
         let mut labels: Labels = config
             .labels

@@ -230,6 +230,23 @@ pub struct SpecInput<'a> {
     pub files_dir: &'a Path,
     /// The pod's shm ("" for host IPC).
     pub shm: &'a str,
+    /// `[cri] restrict_oom_score_adj`.
+    pub restrict_oom_score_adj: bool,
+}
+
+/// `want`, or berthd's own score when restricted and `want` is lower
+/// (containerd's `restrictOOMScoreAdj`).
+pub fn oom_score_adj(want: i64, restrict: bool) -> Result<i64> {
+    if !restrict {
+        return Ok(want);
+    }
+    let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .map_err(|e| crate::error::io_err("read /proc/self/oom_score_adj", e))?;
+    let own: i64 = own
+        .trim()
+        .parse()
+        .map_err(|_| Error::internal(format!("/proc/self/oom_score_adj: {own:?}")))?;
+    Ok(want.max(own))
 }
 
 /// The infra container's spec.
@@ -342,7 +359,7 @@ pub fn build(i: &SpecInput<'_>) -> Result<Value> {
             "env": str_list(&i.image["Env"]),
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "oomScoreAdj": SANDBOX_OOM_SCORE_ADJ,
+            "oomScoreAdj": oom_score_adj(SANDBOX_OOM_SCORE_ADJ, i.restrict_oom_score_adj)?,
         },
         "root": {"path": "rootfs", "readonly": true},
         "mounts": mounts,
