@@ -330,7 +330,7 @@ fn pods_end_to_end() {
             id: web[..12].to_string(),
             ..Default::default()
         };
-        assert_eq!(list(&mut c, by_prefix).await, [web.clone()]);
+        assert_eq!(list(&mut c, by_prefix).await, std::slice::from_ref(&web));
         let notready = cri::PodSandboxFilter {
             state: Some(cri::PodSandboxStateValue { state: NOTREADY }),
             ..Default::default()
@@ -381,7 +381,7 @@ fn pods_end_to_end() {
         assert_eq!(st.state, NOTREADY);
         assert_eq!(st.network.expect("network").ip, "");
         assert!(!netns.exists());
-        assert_eq!(list(&mut c, notready).await, [web.clone()]);
+        assert_eq!(list(&mut c, notready).await, std::slice::from_ref(&web));
         assert!(http_get(published, "/", Duration::from_secs(1)).is_err());
         assert!(cgroup_dirs(&web).is_empty(), "{:?}", cgroup_dirs(&web));
         c.stop_pod_sandbox(cri::StopPodSandboxRequest {
