@@ -445,6 +445,8 @@ mod tests {
                 "not a valid network name",
             ),
             ("[network]\nplugin_timeout_secs = 0", "at least 1"),
+            ("[cri]\nsandbox_image = \"\"", "sandbox_image must be set"),
+            ("[cri]\nstream_server_port = \"x\"", "not a port number"),
         ] {
             std::fs::write(&f, text).unwrap();
             let err = Config::load(&f).unwrap_err();
