@@ -366,6 +366,34 @@ fn pods_end_to_end() {
         let body = http_get(published, "/", Duration::from_secs(10)).expect("port after restart");
         assert_eq!(body.trim(), "hello-pod");
 
+        // berthd down while db's infra process dies: after the restart db
+        // is NOTREADY and its network is gone; the others are untouched.
+        let info = c
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: db.clone(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .info;
+        let info: serde_json::Value = serde_json::from_str(&info["info"]).expect("info json");
+        let db_pid = info["pid"].as_i64().expect("pid") as i32;
+        assert!(db_pid > 0, "{info}");
+        let db_netns = d.state().join("netns/k8s.io").join(&db);
+        assert!(db_netns.exists());
+        drop(c);
+        d.kill9();
+        // SAFETY: signalling the pod's infra process by its pid.
+        assert_eq!(unsafe { libc::kill(db_pid, libc::SIGKILL) }, 0);
+        d.restart();
+        let mut c = RuntimeServiceClient::new(d.channel().await);
+        assert_eq!(status(&mut c, &db).await.state, NOTREADY);
+        assert!(!db_netns.exists(), "db's netns left after restart");
+        assert_eq!(status(&mut c, &web).await.state, READY);
+        let body = http_get(published, "/", Duration::from_secs(10)).expect("port after restart");
+        assert_eq!(body.trim(), "hello-pod");
+
         // Stop: the network goes, the record stays; again is fine, and so
         // is an id that was never there.
         let netns = d.state().join("netns/k8s.io").join(&web);
@@ -381,7 +409,9 @@ fn pods_end_to_end() {
         assert_eq!(st.state, NOTREADY);
         assert_eq!(st.network.expect("network").ip, "");
         assert!(!netns.exists());
-        assert_eq!(list(&mut c, notready).await, std::slice::from_ref(&web));
+        let mut want = vec![web.clone(), db.clone()];
+        want.sort();
+        assert_eq!(list(&mut c, notready).await, want);
         assert!(http_get(published, "/", Duration::from_secs(1)).is_err());
         assert!(cgroup_dirs(&web).is_empty(), "{:?}", cgroup_dirs(&web));
         c.stop_pod_sandbox(cri::StopPodSandboxRequest {
