@@ -378,7 +378,7 @@ fn pods_end_to_end() {
             .into_inner()
             .info;
         let info: serde_json::Value = serde_json::from_str(&info["info"]).expect("info json");
-        let db_pid = info["pid"].as_i64().expect("pid") as i32;
+        let db_pid = i32::try_from(info["pid"].as_i64().expect("pid")).expect("pid fits");
         assert!(db_pid > 0, "{info}");
         let db_netns = d.state().join("netns/k8s.io").join(&db);
         assert!(db_netns.exists());
