@@ -70,7 +70,14 @@ impl CriService {
     ) -> Result<()> {
         let modes = sandbox_spec::modes(config)?;
         let ports = sandbox_spec::port_mappings(config)?;
-        let cgroup_parent = sandbox_spec::cgroups_path(config, id)?;
+        // Checked here (the spec uses it too); kept as the kubelet gave it:
+        // the pod's containers go below it, as containerd places them.
+        sandbox_spec::cgroups_path(config, id)?;
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
         let network = if modes.host_network {
             None
         } else {

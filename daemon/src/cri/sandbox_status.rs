@@ -72,7 +72,8 @@ impl CriService {
                 "netNamespacePath": s.meta.netns_path,
                 "sandboxFilesDir": s.meta.etc_dir,
                 "shmPath": s.meta.shm_path,
-                "cgroupsPath": s.meta.cgroup_parent,
+                "cgroupParent": s.meta.cgroup_parent,
+                "cgroupsPath": super::sandbox_spec::cgroups_path(&config, &s.meta.id).unwrap_or_default(),
                 "stopped": s.meta.stopped,
             });
             info.insert("info".to_string(), v.to_string());
