@@ -285,6 +285,15 @@ fn pods_end_to_end() {
         let addr = inside(&["ip", "-o", "-4", "addr", "show", "dev", "eth0"]);
         assert!(addr.contains(&format!("inet {web_ip}/")), "{addr}");
         assert!(!cgroup_dirs(&web).is_empty(), "no cgroup under {CGROUP_PARENT}");
+        // The plugins got the pod's CNI_ARGS (kept with the cached result).
+        let cached: String = std::fs::read_dir(d.state().join("cni/results/pods"))
+            .expect("results cache")
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        for want in ["K8S_POD_NAME", "\"web\"", "K8S_POD_INFRA_CONTAINER_ID", &web] {
+            assert!(cached.contains(want), "{want} not in {cached}");
+        }
         inside(&[
             "--detach",
             "sh",
