@@ -78,6 +78,10 @@ stream_server_port = "0"
 # Container log lines longer than this many bytes are split into
 # partial lines (0 or less: never split).
 max_container_log_line_size = 16384
+# Never give a pod process a lower OOM score than berthd's own (as
+# containerd's option): for a berthd without CAP_SYS_RESOURCE, which
+# cannot lower scores (the pod infra container asks for -998).
+restrict_oom_score_adj = false
 
 # Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
 # runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
@@ -114,6 +118,7 @@ pub struct CriConfig {
     /// A string, as containerd's `stream_server_port`.
     pub stream_server_port: String,
     pub max_container_log_line_size: i64,
+    pub restrict_oom_score_adj: bool,
 }
 
 impl Default for CriConfig {
@@ -124,6 +129,7 @@ impl Default for CriConfig {
             stream_server_address: "127.0.0.1".into(),
             stream_server_port: "0".into(),
             max_container_log_line_size: 16384,
+            restrict_oom_score_adj: false,
         }
     }
 }
@@ -439,6 +445,8 @@ mod tests {
                 "not a valid network name",
             ),
             ("[network]\nplugin_timeout_secs = 0", "at least 1"),
+            ("[cri]\nsandbox_image = \"\"", "sandbox_image must be set"),
+            ("[cri]\nstream_server_port = \"x\"", "not a port number"),
         ] {
             std::fs::write(&f, text).unwrap();
             let err = Config::load(&f).unwrap_err();
