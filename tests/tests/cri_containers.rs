@@ -9,10 +9,8 @@
 //! with containers running (still RUNNING after the restart, an exit while
 //! it was down recorded).
 //!
-//! The pod is made through berthd's containerd API (a `k8s.io` record
-//! labelled as a CRI sandbox with its metadata, its infra task a busybox
-//! `sleep`, on the host's network of the private namespace) until
-//! RunPodSandbox lands; everything the containers do goes through the CRI.
+//! The pod is made by RunPodSandbox on the host network of the private
+//! namespace; everything else goes through the CRI too.
 
 mod cri_support;
 

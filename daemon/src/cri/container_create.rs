@@ -148,7 +148,40 @@ impl CriService {
             .map(|i| i.image.clone())
             .unwrap_or_default();
         let img = self.resolve_image(&image_name)?;
-        let ctx = Ctx::new(NAMESPACE);
+        // Until the record holds the snapshot, a lease keeps the collector
+        // off it (and off the layers being unpacked), as containerd's CRI.
+        let (lease, _) = self
+            .images
+            .leases
+            .create(NAMESPACE, "", Default::default())?;
+        let ctx = Ctx {
+            ns: NAMESPACE.into(),
+            lease: Some(lease.clone()),
+        };
+        let made = self
+            .create_leased(id, name, config, sb, pid, &img, &ctx)
+            .await;
+        if let Err(e) = self.images.leases.delete(NAMESPACE, &lease, false).await {
+            tracing::warn!(
+                container = id,
+                "CRI: delete the create lease: {}",
+                e.chain()
+            );
+        }
+        made
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_leased(
+        &self,
+        id: &str,
+        name: &str,
+        config: cri::ContainerConfig,
+        sb: &store::Sandbox,
+        pid: u32,
+        img: &ResolvedImage,
+        ctx: &Ctx,
+    ) -> Result<CriContainer> {
         let unpacker = self.images.unpacker.clone();
         let (c2, target) = (ctx.clone(), img.target.clone());
         let chain = tokio::task::spawn_blocking(move || {
@@ -157,9 +190,9 @@ impl CriService {
         .await
         .map_err(|e| Error::internal(format!("unpack task: {e}")))??;
         self.snapshots
-            .prepare(&ctx, DEFAULT_SNAPSHOTTER, id, &chain, Default::default())?;
+            .prepare(ctx, DEFAULT_SNAPSHOTTER, id, &chain, Default::default())?;
         let made = self
-            .create_record(id, name, config, sb, pid, &img, &chain)
+            .create_record(id, name, config, sb, pid, img, &chain, ctx)
             .await;
         if made.is_err() {
             let _ = self.snapshots.remove(NAMESPACE, DEFAULT_SNAPSHOTTER, id);
@@ -177,14 +210,14 @@ impl CriService {
         pid: u32,
         img: &ResolvedImage,
         chain: &str,
+        ctx: &Ctx,
     ) -> Result<CriContainer> {
         // The image's user database, read through a temporary read-only
         // view of the image (as berthctl run does), removed right after.
         let view = format!("{id}-users");
-        let ctx = Ctx::new(NAMESPACE);
         let mounts =
             self.snapshots
-                .view(&ctx, DEFAULT_SNAPSHOTTER, &view, chain, Default::default())?;
+                .view(ctx, DEFAULT_SNAPSHOTTER, &view, chain, Default::default())?;
         let tmp = self.state.join("tmpmounts");
         let users = tokio::task::spawn_blocking(move || -> Result<_> {
             std::fs::create_dir_all(&tmp).map_err(|e| io_err("create tmpmounts", e))?;
@@ -235,6 +268,7 @@ impl CriService {
             swap_controller: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
                 .exists(),
             hugetlb_controller: Path::new("/sys/fs/cgroup/hugetlb").is_dir(),
+            restrict_oom_score_adj: self.config.restrict_oom_score_adj,
         };
         let sandbox = Sandbox {
             id: &sb.meta.id,
@@ -414,6 +448,7 @@ impl CriService {
             swap_controller: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
                 .exists(),
             hugetlb_controller: Path::new("/sys/fs/cgroup/hugetlb").is_dir(),
+            restrict_oom_score_adj: self.config.restrict_oom_score_adj,
             ..Default::default()
         };
         spec::apply_resources(&mut oci, r, &host)?;

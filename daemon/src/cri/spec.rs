@@ -65,6 +65,8 @@ pub struct Host<'a> {
     pub cgroup2: bool,
     pub swap_controller: bool,
     pub hugetlb_controller: bool,
+    /// `[cri] restrict_oom_score_adj`: no score below berthd's own.
+    pub restrict_oom_score_adj: bool,
 }
 
 /// containerd's default PATH.
@@ -226,7 +228,10 @@ pub fn apply_resources(
         }
         res["unified"] = json!(r.unified);
     }
-    spec["process"]["oomScoreAdj"] = json!(r.oom_score_adj);
+    spec["process"]["oomScoreAdj"] = json!(super::sandbox_spec::oom_score_adj(
+        r.oom_score_adj,
+        host.restrict_oom_score_adj
+    )?);
     Ok(())
 }
 

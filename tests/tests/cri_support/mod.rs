@@ -3,12 +3,8 @@
 
 use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
 use berth_proto::cri::{self as c};
-use berth_proto::pb::berth::cri::v1::SandboxMetadata;
-use berth_proto::services::containers::v1 as capi;
-use berth_proto::services::containers::v1::containers_client::ContainersClient;
 use berth_tests::netns::*;
 use berth_tests::*;
-use prost::Message;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -47,11 +43,13 @@ impl Drop for Cgroups {
     }
 }
 
-pub const POD_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const PAUSE: &str = "localhost/berth-test/pause:pause";
 
 impl Pod {
+    /// A berthd with busybox and the test pause image in `k8s.io`, and a
+    /// pod on the (private) host network made by RunPodSandbox.
     pub async fn start() -> Pod {
-        // The private namespace's loopback, which the pod's host network is.
+        // The private namespace's loopback, which the pod's network is.
         ok(
             "lo up",
             std::process::Command::new("ip")
@@ -59,7 +57,11 @@ impl Pod {
                 .output()
                 .expect("run ip"),
         );
-        let d = Daemon::start();
+        // This host's root lacks CAP_SYS_RESOURCE: no OOM score below
+        // berthd's (containerd's option for such hosts).
+        let d = Daemon::start_with_config(&format!(
+            "[cri]\nsandbox_image = \"{PAUSE}\"\nrestrict_oom_score_adj = true\n"
+        ));
         let tar = fixtures().join("busybox-docker.tar");
         ok(
             "import",
@@ -73,64 +75,54 @@ impl Pod {
             .next()
             .expect("an image")
             .to_string();
-        let logs = tempfile::tempdir().expect("tempdir");
-        // The infra task: a sleeping busybox on the (private) host network.
+        let pause = fixtures().join("busybox-pause-oci.tar");
         ok(
-            "run infra",
+            "import pause",
             d.berthctl(
                 "k8s.io",
                 &[
-                    "run", "-d", "--net", "host", "--name", POD_ID, &image, "sleep", "3600",
+                    "images",
+                    "import",
+                    "--base-name",
+                    "localhost/berth-test/pause",
+                    pause.to_str().expect("utf-8"),
                 ],
             ),
         );
-        let meta = SandboxMetadata {
-            id: POD_ID.into(),
-            name: "pod_default_uid1_0".into(),
-            config: Some(c::PodSandboxConfig {
-                metadata: Some(c::PodSandboxMetadata {
-                    name: "pod".into(),
-                    uid: "uid1".into(),
-                    namespace: "default".into(),
-                    attempt: 0,
-                }),
-                hostname: "podhost".into(),
-                log_directory: logs.path().to_string_lossy().into_owned(),
-                ..Default::default()
+        let logs = tempfile::tempdir().expect("tempdir");
+        let config = c::PodSandboxConfig {
+            metadata: Some(c::PodSandboxMetadata {
+                name: "pod".into(),
+                uid: "uid1".into(),
+                namespace: "default".into(),
+                attempt: 0,
             }),
-            created_at: 1,
-            ..Default::default()
-        };
-        let mut cc = ContainersClient::new(d.channel().await);
-        cc.update(berth_proto::client::request(
-            "k8s.io",
-            capi::UpdateContainerRequest {
-                container: Some(capi::Container {
-                    id: POD_ID.into(),
-                    labels: [("io.cri-containerd.kind".to_string(), "sandbox".to_string())].into(),
-                    extensions: [(
-                        "berth.cri".to_string(),
-                        prost_types::Any {
-                            type_url: "berth.cri.v1.SandboxMetadata".into(),
-                            value: meta.encode_to_vec(),
-                        },
-                    )]
-                    .into(),
+            hostname: "podhost".into(),
+            log_directory: logs.path().to_string_lossy().into_owned(),
+            linux: Some(c::LinuxPodSandboxConfig {
+                security_context: Some(c::LinuxSandboxSecurityContext {
+                    namespace_options: Some(c::NamespaceOption {
+                        network: c::NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec![
-                        "labels.io.cri-containerd.kind".into(),
-                        "extensions.berth.cri".into(),
-                    ],
-                }),
-            },
-        ))
-        .await
-        .expect("make the record a CRI sandbox");
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = RuntimeServiceClient::new(d.channel().await)
+            .run_pod_sandbox(c::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log()))
+            .into_inner()
+            .pod_sandbox_id;
         Pod {
             d,
-            id: POD_ID.into(),
+            id,
             image,
             logs,
             _cgroups: Cgroups,
