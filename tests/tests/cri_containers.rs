@@ -385,4 +385,11 @@ async fn restart_body() {
         .expect("RemoveContainer");
     }
     assert!(list_ids(&mut rt, Default::default()).await.is_empty());
+    // Only the pod's infra task is left.
+    let tasks = ok("tasks ls", pod.d.berthctl("k8s.io", &["tasks", "ls", "-q"]));
+    assert_eq!(
+        tasks.lines().collect::<Vec<_>>(),
+        [pod.id.as_str()],
+        "{tasks}"
+    );
 }

@@ -185,6 +185,9 @@ impl CriService {
         }
         self.sandbox_pid(&sb.meta.id).await?;
         let id = c.meta.id.clone();
+        // Taken before the start: the exit monitor may record a quick exit
+        // before this call records the start.
+        let started_at = now_ns();
         if let Err(e) = self.start_task(&c).await {
             // As containerd: a container that failed to start is EXITED
             // with the reason, not left CREATED.
@@ -203,7 +206,10 @@ impl CriService {
         }
         let c = self.store.update_container(&id, |m| {
             m.started = true;
-            m.started_at = now_ns();
+            m.started_at = match m.finished_at {
+                0 => started_at,
+                f => started_at.min(f),
+            };
         })?;
         self.container_event(&c, cri::ContainerEventType::ContainerStartedEvent);
         Ok(cri::StartContainerResponse {})
