@@ -248,6 +248,20 @@ pub fn build(
     let linux = config.linux.as_ref();
     let sc = linux.and_then(|l| l.security_context.as_ref());
     let privileged = sc.is_some_and(|s| s.privileged);
+    if let Some(o) = sc.and_then(|s| s.selinux_options.as_ref())
+        && !(o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty() && o.level.is_empty())
+    {
+        return Err(Error::invalid(
+            "linux.security_context.selinux_options: SELinux is not supported by berth",
+        ));
+    }
+    if sc.is_some_and(|s| {
+        s.supplemental_groups_policy == berth_proto::cri::SupplementalGroupsPolicy::Strict as i32
+    }) {
+        return Err(Error::invalid(
+            "linux.security_context.supplemental_groups_policy: Strict is not supported (Merge only)",
+        ));
+    }
     let mut spec = base(ns, id);
     let icfg = image.config;
 

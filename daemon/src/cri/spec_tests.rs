@@ -362,6 +362,15 @@ fn refused_fields_are_named() {
     }];
     let e = build_with(&c, &pod(false), &image_cfg()).unwrap_err();
     assert!(e.to_string().contains("recursive_read_only"), "{e}");
+    let c = with_sc(LinuxContainerSecurityContext {
+        selinux_options: Some(cri::SeLinuxOption {
+            r#type: "spc_t".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = build_with(&c, &pod(false), &image_cfg()).unwrap_err();
+    assert!(e.to_string().contains("selinux_options"), "{e}");
     let mut p = pod(false);
     p.linux.as_mut().unwrap().cgroup_parent = "kubepods.slice".into();
     let sandbox = Sandbox {
