@@ -270,6 +270,58 @@ async fn containers_of_a_pod_body() {
     .await;
     assert_eq!(by_prefix, std::slice::from_ref(&client));
 
+    // Statistics: the running client's, and the pod's with its containers.
+    let st = rt
+        .container_stats(c::ContainerStatsRequest {
+            container_id: client.clone(),
+        })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let mem = st.memory.expect("memory of a running container");
+    assert!(
+        mem.working_set_bytes.expect("working set").value > 0,
+        "{mem:?}"
+    );
+    assert!(
+        st.cpu
+            .expect("cpu")
+            .usage_core_nano_seconds
+            .expect("cpu ns")
+            .value
+            > 0
+    );
+    assert!(
+        st.writable_layer
+            .expect("writable layer")
+            .inodes_used
+            .is_some()
+    );
+    let ps = rt
+        .pod_sandbox_stats(c::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .expect("stats")
+        .linux
+        .expect("linux");
+    assert_eq!(ps.containers.len(), 5);
+    let pod_ws = ps
+        .memory
+        .expect("pod memory")
+        .working_set_bytes
+        .expect("ws")
+        .value;
+    assert!(
+        pod_ws >= mem.working_set_bytes.expect("ws").value,
+        "{pod_ws}"
+    );
+
     // Remove: the record and rootfs go, the log stays; twice is fine.
     let hog_log = pod.logs.path().join("hog/0.log");
     for _ in 0..2 {

@@ -102,15 +102,7 @@ impl CriService {
                 inodes_used: u(u64::try_from(usage.inodes).unwrap_or(0)),
             });
         }
-        let filter = Filter::parse(&format!("id=={}", c.meta.id))
-            .map_err(|e| Error::internal(format!("metrics filter: {e}")))?;
-        let metrics = self.tasks.metrics(NAMESPACE, &filter).await?;
-        if let Some(s) = metrics
-            .iter()
-            .find(|m| m.id == c.meta.id)
-            .and_then(|m| m.data.as_ref())
-            .and_then(sample)
-        {
+        if let Some(s) = self.task_sample(&c.meta.id).await? {
             out.cpu = Some(cri::CpuUsage {
                 timestamp: now,
                 usage_core_nano_seconds: u(s.cpu_ns),
@@ -162,22 +154,107 @@ impl CriService {
         Ok(cri::ListContainerStatsResponse { stats })
     }
 
+    /// The metrics sample of task `id` (none when it does not run).
+    async fn task_sample(&self, id: &str) -> Result<Option<Sample>> {
+        let filter = Filter::parse(&format!("id=={id}"))
+            .map_err(|e| Error::internal(format!("metrics filter: {e}")))?;
+        Ok(self
+            .tasks
+            .metrics(NAMESPACE, &filter)
+            .await?
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.data.as_ref())
+            .and_then(sample))
+    }
+
+    /// A pod's statistics: CPU and memory of its infra task and running
+    /// containers added up (each has a cgroup of its own below the pod's
+    /// parent), and each container's statistics.
+    async fn pod_stats_of(&self, sb: &super::store::Sandbox) -> Result<cri::PodSandboxStats> {
+        let now = now_ns();
+        let cfg = sb.meta.config.clone().unwrap_or_default();
+        let mut total = self.task_sample(&sb.meta.id).await?;
+        let mut containers = Vec::new();
+        for c in self.store.containers_of(&sb.meta.id)? {
+            let st = self.stats_of(&c).await?;
+            if let (Some(cpu), Some(mem)) = (&st.cpu, &st.memory) {
+                let t = total.get_or_insert_with(Sample::default);
+                let v = |x: &Option<cri::UInt64Value>| x.as_ref().map(|v| v.value).unwrap_or(0);
+                t.cpu_ns += v(&cpu.usage_core_nano_seconds);
+                t.usage += v(&mem.usage_bytes);
+                t.working_set += v(&mem.working_set_bytes);
+                t.rss += v(&mem.rss_bytes);
+                t.page_faults += v(&mem.page_faults);
+                t.major_page_faults += v(&mem.major_page_faults);
+            }
+            containers.push(st);
+        }
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: sb.meta.id.clone(),
+                metadata: cfg.metadata.clone(),
+                labels: cfg.labels.clone(),
+                annotations: cfg.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: total.as_ref().map(|s| cri::CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: u(s.cpu_ns),
+                    usage_nano_cores: None,
+                    psi: None,
+                }),
+                memory: total.as_ref().map(|s| cri::MemoryUsage {
+                    timestamp: now,
+                    working_set_bytes: u(s.working_set),
+                    available_bytes: None,
+                    usage_bytes: u(s.usage),
+                    rss_bytes: u(s.rss),
+                    page_faults: u(s.page_faults),
+                    major_page_faults: u(s.major_page_faults),
+                    psi: None,
+                }),
+                containers,
+                ..Default::default()
+            }),
+            windows: None,
+        })
+    }
+
     pub async fn pod_sandbox_stats(
         &self,
-        _r: cri::PodSandboxStatsRequest,
+        r: cri::PodSandboxStatsRequest,
     ) -> Result<cri::PodSandboxStatsResponse> {
-        Err(Error::unimplemented(
-            "CRI PodSandboxStats is not implemented yet",
-        ))
+        let sb = self.store.sandbox(&r.pod_sandbox_id)?;
+        Ok(cri::PodSandboxStatsResponse {
+            stats: Some(self.pod_stats_of(&sb).await?),
+        })
     }
 
     pub async fn list_pod_sandbox_stats(
         &self,
-        _r: cri::ListPodSandboxStatsRequest,
+        r: cri::ListPodSandboxStatsRequest,
     ) -> Result<cri::ListPodSandboxStatsResponse> {
-        Err(Error::unimplemented(
-            "CRI ListPodSandboxStats is not implemented yet",
-        ))
+        let f = r.filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for sb in self.store.sandboxes()? {
+            let labels = sb
+                .meta
+                .config
+                .as_ref()
+                .map(|c| c.labels.clone())
+                .unwrap_or_default();
+            if !sb.meta.id.starts_with(&f.id)
+                || !f
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+            {
+                continue;
+            }
+            stats.push(self.pod_stats_of(&sb).await?);
+        }
+        Ok(cri::ListPodSandboxStatsResponse { stats })
     }
 }
 
