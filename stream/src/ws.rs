@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
@@ -90,7 +91,10 @@ impl std::fmt::Debug for Channels {
 /// Where incoming data of each channel goes; `None` (or a missing entry) discards it.
 pub type Routes = Vec<Option<mpsc::Sender<Bytes>>>;
 
-async fn write_loop(mut sink: futures::stream::SplitSink<Ws, Message>, mut rx: mpsc::Receiver<Message>) {
+async fn write_loop<S>(mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>, mut rx: mpsc::Receiver<Message>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     while let Some(m) = rx.recv().await {
         if sink.send(m).await.is_err() {
             return;
@@ -158,8 +162,12 @@ impl Channels {
     }
 }
 
-/// A WebSocket used as a plain byte pipe (binary messages), e.g. to carry SPDY.
-pub fn tunnel(ws: Ws) -> Joined<ChanReader, ChanWriter<Message>> {
+/// A WebSocket used as a plain byte pipe (binary messages), e.g. to carry SPDY. Either end of a
+/// WebSocket can be tunnelled (tests use it as the client).
+pub fn tunnel<S>(ws: WebSocketStream<S>) -> Joined<ChanReader, ChanWriter<Message>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sink, mut stream) = ws.split();
     let (out, rx) = mpsc::channel(64);
     tokio::spawn(write_loop(sink, rx));
