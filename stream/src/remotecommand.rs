@@ -170,6 +170,7 @@ pub async fn serve_spdy(session: Session, protocol: &str, opts: Opts, target: Ta
             session.shutdown(FLUSH_TIMEOUT).await;
             return;
         };
+        tracing::debug!(id = s.id(), headers = ?s.headers(), "remotecommand stream");
         let slot = match header(s.headers(), "streamtype") {
             Some("error") => &mut error,
             Some("stdin") => &mut stdin,

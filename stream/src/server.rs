@@ -201,6 +201,7 @@ fn upgrade_spdy(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> 
     if !has_token(req.headers(), h::CONNECTION, "upgrade") || !has_token(req.headers(), h::UPGRADE, "spdy/3.1") {
         return text(StatusCode::BAD_REQUEST, "unable to upgrade: missing upgrade headers in request");
     }
+    tracing::debug!(protocol = %protocol, path = %req.uri().path(), "SPDY/3.1 upgrade");
     let upgrade = hyper::upgrade::on(req);
     let proto = protocol.clone();
     tokio::spawn(async move {
@@ -257,6 +258,7 @@ fn upgrade_ws(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> Re
     {
         return text(StatusCode::BAD_REQUEST, "port forwarding over WebSocket channels needs 1 to 127 ports in the request");
     }
+    tracing::debug!(protocol = %protocol, path = %req.uri().path(), "WebSocket upgrade");
     let upgrade = hyper::upgrade::on(req);
     let proto = protocol.clone();
     tokio::spawn(async move {

@@ -44,10 +44,13 @@ async fn copy_stdin(mut from: Pin<Box<dyn AsyncRead + Send>>, mut to: impl Async
 }
 
 async fn copy_out(mut from: impl AsyncRead + Unpin, to: Option<&mut Pin<Box<dyn AsyncWrite + Send>>>) {
-    let mut buf = Vec::new();
-    let _ = from.read_to_end(&mut buf).await;
-    if let Some(to) = to {
-        let _ = to.write_all(&buf).await;
+    match to {
+        Some(to) => {
+            let _ = tokio::io::copy(&mut from, to).await;
+        }
+        None => {
+            let _ = tokio::io::copy(&mut from, &mut tokio::io::sink()).await;
+        }
     }
 }
 
