@@ -21,7 +21,10 @@ pub struct ChanReader {
 
 impl ChanReader {
     pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
-        Self { rx, pending: Bytes::new() }
+        Self {
+            rx,
+            pending: Bytes::new(),
+        }
     }
 }
 
@@ -63,7 +66,11 @@ impl<T: Send + 'static> ChanWriter<T> {
         wrap: impl Fn(&[u8]) -> T + Send + Sync + 'static,
         close: Option<T>,
     ) -> Self {
-        Self { tx: PollSender::new(tx), wrap: Box::new(wrap), close }
+        Self {
+            tx: PollSender::new(tx),
+            wrap: Box::new(wrap),
+            close,
+        }
     }
 
     /// Queues the close item now (used when the writer is dropped without a shutdown); if the
@@ -149,7 +156,11 @@ impl<R: AsyncRead + Unpin, W: Unpin> AsyncRead for Joined<R, W> {
 }
 
 impl<R: Unpin, W: AsyncWrite + Unpin> AsyncWrite for Joined<R, W> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.writer).poll_write(cx, b)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

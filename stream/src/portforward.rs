@@ -45,9 +45,13 @@ fn parse_port(s: Option<&str>) -> Result<u16, String> {
 }
 
 async fn forward(backend: Arc<dyn Backend>, sandbox: String, pair: Pair) {
-    let (Some(data), Some(mut error)) = (pair.data, pair.error) else { return };
+    let (Some(data), Some(mut error)) = (pair.data, pair.error) else {
+        return;
+    };
     let port = parse_port(header(data.headers(), "port")).unwrap_or(0);
-    let result = backend.port_forward(&sandbox, port, Box::pin(data) as Pin<Box<dyn Duplex>>).await;
+    let result = backend
+        .port_forward(&sandbox, port, Box::pin(data) as Pin<Box<dyn Duplex>>)
+        .await;
     if let Err(e) = result {
         let msg = format!("error forwarding port {port} to pod {sandbox}: {e}");
         tracing::debug!("{msg}");
@@ -76,19 +80,29 @@ pub async fn serve_spdy(session: Session, sandbox: String, backend: Arc<dyn Back
         };
         let now = tokio::time::Instant::now();
         pairs.retain(|_, (_, t)| now.duration_since(*t) < STREAM_CREATION_TIMEOUT);
-        let (pair, _) = pairs.entry(id.clone()).or_insert_with(|| (Pair::default(), now));
-        let slot = if kind.as_deref() == Some("data") { &mut pair.data } else { &mut pair.error };
+        let (pair, _) = pairs
+            .entry(id.clone())
+            .or_insert_with(|| (Pair::default(), now));
+        let slot = if kind.as_deref() == Some("data") {
+            &mut pair.data
+        } else {
+            &mut pair.error
+        };
         if slot.is_some() {
             let mut dup = s;
             if let Some(err) = pair.error.as_mut() {
-                let msg = format!("error processing stream for request {id}: duplicate {} stream", kind.unwrap_or_default());
+                let msg = format!(
+                    "error processing stream for request {id}: duplicate {} stream",
+                    kind.unwrap_or_default()
+                );
                 let _ = err.write_all(msg.as_bytes()).await;
             }
             let _ = dup.shutdown().await;
             continue;
         }
         *slot = Some(s);
-        if pair.data.is_some() && pair.error.is_some()
+        if pair.data.is_some()
+            && pair.error.is_some()
             && let Some((pair, _)) = pairs.remove(&id)
         {
             tokio::spawn(forward(backend.clone(), sandbox.clone(), pair));
@@ -98,7 +112,13 @@ pub async fn serve_spdy(session: Session, sandbox: String, backend: Arc<dyn Back
 }
 
 /// Serves a channel-framed WebSocket port forward of `ports` (from the CRI request).
-pub async fn serve_ws(ws: Ws, protocol: &str, ports: Vec<u16>, sandbox: String, backend: Arc<dyn Backend>) {
+pub async fn serve_ws(
+    ws: Ws,
+    protocol: &str,
+    ports: Vec<u16>,
+    sandbox: String,
+    backend: Arc<dyn Backend>,
+) {
     let framing = Framing::of(protocol);
     let mut routes: Routes = Vec::new();
     let mut readers = Vec::new();
@@ -114,7 +134,10 @@ pub async fn serve_ws(ws: Ws, protocol: &str, ports: Vec<u16>, sandbox: String, 
         let (data_ch, err_ch) = (channel(2 * i), channel(2 * i + 1));
         ch.send(data_ch, &port.to_le_bytes()).await;
         ch.send(err_ch, &port.to_le_bytes()).await;
-        let duplex = Joined { reader: ChanReader::new(rx), writer: ch.writer(data_ch) };
+        let duplex = Joined {
+            reader: ChanReader::new(rx),
+            writer: ch.writer(data_ch),
+        };
         let mut err = ch.writer(err_ch);
         let (backend, sandbox, port) = (backend.clone(), sandbox.clone(), *port);
         tasks.push(tokio::spawn(async move {

@@ -44,8 +44,13 @@ pub const WS_PROTOCOLS: [&str; 5] = [
 /// What runs: a new process, or the container's main one.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Exec { container_id: String, cmd: Vec<String> },
-    Attach { container_id: String },
+    Exec {
+        container_id: String,
+        cmd: Vec<String>,
+    },
+    Attach {
+        container_id: String,
+    },
 }
 
 /// Which streams the CRI request asked for.
@@ -63,23 +68,35 @@ enum Outcome {
     Failed(String),
 }
 
-async fn run(backend: &dyn Backend, target: Target, tty: bool, io: Io, resize: mpsc::Receiver<TerminalSize>) -> Outcome {
+async fn run(
+    backend: &dyn Backend,
+    target: Target,
+    tty: bool,
+    io: Io,
+    resize: mpsc::Receiver<TerminalSize>,
+) -> Outcome {
     match target {
-        Target::Exec { container_id, cmd } => match backend.exec(&container_id, cmd, tty, io, resize).await {
-            Ok(code) => Outcome::Exited(code),
-            Err(e) => Outcome::Failed(format!("error executing command in container: {e}")),
-        },
-        Target::Attach { container_id } => match backend.attach(&container_id, tty, io, resize).await {
-            Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Failed(format!("error attaching to container: {e}")),
-        },
+        Target::Exec { container_id, cmd } => {
+            match backend.exec(&container_id, cmd, tty, io, resize).await {
+                Ok(code) => Outcome::Exited(code),
+                Err(e) => Outcome::Failed(format!("error executing command in container: {e}")),
+            }
+        }
+        Target::Attach { container_id } => {
+            match backend.attach(&container_id, tty, io, resize).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed(format!("error attaching to container: {e}")),
+            }
+        }
     }
 }
 
 /// The `metav1.Status` JSON of v4+ error streams.
 fn status_json(outcome: &Outcome) -> Vec<u8> {
     let v = match outcome {
-        Outcome::Exited(0) | Outcome::Done => serde_json::json!({"metadata": {}, "status": "Success"}),
+        Outcome::Exited(0) | Outcome::Done => {
+            serde_json::json!({"metadata": {}, "status": "Success"})
+        }
         Outcome::Exited(code) => serde_json::json!({
             "metadata": {},
             "status": "Failure",
@@ -103,7 +120,9 @@ fn status_json(outcome: &Outcome) -> Vec<u8> {
 fn status_text(outcome: &Outcome) -> Option<Vec<u8>> {
     match outcome {
         Outcome::Exited(0) | Outcome::Done => None,
-        Outcome::Exited(code) => Some(format!("command terminated with non-zero exit code: exit status {code}").into_bytes()),
+        Outcome::Exited(code) => Some(
+            format!("command terminated with non-zero exit code: exit status {code}").into_bytes(),
+        ),
         Outcome::Failed(msg) => Some(format!("Internal error occurred: {msg}").into_bytes()),
     }
 }
@@ -145,7 +164,13 @@ fn resize_channel(source: Option<Reader>) -> mpsc::Receiver<TerminalSize> {
 }
 
 /// Serves one exec/attach over an upgraded SPDY session with the negotiated `protocol`.
-pub async fn serve_spdy(session: Session, protocol: &str, opts: Opts, target: Target, backend: Arc<dyn Backend>) {
+pub async fn serve_spdy(
+    session: Session,
+    protocol: &str,
+    opts: Opts,
+    target: Target,
+    backend: Arc<dyn Backend>,
+) {
     let version = match protocol {
         "v5.channel.k8s.io" | "v4.channel.k8s.io" => 4,
         "v3.channel.k8s.io" => 3,
@@ -153,7 +178,10 @@ pub async fn serve_spdy(session: Session, protocol: &str, opts: Opts, target: Ta
         _ => 1,
     };
     let resizable = opts.tty && version >= 3;
-    let expected = 1 + [opts.stdin, opts.stdout, opts.stderr, resizable].iter().filter(|b| **b).count();
+    let expected = 1 + [opts.stdin, opts.stdout, opts.stderr, resizable]
+        .iter()
+        .filter(|b| **b)
+        .count();
     let (mut error, mut stdin, mut stdout, mut stderr, mut resize) = (None, None, None, None, None);
     let deadline = tokio::time::sleep(STREAM_CREATION_TIMEOUT);
     tokio::pin!(deadline);
@@ -204,7 +232,11 @@ pub async fn serve_spdy(session: Session, protocol: &str, opts: Opts, target: Ta
     let resize = resize_channel(if opts.tty { boxed_r(resize) } else { None });
     let outcome = run(backend.as_ref(), target, opts.tty, io, resize).await;
     if let Some(mut e) = error {
-        let msg = if version >= 4 { Some(status_json(&outcome)) } else { status_text(&outcome) };
+        let msg = if version >= 4 {
+            Some(status_json(&outcome))
+        } else {
+            status_text(&outcome)
+        };
         if let Some(msg) = msg {
             let _ = e.write_all(&msg).await;
         }
@@ -214,24 +246,51 @@ pub async fn serve_spdy(session: Session, protocol: &str, opts: Opts, target: Ta
 }
 
 /// Serves one exec/attach over an upgraded WebSocket with the negotiated subprotocol.
-pub async fn serve_ws(ws: Ws, protocol: &str, opts: Opts, target: Target, backend: Arc<dyn Backend>) {
+pub async fn serve_ws(
+    ws: Ws,
+    protocol: &str,
+    opts: Opts,
+    target: Target,
+    backend: Arc<dyn Backend>,
+) {
     let framing = Framing::of(protocol);
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(64);
     let (resize_tx, resize_rx) = mpsc::channel::<Bytes>(16);
-    let routes: Routes = vec![opts.stdin.then_some(stdin_tx), None, None, None, opts.tty.then_some(resize_tx)];
+    let routes: Routes = vec![
+        opts.stdin.then_some(stdin_tx),
+        None,
+        None,
+        None,
+        opts.tty.then_some(resize_tx),
+    ];
     let ch = Channels::start(ws, framing, routes);
     // An empty message on the lowest writable channel tells the client the session is up.
-    let first = if opts.stdout { 1 } else if opts.stderr { 2 } else { 3 };
+    let first = if opts.stdout {
+        1
+    } else if opts.stderr {
+        2
+    } else {
+        3
+    };
     ch.send(first, &[]).await;
     let io = Io {
-        stdin: opts.stdin.then(|| Box::pin(ChanReader::new(stdin_rx)) as Reader),
+        stdin: opts
+            .stdin
+            .then(|| Box::pin(ChanReader::new(stdin_rx)) as Reader),
         stdout: opts.stdout.then(|| Box::pin(ch.writer(1)) as Writer),
         stderr: (opts.stderr && !opts.tty).then(|| Box::pin(ch.writer(2)) as Writer),
     };
-    let resize = resize_channel(opts.tty.then(|| Box::pin(ChanReader::new(resize_rx)) as Reader));
+    let resize = resize_channel(
+        opts.tty
+            .then(|| Box::pin(ChanReader::new(resize_rx)) as Reader),
+    );
     let outcome = run(backend.as_ref(), target, opts.tty, io, resize).await;
     let v4 = protocol.starts_with("v4.") || protocol.starts_with("v5.");
-    let msg = if v4 { Some(status_json(&outcome)) } else { status_text(&outcome) };
+    let msg = if v4 {
+        Some(status_json(&outcome))
+    } else {
+        status_text(&outcome)
+    };
     if let Some(msg) = msg {
         ch.send(3, &msg).await;
     }
@@ -244,17 +303,29 @@ mod tests {
 
     #[test]
     fn status_objects() {
-        let ok: serde_json::Value = serde_json::from_slice(&status_json(&Outcome::Exited(0))).unwrap();
+        let ok: serde_json::Value =
+            serde_json::from_slice(&status_json(&Outcome::Exited(0))).unwrap();
         assert_eq!(ok, serde_json::json!({"metadata": {}, "status": "Success"}));
-        let bad: serde_json::Value = serde_json::from_slice(&status_json(&Outcome::Exited(3))).unwrap();
+        let bad: serde_json::Value =
+            serde_json::from_slice(&status_json(&Outcome::Exited(3))).unwrap();
         assert_eq!(bad["status"], "Failure");
         assert_eq!(bad["reason"], "NonZeroExitCode");
-        assert_eq!(bad["details"]["causes"][0], serde_json::json!({"reason": "ExitCode", "message": "3"}));
+        assert_eq!(
+            bad["details"]["causes"][0],
+            serde_json::json!({"reason": "ExitCode", "message": "3"})
+        );
         let err: serde_json::Value =
             serde_json::from_slice(&status_json(&Outcome::Failed("boom".into()))).unwrap();
-        assert_eq!((err["reason"].as_str(), err["code"].as_i64()), (Some("InternalError"), Some(500)));
+        assert_eq!(
+            (err["reason"].as_str(), err["code"].as_i64()),
+            (Some("InternalError"), Some(500))
+        );
         assert_eq!(status_text(&Outcome::Done), None);
-        assert!(String::from_utf8(status_text(&Outcome::Exited(2)).unwrap()).unwrap().contains("exit status 2"));
+        assert!(
+            String::from_utf8(status_text(&Outcome::Exited(2)).unwrap())
+                .unwrap()
+                .contains("exit status 2")
+        );
     }
 
     #[tokio::test]
@@ -262,10 +333,24 @@ mod tests {
         let (mut w, r) = tokio::io::duplex(64);
         let (tx, mut rx) = mpsc::channel(4);
         let task = tokio::spawn(pump_resizes(r, tx));
-        w.write_all(br#"{"Width":80,"Height":24}{"Wid"#).await.unwrap();
-        assert_eq!(rx.recv().await, Some(TerminalSize { width: 80, height: 24 }));
+        w.write_all(br#"{"Width":80,"Height":24}{"Wid"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            rx.recv().await,
+            Some(TerminalSize {
+                width: 80,
+                height: 24
+            })
+        );
         w.write_all(br#"th":100,"Height":50}"#).await.unwrap();
-        assert_eq!(rx.recv().await, Some(TerminalSize { width: 100, height: 50 }));
+        assert_eq!(
+            rx.recv().await,
+            Some(TerminalSize {
+                width: 100,
+                height: 50
+            })
+        );
         drop(w);
         assert_eq!(rx.recv().await, None);
         task.await.unwrap();

@@ -38,7 +38,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,7 +54,13 @@ fn invalid(msg: &str) -> Error {
     Error::InvalidArgument(msg.to_string())
 }
 
-fn check_stdio(container_id: &str, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Error> {
+fn check_stdio(
+    container_id: &str,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+) -> Result<(), Error> {
     if container_id.is_empty() {
         return Err(invalid("missing required container_id"));
     }
@@ -68,9 +76,16 @@ fn check_stdio(container_id: &str, stdin: bool, stdout: bool, stderr: bool, tty:
 impl Server {
     /// Listens on `addr:port` (port 0 = a free port) and serves streaming sessions with `backend`.
     pub async fn start(addr: IpAddr, port: u16, backend: Arc<dyn Backend>) -> Result<Self, Error> {
-        let listener = TcpListener::bind((addr, port)).await.map_err(|source| Error::Bind { addr, port, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Bind { addr, port, source })?;
-        let inner = Arc::new(Inner { backend, cache: Cache::default() });
+        let listener = TcpListener::bind((addr, port))
+            .await
+            .map_err(|source| Error::Bind { addr, port, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, port, source })?;
+        let inner = Arc::new(Inner {
+            backend,
+            cache: Cache::default(),
+        });
         let task = tokio::spawn(accept_loop(listener, inner.clone()));
         Ok(Self { addr, inner, task })
     }
@@ -81,47 +96,77 @@ impl Server {
     }
 
     fn url(&self, kind: &str, pending: Pending) -> Result<String, Error> {
-        let token = self.inner.cache.insert(pending).ok_or(Error::TooManyPending)?;
+        let token = self
+            .inner
+            .cache
+            .insert(pending)
+            .ok_or(Error::TooManyPending)?;
         Ok(format!("http://{}/{kind}/{token}", self.addr))
     }
 
     /// Validates an `Exec` request as the kubelet does and returns its single-use URL.
     pub fn exec_url(&self, req: &cri::ExecRequest) -> Result<cri::ExecResponse, Error> {
-        check_stdio(&req.container_id, req.stdin, req.stdout, req.stderr, req.tty)?;
+        check_stdio(
+            &req.container_id,
+            req.stdin,
+            req.stdout,
+            req.stderr,
+            req.tty,
+        )?;
         if req.cmd.is_empty() {
             return Err(invalid("cmd must not be empty"));
         }
-        Ok(cri::ExecResponse { url: self.url("exec", Pending::Exec(req.clone()))? })
+        Ok(cri::ExecResponse {
+            url: self.url("exec", Pending::Exec(req.clone()))?,
+        })
     }
 
     /// Validates an `Attach` request and returns its single-use URL.
     pub fn attach_url(&self, req: &cri::AttachRequest) -> Result<cri::AttachResponse, Error> {
-        check_stdio(&req.container_id, req.stdin, req.stdout, req.stderr, req.tty)?;
-        Ok(cri::AttachResponse { url: self.url("attach", Pending::Attach(req.clone()))? })
+        check_stdio(
+            &req.container_id,
+            req.stdin,
+            req.stdout,
+            req.stderr,
+            req.tty,
+        )?;
+        Ok(cri::AttachResponse {
+            url: self.url("attach", Pending::Attach(req.clone()))?,
+        })
     }
 
     /// Validates a `PortForward` request and returns its single-use URL.
-    pub fn port_forward_url(&self, req: &cri::PortForwardRequest) -> Result<cri::PortForwardResponse, Error> {
+    pub fn port_forward_url(
+        &self,
+        req: &cri::PortForwardRequest,
+    ) -> Result<cri::PortForwardResponse, Error> {
         if req.pod_sandbox_id.is_empty() {
             return Err(invalid("missing required pod_sandbox_id"));
         }
         if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
-            return Err(Error::InvalidArgument(format!("port {p} is out of range 1-65535")));
+            return Err(Error::InvalidArgument(format!(
+                "port {p} is out of range 1-65535"
+            )));
         }
-        Ok(cri::PortForwardResponse { url: self.url("portforward", Pending::PortForward(req.clone()))? })
+        Ok(cri::PortForwardResponse {
+            url: self.url("portforward", Pending::PortForward(req.clone()))?,
+        })
     }
 }
 
 async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let inner = inner.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let inner = inner.clone();
                 async move { Ok::<_, Infallible>(handle(inner, req)) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "stream server connection");
             }
@@ -132,7 +177,10 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
 fn text(status: StatusCode, msg: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
     *r.status_mut() = status;
-    r.headers_mut().insert(h::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        h::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -169,14 +217,24 @@ fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
     };
     let matches = matches!(
         (kind, &pending),
-        ("exec", Pending::Exec(_)) | ("attach", Pending::Attach(_)) | ("portforward", Pending::PortForward(_))
+        ("exec", Pending::Exec(_))
+            | ("attach", Pending::Attach(_))
+            | ("portforward", Pending::PortForward(_))
     );
     if !matches {
         return text(StatusCode::NOT_FOUND, "404 page not found");
     }
-    let ws = req.headers().get(h::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    let ws = req
+        .headers()
+        .get(h::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
         && has_token(req.headers(), h::CONNECTION, "upgrade");
-    if ws { upgrade_ws(inner, req, pending) } else { upgrade_spdy(inner, req, pending) }
+    if ws {
+        upgrade_ws(inner, req, pending)
+    } else {
+        upgrade_spdy(inner, req, pending)
+    }
 }
 
 fn upgrade_spdy(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> Response<Body> {
@@ -186,20 +244,37 @@ fn upgrade_spdy(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> 
     };
     let client = offered(req.headers(), "x-stream-protocol-version");
     if client.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "unable to upgrade: header X-Stream-Protocol-Version does not exist in request");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: header X-Stream-Protocol-Version does not exist in request",
+        );
     }
-    let Some(protocol) = client.iter().find(|c| supported.contains(&c.as_str())).cloned() else {
+    let Some(protocol) = client
+        .iter()
+        .find(|c| supported.contains(&c.as_str()))
+        .cloned()
+    else {
         let mut r = text(
             StatusCode::FORBIDDEN,
-            &format!("unable to upgrade: unable to negotiate protocol: client supports {client:?}, server accepts {supported:?}"),
+            &format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {client:?}, server accepts {supported:?}"
+            ),
         );
         for s in supported {
-            r.headers_mut().append("x-accepted-stream-protocol-versions", HeaderValue::from_static(s));
+            r.headers_mut().append(
+                "x-accepted-stream-protocol-versions",
+                HeaderValue::from_static(s),
+            );
         }
         return r;
     };
-    if !has_token(req.headers(), h::CONNECTION, "upgrade") || !has_token(req.headers(), h::UPGRADE, "spdy/3.1") {
-        return text(StatusCode::BAD_REQUEST, "unable to upgrade: missing upgrade headers in request");
+    if !has_token(req.headers(), h::CONNECTION, "upgrade")
+        || !has_token(req.headers(), h::UPGRADE, "spdy/3.1")
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: missing upgrade headers in request",
+        );
     }
     tracing::debug!(protocol = %protocol, path = %req.uri().path(), "SPDY/3.1 upgrade");
     let upgrade = hyper::upgrade::on(req);
@@ -212,16 +287,33 @@ fn upgrade_spdy(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> 
         let session = Session::new(io, Role::Server);
         match pending {
             Pending::Exec(r) => {
-                let opts = Opts { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                let target = Target::Exec { container_id: r.container_id, cmd: r.cmd };
+                let opts = Opts {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                let target = Target::Exec {
+                    container_id: r.container_id,
+                    cmd: r.cmd,
+                };
                 rc::serve_spdy(session, &proto, opts, target, inner.backend.clone()).await
             }
             Pending::Attach(r) => {
-                let opts = Opts { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                let target = Target::Attach { container_id: r.container_id };
+                let opts = Opts {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                let target = Target::Attach {
+                    container_id: r.container_id,
+                };
                 rc::serve_spdy(session, &proto, opts, target, inner.backend.clone()).await
             }
-            Pending::PortForward(r) => pf::serve_spdy(session, r.pod_sandbox_id, inner.backend.clone()).await,
+            Pending::PortForward(r) => {
+                pf::serve_spdy(session, r.pod_sandbox_id, inner.backend.clone()).await
+            }
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -236,27 +328,44 @@ fn upgrade_spdy(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> 
 }
 
 fn upgrade_ws(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> Response<Body> {
-    let Some(key) = req.headers().get(h::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
+    let Some(key) = req
+        .headers()
+        .get(h::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
         return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
     let client = offered(req.headers(), "sec-websocket-protocol");
-    let tunnel = |c: &str| c.strip_prefix(pf::TUNNEL_PREFIX).is_some_and(|p| pf::SPDY_PROTOCOLS.contains(&p));
+    let tunnel = |c: &str| {
+        c.strip_prefix(pf::TUNNEL_PREFIX)
+            .is_some_and(|p| pf::SPDY_PROTOCOLS.contains(&p))
+    };
     let chosen = match pending {
-        Pending::PortForward(_) => client.iter().find(|c| tunnel(c) || pf::WS_PROTOCOLS.contains(&c.as_str())),
-        _ => client.iter().find(|c| rc::WS_PROTOCOLS.contains(&c.as_str())),
+        Pending::PortForward(_) => client
+            .iter()
+            .find(|c| tunnel(c) || pf::WS_PROTOCOLS.contains(&c.as_str())),
+        _ => client
+            .iter()
+            .find(|c| rc::WS_PROTOCOLS.contains(&c.as_str())),
     };
     let protocol = match (chosen, client.is_empty()) {
         (Some(p), _) => p.clone(),
         (None, true) => String::new(),
         (None, false) => {
-            return text(StatusCode::BAD_REQUEST, &format!("requested protocol(s) are not supported: {client:?}"));
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("requested protocol(s) are not supported: {client:?}"),
+            );
         }
     };
     if let Pending::PortForward(r) = &pending
         && !tunnel(&protocol)
         && (r.port.is_empty() || r.port.len() > 127)
     {
-        return text(StatusCode::BAD_REQUEST, "port forwarding over WebSocket channels needs 1 to 127 ports in the request");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "port forwarding over WebSocket channels needs 1 to 127 ports in the request",
+        );
     }
     tracing::debug!(protocol = %protocol, path = %req.uri().path(), "WebSocket upgrade");
     let upgrade = hyper::upgrade::on(req);
@@ -270,19 +379,52 @@ fn upgrade_ws(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> Re
         let backend = inner.backend.clone();
         match pending {
             Pending::Exec(r) => {
-                let opts = Opts { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                rc::serve_ws(ws, &proto, opts, Target::Exec { container_id: r.container_id, cmd: r.cmd }, backend).await
+                let opts = Opts {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                rc::serve_ws(
+                    ws,
+                    &proto,
+                    opts,
+                    Target::Exec {
+                        container_id: r.container_id,
+                        cmd: r.cmd,
+                    },
+                    backend,
+                )
+                .await
             }
             Pending::Attach(r) => {
-                let opts = Opts { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, tty: r.tty };
-                rc::serve_ws(ws, &proto, opts, Target::Attach { container_id: r.container_id }, backend).await
+                let opts = Opts {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    tty: r.tty,
+                };
+                rc::serve_ws(
+                    ws,
+                    &proto,
+                    opts,
+                    Target::Attach {
+                        container_id: r.container_id,
+                    },
+                    backend,
+                )
+                .await
             }
             Pending::PortForward(r) if tunnel(&proto) => {
                 let session = Session::new(crate::ws::tunnel(ws), Role::Server);
                 pf::serve_spdy(session, r.pod_sandbox_id, backend).await
             }
             Pending::PortForward(r) => {
-                let ports = r.port.iter().filter_map(|p| u16::try_from(*p).ok()).collect();
+                let ports = r
+                    .port
+                    .iter()
+                    .filter_map(|p| u16::try_from(*p).ok())
+                    .collect();
                 pf::serve_ws(ws, &proto, ports, r.pod_sandbox_id, backend).await
             }
         }

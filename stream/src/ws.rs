@@ -66,7 +66,11 @@ impl Framing {
             return Some((first, data.slice(1..)));
         }
         // The v5 close signal is raw bytes even on base64 protocols.
-        let channel = if first == CLOSE_CHANNEL { first } else { first.checked_sub(b'0')? };
+        let channel = if first == CLOSE_CHANNEL {
+            first
+        } else {
+            first.checked_sub(b'0')?
+        };
         if channel == CLOSE_CHANNEL {
             return Some((channel, data.slice(1..)));
         }
@@ -84,15 +88,19 @@ pub struct Channels {
 
 impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channels").field("framing", &self.framing).finish_non_exhaustive()
+        f.debug_struct("Channels")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
     }
 }
 
 /// Where incoming data of each channel goes; `None` (or a missing entry) discards it.
 pub type Routes = Vec<Option<mpsc::Sender<Bytes>>>;
 
-async fn write_loop<S>(mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>, mut rx: mpsc::Receiver<Message>)
-where
+async fn write_loop<S>(
+    mut sink: futures::stream::SplitSink<WebSocketStream<S>, Message>,
+    mut rx: mpsc::Receiver<Message>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(m) = rx.recv().await {
@@ -100,7 +108,10 @@ where
             return;
         }
     }
-    let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    let close = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
     let _ = sink.send(Message::Close(Some(close))).await;
     let _ = sink.close().await;
 }
@@ -116,7 +127,9 @@ impl Channels {
                 if msg.is_close() {
                     break;
                 }
-                let Some((channel, data)) = framing.decode(msg) else { continue };
+                let Some((channel, data)) = framing.decode(msg) else {
+                    continue;
+                };
                 if channel == CLOSE_CHANNEL && framing.close_signal {
                     if let Some(&c) = data.first()
                         && let Some(slot) = routes.get_mut(usize::from(c))
@@ -135,13 +148,22 @@ impl Channels {
             }
             // Connection over: every channel reader sees EOF.
         });
-        Self { framing, out, writer, reader }
+        Self {
+            framing,
+            out,
+            writer,
+            reader,
+        }
     }
 
     /// A writer of channel `n`.
     pub fn writer(&self, channel: u8) -> ChanWriter<Message> {
         let framing = self.framing;
-        ChanWriter::new(self.out.clone(), move |b: &[u8]| framing.encode(channel, b), None)
+        ChanWriter::new(
+            self.out.clone(),
+            move |b: &[u8]| framing.encode(channel, b),
+            None,
+        )
     }
 
     /// Sends one message on `channel` (an empty one too).
@@ -152,7 +174,12 @@ impl Channels {
     /// Closes the WebSocket normally once everything queued is sent (writers still held elsewhere
     /// are cut off after `timeout`).
     pub async fn close(self, timeout: Duration) {
-        let Self { out, writer, reader, .. } = self;
+        let Self {
+            out,
+            writer,
+            reader,
+            ..
+        } = self;
         drop(out);
         let abort = writer.abort_handle();
         if tokio::time::timeout(timeout, writer).await.is_err() {
@@ -185,8 +212,15 @@ where
             }
         }
     });
-    let writer = ChanWriter::new(out, |b: &[u8]| Message::Binary(Bytes::copy_from_slice(b)), None);
-    Joined { reader: ChanReader::new(in_rx), writer }
+    let writer = ChanWriter::new(
+        out,
+        |b: &[u8]| Message::Binary(Bytes::copy_from_slice(b)),
+        None,
+    );
+    Joined {
+        reader: ChanReader::new(in_rx),
+        writer,
+    }
 }
 
 #[cfg(test)]

@@ -143,7 +143,9 @@ fn len24(len: usize) -> Result<[u8; 3], FrameError> {
     if len > MAX_PAYLOAD {
         return Err(FrameError::TooLarge(len));
     }
-    let b = u32::try_from(len).map_err(|_| FrameError::TooLarge(len))?.to_be_bytes();
+    let b = u32::try_from(len)
+        .map_err(|_| FrameError::TooLarge(len))?
+        .to_be_bytes();
     Ok([b[1], b[2], b[3]])
 }
 
@@ -186,7 +188,8 @@ pub fn decode_header_block(mut b: &[u8]) -> Result<Headers, FrameError> {
         if name.is_empty() {
             return Err(FrameError::HeaderBlock("empty header name"));
         }
-        let name = std::str::from_utf8(name).map_err(|_| FrameError::HeaderBlock("name not UTF-8"))?;
+        let name =
+            std::str::from_utf8(name).map_err(|_| FrameError::HeaderBlock("name not UTF-8"))?;
         let value =
             std::str::from_utf8(value).map_err(|_| FrameError::HeaderBlock("value not UTF-8"))?;
         headers.push((name.to_ascii_lowercase(), value.to_string()));
@@ -206,7 +209,9 @@ impl Codec {
 
     fn compress(&mut self, plain: &[u8]) -> Result<Vec<u8>, FrameError> {
         if self.deflate.total_in() == 0 && self.deflate.total_out() == 0 {
-            self.deflate.set_dictionary(DICTIONARY).map_err(FrameError::Compress)?;
+            self.deflate
+                .set_dictionary(DICTIONARY)
+                .map_err(FrameError::Compress)?;
         }
         let mut out = Vec::with_capacity(plain.len() + 64);
         let start = self.deflate.total_in();
@@ -242,7 +247,9 @@ impl Codec {
                 Ok(_) => {}
                 // The peer's zlib header names the dictionary (FDICT): prime and go on.
                 Err(e) if e.needs_dictionary().is_some() => {
-                    self.inflate.set_dictionary(DICTIONARY).map_err(FrameError::Decompress)?;
+                    self.inflate
+                        .set_dictionary(DICTIONARY)
+                        .map_err(FrameError::Decompress)?;
                     continue;
                 }
                 Err(e) => return Err(FrameError::Decompress(e)),
@@ -267,7 +274,13 @@ impl Codec {
     pub fn encode(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
         let mut p = Vec::new();
         match frame {
-            Frame::SynStream { stream_id, associated_id, priority, flags, headers } => {
+            Frame::SynStream {
+                stream_id,
+                associated_id,
+                priority,
+                flags,
+                headers,
+            } => {
                 p.put_u32(u31(*stream_id));
                 p.put_u32(u31(*associated_id));
                 p.put_u8((priority & 0x07) << 5);
@@ -275,12 +288,20 @@ impl Codec {
                 p.extend_from_slice(&self.compress(&encode_header_block(headers))?);
                 Self::control(out, SYN_STREAM, *flags, &p)
             }
-            Frame::SynReply { stream_id, flags, headers } => {
+            Frame::SynReply {
+                stream_id,
+                flags,
+                headers,
+            } => {
                 p.put_u32(u31(*stream_id));
                 p.extend_from_slice(&self.compress(&encode_header_block(headers))?);
                 Self::control(out, SYN_REPLY, *flags, &p)
             }
-            Frame::Headers { stream_id, flags, headers } => {
+            Frame::Headers {
+                stream_id,
+                flags,
+                headers,
+            } => {
                 p.put_u32(u31(*stream_id));
                 p.extend_from_slice(&self.compress(&encode_header_block(headers))?);
                 Self::control(out, HEADERS, *flags, &p)
@@ -302,7 +323,10 @@ impl Codec {
                 p.put_u32(*id);
                 Self::control(out, PING, 0, &p)
             }
-            Frame::GoAway { last_good_stream_id, status } => {
+            Frame::GoAway {
+                last_good_stream_id,
+                status,
+            } => {
                 p.put_u32(u31(*last_good_stream_id));
                 p.put_u32(*status);
                 Self::control(out, GOAWAY, 0, &p)
@@ -312,7 +336,11 @@ impl Codec {
                 p.put_u32(u31(*delta));
                 Self::control(out, WINDOW_UPDATE, 0, &p)
             }
-            Frame::Data { stream_id, flags, data } => {
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
                 out.put_u32(u31(*stream_id));
                 out.put_u8(*flags);
                 out.extend_from_slice(&len24(data.len())?);
@@ -329,7 +357,8 @@ impl Codec {
             if buf.len() < 8 {
                 return Ok(None);
             }
-            let len = (usize::from(buf[5]) << 16) | (usize::from(buf[6]) << 8) | usize::from(buf[7]);
+            let len =
+                (usize::from(buf[5]) << 16) | (usize::from(buf[6]) << 8) | usize::from(buf[7]);
             if buf.len() < 8 + len {
                 return Ok(None);
             }
@@ -338,7 +367,11 @@ impl Codec {
             let word = head.get_u32();
             let flags = head.get_u8();
             if word & 0x8000_0000 == 0 {
-                return Ok(Some(Frame::Data { stream_id: u31(word), flags, data: payload }));
+                return Ok(Some(Frame::Data {
+                    stream_id: u31(word),
+                    flags,
+                    data: payload,
+                }));
             }
             let version = u16::try_from((word >> 16) & 0x7fff).unwrap_or(0);
             let kind = u16::try_from(word & 0xffff).unwrap_or(0);
@@ -363,19 +396,36 @@ impl Codec {
                     let priority = p.get_u8() >> 5;
                     p.advance(1);
                     let headers = decode_header_block(&self.decompress(&p)?)?;
-                    Frame::SynStream { stream_id, associated_id, priority, flags, headers }
+                    Frame::SynStream {
+                        stream_id,
+                        associated_id,
+                        priority,
+                        flags,
+                        headers,
+                    }
                 }
                 SYN_REPLY => {
                     let stream_id = u31(p.get_u32());
                     let headers = decode_header_block(&self.decompress(&p)?)?;
-                    Frame::SynReply { stream_id, flags, headers }
+                    Frame::SynReply {
+                        stream_id,
+                        flags,
+                        headers,
+                    }
                 }
                 HEADERS => {
                     let stream_id = u31(p.get_u32());
                     let headers = decode_header_block(&self.decompress(&p)?)?;
-                    Frame::Headers { stream_id, flags, headers }
+                    Frame::Headers {
+                        stream_id,
+                        flags,
+                        headers,
+                    }
                 }
-                RST_STREAM => Frame::RstStream { stream_id: u31(p.get_u32()), status: p.get_u32() },
+                RST_STREAM => Frame::RstStream {
+                    stream_id: u31(p.get_u32()),
+                    status: p.get_u32(),
+                },
                 SETTINGS => {
                     let n = p.get_u32() as usize;
                     if p.remaining() < n.saturating_mul(8) {
@@ -391,8 +441,14 @@ impl Codec {
                     Frame::Settings { flags, entries }
                 }
                 PING => Frame::Ping { id: p.get_u32() },
-                GOAWAY => Frame::GoAway { last_good_stream_id: u31(p.get_u32()), status: p.get_u32() },
-                WINDOW_UPDATE => Frame::WindowUpdate { stream_id: u31(p.get_u32()), delta: u31(p.get_u32()) },
+                GOAWAY => Frame::GoAway {
+                    last_good_stream_id: u31(p.get_u32()),
+                    status: p.get_u32(),
+                },
+                WINDOW_UPDATE => Frame::WindowUpdate {
+                    stream_id: u31(p.get_u32()),
+                    delta: u31(p.get_u32()),
+                },
                 _ => continue,
             };
             return Ok(Some(frame));

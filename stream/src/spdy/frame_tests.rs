@@ -8,7 +8,10 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn h(pairs: &[(&str, &str)]) -> Headers {
-    pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
 fn roundtrip(frames: &[Frame]) {
@@ -44,16 +47,41 @@ fn control_frames_known_bytes() {
     c.encode(&Frame::Ping { id: 1 }, &mut out).unwrap();
     assert_eq!(out, hex("800300060000000400000001"));
     out.clear();
-    c.encode(&Frame::RstStream { stream_id: 5, status: rst::CANCEL }, &mut out).unwrap();
+    c.encode(
+        &Frame::RstStream {
+            stream_id: 5,
+            status: rst::CANCEL,
+        },
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(out, hex("80030003000000080000000500000005"));
     out.clear();
-    c.encode(&Frame::GoAway { last_good_stream_id: 7, status: 0 }, &mut out).unwrap();
+    c.encode(
+        &Frame::GoAway {
+            last_good_stream_id: 7,
+            status: 0,
+        },
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(out, hex("80030007000000080000000700000000"));
     out.clear();
-    c.encode(&Frame::WindowUpdate { stream_id: 1, delta: 65536 }, &mut out).unwrap();
+    c.encode(
+        &Frame::WindowUpdate {
+            stream_id: 1,
+            delta: 65536,
+        },
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(out, hex("80030009000000080000000100010000"));
     out.clear();
-    let data = Frame::Data { stream_id: 3, flags: FLAG_FIN, data: Bytes::from_static(b"hi") };
+    let data = Frame::Data {
+        stream_id: 3,
+        flags: FLAG_FIN,
+        data: Bytes::from_static(b"hi"),
+    };
     c.encode(&data, &mut out).unwrap();
     assert_eq!(out, hex("00000003010000026869"));
 }
@@ -61,8 +89,14 @@ fn control_frames_known_bytes() {
 #[test]
 fn header_block_plain_known_bytes() {
     let block = encode_header_block(&h(&[("streamType", "error")]));
-    assert_eq!(block, hex("000000010000000a73747265616d74797065000000056572726f72"));
-    assert_eq!(decode_header_block(&block).unwrap(), h(&[("streamtype", "error")]));
+    assert_eq!(
+        block,
+        hex("000000010000000a73747265616d74797065000000056572726f72")
+    );
+    assert_eq!(
+        decode_header_block(&block).unwrap(),
+        h(&[("streamtype", "error")])
+    );
     assert!(decode_header_block(&block[..block.len() - 1]).is_err());
 }
 
@@ -109,8 +143,16 @@ fn header_compression_round_trip_is_stateful() {
             flags: FLAG_FIN,
             headers: h(&[("streamtype", "error"), ("port", "80"), ("requestid", "0")]),
         },
-        Frame::SynReply { stream_id: 1, flags: 0, headers: vec![] },
-        Frame::Data { stream_id: 1, flags: 0, data: Bytes::from_static(b"abc") },
+        Frame::SynReply {
+            stream_id: 1,
+            flags: 0,
+            headers: vec![],
+        },
+        Frame::Data {
+            stream_id: 1,
+            flags: 0,
+            data: Bytes::from_static(b"abc"),
+        },
         Frame::SynStream {
             stream_id: 3,
             associated_id: 1,
@@ -118,12 +160,28 @@ fn header_compression_round_trip_is_stateful() {
             flags: FLAG_UNIDIRECTIONAL,
             headers: h(&[("streamtype", "data"), ("big", &big)]),
         },
-        Frame::Headers { stream_id: 3, flags: FLAG_FIN, headers: h(&[("a", "b\0c")]) },
-        Frame::Settings { flags: 0, entries: vec![(0, 7, 65536), (1, 4, 100)] },
+        Frame::Headers {
+            stream_id: 3,
+            flags: FLAG_FIN,
+            headers: h(&[("a", "b\0c")]),
+        },
+        Frame::Settings {
+            flags: 0,
+            entries: vec![(0, 7, 65536), (1, 4, 100)],
+        },
         Frame::Ping { id: 2 },
-        Frame::WindowUpdate { stream_id: 3, delta: 1 },
-        Frame::RstStream { stream_id: 3, status: rst::REFUSED_STREAM },
-        Frame::GoAway { last_good_stream_id: 3, status: 0 },
+        Frame::WindowUpdate {
+            stream_id: 3,
+            delta: 1,
+        },
+        Frame::RstStream {
+            stream_id: 3,
+            status: rst::REFUSED_STREAM,
+        },
+        Frame::GoAway {
+            last_good_stream_id: 3,
+            status: 0,
+        },
     ]);
 }
 
@@ -145,7 +203,13 @@ fn bad_frames_are_refused() {
     let mut buf = BytesMut::from(&hex("800200060000000400000001")[..]);
     assert!(matches!(c.decode(&mut buf), Err(FrameError::Version(2))));
     let mut buf = BytesMut::from(&hex("80030003000000020000")[..]);
-    assert!(matches!(c.decode(&mut buf), Err(FrameError::Short { kind: 3, len: 2 })));
+    assert!(matches!(
+        c.decode(&mut buf),
+        Err(FrameError::Short { kind: 3, len: 2 })
+    ));
     let mut buf = BytesMut::from(&hex("8003000200000008000000010000ffff")[..]);
-    assert!(c.decode(&mut buf).is_err(), "garbage header block must not decode");
+    assert!(
+        c.decode(&mut buf).is_err(),
+        "garbage header block must not decode"
+    );
 }

@@ -79,7 +79,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("role", &self.role).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +98,10 @@ pub struct Stream {
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("id", &self.id).field("headers", &self.headers).finish()
+        f.debug_struct("Stream")
+            .field("id", &self.id)
+            .field("headers", &self.headers)
+            .finish()
     }
 }
 
@@ -113,14 +118,27 @@ impl Stream {
 
     /// Accepts a stream the peer opened (SYN_REPLY).
     pub async fn reply(&self) -> Result<(), SessionError> {
-        let f = Frame::SynReply { stream_id: self.id, flags: 0, headers: Vec::new() };
-        self.out.send(Out::Frame(f)).await.map_err(|_| SessionError::Closed)
+        let f = Frame::SynReply {
+            stream_id: self.id,
+            flags: 0,
+            headers: Vec::new(),
+        };
+        self.out
+            .send(Out::Frame(f))
+            .await
+            .map_err(|_| SessionError::Closed)
     }
 
     /// Aborts the stream (RST_STREAM with `status`).
     pub async fn reset(mut self, status: u32) {
         self.writer.forget_close();
-        let _ = self.out.send(Out::Frame(Frame::RstStream { stream_id: self.id, status })).await;
+        let _ = self
+            .out
+            .send(Out::Frame(Frame::RstStream {
+                stream_id: self.id,
+                status,
+            }))
+            .await;
     }
 
     /// Whether the peer reset the stream.
@@ -145,16 +163,26 @@ impl AsyncRead for Stream {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.reader).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() == before && self.was_reset() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "stream reset")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "stream reset",
+            )));
         }
         r
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if self.was_reset() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "stream reset")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "stream reset",
+            )));
         }
         Pin::new(&mut self.writer).poll_write(cx, b)
     }
@@ -169,15 +197,31 @@ impl AsyncWrite for Stream {
     }
 }
 
-fn new_stream(id: u32, headers: Headers, out: &mpsc::Sender<Out>, shared: &Arc<Shared>, local_fin: bool) -> (Stream, Entry) {
+fn new_stream(
+    id: u32,
+    headers: Headers,
+    out: &mpsc::Sender<Out>,
+    shared: &Arc<Shared>,
+    local_fin: bool,
+) -> (Stream, Entry) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let reset = Arc::new(AtomicBool::new(false));
     let close = (!local_fin).then(|| {
-        Out::Frame(Frame::Data { stream_id: id, flags: FLAG_FIN, data: Bytes::new() })
+        Out::Frame(Frame::Data {
+            stream_id: id,
+            flags: FLAG_FIN,
+            data: Bytes::new(),
+        })
     });
     let writer = ChanWriter::new(
         out.clone(),
-        move |b: &[u8]| Out::Frame(Frame::Data { stream_id: id, flags: 0, data: Bytes::copy_from_slice(b) }),
+        move |b: &[u8]| {
+            Out::Frame(Frame::Data {
+                stream_id: id,
+                flags: 0,
+                data: Bytes::copy_from_slice(b),
+            })
+        },
         close,
     );
     let stream = Stream {
@@ -189,7 +233,14 @@ fn new_stream(id: u32, headers: Headers, out: &mpsc::Sender<Out>, shared: &Arc<S
         out: out.clone(),
         shared: shared.clone(),
     };
-    (stream, Entry { data: Some(tx), reply: None, reset })
+    (
+        stream,
+        Entry {
+            data: Some(tx),
+            reply: None,
+            reset,
+        },
+    )
 }
 
 impl Session {
@@ -201,7 +252,9 @@ impl Session {
         let (rd, wr) = tokio::io::split(io);
         let (out_tx, out_rx) = mpsc::channel(QUEUE);
         let (in_tx, in_rx) = mpsc::channel(QUEUE);
-        let shared = Arc::new(Shared { streams: Mutex::new(HashMap::new()) });
+        let shared = Arc::new(Shared {
+            streams: Mutex::new(HashMap::new()),
+        });
         let reader = tokio::spawn(read_loop(rd, role, out_tx.clone(), shared.clone(), in_tx));
         let writer = tokio::spawn(write_loop(wr, out_rx));
         Self {
@@ -229,8 +282,17 @@ impl Session {
         entry.reply = Some(reply_tx);
         self.shared.lock().insert(id, entry);
         let flags = if fin { FLAG_FIN } else { 0 };
-        let syn = Frame::SynStream { stream_id: id, associated_id: 0, priority: 0, flags, headers };
-        self.out.send(Out::Frame(syn)).await.map_err(|_| SessionError::Closed)?;
+        let syn = Frame::SynStream {
+            stream_id: id,
+            associated_id: 0,
+            priority: 0,
+            flags,
+            headers,
+        };
+        self.out
+            .send(Out::Frame(syn))
+            .await
+            .map_err(|_| SessionError::Closed)?;
         match reply_rx.await {
             Ok(Ok(_)) => Ok(stream),
             Ok(Err(status)) => Err(SessionError::Reset(id, status)),
@@ -242,7 +304,13 @@ impl Session {
     /// kubelet does when a session is over), waiting at most `timeout` for the flush.
     pub async fn shutdown(&self, timeout: Duration) {
         let last = self.shared.lock().keys().copied().max().unwrap_or(0);
-        let _ = self.out.send(Out::Frame(Frame::GoAway { last_good_stream_id: last, status: 0 })).await;
+        let _ = self
+            .out
+            .send(Out::Frame(Frame::GoAway {
+                last_good_stream_id: last,
+                status: 0,
+            }))
+            .await;
         let _ = self.out.send(Out::Shutdown).await;
         if let Some(w) = self.writer.lock().await.take() {
             let _ = tokio::time::timeout(timeout, w).await;
@@ -309,11 +377,19 @@ async fn read_loop<R: AsyncRead>(
                 }
             };
             match frame {
-                Frame::SynStream { stream_id, flags, headers, .. } => {
+                Frame::SynStream {
+                    stream_id,
+                    flags,
+                    headers,
+                    ..
+                } => {
                     let peer_parity = if role == Role::Server { 1 } else { 0 };
                     let known = shared.lock().contains_key(&stream_id);
                     if gone_away || known || stream_id % 2 != peer_parity || stream_id == 0 {
-                        let f = Frame::RstStream { stream_id, status: rst::PROTOCOL_ERROR };
+                        let f = Frame::RstStream {
+                            stream_id,
+                            status: rst::PROTOCOL_ERROR,
+                        };
                         let _ = out.send(Out::Frame(f)).await;
                         continue;
                     }
@@ -326,7 +402,11 @@ async fn read_loop<R: AsyncRead>(
                         s.reset(rst::REFUSED_STREAM).await;
                     }
                 }
-                Frame::SynReply { stream_id, flags, headers } => {
+                Frame::SynReply {
+                    stream_id,
+                    flags,
+                    headers,
+                } => {
                     let mut map = shared.lock();
                     if let Some(e) = map.get_mut(&stream_id) {
                         if let Some(r) = e.reply.take() {
@@ -337,7 +417,11 @@ async fn read_loop<R: AsyncRead>(
                         }
                     }
                 }
-                Frame::Data { stream_id, flags, data } => {
+                Frame::Data {
+                    stream_id,
+                    flags,
+                    data,
+                } => {
                     let tx = shared.lock().get(&stream_id).and_then(|e| e.data.clone());
                     if let Some(tx) = tx
                         && !data.is_empty()
@@ -350,7 +434,9 @@ async fn read_loop<R: AsyncRead>(
                         e.data = None;
                     }
                 }
-                Frame::Headers { stream_id, flags, .. } => {
+                Frame::Headers {
+                    stream_id, flags, ..
+                } => {
                     if flags & FLAG_FIN != 0
                         && let Some(e) = shared.lock().get_mut(&stream_id)
                     {

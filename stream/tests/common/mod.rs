@@ -24,7 +24,11 @@ pub struct Fake {
     pub seen: Mutex<Vec<String>>,
 }
 
-async fn copy_stdin(mut from: Pin<Box<dyn AsyncRead + Send>>, mut to: impl AsyncWrite + Unpin, tty: bool) {
+async fn copy_stdin(
+    mut from: Pin<Box<dyn AsyncRead + Send>>,
+    mut to: impl AsyncWrite + Unpin,
+    tty: bool,
+) {
     let mut buf = [0u8; 4096];
     loop {
         let n = match from.read(&mut buf).await {
@@ -43,7 +47,10 @@ async fn copy_stdin(mut from: Pin<Box<dyn AsyncRead + Send>>, mut to: impl Async
     let _ = to.shutdown().await;
 }
 
-async fn copy_out(mut from: impl AsyncRead + Unpin, to: Option<&mut Pin<Box<dyn AsyncWrite + Send>>>) {
+async fn copy_out(
+    mut from: impl AsyncRead + Unpin,
+    to: Option<&mut Pin<Box<dyn AsyncWrite + Send>>>,
+) {
     match to {
         Some(to) => {
             let _ = tokio::io::copy(&mut from, to).await;
@@ -64,16 +71,24 @@ impl Backend for Fake {
         mut io: Io,
         mut resize: mpsc::Receiver<TerminalSize>,
     ) -> Result<i32, BackendError> {
-        self.seen.lock().unwrap().push(format!("exec {container_id} {cmd:?} tty={tty}"));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("exec {container_id} {cmd:?} tty={tty}"));
         if cmd[0] == "resize-echo" {
             let size = resize.recv().await.ok_or("no resize")?;
             let out = io.stdout.as_mut().ok_or("no stdout")?;
-            out.write_all(format!("size {}x{}\n", size.width, size.height).as_bytes()).await?;
+            out.write_all(format!("size {}x{}\n", size.width, size.height).as_bytes())
+                .await?;
             return Ok(0);
         }
         let mut child = tokio::process::Command::new(&cmd[0])
             .args(&cmd[1..])
-            .stdin(if io.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if io.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -87,12 +102,18 @@ impl Backend for Fake {
         let mut stderr = io.stderr.take();
         // With a tty both outputs go to the terminal (stdout).
         let err_to = if tty { None } else { stderr.as_mut() };
-        let (status, _, _) = tokio::join!(child.wait(), copy_out(out, stdout.as_mut()), copy_out(err, err_to));
+        let (status, _, _) = tokio::join!(
+            child.wait(),
+            copy_out(out, stdout.as_mut()),
+            copy_out(err, err_to)
+        );
         if let Some(t) = stdin_task {
             t.abort();
         }
         let status = status?;
-        Ok(status.code().unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
+        Ok(status
+            .code()
+            .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)))
     }
 
     async fn attach(
@@ -102,7 +123,10 @@ impl Backend for Fake {
         mut io: Io,
         _resize: mpsc::Receiver<TerminalSize>,
     ) -> Result<(), BackendError> {
-        self.seen.lock().unwrap().push(format!("attach {container_id} tty={tty}"));
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("attach {container_id} tty={tty}"));
         if container_id != "ctr-1" {
             return Err(format!("container {container_id} not found").into());
         }
@@ -122,8 +146,16 @@ impl Backend for Fake {
         Ok(())
     }
 
-    async fn port_forward(&self, sandbox: &str, port: u16, mut stream: Pin<Box<dyn Duplex>>) -> Result<(), BackendError> {
-        self.seen.lock().unwrap().push(format!("port-forward {sandbox} {port}"));
+    async fn port_forward(
+        &self,
+        sandbox: &str,
+        port: u16,
+        mut stream: Pin<Box<dyn Duplex>>,
+    ) -> Result<(), BackendError> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("port-forward {sandbox} {port}"));
         if sandbox != POD {
             return Err(format!("pod sandbox {sandbox} not found").into());
         }
@@ -133,18 +165,18 @@ impl Backend for Fake {
     }
 }
 
-/// A TCP server on a free port that answers every connection with `echo:` + what it read.
+/// A TCP server on a free port that sends `echo:` on every connection, then echoes what it reads
+/// as it reads it, and closes when its input ends.
 pub async fn echo_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut c, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let _ = c.read_to_end(&mut buf).await;
                 let _ = c.write_all(b"echo:").await;
-                let _ = c.write_all(&buf).await;
-                let _ = c.shutdown().await;
+                let (mut r, mut w) = c.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
             });
         }
     });
@@ -153,7 +185,9 @@ pub async fn echo_server() -> u16 {
 
 pub async fn start() -> (Server, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
-    let server = Server::start("127.0.0.1".parse().unwrap(), 0, fake.clone()).await.unwrap();
+    let server = Server::start("127.0.0.1".parse().unwrap(), 0, fake.clone())
+        .await
+        .unwrap();
     (server, fake)
 }
 
@@ -166,7 +200,14 @@ pub async fn read_head(tcp: &mut TcpStream) -> (u16, Vec<(String, String)>) {
     }
     let text = String::from_utf8(head).unwrap();
     let mut lines = text.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -181,7 +222,11 @@ pub fn path(url: &str) -> &str {
 }
 
 /// Upgrades to SPDY with the offered protocols; the status, headers and (on 101) a session.
-pub async fn spdy_upgrade(server: &Server, url: &str, protocols: &[&str]) -> (u16, Vec<(String, String)>, Option<Session>) {
+pub async fn spdy_upgrade(
+    server: &Server,
+    url: &str,
+    protocols: &[&str],
+) -> (u16, Vec<(String, String)>, Option<Session>) {
     let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
     let mut req = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n",
@@ -203,7 +248,10 @@ pub fn hdr(name: &str, value: &str) -> Headers {
 }
 
 pub async fn open(session: &Session, stream_type: &str, fin: bool) -> Stream {
-    session.open(hdr("streamType", stream_type), fin).await.unwrap()
+    session
+        .open(hdr("streamType", stream_type), fin)
+        .await
+        .unwrap()
 }
 
 pub async fn read_all(mut s: impl AsyncRead + Unpin) -> Vec<u8> {

@@ -37,27 +37,45 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let _ = tracing_subscriber::fmt().with_env_filter("berth_stream=debug").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("berth_stream=debug")
+        .with_test_writer()
+        .try_init();
     let (server, _) = common::start().await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("cri.sock");
     let listener = UnixListener::bind(&sock).unwrap();
-    let svc = RuntimeServiceServer::new(service::Cri { server: Arc::new(server) });
+    let svc = RuntimeServiceServer::new(service::Cri {
+        server: Arc::new(server),
+    });
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
             .add_service(ImageServiceServer::new(service::Images))
             .serve_with_incoming(UnixListenerStream::new(listener)),
     );
-    Env { _dir: dir, sock, echo_port: common::echo_server().await }
+    Env {
+        _dir: dir,
+        sock,
+        echo_port: common::echo_server().await,
+    }
 }
 
 impl Env {
     fn cmd(&self, bin: &str, args: &[&str]) -> Command {
         let mut c = Command::new(bin);
         let endpoint = format!("unix://{}", self.sock.display());
-        c.args(["--runtime-endpoint", &endpoint, "--image-endpoint", &endpoint]);
-        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        c.args([
+            "--runtime-endpoint",
+            &endpoint,
+            "--image-endpoint",
+            &endpoint,
+        ]);
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         c
     }
 
@@ -87,22 +105,64 @@ async fn crictl_exec_output_stdin_and_exit_code() {
     let Some(bin) = crictl() else { return };
     let env = env().await;
     for t in TRANSPORTS {
-        let o = env.run(bin, &["exec", "--transport", t, "ctr-1", "sh", "-c", "echo out; echo err >&2"], b"").await;
+        let o = env
+            .run(
+                bin,
+                &[
+                    "exec",
+                    "--transport",
+                    t,
+                    "ctr-1",
+                    "sh",
+                    "-c",
+                    "echo out; echo err >&2",
+                ],
+                b"",
+            )
+            .await;
         assert!(o.status.success(), "{t}: {}", show(&o));
         assert_eq!(o.stdout, b"out\n", "{t}: {}", show(&o));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("err"), "{t}: {}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("err"),
+            "{t}: {}",
+            show(&o)
+        );
 
-        let o = env.run(bin, &["exec", "--transport", t, "-i", "ctr-1", "cat"], b"hello from stdin\n").await;
+        let o = env
+            .run(
+                bin,
+                &["exec", "--transport", t, "-i", "ctr-1", "cat"],
+                b"hello from stdin\n",
+            )
+            .await;
         assert!(o.status.success(), "{t}: {}", show(&o));
         assert_eq!(o.stdout, b"hello from stdin\n", "{t}: {}", show(&o));
 
         // crictl reports the remote exit code in its error (its own exit status is 1 for any
         // error: it wraps client-go's CodeExitError, which urfave/cli does not unwrap).
-        let o = env.run(bin, &["exec", "--transport", t, "ctr-1", "sh", "-c", "echo bye; exit 3"], b"").await;
+        let o = env
+            .run(
+                bin,
+                &[
+                    "exec",
+                    "--transport",
+                    t,
+                    "ctr-1",
+                    "sh",
+                    "-c",
+                    "echo bye; exit 3",
+                ],
+                b"",
+            )
+            .await;
         assert_eq!(o.stdout, b"bye\n", "{t}: {}", show(&o));
         assert!(!o.status.success(), "{t}: {}", show(&o));
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("command terminated with exit code 3"), "{t}: {}", show(&o));
+        assert!(
+            err.contains("command terminated with exit code 3"),
+            "{t}: {}",
+            show(&o)
+        );
         eprintln!("{t}: `crictl exec … exit 3` -> {}", show(&o));
     }
 }
@@ -112,11 +172,17 @@ async fn wait_for(out: &mut (impl AsyncReadExt + Unpin), seen: &mut Vec<u8>, wha
         let mut buf = [0u8; 256];
         while !String::from_utf8_lossy(seen).contains(what) {
             let n = out.read(&mut buf).await.unwrap();
-            assert!(n > 0, "{t}: EOF before {what:?}: {:?}", String::from_utf8_lossy(seen));
+            assert!(
+                n > 0,
+                "{t}: EOF before {what:?}: {:?}",
+                String::from_utf8_lossy(seen)
+            );
             seen.extend_from_slice(&buf[..n]);
         }
     };
-    tokio::time::timeout(Duration::from_secs(20), read).await.unwrap_or_else(|_| panic!("{t}: no {what:?} in {:?}", String::from_utf8_lossy(seen)));
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .unwrap_or_else(|_| panic!("{t}: no {what:?} in {:?}", String::from_utf8_lossy(seen)));
 }
 
 #[tokio::test]
@@ -146,7 +212,10 @@ async fn crictl_exec_tty() {
         stdin.write_all(b"typed").await.unwrap();
         wait_for(&mut stdout, &mut seen, "typed", t).await;
         stdin.write_all(b"\x04").await.unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exit").unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .expect("exit")
+            .unwrap();
         let mut rest = Vec::new();
         let _ = stdout.read_to_end(&mut rest).await;
         seen.extend(rest);
@@ -161,12 +230,29 @@ async fn crictl_attach() {
     let Some(bin) = crictl() else { return };
     let env = env().await;
     for t in TRANSPORTS {
-        let o = env.run(bin, &["attach", "--transport", t, "-i", "ctr-1"], b"to the container\n").await;
+        let o = env
+            .run(
+                bin,
+                &["attach", "--transport", t, "-i", "ctr-1"],
+                b"to the container\n",
+            )
+            .await;
         assert!(o.status.success(), "{t}: {}", show(&o));
-        assert_eq!(o.stdout, b"attached\nto the container\n", "{t}: {}", show(&o));
-        let o = env.run(bin, &["attach", "--transport", t, "ctr-2"], b"").await;
+        assert_eq!(
+            o.stdout,
+            b"attached\nto the container\n",
+            "{t}: {}",
+            show(&o)
+        );
+        let o = env
+            .run(bin, &["attach", "--transport", t, "ctr-2"], b"")
+            .await;
         assert!(!o.status.success(), "{t}: {}", show(&o));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("container ctr-2 not found"), "{t}: {}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("container ctr-2 not found"),
+            "{t}: {}",
+            show(&o)
+        );
     }
 }
 
@@ -175,20 +261,35 @@ async fn crictl_port_forward() {
     let Some(bin) = crictl() else { return };
     let env = env().await;
     for t in TRANSPORTS {
-        let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let local = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let spec = format!("{local}:{}", env.echo_port);
-        let mut child = env.cmd(bin, &["port-forward", "--transport", t, common::POD, &spec]).spawn().unwrap();
+        let mut child = env
+            .cmd(bin, &["port-forward", "--transport", t, common::POD, &spec])
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("ready line");
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("ready line");
         let line = line.unwrap().unwrap_or_default();
-        assert!(line.contains(&format!("Forwarding from 127.0.0.1:{local}")), "{t}: {line}");
+        assert!(
+            line.contains(&format!("Forwarding from 127.0.0.1:{local}")),
+            "{t}: {line}"
+        );
         for round in 0..3 {
             let mut c = TcpStream::connect(("127.0.0.1", local)).await.unwrap();
             let msg = format!("ping {round} over {t}");
             c.write_all(msg.as_bytes()).await.unwrap();
             c.shutdown().await.unwrap();
             let mut got = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await.expect("echo").unwrap();
+            tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+                .await
+                .expect("echo")
+                .unwrap();
             assert_eq!(String::from_utf8_lossy(&got), format!("echo:{msg}"), "{t}");
         }
         child.kill().await.unwrap();
