@@ -47,10 +47,12 @@ impl AsyncRead for ChanReader {
     }
 }
 
+type Wrap<T> = Box<dyn Fn(&[u8]) -> T + Send + Sync>;
+
 /// Turns bytes into transport items (`wrap`) and queues them; `close` is queued on shutdown.
 pub struct ChanWriter<T: Send + 'static> {
     tx: PollSender<T>,
-    wrap: Box<dyn Fn(&[u8]) -> T + Send + Sync>,
+    wrap: Wrap<T>,
     close: Option<T>,
 }
 
@@ -76,15 +78,14 @@ impl<T: Send + 'static> ChanWriter<T> {
     /// Queues the close item now (used when the writer is dropped without a shutdown); if the
     /// queue is full it is sent from a task so that the peer still sees the end.
     pub fn close_now(&mut self) {
-        if let (Some(item), Some(tx)) = (self.close.take(), self.tx.get_ref()) {
-            if let Err(mpsc::error::TrySendError::Full(item)) = tx.try_send(item)
-                && let Ok(rt) = tokio::runtime::Handle::try_current()
-            {
-                let tx = tx.clone();
-                rt.spawn(async move {
-                    let _ = tx.send(item).await;
-                });
-            }
+        if let (Some(item), Some(tx)) = (self.close.take(), self.tx.get_ref())
+            && let Err(mpsc::error::TrySendError::Full(item)) = tx.try_send(item)
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let tx = tx.clone();
+            rt.spawn(async move {
+                let _ = tx.send(item).await;
+            });
         }
     }
 

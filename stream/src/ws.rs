@@ -202,11 +202,8 @@ where
     tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
             match msg {
-                Message::Binary(b) => {
-                    if in_tx.send(b).await.is_err() {
-                        return;
-                    }
-                }
+                // Bytes clones are reference counts, not copies.
+                Message::Binary(b) if in_tx.send(b.clone()).await.is_err() => return,
                 Message::Close(_) => return,
                 _ => {}
             }
