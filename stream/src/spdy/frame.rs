@@ -239,6 +239,7 @@ impl Codec {
                 out.reserve(out.capacity().max(1024));
             }
             let consumed = usize::try_from(self.inflate.total_in() - start).unwrap_or(usize::MAX);
+            let out_before = out.len();
             match self
                 .inflate
                 .decompress_vec(&packed[consumed..], &mut out, FlushDecompress::Sync)
@@ -254,9 +255,13 @@ impl Codec {
                 }
                 Err(e) => return Err(FrameError::Decompress(e)),
             }
-            let consumed = usize::try_from(self.inflate.total_in() - start).unwrap_or(usize::MAX);
-            if consumed == packed.len() && out.len() < out.capacity() {
+            let now = usize::try_from(self.inflate.total_in() - start).unwrap_or(usize::MAX);
+            if now == packed.len() && out.len() < out.capacity() {
                 return Ok(out);
+            }
+            // zlib neither read nor wrote although it had room: a block that cannot end here.
+            if now == consumed && out.len() == out_before && out.len() < out.capacity() {
+                return Err(FrameError::HeaderBlock("truncated compressed header block"));
             }
         }
     }
