@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
 
 /// A byte source handed to the backend (the client's stdin).
 pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
@@ -28,6 +29,9 @@ pub struct Io {
     pub stdin: Option<Reader>,
     pub stdout: Option<Writer>,
     pub stderr: Option<Writer>,
+    /// Cancelled when the client's connection ends before the call returned (the kubelet's
+    /// request context): an exec should then kill its process, as containerd does.
+    pub gone: CancellationToken,
 }
 
 impl std::fmt::Debug for Io {
@@ -62,6 +66,7 @@ pub trait Backend: Send + Sync + 'static {
     /// * End-of-file on `io.stdin` closes the process's stdin (kubelet's `stdin_once` semantics
     ///   are the backend's concern). The call must return when the process exits even if stdin
     ///   is still open, after the process's output has been copied out.
+    /// * When `io.gone` is cancelled the client has disconnected: kill the process and return.
     /// * An `Err` means the process could not be run or waited for (not a non-zero exit); the
     ///   client gets it as an internal error.
     async fn exec(
@@ -77,7 +82,8 @@ pub trait Backend: Send + Sync + 'static {
     /// writes from now on goes to `io.stdout`/`io.stderr`, `io.stdin` feeds the container's stdin
     /// (only if the container was created with stdin open). Returns `Ok` when the container exits
     /// or the client's streams end (stdin EOF does not end an attach unless the container was
-    /// created with `stdin_once`); `tty` and `resize` as for [`Backend::exec`].
+    /// created with `stdin_once`), or when `io.gone` is cancelled; `tty` and `resize` as for
+    /// [`Backend::exec`].
     async fn attach(
         &self,
         container_id: &str,

@@ -22,7 +22,9 @@ pub mod spdy;
 mod tokens;
 pub mod ws;
 
-pub use backend::{Backend, BackendError, Duplex, Io, Reader, TerminalSize, Writer};
+pub use backend::{
+    Backend, BackendError, CancellationToken, Duplex, Io, Reader, TerminalSize, Writer,
+};
 pub use server::Server;
 pub use tokens::TOKEN_TTL;
 

@@ -228,6 +228,7 @@ pub async fn serve_spdy(
         stdin: boxed_r(stdin),
         stdout: boxed_w(stdout),
         stderr: if opts.tty { None } else { boxed_w(stderr) },
+        gone: session.ended(),
     };
     let resize = resize_channel(if opts.tty { boxed_r(resize) } else { None });
     let outcome = run(backend.as_ref(), target, opts.tty, io, resize).await;
@@ -279,6 +280,7 @@ pub async fn serve_ws(
             .then(|| Box::pin(ChanReader::new(stdin_rx)) as Reader),
         stdout: opts.stdout.then(|| Box::pin(ch.writer(1)) as Writer),
         stderr: (opts.stderr && !opts.tty).then(|| Box::pin(ch.writer(2)) as Writer),
+        gone: ch.ended(),
     };
     let resize = resize_channel(
         opts.tty

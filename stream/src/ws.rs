@@ -17,6 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
 
 use crate::pipe::{ChanReader, ChanWriter, Joined};
 
@@ -84,6 +85,7 @@ pub struct Channels {
     out: mpsc::Sender<Message>,
     writer: JoinHandle<()>,
     reader: JoinHandle<()>,
+    ended: CancellationToken,
 }
 
 impl std::fmt::Debug for Channels {
@@ -122,7 +124,10 @@ impl Channels {
         let (sink, mut stream) = ws.split();
         let (out, rx) = mpsc::channel(64);
         let writer = tokio::spawn(write_loop(sink, rx));
+        let ended = CancellationToken::new();
+        let guard = ended.clone().drop_guard();
         let reader = tokio::spawn(async move {
+            let _guard = guard;
             while let Some(Ok(msg)) = stream.next().await {
                 if msg.is_close() {
                     break;
@@ -153,7 +158,13 @@ impl Channels {
             out,
             writer,
             reader,
+            ended,
         }
+    }
+
+    /// Cancelled once the client's side of the connection has ended.
+    pub fn ended(&self) -> CancellationToken {
+        self.ended.clone()
     }
 
     /// A writer of channel `n`.

@@ -357,3 +357,31 @@ async fn port_forward_over_spdy() {
         .await;
     assert!(bad.is_err());
 }
+
+/// Wait until the fake has logged `what`.
+pub async fn logged(fake: &Fake, what: &str) {
+    for _ in 0..500 {
+        if fake.seen.lock().unwrap().iter().any(|l| l.contains(what)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{what:?} not in {:?}", fake.seen.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_vanished_client_cancels_the_exec() {
+    let (server, fake) = start().await;
+    let url = exec_url(&server, &["sleep", "60"], false, false).await;
+    let (_, _, session) = spdy_upgrade(&server, &url, &["v4.channel.k8s.io"]).await;
+    let session = session.unwrap();
+    let streams = (
+        open(&session, "error", true).await,
+        open(&session, "stdout", false).await,
+        open(&session, "stderr", false).await,
+    );
+    logged(&fake, "exec ctr-1").await;
+    drop(streams);
+    drop(session);
+    logged(&fake, r#"client gone, killing ["sleep", "60"]"#).await;
+}

@@ -274,3 +274,29 @@ async fn port_forward_spdy_tunnelled_in_websocket() {
     assert_eq!(out, b"echo:tunnelled");
     assert_eq!(read_all(error).await, b"");
 }
+
+#[tokio::test]
+async fn a_vanished_websocket_client_cancels_the_exec() {
+    let (server, fake) = start().await;
+    let url = exec(&server, &["sleep", "60"], false, false);
+    let (mut ws, _) = connect(&url, "v5.channel.k8s.io").await.unwrap();
+    // The session is up once the server's first (empty stdout) message arrives.
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Binary(Bytes::from_static(&[1]))
+    );
+    drop(ws);
+    for _ in 0..500 {
+        if fake
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("client gone"))
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("exec not cancelled: {:?}", fake.seen.lock().unwrap());
+}

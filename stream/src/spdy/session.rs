@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::frame::{Codec, FLAG_FIN, Frame, FrameError, Headers, rst};
 use crate::pipe::{ChanReader, ChanWriter};
@@ -75,6 +76,7 @@ pub struct Session {
     incoming: tokio::sync::Mutex<mpsc::Receiver<Stream>>,
     reader: JoinHandle<()>,
     writer: tokio::sync::Mutex<Option<JoinHandle<()>>>,
+    ended: CancellationToken,
 }
 
 impl std::fmt::Debug for Session {
@@ -255,7 +257,13 @@ impl Session {
         let shared = Arc::new(Shared {
             streams: Mutex::new(HashMap::new()),
         });
-        let reader = tokio::spawn(read_loop(rd, role, out_tx.clone(), shared.clone(), in_tx));
+        let (out_tx2, shared2) = (out_tx.clone(), shared.clone());
+        let ended = CancellationToken::new();
+        let guard = ended.clone().drop_guard();
+        let reader = tokio::spawn(async move {
+            read_loop(rd, role, out_tx2, shared2, in_tx).await;
+            drop(guard);
+        });
         let writer = tokio::spawn(write_loop(wr, out_rx));
         Self {
             role,
@@ -265,6 +273,7 @@ impl Session {
             incoming: tokio::sync::Mutex::new(in_rx),
             reader,
             writer: tokio::sync::Mutex::new(Some(writer)),
+            ended,
         }
     }
 
@@ -318,9 +327,9 @@ impl Session {
         self.reader.abort();
     }
 
-    /// Whether the connection has ended (the peer closed it or it failed).
-    pub fn is_finished(&self) -> bool {
-        self.reader.is_finished()
+    /// Cancelled once the connection has ended (the peer closed it or it failed).
+    pub fn ended(&self) -> CancellationToken {
+        self.ended.clone()
     }
 }
 

@@ -102,11 +102,19 @@ impl Backend for Fake {
         let mut stderr = io.stderr.take();
         // With a tty both outputs go to the terminal (stdout).
         let err_to = if tty { None } else { stderr.as_mut() };
-        let (status, _, _) = tokio::join!(
-            child.wait(),
-            copy_out(out, stdout.as_mut()),
-            copy_out(err, err_to)
-        );
+        let gone = io.gone.clone();
+        let wait = async {
+            tokio::select! {
+                status = child.wait() => status,
+                _ = gone.cancelled() => {
+                    self.seen.lock().unwrap().push(format!("client gone, killing {cmd:?}"));
+                    child.kill().await?;
+                    child.wait().await
+                }
+            }
+        };
+        let (status, _, _) =
+            tokio::join!(wait, copy_out(out, stdout.as_mut()), copy_out(err, err_to));
         if let Some(t) = stdin_task {
             t.abort();
         }
