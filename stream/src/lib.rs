@@ -14,6 +14,7 @@
 //! * The runtime plugs in through [`Backend`].
 
 pub mod backend;
+mod error;
 mod pipe;
 pub mod portforward;
 pub mod remotecommand;
@@ -25,23 +26,6 @@ pub mod ws;
 pub use backend::{
     Backend, BackendError, CancellationToken, Duplex, Io, Reader, TerminalSize, Writer,
 };
+pub use error::Error;
 pub use server::Server;
 pub use tokens::TOKEN_TTL;
-
-/// Errors of the streaming server's API.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The CRI request is invalid (gRPC `InvalidArgument`).
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// Too many URLs are pending (gRPC `ResourceExhausted`).
-    #[error("too many pending streaming requests")]
-    TooManyPending,
-    #[error("cannot listen on {addr} port {port}")]
-    Bind {
-        addr: std::net::IpAddr,
-        port: u16,
-        #[source]
-        source: std::io::Error,
-    },
-}

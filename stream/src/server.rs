@@ -17,10 +17,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 
 use crate::backend::Backend;
+use crate::error::Error;
+use crate::portforward as pf;
 use crate::remotecommand::{self as rc, Opts, Target};
 use crate::spdy::{Role, Session};
 use crate::tokens::{Cache, Pending};
-use crate::{Error, portforward as pf};
 
 type Body = Full<Bytes>;
 
