@@ -157,8 +157,14 @@ impl Server {
 
 async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // E.g. out of descriptors: back off instead of spinning.
+                tracing::warn!(error = %e, "stream server accept");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let inner = inner.clone();
         tokio::spawn(async move {

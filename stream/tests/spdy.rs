@@ -385,3 +385,26 @@ async fn a_vanished_client_cancels_the_exec() {
     drop(session);
     logged(&fake, r#"client gone, killing ["sleep", "60"]"#).await;
 }
+
+#[tokio::test]
+async fn ipv6_urls_bracket_the_address() {
+    let fake = std::sync::Arc::new(Fake::default());
+    let Ok(server) = Server::start("::1".parse().unwrap(), 0, fake).await else {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    };
+    let url = exec_url(&server, &["true"], false, false).await;
+    let port = server.local_addr().port();
+    assert!(
+        url.starts_with(&format!("http://[::1]:{port}/exec/")),
+        "{url}"
+    );
+    let (status, _, session) = spdy_upgrade(&server, &url, &["v4.channel.k8s.io"]).await;
+    assert_eq!(status, 101);
+    let session = session.unwrap();
+    let error = open(&session, "error", true).await;
+    let stdout = open(&session, "stdout", false).await;
+    let stderr = open(&session, "stderr", false).await;
+    let (_, _, status) = tokio::join!(read_all(stdout), read_all(stderr), read_all(error));
+    assert_eq!(json(&status)["status"], "Success");
+}
