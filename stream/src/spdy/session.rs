@@ -340,25 +340,30 @@ impl Drop for Session {
 }
 
 async fn write_loop<W: AsyncWrite>(mut wr: tokio::io::WriteHalf<W>, mut rx: mpsc::Receiver<Out>) {
+    const BATCH: usize = 256 * 1024;
     let mut codec = Codec::new();
     let mut buf = Vec::new();
-    while let Some(item) = rx.recv().await {
-        let frame = match item {
-            Out::Frame(f) => f,
-            Out::Shutdown => break,
-        };
+    let mut done = false;
+    while !done {
+        let Some(first) = rx.recv().await else { break };
         buf.clear();
-        if let Err(e) = codec.encode(&frame, &mut buf) {
-            tracing::debug!(error = %e, "SPDY encode");
-            break;
-        }
-        // Batch what is already queued into one write.
-        while let Ok(Out::Frame(f)) = rx.try_recv() {
-            if codec.encode(&f, &mut buf).is_err() {
-                break;
+        // Batch what is already queued into one write; a Shutdown ends the session after it.
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Out::Shutdown => done = true,
+                Out::Frame(f) => {
+                    if let Err(e) = codec.encode(&f, &mut buf) {
+                        tracing::debug!(error = %e, "SPDY encode");
+                        done = true;
+                    }
+                }
+            }
+            if !done && buf.len() < BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
+        if !buf.is_empty() && (wr.write_all(&buf).await.is_err() || wr.flush().await.is_err()) {
             break;
         }
     }
@@ -480,3 +485,7 @@ async fn read_loop<R: AsyncRead>(
     let entries: Vec<Entry> = shared.lock().drain().map(|(_, e)| e).collect();
     drop(entries);
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
