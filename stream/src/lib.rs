@@ -12,6 +12,7 @@
 //! * The SPDY framing layer ([`spdy`]) is written here: crates.io has no maintained, permissively
 //!   licensed SPDY/3.1 implementation. WebSocket is tokio-tungstenite.
 //! * The runtime plugs in through [`Backend`].
+//! * Not (yet) here: TLS, and the kubelet's idle timeout (4 h without traffic closes a session).
 
 pub mod backend;
 mod error;

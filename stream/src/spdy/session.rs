@@ -5,7 +5,8 @@
 //! Flow control: the Go peers (moby/spdystream) neither send nor honour WINDOW_UPDATE, so windows
 //! are not enforced here either (enforcing them would stall every transfer over 64 KiB);
 //! WINDOW_UPDATE and SETTINGS frames are read and ignored. Back-pressure comes from the bounded
-//! per-stream queues instead.
+//! per-stream queues instead: a stream whose reader stalls holds up the session's reading (as in
+//! spdystream); dropping a stream discards what arrives for it.
 
 use std::collections::HashMap;
 use std::io;
