@@ -185,43 +185,57 @@ async fn wait_for(out: &mut (impl AsyncReadExt + Unpin), seen: &mut Vec<u8>, wha
         .unwrap_or_else(|_| panic!("{t}: no {what:?} in {:?}", String::from_utf8_lossy(seen)));
 }
 
+/// Runs `crictl ARGS` on a terminal (script(1): crictl insists on one for -t), waits for
+/// `ready`, types `typed`, waits for it to come back, types ^D (which ends the fake's stdin) and
+/// returns everything the terminal showed once crictl has exited successfully.
+async fn on_a_terminal(env: &Env, bin: &str, args: &str, ready: &str, t: &str) -> String {
+    let line = format!(
+        "{bin} --runtime-endpoint unix://{0} --image-endpoint unix://{0} {args}",
+        env.sock.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    // Type only once the remote side is up: crictl has the terminal in raw mode by then, so
+    // the pty neither echoes nor line-buffers what we type (and ^D reaches the "container").
+    wait_for(&mut stdout, &mut seen, ready, t).await;
+    stdin.write_all(b"typed").await.unwrap();
+    wait_for(&mut stdout, &mut seen, "typed", t).await;
+    stdin.write_all(b"\x04").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exit")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stdout.read_to_end(&mut rest).await;
+    seen.extend(rest);
+    let text = String::from_utf8_lossy(&seen).to_string();
+    assert!(status.success(), "{t}: {status:?} {text:?}");
+    text
+}
+
 #[tokio::test]
-async fn crictl_exec_tty() {
+async fn crictl_exec_and_attach_on_a_tty() {
     let Some(bin) = crictl() else { return };
     let env = env().await;
     for t in TRANSPORTS {
-        // crictl insists on a terminal for -t: script(1) gives it one. ^D ends the fake's stdin.
-        let line = format!(
-            "{bin} --runtime-endpoint unix://{0} --image-endpoint unix://{0} exec --transport {t} -it ctr-1 sh -c 'echo ready; cat; echo done'",
-            env.sock.display()
-        );
-        let mut child = Command::new("script")
-            .args(["-qefc", &line, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let mut seen = Vec::new();
-        // Type only once the remote side is up: crictl has the terminal in raw mode by then, so
-        // the pty neither echoes nor line-buffers what we type (and ^D reaches the "container").
-        wait_for(&mut stdout, &mut seen, "ready", t).await;
-        stdin.write_all(b"typed").await.unwrap();
-        wait_for(&mut stdout, &mut seen, "typed", t).await;
-        stdin.write_all(b"\x04").await.unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("exit")
-            .unwrap();
-        let mut rest = Vec::new();
-        let _ = stdout.read_to_end(&mut rest).await;
-        seen.extend(rest);
-        let text = String::from_utf8_lossy(&seen);
-        assert!(status.success(), "{t}: {status:?} {text:?}");
+        let args = format!("exec --transport {t} -it ctr-1 sh -c 'echo ready; cat; echo done'");
+        let text = on_a_terminal(&env, bin, &args, "ready", t).await;
         assert!(text.contains("done"), "{t}: {text:?}");
+        let args = format!("attach --transport {t} -i -t ctr-1");
+        let text = on_a_terminal(&env, bin, &args, "attached", t).await;
+        assert!(
+            text.contains("attached\ntyped") || text.contains("attached\r\ntyped"),
+            "{t}: {text:?}"
+        );
     }
 }
 
