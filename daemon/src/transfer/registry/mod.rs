@@ -16,12 +16,14 @@
 //! directions. May use `content`, `images` and `snapshots::unpack`.
 
 mod fetch;
+mod hosts;
 mod pull;
 mod push;
 mod remote;
 mod request;
 mod source;
 
+pub use hosts::{Capabilities, RegistryHost, hosts};
 pub use pull::{PullRequest, pull};
 pub use push::{PushRequest, push};
 pub use remote::is_localhost;
