@@ -6,10 +6,34 @@
 //! (when there is a port), `<dir>/<host[:port]>` and `<dir>/_default` that
 //! exists, as containerd's `HostDirFromRoot` picks it.
 
+use super::request::ResolverOptions;
+use crate::config::RegistryConfig;
 use crate::error::{Error, Result};
+use oci_client::RegistryOperation;
+use oci_client::client::{Certificate, CertificateEncoding};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// True for hosts containerd talks plain HTTP to by default.
+pub fn is_localhost(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:5000` or `host:port`; a bare `::1` has more colons.
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name == "::1"
+        || name
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(super) fn parse_reference(name: &str) -> Result<oci_client::Reference> {
+    name.parse()
+        .map_err(|e| Error::invalid(format!("image reference {name:?} is not valid: {e}")))
+}
 
 /// What a host may be used for (`capabilities = [...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +118,7 @@ pub fn hosts(dir: &Path, registry: &str, plain_http: bool) -> Result<Vec<Registr
     let upstream_default = |ca: Vec<PathBuf>| RegistryHost {
         host: registry.to_string(),
         // A private CA makes a localhost registry HTTPS (as with certs.d).
-        plain_http: plain_http || (super::is_localhost(registry) && ca.is_empty()),
+        plain_http: plain_http || (is_localhost(registry) && ca.is_empty()),
         capabilities: Capabilities::ALL,
         skip_verify: false,
         ca,
@@ -165,7 +189,7 @@ pub(crate) fn parse(
         None => {
             let mut h = host_entry(registry, &top, base)?;
             // The registry itself: its scheme follows the usual rule.
-            h.plain_http = plain_http || (super::is_localhost(registry) && h.ca.is_empty());
+            h.plain_http = plain_http || (is_localhost(registry) && h.ca.is_empty());
             h.upstream = true;
             out.push(h);
         }
@@ -249,9 +273,83 @@ fn host_entry(url: &str, e: &Entry, base: &Path) -> Result<RegistryHost> {
     })
 }
 
+/// The hosts that serve the registry of `name` (a normalized
+/// reference), in the order to try them (`hosts.toml`), with `op`'s
+/// capability.
+pub(crate) fn usable(
+    cfg: &RegistryConfig,
+    name: &str,
+    opts: &ResolverOptions,
+    op: RegistryOperation,
+) -> Result<Vec<RegistryHost>> {
+    let reference = parse_reference(name)?;
+    let registry = reference.registry();
+    let dir = opts.host_dir.as_deref().unwrap_or(&cfg.config_path);
+    let all = hosts(dir, registry, opts.plain_http)?;
+    // A tag is resolved on `resolve` hosts, a digest fetched from `pull` ones.
+    let by_digest = reference.digest().is_some();
+    let usable: Vec<RegistryHost> = all
+        .into_iter()
+        .filter(|h| match op {
+            RegistryOperation::Push => h.capabilities.push,
+            RegistryOperation::Pull => h.capabilities.pull && (by_digest || h.capabilities.resolve),
+        })
+        .collect();
+    if usable.is_empty() {
+        return Err(Error::invalid(format!(
+            "no host configured for registry {registry} under {} may be used to {}",
+            dir.display(),
+            match op {
+                RegistryOperation::Push => "push",
+                RegistryOperation::Pull => "pull",
+            }
+        )));
+    }
+    Ok(usable)
+}
+
+/// The PEM CA certificates a host configuration names.
+pub(super) fn certificates(files: &[std::path::PathBuf]) -> Result<Vec<Certificate>> {
+    files
+        .iter()
+        .map(|p| {
+            let data = std::fs::read(p).map_err(|e| {
+                crate::error::io_err(format!("read CA certificate {}", p.display()), e)
+            })?;
+            Ok(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_detection() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(is_localhost(h), "{h}");
+        }
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "registry.local:5000",
+            "localhost.example",
+        ] {
+            assert!(!is_localhost(h), "{h}");
+        }
+    }
 
     #[test]
     fn mirrors_in_file_order_then_server() {

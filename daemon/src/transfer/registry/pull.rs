@@ -275,7 +275,7 @@ async fn resolve(
     req: &PullRequest,
     creds: Option<&dyn Credentials>,
 ) -> Result<(Remote, Descriptor, Bytes)> {
-    let hosts = Remote::hosts(registry, name, &req.resolver, RegistryOperation::Pull)?;
+    let hosts = super::hosts::usable(registry, name, &req.resolver, RegistryOperation::Pull)?;
     let mut failed: Vec<Error> = Vec::new();
     for h in &hosts {
         let attempt = async {

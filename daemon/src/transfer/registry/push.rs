@@ -104,7 +104,7 @@ async fn push_image(
             target,
             // Pushes go to the first host that takes them (the registry
             // itself unless hosts.toml says otherwise).
-            &Remote::hosts(registry, target, &req.resolver, RegistryOperation::Push)?[0],
+            &super::hosts::usable(registry, target, &req.resolver, RegistryOperation::Push)?[0],
             creds,
             RegistryOperation::Push,
         )

@@ -2,51 +2,15 @@
 //! become errors that say which registry, what it answered, and what to do.
 
 use super::hosts::RegistryHost;
-use super::request::{Credentials, ResolverOptions};
+use super::request::Credentials;
 use crate::config::RegistryConfig;
 use crate::error::{Error, Result};
 use berth_proto::errdefs::Kind;
 use oci_client::RegistryOperation;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use std::time::Duration;
-
-/// True for hosts containerd talks plain HTTP to by default.
-pub fn is_localhost(host: &str) -> bool {
-    let name = match host.rsplit_once(':') {
-        // `[::1]:5000` or `host:port`; a bare `::1` has more colons.
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name == "localhost"
-        || name == "::1"
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The PEM CA certificates a host configuration names.
-fn certificates(files: &[std::path::PathBuf]) -> Result<Vec<Certificate>> {
-    files
-        .iter()
-        .map(|p| {
-            let data = std::fs::read(p).map_err(|e| {
-                crate::error::io_err(format!("read CA certificate {}", p.display()), e)
-            })?;
-            Ok(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            })
-        })
-        .collect()
-}
-
-fn parse_reference(name: &str) -> Result<oci_client::Reference> {
-    name.parse()
-        .map_err(|e| Error::invalid(format!("image reference {name:?} is not valid: {e}")))
-}
 
 /// reqwest is built without a default TLS crypto provider; use ring.
 fn install_crypto() {
@@ -74,44 +38,7 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    /// The hosts that serve the registry of `name` (a normalized
-    /// reference), in the order to try them (`hosts.toml`), with `op`'s
-    /// capability.
-    pub fn hosts(
-        cfg: &RegistryConfig,
-        name: &str,
-        opts: &ResolverOptions,
-        op: RegistryOperation,
-    ) -> Result<Vec<RegistryHost>> {
-        let reference = parse_reference(name)?;
-        let registry = reference.registry();
-        let dir = opts.host_dir.as_deref().unwrap_or(&cfg.config_path);
-        let all = super::hosts::hosts(dir, registry, opts.plain_http)?;
-        // A tag is resolved on `resolve` hosts, a digest fetched from `pull` ones.
-        let by_digest = reference.digest().is_some();
-        let usable: Vec<RegistryHost> = all
-            .into_iter()
-            .filter(|h| match op {
-                RegistryOperation::Push => h.capabilities.push,
-                RegistryOperation::Pull => {
-                    h.capabilities.pull && (by_digest || h.capabilities.resolve)
-                }
-            })
-            .collect();
-        if usable.is_empty() {
-            return Err(Error::invalid(format!(
-                "no host configured for registry {registry} under {} may be used to {}",
-                dir.display(),
-                match op {
-                    RegistryOperation::Push => "push",
-                    RegistryOperation::Pull => "pull",
-                }
-            )));
-        }
-        Ok(usable)
-    }
-
-    /// Connects to `endpoint` (one of [`Remote::hosts`]) for the
+    /// Connects to `endpoint` (one of [`super::hosts::usable`]) for the
     /// registry of `name` (a normalized reference) for `op`, asking
     /// `creds` for credentials for the host talked to.
     pub async fn new(
@@ -122,7 +49,7 @@ impl Remote {
         op: RegistryOperation,
     ) -> Result<Remote> {
         install_crypto();
-        let mut reference = parse_reference(name)?;
+        let mut reference = super::hosts::parse_reference(name)?;
         let host = reference.registry().to_string();
         let mirror = (!endpoint.upstream).then(|| endpoint.host.clone());
         if let Some(m) = &mirror {
@@ -134,7 +61,7 @@ impl Remote {
             .first()
             .and_then(|p| p.parent())
             .unwrap_or(&cfg.config_path);
-        let certs = certificates(&endpoint.ca)?;
+        let certs = super::hosts::certificates(&endpoint.ca)?;
         let plain_http = endpoint.plain_http;
         let read_timeout = Duration::from_secs(cfg.read_timeout_secs.max(1));
         let config = ClientConfig {
@@ -328,7 +255,7 @@ impl Remote {
                     let hint = if self.plain_http {
                         "is the registry running and reachable?"
                     } else {
-                        "is the registry running and reachable? For a registry without TLS use --plain-http; for a private CA use --ca-file"
+                        "is the registry running and reachable? For a registry without TLS use --plain-http; for a private CA use --ca-file; for a mirror, a hosts.toml under [registry] config_path"
                     };
                     (
                         Kind::Unavailable,
@@ -578,29 +505,6 @@ mod tests {
         // Anything else is shown as it came, shortened.
         assert_eq!(envelope_summary("<html>busy</html>"), None);
         assert_eq!(envelope_summary(r#"{"errors":[]}"#), None);
-    }
-
-    #[test]
-    fn localhost_detection() {
-        for h in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1",
-            "127.0.0.1:5000",
-            "127.1.2.3:80",
-            "[::1]:5000",
-            "::1",
-        ] {
-            assert!(is_localhost(h), "{h}");
-        }
-        for h in [
-            "docker.io",
-            "10.0.0.1:5000",
-            "registry.local:5000",
-            "localhost.example",
-        ] {
-            assert!(!is_localhost(h), "{h}");
-        }
     }
 
     #[test]
