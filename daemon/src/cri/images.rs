@@ -576,3 +576,7 @@ mod tests {
         assert!(AuthCredentials::from_cri(&bad).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "images_tests.rs"]
+mod store_tests;
