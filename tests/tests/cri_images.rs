@@ -496,3 +496,132 @@ fn users_and_sizes_of_a_multi_platform_image() {
         assert_eq!(list(&mut c).await.len(), 2);
     });
 }
+
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it
+/// (`cert.pem`, `key.pem`) in `dir`.
+fn tls_files(openssl: &Path, dir: &Path) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    self_signed(
+        openssl,
+        "berth-cri-ca",
+        &dir.join("ca.key"),
+        &dir.join("ca.pem"),
+    );
+    let subj = ["-subj", "/CN=127.0.0.1"];
+    let (key, csr, cert) = (p("key.pem"), p("server.csr"), p("cert.pem"));
+    let req = [
+        "req", "-newkey", "rsa:2048", "-nodes", subj[0], subj[1], "-keyout", &key, "-out", &csr,
+    ];
+    run_openssl(openssl, &req);
+    let (ca, cakey, ext) = (p("ca.pem"), p("ca.key"), p("ext.cnf"));
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &cakey,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ];
+    run_openssl(openssl, &sign);
+}
+
+#[test]
+fn mirrors_in_order_with_ca_and_skip_verify() {
+    let Some(reg_bin) = peers() else { return };
+    let Some(openssl) = peer("openssl") else {
+        return;
+    };
+    let tls = tempfile::tempdir().unwrap();
+    tls_files(&openssl, tls.path());
+    let reg = Registry::start_with_tls(
+        &reg_bin,
+        &tls.path().join("cert.pem"),
+        &tls.path().join("key.pem"),
+    );
+    let hosts = tempfile::tempdir().unwrap();
+    let write = |registry: &str, text: String| {
+        let dir = hosts.path().join(registry);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts.toml"), text).unwrap();
+    };
+    // A dead mirror first, then the TLS one trusted through a CA file
+    // named relative to the directory.
+    std::fs::create_dir_all(hosts.path().join("registry.k8s.io")).unwrap();
+    std::fs::copy(
+        tls.path().join("ca.pem"),
+        hosts.path().join("registry.k8s.io/ca.pem"),
+    )
+    .unwrap();
+    let h = reg.host();
+    write(
+        "registry.k8s.io",
+        format!(
+            "server = \"https://registry.k8s.io\"\n[host.\"http://127.0.0.1:1\"]\n  capabilities = [\"pull\", \"resolve\"]\n[host.\"https://{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"ca.pem\"\n"
+        ),
+    );
+    write(
+        "quay.io",
+        format!(
+            "[host.\"https://{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n"
+        ),
+    );
+    write(
+        "example.com",
+        format!("[host.\"https://{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    );
+    let d = daemon_with_hosts(hosts.path());
+    d.import(&fixtures().join("busybox-docker.tar"), &[]);
+    let remote = format!("{h}/tls:1");
+    ok(
+        "tag",
+        d.berthctl("default", &["images", "tag", "busybox", &remote]),
+    );
+    let ca = tls.path().join("ca.pem");
+    ok(
+        "push",
+        d.berthctl(
+            "default",
+            &["images", "push", "--ca-file", ca.to_str().unwrap(), &remote],
+        ),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = client(&d).await;
+        let id = pull(&mut c, "registry.k8s.io/tls:1", None)
+            .await
+            .unwrap_or_else(|e| panic!("dead mirror skipped, CA trusted: {e}"));
+        let skip = pull(&mut c, "quay.io/tls:1", None)
+            .await
+            .unwrap_or_else(|e| panic!("skip_verify: {e}"));
+        assert_eq!(skip, id);
+        // Neither a CA nor skip_verify: the certificate is refused.
+        let e = pull(&mut c, "example.com/tls:1", None).await.unwrap_err();
+        assert!(e.message().contains(&h), "{e}");
+        assert!(e.message().contains("certificate"), "{e}");
+        // The dead mirror was tried, and passed over.
+        assert!(d.log().contains("127.0.0.1:1"), "{}", d.log());
+        let tags: Vec<String> = list(&mut c)
+            .await
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .collect();
+        assert_eq!(
+            tags,
+            vec!["quay.io/tls:1".to_string(), "registry.k8s.io/tls:1".into()]
+        );
+    });
+}
