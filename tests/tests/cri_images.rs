@@ -264,6 +264,14 @@ fn pull_through_a_mirror_list_status_remove() {
             .into_inner();
         assert_eq!(after.image_filesystems[0].used_bytes.unwrap().value, 0);
 
+        // By digest: a `pull` host serves it; the digest is its only name.
+        assert_eq!(pull(&mut c, &repo_digest, None).await.unwrap(), id);
+        let images = list(&mut c).await;
+        assert!(images[0].repo_tags.is_empty(), "{images:?}");
+        assert_eq!(images[0].repo_digests, vec![repo_digest.clone()]);
+        remove(&mut c, &repo_digest).await;
+        assert!(k8s_image_names(&d).is_empty());
+
         // The mirror serves the transfer service's pulls too.
         ok(
             "berthctl pull through the mirror",
