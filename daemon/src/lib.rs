@@ -14,6 +14,7 @@ pub mod config;
 pub mod containers;
 pub mod content;
 pub mod core;
+pub mod cri;
 pub mod daemon;
 pub mod durable;
 pub mod error;

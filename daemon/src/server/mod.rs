@@ -9,6 +9,7 @@
 mod boundary;
 mod containers;
 mod content;
+mod cri_images;
 mod diff;
 mod events;
 mod images;
@@ -107,6 +108,15 @@ pub async fn serve_grpc(
         .add_service(
             berth_proto::pb::berth::services::volumes::v1::volumes_server::VolumesServer::new(
                 volumes::VolumesService(core.clone()),
+            ),
+        )
+        .add_service(
+            berth_proto::cri::image_service_server::ImageServiceServer::new(
+                // `[cri] sandbox_image` goes in with `with_sandbox_image`
+                // (pulls of it are pinned) once the CRI config is wired.
+                cri_images::CriImagesService(Arc::new(crate::cri::images::CriImages::new(
+                    core.clone(),
+                ))),
             ),
         )
         .serve_with_incoming_shutdown(
