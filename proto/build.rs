@@ -6,7 +6,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Protobuf packages whose services are spoken over ttrpc.
-const TTRPC_PACKAGES: &[&str] = &["containerd.task.v2", "containerd.services.events.ttrpc.v1"];
+const TTRPC_PACKAGES: &[&str] = &[
+    "containerd.task.v2",
+    "containerd.services.events.ttrpc.v1",
+    "berth.shim.v1",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("protos");

@@ -302,6 +302,11 @@ pub async fn tasks(ctx: &Ctx, t: Tasks) -> Result<()> {
                 .into_inner()
                 .process
                 .unwrap_or_default();
+            if let Ok(d) = berth_proto::jsonlog::Destination::parse(&p.stdout)
+                && d.format == berth_proto::crilog::Format::Cri
+            {
+                return follow_cri(ctx, &id, &d.path).await;
+            }
             if p.stdout.starts_with(berth_proto::jsonlog::SCHEME) {
                 let a = crate::cli::LogsArgs {
                     follow: true,
@@ -507,6 +512,41 @@ async fn follow(ctx: &Ctx, id: &str, log: &str) -> Result<()> {
         if n > 0 {
             out.write_all(&buf[..n]).await?;
             out.flush().await?;
+            continue;
+        }
+        if done {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = &mut wait => done = true,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// Prints a CRI-format log (a kubelet's, on this host) from its start, each
+/// line to the stream it came from, until the task exits; across reopens.
+async fn follow_cri(ctx: &Ctx, id: &str, path: &std::path::Path) -> Result<()> {
+    use berth_proto::crilog::{Follower, Stream};
+    use tokio::io::AsyncWriteExt;
+    let mut f = Follower::new(path, 0);
+    let mut cl = TasksClient::new(ctx.ch.clone());
+    let mut wait = Box::pin(cl.wait(ctx.req(tapi::WaitRequest {
+        container_id: id.into(),
+        exec_id: String::new(),
+    })));
+    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    let mut done = false;
+    loop {
+        let lines = f.poll();
+        for l in &lines {
+            match l.stream {
+                Stream::Stdout => out.write_all(&l.content).await?,
+                Stream::Stderr => err.write_all(&l.content).await?,
+            }
+        }
+        out.flush().await?;
+        if !lines.is_empty() {
             continue;
         }
         if done {

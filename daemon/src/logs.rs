@@ -60,14 +60,60 @@ impl LogStore {
             )));
         }
         let uri = |stream: &str| {
-            Destination {
-                path: path.clone(),
-                stream: stream.into(),
-                max_size: self.config.max_size,
-                max_files: self.config.max_files,
-            }
+            Destination::json(
+                path.clone(),
+                stream,
+                self.config.max_size,
+                self.config.max_files,
+            )
             .uri()
         };
+        let stderr = if terminal {
+            String::new()
+        } else {
+            uri("stderr")
+        };
+        Ok((uri("stdout"), stderr))
+    }
+
+    /// The stdout and stderr URIs of a task whose output goes to a log in
+    /// the CRI format at `path`, a path the kubelet chose (the pod's
+    /// `log_directory` joined with the container's `log_path`): both
+    /// streams in the one file (with a terminal only stdout, and stderr is
+    /// empty), lines longer than `max_line` cut into partial pieces (0:
+    /// never; containerd's `max_container_log_line_size`, where any
+    /// non-positive value means no limit, maps negative to 0). Not rotated
+    /// by berthd (the kubelet rotates, then has the
+    /// file reopened, see `TaskService::reopen_log`). Makes the file's
+    /// directories if missing (mode 0755, as containerd). A relative path,
+    /// or one holding a `?` (which a stdio URI cannot carry), is refused.
+    pub fn cri_stdio(path: &Path, terminal: bool, max_line: usize) -> Result<(String, String)> {
+        if !path.is_absolute() {
+            return Err(Error::invalid(format!(
+                "log path {} is not absolute",
+                path.display()
+            )));
+        }
+        let text = path
+            .to_str()
+            .ok_or_else(|| Error::invalid(format!("log path {} is not UTF-8", path.display())))?;
+        if text.contains('?') {
+            return Err(Error::invalid(format!(
+                "log path {text} holds a '?', which a stdio URI cannot carry"
+            )));
+        }
+        if path.file_name().is_none() || text.ends_with('/') {
+            return Err(Error::invalid(format!("log path {text} names no file")));
+        }
+        if let Some(dir) = path.parent() {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                berth_proto::crilog::DIR_MODE,
+            )
+            .create(dir)
+            .map_err(|e| io_err(format!("create {}", dir.display()), e))?;
+        }
+        let uri = |stream: &str| Destination::cri(path.to_path_buf(), stream, max_line).uri();
         let stderr = if terminal {
             String::new()
         } else {

@@ -132,3 +132,36 @@ fn a_half_written_line_waits_for_its_end() {
     assert_eq!(times(&f.poll()), vec![6]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cri_stdio_names_the_kubelets_path_in_the_cri_format() {
+    let root = tmp("cri");
+    let path = root.join("pods/ns_pod_uid/c1/0.log");
+    let (out, err) = LogStore::cri_stdio(&path, false, 16384).unwrap();
+    let d = Destination::parse(&out).unwrap();
+    assert_eq!(d, Destination::cri(path.clone(), "stdout", 16384));
+    assert_eq!(
+        Destination::parse(&err).unwrap(),
+        Destination::cri(path.clone(), "stderr", 16384)
+    );
+    // Its directories are made, as containerd makes them.
+    let mode = std::fs::metadata(root.join("pods/ns_pod_uid/c1"))
+        .unwrap()
+        .mode();
+    assert_eq!(mode & 0o777 & !0o022, 0o755 & !0o022, "{mode:o}");
+    assert!(!path.exists(), "the shim creates the file");
+    // A terminal has one stream; 0 never cuts lines.
+    let (out, err) = LogStore::cri_stdio(&path, true, 0).unwrap();
+    assert_eq!(Destination::parse(&out).unwrap().max_line, 0);
+    assert_eq!(err, "");
+    for (bad, why) in [
+        ("pods/c1/0.log", "is not absolute"),
+        ("/var/log/pods/a?b/0.log", "holds a '?'"),
+        ("/var/log/pods/c1/", "names no file"),
+    ] {
+        let e = LogStore::cri_stdio(Path::new(bad), false, 16384).expect_err(bad);
+        assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

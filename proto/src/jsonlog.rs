@@ -7,8 +7,11 @@
 //! berthd hands the shim a destination as a stdio URI
 //! (`berth-log:///path?stream=stdout&max-size=N&max-files=M`, see
 //! [`Destination`]), so the shim, which outlives berthd, keeps writing
-//! while berthd restarts.
+//! while berthd restarts. The same scheme with `format=cri` names a log in
+//! the Kubernetes CRI format ([`crate::crilog`]).
 
+use crate::crilog::Format;
+pub use crate::time::{format_time, parse_time};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,29 +39,6 @@ struct Line<'a> {
     log: std::borrow::Cow<'a, str>,
     stream: std::borrow::Cow<'a, str>,
     time: std::borrow::Cow<'a, str>,
-}
-
-/// Go's RFC3339Nano in UTC, as docker writes it: trailing zeros of the
-/// fraction dropped (and the fraction too when it is zero).
-pub fn format_time(nanos: i64) -> String {
-    let secs = nanos.div_euclid(1_000_000_000);
-    let frac = nanos.rem_euclid(1_000_000_000);
-    let base = chrono::DateTime::from_timestamp(secs, 0)
-        .unwrap_or_default()
-        .format("%Y-%m-%dT%H:%M:%S")
-        .to_string();
-    if frac == 0 {
-        return format!("{base}Z");
-    }
-    let f = format!("{frac:09}");
-    format!("{base}.{}Z", f.trim_end_matches('0'))
-}
-
-/// Parses an RFC 3339 time (any offset, any fraction) to nanoseconds.
-pub fn parse_time(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()?
-        .timestamp_nanos_opt()
 }
 
 /// One line of the file, newline included. Bytes that are not UTF-8 become
@@ -121,23 +101,61 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
 pub struct Destination {
     pub path: PathBuf,
     pub stream: String,
-    /// Rotate once the file has this many bytes; 0: never.
+    /// Rotate once the file has this many bytes; 0: never (json only: CRI
+    /// logs are rotated by the kubelet).
     pub max_size: u64,
     /// Files kept, the current one included (at least 1: then the file is
     /// emptied instead of rotated).
     pub max_files: u32,
+    /// json-file (`format=json`, the default) or CRI (`format=cri`).
+    pub format: Format,
+    /// CRI only (`max_line=N`): lines longer than this are cut into
+    /// partial pieces; 0: never.
+    pub max_line: usize,
 }
 
 impl Destination {
+    /// A json-file destination.
+    pub fn json(path: PathBuf, stream: &str, max_size: u64, max_files: u32) -> Self {
+        Self {
+            path,
+            stream: stream.into(),
+            max_size,
+            max_files,
+            format: Format::Json,
+            max_line: 0,
+        }
+    }
+
+    /// A CRI destination (never rotated by us).
+    pub fn cri(path: PathBuf, stream: &str, max_line: usize) -> Self {
+        Self {
+            path,
+            stream: stream.into(),
+            max_size: 0,
+            max_files: 1,
+            format: Format::Cri,
+            max_line,
+        }
+    }
+
     /// The stdio URI of this destination. The path must not hold `?`.
     pub fn uri(&self) -> String {
-        format!(
-            "{SCHEME}{}?stream={}&max-size={}&max-files={}",
-            self.path.display(),
-            self.stream,
-            self.max_size,
-            self.max_files
-        )
+        match self.format {
+            Format::Json => format!(
+                "{SCHEME}{}?stream={}&max-size={}&max-files={}",
+                self.path.display(),
+                self.stream,
+                self.max_size,
+                self.max_files
+            ),
+            Format::Cri => format!(
+                "{SCHEME}{}?stream={}&format=cri&max_line={}",
+                self.path.display(),
+                self.stream,
+                self.max_line
+            ),
+        }
     }
 
     /// Parses a URI made by [`uri`](Self::uri).
@@ -149,12 +167,8 @@ impl Destination {
         if !path.starts_with('/') {
             return Err(format!("{uri:?}: the log path must be absolute"));
         }
-        let mut d = Destination {
-            path: path.into(),
-            stream: "stdout".into(),
-            max_size: 0,
-            max_files: 1,
-        };
+        let mut d = Destination::json(path.into(), "stdout", 0, 1);
+        let (mut rotation, mut max_line) = (false, None);
         for kv in query.split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             let num = |v: &str| {
@@ -163,14 +177,42 @@ impl Destination {
             };
             match k {
                 "stream" if v == "stdout" || v == "stderr" => d.stream = v.into(),
-                "max-size" => d.max_size = num(v)?,
+                "max-size" => {
+                    d.max_size = num(v)?;
+                    rotation = true;
+                }
                 "max-files" => {
                     d.max_files = u32::try_from(num(v)?)
                         .map_err(|_| format!("{uri:?}: max-files={v} is too large"))?
-                        .max(1)
+                        .max(1);
+                    rotation = true;
+                }
+                "format" => {
+                    d.format = Format::parse(v)
+                        .ok_or_else(|| format!("{uri:?}: unknown log format {v:?}"))?
+                }
+                "max_line" => {
+                    max_line = Some(
+                        usize::try_from(num(v)?)
+                            .map_err(|_| format!("{uri:?}: max_line={v} is too large"))?,
+                    )
                 }
                 _ => return Err(format!("{uri:?}: unknown parameter {kv:?}")),
             }
+        }
+        match d.format {
+            Format::Cri if rotation => {
+                return Err(format!(
+                    "{uri:?}: CRI logs are rotated by the kubelet, not by berth: \
+                     max-size and max-files are refused"
+                ));
+            }
+            Format::Json if max_line.is_some() => {
+                return Err(format!(
+                    "{uri:?}: max_line is for format=cri (json-file lines are cut at {MAX_LINE})"
+                ));
+            }
+            _ => d.max_line = max_line.unwrap_or(0),
         }
         Ok(d)
     }
@@ -220,6 +262,14 @@ impl Writer {
         let line = encode(stream, time, log);
         self.file.write_all(&line)?;
         self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the file and opens the path again (a new file if the old one
+    /// was renamed away), going on counting from the size found there.
+    pub fn reopen(&mut self) -> std::io::Result<()> {
+        self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
         Ok(())
     }
 

@@ -57,13 +57,33 @@ fn times_are_rfc3339_nano_without_trailing_zeros() {
 
 #[test]
 fn uris_round_trip_and_bad_ones_are_refused() {
-    let d = Destination {
-        path: "/var/lib/berth/logs/default/c1/c1-json.log".into(),
-        stream: "stderr".into(),
-        max_size: 1024,
-        max_files: 3,
-    };
+    let d = Destination::json(
+        "/var/lib/berth/logs/default/c1/c1-json.log".into(),
+        "stderr",
+        1024,
+        3,
+    );
+    // The json-file URIs of before, unchanged (shims of a previous berthd
+    // hold them).
+    assert_eq!(
+        d.uri(),
+        "berth-log:///var/lib/berth/logs/default/c1/c1-json.log?stream=stderr&max-size=1024&max-files=3"
+    );
     assert_eq!(Destination::parse(&d.uri()).unwrap(), d);
+    let c = Destination::cri("/var/log/pods/p/c/0.log".into(), "stdout", 16384);
+    assert_eq!(
+        c.uri(),
+        "berth-log:///var/log/pods/p/c/0.log?stream=stdout&format=cri&max_line=16384"
+    );
+    assert_eq!(Destination::parse(&c.uri()).unwrap(), c);
+    let j = Destination::parse("berth-log:///x?format=json&stream=stderr").unwrap();
+    assert_eq!(j, Destination::json("/x".into(), "stderr", 0, 1));
+    let e = Destination::parse("berth-log:///x?format=cri&max-size=10").unwrap_err();
+    assert!(e.contains("rotated by the kubelet"), "{e}");
+    let e = Destination::parse("berth-log:///x?max_line=10").unwrap_err();
+    assert!(e.contains("max_line is for format=cri"), "{e}");
+    assert!(Destination::parse("berth-log:///x?format=syslog").is_err());
+    assert!(Destination::parse("berth-log:///x?format=cri&max_line=-1").is_err());
     assert!(Destination::parse("file:///x").is_err());
     assert!(Destination::parse("berth-log://rel/x").is_err());
     assert!(Destination::parse("berth-log:///x?max-size=big").is_err());

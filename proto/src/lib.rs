@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod client;
+pub mod crilog;
 pub mod errdefs;
 pub mod fieldpath;
 pub mod filters;

@@ -18,6 +18,29 @@ pub fn timestamp(nanos: i64) -> prost_types::Timestamp {
     }
 }
 
+/// Go's RFC3339Nano in UTC, as docker and containerd write log times: trailing zeros of the
+/// fraction dropped (and the fraction too when it is zero).
+pub fn format_time(nanos: i64) -> String {
+    let secs = nanos.div_euclid(1_000_000_000);
+    let frac = nanos.rem_euclid(1_000_000_000);
+    let base = chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    if frac == 0 {
+        return format!("{base}Z");
+    }
+    let f = format!("{frac:09}");
+    format!("{base}.{}Z", f.trim_end_matches('0'))
+}
+
+/// Parses an RFC 3339 time (any offset, any fraction) to nanoseconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -35,6 +35,8 @@ pub struct ShimIo {
     pub close_input: Option<std::sync::Arc<tokio::sync::Notify>>,
     /// Terminal master (for resizes).
     pub console: Option<std::sync::Arc<AsyncFd<OwnedFd>>>,
+    /// The `berth-log://` files output goes to (reopened on request).
+    pub logs: Vec<crate::logfile::Shared>,
     /// The client's ends, opened at setup, waiting for the terminal master.
     pending_console: Option<PendingConsole>,
 }
@@ -48,7 +50,8 @@ struct PendingConsole {
 enum Output {
     Fifo(std::sync::Arc<AsyncFd<OwnedFd>>),
     File(std::fs::File),
-    /// A json-file log berthd keeps, and the stream written to it.
+    /// A log file berthd names (json-file or CRI), and the stream
+    /// written to it.
     Log(crate::logfile::Shared, String),
 }
 
@@ -263,6 +266,7 @@ pub fn setup(
         let mut p = PendingConsole::default();
         if stdout.starts_with(berth_proto::jsonlog::SCHEME) {
             let (w, stream) = crate::logfile::Opened::default().open(stdout)?;
+            shim.logs.push(w.clone());
             p.output = Some(Output::Log(w, stream));
         } else if stdout.starts_with("file://") {
             p.output = Some(Output::File(open_log(stdout)?));
@@ -329,6 +333,7 @@ pub fn setup(
         shim.start_input(inp, std::sync::Arc::new(async_fd(w)?));
         r
     });
+    shim.logs = logs.into_logs();
     Ok((child, shim))
 }
 
@@ -430,15 +435,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("berth-jsonlog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("c1").join("c1-json.log");
-        let uri = |stream: &str| {
-            Destination {
-                path: path.clone(),
-                stream: stream.into(),
-                max_size: 0,
-                max_files: 1,
-            }
-            .uri()
-        };
+        let uri = |stream: &str| Destination::json(path.clone(), stream, 0, 1).uri();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -58,6 +58,20 @@ impl ShimClient {
         self.call_ctx(ctx, method, req).await
     }
 
+    /// Calls a method of another service the shim may serve (berth's own,
+    /// such as `berth.shim.v1.Logs`).
+    pub async fn call_service<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+    ) -> Result<Resp> {
+        self.conn
+            .call(Context::with_namespace(&self.ns), service, method, req)
+            .await
+            .map_err(from_status)
+    }
+
     async fn call_ctx<Req: Message, Resp: Message + Default>(
         &self,
         ctx: Context,

@@ -137,6 +137,16 @@ pub trait TaskRuntime: Send + Sync + 'static {
         annotations: HashMap<String, String>,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Closes the log file the init writes its output to and opens the same
+    /// path again (a new file there when the old one was renamed away, as
+    /// the kubelet does before CRI `ReopenContainerLog`). Only for output
+    /// the runtime itself writes to a `berth-log://` file (json-file or CRI
+    /// format). `FailedPrecondition` when the init is not running or does
+    /// not write to such a file; `Unimplemented` from a runtime that cannot
+    /// (the shim side is berth's own ttrpc service `berth.shim.v1.Logs`,
+    /// which containerd's shims do not serve).
+    fn reopen_log(&self, task: &Self::Task) -> impl Future<Output = Result<()>> + Send;
+
     /// Resource statistics of the task.
     fn stats(
         &self,

@@ -335,6 +335,24 @@ impl TaskRuntime for FakeRuntime {
         self.alive(t)
     }
 
+    async fn reopen_log(&self, t: &FakeTask) -> Result<()> {
+        self.record(format!("reopen_log {}", t.id));
+        let p = self.read(t, "")?;
+        if !matches!(p.status, Status::Running | Status::Paused) {
+            return Err(Error::precondition(format!("task {} is not running", t.id)));
+        }
+        // As the shim: only output it writes to a berth-log file.
+        let st = self.st();
+        let create = st.creates.iter().rev().find(|c| c.id == t.id);
+        if !create.is_some_and(|c| c.request.stdout.starts_with(berth_proto::jsonlog::SCHEME)) {
+            return Err(Error::precondition(format!(
+                "task {} does not write its output to a log file",
+                t.id
+            )));
+        }
+        Ok(())
+    }
+
     async fn stats(&self, t: &FakeTask) -> Result<Option<prost_types::Any>> {
         self.record(format!("stats {}", t.id));
         self.alive(t)?;

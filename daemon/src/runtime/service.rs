@@ -593,5 +593,7 @@ impl<R: TaskRuntime> TaskService<R> {
     }
 }
 
+#[path = "service_logs.rs"]
+mod logs;
 #[path = "service_metrics.rs"]
 mod metrics;

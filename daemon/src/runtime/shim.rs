@@ -204,6 +204,24 @@ impl TaskRuntime for ShimRuntime {
         t.call("Update", &req).await
     }
 
+    async fn reopen_log(&self, t: &ShimTask) -> Result<()> {
+        use berth_proto::pb::berth::shim::v1::{ReopenLogRequest, logs_ttrpc::SERVICE};
+        let req = ReopenLogRequest { id: t.id.clone() };
+        let r: Result<()> = t.client()?.call_service(SERVICE, "ReopenLog", &req).await;
+        r.map_err(|e| {
+            if e.kind() == berth_proto::errdefs::Kind::Unimplemented {
+                Error::unimplemented(format!(
+                    "the shim of task {} ({}) cannot reopen logs: {}",
+                    t.id,
+                    t.binary.display(),
+                    e.message()
+                ))
+            } else {
+                e
+            }
+        })
+    }
+
     async fn stats(&self, t: &ShimTask) -> Result<Option<prost_types::Any>> {
         let r: shimapi::StatsResponse = t
             .call("Stats", &shimapi::StatsRequest { id: t.id.clone() })
@@ -333,6 +351,39 @@ mod tests {
             .expect("create fails");
         assert_eq!(err.kind(), Kind::NotFound);
         assert!(!rt.manager.bundle("ns", "c1").exists());
+    }
+
+    #[tokio::test]
+    async fn reopen_log_on_a_shim_without_berths_logs_service_is_unimplemented() {
+        // A shim serving no Logs service, as containerd's do not.
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("shim.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(berth_proto::ttrpc::Server::new().serve(listener, async {
+            let _ = stopped.await;
+        }));
+        let address = format!("unix://{}", sock.display());
+        let task = ShimTask {
+            ns: "ns".into(),
+            id: "c1".into(),
+            bundle: dir.path().join("bundle"),
+            binary: "/usr/bin/containerd-shim-runc-v2".into(),
+            client: Some(ShimClient::connect(&address, "ns").await.unwrap()),
+        };
+        let err = runtime(&dir, "/bin/false")
+            .reopen_log(&task)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::Unimplemented);
+        assert!(
+            err.message().starts_with(
+                "the shim of task c1 (/usr/bin/containerd-shim-runc-v2) cannot reopen logs"
+            ),
+            "{err}"
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -505,3 +505,46 @@ async fn metrics_cover_live_tasks_matching_the_filter() {
     let f = Filter::parse_all(&["runtime==io.containerd.kata.v2"]).unwrap();
     assert!(e.svc.metrics(NS, &f).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn reopen_log_is_for_running_tasks_that_log_to_a_file() {
+    let e = env();
+    assert_eq!(kind(e.svc.reopen_log(NS, "none").await), Kind::NotFound);
+    // Output to the client's FIFOs: nothing to reopen.
+    e.task(NS, "fifo").await;
+    e.svc.start(NS, "fifo", "").await.unwrap();
+    let err = e.svc.reopen_log(NS, "fifo").await.unwrap_err();
+    assert_eq!(err.kind(), Kind::FailedPrecondition);
+    assert!(err.message().contains("log file"), "{err}");
+    // Output to a CRI log: created is not running yet; then reopened.
+    e.container(NS, "c1");
+    let (stdout, stderr) =
+        crate::logs::LogStore::cri_stdio(&e._dir.path().join("pods/c1/0.log"), false, 16384)
+            .unwrap();
+    let req = CreateTaskRequest {
+        stdout,
+        stderr,
+        ..create_req("c1")
+    };
+    e.svc.create(NS, req).await.unwrap();
+    assert_eq!(
+        kind(e.svc.reopen_log(NS, "c1").await),
+        Kind::FailedPrecondition
+    );
+    e.svc.start(NS, "c1", "").await.unwrap();
+    e.svc.reopen_log(NS, "c1").await.unwrap();
+    assert!(e.fake().calls().contains(&"reopen_log c1".to_string()));
+    // Stopped, and once its shim is gone: refused, never reaching it.
+    e.svc.kill(NS, "c1", "", 9, false).await.unwrap();
+    assert_eq!(
+        kind(e.svc.reopen_log(NS, "c1").await),
+        Kind::FailedPrecondition
+    );
+    e.fake().kill_shim("c1", exit(137));
+    e.svc.reap_gone().await;
+    let before = e.fake().calls().len();
+    let err = e.svc.reopen_log(NS, "c1").await.unwrap_err();
+    assert_eq!(err.kind(), Kind::FailedPrecondition);
+    assert!(err.message().contains("not running"), "{err}");
+    assert_eq!(e.fake().calls().len(), before);
+}

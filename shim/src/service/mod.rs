@@ -1,10 +1,10 @@
 //! The serving shim: one container's processes ([`process`]), what each
-//! task request does to them (here), the reaper and event publishing, and
-//! the ttrpc adapter and main loop ([`task`], which uses this file, never
-//! the other way), the one place errors become statuses.
-//! May use `crate::runtime`, `crate::stdio`, `crate::bundle`,
-//! `crate::events`; nothing below imports the service.
+//! task request does to them (here), the reaper and event publishing; the
+//! ttrpc adapters ([`task`] with the main loop, [`logs`]), the one place
+//! errors become statuses, use this file, never the other way. May use
+//! `crate::runtime`, `crate::stdio`, `crate::bundle`, `crate::events`.
 
+pub mod logs;
 pub mod process;
 pub mod task;
 

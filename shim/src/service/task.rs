@@ -249,8 +249,12 @@ pub fn serve(flags: &Flags, std_l: std::os::unix::net::UnixListener) -> Result<(
                 reaper.reap();
             }
         });
+        let logs = super::logs::Service(shim.clone());
         let server = berth_proto::ttrpc::Server::new()
-            .register(task_ttrpc::TaskServer(Arc::new(Service(shim.clone()))));
+            .register(task_ttrpc::TaskServer(Arc::new(Service(shim.clone()))))
+            .register(berth_proto::pb::berth::shim::v1::logs_ttrpc::LogsServer(
+                Arc::new(logs),
+            ));
         let s2 = shim.clone();
         // The socket was removed by Shutdown; removing it again here could
         // take a new shim's socket of the same path. A shim that ends any
