@@ -27,8 +27,7 @@ use crate::transfer::stores::ImageStores;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The containerd namespace of everything the CRI makes.
-pub const NAMESPACE: &str = "k8s.io";
+pub use store::NAMESPACE;
 
 /// The handles the CRI service works with.
 pub struct Handles {
