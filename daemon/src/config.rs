@@ -78,6 +78,25 @@ plugin_timeout_secs = 60
 max_size = 10485760
 max_files = 3
 
+[cri]
+# Serve the Kubernetes CRI v1 (RuntimeService, ImageService) on the gRPC
+# socket, for the kubelet and crictl. Pods and their containers live in
+# the containerd namespace "k8s.io".
+enabled = true
+# The image of each pod's infra container (pulled when missing).
+sandbox_image = "registry.k8s.io/pause:3.10"
+# Where the streaming server (exec, attach, port-forward) listens;
+# port 0 picks a free port.
+stream_server_address = "127.0.0.1"
+stream_server_port = "0"
+# Container log lines longer than this many bytes are split into
+# partial lines (0 or less: never split).
+max_container_log_line_size = 16384
+# Never give a pod process a lower OOM score than berthd's own (as
+# containerd's option): for a berthd without CAP_SYS_RESOURCE, which
+# cannot lower scores (the pod infra container asks for -998).
+restrict_oom_score_adj = false
+
 # Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
 # runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
 # io.containerd.runc.v2 (ctr's default) runs berth's own shim. To use
@@ -99,7 +118,50 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub network: NetworkConfig,
     pub logs: LogsConfig,
+    pub cri: CriConfig,
     pub runtimes: std::collections::BTreeMap<String, RuntimeEntry>,
+}
+
+/// The Kubernetes CRI service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriConfig {
+    pub enabled: bool,
+    pub sandbox_image: String,
+    pub stream_server_address: String,
+    /// A string, as containerd's `stream_server_port`.
+    pub stream_server_port: String,
+    pub max_container_log_line_size: i64,
+    pub restrict_oom_score_adj: bool,
+}
+
+impl Default for CriConfig {
+    fn default() -> Self {
+        CriConfig {
+            enabled: true,
+            sandbox_image: "registry.k8s.io/pause:3.10".into(),
+            stream_server_address: "127.0.0.1".into(),
+            stream_server_port: "0".into(),
+            max_container_log_line_size: 16384,
+            restrict_oom_score_adj: false,
+        }
+    }
+}
+
+impl CriConfig {
+    /// Why this section cannot be used, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        if self.sandbox_image.is_empty() {
+            return Some("cri.sandbox_image must be set".into());
+        }
+        if self.stream_server_port.parse::<u16>().is_err() {
+            return Some(format!(
+                "cri.stream_server_port: {:?} is not a port number (0-65535)",
+                self.stream_server_port
+            ));
+        }
+        None
+    }
 }
 
 /// How berthd talks to image registries.
@@ -242,6 +304,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             network: NetworkConfig::default(),
             logs: LogsConfig::default(),
+            cri: CriConfig::default(),
             runtimes: Default::default(),
         }
     }
@@ -320,7 +383,7 @@ impl Config {
                 msg: "logs.max_files must be at least 1 (the file being written)".into(),
             });
         }
-        if let Some(msg) = cfg.network.problem() {
+        if let Some(msg) = cfg.network.problem().or_else(|| cfg.cri.problem()) {
             return Err(ConfigError::Invalid {
                 path: path.into(),
                 msg,
@@ -396,6 +459,8 @@ mod tests {
                 "not a valid network name",
             ),
             ("[network]\nplugin_timeout_secs = 0", "at least 1"),
+            ("[cri]\nsandbox_image = \"\"", "sandbox_image must be set"),
+            ("[cri]\nstream_server_port = \"x\"", "not a port number"),
         ] {
             std::fs::write(&f, text).unwrap();
             let err = Config::load(&f).unwrap_err();

@@ -57,6 +57,10 @@ pub struct Core {
     pub registry: RegistryConfig,
     /// CNI networks (host-wide, not per namespace).
     pub networks: Arc<NetworkManager>,
+    /// The networks of tasks (what the task service attaches and detaches).
+    pub task_networks: Arc<TaskNetworks>,
+    /// The settings the CRI service takes.
+    pub network_config: NetworkConfig,
     /// The json-file logs of containers.
     pub logs: Arc<LogStore>,
 }
@@ -139,6 +143,7 @@ impl Core {
             containers.clone(),
         )?);
         let networks = Arc::new(NetworkManager::new(&network, state));
+        let task_networks = Arc::new(TaskNetworks::new(networks.clone(), state));
         let logs = Arc::new(LogStore::new(root, logs));
         let tasks = Arc::new(
             TaskService::new(
@@ -151,7 +156,7 @@ impl Core {
                 containers.clone(),
                 events.clone(),
             )
-            .with_networks(Arc::new(TaskNetworks::new(networks.clone(), state)))
+            .with_networks(task_networks.clone())
             .with_logs(logs.clone()),
         );
         Ok(Arc::new(Core {
@@ -172,6 +177,8 @@ impl Core {
             uuid,
             registry,
             networks,
+            task_networks,
+            network_config: network,
             logs,
         }))
     }

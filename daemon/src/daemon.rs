@@ -96,7 +96,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         core.events.clone(),
     )
     .start();
-    let grpc_task = tokio::spawn(server::serve_grpc(core.clone(), grpc, wait(stop_rx)));
+    // The CRI (if enabled) finds what changed while berthd was down
+    // before the kubelet can ask.
+    let cri = cfg
+        .cri
+        .enabled
+        .then(|| server::cri_service(&core, cfg.cri.clone()));
+    if let Some(c) = &cri {
+        c.reconcile().await;
+    }
+    let grpc_task = tokio::spawn(server::serve_grpc(core.clone(), cri, grpc, wait(stop_rx)));
     tracing::info!(
         address = %grpc_path.display(),
         root = %cfg.root.display(),

@@ -20,6 +20,23 @@ pub const DNS: &str = "berth.dns";
 /// `--add-host`).
 pub const EXTRA_HOSTS: &str = "berth.extra-hosts";
 
+/// Extra `CNI_ARGS` for every network's plugins, `K=V` pairs separated
+/// by `;` (what the CRI passes: `IgnoreUnknown=1;K8S_POD_NAMESPACE=…`).
+pub const CNI_ARGS: &str = "berth.cni-args";
+
+/// Parses a [`CNI_ARGS`] value.
+pub fn parse_cni_args(value: &str) -> Result<Vec<(String, String)>, String> {
+    value
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.contains(';') => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("{kv:?} is not KEY=VALUE")),
+        })
+        .collect()
+}
+
 /// The restart policy berthd applies when the container's task exits:
 /// [`RestartPolicy`] in its canonical form (`run --restart`).
 pub const RESTART: &str = "berth.restart";

@@ -1,8 +1,93 @@
-//! Kubernetes CRI v1 (`runtime.v1`): berthd as a kubelet's runtime. CRI
-//! objects live in the containerd namespace [`NAMESPACE`], as containerd's
-//! CRI keeps them.
+//! The Kubernetes CRI v1 runtime (pods and their containers) over berthd's
+//! own stores. Pods and containers are containerd container records in
+//! namespace [`NAMESPACE`] (so `ctr -n k8s.io c ls` shows them) with the
+//! CRI metadata as an extension (`store`); tasks run through the task
+//! service, networks through the network manager.
+//!
+//! Only `server/cri_*.rs` and the wiring in `daemon` use this module; it
+//! takes the narrow handles it needs, never the whole `Core`.
 
+pub mod container;
 pub mod images;
+pub mod sandbox;
+pub mod sandbox_files;
+pub mod sandbox_image;
+pub mod sandbox_spec;
+pub mod sandbox_status;
+pub mod status;
+pub mod store;
 
-/// The containerd namespace of every CRI object.
-pub const NAMESPACE: &str = "k8s.io";
+use crate::config::{CriConfig, NetworkConfig, RegistryConfig};
+use crate::containers::Containers;
+use crate::events::Exchange;
+use crate::logs::LogStore;
+use crate::network::{NetworkManager, TaskNetworks};
+use crate::runtime::Tasks;
+use crate::snapshots::Snapshots;
+use crate::transfer::stores::ImageStores;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use store::NAMESPACE;
+
+/// The handles the CRI service works with.
+pub struct Handles {
+    pub containers: Arc<Containers>,
+    /// Content, images, leases and the unpacker (pulls, image lookups).
+    pub images: ImageStores,
+    pub snapshots: Arc<Snapshots>,
+    pub tasks: Arc<Tasks>,
+    pub networks: Arc<NetworkManager>,
+    pub task_networks: Arc<TaskNetworks>,
+    pub logs: Arc<LogStore>,
+    pub events: Arc<Exchange>,
+    pub registry: RegistryConfig,
+    pub network: NetworkConfig,
+    /// berthd's root and state directories (pod files live below state).
+    pub root: PathBuf,
+    pub state: PathBuf,
+}
+
+/// The CRI runtime service.
+pub struct CriService {
+    pub containers: Arc<Containers>,
+    pub images: ImageStores,
+    pub snapshots: Arc<Snapshots>,
+    pub tasks: Arc<Tasks>,
+    pub networks: Arc<NetworkManager>,
+    pub task_networks: Arc<TaskNetworks>,
+    pub logs: Arc<LogStore>,
+    pub events: Arc<Exchange>,
+    pub registry: RegistryConfig,
+    pub network: NetworkConfig,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub config: CriConfig,
+    pub store: store::Store,
+}
+
+impl CriService {
+    pub fn new(h: Handles, config: CriConfig) -> Arc<CriService> {
+        Arc::new(CriService {
+            store: store::Store::new(h.containers.clone()),
+            containers: h.containers,
+            images: h.images,
+            snapshots: h.snapshots,
+            tasks: h.tasks,
+            networks: h.networks,
+            task_networks: h.task_networks,
+            logs: h.logs,
+            events: h.events,
+            registry: h.registry,
+            network: h.network,
+            root: h.root,
+            state: h.state,
+            config,
+        })
+    }
+
+    /// Where the CRI keeps per-pod files (`/etc/*`, `/dev/shm`) on the host.
+    pub fn pods_dir(&self) -> PathBuf {
+        self.state.join("cri").join("pods")
+    }
+}

@@ -23,6 +23,8 @@ pub struct Wanted {
     pub ports: Vec<PortMapping>,
     pub dns: Vec<Ipv4Addr>,
     pub extra_hosts: Vec<(String, Ipv4Addr)>,
+    /// `CNI_ARGS` for every plugin call.
+    pub cni_args: Vec<(String, String)>,
 }
 
 impl Wanted {
@@ -35,7 +37,12 @@ impl Wanted {
             .collect();
         let bad = |k: &str, e: String| Error::invalid(format!("label {k}: {e}"));
         if networks.is_empty() {
-            for k in [labels::PORTS, labels::DNS, labels::EXTRA_HOSTS] {
+            for k in [
+                labels::PORTS,
+                labels::DNS,
+                labels::EXTRA_HOSTS,
+                labels::CNI_ARGS,
+            ] {
                 if !get(k).trim().is_empty() {
                     return Err(bad(
                         k,
@@ -74,11 +81,14 @@ impl Wanted {
             .map(labels::parse_extra_host)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| bad(labels::EXTRA_HOSTS, e))?;
+        let cni_args =
+            labels::parse_cni_args(get(labels::CNI_ARGS)).map_err(|e| bad(labels::CNI_ARGS, e))?;
         Ok(Some(Wanted {
             networks,
             ports,
             dns,
             extra_hosts,
+            cni_args,
         }))
     }
 }
@@ -291,7 +301,7 @@ impl TaskNetworks {
                 container_id: cni_container_id(ns, id),
                 netns: netns.clone(),
                 ifname: format!("eth{i}"),
-                args: Vec::new(),
+                args: want.cni_args.clone(),
             };
             let mut rc = Map::new();
             if i == 0 && !want.ports.is_empty() {
@@ -343,6 +353,18 @@ impl TaskNetworks {
                 tracing::warn!("update /etc/hosts of {ns}/{}: {}", p.id, e.chain());
             }
         }
+    }
+
+    /// The addresses task `id` got on its networks, in network order
+    /// (none when it has no networking).
+    pub fn addresses(&self, ns: &str, id: &str) -> Result<Vec<std::net::IpAddr>> {
+        Ok(self
+            .etc
+            .records(ns)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .map(|r| r.networks.into_iter().flat_map(|(_, a)| a).collect())
+            .unwrap_or_default())
     }
 
     fn entries_of(&self, ns: &str, id: &str) -> Result<Vec<Cached>> {

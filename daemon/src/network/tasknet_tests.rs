@@ -48,10 +48,18 @@ fn labels_parse_or_name_the_bad_one() {
         (labels::PORTS, "8080:80,127.0.0.1:53:53/udp"),
         (labels::DNS, "1.1.1.1"),
         (labels::EXTRA_HOSTS, "db:10.0.0.9"),
+        (labels::CNI_ARGS, "IgnoreUnknown=1; K8S_POD_NAME=web"),
     ]))
     .unwrap()
     .unwrap();
     assert_eq!(w.networks, vec!["a", "b"]);
+    assert_eq!(
+        w.cni_args,
+        [
+            ("IgnoreUnknown".to_string(), "1".to_string()),
+            ("K8S_POD_NAME".to_string(), "web".to_string())
+        ]
+    );
     assert_eq!(w.ports.len(), 2);
     assert_eq!(w.dns, vec![Ipv4Addr::new(1, 1, 1, 1)]);
     for (pairs, says) in [
@@ -73,6 +81,11 @@ fn labels_parse_or_name_the_bad_one() {
             vec![(labels::NETWORKS, "a"), (labels::EXTRA_HOSTS, "db")],
             "NAME:IPV4",
         ),
+        (
+            vec![(labels::NETWORKS, "a"), (labels::CNI_ARGS, "K8S_POD_NAME")],
+            "not KEY=VALUE",
+        ),
+        (vec![(labels::CNI_ARGS, "A=1")], "needs a network"),
     ] {
         let e = Wanted::from_labels(&labels(&pairs)).unwrap_err();
         assert_eq!(e.kind(), Kind::InvalidArgument, "{pairs:?}");

@@ -10,6 +10,7 @@ mod boundary;
 mod containers;
 mod content;
 mod cri_images;
+mod cri_runtime;
 mod diff;
 mod events;
 mod images;
@@ -30,16 +31,31 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use cri_runtime::cri_service;
 pub use introspection::plugin_list;
 
 /// Serves the gRPC API on the unix socket `address` until `shutdown`.
 pub async fn serve_grpc(
     core: Arc<Core>,
+    cri: Option<Arc<crate::cri::CriService>>,
     listener: tokio::net::UnixListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     use berth_proto::services as api;
     let streams = transfer::Streams::new();
+    // The CRI's images, the sandbox image pinned (`[cri]` was validated at
+    // start, so its name parses).
+    let images = match &cri {
+        Some(c) => Some(
+            crate::cri::images::CriImages::new(core.clone())
+                .with_sandbox_image(&c.config.sandbox_image)
+                .unwrap_or_else(|e| {
+                    tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
+                    crate::cri::images::CriImages::new(core.clone())
+                }),
+        ),
+        None => None,
+    };
     // grpc.health.v1 as containerd serves it: the whole server ("") is
     // SERVING while it listens. Clients poll it to learn that a restarted
     // daemon is back (dockerd resubscribes to events only once it answers).
@@ -110,15 +126,16 @@ pub async fn serve_grpc(
                 volumes::VolumesService(core.clone()),
             ),
         )
-        .add_service(
+        .add_optional_service(images.map(|i| {
             berth_proto::cri::image_service_server::ImageServiceServer::new(
-                // `[cri] sandbox_image` goes in with `with_sandbox_image`
-                // (pulls of it are pinned) once the CRI config is wired.
-                cri_images::CriImagesService(Arc::new(crate::cri::images::CriImages::new(
-                    core.clone(),
-                ))),
-            ),
-        )
+                cri_images::CriImagesService(Arc::new(i)),
+            )
+        }))
+        .add_optional_service(cri.map(|c| {
+            berth_proto::cri::runtime_service_server::RuntimeServiceServer::new(
+                cri_runtime::CriRuntime(c),
+            )
+        }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
