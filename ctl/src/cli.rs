@@ -332,7 +332,8 @@ pub struct RegistryArgs {
     /// Also trust this CA certificate (PEM) for the registry's TLS.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
-    /// A certs.d-style directory (<dir>/<host:port>/*.crt) for the daemon to use.
+    /// A hosts directory (<dir>/<host:port>/hosts.toml, or *.crt files) for
+    /// the daemon to use instead of its [registry] config_path.
     #[arg(long)]
     pub hosts_dir: Option<PathBuf>,
 }

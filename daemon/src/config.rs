@@ -31,9 +31,23 @@ schedule_delay_ms = 100
 level = "info"
 
 [registry]
-# Per-registry settings, laid out like containerd's certs.d:
-# <config_path>/<host[:port]>/*.crt are CA certificates trusted for that
-# registry (which then also makes a localhost registry use HTTPS).
+# Per-registry settings in containerd's layout, for every pull and push
+# (berthctl, ctr's transfer service, the CRI). For a registry HOST[:PORT]
+# the first existing directory of <config_path>/HOST_PORT_,
+# <config_path>/HOST[:PORT] and <config_path>/_default is read:
+# - hosts.toml (containerd's format): mirrors tried in the order listed,
+#   then `server` (or the registry itself):
+#     server = "https://registry.k8s.io"
+#     [host."http://127.0.0.1:5000"]            # http:// = plain HTTP
+#       capabilities = ["pull", "resolve"]      # default: pull, resolve, push
+#       skip_verify = false                     # don't check its TLS certificate
+#       ca = "/etc/berth/certs.d/ca.pem"        # or a list; relative to the dir
+#   A tag is resolved on the first host with "resolve" and "pull" that has
+#   it, which then serves the whole pull; pushes go to the first host with
+#   "push". Not supported (refused by name): header, client, path prefixes.
+# - without hosts.toml, the older certs.d layout: *.crt files are CA
+#   certificates trusted for that registry (which then also makes a
+#   localhost registry use HTTPS).
 config_path = "/etc/berth/certs.d"
 # Layers downloaded (or uploaded) at the same time by one pull (push).
 max_concurrent_downloads = 3

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The crates whose `src/` is ours (generated code lives under target/).
-const CRATES: [&str; 7] = [
+const CRATES: [&str; 8] = [
     "proto",
     "mount",
     "snapshotter",
     "daemon",
     "shim",
     "ctl",
+    "stream",
     "tests",
 ];
 

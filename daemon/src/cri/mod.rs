@@ -12,6 +12,7 @@ pub mod container_create;
 pub mod container_exit;
 pub mod events;
 pub mod exec;
+pub mod images;
 pub mod sandbox;
 pub mod sandbox_files;
 pub mod sandbox_image;
@@ -36,8 +37,7 @@ use crate::transfer::stores::ImageStores;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The containerd namespace of everything the CRI makes.
-pub const NAMESPACE: &str = "k8s.io";
+pub use store::NAMESPACE;
 
 /// The handles the CRI service works with.
 pub struct Handles {

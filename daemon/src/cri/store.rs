@@ -7,7 +7,6 @@
 //! for pods, `<container>_<pod>_<namespace>_<uid>_<attempt>` for
 //! containers); the reservations are rebuilt from the records on first use.
 
-use super::NAMESPACE;
 use crate::containers::{AnyRecord, Container, Containers};
 use crate::error::{Error, Result};
 use berth_proto::cri;
@@ -15,6 +14,10 @@ use berth_proto::pb::berth::cri::v1::{ContainerMetadata, SandboxMetadata};
 use prost::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// The containerd namespace of everything the CRI makes (`cri::NAMESPACE`;
+/// defined here so that the store needs nothing of its parent).
+pub const NAMESPACE: &str = "k8s.io";
 
 /// Label telling pods from containers, as containerd's CRI sets it.
 pub const KIND_LABEL: &str = "io.cri-containerd.kind";

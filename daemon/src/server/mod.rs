@@ -9,6 +9,7 @@
 mod boundary;
 mod containers;
 mod content;
+mod cri_images;
 mod cri_runtime;
 mod diff;
 mod events;
@@ -42,6 +43,19 @@ pub async fn serve_grpc(
 ) -> Result<(), tonic::transport::Error> {
     use berth_proto::services as api;
     let streams = transfer::Streams::new();
+    // The CRI's images, the sandbox image pinned (`[cri]` was validated at
+    // start, so its name parses).
+    let images = match &cri {
+        Some(c) => Some(
+            crate::cri::images::CriImages::new(core.clone())
+                .with_sandbox_image(&c.config.sandbox_image)
+                .unwrap_or_else(|e| {
+                    tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
+                    crate::cri::images::CriImages::new(core.clone())
+                }),
+        ),
+        None => None,
+    };
     // grpc.health.v1 as containerd serves it: the whole server ("") is
     // SERVING while it listens. Clients poll it to learn that a restarted
     // daemon is back (dockerd resubscribes to events only once it answers).
@@ -112,6 +126,11 @@ pub async fn serve_grpc(
                 volumes::VolumesService(core.clone()),
             ),
         )
+        .add_optional_service(images.map(|i| {
+            berth_proto::cri::image_service_server::ImageServiceServer::new(
+                cri_images::CriImagesService(Arc::new(i)),
+            )
+        }))
         .add_optional_service(cri.map(|c| {
             berth_proto::cri::runtime_service_server::RuntimeServiceServer::new(
                 cri_runtime::CriRuntime(c),

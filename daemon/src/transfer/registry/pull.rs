@@ -113,21 +113,12 @@ async fn pull_leased(
     progress: &ProgressFn,
 ) -> Result<Image> {
     progress(ProgressEvent::new("resolving", name));
-    let remote = Arc::new(
-        Remote::new(
-            registry,
-            name,
-            &req.resolver,
-            creds,
-            RegistryOperation::Pull,
-        )
-        .await?,
-    );
+    let (remote, root, root_data) = resolve(registry, name, req, creds).await?;
+    let remote = Arc::new(remote);
     let source = Labels::from([(
         super::source::source_label_key(&remote.host),
         remote.reference.repository().to_string(),
     )]);
-    let (root, root_data) = fetch_manifest(&remote, &remote.reference, None).await?;
     progress(ProgressEvent {
         desc: Some(root.clone()),
         ..ProgressEvent::new("resolved", name)
@@ -273,6 +264,44 @@ async fn pull_leased(
         ..ProgressEvent::new("saved", &saved.name)
     });
     Ok(saved)
+}
+
+/// Resolves `name` on the first configured host (mirrors in `hosts.toml`
+/// order, then the registry) that answers with its manifest; that host
+/// serves the whole pull. Every host's failure is reported if none does.
+async fn resolve(
+    registry: &RegistryConfig,
+    name: &str,
+    req: &PullRequest,
+    creds: Option<&dyn Credentials>,
+) -> Result<(Remote, Descriptor, Bytes)> {
+    let hosts = super::hosts::usable(registry, name, &req.resolver, RegistryOperation::Pull)?;
+    let mut failed: Vec<Error> = Vec::new();
+    for h in &hosts {
+        let attempt = async {
+            let remote = Remote::new(registry, name, h, creds, RegistryOperation::Pull).await?;
+            let (root, data) = fetch_manifest(&remote, &remote.reference, None).await?;
+            Ok::<_, Error>((remote, root, data))
+        }
+        .await;
+        match attempt {
+            Ok(found) => return Ok(found),
+            Err(e) => {
+                if hosts.len() > 1 {
+                    tracing::info!(host = %h.host, "resolve {name}: {}; trying the next host", e.chain());
+                }
+                failed.push(e);
+            }
+        }
+    }
+    let last = failed
+        .pop()
+        .unwrap_or_else(|| Error::not_found(format!("{name}: no host")));
+    if failed.is_empty() {
+        return Err(last);
+    }
+    let before: Vec<String> = failed.iter().map(|e| e.message().to_string()).collect();
+    Err(last.context(format!("mirrors failed first: {}", before.join("; "))))
 }
 
 /// The children of an index to pull.

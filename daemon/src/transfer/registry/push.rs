@@ -102,7 +102,9 @@ async fn push_image(
         Remote::new(
             registry,
             target,
-            &req.resolver,
+            // Pushes go to the first host that takes them (the registry
+            // itself unless hosts.toml says otherwise).
+            &super::hosts::usable(registry, target, &req.resolver, RegistryOperation::Push)?[0],
             creds,
             RegistryOperation::Push,
         )

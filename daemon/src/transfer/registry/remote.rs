@@ -1,60 +1,16 @@
 //! One authenticated connection to a repository, and how registry failures
 //! become errors that say which registry, what it answered, and what to do.
 
-use super::request::{Credentials, ResolverOptions};
+use super::hosts::RegistryHost;
+use super::request::Credentials;
 use crate::config::RegistryConfig;
 use crate::error::{Error, Result};
 use berth_proto::errdefs::Kind;
 use oci_client::RegistryOperation;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
-use std::path::Path;
 use std::time::Duration;
-
-/// True for hosts containerd talks plain HTTP to by default.
-pub fn is_localhost(host: &str) -> bool {
-    let name = match host.rsplit_once(':') {
-        // `[::1]:5000` or `host:port`; a bare `::1` has more colons.
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name == "localhost"
-        || name == "::1"
-        || name
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// CA certificates for `host` under a certs.d directory: `<dir>/<host>/*.crt`
-/// (the directory named `host:port` as containerd names it).
-fn host_certificates(dir: &Path, host: &str) -> Result<Vec<Certificate>> {
-    let hostdir = dir.join(host);
-    let entries = match std::fs::read_dir(&hostdir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(crate::error::io_err(
-                format!("read {}", hostdir.display()),
-                e,
-            ));
-        }
-    };
-    let mut certs = Vec::new();
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.extension().is_some_and(|x| x == "crt") {
-            let data = std::fs::read(&p)
-                .map_err(|e| crate::error::io_err(format!("read {}", p.display()), e))?;
-            certs.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
-    }
-    Ok(certs)
-}
 
 /// reqwest is built without a default TLS crypto provider; use ring.
 fn install_crypto() {
@@ -71,6 +27,8 @@ pub(crate) struct Remote {
     pub reference: oci_client::Reference,
     /// The registry as the reference names it (`127.0.0.1:5000`, `docker.io`).
     pub host: String,
+    /// The host talked to when it is a mirror (`hosts.toml`), else None.
+    pub mirror: Option<String>,
     auth: RegistryAuth,
     anonymous: bool,
     plain_http: bool,
@@ -80,23 +38,31 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    /// Connects to the registry of `name` (a normalized reference) for `op`,
-    /// asking `creds` for credentials.
+    /// Connects to `endpoint` (one of [`super::hosts::usable`]) for the
+    /// registry of `name` (a normalized reference) for `op`, asking
+    /// `creds` for credentials for the host talked to.
     pub async fn new(
         cfg: &RegistryConfig,
         name: &str,
-        opts: &ResolverOptions,
+        endpoint: &RegistryHost,
         creds: Option<&dyn Credentials>,
         op: RegistryOperation,
     ) -> Result<Remote> {
         install_crypto();
-        let reference: oci_client::Reference = name
-            .parse()
-            .map_err(|e| Error::invalid(format!("image reference {name:?} is not valid: {e}")))?;
+        let mut reference = super::hosts::parse_reference(name)?;
         let host = reference.registry().to_string();
-        let dir = opts.host_dir.as_deref().unwrap_or(&cfg.config_path);
-        let certs = host_certificates(dir, &host)?;
-        let plain_http = opts.plain_http || (is_localhost(&host) && certs.is_empty());
+        let mirror = (!endpoint.upstream).then(|| endpoint.host.clone());
+        if let Some(m) = &mirror {
+            // Requests go to the mirror, with `ns=<registry>` as containerd sends.
+            reference.set_mirror_registry(m.clone());
+        }
+        let dir = endpoint
+            .ca
+            .first()
+            .and_then(|p| p.parent())
+            .unwrap_or(&cfg.config_path);
+        let certs = super::hosts::certificates(&endpoint.ca)?;
+        let plain_http = endpoint.plain_http;
         let read_timeout = Duration::from_secs(cfg.read_timeout_secs.max(1));
         let config = ClientConfig {
             protocol: if plain_http {
@@ -105,6 +71,7 @@ impl Remote {
                 ClientProtocol::Https
             },
             extra_root_certificates: certs,
+            accept_invalid_certificates: endpoint.skip_verify,
             connect_timeout: Some(Duration::from_secs(cfg.connect_timeout_secs.max(1))),
             read_timeout: Some(read_timeout),
             use_monolithic_push: true,
@@ -120,7 +87,7 @@ impl Remote {
             ))
         })?;
         let found = match creds {
-            Some(c) => c.get(&host, name).await?,
+            Some(c) => c.get(&endpoint.host, name).await?,
             None => None,
         };
         let anonymous = found.is_none();
@@ -133,6 +100,7 @@ impl Remote {
             client,
             reference,
             host,
+            mirror,
             auth,
             anonymous,
             plain_http,
@@ -160,11 +128,23 @@ impl Remote {
 
     /// The same repository at `digest`.
     pub fn at_digest(&self, digest: &str) -> oci_client::Reference {
-        oci_client::Reference::with_digest(
+        let mut r = oci_client::Reference::with_digest(
             self.reference.registry().to_string(),
             self.reference.repository().to_string(),
             digest.to_string(),
-        )
+        );
+        if let Some(m) = &self.mirror {
+            r.set_mirror_registry(m.clone());
+        }
+        r
+    }
+
+    /// The registry, and the mirror talked to if any, for messages.
+    fn shown(&self) -> String {
+        match &self.mirror {
+            Some(m) => format!("{m} (mirror of {})", self.host),
+            None => self.host.clone(),
+        }
     }
 
     /// `repository:tag` or `repository@digest` as the user would write it.
@@ -205,7 +185,7 @@ impl Remote {
     /// The error a registry failure becomes: which registry, what it
     /// answered, and what to do about it.
     pub fn error(&self, what: &str, e: &OciDistributionError) -> Error {
-        let host = &self.host;
+        let host = &self.shown();
         let subject = self.describe();
         let creds_hint = self.creds_hint();
         use OciDistributionError as E;
@@ -275,7 +255,7 @@ impl Remote {
                     let hint = if self.plain_http {
                         "is the registry running and reachable?"
                     } else {
-                        "is the registry running and reachable? For a registry without TLS use --plain-http; for a private CA use --ca-file"
+                        "is the registry running and reachable? For a registry without TLS use --plain-http; for a private CA use --ca-file; for a mirror, a hosts.toml under [registry] config_path"
                     };
                     (
                         Kind::Unavailable,
@@ -300,7 +280,7 @@ impl Remote {
 
     /// An HTTP status the registry answered with, as an error kind and message.
     fn status_error(&self, code: u16, url: &str, body: &str) -> (Kind, String) {
-        let host = &self.host;
+        let host = &self.shown();
         let kind = match code {
             401 => Kind::Unauthenticated,
             403 => Kind::PermissionDenied,
@@ -443,6 +423,7 @@ mod tests {
             client: oci_client::Client::default(),
             reference: "127.0.0.1:5000/bb:1".parse().unwrap(),
             host: "127.0.0.1:5000".into(),
+            mirror: None,
             auth: RegistryAuth::Anonymous,
             anonymous,
             plain_http: true,
@@ -527,29 +508,6 @@ mod tests {
     }
 
     #[test]
-    fn localhost_detection() {
-        for h in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1",
-            "127.0.0.1:5000",
-            "127.1.2.3:80",
-            "[::1]:5000",
-            "::1",
-        ] {
-            assert!(is_localhost(h), "{h}");
-        }
-        for h in [
-            "docker.io",
-            "10.0.0.1:5000",
-            "registry.local:5000",
-            "localhost.example",
-        ] {
-            assert!(!is_localhost(h), "{h}");
-        }
-    }
-
-    #[test]
     fn media_types_and_schema1() {
         let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert_eq!(
@@ -572,15 +530,5 @@ mod tests {
         let e = manifest_media_type(br#"{"schemaVersion":1,"fsLayers":[]}"#, "bb:1").unwrap_err();
         assert_eq!(e.kind(), Kind::FailedPrecondition);
         assert!(e.message().contains("schema 1"), "{e}");
-    }
-
-    #[test]
-    fn certificates_from_host_dir() {
-        let d = tempfile::tempdir().unwrap();
-        assert!(host_certificates(d.path(), "reg:5000").unwrap().is_empty());
-        std::fs::create_dir(d.path().join("reg:5000")).unwrap();
-        std::fs::write(d.path().join("reg:5000/ca.crt"), b"pem").unwrap();
-        std::fs::write(d.path().join("reg:5000/notes.txt"), b"x").unwrap();
-        assert_eq!(host_certificates(d.path(), "reg:5000").unwrap().len(), 1);
     }
 }

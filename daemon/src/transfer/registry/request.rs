@@ -26,7 +26,8 @@ pub trait Credentials: Send + Sync {
 pub struct ResolverOptions {
     /// Talk plain HTTP (`default_scheme = "http"`, ctr's `--plain-http`).
     pub plain_http: bool,
-    /// A certs.d-style directory overriding the configured one.
+    /// A hosts directory (hosts.toml or certs.d layout) overriding the
+    /// configured one.
     pub host_dir: Option<PathBuf>,
 }
 
