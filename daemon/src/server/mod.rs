@@ -45,17 +45,14 @@ pub async fn serve_grpc(
     let streams = transfer::Streams::new();
     // The CRI's images, the sandbox image pinned (`[cri]` was validated at
     // start, so its name parses).
-    let images = match &cri {
-        Some(c) => Some(
-            crate::cri::images::CriImages::new(core.clone())
-                .with_sandbox_image(&c.config.sandbox_image)
-                .unwrap_or_else(|e| {
-                    tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
-                    crate::cri::images::CriImages::new(core.clone())
-                }),
-        ),
-        None => None,
-    };
+    let images = cri.as_ref().map(|c| {
+        crate::cri::images::CriImages::new(core.clone())
+            .with_sandbox_image(&c.config.sandbox_image)
+            .unwrap_or_else(|e| {
+                tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
+                crate::cri::images::CriImages::new(core.clone())
+            })
+    });
     // grpc.health.v1 as containerd serves it: the whole server ("") is
     // SERVING while it listens. Clients poll it to learn that a restarted
     // daemon is back (dockerd resubscribes to events only once it answers).
