@@ -270,6 +270,26 @@ async fn containers_of_a_pod_body() {
     .await;
     assert_eq!(by_prefix, std::slice::from_ref(&client));
 
+    // New resources reach the running task's cgroup and the status.
+    rt.update_container_resources(c::UpdateContainerResourcesRequest {
+        container_id: client.clone(),
+        linux: Some(c::LinuxContainerResources {
+            memory_limit_in_bytes: 96 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/k8s.io/{client}/memory.limit_in_bytes"
+    ))
+    .expect("the container's memory cgroup");
+    assert_eq!(limit.trim(), (96u64 << 20).to_string());
+    let s = status(&mut rt, &client).await;
+    let res = s.resources.and_then(|r| r.linux).expect("resources");
+    assert_eq!(res.memory_limit_in_bytes, 96 << 20);
+
     // Statistics: the running client's, and the pod's with its containers.
     let st = rt
         .container_stats(c::ContainerStatsRequest {
