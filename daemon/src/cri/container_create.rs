@@ -309,6 +309,24 @@ impl CriService {
             })
             .unwrap_or_default();
         labels.extend(config.labels.clone());
+        // As containerd labels CRI records, so `ctr -n k8s.io c ls` tells
+        // whose container it is.
+        let pod_md = pod_config.metadata.clone().unwrap_or_default();
+        for (k, v) in [
+            (store::POD_NAME_LABEL, pod_md.name),
+            (store::POD_NAMESPACE_LABEL, pod_md.namespace),
+            (store::POD_UID_LABEL, pod_md.uid),
+            (
+                store::CONTAINER_NAME_LABEL,
+                config
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
+            ),
+        ] {
+            labels.entry(k.to_string()).or_insert(v);
+        }
         let meta = ContainerMetadata {
             id: id.into(),
             name: name.into(),
