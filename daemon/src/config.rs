@@ -96,6 +96,10 @@ max_container_log_line_size = 16384
 # containerd's option): for a berthd without CAP_SYS_RESOURCE, which
 # cannot lower scores (the pod infra container asks for -998).
 restrict_oom_score_adj = false
+# The OCI runtime of pods: "" runs them with the shim's built-in runtime;
+# a binary name or path (e.g. "runc", "crun") makes the shim drive it
+# instead, as containerd's runc options `BinaryName` does.
+runtime_binary = ""
 
 # Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
 # runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
@@ -133,6 +137,7 @@ pub struct CriConfig {
     pub stream_server_port: String,
     pub max_container_log_line_size: i64,
     pub restrict_oom_score_adj: bool,
+    pub runtime_binary: String,
 }
 
 impl Default for CriConfig {
@@ -144,6 +149,7 @@ impl Default for CriConfig {
             stream_server_port: "0".into(),
             max_container_log_line_size: 16384,
             restrict_oom_score_adj: false,
+            runtime_binary: String::new(),
         }
     }
 }

@@ -103,6 +103,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .enabled
         .then(|| server::cri_service(&core, cfg.cri.clone()));
     if let Some(c) = &cri {
+        c.start_streaming()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
         c.reconcile().await;
         // Exits from now on, then those that happened while berthd was down.
         c.start_exit_monitor();

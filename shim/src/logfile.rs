@@ -144,6 +144,10 @@ impl Cutter {
     }
 }
 
+/// How long an unfinished line waits for its end before it is written as
+/// a partial (P) piece of a CRI log.
+const PARTIAL_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Copies a process's output into the log until the process side closes.
 /// After a failed write (the log removed with its container, a full disk)
 /// output is still read, so the process never blocks on a full pipe, but
@@ -152,9 +156,27 @@ pub fn copy_to_log(from: Arc<AsyncFd<OwnedFd>>, w: Shared, stream: String) -> Jo
     tokio::spawn(async move {
         let mut buf = vec![0u8; 32 << 10];
         let mut cutter = Cutter::new(&w, &stream);
+        let cri = matches!(cutter, Cutter::Cri(..));
         let mut ok = true;
         loop {
-            match async_read(&from, &mut buf).await {
+            // A CRI log is also what CRI Attach reads: a line the process
+            // leaves unfinished (a prompt, `echo -n`) is written as a P
+            // piece once no more output follows for a moment, not only at
+            // the end. Reading is cancel-safe (nothing is read before the
+            // descriptor is ready).
+            let read = match cri {
+                true => {
+                    match tokio::time::timeout(PARTIAL_AFTER, async_read(&from, &mut buf)).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            ok = ok && cutter.write(&w, &stream, None);
+                            async_read(&from, &mut buf).await
+                        }
+                    }
+                }
+                false => async_read(&from, &mut buf).await,
+            };
+            match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => ok = ok && cutter.write(&w, &stream, Some(&buf[..n])),
             }

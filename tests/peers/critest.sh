@@ -72,6 +72,8 @@ root = "$W/root"
 state = "$W/run"
 [grpc]
 address = "$sock"
+[log]
+level = "${BERTHD_LOG_LEVEL:-info}"
 [registry]
 config_path = "$certs"
 [network]

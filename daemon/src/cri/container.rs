@@ -14,10 +14,6 @@ use futures::stream::BoxStream;
 use std::collections::HashMap;
 use std::time::Duration;
 
-fn todo(rpc: &str) -> Error {
-    Error::unimplemented(format!("CRI {rpc} is not implemented yet"))
-}
-
 /// Nanoseconds since the epoch, as the CRI counts time.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -327,13 +323,15 @@ impl CriService {
                 Err(e) => return Err(e),
             }
         }
-        let dir = self.container_dir(&id);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(crate::error::io_err(format!("remove {}", dir.display()), e));
+        // The kubelet's log file stays (containerd keeps it too); berthd's
+        // own output file of a container without one goes.
+        for dir in [self.container_dir(&id), self.output_dir(&id)] {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(crate::error::io_err(format!("remove {}", dir.display()), e));
+            }
         }
-        // The log file stays: it is the kubelet's (containerd keeps it too).
         self.store.delete(&id, &c.meta.name)?;
         self.container_event(&c, cri::ContainerEventType::ContainerDeletedEvent);
         Ok(cri::RemoveContainerResponse {})
@@ -342,6 +340,25 @@ impl CriService {
     /// berthd's own files of a container (the stdin FIFO).
     pub(crate) fn container_dir(&self, id: &str) -> std::path::PathBuf {
         self.state.join("cri").join("containers").join(id)
+    }
+
+    fn output_dir(&self, id: &str) -> std::path::PathBuf {
+        self.root.join("cri").join("output").join(id)
+    }
+
+    /// Where the container's output goes: the kubelet's log path, or
+    /// (none given, as critest does) a file of berthd's own, which Attach
+    /// reads and RemoveContainer deletes — the shim writes output only to
+    /// files. On the root's disk, not the state's tmpfs; the folder above
+    /// it is owner-only.
+    pub(crate) fn output_log(&self, m: &ContainerMetadata) -> Result<std::path::PathBuf> {
+        if !m.log_path.is_empty() {
+            return Ok(m.log_path.clone().into());
+        }
+        let top = self.root.join("cri").join("output");
+        berth_snapshotter::mount::private::dir(&top, berth_snapshotter::mount::private::OWNER_ONLY)
+            .map_err(|e| crate::error::io_err(format!("create {}", top.display()), e))?;
+        Ok(self.output_dir(&m.id).join("output.log"))
     }
 
     pub async fn list_containers(
@@ -459,6 +476,7 @@ impl CriService {
                 resize: None,
                 timeout: (r.timeout > 0)
                     .then(|| Duration::from_secs(u64::try_from(r.timeout).unwrap_or(0))),
+                cancel: None,
             },
             super::exec::Io {
                 stdin: None,
@@ -475,21 +493,6 @@ impl CriService {
             stderr: take(err),
             exit_code: code,
         })
-    }
-
-    pub async fn exec(&self, _r: cri::ExecRequest) -> Result<cri::ExecResponse> {
-        Err(todo("Exec"))
-    }
-
-    pub async fn attach(&self, _r: cri::AttachRequest) -> Result<cri::AttachResponse> {
-        Err(todo("Attach"))
-    }
-
-    pub async fn port_forward(
-        &self,
-        _r: cri::PortForwardRequest,
-    ) -> Result<cri::PortForwardResponse> {
-        Err(todo("PortForward"))
     }
 
     /// The container lifecycle events stream of `GetContainerEvents`.

@@ -365,7 +365,7 @@ impl CriService {
     pub(crate) async fn start_task(&self, c: &CriContainer) -> Result<()> {
         let cfg = c.meta.config.clone().unwrap_or_default();
         let id = &c.meta.id;
-        let (stdout, stderr) = self.log_stdio(&c.meta.log_path, cfg.tty)?;
+        let (stdout, stderr) = self.log_stdio(&self.output_log(&c.meta)?, cfg.tty)?;
         let stdin = if c.meta.stdin_fifo.is_empty() {
             String::new()
         } else {
@@ -405,14 +405,10 @@ impl CriService {
     }
 
     /// The stdout/stderr URIs writing the container's log at `path` in the
-    /// CRI format, long lines cut at `max_container_log_line_size` (none
-    /// without a log path).
-    fn log_stdio(&self, path: &str, terminal: bool) -> Result<(String, String)> {
-        if path.is_empty() {
-            return Ok((String::new(), String::new()));
-        }
+    /// CRI format, long lines cut at `max_container_log_line_size`.
+    fn log_stdio(&self, path: &Path, terminal: bool) -> Result<(String, String)> {
         let max = usize::try_from(self.config.max_container_log_line_size).unwrap_or(0);
-        crate::logs::LogStore::cri_stdio(Path::new(path), terminal, max)
+        crate::logs::LogStore::cri_stdio(path, terminal, max)
     }
 
     /// Makes the stdin FIFO and holds its write end, so the container's

@@ -32,6 +32,9 @@ pub struct Request {
     pub resize: Option<mpsc::Receiver<(u32, u32)>>,
     /// Killed (SIGKILL) after this long, and the exec fails.
     pub timeout: Option<Duration>,
+    /// Killed (SIGKILL) when cancelled: the streaming client went away,
+    /// and containerd kills the exec then too.
+    pub cancel: Option<berth_stream::CancellationToken>,
 }
 
 /// The FIFOs of one exec, removed with their directory when dropped.
@@ -262,6 +265,16 @@ async fn run(
                 return Err(Error::new(
                     berth_proto::errdefs::Kind::DeadlineExceeded,
                     format!("timeout {:?} exceeded", r.timeout.unwrap_or_default()),
+                ));
+            }
+            _ = async { match &r.cancel { Some(c) => c.cancelled().await, None => std::future::pending().await } } => {
+                let _ = tasks.kill(ns, id, exec_id, libc::SIGKILL as u32, false).await;
+                let _ = (&mut wait).await;
+                if let Some(i) = &input { i.abort(); }
+                drain(parts.outs).await;
+                return Err(Error::new(
+                    berth_proto::errdefs::Kind::Canceled,
+                    "the client went away; the exec was killed",
                 ));
             }
             Some(()) = close_rx.recv() => {

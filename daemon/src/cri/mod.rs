@@ -25,6 +25,7 @@ pub mod spec_mounts;
 pub mod stats;
 pub mod status;
 pub mod store;
+pub mod stream;
 
 use crate::config::{CriConfig, NetworkConfig, RegistryConfig};
 use crate::containers::Containers;
@@ -75,6 +76,9 @@ pub struct CriService {
     pub store: store::Store,
     /// Live state of the containers (events, held stdin FIFOs).
     pub cstate: events::ContainerState,
+    /// The streaming server of Exec/Attach/PortForward sessions (set by
+    /// `start_streaming`).
+    pub stream: std::sync::OnceLock<berth_stream::Server>,
 }
 
 impl CriService {
@@ -95,6 +99,7 @@ impl CriService {
             state: h.state,
             config,
             cstate: events::ContainerState::default(),
+            stream: std::sync::OnceLock::new(),
         })
     }
 

@@ -138,6 +138,15 @@ impl CriService {
                 })),
                 snapshotter: DEFAULT_SNAPSHOTTER.into(),
                 snapshot_key: id.to_string(),
+                // The pod's containers take the same (container_create).
+                runtime_options: (!self.config.runtime_binary.is_empty()).then(|| {
+                    AnyRecord::from(berth_proto::typeurl::pack(
+                        &berth_proto::pb::containerd::runc::v1::Options {
+                            binary_name: self.config.runtime_binary.clone(),
+                            ..Default::default()
+                        },
+                    ))
+                }),
                 ..Default::default()
             },
         };
