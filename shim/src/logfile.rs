@@ -189,6 +189,7 @@ pub fn copy_to_log(from: Arc<AsyncFd<OwnedFd>>, w: Shared, stream: String) -> Jo
 
 #[cfg(test)]
 mod tests {
+    use super::PARTIAL_AFTER;
     use crate::stdio::{IoOwner, setup};
     use berth_proto::crilog::{Line, Stream, read_file};
     use berth_proto::jsonlog::Destination;
@@ -232,13 +233,14 @@ mod tests {
             (&out).write_all(b"one\r\nlonger than eight\n").unwrap();
             settle().await;
             (&err).write_all(b"oops\nhalf").unwrap();
-            settle().await;
+            // An unfinished line is written as a P piece once nothing
+            // follows for PARTIAL_AFTER (what CRI Attach shows of a prompt).
+            tokio::time::sleep(PARTIAL_AFTER * 3).await;
             std::fs::rename(&path, &old).unwrap();
             for l in &shim.logs {
                 l.lock().unwrap().reopen().unwrap();
             }
-            // The half line is finished after the reopen: it lands whole
-            // in the new file.
+            // Its end comes after the reopen, in the new file.
             (&err).write_all(b" ok\n").unwrap();
             (&out).write_all(b"\nno newline").unwrap();
             drop((out, err));
@@ -262,6 +264,7 @@ mod tests {
                 s(Stream::Stdout, true, "han eigh"),
                 s(Stream::Stdout, false, "t\n"),
                 s(Stream::Stderr, false, "oops\n"),
+                s(Stream::Stderr, true, "half"),
             ]
         );
         let mut new = lines(&path);
@@ -270,7 +273,7 @@ mod tests {
         assert_eq!(
             new,
             vec![
-                s(Stream::Stderr, false, "half ok\n"),
+                s(Stream::Stderr, false, " ok\n"),
                 s(Stream::Stdout, false, "\n"),
                 s(Stream::Stdout, true, "no newli"),
                 s(Stream::Stdout, true, "ne"),
