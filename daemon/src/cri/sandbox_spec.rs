@@ -179,22 +179,6 @@ fn check_security(s: Option<&cri::LinuxSandboxSecurityContext>) -> Result<()> {
     let Some(s) = s else { return Ok(()) };
     let unconfined = cri::security_profile::ProfileType::Unconfined as i32;
     let runtime_default = cri::security_profile::ProfileType::RuntimeDefault as i32;
-    if !s.privileged {
-        if let Some(p) = &s.seccomp
-            && p.profile_type != unconfined
-        {
-            return Err(Error::unimplemented(format!(
-                "linux.security_context.seccomp: profile type {} for the pod sandbox is not supported by berthd yet (use Unconfined)",
-                p.profile_type
-            )));
-        }
-        if !s.seccomp_profile_path.is_empty() && s.seccomp_profile_path != "unconfined" {
-            return Err(Error::unimplemented(format!(
-                "linux.security_context.seccomp_profile_path {:?} for the pod sandbox is not supported by berthd yet",
-                s.seccomp_profile_path
-            )));
-        }
-    }
     // No AppArmor on berth's hosts: as containerd without AppArmor, the
     // default and unconfined profiles mean nothing; a named one cannot be had.
     if let Some(p) = &s.apparmor
@@ -380,6 +364,21 @@ pub fn build(i: &SpecInput<'_>) -> Result<Value> {
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     });
+    // Seccomp as for a container (containerd: the sandbox's profile, none
+    // when privileged).
+    #[allow(deprecated)]
+    if let Some(sc) = s {
+        let as_container = cri::LinuxContainerSecurityContext {
+            seccomp: sc.seccomp.clone(),
+            seccomp_profile_path: sc.seccomp_profile_path.clone(),
+            privileged: sc.privileged,
+            ..Default::default()
+        };
+        let bounding: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        if let Some(p) = super::security::seccomp(Some(&as_container), &bounding)? {
+            spec["linux"]["seccomp"] = p;
+        }
+    }
     // The pod's name needs its own UTS namespace; on the host's network
     // the pod has the host's (as containerd drops the UTS namespace).
     if !m.host_network && !config.hostname.is_empty() {

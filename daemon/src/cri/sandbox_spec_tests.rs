@@ -106,8 +106,22 @@ fn modes_and_refusals() {
         shm: "/run/x/shm",
         restrict_oom_score_adj: false,
     };
-    let e = build(&input(&seccomp)).unwrap_err();
-    assert!(e.to_string().contains("seccomp"), "{e}");
+    // RuntimeDefault (type 0): containerd's default profile, as for a
+    // container; Unconfined: no filter.
+    let spec = build(&input(&seccomp)).unwrap();
+    assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    let unconfined = with_sc(cri::LinuxSandboxSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Unconfined as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert!(
+        build(&input(&unconfined)).unwrap()["linux"]
+            .get("seccomp")
+            .is_none()
+    );
     let group_only = with_sc(cri::LinuxSandboxSecurityContext {
         run_as_group: Some(cri::Int64Value { value: 5 }),
         ..Default::default()

@@ -69,17 +69,29 @@ const CAP_NAMES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// The capabilities this kernel knows (what "ALL" and privileged mean, as
-/// containerd takes the daemon's own set).
+/// What "ALL" and privileged mean: the capabilities this kernel knows that
+/// berthd itself has (effective), as containerd's CRI takes the daemon's
+/// own set — a capability berthd lacks (here CAP_SYS_RESOURCE, when its
+/// bounding set lacks it) could not be given and would fail the start.
 pub fn all_caps() -> Vec<String> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
         .unwrap_or(CAP_NAMES.len() - 1);
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
     CAP_NAMES
         .iter()
+        .enumerate()
         .take(last + 1)
-        .map(|s| s.to_string())
+        .filter(|(i, _)| eff & (1u64 << i) != 0)
+        .map(|(_, s)| s.to_string())
         .collect()
 }
 

@@ -78,7 +78,9 @@ pub fn check(config: &ContainerConfig) -> Result<()> {
             )));
         }
         if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) || !m.image_sub_path.is_empty() {
-            return Err(Error::invalid(format!(
+            // Unimplemented (not InvalidArgument): the request is valid, berthd
+            // lacks the feature, and the kubelet and critest read the code so.
+            return Err(Error::unimplemented(format!(
                 "{what}: image volumes are not supported"
             )));
         }
