@@ -10,14 +10,18 @@ use std::time::{Duration, Instant};
 /// init, then removes the containers' cgroups and unmounts whatever is
 /// left under `dir`. A test that ended cleanly has none of these.
 pub fn after_daemon(sock: &Path, dir: &Path) {
+    // The shim of a task berthd just deleted was told to shut down and
+    // exits by itself (it lingers ~100 ms so its last reply and events go
+    // out); only one still there after a grace is left behind.
+    let grace = Instant::now() + Duration::from_secs(2);
+    while shims_serving(sock).into_iter().any(task_deleted) && Instant::now() < grace {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut killed = Vec::new();
     let mut cgroups = Vec::new();
-    for (pid, args) in processes() {
-        let serves_us = args
-            .windows(2)
-            .any(|w| w[0] == b"-address" && w[1] == sock.as_os_str().as_bytes());
-        if !serves_us || !args.first().is_some_and(|a| a.ends_with(b"-v2")) {
-            continue;
+    for pid in shims_serving(sock) {
+        if task_deleted(pid) {
+            eprintln!("guard: shim {pid} outlived its deleted task (a leak)");
         }
         let bundle = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
         if let Some(b) = &bundle {
@@ -59,6 +63,29 @@ fn signal(pid: i32) {
 }
 
 /// Every process's pid and argv.
+/// The shim processes serving the daemon at `sock`.
+pub fn shims_serving(sock: &Path) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, args)| {
+            args.first().is_some_and(|a| a.ends_with(b"-v2"))
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-address" && w[1] == sock.as_os_str().as_bytes())
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Whether the task of shim `pid` was deleted: berthd removes the bundle
+/// (the shim's working directory) right after telling it to shut down. A
+/// shim already exiting has no working directory left to read.
+fn task_deleted(pid: i32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/cwd")).map_or(true, |cwd| {
+        cwd.as_os_str().as_bytes().ends_with(b" (deleted)")
+    })
+}
+
 fn processes() -> Vec<(i32, Vec<Vec<u8>>)> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -464,4 +464,26 @@ async fn restart_body() {
         [pod.id.as_str()],
         "{tasks}"
     );
+    // The pod goes too; every shim berthd reconnected to ends with its
+    // task (each lingers ~100 ms after Shutdown).
+    rt.stop_pod_sandbox(c::StopPodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(c::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.id.clone(),
+    })
+    .await
+    .expect("RemovePodSandbox");
+    let sock = std::path::PathBuf::from(pod.d.address());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !berth_tests::guard::shims_serving(&sock).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = berth_tests::guard::shims_serving(&sock);
+    assert!(
+        left.is_empty(),
+        "shims outlived their deleted tasks: {left:?}"
+    );
 }

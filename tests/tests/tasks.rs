@@ -569,6 +569,18 @@ fn restart_keeps_containers_running() {
         ok("c rm", d.berthctl("default", &["containers", "rm", id]));
     }
     no_mounts_under(d.dir.path());
+    // The shims berthd reconnected to end with their tasks, as those it
+    // started do (each lingers ~100 ms after Shutdown).
+    let sock = std::path::PathBuf::from(d.address());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !berth_tests::guard::shims_serving(&sock).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = berth_tests::guard::shims_serving(&sock);
+    assert!(
+        left.is_empty(),
+        "shims outlived their deleted tasks: {left:?}"
+    );
 }
 
 #[test]
