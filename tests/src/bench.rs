@@ -1,6 +1,8 @@
 //! Shared pieces of the benchmarks (not tests): the ~150 MiB image they
 //! move around, and timing helpers.
 
+pub mod pods;
+
 use crate::images::{layer_tar, oci_image};
 use std::process::Command;
 use std::time::Duration;

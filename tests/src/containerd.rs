@@ -16,13 +16,28 @@ impl Containerd {
     /// Starts `binary` with CRI off, `extra` appended to its config (TOML,
     /// version 2) and `path` as its PATH when given (to find shims).
     pub fn start(binary: &Path, extra: &str, path: Option<&str>) -> Containerd {
+        Self::launch(
+            binary,
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+            extra,
+            path,
+        )
+    }
+
+    /// Starts `binary` with its CRI plugin on, `extra` appended to its
+    /// config (the `[plugins."io.containerd.grpc.v1.cri"]` tables).
+    pub fn start_cri(binary: &Path, extra: &str) -> Containerd {
+        Self::launch(binary, "", extra, None)
+    }
+
+    fn launch(binary: &Path, disabled: &str, extra: &str, path: Option<&str>) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("berth-ctrd-")
             .tempdir()
             .expect("tempdir");
         let sock = dir.path().join("c.sock");
         let config = format!(
-            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n{extra}",
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\n{disabled}[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n{extra}",
             dir.path().join("root").display(),
             dir.path().join("state").display(),
             sock.display(),

@@ -9,9 +9,12 @@
 //! `run --rm` with a bridge network and a published port against
 //! `--net none`, their difference being the cost of network setup alone
 //! (netns, CNI ADD and DEL), and containerd + nerdctl's equivalent when
-//! nerdctl is installed.
+//! nerdctl is installed; and there too pod start latency over the CRI
+//! (RunPodSandbox + CreateContainer + StartContainer, tests/src/bench/pods.rs)
+//! for berthd and containerd's CRI plugin on the same CNI conflist.
 //!
 //! Run: `cargo build --release --workspace --bins && target/release/bench-run`
+//! (`bench-run pods`: the pod start rows alone).
 //!
 //! Every binary measured is first dropped from the page cache: a file just
 //! written (by the build, or a copy) is cached in large folios, and a fault
@@ -326,11 +329,19 @@ fn network_bench() {
 }
 
 fn main() {
+    // `bench-run pods`: the pod start rows alone.
+    let only_pods = std::env::args().nth(1).as_deref() == Some("pods");
     if in_private_network() {
-        return network_bench();
+        if !only_pods {
+            network_bench();
+        }
+        return berth_tests::bench::pods::bench();
     }
     if !require_root("the run benchmark") {
         return;
+    }
+    if only_pods {
+        return networked(&["pods"]);
     }
     let Some(ctr) = peer("ctr") else { return };
     for name in ["berthd", "containerd-shim-berth-v2"] {
@@ -372,11 +383,16 @@ fn main() {
     }
     println!("berthd with berthctl as the client: run --rm true {own:.1} ms (median of {RUNS})");
     drop(d);
-    // Bridges and iptables rules are made in a namespace of their own.
+    networked(&[]);
+}
+
+/// Runs this benchmark again inside a private network namespace: bridges
+/// and iptables rules are made in a namespace of their own.
+fn networked(args: &[&str]) {
     match network_prerequisites() {
-        Some(why) => println!("\nrun --rm with networking: not measured: {why}"),
+        Some(why) => println!("\nrun --rm with networking and pod start: not measured: {why}"),
         None => {
-            let st = private_network(&[]).status().expect("run unshare");
+            let st = private_network(args).status().expect("run unshare");
             assert!(st.success(), "the networked runs failed: {st}");
         }
     }
