@@ -46,6 +46,19 @@ enum ConfigCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // A descriptor berthd inherited without close-on-exec (a shell's, a
+    // test harness's flock) must not reach the shims and CNI plugins it
+    // starts: a shim outlives berthd and would hold it, and any lock on
+    // it, for as long as its container runs.
+    // SAFETY: close_range only sets a flag on this process's descriptors.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     let cli = Cli::parse();
     if let Some(Command::Config {
         what: ConfigCommand::Default,
