@@ -9,23 +9,9 @@ use berth_proto::labels::{PortMapping, Protocol};
 use serde_json::{Value, json};
 use std::path::Path;
 
-/// containerd's default capabilities (`oci.populateDefaultUnixSpec`).
-const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+// containerd's default capabilities (`oci.populateDefaultUnixSpec`), the
+// same as a container's.
+use super::security::DEFAULT_CAPS;
 
 /// containerd's sandbox CPU shares and OOM score.
 const SANDBOX_CPU_SHARES: u64 = 2;
