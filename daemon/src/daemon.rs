@@ -103,9 +103,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .enabled
         .then(|| server::cri_service(&core, cfg.cri.clone()));
     if let Some(c) = &cri {
-        c.start_streaming()
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
+        c.start_streaming_or_report().await;
         c.reconcile().await;
         // Exits from now on, then those that happened while berthd was down.
         c.start_exit_monitor();

@@ -158,9 +158,10 @@ impl Daemon {
 
     /// A gRPC channel to the daemon.
     pub async fn channel(&self) -> Channel {
-        berth_proto::client::connect(&self.address())
-            .await
-            .expect("connect to berthd")
+        match berth_proto::client::connect(&self.address()).await {
+            Ok(c) => c,
+            Err(e) => panic!("connect to berthd: {e:?}\nberthd's log:\n{}", self.log()),
+        }
     }
 
     /// Runs the real `ctr` against this daemon.

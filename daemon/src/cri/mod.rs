@@ -76,9 +76,9 @@ pub struct CriService {
     pub store: store::Store,
     /// Live state of the containers (events, held stdin FIFOs).
     pub cstate: events::ContainerState,
-    /// The streaming server of Exec/Attach/PortForward sessions (set by
-    /// `start_streaming`).
-    pub stream: std::sync::OnceLock<berth_stream::Server>,
+    /// The streaming server of Exec/Attach/PortForward sessions, or why
+    /// it could not start (set by `start_streaming_or_report`).
+    pub stream: std::sync::OnceLock<std::result::Result<berth_stream::Server, String>>,
 }
 
 impl CriService {

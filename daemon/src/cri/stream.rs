@@ -280,16 +280,37 @@ impl CriService {
         let backend = Arc::new(StreamBackend(Arc::downgrade(self)));
         let server = berth_stream::Server::start(addr, port, backend)
             .await
-            .map_err(|e| Error::unavailable(format!("CRI streaming server: {e}")))?;
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                Error::unavailable(format!("CRI streaming server: {e}{cause}"))
+            })?;
         tracing::info!(address = %server.local_addr(), "CRI streaming server listening");
-        let _ = self.stream.set(server);
+        let _ = self.stream.set(Ok(server));
         Ok(())
     }
 
+    /// Starts the streaming server; a failure is kept (Exec, Attach and
+    /// PortForward answer it) instead of stopping berthd: pods and every
+    /// other RPC work without it.
+    pub async fn start_streaming_or_report(self: &Arc<Self>) {
+        if let Err(e) = self.start_streaming().await {
+            tracing::error!("{}", e.chain());
+            let _ = self.stream.set(Err(e.chain()));
+        }
+    }
+
     fn streaming(&self) -> Result<&berth_stream::Server> {
-        self.stream
-            .get()
-            .ok_or_else(|| Error::unavailable("the CRI streaming server is not running"))
+        match self.stream.get() {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(why)) => Err(Error::unavailable(format!(
+                "{why}; fix [cri] stream_server_address/port and restart berthd"
+            ))),
+            None => Err(Error::unavailable(
+                "the CRI streaming server is not running",
+            )),
+        }
     }
 
     /// The container, which must be running (as containerd checks).
