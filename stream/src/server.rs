@@ -292,35 +292,10 @@ fn upgrade_spdy(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> 
             Err(e) => return tracing::debug!(error = %e, "SPDY upgrade"),
         };
         let session = Session::new(io, Role::Server);
-        match pending {
-            Pending::Exec(r) => {
-                let opts = Opts {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                let target = Target::Exec {
-                    container_id: r.container_id,
-                    cmd: r.cmd,
-                };
-                rc::serve_spdy(session, &proto, opts, target, inner.backend.clone()).await
-            }
-            Pending::Attach(r) => {
-                let opts = Opts {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                let target = Target::Attach {
-                    container_id: r.container_id,
-                };
-                rc::serve_spdy(session, &proto, opts, target, inner.backend.clone()).await
-            }
-            Pending::PortForward(r) => {
-                pf::serve_spdy(session, r.pod_sandbox_id, inner.backend.clone()).await
-            }
+        let backend = inner.backend.clone();
+        match command(pending) {
+            Ok((opts, target)) => rc::serve_spdy(session, &proto, opts, target, backend).await,
+            Err(r) => pf::serve_spdy(session, r.pod_sandbox_id, backend).await,
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
@@ -384,49 +359,13 @@ fn upgrade_ws(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> Re
         };
         let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, None).await;
         let backend = inner.backend.clone();
-        match pending {
-            Pending::Exec(r) => {
-                let opts = Opts {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                rc::serve_ws(
-                    ws,
-                    &proto,
-                    opts,
-                    Target::Exec {
-                        container_id: r.container_id,
-                        cmd: r.cmd,
-                    },
-                    backend,
-                )
-                .await
-            }
-            Pending::Attach(r) => {
-                let opts = Opts {
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    tty: r.tty,
-                };
-                rc::serve_ws(
-                    ws,
-                    &proto,
-                    opts,
-                    Target::Attach {
-                        container_id: r.container_id,
-                    },
-                    backend,
-                )
-                .await
-            }
-            Pending::PortForward(r) if tunnel(&proto) => {
+        match command(pending) {
+            Ok((opts, target)) => rc::serve_ws(ws, &proto, opts, target, backend).await,
+            Err(r) if tunnel(&proto) => {
                 let session = Session::new(crate::ws::tunnel(ws), Role::Server);
                 pf::serve_spdy(session, r.pod_sandbox_id, backend).await
             }
-            Pending::PortForward(r) => {
+            Err(r) => {
                 let ports = r
                     .port
                     .iter()
@@ -450,4 +389,35 @@ fn upgrade_ws(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> Re
         hs.insert(h::SEC_WEBSOCKET_PROTOCOL, v);
     }
     r
+}
+
+/// The streams and target of an exec or attach session, as both
+/// transports serve them; a port-forward request is handed back.
+fn command(p: Pending) -> Result<(Opts, Target), cri::PortForwardRequest> {
+    match p {
+        Pending::Exec(r) => Ok((
+            Opts {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                tty: r.tty,
+            },
+            Target::Exec {
+                container_id: r.container_id,
+                cmd: r.cmd,
+            },
+        )),
+        Pending::Attach(r) => Ok((
+            Opts {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                tty: r.tty,
+            },
+            Target::Attach {
+                container_id: r.container_id,
+            },
+        )),
+        Pending::PortForward(r) => Err(r),
+    }
 }
