@@ -36,6 +36,7 @@ cases!(
     process::pause_resume,
     process::exec,
     process::tty,
+    process::oom,
     security::seccomp,
     security::apparmor,
     security::seccomp_notify,

@@ -109,17 +109,42 @@ pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
+/// The path, in a `/proc/<pid>/cgroup` file's text, of the v1 hierarchy
+/// that holds `controller` (`4:cpu,cpuacct:/x` holds `cpu`).
+pub fn controller_path<'a>(proc_cgroup: &'a str, controller: &str) -> Option<&'a str> {
+    proc_cgroup.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, list, path) = (f.next()?, f.next()?, f.next()?);
+        list.split(',').any(|c| c == controller).then_some(path)
+    })
+}
+
+impl Hierarchy {
+    /// The cgroup `pid` is in, as a path [`Hierarchy::open`] takes: its
+    /// memory hierarchy's on v1 (where OOM kills are counted), its unified
+    /// one on v2. This finds a container's cgroup whatever named it (a
+    /// cgroupfs path, a systemd slice, a runtime's default). A process that
+    /// is gone is NotFound.
+    pub fn cgroup_of(&self, pid: u32) -> Result<String> {
+        let f = format!("/proc/{pid}/cgroup");
+        let text = std::fs::read_to_string(&f).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::not_found(format!("process {pid} is gone")),
+            _ => Error::io(format!("read {f}"), e),
+        })?;
+        let path = match self {
+            Hierarchy::V1(_) => controller_path(&text, "memory"),
+            Hierarchy::V2(_) => unified_path(&text),
+        };
+        path.map(str::to_string)
+            .ok_or_else(|| Error::internal(format!("{f} names no cgroup of this hierarchy")))
+    }
+}
+
 /// The directory, under the cgroup2 mount `root`, of the cgroup `pid` is
 /// in: how containerd's runc shim finds a container's v2 cgroup. A process
 /// that is gone is NotFound.
 pub fn unified_dir(root: &Path, pid: u32) -> Result<PathBuf> {
-    let f = format!("/proc/{pid}/cgroup");
-    let text = std::fs::read_to_string(&f).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::not_found(format!("process {pid} is gone")),
-        _ => Error::io(format!("read {f}"), e),
-    })?;
-    let path = unified_path(&text)
-        .ok_or_else(|| Error::internal(format!("{f} has no cgroup2 (0::) line")))?;
+    let path = Hierarchy::V2(root.to_path_buf()).cgroup_of(pid)?;
     Ok(root.join(path.trim_start_matches('/')))
 }
 
@@ -164,6 +189,28 @@ mod tests {
             assert_eq!(me, Path::new("/r").join(p.trim_start_matches('/')));
         }
         let gone = unified_dir(Path::new("/r"), u32::MAX).unwrap_err();
+        assert_eq!(gone.kind(), berth_proto::errdefs::Kind::NotFound);
+    }
+
+    #[test]
+    fn controller_path_finds_the_hierarchy_holding_it() {
+        let hybrid = "4:cpu,cpuacct:/a\n12:memory:/default/c1\n1:name=systemd:/s\n0::/u\n";
+        assert_eq!(controller_path(hybrid, "memory"), Some("/default/c1"));
+        assert_eq!(controller_path(hybrid, "cpuacct"), Some("/a"));
+        assert_eq!(controller_path(hybrid, "pids"), None);
+        // `name=systemd` is no controller named `systemd`.
+        assert_eq!(controller_path(hybrid, "systemd"), None);
+        let me = std::process::id();
+        let h = Hierarchy::detect();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let want = match h {
+            Hierarchy::V1(_) => controller_path(&own, "memory"),
+            Hierarchy::V2(_) => unified_path(&own),
+        };
+        if let Some(w) = want {
+            assert_eq!(h.cgroup_of(me).unwrap(), w);
+        }
+        let gone = h.cgroup_of(u32::MAX).unwrap_err();
         assert_eq!(gone.kind(), berth_proto::errdefs::Kind::NotFound);
     }
 

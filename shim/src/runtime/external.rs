@@ -433,8 +433,23 @@ impl OciRuntime for External {
         }))
     }
 
-    fn oom_watch(&self, _id: &str) -> Option<crate::cgroup::OomWatch> {
-        None
+    fn oom_watch(&self, id: &str) -> Option<crate::cgroup::OomWatch> {
+        // The runtime made the cgroup; its init (waiting in `create`)
+        // is in it, so that is where to find it, whichever cgroup driver
+        // named it.
+        let watch = || {
+            let h = Hierarchy::detect();
+            let path = h.cgroup_of(self.init_pid(id)?)?;
+            h.open(&path).oom_watch()
+        };
+        match watch() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                // OOM events are lost, the container runs: say so.
+                eprintln!("watch OOM kills: {}", e.chain());
+                None
+            }
+        }
     }
 }
 

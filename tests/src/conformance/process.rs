@@ -423,3 +423,51 @@ pub fn tty(s: &Suite) {
         ]),
     );
 }
+
+/// A container killed by the OOM killer under its memory limit: what its
+/// client sees (exit 137) and the `/tasks/oom` event the shim publishes,
+/// which is how CRI reports `OOMKilled` (both runtimes' shims must watch
+/// the container's cgroup).
+pub fn oom(s: &Suite) {
+    use berth_proto::services::events::v1 as eapi;
+    use tokio_stream::StreamExt;
+    let probe = sh("x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived");
+    let obs = both(|rt| {
+        let id = s.id(rt, 1);
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        tokio.block_on(async {
+            let mut sub = eapi::events_client::EventsClient::new(s.d.channel().await)
+                .subscribe(eapi::SubscribeRequest {
+                    filters: vec!["topic==/tasks/oom".into()],
+                })
+                .await
+                .expect("subscribe to events")
+                .into_inner();
+            let run = {
+                let flags = ["--memory-limit", "16777216"];
+                let args = s.run_args(rt, "--rm", &flags, &id, &probe);
+                let mut cmd = s.ctr_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+                tokio::task::spawn_blocking(move || cmd.output().expect("ctr run"))
+            };
+            let out = run.await.expect("ctr run");
+            // The event is published before the exit; both runtimes' events
+            // share the subscription, so wait for this container's.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let mut event = "none";
+            while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, sub.next()).await {
+                let oom: berth_proto::pb::containerd::events::TaskOom =
+                    berth_proto::typeurl::unpack(ev.event.as_ref().expect("an event"))
+                        .expect("a TaskOom");
+                if ev.namespace == super::NS && oom.container_id == id {
+                    event = "published";
+                    break;
+                }
+            }
+            format!("{}oom event: {event}\n", show(&id, &out))
+        })
+    });
+    check("oom", &obs, lines(&["exit=137", "oom event: published"]));
+}
