@@ -14,7 +14,7 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// The plugins berthd's bridge networks use.
 pub const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "portmap", "firewall"];
 /// Tools the re-exec and the counters need.
-pub const NET_TOOLS: [&str; 3] = ["unshare", "mount", "iptables-save"];
+pub const NET_TOOLS: [&str; 4] = ["unshare", "mount", "ip", "iptables-save"];
 
 /// Set in the re-executed process: it is already inside the namespaces.
 const INNER: &str = "BERTH_PRIVATE_NETNS_INNER";
@@ -61,7 +61,10 @@ pub fn in_private_network() -> bool {
 /// This executable again with `args`, inside `unshare --net --mount` with
 /// private propagation and a fresh sysfs (so /sys/class/net lists the
 /// private namespace's links; the cgroup mounts are carried over, the
-/// containers need them).
+/// containers need them), and loopback up as on any host: a fresh
+/// namespace binds 127.0.0.1 only until its first IPv4 address appears
+/// (a CNI bridge's gateway), after which a daemon restarted there could
+/// not listen on 127.0.0.1 (the CRI streaming server does).
 pub fn private_network(args: &[&str]) -> Command {
     let exe = std::env::current_exe().expect("own executable");
     let mut c = Command::new("unshare");
@@ -71,7 +74,7 @@ pub fn private_network(args: &[&str]) -> Command {
             "-c",
             "set -e; d=$(mktemp -d); mount --rbind /sys/fs/cgroup \"$d\"; \
              mount -t sysfs sysfs /sys; mount --move \"$d\" /sys/fs/cgroup; rmdir \"$d\"; \
-             exec \"$0\" \"$@\"",
+             ip link set lo up; exec \"$0\" \"$@\"",
         ])
         .arg(exe)
         .args(args)

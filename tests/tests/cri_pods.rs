@@ -131,6 +131,29 @@ const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
 const NOTREADY: i32 = cri::PodSandboxState::SandboxNotready as i32;
 
 /// Cgroup directories of pod `id` under the test's parent, any hierarchy.
+/// The URL of a port-forward to `pod`, retried for a while: berthd starts
+/// its streaming server after restoring the pods.
+async fn streaming_url(c: &mut RuntimeServiceClient<Channel>, pod: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.to_string(),
+                port: vec![80],
+            })
+            .await;
+        match r {
+            Ok(r) => return r.into_inner().url,
+            Err(e)
+                if e.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("PortForward after restart: {e:?}"),
+        }
+    }
+}
+
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let rel = format!("{}/{id}", CGROUP_PARENT.trim_start_matches('/'));
     let mut out = Vec::new();
@@ -374,6 +397,11 @@ fn pods_end_to_end() {
         assert_eq!(status(&mut c, &hostpod).await.state, READY);
         let body = http_get(published, "/", Duration::from_secs(10)).expect("port after restart");
         assert_eq!(body.trim(), "hello-pod");
+        // The restarted berthd serves streaming again (on 127.0.0.1, now
+        // that the namespace has the pods' bridge address too); it starts
+        // after the pods are restored, so it may take a moment.
+        let url = streaming_url(&mut c, &web).await;
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
         // berthd down while db's infra process dies: after the restart db
         // is NOTREADY and its network is gone; the others are untouched.

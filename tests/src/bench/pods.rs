@@ -347,14 +347,6 @@ pub fn bench() {
         crate::netns::in_private_network(),
         "the pod bench makes a bridge: run it inside netns::private_network"
     );
-    // The daemons' streaming servers listen on 127.0.0.1.
-    ok(
-        "ip link set lo up",
-        Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .output()
-            .expect("run ip"),
-    );
     let net = Network::new();
     let b = berthd(&net);
     let cd = containerd(&net);
