@@ -130,7 +130,6 @@ async fn network_ready(c: &mut RuntimeServiceClient<Channel>) -> cri::RuntimeCon
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
 const NOTREADY: i32 = cri::PodSandboxState::SandboxNotready as i32;
 
-/// Cgroup directories of pod `id` under the test's parent, any hierarchy.
 /// The URL of a port-forward to `pod`, retried for a while: berthd starts
 /// its streaming server after restoring the pods.
 async fn streaming_url(c: &mut RuntimeServiceClient<Channel>, pod: &str) -> String {
@@ -154,6 +153,7 @@ async fn streaming_url(c: &mut RuntimeServiceClient<Channel>, pod: &str) -> Stri
     }
 }
 
+/// Cgroup directories of pod `id` under the test's parent, any hierarchy.
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let rel = format!("{}/{id}", CGROUP_PARENT.trim_start_matches('/'));
     let mut out = Vec::new();

@@ -4,6 +4,7 @@
 use super::cache::{Cache, Cached, KIND};
 use super::cni::{Attachment, CNI_VERSION, Command, Exec};
 use super::conflist::{self, NetConfList, NetworkSpec};
+use super::localnet::LocalnetGuard;
 use super::netns::NetnsDir;
 use crate::config::NetworkConfig;
 use crate::error::{Error, Result, io_err};
@@ -47,6 +48,7 @@ pub struct NetworkManager {
     /// "Chain already exists". podman and netavark lock their network
     /// setup for the same reason.
     chain_lock: tokio::sync::Mutex<()>,
+    localnet: LocalnetGuard,
 }
 
 impl NetworkManager {
@@ -65,6 +67,7 @@ impl NetworkManager {
             netns: NetnsDir::new(state),
             conf_lock: tokio::sync::Mutex::new(()),
             chain_lock: tokio::sync::Mutex::new(()),
+            localnet: LocalnetGuard::new("iptables"),
         }
     }
 
@@ -193,6 +196,9 @@ impl NetworkManager {
                 "container {} is already attached to network {name:?} as {}",
                 att.container_id, att.ifname
             )));
+        }
+        if net.plugins.iter().any(|p| plugin_type(p) == "portmap") {
+            self.localnet.ensure().await?;
         }
         self.prepare_state()?;
         let mut entry = Cached {

@@ -9,7 +9,8 @@
 //! `prevResult`, DEL in reverse with the cached result, CHECK. On top,
 //! [`TaskNetworks`] ([`tasknet`]) gives a task what its container's labels
 //! ask for (namespace, attachments, published ports, and the `/etc` files
-//! of [`etc`]) and takes it away again.
+//! of [`etc`]) and takes it away again. [`localnet`] keeps containers off
+//! the host's loopback, which portmap opens to them.
 //! May use `config`, `durable`, `error` and `berth-snapshotter`'s `private` modes;
 //! nothing else of ours. The task service uses it; no store does.
 
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod cni;
 pub mod conflist;
 pub mod etc;
+pub mod localnet;
 pub mod manager;
 pub mod netns;
 pub mod subnet;

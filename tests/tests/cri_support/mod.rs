@@ -49,14 +49,6 @@ impl Pod {
     /// A berthd with busybox and the test pause image in `k8s.io`, and a
     /// pod on the (private) host network made by RunPodSandbox.
     pub async fn start() -> Pod {
-        // The private namespace's loopback, which the pod's network is.
-        ok(
-            "lo up",
-            std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .output()
-                .expect("run ip"),
-        );
         // This host's root lacks CAP_SYS_RESOURCE: no OOM score below
         // berthd's (containerd's option for such hosts).
         let d = Daemon::start_with_config(&format!(
