@@ -12,6 +12,7 @@ pub mod agent;
 pub mod hooks;
 pub mod normalise;
 pub mod process;
+pub mod propagation;
 pub mod security;
 pub mod userns;
 pub mod world;

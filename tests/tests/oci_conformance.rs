@@ -5,7 +5,7 @@
 //! Root only; needs ctr and runc (and script for `tty`). Deliberate
 //! differences: docs/compat.md.
 
-use berth_tests::conformance::{hooks, process, run, security, userns, world};
+use berth_tests::conformance::{hooks, process, propagation, run, security, userns, world};
 
 /// One `#[test]` per case, named as the case.
 macro_rules! cases {
@@ -46,5 +46,6 @@ cases!(
     hooks::sysctls,
     hooks::oom_score_adj,
     hooks::rootfs_propagation,
+    propagation::bind_propagation,
     userns::user_namespaces,
 );

@@ -273,7 +273,7 @@ impl Drop for SharedState {
 }
 
 /// The peer groups of the host's (this process's) mounts.
-fn host_groups() -> std::collections::HashSet<String> {
+pub(super) fn host_groups() -> std::collections::HashSet<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     info.lines()
         .flat_map(|l| l.split(' ').skip(6).take_while(|f| *f != "-"))
@@ -296,7 +296,7 @@ fn host_mounts_under(dir: &std::path::Path) -> usize {
 /// is: `host` (a group of the host's mounts: what the container mounts
 /// there reaches the host, or the host's mounts reach the container) or
 /// `own` (a group of the container's own). A private mount has none.
-fn normalise_groups(fields: &str, host: &std::collections::HashSet<String>) -> String {
+pub(super) fn normalise_groups(fields: &str, host: &std::collections::HashSet<String>) -> String {
     fields
         .split_whitespace()
         .map(|f| match f.split_once(':') {

@@ -168,14 +168,27 @@ fn make_cwd(sys: &dyn Sys, spec: &Spec) -> Result<()> {
         .map_err(|e| Error::io(format!("create the working directory {}", cwd.display()), e))
 }
 
-/// pivot_root with the old root stacked on the new one, then detached
-/// (no directory for it needed in the image).
+/// pivot_root with the old root stacked on the new one, then made a
+/// slave (so detaching it unmounts nothing on the host) and detached (no
+/// directory for it needed in the image).
+///
+/// As runc, from a descriptor of the old root: after pivot_root(".", ".")
+/// the working directory is still the new root's mount, under the old
+/// one, and `mount(2)` does not climb to the mount on top of a path (only
+/// `umount2(2)` does). Made a slave through ".", the new root's tree would
+/// be: every bind of a shared mount (`rshared`) would lose its host peers.
 fn pivot(sys: &dyn Sys, rootfs: &Path) -> Result<()> {
     let here = Path::new(".");
+    let old_root = sys
+        .open_dir(Path::new("/"))
+        .map_err(|e| Error::io("open the old root", e))?;
     sys.chdir(rootfs)
         .map_err(|e| Error::io("chdir rootfs", e))?;
     sys.pivot_root(here, here)
         .map_err(|e| Error::io("pivot_root", e))?;
+    sys.fchdir(&old_root)
+        .map_err(|e| Error::io("fchdir to the old root", e))?;
+    drop(old_root);
     sys.mount(None, here, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)
         .map_err(|e| Error::io("make old root a slave", e))?;
     sys.umount(here, MntFlags::MNT_DETACH)
@@ -344,9 +357,21 @@ mod tests {
         assert_eq!(calls[2], "mount /b/rootfs /b/rootfs - MS_BIND|MS_REC -");
         assert!(at("mount proc /b/rootfs/proc proc") < at("mknod /b/rootfs/dev/null"));
         assert!(at("mknod") < at("before pivot"));
-        assert_eq!(at("before pivot") + 1, at("chdir /b/rootfs"));
-        assert!(at("chdir /b/rootfs") < at("pivot_root . ."));
-        assert!(at("pivot_root") < at("umount . MNT_DETACH"));
+        // The old root is left from a descriptor of it: "." after
+        // pivot_root is still the new root (see `pivot`).
+        let pivot = at("before pivot") + 1;
+        assert_eq!(
+            calls[pivot..pivot + 7],
+            [
+                "open_dir /",
+                "chdir /b/rootfs",
+                "pivot_root . .",
+                "fchdir /",
+                "mount - . - MS_REC|MS_SLAVE -",
+                "umount . MNT_DETACH",
+                "chdir /",
+            ]
+        );
         assert_eq!(
             calls[at("mount /dev/null /proc/kcore")],
             "mount /dev/null /proc/kcore - MS_BIND -"

@@ -12,7 +12,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::SFlag;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// What is at a path, as far as the runtime cares.
@@ -36,6 +36,10 @@ pub trait Sys {
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     fn chdir(&self, dir: &Path) -> io::Result<()>;
+    /// Opens the directory `dir` (`O_PATH`) to return to it with
+    /// [`Sys::fchdir`] once a path no longer reaches the same mount.
+    fn open_dir(&self, dir: &Path) -> io::Result<OwnedFd>;
+    fn fchdir(&self, dir: &OwnedFd) -> io::Result<()>;
     /// What is at `path` (following symlinks); `None` when nothing is.
     fn kind(&self, path: &Path) -> Option<Kind>;
     fn mkdir_all(&self, dir: &Path) -> io::Result<()>;
@@ -136,6 +140,19 @@ impl Sys for Host {
 
     fn chdir(&self, dir: &Path) -> io::Result<()> {
         Ok(nix::unistd::chdir(dir)?)
+    }
+
+    fn open_dir(&self, dir: &Path) -> io::Result<OwnedFd> {
+        use nix::fcntl::OFlag;
+        Ok(nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?)
+    }
+
+    fn fchdir(&self, dir: &OwnedFd) -> io::Result<()> {
+        Ok(nix::unistd::fchdir(dir)?)
     }
 
     fn kind(&self, path: &Path) -> Option<Kind> {
@@ -397,6 +414,8 @@ pub struct Fake {
     pub files: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, String>>,
     /// Modes [`Sys::mode`] answers; otherwise 0755 of the path's kind.
     pub modes: std::cell::RefCell<std::collections::HashMap<std::path::PathBuf, u32>>,
+    /// The directory each descriptor from [`Sys::open_dir`] stands for.
+    dirs: std::cell::RefCell<std::collections::HashMap<RawFd, std::path::PathBuf>>,
 }
 
 #[cfg(test)]
@@ -475,6 +494,21 @@ impl Sys for Fake {
     }
     fn chdir(&self, dir: &Path) -> io::Result<()> {
         self.record(format!("chdir {}", dir.display()))
+    }
+    fn open_dir(&self, dir: &Path) -> io::Result<OwnedFd> {
+        self.record(format!("open_dir {}", dir.display()))?;
+        // A real descriptor (of a directory that is always there), so the
+        // caller holds what it would; `fchdir` names the path it stood for.
+        let fd = OwnedFd::from(std::fs::File::open("/")?);
+        self.dirs
+            .borrow_mut()
+            .insert(fd.as_raw_fd(), dir.to_path_buf());
+        Ok(fd)
+    }
+    fn fchdir(&self, dir: &OwnedFd) -> io::Result<()> {
+        let path = self.dirs.borrow().get(&dir.as_raw_fd()).cloned();
+        let path = path.map_or("?".into(), |p| p.display().to_string());
+        self.record(format!("fchdir {path}"))
     }
     fn kind(&self, path: &Path) -> Option<Kind> {
         self.paths.borrow().get(path).copied()
