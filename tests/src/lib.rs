@@ -31,4 +31,4 @@ pub use openssl::{run_openssl, self_signed};
 pub use paths::{bin, corpus, fixture_digest, fixtures, repo_root, target_dir};
 pub use peers::{peer, peer_at, require_root};
 pub use probe::syscall_probe;
-pub use process::{fails, ok, output_within, terminate};
+pub use process::{as_nobody, fails, ok, output_within, terminate};

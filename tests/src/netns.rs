@@ -84,6 +84,43 @@ pub fn private_network(args: &[&str]) -> Command {
 
 /// Runs test `name` of this test binary inside [`private_network`] and
 /// asserts it passed there.
+/// True in the re-executed process (the caller runs the test's body);
+/// otherwise runs test `name` there, or says SKIPPED without what
+/// networked containers need, and answers false.
+pub fn body_in_private_network(name: &str) -> bool {
+    if in_private_network() {
+        return true;
+    }
+    if let Some(why) = network_prerequisites() {
+        skip(&why);
+        return false;
+    }
+    run_test_in_private_network(name);
+    false
+}
+
+/// A pod network as a cluster's CNI plugin installs one: bridge `bridge`
+/// (the pods' gateway, masquerading) on `subnet`, host-local keeping its
+/// reservations in `ipam_dir`, then portmap.
+pub fn pod_conflist(name: &str, bridge: &str, subnet: &str, ipam_dir: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": ipam_dir,
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+        ],
+    })
+}
+
 pub fn run_test_in_private_network(name: &str) {
     let status: ExitStatus = private_network(&[name, "--exact", "--nocapture", "--test-threads=1"])
         .status()

@@ -90,3 +90,15 @@ pub fn fails(what: &str, out: Output) -> String {
     );
     stderr
 }
+
+/// Runs `args` as the host user `nobody` with no supplementary groups.
+pub fn as_nobody(args: &[&str]) -> Output {
+    // setpriv keeps its capabilities until its own exec (it resolves the
+    // program with CAP_DAC_OVERRIDE): a shell without any does the probe's.
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(args)
+        .output()
+        .expect("run setpriv")
+}

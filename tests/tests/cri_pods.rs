@@ -25,18 +25,6 @@ use tonic::transport::Channel;
 const PAUSE: &str = "localhost/berth-test/pause:pause";
 const CGROUP_PARENT: &str = "/berth-cri-pods-test";
 
-fn body_here(name: &str) -> bool {
-    if in_private_network() {
-        return true;
-    }
-    if let Some(why) = network_prerequisites() {
-        skip(&why);
-        return false;
-    }
-    run_test_in_private_network(name);
-    false
-}
-
 struct Cgroups;
 
 impl Drop for Cgroups {
@@ -172,7 +160,7 @@ fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
 
 #[test]
 fn pods_end_to_end() {
-    if !body_here("pods_end_to_end") {
+    if !body_in_private_network("pods_end_to_end") {
         return;
     }
     let _cg = Cgroups;
@@ -233,22 +221,12 @@ fn pods_end_to_end() {
         // A conflist as a cluster's network plugin installs one.
         let net_d = conf.path().join("net.d");
         std::fs::create_dir_all(&net_d).expect("mkdir net.d");
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "pods",
-            "plugins": [
-                {
-                    "type": "bridge", "bridge": "cni-pods0", "isGateway": true, "ipMasq": true,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": "10.210.0.0/24"}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": d.state().join("cni/networks"),
-                    },
-                },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-            ],
-        });
+        let conflist = pod_conflist(
+            "pods",
+            "cni-pods0",
+            "10.210.0.0/24",
+            &d.state().join("cni/networks"),
+        );
         std::fs::write(net_d.join("10-pods.conflist"), conflist.to_string()).expect("conflist");
         let nr = network_ready(&mut c).await;
         assert!(nr.status, "{nr:?}");

@@ -8,18 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs `args` as the host user `nobody` with no supplementary groups.
-fn as_nobody(args: &[&str]) -> Output {
-    // setpriv keeps its capabilities until its own exec (it resolves the
-    // program with CAP_DAC_OVERRIDE): a shell without any does the probe's.
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
-        .args(args)
-        .output()
-        .expect("run setpriv")
-}
-
 fn as_root(args: &[&str]) -> Output {
     Command::new(args[0])
         .args(&args[1..])
