@@ -230,7 +230,7 @@ impl CriService {
             })?;
             let root = m.path().to_path_buf();
             let read = |f: &str| {
-                super::security::read_in_root(&root, f)
+                berth_proto::userdb::read_in_root(&root, f)
                     .map_err(|e| io_err(format!("read the image's /{f}"), e))
             };
             Ok((read("etc/passwd")?, read("etc/group")?))
