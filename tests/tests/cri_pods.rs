@@ -27,6 +27,9 @@ use tonic::transport::Channel;
 const PAUSE: &str = "localhost/berth-test/pause:pause";
 const CGROUP_PARENT: &str = "/berth-cri-pods-test";
 
+/// One test at a time: each cleans up the cgroups under the same parents.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn body_here(name: &str) -> bool {
     if in_private_network() {
         return true;
@@ -35,6 +38,7 @@ fn body_here(name: &str) -> bool {
         skip(&why);
         return false;
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     run_test_in_private_network(name);
     false
 }
