@@ -45,6 +45,18 @@ pub fn network_prerequisites() -> Option<String> {
     None
 }
 
+/// Brings up the private namespace's loopback (down when the namespace is
+/// made), for what listens on 127.0.0.1 inside it.
+pub fn loopback_up() {
+    crate::ok(
+        "ip link set lo up",
+        Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .output()
+            .expect("run ip"),
+    );
+}
+
 /// Says SKIPPED with `why`; under BERTH_REQUIRE_PEERS=1 fails instead.
 pub fn skip(why: &str) {
     if std::env::var("BERTH_REQUIRE_PEERS").as_deref() == Ok("1") {

@@ -83,6 +83,19 @@ fn pod_config(name: &str, labels: &[(&str, &str)]) -> cri::PodSandboxConfig {
     }
 }
 
+/// `config` on the host's network (here the private namespace's).
+fn host_network(mut config: cri::PodSandboxConfig) -> cri::PodSandboxConfig {
+    config.linux.get_or_insert_default().security_context =
+        Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    config
+}
+
 async fn run(c: &mut RuntimeServiceClient<Channel>, config: cri::PodSandboxConfig) -> String {
     c.run_pod_sandbox(cri::RunPodSandboxRequest {
         config: Some(config),
@@ -312,16 +325,7 @@ fn pods_end_to_end() {
 
         // A second networked pod and a host-network one.
         let db = run(&mut c, pod_config("db", &[("app", "db")])).await;
-        let mut host_cfg = pod_config("hostpod", &[("app", "web")]);
-        host_cfg.linux.as_mut().expect("linux").security_context =
-            Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        let hostpod = run(&mut c, host_cfg).await;
+        let hostpod = run(&mut c, host_network(pod_config("hostpod", &[("app", "web")]))).await;
         let st = status(&mut c, &hostpod).await;
         assert_eq!(st.state, READY);
         assert_eq!(st.network.expect("network").ip, "");
@@ -490,13 +494,7 @@ fn a_pulled_sandbox_image_is_pinned() {
     };
     let _cg = Cgroups;
     // The registry listens on the private namespace's loopback.
-    ok(
-        "lo up",
-        std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .output()
-            .expect("run ip"),
-    );
+    loopback_up();
     let reg = berth_tests::registry::Registry::start(&reg_bin);
     let hosts = tempfile::tempdir().expect("tempdir");
     let dir = hosts.path().join("registry.k8s.io");
@@ -534,24 +532,7 @@ fn a_pulled_sandbox_image_is_pinned() {
     let rt = tokio::runtime::Runtime::new().expect("tokio");
     rt.block_on(async {
         let mut c = RuntimeServiceClient::new(d.channel().await);
-        let mut host_cfg = pod_config("pinned", &[]);
-        host_cfg.linux.as_mut().expect("linux").security_context =
-            Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        let pod = c
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(host_cfg),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log()))
-            .into_inner()
-            .pod_sandbox_id;
+        let pod = run(&mut c, host_network(pod_config("pinned", &[]))).await;
         assert_eq!(status(&mut c, &pod).await.state, READY);
 
         let img = cri::image_service_client::ImageServiceClient::new(d.channel().await)

@@ -50,13 +50,7 @@ impl Pod {
     /// pod on the (private) host network made by RunPodSandbox.
     pub async fn start() -> Pod {
         // The private namespace's loopback, which the pod's network is.
-        ok(
-            "lo up",
-            std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .output()
-                .expect("run ip"),
-        );
+        loopback_up();
         // This host's root lacks CAP_SYS_RESOURCE: no OOM score below
         // berthd's (containerd's option for such hosts).
         let d = Daemon::start_with_config(&format!(
