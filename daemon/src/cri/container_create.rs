@@ -369,7 +369,7 @@ impl CriService {
     /// Makes the stdin FIFO and holds its write end, so the container's
     /// stdin stays open between attaches.
     fn open_stdin(&self, id: &str, fifo: &str) -> Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let dir = self.container_dir(id);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -380,6 +380,13 @@ impl CriService {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(Error::internal(format!("mkfifo {fifo}: {e}"))),
         }
+        self.hold_stdin(id, fifo)
+    }
+
+    /// Opens the stdin FIFO and holds its write end (also at restart, for
+    /// a container still running).
+    pub(crate) fn hold_stdin(&self, id: &str, fifo: &str) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         // Read-write: opening does not wait for the shim's reader.
         let f = std::fs::OpenOptions::new()
             .read(true)
