@@ -5,27 +5,10 @@ use crate::cli::RunArgs;
 use crate::error::CtlError;
 use crate::stdio::terminal_size;
 use anyhow::{Result, bail};
+use berth_proto::capabilities::DEFAULT_CAPS;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
-
-/// The capabilities containers get by default (as containerd gives).
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// `--mount type=bind,src=/a,dst=/b,options=rbind:ro`.
 fn parse_mount(m: &str) -> Result<Value> {

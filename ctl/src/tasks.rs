@@ -403,7 +403,7 @@ pub(crate) async fn exec(
         process["env"] = json!(e);
     }
     if let Some(u) = user {
-        process["user"] = crate::userdb::for_exec(ctx, id, &u).await?.json();
+        process["user"] = serde_json::to_value(crate::userdb::for_exec(ctx, id, &u).await?)?;
     }
     if let Some(e) = crate::stdio::tty_refusal(tty, detach, std::io::stdin().is_terminal()) {
         bail!(CtlError(e));

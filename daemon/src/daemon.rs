@@ -113,7 +113,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cri = cfg
         .cri
         .enabled
-        .then(|| server::cri_service(&core, cfg.cri.clone()));
+        .then(|| server::cri_service(&core, cfg.cri.clone()))
+        .transpose()
+        .context("start the CRI service")?;
     if let Some(c) = &cri {
         c.start_streaming_or_report().await;
         c.reconcile().await;

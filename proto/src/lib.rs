@@ -10,8 +10,11 @@
 //!   docker-archive conversion).
 //! * [`typeurl`]: packing messages into `Any` with the type URLs containerd's
 //!   clients decode.
+//! * [`userdb`] and [`capabilities`]: a container's users and groups and its
+//!   default capabilities, the same for berthctl and berthd's CRI.
 
 pub mod archive;
+pub mod capabilities;
 pub mod client;
 pub mod crilog;
 pub mod errdefs;
@@ -25,6 +28,7 @@ pub mod reference;
 pub mod time;
 pub mod ttrpc;
 pub mod typeurl;
+pub mod userdb;
 
 /// Generated protobuf types, gRPC services and ttrpc bindings.
 #[allow(clippy::all, missing_docs, rustdoc::all)]

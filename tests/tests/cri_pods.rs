@@ -10,7 +10,9 @@
 //! pod; list filters; SIGKILL of berthd with pods running (same state, same
 //! IPs, the port still answers); stop (network gone, record kept,
 //! idempotent); remove (idempotent; no netns, IP, iptables rule, cgroup,
-//! snapshot, record or pod file left).
+//! snapshot, record or pod file left). And that the sandbox image berthd
+//! pulls (from a local registry through a `hosts.toml` mirror) is pinned,
+//! with the records PullImage makes.
 
 use berth_proto::cri;
 use berth_proto::cri::runtime_service_client::RuntimeServiceClient;
@@ -24,6 +26,14 @@ use tonic::transport::Channel;
 
 const PAUSE: &str = "localhost/berth-test/pause:pause";
 const CGROUP_PARENT: &str = "/berth-cri-pods-test";
+
+/// One test at a time: each cleans up the cgroups under the same parents.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn body_here(name: &str) -> bool {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    body_in_private_network(name)
+}
 
 struct Cgroups;
 
@@ -63,6 +73,19 @@ fn pod_config(name: &str, labels: &[(&str, &str)]) -> cri::PodSandboxConfig {
         }),
         ..Default::default()
     }
+}
+
+/// `config` on the host's network (here the private namespace's).
+fn host_network(mut config: cri::PodSandboxConfig) -> cri::PodSandboxConfig {
+    config.linux.get_or_insert_default().security_context =
+        Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    config
 }
 
 async fn run(c: &mut RuntimeServiceClient<Channel>, config: cri::PodSandboxConfig) -> String {
@@ -160,7 +183,7 @@ fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
 
 #[test]
 fn pods_end_to_end() {
-    if !body_in_private_network("pods_end_to_end") {
+    if !body_here("pods_end_to_end") {
         return;
     }
     let _cg = Cgroups;
@@ -307,16 +330,7 @@ fn pods_end_to_end() {
 
         // A second networked pod and a host-network one.
         let db = run(&mut c, pod_config("db", &[("app", "db")])).await;
-        let mut host_cfg = pod_config("hostpod", &[("app", "web")]);
-        host_cfg.linux.as_mut().expect("linux").security_context =
-            Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-        let hostpod = run(&mut c, host_cfg).await;
+        let hostpod = run(&mut c, host_network(pod_config("hostpod", &[("app", "web")]))).await;
         let st = status(&mut c, &hostpod).await;
         assert_eq!(st.state, READY);
         assert_eq!(st.network.expect("network").ip, "");
@@ -473,6 +487,97 @@ fn pods_end_to_end() {
         })
         .await
         .expect("remove");
+    });
+    d.stop();
+}
+
+/// The sandbox image berthd pulls for RunPodSandbox is a CRI image like
+/// one pulled with PullImage: its id and repo digest records, managed,
+/// and pinned (so the kubelet never collects it).
+#[test]
+fn a_pulled_sandbox_image_is_pinned() {
+    if !body_here("a_pulled_sandbox_image_is_pinned") {
+        return;
+    }
+    let Some(reg_bin) = peer("docker-registry") else {
+        return;
+    };
+    let _cg = Cgroups;
+    // The registry listens on the private namespace's loopback (up).
+    let reg = berth_tests::registry::Registry::start(&reg_bin);
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let dir = hosts.path().join("registry.k8s.io");
+    std::fs::create_dir_all(&dir).expect("hosts dir");
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"https://registry.k8s.io\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host()
+        ),
+    )
+    .expect("hosts.toml");
+    let sandbox = "registry.k8s.io/berth-test/pause:1";
+    let mut d = Daemon::start_with_config(&format!(
+        "[registry]\nconfig_path = \"{}\"\nretries = 0\n[cri]\nsandbox_image = \"{sandbox}\"\nrestrict_oom_score_adj = true\n",
+        hosts.path().display()
+    ));
+    // The pause image reaches the registry from another namespace.
+    let pause = fixtures().join("busybox-pause-oci.tar");
+    let remote = format!("{}/berth-test/pause:1", reg.host());
+    for args in [
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "localhost/berth-test/pause",
+            pause.to_str().expect("utf-8"),
+        ][..],
+        &["images", "tag", PAUSE, &remote],
+        &["images", "push", &remote],
+    ] {
+        ok(&args.join(" "), d.berthctl("default", args));
+    }
+    assert_eq!(ctl(&d, &["images", "ls", "-q"]).trim(), "");
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    rt.block_on(async {
+        let mut c = RuntimeServiceClient::new(d.channel().await);
+        let pod = run(&mut c, host_network(pod_config("pinned", &[]))).await;
+        assert_eq!(status(&mut c, &pod).await.state, READY);
+
+        let img = cri::image_service_client::ImageServiceClient::new(d.channel().await)
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: sandbox.into(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .expect("ImageStatus")
+            .into_inner()
+            .image
+            .expect("the sandbox image is a CRI image");
+        assert!(img.pinned, "{img:?}");
+        assert_eq!(img.repo_tags, [sandbox.to_string()], "{img:?}");
+        assert_eq!(img.repo_digests.len(), 1, "{img:?}");
+        let mut names: Vec<String> = ctl(&d, &["images", "ls", "-q"])
+            .lines()
+            .map(String::from)
+            .collect();
+        names.sort();
+        let mut want = vec![
+            img.id.clone(),
+            img.repo_digests[0].clone(),
+            sandbox.to_string(),
+        ];
+        want.sort();
+        assert_eq!(names, want);
+
+        c.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .expect("RemovePodSandbox");
     });
     d.stop();
 }

@@ -343,22 +343,19 @@ impl CriService {
     }
 
     fn output_dir(&self, id: &str) -> std::path::PathBuf {
-        self.root.join("cri").join("output").join(id)
+        self.output_root.join(id)
     }
 
     /// Where the container's output goes: the kubelet's log path, or
     /// (none given, as critest does) a file of berthd's own, which Attach
     /// reads and RemoveContainer deletes — the shim writes output only to
-    /// files. On the root's disk, not the state's tmpfs; the folder above
-    /// it is owner-only.
-    pub(crate) fn output_log(&self, m: &ContainerMetadata) -> Result<std::path::PathBuf> {
+    /// files. On the root's disk, not the state's tmpfs, below the
+    /// owner-only `output_root`.
+    pub(crate) fn output_log(&self, m: &ContainerMetadata) -> std::path::PathBuf {
         if !m.log_path.is_empty() {
-            return Ok(m.log_path.clone().into());
+            return m.log_path.clone().into();
         }
-        let top = self.root.join("cri").join("output");
-        berth_snapshotter::mount::private::dir(&top, berth_snapshotter::mount::private::OWNER_ONLY)
-            .map_err(|e| crate::error::io_err(format!("create {}", top.display()), e))?;
-        Ok(self.output_dir(&m.id).join("output.log"))
+        self.output_dir(&m.id).join("output.log")
     }
 
     pub async fn list_containers(

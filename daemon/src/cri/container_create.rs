@@ -4,14 +4,15 @@
 //! with the CRI log as stdout/stderr and berthd's stdin FIFO.
 
 use super::container::now_ns;
+use super::images::{self, CriImage};
 use super::spec::{self, Host, Image, Sandbox};
 use super::store::{self, CriContainer};
 use super::{CriService, NAMESPACE};
 use crate::containers::{AnyRecord, Container, ContainerRecord};
 use crate::error::{Error, Result, io_err};
-use crate::images::oci::{Platform, resolve_manifest};
+use crate::images::oci::Platform;
 use crate::snapshots::DEFAULT_SNAPSHOTTER;
-use crate::types::{Ctx, Descriptor, Digest};
+use crate::types::Ctx;
 use berth_proto::cri;
 use berth_proto::pb::berth::cri::v1::ContainerMetadata;
 use berth_proto::services::tasks::v1::CreateTaskRequest;
@@ -22,74 +23,28 @@ use std::path::Path;
 pub struct ResolvedImage {
     /// The record's name (a reference) the container was asked with.
     pub name: String,
-    /// Its config digest (the CRI image id).
-    pub id: String,
-    /// A repo digest reference when there is one, else the id.
-    pub image_ref: String,
-    pub target: Descriptor,
-    /// The whole image config.
-    pub config: serde_json::Value,
-}
-
-fn config_of(svc: &CriService, target: &Descriptor) -> Result<(String, serde_json::Value)> {
-    let content = &svc.images.content;
-    let (_, config, _) = resolve_manifest(content, NAMESPACE, target, &Platform::host())?;
-    let data = content.read_all(NAMESPACE, &Digest::parse(&config.digest)?)?;
-    let v = serde_json::from_slice(&data)
-        .map_err(|e| Error::invalid(format!("image config {}: {e}", config.digest)))?;
-    Ok((config.digest, v))
+    pub image: CriImage,
 }
 
 impl CriService {
-    /// The image `r` names: a reference (normalized as the CRI does), an
-    /// id (`sha256:…`) or a unique id prefix; NotFound otherwise.
+    /// The image `r` names, as the image service resolves it (a reference,
+    /// an id or a unique id prefix); NotFound otherwise.
     pub fn resolve_image(&self, r: &str) -> Result<ResolvedImage> {
         if r.is_empty() {
             return Err(Error::invalid("config.image.image must be set"));
         }
-        let images = self.images.images.list(NAMESPACE, &[])?;
-        let normalized = berth_proto::reference::normalize(r).ok();
-        let hex = r.strip_prefix("sha256:").unwrap_or(r);
-        let by_id = !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
-        let mut found: Option<ResolvedImage> = None;
-        let mut refs: Vec<String> = Vec::new();
-        for img in &images {
-            let by_name = img.name == r || Some(&img.name) == normalized.as_ref();
-            if !by_name && !by_id && found.is_none() {
-                continue;
-            }
-            let Ok((id, config)) = config_of(self, &img.record.target) else {
-                continue;
-            };
-            let id_hit = by_id && id.trim_start_matches("sha256:").starts_with(hex);
-            match &found {
-                None if by_name || id_hit => {
-                    found = Some(ResolvedImage {
-                        name: img.name.clone(),
-                        id: id.clone(),
-                        image_ref: String::new(),
-                        target: img.record.target.clone(),
-                        config,
-                    });
-                    refs.push(img.name.clone());
-                }
-                Some(f) if f.id == id => refs.push(img.name.clone()),
-                Some(f) if id_hit && !by_name => {
-                    return Err(Error::invalid(format!(
-                        "image id prefix {r:?} is ambiguous ({} and {id})",
-                        f.id
-                    )));
-                }
-                _ => {}
-            }
-        }
-        let mut img = found.ok_or_else(|| Error::not_found(format!("image {r:?} not found")))?;
-        img.image_ref = refs
-            .iter()
-            .find(|n| n.contains('@'))
-            .cloned()
-            .unwrap_or_else(|| img.id.clone());
-        Ok(img)
+        let image = self
+            .cri_images
+            .resolve(r)?
+            .ok_or_else(|| Error::not_found(format!("image {r:?} not found")))?;
+        let name = [Some(r.to_string()), images::normalize(r).ok()]
+            .into_iter()
+            .flatten()
+            .find(|n| image.references.contains(n))
+            // Asked by id: the first of its records.
+            .or_else(|| image.references.first().cloned())
+            .unwrap_or_else(|| image.id.clone());
+        Ok(ResolvedImage { name, image })
     }
 
     pub async fn create_container(
@@ -183,7 +138,7 @@ impl CriService {
         ctx: &Ctx,
     ) -> Result<CriContainer> {
         let unpacker = self.images.unpacker.clone();
-        let (c2, target) = (ctx.clone(), img.target.clone());
+        let (c2, target) = (ctx.clone(), img.image.target.clone());
         let chain = tokio::task::spawn_blocking(move || {
             unpacker.unpack(&c2, &target, DEFAULT_SNAPSHOTTER, &Platform::host())
         })
@@ -230,7 +185,7 @@ impl CriService {
             })?;
             let root = m.path().to_path_buf();
             let read = |f: &str| {
-                super::security::read_in_root(&root, f)
+                berth_proto::userdb::read_in_root(&root, f)
                     .map_err(|e| io_err(format!("read the image's /{f}"), e))
             };
             Ok((read("etc/passwd")?, read("etc/group")?))
@@ -281,7 +236,7 @@ impl CriService {
         };
         let image = Image {
             name: &img.name,
-            config: &img.config["config"],
+            config: &img.image.config["config"],
         };
         let oci = spec::build(NAMESPACE, id, &config, &sandbox, &image, &host)?;
         let log_path = if config.log_path.is_empty() {
@@ -300,7 +255,7 @@ impl CriService {
         } else {
             String::new()
         };
-        let mut labels: HashMap<String, String> = img.config["config"]["Labels"]
+        let mut labels: HashMap<String, String> = img.image.config["config"]["Labels"]
             .as_object()
             .map(|o| {
                 o.iter()
@@ -331,12 +286,12 @@ impl CriService {
             id: id.into(),
             name: name.into(),
             sandbox_id: sb.meta.id.clone(),
-            image_ref: img.image_ref.clone(),
-            image_id: img.id.clone(),
+            image_ref: img.image.image_ref(),
+            image_id: img.image.id.clone(),
             log_path,
             created_at: now_ns(),
             stdin_fifo,
-            stop_signal: spec::stop_signal(&config, &img.config["config"]),
+            stop_signal: spec::stop_signal(&config, &img.image.config["config"]),
             config: Some(config),
             ..Default::default()
         };
@@ -365,7 +320,7 @@ impl CriService {
     pub(crate) async fn start_task(&self, c: &CriContainer) -> Result<()> {
         let cfg = c.meta.config.clone().unwrap_or_default();
         let id = &c.meta.id;
-        let (stdout, stderr) = self.log_stdio(&self.output_log(&c.meta)?, cfg.tty)?;
+        let (stdout, stderr) = self.log_stdio(&self.output_log(&c.meta), cfg.tty)?;
         let stdin = if c.meta.stdin_fifo.is_empty() {
             String::new()
         } else {
@@ -414,7 +369,7 @@ impl CriService {
     /// Makes the stdin FIFO and holds its write end, so the container's
     /// stdin stays open between attaches.
     fn open_stdin(&self, id: &str, fifo: &str) -> Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let dir = self.container_dir(id);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -425,6 +380,13 @@ impl CriService {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(Error::internal(format!("mkfifo {fifo}: {e}"))),
         }
+        self.hold_stdin(id, fifo)
+    }
+
+    /// Opens the stdin FIFO and holds its write end (also at restart, for
+    /// a container still running).
+    pub(crate) fn hold_stdin(&self, id: &str, fifo: &str) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         // Read-write: opening does not wait for the shim's reader.
         let f = std::fs::OpenOptions::new()
             .read(true)

@@ -143,7 +143,7 @@ impl CriService {
                 Ok(_) => {
                     // Still running: its stdin FIFO is held again.
                     if !c.meta.stdin_fifo.is_empty() {
-                        let _ = self.reopen_stdin(&id, &c.meta.stdin_fifo);
+                        let _ = self.hold_stdin(&id, &c.meta.stdin_fifo);
                     }
                 }
                 Err(e) if e.is_not_found() => {
@@ -158,21 +158,6 @@ impl CriService {
             }
         }
         tracing::info!(exited, "CRI: containers reconciled");
-    }
-
-    fn reopen_stdin(&self, id: &str, fifo: &str) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(fifo)?;
-        self.cstate
-            .stdin
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), f.into());
-        Ok(())
     }
 }
 

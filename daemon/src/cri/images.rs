@@ -9,17 +9,18 @@
 //! `ctr -n k8s.io images ls` shows them. Records made by other clients in
 //! the namespace (ctr, berthctl) are CRI images too, as with containerd.
 
-use super::NAMESPACE;
-use crate::core::Core;
+use super::images_auth::AuthCredentials;
+use super::store::NAMESPACE;
+use crate::config::RegistryConfig;
 use crate::error::{Error, Result};
 use crate::images::oci::{Platform, resolve_manifest};
 use crate::images::{Image, ImageRecord};
+use crate::snapshots::Snapshots;
 use crate::transfer::registry::{self, Credentials, PullRequest};
+use crate::transfer::stores::ImageStores;
 use crate::types::{Ctx, Descriptor, Digest, Labels};
-use base64::Engine;
 use berth_proto::cri::AuthConfig;
 use berth_proto::reference::Reference;
-use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub const LABEL_PINNED_VALUE: &str = "pinned";
 pub struct CriImage {
     /// The config digest.
     pub id: String,
+    /// The target of its records (of the first, should they differ: an
+    /// index and its manifest for this platform are the same image).
+    pub target: Descriptor,
     /// Record names, sorted.
     pub references: Vec<String>,
     /// Bytes of the target, manifest, config and layers (compressed).
@@ -63,6 +67,16 @@ impl CriImage {
             }
         }
         (tags, digests)
+    }
+
+    /// How a container records its image (containerd's `imageRef`): a
+    /// repo digest when there is one, else the id.
+    pub fn image_ref(&self) -> String {
+        let (_, digests) = self.repo_tags_and_digests();
+        digests
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| self.id.clone())
     }
 
     /// The numeric uid or the user name of the image's `User` (a group is
@@ -105,30 +119,42 @@ pub struct FsUsage {
     pub timestamp: i64,
 }
 
-/// The CRI image service over the daemon's stores.
+/// The CRI image service over the daemon's image stores and snapshots.
 pub struct CriImages {
-    core: Arc<Core>,
+    stores: ImageStores,
+    snapshots: Arc<Snapshots>,
+    registry: RegistryConfig,
+    /// berthd's root: the snapshotters' directories are below it.
+    root: PathBuf,
     /// The configured sandbox image, normalized: pulled pinned.
     sandbox_image: Option<String>,
 }
 
 impl CriImages {
-    pub fn new(core: Arc<Core>) -> CriImages {
+    pub fn new(
+        stores: ImageStores,
+        snapshots: Arc<Snapshots>,
+        registry: RegistryConfig,
+        root: PathBuf,
+    ) -> CriImages {
         CriImages {
-            core,
+            stores,
+            snapshots,
+            registry,
+            root,
             sandbox_image: None,
         }
     }
 
     /// Pulls of `image` (`[cri] sandbox_image`) are pinned.
-    pub fn with_sandbox_image(mut self, image: &str) -> Result<CriImages> {
+    pub fn set_sandbox_image(&mut self, image: &str) -> Result<()> {
         self.sandbox_image = Some(normalize(image).map_err(|e| e.context("sandbox_image"))?);
-        Ok(self)
+        Ok(())
     }
 
     /// Every CRI image of the namespace, by id.
     pub fn all(&self) -> Result<Vec<CriImage>> {
-        let records = self.core.images.list(NAMESPACE, &[])?;
+        let records = self.stores.images.list(NAMESPACE, &[])?;
         let mut by_target: BTreeMap<String, Option<CriImage>> = BTreeMap::new();
         let mut out: BTreeMap<String, CriImage> = BTreeMap::new();
         for rec in records {
@@ -164,7 +190,7 @@ impl CriImages {
     /// What an image's target holds for this host's platform; the
     /// references are left empty.
     fn describe(&self, target: &Descriptor) -> Result<CriImage> {
-        let content = &self.core.content;
+        let content = &self.stores.content;
         let (manifest, config, layers) =
             resolve_manifest(content, NAMESPACE, target, &Platform::host())?;
         let data = content.read_all(NAMESPACE, &Digest::parse(&config.digest)?)?;
@@ -189,6 +215,7 @@ impl CriImages {
             .unwrap_or_default();
         Ok(CriImage {
             id: config.digest.clone(),
+            target: target.clone(),
             references: Vec::new(),
             size: size.max(0) as u64,
             user: cfg["config"]["User"].as_str().unwrap_or("").to_string(),
@@ -254,7 +281,7 @@ impl CriImages {
         if self.sandbox_image.as_deref() == Some(&name) {
             labels.insert(LABEL_PINNED.into(), LABEL_PINNED_VALUE.into());
         }
-        let (snapshotter, _) = self.core.snapshots.get("")?;
+        let (snapshotter, _) = self.snapshots.get("")?;
         let req = PullRequest {
             reference: name.clone(),
             name: name.clone(),
@@ -263,8 +290,8 @@ impl CriImages {
             ..Default::default()
         };
         let pulled = registry::pull(
-            &self.core.image_stores(),
-            &self.core.registry,
+            &self.stores,
+            &self.registry,
             NAMESPACE,
             req,
             creds,
@@ -286,7 +313,7 @@ impl CriImages {
                 Err(e) => {
                     // Leave no half-made image: drop what this pull added.
                     for m in &made {
-                        let _ = self.core.images.delete(NAMESPACE, m, None, false).await;
+                        let _ = self.stores.images.delete(NAMESPACE, m, None, false).await;
                     }
                     return Err(e.context(format!("pull {name}: record {r}")));
                 }
@@ -307,12 +334,12 @@ impl CriImages {
             },
         };
         let ctx = Ctx::new(NAMESPACE);
-        match self.core.images.create(&ctx, img.clone()) {
+        match self.stores.images.create(&ctx, img.clone()) {
             Ok(_) => Ok(true),
             Err(e) if e.is_already_exists() => {
                 let mut paths = vec!["target".to_string()];
                 paths.extend(labels.keys().map(|k| format!("labels.{k}")));
-                self.core.images.update(NAMESPACE, img, &paths)?;
+                self.stores.images.update(NAMESPACE, img, &paths)?;
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -328,7 +355,7 @@ impl CriImages {
         for (i, r) in img.references.iter().enumerate() {
             // The last deletion waits for the content to be collected.
             match self
-                .core
+                .stores
                 .images
                 .delete(NAMESPACE, r, None, i + 1 == n)
                 .await
@@ -344,10 +371,10 @@ impl CriImages {
     /// Disk used by the image filesystem: the default snapshotter's
     /// snapshots in `k8s.io`, at its root directory.
     pub fn fs_info(&self) -> Result<FsUsage> {
-        let (sn, _) = self.core.snapshots.get("")?;
+        let (sn, _) = self.snapshots.get("")?;
         let (mut used_bytes, mut inodes_used) = (0u64, 0u64);
-        for info in self.core.snapshots.list(NAMESPACE, &sn, &[])? {
-            match self.core.snapshots.usage(NAMESPACE, &sn, &info.name) {
+        for info in self.snapshots.list(NAMESPACE, &sn, &[])? {
+            match self.snapshots.usage(NAMESPACE, &sn, &info.name) {
                 Ok(u) => {
                     used_bytes += u.size.max(0) as u64;
                     inodes_used += u.inodes.max(0) as u64;
@@ -358,7 +385,7 @@ impl CriImages {
             }
         }
         Ok(FsUsage {
-            mountpoint: self.core.root.join("snapshots").join(&sn),
+            mountpoint: self.root.join("snapshots").join(&sn),
             used_bytes,
             inodes_used,
             timestamp: chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0),
@@ -375,76 +402,6 @@ pub(crate) fn chain_id(diff_ids: &[String]) -> String {
     it.fold(first.clone(), |acc, d| {
         Digest::of(format!("{acc} {d}").as_bytes()).to_string()
     })
-}
-
-/// The credentials of a CRI `AuthConfig`, for the hosts it applies to.
-#[derive(Clone)]
-pub(crate) struct AuthCredentials {
-    user: String,
-    secret: String,
-    /// `server_address` as a host, if given: other hosts get none.
-    server: Option<String>,
-}
-
-impl AuthCredentials {
-    /// None when the config carries no credentials.
-    pub(crate) fn from_cri(a: &AuthConfig) -> Result<Option<AuthCredentials>> {
-        let (user, secret) = if !a.username.is_empty() {
-            (a.username.clone(), a.password.clone())
-        } else if !a.identity_token.is_empty() {
-            return Err(Error::unimplemented(
-                "auth.identity_token (an OAuth2 refresh token) is not supported: give username and password, auth, or registry_token",
-            ));
-        } else if !a.auth.is_empty() {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(a.auth.trim())
-                .map_err(|e| Error::invalid(format!("auth.auth is not base64: {e}")))?;
-            let text = String::from_utf8(raw)
-                .map_err(|_| Error::invalid("auth.auth does not decode to text"))?;
-            let (u, p) = text
-                .split_once(':')
-                .ok_or_else(|| Error::invalid("auth.auth must encode user:password"))?;
-            (u.to_string(), p.trim_matches('\0').to_string())
-        } else if !a.registry_token.is_empty() {
-            // An empty user makes the secret a bearer token.
-            (String::new(), a.registry_token.clone())
-        } else {
-            return Ok(None);
-        };
-        let server = Some(a.server_address.trim())
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                let s = s.split_once("://").map_or(s, |(_, r)| r);
-                s.split('/').next().unwrap_or(s).to_string()
-            });
-        Ok(Some(AuthCredentials {
-            user,
-            secret,
-            server,
-        }))
-    }
-
-    fn applies_to(&self, host: &str) -> bool {
-        let docker =
-            |h: &str| matches!(h, "docker.io" | "index.docker.io" | "registry-1.docker.io");
-        match &self.server {
-            None => true,
-            Some(s) => s == host || (docker(s) && docker(host)),
-        }
-    }
-}
-
-impl Credentials for AuthCredentials {
-    fn get<'a>(
-        &'a self,
-        host: &'a str,
-        _reference: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(String, String)>>> {
-        let found = self
-            .applies_to(host)
-            .then(|| (self.user.clone(), self.secret.clone()));
-        Box::pin(async move { Ok(found) })
-    }
 }
 
 #[cfg(test)]
@@ -485,6 +442,7 @@ mod tests {
         let d = format!("sha256:{}", "c".repeat(64));
         let i = CriImage {
             id: d.clone(),
+            target: Descriptor::default(),
             references: vec![
                 d.clone(),
                 format!("docker.io/library/busybox@{d}"),
@@ -510,70 +468,6 @@ mod tests {
         let want = Digest::of(format!("{a} {b}").as_bytes()).to_string();
         assert_eq!(chain_id(&[a, b]), want);
         assert_eq!(chain_id(&[]), "");
-    }
-
-    #[tokio::test]
-    async fn auth_configs_become_credentials() {
-        let get = |a: AuthConfig, host: &'static str| async move {
-            AuthCredentials::from_cri(&a)
-                .unwrap()
-                .unwrap()
-                .get(host, "r")
-                .await
-                .unwrap()
-        };
-        let basic = AuthConfig {
-            username: "u".into(),
-            password: "p".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            get(basic.clone(), "r.io").await,
-            Some(("u".into(), "p".into()))
-        );
-        let encoded = AuthConfig {
-            auth: base64::engine::general_purpose::STANDARD.encode("u2:p:2"),
-            server_address: "https://r.io/v1/".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            get(encoded.clone(), "r.io").await,
-            Some(("u2".into(), "p:2".into()))
-        );
-        assert_eq!(
-            get(encoded, "mirror.io").await,
-            None,
-            "other hosts get none"
-        );
-        let token = AuthConfig {
-            registry_token: "tok".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            get(token, "r.io").await,
-            Some((String::new(), "tok".into()))
-        );
-        let hub = AuthConfig {
-            server_address: "https://index.docker.io/v1/".into(),
-            ..basic
-        };
-        assert!(get(hub, "docker.io").await.is_some());
-        assert!(
-            AuthCredentials::from_cri(&AuthConfig::default())
-                .unwrap()
-                .is_none()
-        );
-        let refused = AuthConfig {
-            identity_token: "x".into(),
-            ..Default::default()
-        };
-        let e = AuthCredentials::from_cri(&refused).err().unwrap();
-        assert!(e.message().contains("identity_token"), "{e}");
-        let bad = AuthConfig {
-            auth: "!!".into(),
-            ..Default::default()
-        };
-        assert!(AuthCredentials::from_cri(&bad).is_err());
     }
 }
 

@@ -3,6 +3,7 @@
 //! by id, reference and short id, and removal.
 
 use super::*;
+use crate::core::Core;
 use crate::images::oci::media;
 use std::time::Duration;
 
@@ -20,6 +21,15 @@ fn fixture() -> Fixture {
     )
     .unwrap();
     Fixture { _dir: dir, core }
+}
+
+fn cri_images(core: &Core) -> CriImages {
+    CriImages::new(
+        core.image_stores(),
+        core.snapshots.clone(),
+        core.registry.clone(),
+        core.root.clone(),
+    )
 }
 
 fn put(core: &Arc<Core>, ns: &str, data: &[u8]) -> Descriptor {
@@ -79,7 +89,7 @@ fn record(core: &Arc<Core>, ns: &str, name: &str, target: &Descriptor, labels: L
 #[tokio::test]
 async fn records_group_by_config_and_resolve() {
     let f = fixture();
-    let cri = CriImages::new(f.core.clone());
+    let cri = cri_images(&f.core);
     let (m, id) = image(&f.core, NAMESPACE, "1000:1000", 0);
     // Made by another client (no CRI label): still a CRI image.
     record(
@@ -182,7 +192,7 @@ async fn records_group_by_config_and_resolve() {
 #[tokio::test]
 async fn short_ids_shared_by_two_images_are_ambiguous() {
     let f = fixture();
-    let cri = CriImages::new(f.core.clone());
+    let cri = cri_images(&f.core);
     let (m0, id0) = image(&f.core, NAMESPACE, "", 0);
     record(
         &f.core,
@@ -211,21 +221,16 @@ async fn short_ids_shared_by_two_images_are_ambiguous() {
 #[tokio::test]
 async fn sandbox_image_names_are_normalized() {
     let f = fixture();
-    let cri = CriImages::new(f.core.clone())
-        .with_sandbox_image("registry.k8s.io/pause:3.10")
-        .unwrap();
+    let mut cri = cri_images(&f.core);
+    cri.set_sandbox_image("registry.k8s.io/pause:3.10").unwrap();
     assert_eq!(
         cri.sandbox_image.as_deref(),
         Some("registry.k8s.io/pause:3.10")
     );
-    let cri = CriImages::new(f.core.clone()).with_sandbox_image("pause");
+    cri.set_sandbox_image("pause").unwrap();
     assert_eq!(
-        cri.unwrap().sandbox_image.as_deref(),
+        cri.sandbox_image.as_deref(),
         Some("docker.io/library/pause:latest")
     );
-    assert!(
-        CriImages::new(f.core.clone())
-            .with_sandbox_image("Bad Name")
-            .is_err()
-    );
+    assert!(cri.set_sandbox_image("Bad Name").is_err());
 }

@@ -13,6 +13,7 @@ pub mod container_exit;
 pub mod events;
 pub mod exec;
 pub mod images;
+pub mod images_auth;
 pub mod sandbox;
 pub mod sandbox_files;
 pub mod sandbox_image;
@@ -29,12 +30,13 @@ pub mod stream;
 
 use crate::config::{CriConfig, NetworkConfig, RegistryConfig};
 use crate::containers::Containers;
+use crate::error::{Result, io_err};
 use crate::events::Exchange;
-use crate::logs::LogStore;
 use crate::network::{NetworkManager, TaskNetworks};
 use crate::runtime::Tasks;
 use crate::snapshots::Snapshots;
 use crate::transfer::stores::ImageStores;
+use berth_snapshotter::mount::private;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,8 +51,8 @@ pub struct Handles {
     pub tasks: Arc<Tasks>,
     pub networks: Arc<NetworkManager>,
     pub task_networks: Arc<TaskNetworks>,
-    pub logs: Arc<LogStore>,
     pub events: Arc<Exchange>,
+    /// How to reach registries (the image service's pulls).
     pub registry: RegistryConfig,
     pub network: NetworkConfig,
     /// berthd's root and state directories (pod files live below state).
@@ -66,13 +68,16 @@ pub struct CriService {
     pub tasks: Arc<Tasks>,
     pub networks: Arc<NetworkManager>,
     pub task_networks: Arc<TaskNetworks>,
-    pub logs: Arc<LogStore>,
     pub events: Arc<Exchange>,
-    pub registry: RegistryConfig,
     pub network: NetworkConfig,
     pub root: PathBuf,
     pub state: PathBuf,
+    /// `<root>/cri/output`, owner-only: the output of containers the
+    /// kubelet gave no log path (`output_log`).
+    pub output_root: PathBuf,
     pub config: CriConfig,
+    /// The CRI view of the images (ImageService; the sandbox image).
+    pub cri_images: Arc<images::CriImages>,
     pub store: store::Store,
     /// Live state of the containers (events, held stdin FIFOs).
     pub cstate: events::ContainerState,
@@ -82,8 +87,24 @@ pub struct CriService {
 }
 
 impl CriService {
-    pub fn new(h: Handles, config: CriConfig) -> Arc<CriService> {
-        Arc::new(CriService {
+    /// The service; makes its owner-only output directory.
+    pub fn new(h: Handles, config: CriConfig) -> Result<Arc<CriService>> {
+        let output_root = h.root.join("cri").join("output");
+        private::dir(&output_root, private::OWNER_ONLY)
+            .map_err(|e| io_err(format!("create {}", output_root.display()), e))?;
+        let mut cri_images = images::CriImages::new(
+            h.images.clone(),
+            h.snapshots.clone(),
+            h.registry,
+            h.root.clone(),
+        );
+        // `[cri]` was validated at start, so the name parses.
+        if let Err(e) = cri_images.set_sandbox_image(&config.sandbox_image) {
+            tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
+        }
+        Ok(Arc::new(CriService {
+            output_root,
+            cri_images: Arc::new(cri_images),
             store: store::Store::new(h.containers.clone()),
             containers: h.containers,
             images: h.images,
@@ -91,16 +112,14 @@ impl CriService {
             tasks: h.tasks,
             networks: h.networks,
             task_networks: h.task_networks,
-            logs: h.logs,
             events: h.events,
-            registry: h.registry,
             network: h.network,
             root: h.root,
             state: h.state,
             config,
             cstate: events::ContainerState::default(),
             stream: std::sync::OnceLock::new(),
-        })
+        }))
     }
 
     /// Where the CRI keeps per-pod files (`/etc/*`, `/dev/shm`) on the host.

@@ -11,7 +11,7 @@ use std::path::Path;
 
 // containerd's default capabilities (`oci.populateDefaultUnixSpec`), the
 // same as a container's.
-use super::security::DEFAULT_CAPS;
+use berth_proto::capabilities::DEFAULT_CAPS;
 
 /// containerd's sandbox CPU shares and OOM score.
 const SANDBOX_CPU_SHARES: u64 = 2;

@@ -4,25 +4,11 @@
 
 use crate::error::{Error, Result};
 use berth_proto::cri::{self, LinuxContainerSecurityContext, SecurityProfile};
+use berth_proto::userdb::{self, Groups, User};
 use serde_json::Value;
+use std::sync::OnceLock;
 
-/// The capabilities containers get by default (containerd's defaults).
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+use berth_proto::capabilities::DEFAULT_CAPS;
 
 /// Every capability by number (linux/capability.h).
 const CAP_NAMES: &[&str] = &[
@@ -73,26 +59,32 @@ const CAP_NAMES: &[&str] = &[
 /// berthd itself has (effective), as containerd's CRI takes the daemon's
 /// own set — a capability berthd lacks (here CAP_SYS_RESOURCE, when its
 /// bounding set lacks it) could not be given and would fail the start.
+/// Read once: neither the kernel's list nor berthd's set changes while it
+/// runs.
 pub fn all_caps() -> Vec<String> {
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-        .unwrap_or(CAP_NAMES.len() - 1);
-    let eff = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(u64::MAX);
-    CAP_NAMES
-        .iter()
-        .enumerate()
-        .take(last + 1)
-        .filter(|(i, _)| eff & (1u64 << i) != 0)
-        .map(|(_, s)| s.to_string())
-        .collect()
+    static ALL: OnceLock<Vec<String>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(CAP_NAMES.len() - 1);
+        let eff = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX);
+        CAP_NAMES
+            .iter()
+            .enumerate()
+            .take(last + 1)
+            .filter(|(i, _)| eff & (1u64 << i) != 0)
+            .map(|(_, s)| s.to_string())
+            .collect()
+    })
+    .clone()
 }
 
 /// The capability set after the context's add/drop lists (containerd: "ALL"
@@ -157,126 +149,28 @@ pub fn user_string(sc: Option<&LinuxContainerSecurityContext>) -> Result<Option<
     }
 }
 
-/// The process's credentials: uid, gid and additional gids (sorted).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Creds {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-}
-
-fn records(text: Option<&str>, min: usize) -> Vec<Vec<&str>> {
-    text.unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= min)
-        .collect()
-}
-
 /// Resolves `spec` (`USER[:GROUP]`, names or numbers) in the image's files
-/// (`None`: absent) as containerd's `WithUser` + `WithAdditionalGIDs`: a
-/// number not in /etc/passwd is that uid with gid 0; the additional gids
-/// are the primary gid, the groups /etc/group lists the user in (by name,
-/// whatever the group part says) and `supplemental`. Same parsing as
-/// berthctl's userdb (the daemon cannot import the CLI crate).
+/// (`None`: absent) with containerd's CRI rules (`berth_proto::userdb`),
+/// then adds `supplemental`; the additional gids are sorted.
 pub fn resolve_user(
     spec: &str,
     passwd: Option<&str>,
     group: Option<&str>,
     supplemental: &[i64],
-) -> Result<Creds> {
-    let users = records(passwd, 4);
-    let groups = records(group, 3);
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let bad = |m: String| Error::invalid(format!("user {spec:?}: {m}"));
-    let entry = match u.parse::<u32>() {
-        Ok(uid) => users.iter().find(|f| f[2].parse() == Ok(uid)),
-        Err(_) => Some(
-            users
-                .iter()
-                .find(|f| f[0] == u)
-                .ok_or_else(|| bad(format!("no user {u:?} in the image's /etc/passwd")))?,
-        ),
-    };
-    let uid = match (u.parse::<u32>(), entry) {
-        (Ok(n), _) => n,
-        (Err(_), Some(f)) => f[2]
-            .parse()
-            .map_err(|_| bad(format!("user {u:?} has an invalid uid")))?,
-        (Err(_), None) => unreachable!("a name without an entry is refused above"),
-    };
-    let gid = match g {
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .iter()
-                .find(|f| f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| bad(format!("no group {g:?} in the image's /etc/group")))?,
-        },
-        None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
-    };
-    let mut gids = vec![gid];
-    if let Some(name) = entry.map(|f| f[0]) {
-        for f in &groups {
-            let member = f
-                .get(3)
-                .is_some_and(|m| m.split(',').any(|x| x.trim() == name));
-            if f[0] != name
-                && member
-                && let Ok(n) = f[2].parse()
-            {
-                gids.push(n);
-            }
-        }
-    }
+) -> Result<User> {
+    let mut user = userdb::resolve(spec, passwd, group, Groups::Cri)
+        .map_err(|e| Error::invalid(format!("user {spec:?}: {e}")))?;
     for s in supplemental {
         let n = u32::try_from(*s).map_err(|_| {
             Error::invalid(format!(
                 "linux.security_context.supplemental_groups: {s} is not a group id"
             ))
         })?;
-        gids.push(n);
+        user.additional_gids.push(n);
     }
-    gids.sort_unstable();
-    gids.dedup();
-    Ok(Creds {
-        uid,
-        gid,
-        additional_gids: gids,
-    })
-}
-
-/// Reads `rel` (e.g. `etc/passwd`) inside `root` with every symlink
-/// resolved within it (a hostile image cannot point at the host's files);
-/// `None` when it does not exist.
-pub fn read_in_root(root: &std::path::Path, rel: &str) -> std::io::Result<Option<String>> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
-    use nix::sys::stat::Mode;
-    use std::io::Read;
-    let dir = open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = match openat2(&dir, rel, how) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut s = String::new();
-    // Bounded: an image's "passwd" could be anything.
-    std::fs::File::from(fd)
-        .take(16 << 20)
-        .read_to_string(&mut s)?;
-    Ok(Some(s))
+    user.additional_gids.sort_unstable();
+    user.additional_gids.dedup();
+    Ok(user)
 }
 
 /// The profile asked for: the structured field, else the deprecated path
@@ -395,36 +289,24 @@ mod tests {
     use super::*;
     use berth_proto::cri::{Capability, Int64Value};
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1001::/srv:/bin/sh\n";
-    const GROUP: &str = "root:x:0:\nweb:x:1001:web\nwheel:x:10:root,web\naudio:x:29:other\n";
-
     #[test]
     fn users_resolve_as_containerd() {
+        const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1001::/srv:/bin/sh\n";
+        const GROUP: &str = "root:x:0:\nweb:x:1001:web\nwheel:x:10:root,web\n";
         let r = |s: &str, sup: &[i64]| resolve_user(s, Some(PASSWD), Some(GROUP), sup);
+        // The supplemental groups join the image's memberships, sorted.
         assert_eq!(
-            r("web", &[]).unwrap(),
-            Creds {
+            r("web", &[5, 1001, 5]).unwrap(),
+            User {
                 uid: 1000,
                 gid: 1001,
-                additional_gids: vec![10, 1001]
+                additional_gids: vec![5, 10, 1001]
             }
         );
-        // Memberships come from the user's name even with a group given.
-        assert_eq!(r("1000:29", &[]).unwrap().additional_gids, [10, 29]);
-        assert_eq!(r("1000:audio", &[]).unwrap().gid, 29);
-        // A uid not in passwd runs with gid 0.
-        assert_eq!(
-            r("4242", &[5, 5, 7]).unwrap(),
-            Creds {
-                uid: 4242,
-                gid: 0,
-                additional_gids: vec![0, 5, 7]
-            }
-        );
-        assert!(r("ghost", &[]).unwrap_err().to_string().contains("no user"));
-        assert!(r("web:nogroup", &[]).is_err());
+        assert_eq!(r("4242", &[7]).unwrap().additional_gids, [0, 7]);
+        let e = r("ghost", &[]).unwrap_err();
+        assert!(e.to_string().contains("no user \"ghost\""), "{e}");
         assert!(r("web", &[-1]).is_err());
-        assert_eq!(resolve_user("7:8", None, None, &[]).unwrap().gid, 8);
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub fn stop_signal(config: &ContainerConfig, image: &Value) -> String {
 
 /// containerd's base spec for a CRI container.
 fn base(ns: &str, id: &str) -> Value {
-    let caps = security::DEFAULT_CAPS;
+    let caps = berth_proto::capabilities::DEFAULT_CAPS;
     let dev = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
     json!({
         "ociVersion": "1.1.0",

@@ -137,7 +137,7 @@ fn env_cwd_user_and_defaults() {
     assert!(s["process"]["rlimits"].is_null());
     assert_eq!(
         s["process"]["capabilities"]["bounding"],
-        json!(security::DEFAULT_CAPS)
+        json!(berth_proto::capabilities::DEFAULT_CAPS)
     );
     let dests: Vec<&str> = s["mounts"]
         .as_array()

@@ -10,8 +10,8 @@ use super::container::state_of;
 use super::{CriService, NAMESPACE, exec};
 use crate::error::{Error, Result};
 use berth_proto::cri;
-use berth_proto::crilog::{Follower, Stream};
-use berth_stream::{Backend, BackendError, Duplex, Io, TerminalSize};
+use berth_proto::crilog::{Follower, Line, Stream};
+use berth_stream::{Backend, BackendError, Duplex, Io, TerminalSize, Writer};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -160,7 +160,7 @@ async fn attach(
     mut resize: mpsc::Receiver<TerminalSize>,
 ) -> Result<()> {
     let c = cri.store.container(id)?;
-    let log = cri.output_log(&c.meta)?;
+    let log = cri.output_log(&c.meta);
     let cfg = c.meta.config.clone().unwrap_or_default();
     let mut follower = Follower::from_end(&log);
     tracing::debug!(
@@ -227,27 +227,12 @@ async fn attach(
             _ = gone.cancelled() => return Ok(()),
         };
         tracing::debug!("attach {id}: {} lines (exited {exited})", lines.len());
-        for l in &lines {
-            let to = match l.stream {
-                Stream::Stdout => stdout.as_mut(),
-                Stream::Stderr => stderr.as_mut().or(stdout.as_mut().filter(|_| tty)),
-            };
-            if let Some(w) = to
-                && w.write_all(&l.content).await.is_err()
-            {
-                return Ok(());
-            }
+        if !write_lines(&lines, &mut stdout, &mut stderr, tty).await {
+            return Ok(());
         }
         if exited {
             // What the shim wrote before the exit is in the file now.
-            for l in follower.poll() {
-                if let Some(w) = match l.stream {
-                    Stream::Stdout => stdout.as_mut(),
-                    Stream::Stderr => stderr.as_mut(),
-                } {
-                    let _ = w.write_all(&l.content).await;
-                }
-            }
+            write_lines(&follower.poll(), &mut stdout, &mut stderr, tty).await;
             break;
         }
     }
@@ -255,6 +240,29 @@ async fn attach(
         let _ = w.flush().await;
     }
     Ok(())
+}
+
+/// Writes the log's lines to the client's streams (stderr to stdout on a
+/// terminal, which has no stderr of its own); false once the client is
+/// gone.
+async fn write_lines(
+    lines: &[Line],
+    stdout: &mut Option<Writer>,
+    stderr: &mut Option<Writer>,
+    tty: bool,
+) -> bool {
+    for l in lines {
+        let to = match l.stream {
+            Stream::Stdout => stdout.as_mut(),
+            Stream::Stderr => stderr.as_mut().or(stdout.as_mut().filter(|_| tty)),
+        };
+        if let Some(w) = to
+            && w.write_all(&l.content).await.is_err()
+        {
+            return false;
+        }
+    }
+    true
 }
 
 impl CriService {

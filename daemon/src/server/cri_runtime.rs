@@ -287,7 +287,10 @@ impl RuntimeService for CriRuntime {
 }
 
 /// The CRI service over `core`'s stores.
-pub fn cri_service(core: &Core, config: crate::config::CriConfig) -> Arc<CriService> {
+pub fn cri_service(
+    core: &Core,
+    config: crate::config::CriConfig,
+) -> crate::error::Result<Arc<CriService>> {
     CriService::new(
         Handles {
             containers: core.containers.clone(),
@@ -296,7 +299,6 @@ pub fn cri_service(core: &Core, config: crate::config::CriConfig) -> Arc<CriServ
             tasks: core.tasks.clone(),
             networks: core.networks.clone(),
             task_networks: core.task_networks.clone(),
-            logs: core.logs.clone(),
             events: core.events.clone(),
             registry: core.registry.clone(),
             network: core.network_config.clone(),

@@ -43,16 +43,9 @@ pub async fn serve_grpc(
 ) -> Result<(), tonic::transport::Error> {
     use berth_proto::services as api;
     let streams = transfer::Streams::new();
-    // The CRI's images, the sandbox image pinned (`[cri]` was validated at
-    // start, so its name parses).
-    let images = cri.as_ref().map(|c| {
-        crate::cri::images::CriImages::new(core.clone())
-            .with_sandbox_image(&c.config.sandbox_image)
-            .unwrap_or_else(|e| {
-                tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
-                crate::cri::images::CriImages::new(core.clone())
-            })
-    });
+    // The CRI's images: the runtime's own view, so that the sandbox images
+    // it pulls are the image service's.
+    let images = cri.as_ref().map(|c| c.cri_images.clone());
     // grpc.health.v1 as containerd serves it: the whole server ("") is
     // SERVING while it listens. Clients poll it to learn that a restarted
     // daemon is back (dockerd resubscribes to events only once it answers).
@@ -125,7 +118,7 @@ pub async fn serve_grpc(
         )
         .add_optional_service(images.map(|i| {
             berth_proto::cri::image_service_server::ImageServiceServer::new(
-                cri_images::CriImagesService(Arc::new(i)),
+                cri_images::CriImagesService(i),
             )
         }))
         .add_optional_service(cri.map(|c| {
