@@ -96,18 +96,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         core.events.clone(),
     )
     .start();
-    if cfg.cri.enabled {
-        // The pods' files (hosts, resolv.conf, shm) and outputs are no
-        // other host user's business; bind mounts reach the files inside.
-        for d in [&core.root, &core.state] {
-            let cri = d.join("cri");
-            berth_snapshotter::mount::private::dir(
-                &cri,
-                berth_snapshotter::mount::private::OWNER_ONLY,
-            )
-            .with_context(|| format!("create {}", cri.display()))?;
-        }
-    }
     // The CRI (if enabled) finds what changed while berthd was down
     // before the kubelet can ask.
     let cri = cfg

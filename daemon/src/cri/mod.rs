@@ -89,9 +89,14 @@ pub struct CriService {
 impl CriService {
     /// The service; makes its owner-only output directory.
     pub fn new(h: Handles, config: CriConfig) -> Result<Arc<CriService>> {
+        // The pods' files (hosts, resolv.conf, shm) and outputs are no other
+        // host user's business (bind mounts reach the files inside); also
+        // tightened when an older berthd left them 0755.
         let output_root = h.root.join("cri").join("output");
-        private::dir(&output_root, private::OWNER_ONLY)
-            .map_err(|e| io_err(format!("create {}", output_root.display()), e))?;
+        for d in [h.root.join("cri"), h.state.join("cri"), output_root.clone()] {
+            private::dir(&d, private::OWNER_ONLY)
+                .map_err(|e| io_err(format!("create {}", d.display()), e))?;
+        }
         let mut cri_images = images::CriImages::new(
             h.images.clone(),
             h.snapshots.clone(),
