@@ -100,6 +100,11 @@ restrict_oom_score_adj = false
 # a binary name or path (e.g. "runc", "crun") makes the shim drive it
 # instead, as containerd's runc options `BinaryName` does.
 runtime_binary = ""
+# Runtime handlers (a Kubernetes RuntimeClass's `handler`), each with its
+# own runtime_binary; RunPodSandbox with any other non-empty handler is
+# refused. For example:
+# [cri.runtimes.runc]
+# runtime_binary = "runc"
 
 # Shim binaries per runtime name. Without an entry, io.containerd.<name>.<v>
 # runs containerd-shim-<name>-<v> found next to berthd or on PATH, and
@@ -138,6 +143,16 @@ pub struct CriConfig {
     pub max_container_log_line_size: i64,
     pub restrict_oom_score_adj: bool,
     pub runtime_binary: String,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub runtimes: std::collections::BTreeMap<String, CriRuntime>,
+}
+
+/// A CRI runtime handler (what a Kubernetes RuntimeClass names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CriRuntime {
+    /// As `[cri] runtime_binary`: "" is the shim's built-in runtime.
+    pub runtime_binary: String,
 }
 
 impl Default for CriConfig {
@@ -150,13 +165,31 @@ impl Default for CriConfig {
             max_container_log_line_size: 16384,
             restrict_oom_score_adj: false,
             runtime_binary: String::new(),
+            runtimes: Default::default(),
         }
     }
 }
 
 impl CriConfig {
+    /// The runtime binary of pods run with runtime handler `handler` (""
+    /// is the default handler); None for a handler not configured.
+    pub fn runtime_binary_of(&self, handler: &str) -> Option<&str> {
+        if handler.is_empty() {
+            return Some(&self.runtime_binary);
+        }
+        self.runtimes
+            .get(handler)
+            .map(|r| r.runtime_binary.as_str())
+    }
+
     /// Why this section cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
+        if self.runtimes.contains_key("") {
+            return Some(
+                "cri.runtimes: a handler needs a name (the default handler \"\" is [cri] itself)"
+                    .into(),
+            );
+        }
         if self.sandbox_image.is_empty() {
             return Some("cri.sandbox_image must be set".into());
         }
@@ -424,6 +457,20 @@ mod tests {
     }
 
     #[test]
+    fn cri_runtime_handlers_name_their_binary() {
+        let cfg: Config = toml::from_str(
+            "[cri]\nruntime_binary = \"crun\"\n[cri.runtimes.runc]\nruntime_binary = \"runc\"\n\
+             [cri.runtimes.builtin]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.cri.runtime_binary_of(""), Some("crun"));
+        assert_eq!(cfg.cri.runtime_binary_of("runc"), Some("runc"));
+        assert_eq!(cfg.cri.runtime_binary_of("builtin"), Some(""));
+        assert_eq!(cfg.cri.runtime_binary_of("kata"), None);
+        assert!(toml::from_str::<Config>("[cri.runtimes.x]\nbinary = \"y\"").is_err());
+    }
+
+    #[test]
     fn installed_config_is_the_documented_one() {
         // deploy/install.sh installs this file; it must not drift.
         assert_eq!(include_str!("../../deploy/config.toml"), DEFAULT_TOML);
@@ -467,6 +514,10 @@ mod tests {
             ("[network]\nplugin_timeout_secs = 0", "at least 1"),
             ("[cri]\nsandbox_image = \"\"", "sandbox_image must be set"),
             ("[cri]\nstream_server_port = \"x\"", "not a port number"),
+            (
+                "[cri.runtimes.\"\"]\nruntime_binary = \"runc\"",
+                "a handler needs a name",
+            ),
         ] {
             std::fs::write(&f, text).unwrap();
             let err = Config::load(&f).unwrap_err();

@@ -2,6 +2,7 @@
 # Runs the Kubernetes CRI validation suite (critest, kubernetes-sigs/cri-tools) against berthd or, as the
 # oracle, containerd on the same machine, offline and without touching the host's network:
 #   tests/peers/critest.sh berthd|berthd-runc|containerd [critest args...]   e.g. --ginkgo.focus='Image'
+# (berthd also offers runtime handler "runc": tests/peers/critest.sh berthd --runtime-handler=runc)
 # Needs CRI_PEER (default /var/tmp/cri-peer) as ../shared/peers/cri-tools builds it (bin/critest,
 # images/oci/list.tsv), docker-registry, skopeo, the CNI plugins in /usr/lib/cni, and for the
 # oracle containerd. Everything runs inside a private network + mount namespace: a registry on
@@ -84,6 +85,9 @@ sandbox_image = "registry.k8s.io/pause:3.9"
 restrict_oom_score_adj = true
 # berthd-runc: every pod through the shim's runc driver instead of the built-in runtime.
 runtime_binary = "$( [ "$daemon" = berthd-runc ] && echo runc )"
+# critest --runtime-handler=runc: pods of that handler (a RuntimeClass) through runc.
+[cri.runtimes.runc]
+runtime_binary = "runc"
 EOF
   PATH=$(dirname "$bin"):$PATH "$bin" --config "$W/berthd.toml" > "$OUT/daemon.log" 2>&1 & pids+=($!)
   ;;

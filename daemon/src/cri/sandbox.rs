@@ -23,6 +23,14 @@ pub const DEFAULT_RUNTIME: &str = "io.containerd.berth.v2";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const SIGKILL: u32 = 9;
 
+/// The runtime a pod (and its containers) runs with.
+struct Runtime {
+    /// The CRI runtime handler ("" = the default).
+    handler: String,
+    /// The binary the shim drives ("" = its built-in runtime).
+    binary: String,
+}
+
 impl CriService {
     pub async fn run_pod_sandbox(
         &self,
@@ -38,18 +46,23 @@ impl CriService {
         if md.name.is_empty() {
             return Err(Error::invalid("config.metadata.name must not be empty"));
         }
-        if !r.runtime_handler.is_empty() {
-            return Err(Error::invalid(format!(
-                "runtime_handler {:?}: berthd has no runtime handlers configured (use the default, \"\")",
-                r.runtime_handler
+        let Some(binary) = self.config.runtime_binary_of(&r.runtime_handler) else {
+            return Err(Error::not_found(format!(
+                "runtime handler {:?} is not configured: add [cri.runtimes.{}] to berthd's \
+                 config, or use the default handler \"\"",
+                r.runtime_handler, r.runtime_handler
             )));
-        }
+        };
+        let runtime = Runtime {
+            handler: r.runtime_handler.clone(),
+            binary: binary.to_string(),
+        };
         let id = store::new_id();
         let name = store::sandbox_name(&md);
         self.store
             .reserve_name(&name, &id)
             .map_err(|e| e.context("reserve the pod sandbox name"))?;
-        match self.run_reserved(&id, &name, &config, &md).await {
+        match self.run_reserved(&id, &name, &config, &md, &runtime).await {
             Ok(()) => Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id }),
             Err(e) => {
                 if let Err(c) = self.discard_sandbox(&id).await {
@@ -67,6 +80,7 @@ impl CriService {
         name: &str,
         config: &cri::PodSandboxConfig,
         md: &cri::PodSandboxMetadata,
+        runtime: &Runtime,
     ) -> Result<()> {
         let modes = sandbox_spec::modes(config)?;
         let ports = sandbox_spec::port_mappings(config)?;
@@ -139,10 +153,10 @@ impl CriService {
                 snapshotter: DEFAULT_SNAPSHOTTER.into(),
                 snapshot_key: id.to_string(),
                 // The pod's containers take the same (container_create).
-                runtime_options: (!self.config.runtime_binary.is_empty()).then(|| {
+                runtime_options: (!runtime.binary.is_empty()).then(|| {
                     AnyRecord::from(berth_proto::typeurl::pack(
                         &berth_proto::pb::containerd::runc::v1::Options {
-                            binary_name: self.config.runtime_binary.clone(),
+                            binary_name: runtime.binary.clone(),
                             ..Default::default()
                         },
                     ))
@@ -158,6 +172,7 @@ impl CriService {
             etc_dir: dir.display().to_string(),
             shm_path: shm,
             cgroup_parent,
+            runtime_handler: runtime.handler.clone(),
             ..Default::default()
         };
         // The record first: it holds the snapshot from collection.

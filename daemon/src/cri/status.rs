@@ -66,6 +66,8 @@ impl CriService {
                 "streamServerAddress": self.config.stream_server_address,
                 "streamServerPort": self.config.stream_server_port,
                 "maxContainerLogLineSize": self.config.max_container_log_line_size,
+                "runtimeBinary": self.config.runtime_binary,
+                "runtimes": self.config.runtimes,
                 "cniConfDir": self.network.cni_conf_dir,
                 "cniBinDirs": self.network.cni_bin_dirs,
             });
@@ -74,13 +76,16 @@ impl CriService {
         cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![cri::RuntimeHandler {
-                name: String::new(),
-                features: Some(cri::RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
-                    user_namespaces: false,
-                }),
-            }],
+            runtime_handlers: std::iter::once("")
+                .chain(self.config.runtimes.keys().map(String::as_str))
+                .map(|name| cri::RuntimeHandler {
+                    name: name.to_string(),
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: false,
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: false,
                 user_namespaces_host_network: false,

@@ -49,10 +49,16 @@ impl Pod {
     /// A berthd with busybox and the test pause image in `k8s.io`, and a
     /// pod on the (private) host network made by RunPodSandbox.
     pub async fn start() -> Pod {
+        Pod::start_with("", "").await
+    }
+
+    /// [`Pod::start`] with `config` added to berthd's `[cri]` section and
+    /// the pod run with runtime handler `handler`.
+    pub async fn start_with(config: &str, handler: &str) -> Pod {
         // This host's root lacks CAP_SYS_RESOURCE: no OOM score below
         // berthd's (containerd's option for such hosts).
         let d = Daemon::start_with_config(&format!(
-            "[cri]\nsandbox_image = \"{PAUSE}\"\nrestrict_oom_score_adj = true\n"
+            "[cri]\nsandbox_image = \"{PAUSE}\"\nrestrict_oom_score_adj = true\n{config}"
         ));
         let tar = fixtures().join("busybox-docker.tar");
         ok(
@@ -82,31 +88,11 @@ impl Pod {
             ),
         );
         let logs = tempfile::tempdir().expect("tempdir");
-        let config = c::PodSandboxConfig {
-            metadata: Some(c::PodSandboxMetadata {
-                name: "pod".into(),
-                uid: "uid1".into(),
-                namespace: "default".into(),
-                attempt: 0,
-            }),
-            hostname: "podhost".into(),
-            log_directory: logs.path().to_string_lossy().into_owned(),
-            linux: Some(c::LinuxPodSandboxConfig {
-                security_context: Some(c::LinuxSandboxSecurityContext {
-                    namespace_options: Some(c::NamespaceOption {
-                        network: c::NamespaceMode::Node as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let config = host_pod_config("pod", logs.path());
         let id = RuntimeServiceClient::new(d.channel().await)
             .run_pod_sandbox(c::RunPodSandboxRequest {
                 config: Some(config),
-                runtime_handler: String::new(),
+                runtime_handler: handler.to_string(),
             })
             .await
             .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", d.log()))
@@ -162,6 +148,31 @@ impl Pod {
         .await
         .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log()));
         id
+    }
+}
+
+/// A pod named `name` on the host network, logging under `logs`.
+pub fn host_pod_config(name: &str, logs: &std::path::Path) -> c::PodSandboxConfig {
+    c::PodSandboxConfig {
+        metadata: Some(c::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "podhost".into(),
+        log_directory: logs.to_string_lossy().into_owned(),
+        linux: Some(c::LinuxPodSandboxConfig {
+            security_context: Some(c::LinuxSandboxSecurityContext {
+                namespace_options: Some(c::NamespaceOption {
+                    network: c::NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
