@@ -205,6 +205,21 @@ fn attacks_from_inside_a_pod() {
         // The probe works: pods reach each other (a flat pod network).
         let (_, out) = sh(&mut c, &attacker, &get(&victim_ip, "80")).await;
         assert!(out.contains("victim"), "pod to pod: {out}");
+        // (PodSandboxStats counts that traffic on the victim's eth0.)
+        let net = c
+            .pod_sandbox_stats(c::PodSandboxStatsRequest {
+                pod_sandbox_id: victim_pod.clone(),
+            })
+            .await
+            .expect("PodSandboxStats")
+            .into_inner()
+            .stats
+            .and_then(|s| s.linux?.network)
+            .expect("the pod's network usage");
+        let eth0 = net.default_interface.clone().expect("eth0");
+        let get_u = |v: Option<c::UInt64Value>| v.map_or(0, |v| v.value);
+        assert_eq!(eth0.name, "eth0");
+        assert!(get_u(eth0.rx_bytes) > 0 && get_u(eth0.tx_bytes) > 0, "{net:?}");
         // The streaming server listens on the host's 127.0.0.1 only: the
         // bridge's address refuses.
         let (_, out) = sh(&mut c, &attacker, &get(GATEWAY, &port)).await;

@@ -90,6 +90,18 @@ async fn body() {
         .status
         .expect("status");
     assert_eq!(st.runtime_handler, "runc");
+    // A host-network pod has no network usage of its own.
+    let stats = rt
+        .pod_sandbox_stats(c::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux stats");
+    assert!(stats.network.is_none(), "{:?}", stats.network);
 
     // A pod of the default handler: the built-in runtime, runc knows
     // nothing of it.

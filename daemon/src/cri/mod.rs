@@ -14,6 +14,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod images_auth;
+pub mod netstats;
 pub mod sandbox;
 pub mod sandbox_files;
 pub mod sandbox_image;

@@ -170,7 +170,8 @@ impl CriService {
 
     /// A pod's statistics: CPU and memory of its infra task and running
     /// containers added up (each has a cgroup of its own below the pod's
-    /// parent), and each container's statistics.
+    /// parent), its network namespace's interfaces, and each container's
+    /// statistics.
     async fn pod_stats_of(&self, sb: &super::store::Sandbox) -> Result<cri::PodSandboxStats> {
         let now = now_ns();
         let cfg = sb.meta.config.clone().unwrap_or_default();
@@ -190,6 +191,17 @@ impl CriService {
             }
             containers.push(st);
         }
+        // Only a pod with a network namespace of its own (ready, not host
+        // network) has network usage.
+        let netns = self.networks.netns().path(NAMESPACE, &sb.meta.id)?;
+        let network = if netns.exists() {
+            super::netstats::usage(&netns, now)
+                .await
+                .inspect_err(|e| tracing::debug!("pod {} network usage: {}", sb.meta.id, e.chain()))
+                .ok()
+        } else {
+            None
+        };
         Ok(cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: sb.meta.id.clone(),
@@ -214,6 +226,7 @@ impl CriService {
                     major_page_faults: u(s.major_page_faults),
                     psi: None,
                 }),
+                network,
                 containers,
                 ..Default::default()
             }),
