@@ -372,7 +372,26 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
         }),
     };
     run(ctx, req, p).await?;
-    println!("{target}");
+    if ctx.format == crate::cli::Format::Json {
+        // What was pushed where; the digest is the local image's unless
+        // platforms were picked (then the registry holds a subset).
+        let img = ImagesClient::new(ctx.ch.clone())
+            .get(ctx.req(images::GetImageRequest {
+                name: store.name.clone(),
+            }))
+            .await?
+            .into_inner()
+            .image
+            .unwrap_or_default();
+        let digest = img
+            .target
+            .filter(|_| a.platform.is_none())
+            .map(|t| t.digest);
+        let v = serde_json::json!({"reference": target, "image": store.name, "digest": digest});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{target}");
+    }
     Ok(())
 }
 

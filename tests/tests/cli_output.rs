@@ -376,7 +376,7 @@ fn the_checker_catches_what_it_looks_for() {
 }
 
 #[test]
-fn pull_prints_the_image_as_json() {
+fn push_and_pull_print_json() {
     let Some(reg_bin) = peer("docker-registry") else {
         return;
     };
@@ -390,7 +390,18 @@ fn pull_prints_the_image_as_json() {
         "tag",
         d.berthctl("default", &["images", "tag", "busybox", &remote]),
     );
-    ok("push", d.berthctl("default", &["images", "push", &remote]));
+    // push --format json: what went where, one document on stdout.
+    let pushed = json(&d, &["images", "push", &remote]);
+    assert_typed("images push", &pushed);
+    let local = json(&d, &["images", "ls"]);
+    let want = local
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == remote.as_str()))
+        .map(|i| i["digest"].clone())
+        .expect("the tagged image listed");
+    assert_eq!(pushed["reference"], remote.as_str(), "{pushed:#}");
+    assert_eq!(pushed["image"], remote.as_str(), "{pushed:#}");
+    assert_eq!(pushed["digest"], want, "{pushed:#}");
     ok("rm", d.berthctl("default", &["images", "rm", &remote]));
     // Progress goes to stderr: stdout is one JSON document.
     let v = json(&d, &["images", "pull", &remote]);
