@@ -24,9 +24,7 @@ fn containers_of_a_pod() {
     if !body_here("containers_of_a_pod") {
         return;
     }
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(containers_of_a_pod_body());
+    block_on(containers_of_a_pod_body());
 }
 
 async fn containers_of_a_pod_body() {
@@ -397,9 +395,7 @@ fn containers_survive_a_berthd_crash() {
     if !body_here("containers_survive_a_berthd_crash") {
         return;
     }
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(restart_body());
+    block_on(restart_body());
 }
 
 async fn restart_body() {

@@ -21,9 +21,7 @@ fn runtime_handlers_pick_the_runtime() {
     if !body_here("runtime_handlers_pick_the_runtime") {
         return;
     }
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(body());
+    block_on(body());
 }
 
 /// What runc's state under berthd's `<state>/runc/k8s.io` says of `id`

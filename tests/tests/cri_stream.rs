@@ -33,9 +33,7 @@ fn exec_attach_port_forward() {
     if !body_here("exec_attach_port_forward") {
         return;
     }
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(body());
+    block_on(body());
 }
 
 async fn body() {

@@ -176,6 +176,14 @@ pub fn host_pod_config(name: &str, logs: &std::path::Path) -> c::PodSandboxConfi
     }
 }
 
+/// Runs the async test body `body` in a runtime of its own (the body runs in
+/// the re-executed process, see [`body_here`]).
+pub fn block_on<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(body)
+}
+
 pub async fn status(rt: &mut Rt, id: &str) -> c::ContainerStatus {
     rt.container_status(c::ContainerStatusRequest {
         container_id: id.into(),
