@@ -317,6 +317,28 @@ async fn containers_of_a_pod_body() {
             .inodes_used
             .is_some()
     );
+    // The pod's process count is the pids controller's over its infra
+    // task and containers (read around the call: it may change meanwhile).
+    let pod_containers = list_ids(
+        &mut rt,
+        c::ContainerFilter {
+            pod_sandbox_id: pod.id.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let pod_pids = || -> u64 {
+        let ids = std::fs::read_dir("/sys/fs/cgroup/pids/k8s.io").expect("k8s.io pids cgroup");
+        ids.flatten()
+            .filter(|e| {
+                let id = e.file_name().to_string_lossy().into_owned();
+                id == pod.id || pod_containers.contains(&id)
+            })
+            .filter_map(|e| std::fs::read_to_string(e.path().join("pids.current")).ok())
+            .map(|n| n.trim().parse::<u64>().expect("pids.current"))
+            .sum()
+    };
+    let before = pod_pids();
     let ps = rt
         .pod_sandbox_stats(c::PodSandboxStatsRequest {
             pod_sandbox_id: pod.id.clone(),
@@ -328,7 +350,18 @@ async fn containers_of_a_pod_body() {
         .expect("stats")
         .linux
         .expect("linux");
+    let after = pod_pids();
     assert_eq!(ps.containers.len(), 5);
+    let count = ps
+        .process
+        .expect("pod process usage")
+        .process_count
+        .expect("count")
+        .value;
+    assert!(
+        count >= 2 && (before.min(after)..=before.max(after)).contains(&count),
+        "process count {count}, cgroups {before}..{after}"
+    );
     let pod_ws = ps
         .memory
         .expect("pod memory")

@@ -22,6 +22,8 @@ pub struct Sample {
     pub page_faults: u64,
     pub major_page_faults: u64,
     pub available: Option<u64>,
+    /// Tasks in the cgroup (the pids controller's count: threads too).
+    pub pids: u64,
 }
 
 /// The working set as the kubelet counts it: usage less inactive file
@@ -45,6 +47,7 @@ pub fn sample(any: &prost_types::Any) -> Option<Sample> {
             major_page_faults: mem.total_pg_maj_fault,
             // v1 reports "no limit" as a huge number.
             available: (limit < (1 << 62)).then(|| limit.saturating_sub(ws)),
+            pids: m.pids.map_or(0, |p| p.current),
         });
     }
     let m = typeurl::unpack::<v2::Metrics>(any)?;
@@ -61,6 +64,7 @@ pub fn sample(any: &prost_types::Any) -> Option<Sample> {
         page_faults: mem.pgfault,
         major_page_faults: mem.pgmajfault,
         available: (mem.usage_limit < u64::MAX / 2).then(|| mem.usage_limit.saturating_sub(ws)),
+        pids: m.pids.map_or(0, |p| p.current),
     })
 }
 
@@ -71,6 +75,14 @@ fn u(v: u64) -> Option<cri::UInt64Value> {
 impl CriService {
     /// The statistics of one container (CPU and memory only while it runs).
     async fn stats_of(&self, c: &CriContainer) -> Result<cri::ContainerStats> {
+        Ok(self.stats_and_sample(c).await?.0)
+    }
+
+    /// [`Self::stats_of`] and the task's raw sample they came from.
+    async fn stats_and_sample(
+        &self,
+        c: &CriContainer,
+    ) -> Result<(cri::ContainerStats, Option<Sample>)> {
         let cfg = c.meta.config.clone().unwrap_or_default();
         let now = now_ns();
         let mut out = cri::ContainerStats {
@@ -102,7 +114,8 @@ impl CriService {
                 inodes_used: u(u64::try_from(usage.inodes).unwrap_or(0)),
             });
         }
-        if let Some(s) = self.task_sample(&c.meta.id).await? {
+        let sample = self.task_sample(&c.meta.id).await?;
+        if let Some(s) = &sample {
             out.cpu = Some(cri::CpuUsage {
                 timestamp: now,
                 usage_core_nano_seconds: u(s.cpu_ns),
@@ -120,7 +133,7 @@ impl CriService {
                 psi: None,
             });
         }
-        Ok(out)
+        Ok((out, sample))
     }
 
     pub async fn container_stats(
@@ -168,26 +181,26 @@ impl CriService {
             .and_then(sample))
     }
 
-    /// A pod's statistics: CPU and memory of its infra task and running
-    /// containers added up (each has a cgroup of its own below the pod's
-    /// parent), its network namespace's interfaces, and each container's
-    /// statistics.
+    /// A pod's statistics: CPU, memory and process count of its infra
+    /// task and running containers added up (each has a cgroup of its own
+    /// below the pod's parent), its network namespace's interfaces, and
+    /// each container's statistics.
     async fn pod_stats_of(&self, sb: &super::store::Sandbox) -> Result<cri::PodSandboxStats> {
         let now = now_ns();
         let cfg = sb.meta.config.clone().unwrap_or_default();
         let mut total = self.task_sample(&sb.meta.id).await?;
         let mut containers = Vec::new();
         for c in self.store.containers_of(&sb.meta.id)? {
-            let st = self.stats_of(&c).await?;
-            if let (Some(cpu), Some(mem)) = (&st.cpu, &st.memory) {
+            let (st, sample) = self.stats_and_sample(&c).await?;
+            if let Some(s) = sample {
                 let t = total.get_or_insert_with(Sample::default);
-                let v = |x: &Option<cri::UInt64Value>| x.as_ref().map(|v| v.value).unwrap_or(0);
-                t.cpu_ns += v(&cpu.usage_core_nano_seconds);
-                t.usage += v(&mem.usage_bytes);
-                t.working_set += v(&mem.working_set_bytes);
-                t.rss += v(&mem.rss_bytes);
-                t.page_faults += v(&mem.page_faults);
-                t.major_page_faults += v(&mem.major_page_faults);
+                t.cpu_ns += s.cpu_ns;
+                t.usage += s.usage;
+                t.working_set += s.working_set;
+                t.rss += s.rss;
+                t.page_faults += s.page_faults;
+                t.major_page_faults += s.major_page_faults;
+                t.pids += s.pids;
             }
             containers.push(st);
         }
@@ -225,6 +238,10 @@ impl CriService {
                     page_faults: u(s.page_faults),
                     major_page_faults: u(s.major_page_faults),
                     psi: None,
+                }),
+                process: total.as_ref().map(|s| cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: u(s.pids),
                 }),
                 network,
                 containers,
@@ -278,6 +295,10 @@ mod tests {
     #[test]
     fn samples_from_both_cgroup_versions() {
         let v1m = v1::Metrics {
+            pids: Some(v1::PidsStat {
+                current: 3,
+                limit: 0,
+            }),
             cpu: Some(v1::CpuStat {
                 usage: Some(v1::CpuUsage {
                     total: 5_000,
@@ -303,6 +324,7 @@ mod tests {
             (5_000, 1_000, 900, 700)
         );
         assert_eq!(s.available, Some((8 << 20) - 900));
+        assert_eq!(s.pids, 3);
         let v2m = v2::Metrics {
             cpu: Some(v2::CpuStat {
                 usage_usec: 3,
@@ -318,6 +340,7 @@ mod tests {
         };
         let s = sample(&typeurl::pack(&v2m)).unwrap();
         assert_eq!((s.cpu_ns, s.working_set, s.available), (3_000, 0, None));
+        assert_eq!(s.pids, 0, "no pids controller: none counted");
         assert!(sample(&prost_types::Any::default()).is_none());
     }
 }
