@@ -149,6 +149,22 @@ impl Containers {
             .collect())
     }
 
+    /// The containers of every namespace that have label `name`, with
+    /// their namespace.
+    pub fn all_labelled(&self, name: &str) -> Result<Vec<(String, Container)>> {
+        self.db.read(|r| {
+            let mut out = Vec::new();
+            for ns in r.namespaces()? {
+                for (id, record) in r.scan::<ContainerRecord>(&prefix(&ns, kind::CONTAINERS))? {
+                    if record.labels.contains_key(name) {
+                        out.push((ns.clone(), Container { id, record }));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Creates a container.
     pub fn create(&self, ns: &str, mut c: Container) -> Result<Container> {
         let t = now();

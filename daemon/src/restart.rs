@@ -6,6 +6,9 @@
 //! A container the user stopped (`berth.stopped=true`) is left alone; when
 //! berthd starts, `always` containers are restarted even so (docker
 //! restarts them with the daemon), `unless-stopped` ones are not.
+//! After a host reboot (an empty state directory: no task at all) the
+//! same rule holds for the containers that had started before
+//! ([`STARTED`]); the lost task counts as an exit with status 255.
 //!
 //! A restart deletes the stopped task and creates a new one on the
 //! container's snapshot with no stdio, so that it logs to its json-file log.
@@ -16,7 +19,7 @@ use crate::events::Exchange;
 use crate::runtime::Tasks;
 use crate::snapshots::Snapshots;
 use berth_proto::filters::Filter;
-use berth_proto::labels::{RESTART, RESTART_COUNT, RestartPolicy, STOPPED};
+use berth_proto::labels::{RESTART, RESTART_COUNT, RestartPolicy, STARTED, STOPPED};
 use berth_proto::pb::containerd::events as ev;
 use berth_proto::pb::containerd::v1::types::Status as TaskStatus;
 use berth_proto::services::tasks::v1::CreateTaskRequest;
@@ -59,7 +62,14 @@ pub enum Occasion {
     Exit,
     /// berthd started and found the task stopped.
     DaemonStart,
+    /// berthd started and found no task of a container started before:
+    /// the host rebooted (or the state directory was emptied).
+    Reboot,
 }
+
+/// The exit status a task lost with the host counts as (docker's for a
+/// container whose process it could not find again).
+const LOST: u32 = 255;
 
 /// Whether a container whose task exited with `status` is restarted, given
 /// its policy, how often it was restarted and whether the user stopped it.
@@ -72,7 +82,7 @@ pub fn should_restart(
 ) -> bool {
     match policy {
         RestartPolicy::No => false,
-        RestartPolicy::Always => !stopped || occasion == Occasion::DaemonStart,
+        RestartPolicy::Always => !stopped || occasion != Occasion::Exit,
         RestartPolicy::UnlessStopped => !stopped,
         RestartPolicy::OnFailure(max) => {
             !stopped && status != 0 && max.is_none_or(|max| count < max)
@@ -138,6 +148,7 @@ impl RestartManager {
                 let Some(any) = env.event else { continue };
                 if env.topic == "/tasks/start" {
                     if let Some(s) = berth_proto::typeurl::unpack::<ev::TaskStart>(&any) {
+                        this.mark_started(&env.namespace, &s.container_id);
                         this.state()
                             .entry((env.namespace, s.container_id))
                             .or_default()
@@ -157,15 +168,58 @@ impl RestartManager {
         });
         let this = self.clone();
         tokio::spawn(async move {
-            for (ns, id) in this.tasks.keys() {
-                match this.tasks.get(&ns, &id, "").await {
+            let tasks = this.tasks.keys();
+            for (ns, id) in &tasks {
+                // Tasks started by a berthd that did not mark them yet.
+                this.mark_started(ns, id);
+                match this.tasks.get(ns, id, "").await {
                     Ok(p) if p.status == TaskStatus::Stopped as i32 => {
-                        this.consider(ns, id, p.exit_status, Occasion::DaemonStart);
+                        this.consider(ns.clone(), id.clone(), p.exit_status, Occasion::DaemonStart);
                     }
                     _ => {}
                 }
             }
+            let with_policy = match this.containers.all_labelled(RESTART) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("restart manager: list containers: {e}");
+                    return;
+                }
+            };
+            for (ns, c) in with_policy {
+                let started = c.record.labels.get(STARTED).is_some_and(|v| v == "true");
+                if started && !tasks.contains(&(ns.clone(), c.id.clone())) {
+                    this.consider(ns, c.id, LOST, Occasion::Reboot);
+                }
+            }
         });
+    }
+
+    /// Records that the task of container `ns/id` started, if it has a
+    /// restart policy and it is not recorded yet (one write per container).
+    fn mark_started(&self, ns: &str, id: &str) {
+        let Ok(c) = self.containers.get(ns, id) else {
+            return;
+        };
+        if !c.record.labels.contains_key(RESTART)
+            || c.record.labels.get(STARTED).is_some_and(|v| v == "true")
+        {
+            return;
+        }
+        let record = ContainerRecord {
+            labels: HashMap::from([(STARTED.to_string(), "true".to_string())]),
+            ..Default::default()
+        };
+        let c = Container {
+            id: id.to_string(),
+            record,
+        };
+        if let Err(e) = self
+            .containers
+            .update(ns, c, &[format!("labels.{STARTED}")])
+        {
+            tracing::warn!("container {ns}/{id}: label {STARTED}: {e}");
+        }
     }
 
     /// Restarts the container's task if its policy says so, after the
@@ -231,14 +285,17 @@ impl RestartManager {
             return Ok(false);
         }
         match self.tasks.get(ns, id, "").await {
-            Ok(p) if p.status == TaskStatus::Stopped as i32 => {}
-            _ => return Ok(false),
-        }
-        match self.tasks.delete(ns, id).await {
-            Err(e) if e.is_not_found() => return Ok(false),
-            r => {
-                r?;
+            Ok(p) if p.status == TaskStatus::Stopped as i32 => {
+                match self.tasks.delete(ns, id).await {
+                    Err(e) if e.is_not_found() => return Ok(false),
+                    r => {
+                        r?;
+                    }
+                }
             }
+            // After a reboot there is no task to replace.
+            Err(e) if e.is_not_found() && occasion == Occasion::Reboot => {}
+            _ => return Ok(false),
         }
         let mut labels = HashMap::from([(RESTART_COUNT.to_string(), {
             (restart_count(&c) + 1).to_string()

@@ -47,4 +47,13 @@ fn policies_decide_as_dockers() {
     );
     assert!(!r(OnFailure(None), 1, 0, true, Exit));
     assert!(r(OnFailure(None), 3, 1000, false, DaemonStart));
+    // After a reboot the lost task counts as a failure (LOST).
+    assert!(
+        r(Always, LOST, 0, true, Reboot),
+        "always comes back with the host"
+    );
+    assert!(r(UnlessStopped, LOST, 0, false, Reboot));
+    assert!(!r(UnlessStopped, LOST, 0, true, Reboot));
+    assert!(r(OnFailure(Some(2)), LOST, 1, false, Reboot));
+    assert!(!r(OnFailure(Some(2)), LOST, 2, false, Reboot));
 }

@@ -46,6 +46,11 @@ pub const RESTART: &str = "berth.restart";
 pub const STOPPED: &str = "berth.stopped";
 /// How often berthd restarted the container (kept across berthd restarts).
 pub const RESTART_COUNT: &str = "berth.restart-count";
+/// `"true"` once a task of a container with a [`RESTART`] policy started
+/// (docker's "has been started before"): after a host reboot, whose empty
+/// state directory holds no task at all, berthd restarts only such
+/// containers — never one that was created and not started.
+pub const STARTED: &str = "berth.started";
 /// `json-file`: berthd keeps the container's output (see
 /// [`crate::jsonlog`]) when its task is created with no stdout and stderr.
 pub const LOG_DRIVER: &str = "berth.log-driver";

@@ -143,6 +143,17 @@ impl Daemon {
         }
     }
 
+    /// A host reboot as berthd sees it: berthd, its shims and containers
+    /// killed, their mounts and cgroups gone, the state directory (a tmpfs
+    /// on a host) emptied; then berthd starts again on the same root.
+    pub fn reboot(&mut self) {
+        self.kill9();
+        let state = self.state();
+        guard::power_off(&self.sock, &state);
+        std::fs::remove_dir_all(&state).expect("empty the state directory");
+        self.spawn();
+    }
+
     /// SIGTERMs the daemon and waits for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");

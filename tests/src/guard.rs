@@ -17,10 +17,23 @@ pub fn after_daemon(sock: &Path, dir: &Path) {
     while shims_serving(sock).into_iter().any(task_deleted) && Instant::now() < grace {
         std::thread::sleep(Duration::from_millis(20));
     }
+    end_shims(sock, dir, true);
+}
+
+/// What a power cut does to the containers of the daemon at `sock` (call
+/// it with the daemon dead): every shim and container init killed, their
+/// cgroups and the mounts under `state` gone.
+pub fn power_off(sock: &Path, state: &Path) {
+    end_shims(sock, state, false);
+}
+
+/// Kills the shims serving `sock` and their inits, removes their cgroups
+/// and unmounts what is under `dir`; `report` names each shim killed.
+fn end_shims(sock: &Path, dir: &Path, report: bool) {
     let mut killed = Vec::new();
     let mut cgroups = Vec::new();
     for pid in shims_serving(sock) {
-        if task_deleted(pid) {
+        if report && task_deleted(pid) {
             eprintln!("guard: shim {pid} outlived its deleted task (a leak)");
         }
         let bundle = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
@@ -37,7 +50,9 @@ pub fn after_daemon(sock: &Path, dir: &Path) {
                 cgroups.push(cg);
             }
         }
-        eprintln!("guard: killing shim {pid} left by the test");
+        if report {
+            eprintln!("guard: killing shim {pid} left by the test");
+        }
         signal(pid);
         killed.push(pid);
     }

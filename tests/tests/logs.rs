@@ -4,7 +4,8 @@
 //! -t, --tail, --since), readable after exit, removed with the container,
 //! `logs -f` across a berthd crash, rotation, `on-failure:2` restarting
 //! exactly twice, `always` coming back after a berthd restart, and a
-//! container the user stopped left alone. Root only.
+//! container the user stopped left alone; after a host reboot the
+//! policies bring back the containers that had run. Root only.
 
 use berth_tests::*;
 use std::io::{BufRead, BufReader};
@@ -384,6 +385,71 @@ fn always_comes_back_after_a_berthd_restart_and_a_users_stop_holds() {
     assert_eq!(status(&d, "al"), "STOPPED");
     assert_eq!(count(&logs(&d, &["al"]).0, "run"), 2);
     for id in ["al", "st", "us"] {
+        let _ = d.berthctl("default", &["tasks", "rm", "-f", id]);
+    }
+}
+
+#[test]
+fn after_a_host_reboot_containers_that_ran_come_back_by_their_policy() {
+    let Some(mut d) = daemon("") else {
+        return;
+    };
+    let Some(ctr_bin) = peer("ctr") else {
+        return;
+    };
+    let run = |name: &str, policy: &[&str]| {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(policy);
+        args.extend_from_slice(&["busybox", "sh", "-c", "echo run; exec sleep 300"]);
+        ctl(&d, &args);
+    };
+    run("al", &["--restart", "always"]);
+    run("st", &["--restart", "always"]);
+    run("un", &["--restart", "unless-stopped"]);
+    run("us", &["--restart", "unless-stopped"]);
+    run("of", &["--restart", "on-failure:3"]);
+    run("no", &[]);
+    for id in ["al", "st", "un", "us", "of", "no"] {
+        eventually("running", 10, || status(&d, id) == "RUNNING");
+    }
+    for id in ["st", "us"] {
+        ctl(&d, &["kill", id]);
+        eventually("stopped by the user", 10, || status(&d, id) == "STOPPED");
+    }
+    // A container with a policy that never ran (docker: not "started
+    // before") is not started by a reboot.
+    let out = d.ctr(
+        &ctr_bin,
+        "default",
+        &[
+            "containers",
+            "create",
+            "--label",
+            "berth.restart=always",
+            "docker.io/library/busybox:latest",
+            "nv",
+            "sleep",
+            "300",
+        ],
+    );
+    ok("ctr containers create nv", out);
+
+    d.reboot();
+    // The lost task counts as a failure: always, unless-stopped (not
+    // stopped by the user) and on-failure come back; `always` even after
+    // the user's stop, as with a daemon restart.
+    for id in ["al", "st", "un", "of"] {
+        eventually("restarted after the reboot", 20, || {
+            status(&d, id) == "RUNNING" && count(&logs(&d, &[id]).0, "run") == 2
+        });
+        assert_eq!(restart_count(&d, id), 1, "{id}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for id in ["us", "no", "nv"] {
+        assert_eq!(status(&d, id), "NONE", "{id}: {}", d.log());
+    }
+    assert_eq!(count(&logs(&d, &["us"]).0, "run"), 1);
+    for id in ["al", "st", "un", "of"] {
         let _ = d.berthctl("default", &["tasks", "rm", "-f", id]);
     }
 }
