@@ -147,10 +147,17 @@ impl Daemon {
     /// killed, their mounts and cgroups gone, the state directory (a tmpfs
     /// on a host) emptied; then berthd starts again on the same root.
     pub fn reboot(&mut self) {
+        self.reboot_with(|| {});
+    }
+
+    /// [`Self::reboot`], running `while_down` before berthd starts again
+    /// (to undo more of what a reboot undoes, e.g. a namespace's links).
+    pub fn reboot_with(&mut self, while_down: impl FnOnce()) {
         self.kill9();
         let state = self.state();
         guard::power_off(&self.sock, &state);
         std::fs::remove_dir_all(&state).expect("empty the state directory");
+        while_down();
         self.spawn();
     }
 

@@ -13,7 +13,8 @@
 //! hostname; a taken host port refused leaving nothing behind; SIGKILL of
 //! berthd with networked containers running, restart; and after 50
 //! networked `run --rm` plus a crash cycle, no IP reservation, netns mount,
-//! veth or iptables rule left (the counts are printed: `leak counts:`).
+//! veth or iptables rule left (the counts are printed: `leak counts:`); an
+//! `always` container published again after a host reboot.
 
 use berth_tests::netns::*;
 use berth_tests::*;
@@ -225,6 +226,7 @@ fn gateway(a: [u8; 3]) -> IpAddr {
 
 const NET_A: [u8; 3] = [10, 201, 0];
 const NET_B: [u8; 3] = [10, 202, 0];
+const NET_R: [u8; 3] = [10, 203, 0];
 const DEFAULT_NET: [u8; 3] = [10, 88, 0];
 
 #[test]
@@ -517,6 +519,53 @@ fn networking_end_to_end() {
     );
     n.ok(&["network", "rm", "a", "b"]);
     eprintln!("networking_end_to_end took {:.1?}", started.elapsed());
+}
+
+#[test]
+fn a_networked_always_container_comes_back_after_a_host_reboot() {
+    if !body_here("a_networked_always_container_comes_back_after_a_host_reboot") {
+        return;
+    }
+    let mut n = Net::start("netboot");
+    n.ok(&["network", "create", "r", "--subnet", "10.203.0.0/24"]);
+    n.serve(
+        "web",
+        &["--net", "r", "-p", "8080:80", "--restart", "always"],
+        "hello-boot",
+    );
+    let published = SocketAddr::new(gateway(NET_R), 8080);
+    let body = http_get(published, "/", Duration::from_secs(10)).expect("published port");
+    assert_eq!(body.trim(), "hello-boot");
+    // A reboot also ends the kernel's network state: the bridge, veths and
+    // iptables rules (of this private namespace) go too.
+    n.d.reboot_with(|| {
+        for l in links().into_iter().filter(|l| l != "lo") {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &l])
+                .status();
+        }
+        for table in ["filter", "nat", "mangle", "raw"] {
+            for op in ["-F", "-X"] {
+                ok(
+                    &format!("iptables -t {table} {op}"),
+                    std::process::Command::new("iptables")
+                        .args(["-t", table, op])
+                        .output()
+                        .expect("run iptables"),
+                );
+            }
+        }
+    });
+    let body = http_get(published, "/", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("published port after the reboot: {e}\n{}", n.d.log()));
+    assert_eq!(body.trim(), "hello-boot");
+    let ip = n.ip_of("web", "eth0");
+    assert!(in_subnet(ip, NET_R), "web got {ip}");
+    assert_eq!(reserved_ips(&n.ipam(), "r"), [IpAddr::V4(ip)]);
+    n.remove(&["web"]);
+    let left = LeakCounts::now(&n.state());
+    assert!(left.none(), "left behind: {left}");
+    n.ok(&["network", "rm", "r"]);
 }
 
 /// Finds the shim serving container `id` of the daemon at `sock`.
