@@ -46,8 +46,8 @@ async fn containers_of_a_pod_body() {
             ),
         )
         .await;
-    let client = pod
-        .run(
+    let (client, s) = pod
+        .run_running(
             &mut rt,
             pod.config(
                 "client",
@@ -55,13 +55,6 @@ async fn containers_of_a_pod_body() {
             ),
         )
         .await;
-    let s = wait_state(
-        &mut rt,
-        &client,
-        c::ContainerState::ContainerRunning,
-        Duration::from_secs(5),
-    )
-    .await;
     assert!(
         s.started_at > 0 && s.created_at > 0 && s.finished_at == 0,
         "{s:?}"
@@ -437,19 +430,12 @@ async fn restart_body() {
     let long = pod
         .run(&mut rt, pod.config("long", &["sleep", "3600"]))
         .await;
-    let short = pod
-        .run(
+    let (short, _) = pod
+        .run_running(
             &mut rt,
             pod.config("short", &["sh", "-c", "sleep 2; exit 7"]),
         )
         .await;
-    wait_state(
-        &mut rt,
-        &short,
-        c::ContainerState::ContainerRunning,
-        Duration::from_secs(5),
-    )
-    .await;
     pod.d.kill9();
     // `short` exits while berthd is down.
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -14,7 +14,6 @@ use berth_tests::peer;
 use cri_support::*;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 #[test]
 fn runtime_handlers_pick_the_runtime() {
@@ -65,16 +64,9 @@ async fn body() {
     assert_eq!(handlers, ["", "runc"]);
 
     // The pod and its container run under runc.
-    let ctr = pod
-        .run(&mut rt, pod.config("sleeper", &["sleep", "3600"]))
+    let (ctr, _) = pod
+        .run_running(&mut rt, pod.config("sleeper", &["sleep", "3600"]))
         .await;
-    wait_state(
-        &mut rt,
-        &ctr,
-        c::ContainerState::ContainerRunning,
-        Duration::from_secs(10),
-    )
-    .await;
     assert_eq!(runc_status(&runc, &state, &pod.id), "running");
     assert_eq!(runc_status(&runc, &state, &ctr), "running");
     let st = rt

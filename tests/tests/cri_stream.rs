@@ -39,16 +39,9 @@ fn exec_attach_port_forward() {
 async fn body() {
     let pod = Pod::start().await;
     let mut rt = pod.rt().await;
-    let ctr = pod
-        .run(&mut rt, pod.config("sleeper", &["sleep", "3600"]))
+    let (ctr, _) = pod
+        .run_running(&mut rt, pod.config("sleeper", &["sleep", "3600"]))
         .await;
-    wait_state(
-        &mut rt,
-        &ctr,
-        c::ContainerState::ContainerRunning,
-        Duration::from_secs(10),
-    )
-    .await;
 
     ws_exec(&mut rt, &ctr).await;
     ws_exec_stdin(&mut rt, &ctr).await;
@@ -300,14 +293,7 @@ async fn ws_port_forward(pod: &Pod, rt: &mut Rt) {
 async fn spdy_attach(pod: &Pod, rt: &mut Rt) {
     let mut config = pod.config("shell", &["sh"]);
     config.stdin = true;
-    let ctr = pod.run(rt, config).await;
-    wait_state(
-        rt,
-        &ctr,
-        c::ContainerState::ContainerRunning,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (ctr, _) = pod.run_running(rt, config).await;
     let url = rt
         .attach(c::AttachRequest {
             container_id: ctr.clone(),

@@ -149,6 +149,24 @@ impl Pod {
         .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log()));
         id
     }
+
+    /// [`Self::run`], then waits (10 s at most) until the container is
+    /// seen running: its id and that status.
+    pub async fn run_running(
+        &self,
+        rt: &mut Rt,
+        config: c::ContainerConfig,
+    ) -> (String, c::ContainerStatus) {
+        let id = self.run(rt, config).await;
+        let s = wait_state(
+            rt,
+            &id,
+            c::ContainerState::ContainerRunning,
+            Duration::from_secs(10),
+        )
+        .await;
+        (id, s)
+    }
 }
 
 /// A pod named `name` on the host network, logging under `logs`.
