@@ -85,15 +85,7 @@ pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<
     // /etc/passwd and /etc/group: see crate::userdb.
     let (uid, gid) = (0, 0);
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-    ];
+    let mut mounts = berth_proto::spec_defaults::mounts();
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -113,12 +105,8 @@ pub fn build_spec(ns: &str, id: &str, a: &RunArgs, image_cfg: &Value) -> Result<
     for m in &a.mounts {
         mounts.push(parse_mount(m)?);
     }
-    let dev = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
     let mut resources = json!({
-        "devices": [
-            {"allow": false, "access": "rwm"},
-            dev(1, 3), dev(1, 8), dev(1, 7), dev(5, 0), dev(1, 5), dev(1, 9), dev(5, 1), dev(136, -1), dev(5, 2), dev(10, 200),
-        ],
+        "devices": berth_proto::spec_defaults::device_rules(),
     });
     if let Some(m) = a.memory_limit {
         resources["memory"] = json!({"limit": m});

@@ -10,8 +10,9 @@
 //!   docker-archive conversion).
 //! * [`typeurl`]: packing messages into `Any` with the type URLs containerd's
 //!   clients decode.
-//! * [`userdb`] and [`capabilities`]: a container's users and groups and its
-//!   default capabilities, the same for berthctl and berthd's CRI.
+//! * [`userdb`], [`capabilities`] and [`spec_defaults`]: a container's users
+//!   and groups, its default capabilities, mounts and device rules, the same
+//!   for berthctl and berthd's CRI.
 
 pub mod archive;
 pub mod capabilities;
@@ -25,6 +26,7 @@ pub mod jsonlog;
 pub mod labels;
 pub mod metadata;
 pub mod reference;
+pub mod spec_defaults;
 pub mod time;
 pub mod ttrpc;
 pub mod typeurl;

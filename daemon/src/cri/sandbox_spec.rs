@@ -276,21 +276,16 @@ pub fn build(i: &SpecInput<'_>) -> Result<Value> {
         namespaces.push(json!({"type": "ipc"}));
     }
     let ro_bind = |dst: &str, src: String| json!({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "ro"]});
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        ro_bind(
-            "/dev/shm",
-            if m.host_ipc {
-                "/dev/shm".into()
-            } else {
-                i.shm.to_string()
-            },
-        ),
-    ];
+    // No /run (as the CRI's containers); the pod's own /dev/shm.
+    let mut mounts = berth_proto::spec_defaults::mounts_except(&["/run", "/dev/shm"]);
+    mounts.push(ro_bind(
+        "/dev/shm",
+        if m.host_ipc {
+            "/dev/shm".into()
+        } else {
+            i.shm.to_string()
+        },
+    ));
     for (dst, src) in super::sandbox_files::paths(i.files_dir) {
         mounts.push(ro_bind(&dst, src.display().to_string()));
     }
@@ -319,7 +314,6 @@ pub fn build(i: &SpecInput<'_>) -> Result<Value> {
             json!(r.memory_limit_in_bytes.to_string());
     }
     let caps = DEFAULT_CAPS.to_vec();
-    let dev = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -336,10 +330,7 @@ pub fn build(i: &SpecInput<'_>) -> Result<Value> {
         "annotations": annotations,
         "linux": {
             "resources": {
-                "devices": [
-                    {"allow": false, "access": "rwm"},
-                    dev(1, 3), dev(1, 8), dev(1, 7), dev(5, 0), dev(1, 5), dev(1, 9), dev(5, 1), dev(136, -1), dev(5, 2), dev(10, 200),
-                ],
+                "devices": berth_proto::spec_defaults::device_rules(),
                 "cpu": {"shares": SANDBOX_CPU_SHARES},
             },
             "cgroupsPath": cgroups_path(config, i.id)?,

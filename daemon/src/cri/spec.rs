@@ -133,7 +133,6 @@ pub fn stop_signal(config: &ContainerConfig, image: &Value) -> String {
 /// containerd's base spec for a CRI container.
 fn base(ns: &str, id: &str) -> Value {
     let caps = berth_proto::capabilities::DEFAULT_CAPS;
-    let dev = |major: i64, minor: i64| json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"});
     json!({
         "ociVersion": "1.1.0",
         "root": {"path": "rootfs"},
@@ -143,22 +142,13 @@ fn base(ns: &str, id: &str) -> Value {
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "noNewPrivileges": false,
         },
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
+        // containerd's CRI drops the default /run (WithoutRunMount).
+        "mounts": berth_proto::spec_defaults::mounts_except(&["/run"]),
         "linux": {
             "cgroupsPath": format!("/{ns}/{id}"),
             // The devices every container may use (runc's defaults; the
             // built-in runtime allows only what the spec lists).
-            "resources": {"devices": [
-                {"allow": false, "access": "rwm"},
-                dev(1, 3), dev(1, 8), dev(1, 7), dev(5, 0), dev(1, 5), dev(1, 9), dev(5, 1), dev(136, -1), dev(5, 2), dev(10, 200),
-            ]},
+            "resources": {"devices": berth_proto::spec_defaults::device_rules()},
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
             "maskedPaths": [],
             "readonlyPaths": [],
