@@ -89,6 +89,10 @@ sandbox_image = "registry.k8s.io/pause:3.10"
 # port 0 picks a free port.
 stream_server_address = "127.0.0.1"
 stream_server_port = "0"
+# A streaming session whose connection carries nothing either way for
+# this long is ended, its exec killed (as the kubelet's and containerd's
+# option); a duration such as "4h", "30m" or "1h30m", "0" for never.
+stream_idle_timeout = "4h"
 # Container log lines longer than this many bytes are split into
 # partial lines (0 or less: never split).
 max_container_log_line_size = 16384
@@ -140,6 +144,8 @@ pub struct CriConfig {
     pub stream_server_address: String,
     /// A string, as containerd's `stream_server_port`.
     pub stream_server_port: String,
+    /// A duration string, as containerd's; see [`CriConfig::stream_idle_timeout`].
+    pub stream_idle_timeout: String,
     pub max_container_log_line_size: i64,
     pub restrict_oom_score_adj: bool,
     pub runtime_binary: String,
@@ -162,6 +168,7 @@ impl Default for CriConfig {
             sandbox_image: "registry.k8s.io/pause:3.10".into(),
             stream_server_address: "127.0.0.1".into(),
             stream_server_port: "0".into(),
+            stream_idle_timeout: "4h".into(),
             max_container_log_line_size: 16384,
             restrict_oom_score_adj: false,
             runtime_binary: String::new(),
@@ -199,7 +206,21 @@ impl CriConfig {
                 self.stream_server_port
             ));
         }
-        None
+        self.stream_idle_timeout().err()
+    }
+
+    /// `stream_idle_timeout` as a duration ("0": none, zero).
+    pub fn stream_idle_timeout(&self) -> Result<std::time::Duration, String> {
+        let s = self.stream_idle_timeout.trim();
+        if s == "0" {
+            return Ok(std::time::Duration::ZERO);
+        }
+        humantime::parse_duration(s).map_err(|e| {
+            format!(
+                "cri.stream_idle_timeout: {:?} is not a duration ({e}); write e.g. \"4h\", \"30m\" or \"0\" for none",
+                self.stream_idle_timeout
+            )
+        })
     }
 }
 
@@ -468,6 +489,23 @@ mod tests {
         assert_eq!(cfg.cri.runtime_binary_of("builtin"), Some(""));
         assert_eq!(cfg.cri.runtime_binary_of("kata"), None);
         assert!(toml::from_str::<Config>("[cri.runtimes.x]\nbinary = \"y\"").is_err());
+    }
+
+    #[test]
+    fn stream_idle_timeout_is_a_duration() {
+        let cri = |v: &str| CriConfig {
+            stream_idle_timeout: v.into(),
+            ..Default::default()
+        };
+        let secs = |v: &str| cri(v).stream_idle_timeout().map(|d| d.as_secs());
+        assert_eq!(secs("4h"), Ok(4 * 3600));
+        assert_eq!(secs("1h30m"), Ok(5400));
+        assert_eq!(secs("0"), Ok(0));
+        let bad = cri("soon").problem().expect("refused");
+        assert!(
+            bad.contains("cri.stream_idle_timeout") && bad.contains("\"4h\""),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -12,10 +12,13 @@
 //! * The SPDY framing layer ([`spdy`]) is written here: crates.io has no maintained, permissively
 //!   licensed SPDY/3.1 implementation. WebSocket is tokio-tungstenite.
 //! * The runtime plugs in through [`Backend`].
-//! * Not (yet) here: TLS, and the kubelet's idle timeout (4 h without traffic closes a session).
+//! * A session whose connection carries nothing either way for the idle timeout (the kubelet's
+//!   and containerd's `stream_idle_timeout`, 4 h by default) is ended as if the client had left.
+//! * Not (yet) here: TLS.
 
 pub mod backend;
 mod error;
+mod idle;
 mod pipe;
 pub mod portforward;
 pub mod remotecommand;
@@ -28,5 +31,6 @@ pub use backend::{
     Backend, BackendError, CancellationToken, Duplex, Io, Reader, TerminalSize, Writer,
 };
 pub use error::Error;
+pub use idle::Idle;
 pub use server::Server;
 pub use tokens::TOKEN_TTL;

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_proto::cri;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header as h};
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 
 use crate::backend::Backend;
 use crate::error::Error;
+use crate::idle::Idle;
 use crate::portforward as pf;
 use crate::remotecommand::{self as rc, Opts, Target};
 use crate::spdy::{Role, Session};
@@ -28,6 +30,8 @@ type Body = Full<Bytes>;
 struct Inner {
     backend: Arc<dyn Backend>,
     cache: Cache,
+    /// A session with no traffic this long ends (zero: never).
+    idle_timeout: Duration,
 }
 
 /// A running streaming server; stops accepting when dropped (open sessions run to their end).
@@ -75,8 +79,14 @@ fn check_stdio(
 }
 
 impl Server {
-    /// Listens on `addr:port` (port 0 = a free port) and serves streaming sessions with `backend`.
-    pub async fn start(addr: IpAddr, port: u16, backend: Arc<dyn Backend>) -> Result<Self, Error> {
+    /// Listens on `addr:port` (port 0 = a free port) and serves streaming sessions with `backend`;
+    /// a session whose connection is idle for `idle_timeout` ends (zero: never).
+    pub async fn start(
+        addr: IpAddr,
+        port: u16,
+        idle_timeout: Duration,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self, Error> {
         let listener = TcpListener::bind((addr, port))
             .await
             .map_err(|source| Error::Bind { addr, port, source })?;
@@ -86,6 +96,7 @@ impl Server {
         let inner = Arc::new(Inner {
             backend,
             cache: Cache::default(),
+            idle_timeout,
         });
         let task = tokio::spawn(accept_loop(listener, inner.clone()));
         Ok(Self { addr, inner, task })
@@ -162,7 +173,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             Err(e) => {
                 // E.g. out of descriptors: back off instead of spinning.
                 tracing::warn!(error = %e, "stream server accept");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -288,7 +299,7 @@ fn upgrade_spdy(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> 
     let proto = protocol.clone();
     tokio::spawn(async move {
         let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
+            Ok(io) => Idle::new(TokioIo::new(io), inner.idle_timeout),
             Err(e) => return tracing::debug!(error = %e, "SPDY upgrade"),
         };
         let session = Session::new(io, Role::Server);
@@ -354,7 +365,7 @@ fn upgrade_ws(inner: Arc<Inner>, req: Request<Incoming>, pending: Pending) -> Re
     let proto = protocol.clone();
     tokio::spawn(async move {
         let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
+            Ok(io) => Idle::new(TokioIo::new(io), inner.idle_timeout),
             Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade"),
         };
         let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, None).await;

@@ -24,7 +24,8 @@ use crate::pipe::{ChanReader, ChanWriter, Joined};
 /// The v5 "close channel" signal: `[255, channel]` half-closes the client's side of `channel`.
 pub const CLOSE_CHANNEL: u8 = 255;
 
-pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// The server side of an upgraded WebSocket connection (with the idle timeout).
+pub type Ws = WebSocketStream<crate::Idle<TokioIo<Upgraded>>>;
 
 /// How a negotiated channel protocol frames its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod common;
 use berth_proto::cri;
 use berth_stream::Server;
 use common::*;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn exec_req(cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
@@ -358,17 +359,6 @@ async fn port_forward_over_spdy() {
     assert!(bad.is_err());
 }
 
-/// Wait until the fake has logged `what`.
-pub async fn logged(fake: &Fake, what: &str) {
-    for _ in 0..500 {
-        if fake.seen.lock().unwrap().iter().any(|l| l.contains(what)) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("{what:?} not in {:?}", fake.seen.lock().unwrap());
-}
-
 #[tokio::test]
 async fn a_vanished_client_cancels_the_exec() {
     let (server, fake) = start().await;
@@ -387,9 +377,68 @@ async fn a_vanished_client_cancels_the_exec() {
 }
 
 #[tokio::test]
+async fn an_idle_session_ends_and_its_exec_is_killed() {
+    let (server, fake) = start_idle(Duration::from_millis(500)).await;
+    let url = exec_url(&server, &["sleep", "60"], false, false).await;
+    let (_, _, session) = spdy_upgrade(&server, &url, &["v4.channel.k8s.io"]).await;
+    let session = session.unwrap();
+    let error = open(&session, "error", true).await;
+    let _out = (
+        open(&session, "stdout", false).await,
+        open(&session, "stderr", false).await,
+    );
+    let t0 = Instant::now();
+    logged(&fake, "exec ctr-1").await;
+    logged(&fake, r#"client gone, killing ["sleep", "60"]"#).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The connection is closed: the client's streams end.
+    let status = tokio::time::timeout(Duration::from_secs(5), read_all(error)).await;
+    assert!(status.is_ok(), "the session was left open");
+}
+
+#[tokio::test]
+async fn traffic_keeps_a_session_past_the_idle_timeout() {
+    let (server, fake) = start_idle(Duration::from_millis(500)).await;
+    let url = exec_url(&server, &["cat"], true, false).await;
+    let (_, _, session) = spdy_upgrade(&server, &url, &["v4.channel.k8s.io"]).await;
+    let session = session.unwrap();
+    let _error = open(&session, "error", true).await;
+    let mut stdin = open(&session, "stdin", false).await;
+    let mut stdout = open(&session, "stdout", false).await;
+    let _stderr = open(&session, "stderr", false).await;
+    // Four times the timeout, with a line each way every 200 ms.
+    for i in 0..10 {
+        let line = format!("line {i}\n");
+        stdin.write_all(line.as_bytes()).await.unwrap();
+        let mut got = vec![0u8; line.len()];
+        stdout.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, line.as_bytes());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !fake
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("client gone")),
+        "{:?}",
+        fake.seen.lock().unwrap()
+    );
+    // Then silence ends it.
+    logged(&fake, r#"client gone, killing ["cat"]"#).await;
+}
+
+#[tokio::test]
 async fn ipv6_urls_bracket_the_address() {
     let fake = std::sync::Arc::new(Fake::default());
-    let Ok(server) = Server::start("::1".parse().unwrap(), 0, fake).await else {
+    let Ok(server) =
+        Server::start("::1".parse().unwrap(), 0, std::time::Duration::ZERO, fake).await
+    else {
         eprintln!("SKIPPED: no IPv6 loopback here");
         return;
     };

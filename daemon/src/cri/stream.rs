@@ -285,8 +285,9 @@ impl CriService {
                 self.config.stream_server_port
             ))
         })?;
+        let idle = self.config.stream_idle_timeout().map_err(Error::invalid)?;
         let backend = Arc::new(StreamBackend(Arc::downgrade(self)));
-        let server = berth_stream::Server::start(addr, port, backend)
+        let server = berth_stream::Server::start(addr, port, idle, backend)
             .await
             .map_err(|e| {
                 let cause = std::error::Error::source(&e)

@@ -5,6 +5,7 @@
 use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use berth_stream::spdy::{Headers, Role, Session, Stream};
 use berth_stream::{Backend, BackendError, Duplex, Io, Server, TerminalSize};
@@ -192,8 +193,24 @@ pub async fn echo_server() -> u16 {
 }
 
 pub async fn start() -> (Server, Arc<Fake>) {
+    start_idle(Duration::ZERO).await
+}
+
+/// Wait until the fake has logged `what`.
+pub async fn logged(fake: &Fake, what: &str) {
+    for _ in 0..500 {
+        if fake.seen.lock().unwrap().iter().any(|l| l.contains(what)) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{what:?} not in {:?}", fake.seen.lock().unwrap());
+}
+
+/// A server whose sessions end after `idle` without traffic.
+pub async fn start_idle(idle: Duration) -> (Server, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
-    let server = Server::start("127.0.0.1".parse().unwrap(), 0, fake.clone())
+    let server = Server::start("127.0.0.1".parse().unwrap(), 0, idle, fake.clone())
         .await
         .unwrap();
     (server, fake)
