@@ -10,7 +10,7 @@
 mod options;
 pub mod private;
 
-pub use options::{MountOptions, parse_options};
+pub use options::{MountOptions, RecursiveAttrs, attr, parse_options};
 
 use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
@@ -125,6 +125,14 @@ fn mount_one(m: &Mount, target: &Path) -> Result<()> {
     if opts.loop_device {
         return Err(Error::Unsupported(format!(
             "{}: loop mounts are not supported",
+            what()
+        )));
+    }
+    if opts.recursive.is_some() {
+        // runc's options for a container's mounts; containerd's rootfs
+        // mounts have no such thing.
+        return Err(Error::Unsupported(format!(
+            "{}: recursive attributes (rro, rnosuid, …) are not supported on rootfs mounts",
             what()
         )));
     }

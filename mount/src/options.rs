@@ -25,6 +25,33 @@ pub struct MountOptions {
     /// `loop` was given: the source is a file to attach to a loop device
     /// (containerd's meaning); it is not passed on as data.
     pub loop_device: bool,
+    /// runc's recursive attributes (`rro`, `rnosuid`, … `rnosymfollow`):
+    /// what `mount_setattr(2)` with `AT_RECURSIVE` sets on the mount and
+    /// every mount below it, after the mount is made; `None` when no such
+    /// option was given.
+    pub recursive: Option<RecursiveAttrs>,
+}
+
+/// The `mount_attr` of a recursive `mount_setattr(2)`: `MOUNT_ATTR_*` bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecursiveAttrs {
+    pub set: u64,
+    pub clear: u64,
+}
+
+/// `MOUNT_ATTR_*` (linux/mount.h).
+pub mod attr {
+    pub const RDONLY: u64 = 0x0000_0001;
+    pub const NOSUID: u64 = 0x0000_0002;
+    pub const NODEV: u64 = 0x0000_0004;
+    pub const NOEXEC: u64 = 0x0000_0008;
+    /// The atime mode: one of RELATIME (0), NOATIME, STRICTATIME.
+    pub const ATIME: u64 = 0x0000_0070;
+    pub const RELATIME: u64 = 0x0000_0000;
+    pub const NOATIME: u64 = 0x0000_0010;
+    pub const STRICTATIME: u64 = 0x0000_0020;
+    pub const NODIRATIME: u64 = 0x0000_0080;
+    pub const NOSYMFOLLOW: u64 = 0x0020_0000;
 }
 
 impl Default for MountOptions {
@@ -36,6 +63,7 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             data: Vec::new(),
             loop_device: false,
+            recursive: None,
         }
     }
 }
@@ -53,6 +81,8 @@ enum Effect {
     Clear(MsFlags),
     Propagate(MsFlags),
     Loop,
+    /// A recursive attribute: set it, or clear it (`true`).
+    Recursive(u64, bool),
 }
 
 /// The table: the union of runc's `mountFlags`/`mountPropagationMapping`
@@ -96,6 +126,27 @@ fn effect(option: &str) -> Option<Effect> {
         "unbindable" => Propagate(MsFlags::MS_UNBINDABLE),
         "runbindable" => Propagate(MsFlags::MS_UNBINDABLE.union(MsFlags::MS_REC)),
         "loop" => Loop,
+        // runc's recursive options (libcontainer/specconv), for
+        // mount_setattr(2): `r` + the flag name sets it, `r` + its opposite
+        // clears it.
+        "rro" => Recursive(attr::RDONLY, false),
+        "rrw" => Recursive(attr::RDONLY, true),
+        "rnosuid" => Recursive(attr::NOSUID, false),
+        "rsuid" => Recursive(attr::NOSUID, true),
+        "rnodev" => Recursive(attr::NODEV, false),
+        "rdev" => Recursive(attr::NODEV, true),
+        "rnoexec" => Recursive(attr::NOEXEC, false),
+        "rexec" => Recursive(attr::NOEXEC, true),
+        "rnodiratime" => Recursive(attr::NODIRATIME, false),
+        "rdiratime" => Recursive(attr::NODIRATIME, true),
+        "rrelatime" => Recursive(attr::RELATIME, false),
+        "rnorelatime" => Recursive(attr::RELATIME, true),
+        "rnoatime" => Recursive(attr::NOATIME, false),
+        "ratime" => Recursive(attr::NOATIME, true),
+        "rstrictatime" => Recursive(attr::STRICTATIME, false),
+        "rnostrictatime" => Recursive(attr::STRICTATIME, true),
+        "rnosymfollow" => Recursive(attr::NOSYMFOLLOW, false),
+        "rsymfollow" => Recursive(attr::NOSYMFOLLOW, true),
         _ => return None,
     })
 }
@@ -121,6 +172,19 @@ pub fn parse_options<S: AsRef<str>>(options: &[S]) -> MountOptions {
             }
             Some(Effect::Propagate(p)) => out.propagation.push(p),
             Some(Effect::Loop) => out.loop_device = true,
+            Some(Effect::Recursive(a, clear)) => {
+                let r = out.recursive.get_or_insert_with(RecursiveAttrs::default);
+                if clear {
+                    r.clear |= a;
+                } else {
+                    r.set |= a;
+                    // An atime mode replaces the others (mount_setattr(2)
+                    // wants the whole field cleared to set one).
+                    if a & attr::ATIME == a {
+                        r.clear |= attr::ATIME;
+                    }
+                }
+            }
             None => out.data.push(o.to_string()),
         }
     }
@@ -199,9 +263,36 @@ mod tests {
                 propagation: if prop.is_empty() { vec![] } else { vec![prop] },
                 data: vec![],
                 loop_device: false,
+                recursive: None,
             };
             assert_eq!(got, want, "option {opt}");
         }
+    }
+
+    #[test]
+    fn recursive_attributes_as_runc_reads_them() {
+        let r = |opts: &[&str]| parse_options(opts).recursive;
+        let a = |set, clear| Some(RecursiveAttrs { set, clear });
+        assert_eq!(r(&["rbind", "ro", "rprivate"]), None);
+        assert_eq!(r(&["rro"]), a(attr::RDONLY, 0));
+        assert_eq!(r(&["rrw"]), a(0, attr::RDONLY));
+        assert_eq!(
+            r(&["rro", "rnosuid", "rnodev", "rnoexec", "rnosymfollow"]),
+            a(
+                attr::RDONLY | attr::NOSUID | attr::NODEV | attr::NOEXEC | attr::NOSYMFOLLOW,
+                0
+            )
+        );
+        assert_eq!(r(&["rnoatime"]), a(attr::NOATIME, attr::ATIME));
+        assert_eq!(r(&["rrelatime"]), a(0, attr::ATIME));
+        assert_eq!(r(&["ratime"]), a(0, attr::NOATIME));
+        // Not flags, not data: the plain options keep their meaning.
+        let o = parse_options(&["rbind", "ro", "rro"]);
+        assert_eq!(
+            o.flags,
+            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY
+        );
+        assert!(o.data.is_empty());
     }
 
     #[test]

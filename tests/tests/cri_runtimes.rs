@@ -2,8 +2,9 @@
 //! with handler `runc`, configured as `[cri.runtimes.runc]`, has its infra
 //! container and its containers run by runc (found in runc's own state),
 //! while a pod of the default handler next to it runs on the built-in
-//! runtime; Status lists the handlers; an unconfigured handler is refused
-//! and leaves no pod.
+//! runtime; Status lists the handlers with their features; a recursive
+//! read-only mount is read-only all the way down on both runtimes; an
+//! unconfigured handler is refused and leaves no pod.
 
 // Shared with cri_containers, which uses the helpers this file does not.
 #[allow(dead_code)]
@@ -51,17 +52,21 @@ async fn body() {
     let mut rt = pod.rt().await;
     let state = pod.d.state();
 
-    // The handlers the runtime offers.
-    let handlers: Vec<String> = rt
+    // The handlers the runtime offers: both make recursive read-only
+    // mounts (mount_setattr is in this kernel, runc 1.1 lists "rro").
+    let handlers: Vec<(String, bool)> = rt
         .status(c::StatusRequest { verbose: false })
         .await
         .expect("Status")
         .into_inner()
         .runtime_handlers
         .into_iter()
-        .map(|h| h.name)
+        .map(|h| {
+            let rro = h.features.is_some_and(|f| f.recursive_read_only_mounts);
+            (h.name, rro)
+        })
         .collect();
-    assert_eq!(handlers, ["", "runc"]);
+    assert_eq!(handlers, [("".into(), true), ("runc".into(), true)]);
 
     // The pod and its container run under runc.
     let (ctr, _) = pod
@@ -123,6 +128,55 @@ async fn body() {
         listed.contains(&(default_pod.clone(), String::new())),
         "{listed:?}"
     );
+
+    // A recursive read-only mount of a directory with a mount under it:
+    // read-only below too, under runc and the built-in runtime alike.
+    let host = tempfile::tempdir().expect("tempdir");
+    let sub = host.path().join("sub");
+    std::fs::create_dir(&sub).expect("mkdir sub");
+    // This test's own mount namespace (body_here): gone with it.
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount a tmpfs under the host path");
+    for (pod_id, handler) in [(&pod.id, "runc"), (&default_pod, "")] {
+        let mut config = pod.config(&format!("rro{handler}"), &["sleep", "3600"]);
+        config.mounts = vec![c::Mount {
+            container_path: "/data".into(),
+            host_path: host.path().to_string_lossy().into_owned(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        }];
+        let id = rt
+            .create_container(c::CreateContainerRequest {
+                pod_sandbox_id: pod_id.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer ({handler:?}): {e}"))
+            .into_inner()
+            .container_id;
+        rt.start_container(c::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .expect("StartContainer");
+        let r = exec_sync(&mut rt, &id, &["touch", "/data/sub/f"], 10)
+            .await
+            .expect("ExecSync");
+        assert_ne!(r.exit_code, 0, "{handler:?}: wrote under an rro mount");
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("Read-only file system"),
+            "{handler:?}: {r:?}"
+        );
+    }
+    assert!(std::fs::read_dir(&sub).unwrap().next().is_none());
 
     // A handler nobody configured: refused, naming what to add; no pod.
     let e = rt

@@ -47,5 +47,6 @@ cases!(
     hooks::oom_score_adj,
     hooks::rootfs_propagation,
     propagation::bind_propagation,
+    propagation::recursive_attributes,
     userns::user_namespaces,
 );

@@ -96,6 +96,17 @@ impl CriService {
         config: cri::ContainerConfig,
         sb: &store::Sandbox,
     ) -> Result<CriContainer> {
+        if let Some(m) = config.mounts.iter().find(|m| m.recursive_read_only)
+            && !self
+                .features
+                .get(&sb.meta.runtime_handler)
+                .is_some_and(|f| f.recursive_read_only_mounts)
+        {
+            return Err(Error::invalid(format!(
+                "mounts[{}]: recursive read-only mounts are not supported by the runtime of handler {:?} (they need mount_setattr, Linux 5.12, and a runtime listing \"rro\" in its features, as runc 1.1 does)",
+                m.container_path, sb.meta.runtime_handler
+            )));
+        }
         let pid = self.sandbox_pid(&sb.meta.id).await?;
         let image_name = config
             .image

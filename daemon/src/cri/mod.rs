@@ -12,6 +12,7 @@ pub mod container_create;
 pub mod container_exit;
 pub mod events;
 pub mod exec;
+pub mod features;
 pub mod images;
 pub mod images_auth;
 pub mod netstats;
@@ -82,6 +83,8 @@ pub struct CriService {
     pub store: store::Store,
     /// Live state of the containers (events, held stdin FIFOs).
     pub cstate: events::ContainerState,
+    /// What each runtime handler's runtime can do ("" is the default).
+    pub features: std::collections::HashMap<String, features::Features>,
     /// The streaming server of Exec/Attach/PortForward sessions, or why
     /// it could not start (set by `start_streaming_or_report`).
     pub stream: std::sync::OnceLock<std::result::Result<berth_stream::Server, String>>,
@@ -108,7 +111,13 @@ impl CriService {
         if let Err(e) = cri_images.set_sandbox_image(&config.sandbox_image) {
             tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
         }
+        let features = features::probe_all(
+            std::iter::once("")
+                .chain(config.runtimes.keys().map(String::as_str))
+                .filter_map(|h| Some((h, config.runtime_binary_of(h)?))),
+        );
         Ok(Arc::new(CriService {
+            features,
             output_root,
             cri_images: Arc::new(cri_images),
             store: store::Store::new(h.containers.clone()),

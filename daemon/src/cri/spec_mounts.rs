@@ -13,6 +13,8 @@ pub struct Bind {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
+    /// Read-only all the way down: the mounts under the source too (`rro`).
+    pub recursive_read_only: bool,
     pub propagation: i32,
 }
 
@@ -22,6 +24,7 @@ impl From<&cri::Mount> for Bind {
             container_path: m.container_path.clone(),
             host_path: m.host_path.clone(),
             readonly: m.readonly,
+            recursive_read_only: m.recursive_read_only,
             propagation: m.propagation,
         }
     }
@@ -46,6 +49,7 @@ pub fn sandbox_binds(
                     container_path: format!("/etc/{f}"),
                     host_path: p.to_string_lossy().into_owned(),
                     readonly: readonly_rootfs,
+                    recursive_read_only: false,
                     propagation: MountPropagation::PropagationPrivate as i32,
                 });
             }
@@ -57,6 +61,7 @@ pub fn sandbox_binds(
             container_path: "/dev/shm".into(),
             host_path: shm.into(),
             readonly: false,
+            recursive_read_only: false,
             propagation: MountPropagation::PropagationPrivate as i32,
         });
     }
@@ -72,9 +77,14 @@ pub fn check(config: &ContainerConfig) -> Result<()> {
                 "{what}: idmap mounts (uidMappings/gidMappings) are not supported"
             )));
         }
-        if m.recursive_read_only {
+        if m.recursive_read_only && !m.readonly {
             return Err(Error::invalid(format!(
-                "{what}: recursive_read_only is not supported"
+                "{what}: recursive_read_only needs readonly: a recursive read-only mount is read-only"
+            )));
+        }
+        if m.recursive_read_only && m.propagation != MountPropagation::PropagationPrivate as i32 {
+            return Err(Error::invalid(format!(
+                "{what}: recursive_read_only needs private propagation (mounts arriving later could not be made read-only)"
             )));
         }
         if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) || !m.image_sub_path.is_empty() {
@@ -182,6 +192,9 @@ pub fn apply(spec: &mut Value, user: &[Bind], extra: &[Bind], mountinfo: &str) -
             }
         }
         options.push(if b.readonly { "ro" } else { "rw" });
+        if b.recursive_read_only {
+            options.push("rro");
+        }
         mounts.push(json!({"destination": b.container_path, "type": "bind",
             "source": src, "options": options}));
     }
@@ -394,6 +407,7 @@ mod tests {
             container_path: c.into(),
             host_path: h.to_string_lossy().into_owned(),
             readonly: ro,
+            recursive_read_only: false,
             propagation: p as i32,
         }
     }

@@ -353,15 +353,35 @@ fn refused_fields_are_named() {
     c.cdi_devices = vec![cri::CdiDevice { name: "x".into() }];
     let e = build_with(&c, &pod(false), &image_cfg()).unwrap_err();
     assert!(e.to_string().contains("CDI"), "{e}");
-    let mut c = with_sc(LinuxContainerSecurityContext::default());
-    c.mounts = vec![cri::Mount {
-        container_path: "/x".into(),
-        host_path: "/tmp".into(),
-        recursive_read_only: true,
-        ..Default::default()
-    }];
-    let e = build_with(&c, &pod(false), &image_cfg()).unwrap_err();
-    assert!(e.to_string().contains("recursive_read_only"), "{e}");
+    // A recursive read-only mount must be read-only and private (as
+    // containerd's CRI checks); then its bind gets runc's `rro`.
+    let rro = |readonly, propagation: cri::MountPropagation| {
+        let mut c = with_sc(LinuxContainerSecurityContext::default());
+        c.mounts = vec![cri::Mount {
+            container_path: "/x".into(),
+            host_path: "/tmp".into(),
+            readonly,
+            recursive_read_only: true,
+            propagation: propagation as i32,
+            ..Default::default()
+        }];
+        build_with(&c, &pod(false), &image_cfg())
+    };
+    let e = rro(false, cri::MountPropagation::PropagationPrivate).unwrap_err();
+    assert!(
+        e.to_string().contains("recursive_read_only needs readonly"),
+        "{e}"
+    );
+    let e = rro(true, cri::MountPropagation::PropagationHostToContainer).unwrap_err();
+    assert!(e.to_string().contains("needs private propagation"), "{e}");
+    let spec = rro(true, cri::MountPropagation::PropagationPrivate).unwrap();
+    let x = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/x")
+        .expect("the bind");
+    assert_eq!(x["options"], json!(["rbind", "rprivate", "ro", "rro"]));
     let c = with_sc(LinuxContainerSecurityContext {
         selinux_options: Some(cri::SeLinuxOption {
             r#type: "spc_t".into(),

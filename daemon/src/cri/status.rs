@@ -81,7 +81,10 @@ impl CriService {
                 .map(|name| cri::RuntimeHandler {
                     name: name.to_string(),
                     features: Some(cri::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: false,
+                        recursive_read_only_mounts: self
+                            .features
+                            .get(name)
+                            .is_some_and(|f| f.recursive_read_only_mounts),
                         user_namespaces: false,
                     }),
                 })

@@ -3,7 +3,10 @@
 //! host mounts under a bind's source once the container runs, and what the
 //! container (with CAP_SYS_ADMIN) mounts under the bind, each seen or not
 //! from the other side. This is the kubelet's mountPropagation contract, as
-//! critest's "Container Mount Propagation" checks it.
+//! critest's "Container Mount Propagation" checks it. Also runc's recursive
+//! attributes (`rro`, `rnoexec`): a read-only bind whose source has a mount
+//! under it leaves that one writable unless `rro` makes it read-only too
+//! (critest's "recursive readonly mounts").
 
 use super::hooks::{host_groups, normalise_groups};
 use super::{Rt, Suite, both, check, has_line, sh, show};
@@ -236,6 +239,70 @@ pub fn bind_propagation(s: &Suite) {
             "rshared bind, rootfsPropagation unset: host's mount inside: exit=0 made-on-host",
             "rshared bind, rootfsPropagation unset: container's mount: exit=0 mounted",
             "rshared bind, rootfsPropagation unset: container's mount on the host: []",
+        ]
+        .iter()
+        .filter_map(|l| has_line(o, l))
+        .collect()
+    });
+}
+
+/// The binds of the recursive attributes case: options, and a label.
+const RECURSIVE: [(&str, &[&str]); 3] = [
+    ("ro", &["rbind", "ro", "rprivate"]),
+    ("rro", &["rbind", "ro", "rprivate", "rro"]),
+    ("rnoexec", &["rbind", "rprivate", "rnoexec"]),
+];
+
+pub fn recursive_attributes(s: &Suite) {
+    let obs = both(|rt| {
+        // A host directory with a tmpfs mounted under it (SharedDir's
+        // guard unmounts it).
+        let dir = SharedDir::new(s.d.dir.path().join(format!("recursive-{}", rt.name())));
+        let sub = dir.mnt().join("sub");
+        std::fs::create_dir_all(&sub).expect("make the submount point");
+        mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap_or_else(|e| panic!("mount a tmpfs on {}: {e}", sub.display()));
+        let mut out = String::new();
+        for (n, (label, options)) in (1..).zip(RECURSIVE) {
+            let id = s.id(rt, n);
+            let src = dir.mnt();
+            let patch = |spec: &mut Value| {
+                let bind = json!({"destination": "/b", "type": "bind", "source": src,
+                    "options": options});
+                match spec["mounts"].as_array_mut() {
+                    Some(m) => m.push(bind),
+                    None => spec["mounts"] = json!([bind]),
+                }
+            };
+            // Each write reports the error's text or "ok"; the mount
+            // options are /proc's for the bind and the submount.
+            let script = "for d in /b /b/sub; do \
+                  if touch $d/f 2>/dev/null; then w=ok; else w=refused; fi; \
+                  o=$(awk -v d=$d '$5 == d {print $6}' /proc/self/mountinfo | tr , '\\n' | grep -xE 'ro|rw|noexec' | sort | tr '\\n' ' '); \
+                  echo \"$d write=$w opts=$o\"; done";
+            s.create_patched(rt, &id, &[], &sh(script), &patch);
+            let ran = s.ctr(&["tasks", "start", &id]);
+            for line in show(&id, &ran).lines() {
+                out.push_str(&format!("{label}: {}\n", line.trim_end()));
+            }
+            s.remove(&id);
+        }
+        out
+    });
+    check("recursive_attributes", &obs, |o| {
+        [
+            "ro: /b write=refused opts=ro",
+            "ro: /b/sub write=ok opts=rw",
+            "rro: /b write=refused opts=ro",
+            "rro: /b/sub write=refused opts=ro",
+            "rnoexec: /b write=ok opts=noexec rw",
+            "rnoexec: /b/sub write=ok opts=noexec rw",
         ]
         .iter()
         .filter_map(|l| has_line(o, l))

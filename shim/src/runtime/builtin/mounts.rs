@@ -134,6 +134,23 @@ pub fn mount_one(sys: &dyn Sys, rootfs: &Path, m: &Mount, cgroup: &CgroupView) -
     for p in parsed.propagation {
         sys.mount(None, &dest, None, p, None).map_err(what)?;
     }
+    // Then runc's recursive attributes (`rro`, …), on this mount and the
+    // ones under it (which a plain remount never reaches).
+    if let Some(r) = parsed.recursive {
+        sys.mount_setattr_recursive(&dest, r.set, r.clear)
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "set recursive attributes {:?} on {}",
+                        opts.iter()
+                            .filter(|o| berth_mount::parse_options(&[o]).recursive.is_some())
+                            .collect::<Vec<_>>(),
+                        m.destination().display()
+                    ),
+                    e,
+                )
+            })?;
+    }
     Ok(())
 }
 
@@ -289,6 +306,26 @@ mod tests {
                 "mount - /r/etc/resolv.conf - MS_REC|MS_PRIVATE -".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn recursive_attributes_come_last_on_the_whole_tree() {
+        let sys = Fake::new();
+        let m = mnt(
+            "/data",
+            "bind",
+            "/host/data",
+            &["rbind", "ro", "rprivate", "rro"],
+        );
+        mount_one(&sys, Path::new("/r"), &m, &view(&V1)).unwrap();
+        assert_eq!(
+            sys.calls.borrow().last().map(String::as_str),
+            Some("mount_setattr /r/data set=0x1 clear=0x0")
+        );
+        assert!(sys.calls.borrow()[3].contains("MS_REC|MS_PRIVATE"));
+        sys.fail("mount_setattr", libc::ENOSYS);
+        let e = mount_one(&sys, Path::new("/r"), &m, &view(&V1)).unwrap_err();
+        assert!(e.to_string().contains("[\"rro\"] on /data"), "{e}");
     }
 
     #[test]

@@ -97,6 +97,13 @@ impl Sys for Fake {
             data.unwrap_or("-")
         ))
     }
+    fn mount_setattr_recursive(&self, target: &Path, set: u64, clear: u64) -> io::Result<()> {
+        self.record(format!(
+            "mount_setattr {} set={set:#x} clear={clear:#x}",
+            target.display()
+        ))
+    }
+
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()> {
         self.record(format!("umount {} {}", target.display(), names!(flags)))
     }
