@@ -45,6 +45,9 @@ pub enum Groups {
     /// says, every group listing the user by name except one named as the
     /// user; sorted.
     Cri,
+    /// containerd's CRI with `SupplementalGroupsPolicy` Strict: the primary
+    /// gid only, no memberships from /etc/group.
+    CriStrict,
 }
 
 /// Resolves `spec` (`USER[:GROUP]`, names or numbers) against the files'
@@ -105,7 +108,7 @@ pub fn resolve(
                 }
             }
         }
-        Groups::Runc => {}
+        Groups::Runc | Groups::CriStrict => {}
         Groups::Cri => {
             additional_gids.extend(
                 groups
@@ -211,6 +214,10 @@ mod tests {
         assert_eq!(r("1000:29").unwrap(), user(1000, 29, &[10, 20, 29]));
         assert_eq!(r("1000:audio").unwrap().gid, 29);
         assert_eq!(r("4242").unwrap(), user(4242, 0, &[0]));
+        // Strict: no memberships from the image's /etc/group.
+        let strict = |spec: &str| resolve(spec, Some(passwd), Some(GROUP), Groups::CriStrict);
+        assert_eq!(strict("web").unwrap(), user(1000, 1001, &[1001]));
+        assert_eq!(strict("1000:29").unwrap(), user(1000, 29, &[29]));
         assert!(r("ghost").is_err());
         assert!(r("web:ghosts").is_err());
         assert_eq!(resolve("7:8", None, None, Groups::Cri).unwrap().gid, 8);

@@ -3,7 +3,8 @@
 //! container and its containers run by runc (found in runc's own state),
 //! while a pod of the default handler next to it runs on the built-in
 //! runtime; Status lists the handlers with their features; a recursive
-//! read-only mount is read-only all the way down on both runtimes; an
+//! read-only mount is read-only all the way down on both runtimes, and a
+//! container's groups are those its status reports; an
 //! unconfigured handler is refused and leaves no pod.
 
 // Shared with cri_containers, which uses the helpers this file does not.
@@ -177,6 +178,73 @@ async fn body() {
         );
     }
     assert!(std::fs::read_dir(&sub).unwrap().next().is_none());
+
+    // Supplemental groups under both policies: the primary gid and the
+    // supplemental ones for the first process and an exec'd one, and in the
+    // status. (This image's /etc/group lists root nowhere, so Merge adds
+    // nothing here; what Strict leaves out is userdb's and spec_tests'
+    // unit tests, and critest's SupplementalGroupsPolicy specs.)
+    for (pod_id, handler, log_dir) in [
+        (&pod.id, "runc", pod.logs.path()),
+        (&default_pod, "", logs.path()),
+    ] {
+        for (policy, want) in [
+            (c::SupplementalGroupsPolicy::Merge, vec![0, 1234]),
+            (c::SupplementalGroupsPolicy::Strict, vec![0, 1234]),
+        ] {
+            let name = format!("groups-{}{handler}", policy.as_str_name().to_lowercase());
+            let mut config = pod.config(&name, &["sh", "-c", "id -G; exec sleep 3600"]);
+            config.linux = Some(c::LinuxContainerConfig {
+                security_context: Some(c::LinuxContainerSecurityContext {
+                    run_as_user: Some(c::Int64Value { value: 0 }),
+                    supplemental_groups: vec![1234],
+                    supplemental_groups_policy: policy as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let id = rt
+                .create_container(c::CreateContainerRequest {
+                    pod_sandbox_id: pod_id.clone(),
+                    config: Some(config),
+                    sandbox_config: None,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
+                .into_inner()
+                .container_id;
+            rt.start_container(c::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .expect("StartContainer");
+            let line = want
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let r = exec_sync(&mut rt, &id, &["id", "-G"], 10)
+                .await
+                .expect("ExecSync");
+            assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), line, "{name}");
+            let user = status(&mut rt, &id)
+                .await
+                .user
+                .and_then(|u| u.linux)
+                .expect("status user");
+            assert_eq!(
+                (user.uid, user.gid, user.supplemental_groups),
+                (0, 0, want),
+                "{name}"
+            );
+            let log = log_dir.join(&name).join("0.log");
+            let first = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                first.ends_with(&format!(" stdout F {line}\n")),
+                "{name}: {first:?}"
+            );
+        }
+    }
 
     // A handler nobody configured: refused, naming what to add; no pod.
     let e = rt

@@ -101,13 +101,31 @@ pub fn to_status(c: &CriContainer) -> cri::ContainerStatus {
         log_path: m.log_path.clone(),
         resources,
         image_id: m.image_id.clone(),
-        user: None,
+        user: user_of(c),
         stop_signal: parse_signal(&m.stop_signal)
             .ok()
             .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
             .and_then(|s| cri::Signal::from_str_name(s.as_str()))
             .unwrap_or(cri::Signal::RuntimeDefault) as i32,
     }
+}
+
+/// The identity of the container's first process as its spec gives it
+/// (what containerd reports: uid, gid and the additional gids).
+fn user_of(c: &CriContainer) -> Option<cri::ContainerUser> {
+    let spec: prost_types::Any = c.record.record.spec.clone()?.into();
+    let v: serde_json::Value = serde_json::from_slice(&spec.value).ok()?;
+    let u = &v["process"]["user"];
+    Some(cri::ContainerUser {
+        linux: Some(cri::LinuxContainerUser {
+            uid: u["uid"].as_i64()?,
+            gid: u["gid"].as_i64()?,
+            supplemental_groups: u["additionalGids"]
+                .as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+                .unwrap_or_default(),
+        }),
+    })
 }
 
 /// Whether `c` passes the ListContainers filter.

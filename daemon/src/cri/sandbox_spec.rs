@@ -182,11 +182,6 @@ fn check_security(s: Option<&cri::LinuxSandboxSecurityContext>) -> Result<()> {
             "linux.security_context.selinux_options: berthd has no SELinux support",
         ));
     }
-    if s.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32 {
-        return Err(Error::unimplemented(
-            "linux.security_context.supplemental_groups_policy Strict is not supported by berthd",
-        ));
-    }
     Ok(())
 }
 

@@ -150,15 +150,23 @@ pub fn user_string(sc: Option<&LinuxContainerSecurityContext>) -> Result<Option<
 }
 
 /// Resolves `spec` (`USER[:GROUP]`, names or numbers) in the image's files
-/// (`None`: absent) with containerd's CRI rules (`berth_proto::userdb`),
-/// then adds `supplemental`; the additional gids are sorted.
+/// (`None`: absent) with containerd's CRI rules (`berth_proto::userdb`;
+/// `strict`: SupplementalGroupsPolicy Strict, no memberships from the
+/// image's /etc/group), then adds `supplemental`; the additional gids are
+/// sorted.
 pub fn resolve_user(
     spec: &str,
     passwd: Option<&str>,
     group: Option<&str>,
     supplemental: &[i64],
+    strict: bool,
 ) -> Result<User> {
-    let mut user = userdb::resolve(spec, passwd, group, Groups::Cri)
+    let rules = if strict {
+        Groups::CriStrict
+    } else {
+        Groups::Cri
+    };
+    let mut user = userdb::resolve(spec, passwd, group, rules)
         .map_err(|e| Error::invalid(format!("user {spec:?}: {e}")))?;
     for s in supplemental {
         let n = u32::try_from(*s).map_err(|_| {
@@ -293,7 +301,7 @@ mod tests {
     fn users_resolve_as_containerd() {
         const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nweb:x:1000:1001::/srv:/bin/sh\n";
         const GROUP: &str = "root:x:0:\nweb:x:1001:web\nwheel:x:10:root,web\n";
-        let r = |s: &str, sup: &[i64]| resolve_user(s, Some(PASSWD), Some(GROUP), sup);
+        let r = |s: &str, sup: &[i64]| resolve_user(s, Some(PASSWD), Some(GROUP), sup, false);
         // The supplemental groups join the image's memberships, sorted.
         assert_eq!(
             r("web", &[5, 1001, 5]).unwrap(),
@@ -307,6 +315,9 @@ mod tests {
         let e = r("ghost", &[]).unwrap_err();
         assert!(e.to_string().contains("no user \"ghost\""), "{e}");
         assert!(r("web", &[-1]).is_err());
+        // Strict: the primary gid and the supplemental ones, not wheel.
+        let strict = resolve_user("web", Some(PASSWD), Some(GROUP), &[1234], true).unwrap();
+        assert_eq!(strict.additional_gids, [1001, 1234]);
     }
 
     #[test]

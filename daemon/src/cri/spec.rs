@@ -245,13 +245,6 @@ pub fn build(
             "linux.security_context.selinux_options: SELinux is not supported by berth",
         ));
     }
-    if sc.is_some_and(|s| {
-        s.supplemental_groups_policy == berth_proto::cri::SupplementalGroupsPolicy::Strict as i32
-    }) {
-        return Err(Error::invalid(
-            "linux.security_context.supplemental_groups_policy: Strict is not supported (Merge only)",
-        ));
-    }
     let mut spec = base(ns, id);
     let icfg = image.config;
 
@@ -354,11 +347,15 @@ pub fn build(
         None => icfg["User"].as_str().unwrap_or_default().to_string(),
     };
     let supplemental = sc.map(|s| s.supplemental_groups.as_slice()).unwrap_or(&[]);
+    let strict = sc.is_some_and(|s| {
+        s.supplemental_groups_policy == berth_proto::cri::SupplementalGroupsPolicy::Strict as i32
+    });
     let creds = security::resolve_user(
         if user.is_empty() { "0" } else { &user },
         host.passwd,
         host.group,
         supplemental,
+        strict,
     )?;
     spec["process"]["user"] = json!({"uid": creds.uid, "gid": creds.gid,
         "additionalGids": creds.additional_gids});

@@ -130,6 +130,14 @@ fn env_cwd_user_and_defaults() {
         s["process"]["user"],
         json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 1000]})
     );
+    // SupplementalGroupsPolicy Strict: not the image's membership in 10.
+    let strict = with_sc(LinuxContainerSecurityContext {
+        supplemental_groups: vec![1234],
+        supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+        ..Default::default()
+    });
+    let st = build_with(&strict, &pod(false), &image_cfg()).unwrap();
+    assert_eq!(st["process"]["user"]["additionalGids"], json!([1000, 1234]));
     assert_eq!(s["process"]["noNewPrivileges"], false);
     assert_eq!(s["linux"]["cgroupsPath"], "/kubepods/pod-u1/c1");
     assert_eq!(s["linux"]["maskedPaths"], json!([]));

@@ -90,7 +90,8 @@ impl CriService {
                 })
                 .collect(),
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                // Strict leaves out the image's /etc/group memberships.
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
             }),
         }
