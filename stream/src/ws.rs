@@ -19,13 +19,14 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+use crate::idle::Idle;
 use crate::pipe::{ChanReader, ChanWriter, Joined};
 
 /// The v5 "close channel" signal: `[255, channel]` half-closes the client's side of `channel`.
 pub const CLOSE_CHANNEL: u8 = 255;
 
 /// The server side of an upgraded WebSocket connection (with the idle timeout).
-pub type Ws = WebSocketStream<crate::Idle<TokioIo<Upgraded>>>;
+pub type Ws = WebSocketStream<Idle<TokioIo<Upgraded>>>;
 
 /// How a negotiated channel protocol frames its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
