@@ -332,17 +332,7 @@ async fn containers_of_a_pod_body() {
             .sum()
     };
     let before = pod_pids();
-    let ps = rt
-        .pod_sandbox_stats(c::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.id.clone(),
-        })
-        .await
-        .expect("PodSandboxStats")
-        .into_inner()
-        .stats
-        .expect("stats")
-        .linux
-        .expect("linux");
+    let ps = pod_stats(&mut rt, &pod.id).await;
     let after = pod_pids();
     assert_eq!(ps.containers.len(), 5);
     let count = ps

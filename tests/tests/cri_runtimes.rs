@@ -87,16 +87,7 @@ async fn body() {
         .expect("status");
     assert_eq!(st.runtime_handler, "runc");
     // A host-network pod has no network usage of its own.
-    let stats = rt
-        .pod_sandbox_stats(c::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.id.clone(),
-        })
-        .await
-        .expect("PodSandboxStats")
-        .into_inner()
-        .stats
-        .and_then(|s| s.linux)
-        .expect("linux stats");
+    let stats = pod_stats(&mut rt, &pod.id).await;
     assert!(stats.network.is_none(), "{:?}", stats.network);
 
     // A pod of the default handler: the built-in runtime, runc knows
@@ -153,21 +144,7 @@ async fn body() {
             recursive_read_only: true,
             ..Default::default()
         }];
-        let id = rt
-            .create_container(c::CreateContainerRequest {
-                pod_sandbox_id: pod_id.clone(),
-                config: Some(config),
-                sandbox_config: None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer ({handler:?}): {e}"))
-            .into_inner()
-            .container_id;
-        rt.start_container(c::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .expect("StartContainer");
+        let id = run_in(&mut rt, pod_id, config, &|| pod.d.log()).await;
         let r = exec_sync(&mut rt, &id, &["touch", "/data/sub/f"], 10)
             .await
             .expect("ExecSync");
@@ -203,21 +180,7 @@ async fn body() {
                 }),
                 ..Default::default()
             });
-            let id = rt
-                .create_container(c::CreateContainerRequest {
-                    pod_sandbox_id: pod_id.clone(),
-                    config: Some(config),
-                    sandbox_config: None,
-                })
-                .await
-                .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
-                .into_inner()
-                .container_id;
-            rt.start_container(c::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .expect("StartContainer");
+            let id = run_in(&mut rt, pod_id, config, &|| pod.d.log()).await;
             let line = want
                 .iter()
                 .map(i64::to_string)

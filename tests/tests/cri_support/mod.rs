@@ -128,26 +128,8 @@ impl Pod {
         }
     }
 
-    pub async fn create(&self, rt: &mut Rt, config: c::ContainerConfig) -> String {
-        rt.create_container(c::CreateContainerRequest {
-            pod_sandbox_id: self.id.clone(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.d.log()))
-        .into_inner()
-        .container_id
-    }
-
     pub async fn run(&self, rt: &mut Rt, config: c::ContainerConfig) -> String {
-        let id = self.create(rt, config).await;
-        rt.start_container(c::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.d.log()));
-        id
+        run_in(rt, &self.id, config, &|| self.d.log()).await
     }
 
     /// [`Self::run`], then waits (10 s at most) until the container is
@@ -261,4 +243,44 @@ pub async fn list_ids(rt: &mut Rt, f: c::ContainerFilter) -> Vec<String> {
         .collect();
     ids.sort();
     ids
+}
+
+/// Creates and starts a container in pod `pod_id` (any pod of the
+/// daemon); a failure panics with `log()` (the daemon's log).
+pub async fn run_in(
+    rt: &mut Rt,
+    pod_id: &str,
+    config: c::ContainerConfig,
+    log: &dyn Fn() -> String,
+) -> String {
+    let name = config.metadata.as_ref().map(|m| m.name.clone());
+    let id = rt
+        .create_container(c::CreateContainerRequest {
+            pod_sandbox_id: pod_id.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer {name:?}: {e}\n{}", log()))
+        .into_inner()
+        .container_id;
+    rt.start_container(c::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer {name:?}: {e}\n{}", log()));
+    id
+}
+
+/// PodSandboxStats' Linux part for pod `id`.
+pub async fn pod_stats(rt: &mut Rt, id: &str) -> c::LinuxPodSandboxStats {
+    rt.pod_sandbox_stats(c::PodSandboxStatsRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("PodSandboxStats")
+    .into_inner()
+    .stats
+    .and_then(|s| s.linux)
+    .expect("linux stats")
 }
