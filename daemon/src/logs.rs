@@ -82,12 +82,19 @@ impl LogStore {
     /// streams in the one file (with a terminal only stdout, and stderr is
     /// empty), lines longer than `max_line` cut into partial pieces (0:
     /// never; containerd's `max_container_log_line_size`, where any
-    /// non-positive value means no limit, maps negative to 0). Not rotated
-    /// by berthd (the kubelet rotates, then has the
-    /// file reopened, see `TaskService::reopen_log`). Makes the file's
-    /// directories if missing (mode 0755, as containerd). A relative path,
-    /// or one holding a `?` (which a stdio URI cannot carry), is refused.
-    pub fn cri_stdio(path: &Path, terminal: bool, max_line: usize) -> Result<(String, String)> {
+    /// non-positive value means no limit, maps negative to 0). `rotate`
+    /// (max size, files kept) has the shim rotate the file by size, for a
+    /// file of berthd's own; a kubelet's log is not rotated by berthd (the
+    /// kubelet rotates, then has the file reopened, see
+    /// `TaskService::reopen_log`). Makes the file's directories if missing
+    /// (mode 0755, as containerd). A relative path, or one holding a `?`
+    /// (which a stdio URI cannot carry), is refused.
+    pub fn cri_stdio(
+        path: &Path,
+        terminal: bool,
+        max_line: usize,
+        rotate: Option<(u64, u32)>,
+    ) -> Result<(String, String)> {
         if !path.is_absolute() {
             return Err(Error::invalid(format!(
                 "log path {} is not absolute",
@@ -113,7 +120,14 @@ impl LogStore {
             .create(dir)
             .map_err(|e| io_err(format!("create {}", dir.display()), e))?;
         }
-        let uri = |stream: &str| Destination::cri(path.to_path_buf(), stream, max_line).uri();
+        let uri = |stream: &str| {
+            let d = Destination::cri(path.to_path_buf(), stream, max_line);
+            match rotate {
+                Some((size, files)) => d.rotating(size, files),
+                None => d,
+            }
+            .uri()
+        };
         let stderr = if terminal {
             String::new()
         } else {

@@ -137,7 +137,7 @@ fn a_half_written_line_waits_for_its_end() {
 fn cri_stdio_names_the_kubelets_path_in_the_cri_format() {
     let root = tmp("cri");
     let path = root.join("pods/ns_pod_uid/c1/0.log");
-    let (out, err) = LogStore::cri_stdio(&path, false, 16384).unwrap();
+    let (out, err) = LogStore::cri_stdio(&path, false, 16384, None).unwrap();
     let d = Destination::parse(&out).unwrap();
     assert_eq!(d, Destination::cri(path.clone(), "stdout", 16384));
     assert_eq!(
@@ -151,7 +151,7 @@ fn cri_stdio_names_the_kubelets_path_in_the_cri_format() {
     assert_eq!(mode & 0o777 & !0o022, 0o755 & !0o022, "{mode:o}");
     assert!(!path.exists(), "the shim creates the file");
     // A terminal has one stream; 0 never cuts lines.
-    let (out, err) = LogStore::cri_stdio(&path, true, 0).unwrap();
+    let (out, err) = LogStore::cri_stdio(&path, true, 0, None).unwrap();
     assert_eq!(Destination::parse(&out).unwrap().max_line, 0);
     assert_eq!(err, "");
     for (bad, why) in [
@@ -159,7 +159,7 @@ fn cri_stdio_names_the_kubelets_path_in_the_cri_format() {
         ("/var/log/pods/a?b/0.log", "holds a '?'"),
         ("/var/log/pods/c1/", "names no file"),
     ] {
-        let e = LogStore::cri_stdio(Path::new(bad), false, 16384).expect_err(bad);
+        let e = LogStore::cri_stdio(Path::new(bad), false, 16384, None).expect_err(bad);
         assert_eq!(e.kind(), berth_proto::errdefs::Kind::InvalidArgument);
         assert!(e.to_string().contains(why), "{bad}: {e}");
     }

@@ -237,15 +237,32 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 pub struct Writer {
     path: PathBuf,
     file: File,
+    /// Bytes in the file; rotation at `max_size` (0: never), keeping
+    /// `max_files` (as [`crate::logrotate::rotate`]).
+    size: u64,
+    max_size: u64,
+    max_files: u32,
 }
 
 impl Writer {
     /// Opens (appending to, creating with [`FILE_MODE`]) the log at `path`;
-    /// its directory must exist.
+    /// its directory must exist. Never rotated (the kubelet rotates its
+    /// logs and has them reopened).
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        Self::open_rotating(path, 0, 1)
+    }
+
+    /// [`Self::open`], rotated by size before a line once the file has
+    /// `max_size` bytes (0: never), `max_files` files kept: for logs no
+    /// kubelet rotates. A [`Follower`] goes on across the rotations.
+    pub fn open_rotating(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<Self> {
+        let file = open_append(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            file: open_append(path)?,
+            size: file.metadata()?.len(),
+            file,
+            max_size,
+            max_files,
         })
     }
 
@@ -262,13 +279,22 @@ impl Writer {
         partial: bool,
         content: &[u8],
     ) -> std::io::Result<()> {
-        self.file.write_all(&encode(stream, time, partial, content))
+        if self.max_size > 0 && self.size >= self.max_size {
+            self.file =
+                crate::logrotate::rotate(&self.path, self.max_files, &self.file, open_append)?;
+            self.size = 0;
+        }
+        let line = encode(stream, time, partial, content);
+        self.file.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
     }
 
     /// Closes the file and opens the path again: after the kubelet renamed
     /// the log away, later lines go to a new file at the path.
     pub fn reopen(&mut self) -> std::io::Result<()> {
         self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
         Ok(())
     }
 }

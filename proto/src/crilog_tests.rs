@@ -254,6 +254,33 @@ fn the_follower_reads_from_an_offset_and_across_a_reopen() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn a_rotating_writer_keeps_its_files_and_the_follower_reads_across() {
+    let dir = tmp("rotate");
+    let path = dir.join("out.log");
+    let mut tail = Follower::from_end(&path);
+    let mut w = Writer::open_rotating(&path, 100, 2).unwrap();
+    let mut seen = Vec::new();
+    for t in 0..30 {
+        w.write(Stream::Stdout, t, false, b"0123456789").unwrap();
+        // A follower that keeps up (as an attach does) misses nothing.
+        seen.extend(tail.poll().iter().map(|l| l.time));
+    }
+    assert_eq!(seen, (0..30).collect::<Vec<i64>>());
+    // Lines are whole and no file grew past one line over the limit; one
+    // old file is kept, the older ones are gone.
+    let cur = read_file(&path).unwrap();
+    let old = read_file(&dir.join("out.log.1")).unwrap();
+    assert!(!dir.join("out.log.2").exists());
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let one = encode(Stream::Stdout, 29, false, b"0123456789").len() as u64;
+    assert!(size(&path) < 100 + one && size(&dir.join("out.log.1")) < 100 + one);
+    let times: Vec<i64> = old.iter().chain(cur.iter()).map(|l| l.time).collect();
+    assert_eq!(*times.last().unwrap(), 29);
+    assert!(times.windows(2).all(|p| p[1] == p[0] + 1), "{times:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn next_waits_for_lines() {
     let dir = tmp("next");

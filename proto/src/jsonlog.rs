@@ -71,15 +71,7 @@ pub fn log_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}-json.log"))
 }
 
-/// The `n`th rotated file of `path` (0 is `path` itself).
-pub fn rotated(path: &Path, n: u32) -> PathBuf {
-    if n == 0 {
-        return path.to_path_buf();
-    }
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{n}"));
-    s.into()
-}
+pub use crate::logrotate::rotated;
 
 /// The files of a log, oldest first: the rotated ones that exist (from
 /// `.1` up to the first missing one), then `path` itself if it exists.
@@ -101,8 +93,9 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
 pub struct Destination {
     pub path: PathBuf,
     pub stream: String,
-    /// Rotate once the file has this many bytes; 0: never (json only: CRI
-    /// logs are rotated by the kubelet).
+    /// Rotate once the file has this many bytes; 0: never (CRI logs at the
+    /// kubelet's paths are rotated by the kubelet; only berthd's own CRI
+    /// output files are rotated by the shim).
     pub max_size: u64,
     /// Files kept, the current one included (at least 1: then the file is
     /// emptied instead of rotated).
@@ -127,7 +120,7 @@ impl Destination {
         }
     }
 
-    /// A CRI destination (never rotated by us).
+    /// A CRI destination (not rotated by us: see [`Self::rotating`]).
     pub fn cri(path: PathBuf, stream: &str, max_line: usize) -> Self {
         Self {
             path,
@@ -139,6 +132,13 @@ impl Destination {
         }
     }
 
+    /// This destination rotated at `max_size` bytes, keeping `max_files`.
+    pub fn rotating(mut self, max_size: u64, max_files: u32) -> Self {
+        self.max_size = max_size;
+        self.max_files = max_files.max(1);
+        self
+    }
+
     /// The stdio URI of this destination. The path must not hold `?`.
     pub fn uri(&self) -> String {
         match self.format {
@@ -146,6 +146,14 @@ impl Destination {
                 "{SCHEME}{}?stream={}&max-size={}&max-files={}",
                 self.path.display(),
                 self.stream,
+                self.max_size,
+                self.max_files
+            ),
+            Format::Cri if self.max_size > 0 => format!(
+                "{SCHEME}{}?stream={}&format=cri&max_line={}&max-size={}&max-files={}",
+                self.path.display(),
+                self.stream,
+                self.max_line,
                 self.max_size,
                 self.max_files
             ),
@@ -168,7 +176,7 @@ impl Destination {
             return Err(format!("{uri:?}: the log path must be absolute"));
         }
         let mut d = Destination::json(path.into(), "stdout", 0, 1);
-        let (mut rotation, mut max_line) = (false, None);
+        let mut max_line = None;
         for kv in query.split('&').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             let num = |v: &str| {
@@ -177,15 +185,11 @@ impl Destination {
             };
             match k {
                 "stream" if v == "stdout" || v == "stderr" => d.stream = v.into(),
-                "max-size" => {
-                    d.max_size = num(v)?;
-                    rotation = true;
-                }
+                "max-size" => d.max_size = num(v)?,
                 "max-files" => {
                     d.max_files = u32::try_from(num(v)?)
                         .map_err(|_| format!("{uri:?}: max-files={v} is too large"))?
                         .max(1);
-                    rotation = true;
                 }
                 "format" => {
                     d.format = Format::parse(v)
@@ -201,12 +205,6 @@ impl Destination {
             }
         }
         match d.format {
-            Format::Cri if rotation => {
-                return Err(format!(
-                    "{uri:?}: CRI logs are rotated by the kubelet, not by berth: \
-                     max-size and max-files are refused"
-                ));
-            }
             Format::Json if max_line.is_some() => {
                 return Err(format!(
                     "{uri:?}: max_line is for format=cri (json-file lines are cut at {MAX_LINE})"
@@ -274,19 +272,7 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
-        if self.max_files == 1 {
-            self.file.set_len(0)?;
-            self.size = 0;
-            return Ok(());
-        }
-        for n in (1..self.max_files - 1).rev() {
-            match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        std::fs::rename(&self.path, rotated(&self.path, 1))?;
-        self.file = open_append(&self.path)?;
+        self.file = crate::logrotate::rotate(&self.path, self.max_files, &self.file, open_append)?;
         self.size = 0;
         Ok(())
     }

@@ -78,8 +78,13 @@ fn uris_round_trip_and_bad_ones_are_refused() {
     assert_eq!(Destination::parse(&c.uri()).unwrap(), c);
     let j = Destination::parse("berth-log:///x?format=json&stream=stderr").unwrap();
     assert_eq!(j, Destination::json("/x".into(), "stderr", 0, 1));
-    let e = Destination::parse("berth-log:///x?format=cri&max-size=10").unwrap_err();
-    assert!(e.contains("rotated by the kubelet"), "{e}");
+    // A CRI log berthd owns (no kubelet rotates it) is rotated by size.
+    let r = Destination::cri("/r/out.log".into(), "stdout", 0).rotating(10, 2);
+    assert_eq!(
+        r.uri(),
+        "berth-log:///r/out.log?stream=stdout&format=cri&max_line=0&max-size=10&max-files=2"
+    );
+    assert_eq!(Destination::parse(&r.uri()).unwrap(), r);
     let e = Destination::parse("berth-log:///x?max_line=10").unwrap_err();
     assert!(e.contains("max_line is for format=cri"), "{e}");
     assert!(Destination::parse("berth-log:///x?format=syslog").is_err());

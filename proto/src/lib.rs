@@ -24,6 +24,7 @@ pub mod filters;
 pub mod identifiers;
 pub mod jsonlog;
 pub mod labels;
+pub mod logrotate;
 pub mod metadata;
 pub mod reference;
 pub mod spec_defaults;

@@ -1,7 +1,8 @@
 //! Output to a log file berthd names with a `berth-log://` URI: docker's
 //! json-file format ([`berth_proto::jsonlog`], rotated by size by us) or
 //! the Kubernetes CRI format ([`berth_proto::crilog`], rotated by the
-//! kubelet, which then has the file reopened). The shim cuts the process's
+//! kubelet, which then has the file reopened; by us only when the URI asks,
+//! for berthd's own output files). The shim cuts the process's
 //! output into lines and appends them; it outlives berthd, so logging goes
 //! on while berthd restarts.
 
@@ -74,10 +75,14 @@ impl Opened {
         }
         let opened = match d.format {
             Format::Json => Writer::open(&d.path, d.max_size, d.max_files).map(Log::Json),
-            Format::Cri => crilog::Writer::open(&d.path).map(|writer| Log::Cri {
-                writer,
-                max_line: d.max_line,
-            }),
+            Format::Cri => {
+                crilog::Writer::open_rotating(&d.path, d.max_size, d.max_files).map(|writer| {
+                    Log::Cri {
+                        writer,
+                        max_line: d.max_line,
+                    }
+                })
+            }
         };
         let w = opened.map_err(|e| Error::io(format!("open log {}", d.path.display()), e))?;
         let w = Arc::new(Mutex::new(w));

@@ -6,7 +6,9 @@
 //! private network + mount namespace. Checked: exec output, stderr and exit
 //! code (v5 WebSocket status, v4 SPDY status), stdin and its v5 close
 //! signal, port forwarding to a busybox `nc` listening inside the pod (bytes
-//! both ways), and attach to a container's `sh` (stdin in, stdout out).
+//! both ways), attach to a container's `sh` (stdin in, stdout out), and
+//! the rotation of the output file berthd keeps for a container without a
+//! log path (what attach reads).
 
 // Shared with cri_containers, which uses the helpers this file does not.
 #[allow(dead_code)]
@@ -48,6 +50,61 @@ async fn body() {
     spdy_exec(&mut rt, &ctr).await;
     ws_port_forward(&pod, &mut rt).await;
     spdy_attach(&pod, &mut rt).await;
+    unlogged_output_is_rotated(&pod, &mut rt).await;
+}
+
+/// A container without a log path writes to berthd's own file (what
+/// Attach reads): rotated at 10 MiB with one older file kept, so it cannot
+/// fill the disk.
+async fn unlogged_output_is_rotated(pod: &Pod, rt: &mut Rt) {
+    let mut config = pod.config(
+        "chatty",
+        &[
+            "sh",
+            "-c",
+            "head -c 25000000 /dev/zero | tr '\\0' x | fold -w 999; echo; echo done; exec sleep 3600",
+        ],
+    );
+    config.log_path = String::new();
+    let (ctr, _) = pod.run_running(rt, config).await;
+    let dir = pod.d.root().join("cri/output").join(&ctr);
+    let (log, old) = (dir.join("output.log"), dir.join("output.log.1"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains(" stdout F done\n")) {
+        if Instant::now() > deadline {
+            let files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| {
+                            let n = e.file_name().to_string_lossy().into_owned();
+                            (n, e.metadata().map_or(0, |m| m.len()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = std::fs::read(&log).unwrap_or_default();
+            let tail =
+                String::from_utf8_lossy(&text[text.len().saturating_sub(300)..]).into_owned();
+            panic!(
+                "no \"done\" in {}: files {files:?}, ends {tail:?}",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // Each file stops at the first line past 10 MiB; 25 MB made two
+    // rotations, the oldest file is gone.
+    for p in [&log, &old] {
+        assert!(
+            (1..(10 << 20) + 1100).contains(&size(p)),
+            "{}: {} bytes",
+            p.display(),
+            size(p)
+        );
+    }
+    assert!(!dir.join("output.log.2").exists());
+    assert!(size(&old) > 10 << 20, "output.log.1 is a whole file");
 }
 
 fn exec_req(id: &str, cmd: &[&str], stdin: bool) -> c::ExecRequest {

@@ -152,6 +152,11 @@ pub fn matches(c: &CriContainer, f: &cri::ContainerFilter) -> bool {
         .all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// berthd's own output file of a container without a `log_path` is
+/// rotated at this size, one older file kept (the kubelet's default
+/// `containerLogMaxSize`, 10 MiB).
+pub const OUTPUT_MAX_SIZE: u64 = 10 << 20;
+
 impl CriService {
     /// The event of `kind` for container `c` (with its status now).
     pub(crate) fn container_event(&self, c: &CriContainer, kind: cri::ContainerEventType) {
@@ -364,7 +369,7 @@ impl CriService {
         self.output_root.join(id)
     }
 
-    /// Where the container's output goes: the kubelet's log path, or
+    /// Where the container's output goes (see [`OUTPUT_MAX_SIZE`]): the kubelet's log path, or
     /// (none given, as critest does) a file of berthd's own, which Attach
     /// reads and RemoveContainer deletes — the shim writes output only to
     /// files. On the root's disk, not the state's tmpfs, below the

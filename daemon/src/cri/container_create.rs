@@ -331,7 +331,7 @@ impl CriService {
     pub(crate) async fn start_task(&self, c: &CriContainer) -> Result<()> {
         let cfg = c.meta.config.clone().unwrap_or_default();
         let id = &c.meta.id;
-        let (stdout, stderr) = self.log_stdio(&self.output_log(&c.meta), cfg.tty)?;
+        let (stdout, stderr) = self.log_stdio(&c.meta, cfg.tty)?;
         let stdin = if c.meta.stdin_fifo.is_empty() {
             String::new()
         } else {
@@ -370,11 +370,17 @@ impl CriService {
         Ok(())
     }
 
-    /// The stdout/stderr URIs writing the container's log at `path` in the
-    /// CRI format, long lines cut at `max_container_log_line_size`.
-    fn log_stdio(&self, path: &Path, terminal: bool) -> Result<(String, String)> {
+    /// The stdout/stderr URIs writing the container's output log in the
+    /// CRI format, long lines cut at `max_container_log_line_size`; a file
+    /// of berthd's own (no `log_path`) is rotated by size, as no kubelet
+    /// rotates it.
+    fn log_stdio(&self, m: &ContainerMetadata, terminal: bool) -> Result<(String, String)> {
         let max = usize::try_from(self.config.max_container_log_line_size).unwrap_or(0);
-        crate::logs::LogStore::cri_stdio(path, terminal, max)
+        let rotate = m
+            .log_path
+            .is_empty()
+            .then_some((super::container::OUTPUT_MAX_SIZE, 2));
+        crate::logs::LogStore::cri_stdio(&self.output_log(m), terminal, max, rotate)
     }
 
     /// Makes the stdin FIFO and holds its write end, so the container's

@@ -519,7 +519,7 @@ async fn reopen_log_is_for_running_tasks_that_log_to_a_file() {
     // Output to a CRI log: created is not running yet; then reopened.
     e.container(NS, "c1");
     let (stdout, stderr) =
-        crate::logs::LogStore::cri_stdio(&e._dir.path().join("pods/c1/0.log"), false, 16384)
+        crate::logs::LogStore::cri_stdio(&e._dir.path().join("pods/c1/0.log"), false, 16384, None)
             .unwrap();
     let req = CreateTaskRequest {
         stdout,
