@@ -544,15 +544,17 @@ fn a_networked_always_container_comes_back_after_a_host_reboot() {
                 .args(["link", "del", &l])
                 .status();
         }
-        for table in ["filter", "nat", "mangle", "raw"] {
-            for op in ["-F", "-X"] {
-                ok(
-                    &format!("iptables -t {table} {op}"),
-                    std::process::Command::new("iptables")
-                        .args(["-t", table, op])
-                        .output()
-                        .expect("run iptables"),
-                );
+        for tool in ["iptables", "ip6tables"] {
+            for table in ["filter", "nat", "mangle", "raw"] {
+                for op in ["-F", "-X"] {
+                    ok(
+                        &format!("{tool} -t {table} {op}"),
+                        std::process::Command::new(tool)
+                            .args(["-t", table, op])
+                            .output()
+                            .expect("run iptables"),
+                    );
+                }
             }
         }
     });
@@ -562,9 +564,16 @@ fn a_networked_always_container_comes_back_after_a_host_reboot() {
     let ip = n.ip_of("web", "eth0");
     assert!(in_subnet(ip, NET_R), "web got {ip}");
     assert_eq!(reserved_ips(&n.ipam(), "r"), [IpAddr::V4(ip)]);
+    // Stopped by the user first: a bare task removal is an exit the
+    // restart policy would answer.
+    n.ok(&["stop", "-t", "1", "web"]);
     n.remove(&["web"]);
     let left = LeakCounts::now(&n.state());
-    assert!(left.none(), "left behind: {left}");
+    let rules: Vec<String> = iptables_lines()
+        .into_iter()
+        .filter(|l| container_rule(l))
+        .collect();
+    assert!(left.none(), "left behind: {left}: {rules:?}\n{}", n.d.log());
     n.ok(&["network", "rm", "r"]);
 }
 
