@@ -9,8 +9,10 @@
 
 mod options;
 pub mod private;
+mod setattr;
 
 pub use options::{MountOptions, RecursiveAttrs, attr, parse_options};
+pub use setattr::{setattr_recursive, setattr_supported};
 
 use nix::mount::{MntFlags, MsFlags};
 use std::path::{Path, PathBuf};

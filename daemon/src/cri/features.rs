@@ -21,7 +21,7 @@ pub struct Features {
 pub fn probe_all<'a>(
     handlers: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> HashMap<String, Features> {
-    let kernel = kernel_has_mount_setattr();
+    let kernel = berth_mount::setattr_supported();
     handlers
         .into_iter()
         .map(|(handler, binary)| {
@@ -36,24 +36,6 @@ pub fn probe_all<'a>(
             )
         })
         .collect()
-}
-
-/// Whether the kernel has `mount_setattr(2)`: a call with no valid
-/// argument fails with anything but `ENOSYS`.
-fn kernel_has_mount_setattr() -> bool {
-    // SAFETY: no pointer is dereferenced for an invalid directory fd and
-    // a NULL path; the kernel only validates and fails.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            -1,
-            std::ptr::null::<libc::c_char>(),
-            0,
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
 }
 
 /// The `mountOptions` of `<binary> features`; `None` when it has no such
@@ -122,6 +104,9 @@ mod tests {
         assert_eq!(f["none"], Features::default());
         assert_eq!(f["false"], Features::default());
         // The built-in runtime's follow the kernel (5.12+ everywhere berth runs).
-        assert_eq!(f[""].recursive_read_only_mounts, kernel_has_mount_setattr());
+        assert_eq!(
+            f[""].recursive_read_only_mounts,
+            berth_mount::setattr_supported()
+        );
     }
 }

@@ -137,19 +137,18 @@ pub fn mount_one(sys: &dyn Sys, rootfs: &Path, m: &Mount, cgroup: &CgroupView) -
     // Then runc's recursive attributes (`rro`, …), on this mount and the
     // ones under it (which a plain remount never reaches).
     if let Some(r) = parsed.recursive {
-        sys.mount_setattr_recursive(&dest, r.set, r.clear)
-            .map_err(|e| {
-                Error::io(
-                    format!(
-                        "set recursive attributes {:?} on {}",
-                        opts.iter()
-                            .filter(|o| berth_mount::parse_options(&[o]).recursive.is_some())
-                            .collect::<Vec<_>>(),
-                        m.destination().display()
-                    ),
-                    e,
-                )
-            })?;
+        sys.mount_setattr_recursive(&dest, r).map_err(|e| {
+            Error::io(
+                format!(
+                    "set recursive attributes {:?} on {}",
+                    opts.iter()
+                        .filter(|o| berth_mount::parse_options(&[o]).recursive.is_some())
+                        .collect::<Vec<_>>(),
+                    m.destination().display()
+                ),
+                e,
+            )
+        })?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! Every method returns `io::Result`: nix's errno and the caps crate's
 //! errors become I/O errors here, and the caller names the step.
 
+use berth_mount::RecursiveAttrs;
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -34,10 +35,10 @@ pub trait Sys {
         data: Option<&str>,
     ) -> io::Result<()>;
     fn umount(&self, target: &Path, flags: MntFlags) -> io::Result<()>;
-    /// `mount_setattr(2)` with `AT_RECURSIVE`: sets and clears the
-    /// `MOUNT_ATTR_*` bits `set`/`clear` on the mount at `target` and every
-    /// mount below it.
-    fn mount_setattr_recursive(&self, target: &Path, set: u64, clear: u64) -> io::Result<()>;
+    /// `mount_setattr(2)` with `AT_RECURSIVE`: sets and clears `attrs`'
+    /// `MOUNT_ATTR_*` bits on the mount at `target` and every mount below
+    /// it.
+    fn mount_setattr_recursive(&self, target: &Path, attrs: RecursiveAttrs) -> io::Result<()>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     fn chdir(&self, dir: &Path) -> io::Result<()>;
     /// Opens the directory `dir` (`O_PATH`) to return to it with
@@ -138,8 +139,8 @@ impl Sys for Host {
         Ok(nix::mount::umount2(target, flags)?)
     }
 
-    fn mount_setattr_recursive(&self, target: &Path, set: u64, clear: u64) -> io::Result<()> {
-        mount_setattr_recursive(target, set, clear)
+    fn mount_setattr_recursive(&self, target: &Path, attrs: RecursiveAttrs) -> io::Result<()> {
+        berth_mount::setattr_recursive(target, attrs)
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
@@ -395,33 +396,3 @@ fn close_range(lo: u32, hi: u32) -> io::Result<()> {
 mod fake;
 #[cfg(test)]
 pub use fake::Fake;
-
-/// `mount_setattr(2)` (Linux 5.12; no wrapper in nix or rustix yet) on the
-/// mount at `target` with `AT_RECURSIVE`; `ENOSYS` on older kernels.
-pub fn mount_setattr_recursive(target: &Path, set: u64, clear: u64) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = libc::mount_attr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: a NUL-terminated path and a mount_attr that outlive the
-    // call, with the struct's own size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}

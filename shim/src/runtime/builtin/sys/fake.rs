@@ -97,10 +97,12 @@ impl Sys for Fake {
             data.unwrap_or("-")
         ))
     }
-    fn mount_setattr_recursive(&self, target: &Path, set: u64, clear: u64) -> io::Result<()> {
+    fn mount_setattr_recursive(&self, target: &Path, attrs: RecursiveAttrs) -> io::Result<()> {
         self.record(format!(
-            "mount_setattr {} set={set:#x} clear={clear:#x}",
-            target.display()
+            "mount_setattr {} set={:#x} clear={:#x}",
+            target.display(),
+            attrs.set,
+            attrs.clear
         ))
     }
 
