@@ -21,9 +21,9 @@
 //! Destinations are `berth-log://` stdio URIs with `format=cri` (see
 //! [`crate::jsonlog::Destination`]).
 
+use crate::logrotate::LogFile;
 use crate::time::{format_time, parse_time};
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -223,31 +223,15 @@ impl Splitter {
     }
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
-    std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new().create(true).append(true),
-        FILE_MODE,
-    )
-    .open(path)
-}
-
-/// Appends lines to a CRI log. Each line is one write to a file opened
-/// for appending, so lines of the two streams never interleave.
+/// Appends lines to a CRI log ([`LogFile`], files made with
+/// [`FILE_MODE`]). Each line is one write to a file opened for appending,
+/// so lines of the two streams never interleave.
 #[derive(Debug)]
-pub struct Writer {
-    path: PathBuf,
-    file: File,
-    /// Bytes in the file; rotation at `max_size` (0: never), keeping
-    /// `max_files` (as [`crate::logrotate::rotate`]).
-    size: u64,
-    max_size: u64,
-    max_files: u32,
-}
+pub struct Writer(LogFile);
 
 impl Writer {
-    /// Opens (appending to, creating with [`FILE_MODE`]) the log at `path`;
-    /// its directory must exist. Never rotated (the kubelet rotates its
-    /// logs and has them reopened).
+    /// Opens (appending to) the log at `path`; its directory must exist.
+    /// Never rotated (the kubelet rotates its logs and has them reopened).
     pub fn open(path: &Path) -> std::io::Result<Self> {
         Self::open_rotating(path, 0, 1)
     }
@@ -256,19 +240,12 @@ impl Writer {
     /// `max_size` bytes (0: never), `max_files` files kept: for logs no
     /// kubelet rotates. A [`Follower`] goes on across the rotations.
     pub fn open_rotating(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<Self> {
-        let file = open_append(path)?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            size: file.metadata()?.len(),
-            file,
-            max_size,
-            max_files,
-        })
+        LogFile::open(path, FILE_MODE, max_size, max_files).map(Writer)
     }
 
     /// The path written to.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
     /// Writes one piece as one line.
@@ -279,23 +256,13 @@ impl Writer {
         partial: bool,
         content: &[u8],
     ) -> std::io::Result<()> {
-        if self.max_size > 0 && self.size >= self.max_size {
-            self.file =
-                crate::logrotate::rotate(&self.path, self.max_files, &self.file, open_append)?;
-            self.size = 0;
-        }
-        let line = encode(stream, time, partial, content);
-        self.file.write_all(&line)?;
-        self.size += line.len() as u64;
-        Ok(())
+        self.0.append(&encode(stream, time, partial, content))
     }
 
     /// Closes the file and opens the path again: after the kubelet renamed
     /// the log away, later lines go to a new file at the path.
     pub fn reopen(&mut self) -> std::io::Result<()> {
-        self.file = open_append(&self.path)?;
-        self.size = self.file.metadata()?.len();
-        Ok(())
+        self.0.reopen()
     }
 }
 

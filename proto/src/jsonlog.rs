@@ -13,7 +13,6 @@
 use crate::crilog::Format;
 pub use crate::time::{format_time, parse_time};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The stdio URI scheme of a json-file destination.
@@ -71,6 +70,7 @@ pub fn log_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}-json.log"))
 }
 
+use crate::logrotate::LogFile;
 pub use crate::logrotate::rotated;
 
 /// The files of a log, oldest first: the rotated ones that exist (from
@@ -217,64 +217,26 @@ impl Destination {
 }
 
 /// Appends entries to a log file, rotating it by size as docker's
-/// json-file driver does: before an entry is written, a file that has
-/// reached `max_size` is renamed to `.1` (`.1` to `.2`, …, the oldest
-/// dropped) and a new one started.
+/// json-file driver does ([`LogFile`]).
 #[derive(Debug)]
-pub struct Writer {
-    path: PathBuf,
-    file: std::fs::File,
-    size: u64,
-    max_size: u64,
-    max_files: u32,
-}
-
-fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    // Container output may hold secrets: owner-only.
-    std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new().create(true).append(true),
-        0o600,
-    )
-    .open(path)
-}
+pub struct Writer(LogFile);
 
 impl Writer {
     /// Opens (appending to) the log at `path`; its directory must exist.
+    /// Container output may hold secrets: files are owner-only.
     pub fn open(path: &Path, max_size: u64, max_files: u32) -> std::io::Result<Self> {
-        let file = open_append(path)?;
-        let size = file.metadata()?.len();
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            size,
-            max_size,
-            max_files: max_files.max(1),
-        })
+        LogFile::open(path, 0o600, max_size, max_files).map(Writer)
     }
 
     /// Writes one entry (one line of the file).
     pub fn write(&mut self, stream: &str, time: i64, log: &[u8]) -> std::io::Result<()> {
-        if self.max_size > 0 && self.size >= self.max_size {
-            self.rotate()?;
-        }
-        let line = encode(stream, time, log);
-        self.file.write_all(&line)?;
-        self.size += line.len() as u64;
-        Ok(())
+        self.0.append(&encode(stream, time, log))
     }
 
     /// Closes the file and opens the path again (a new file if the old one
     /// was renamed away), going on counting from the size found there.
     pub fn reopen(&mut self) -> std::io::Result<()> {
-        self.file = open_append(&self.path)?;
-        self.size = self.file.metadata()?.len();
-        Ok(())
-    }
-
-    fn rotate(&mut self) -> std::io::Result<()> {
-        self.file = crate::logrotate::rotate(&self.path, self.max_files, &self.file, open_append)?;
-        self.size = 0;
-        Ok(())
+        self.0.reopen()
     }
 }
 
