@@ -189,6 +189,16 @@ impl CriConfig {
             .map(|r| r.runtime_binary.as_str())
     }
 
+    /// Every runtime handler with its runtime binary: the default one ("")
+    /// first, then the configured ones by name.
+    pub fn handlers(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once(("", self.runtime_binary.as_str())).chain(
+            self.runtimes
+                .iter()
+                .map(|(name, r)| (name.as_str(), r.runtime_binary.as_str())),
+        )
+    }
+
     /// Why this section cannot be used, if it cannot.
     pub fn problem(&self) -> Option<String> {
         if self.runtimes.contains_key("") {
@@ -488,6 +498,8 @@ mod tests {
         assert_eq!(cfg.cri.runtime_binary_of("runc"), Some("runc"));
         assert_eq!(cfg.cri.runtime_binary_of("builtin"), Some(""));
         assert_eq!(cfg.cri.runtime_binary_of("kata"), None);
+        let all: Vec<_> = cfg.cri.handlers().collect();
+        assert_eq!(all, [("", "crun"), ("builtin", ""), ("runc", "runc")]);
         assert!(toml::from_str::<Config>("[cri.runtimes.x]\nbinary = \"y\"").is_err());
     }
 

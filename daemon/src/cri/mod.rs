@@ -111,11 +111,7 @@ impl CriService {
         if let Err(e) = cri_images.set_sandbox_image(&config.sandbox_image) {
             tracing::warn!("[cri] sandbox_image: {}; it is not pinned", e.chain());
         }
-        let features = features::probe_all(
-            std::iter::once("")
-                .chain(config.runtimes.keys().map(String::as_str))
-                .filter_map(|h| Some((h, config.runtime_binary_of(h)?))),
-        );
+        let features = features::probe_all(config.handlers());
         Ok(Arc::new(CriService {
             features,
             output_root,

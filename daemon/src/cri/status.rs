@@ -76,9 +76,10 @@ impl CriService {
         cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: std::iter::once("")
-                .chain(self.config.runtimes.keys().map(String::as_str))
-                .map(|name| cri::RuntimeHandler {
+            runtime_handlers: self
+                .config
+                .handlers()
+                .map(|(name, _)| cri::RuntimeHandler {
                     name: name.to_string(),
                     features: Some(cri::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: self
